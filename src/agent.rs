@@ -1,0 +1,120 @@
+//! Wires the agent's threads together and runs it until shutdown.
+//!
+//! ```text
+//!             ┌────────────── SupMsg (unbounded inbox) ───────────────┐
+//!             v                                                       │
+//!  link ──> supervisor ──Job (bounded)──> worker-0..N ──Chunk (bounded)──> uploader ──HTTPS──> cloud
+//!   ^  ^          │                          │   ^                             │
+//!   │  └─LinkMsg──┘ (send, then wake)        │   └──────ChunkReply─────────────┘
+//!   │                                        │
+//!   └──────────LinkMsg (results)─────────────┘ via the supervisor
+//!  heartbeat ──LinkMsg──> link
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use crossbeam_channel::Sender;
+
+use crate::config::AgentConfig;
+use crate::heartbeat::HeartbeatHandle;
+use crate::link::{Link, LinkSettings};
+use crate::supervisor::{StatusBoard, SupMsg, Supervisor};
+
+/// Capacity of the worker queue per worker thread.
+const JOBS_PER_WORKER: usize = 8;
+/// Chunks that may wait for the uploader: a few MB of memory at most.
+const CHUNK_QUEUE: usize = 2;
+
+/// A running agent: its threads and the supervisor's inbox.
+#[derive(Debug)]
+pub struct Agent {
+    inbox: Sender<SupMsg>,
+    supervisor: std::thread::JoinHandle<String>,
+    link: Link,
+    heartbeat: HeartbeatHandle,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    uploader: std::thread::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Opens the databases, checks the API key, and starts every thread.
+    pub fn start(config: &AgentConfig) -> anyhow::Result<Self> {
+        // Fail before dialling if the key is missing or malformed.
+        drop(config.load_api_key()?);
+        let tls = crate::tls::client_config(config.ca_cert_path.as_deref())?;
+        let databases = config
+            .connections
+            .iter()
+            .map(|c| {
+                drivers::Database::open(&AgentConfig::connection_spec(c))
+                    .with_context(|| format!("opening database connection `{}`", c.name))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if databases.is_empty() {
+            tracing::warn!(
+                "no database connections configured; every command will fail with UNKNOWN_CONNECTION"
+            );
+        }
+
+        // Unbounded: every role reports here and must never block on the supervisor; the
+        // volume is bounded by the bounded job queue and the link's frame rate.
+        let (inbox, inbox_rx) = crossbeam_channel::unbounded();
+        let board = Arc::new(StatusBoard::default());
+
+        let key_config = config.clone();
+        let link = Link::start(
+            LinkSettings {
+                url: config.cloud_url.clone(),
+                connector_name: config.connector_name.clone(),
+                proxy: config.proxy_url.clone(),
+                tls: tls.clone(),
+                reconnect_max: Duration::from_millis(config.reconnect_max_ms),
+                heartbeat_interval: config.heartbeat_interval(),
+            },
+            Box::new(move || key_config.load_api_key().map_err(|e| e.to_string())),
+            inbox.clone(),
+        )?;
+
+        let http = crate::https::agent(tls, config.proxy_url.as_deref(), Duration::from_secs(60))?;
+        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded(CHUNK_QUEUE);
+        let uploader = crate::uploader::start(http, chunk_rx)?;
+        let (job_tx, job_rx) = crossbeam_channel::bounded(config.workers as usize * JOBS_PER_WORKER);
+        let workers = crate::worker::start(config.workers, job_rx, chunk_tx, inbox.clone())?;
+        let heartbeat = HeartbeatHandle::start(config.heartbeat_interval(), board.clone(), link.sender())?;
+
+        let supervisor = Supervisor::new(
+            inbox_rx,
+            link.sender(),
+            job_tx,
+            board,
+            databases,
+            Duration::from_millis(config.command_timeout_ms),
+        );
+        let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;
+        Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader })
+    }
+
+    /// A sender for asking the supervisor to stop (Ctrl-C, service stop).
+    pub fn inbox(&self) -> Sender<SupMsg> {
+        self.inbox.clone()
+    }
+
+    /// Waits for the supervisor to finish (a shutdown was requested), then stops and joins
+    /// every other thread. Returns the shutdown reason.
+    pub fn wait(self) -> String {
+        let Self { inbox, supervisor, link, heartbeat, workers, uploader } = self;
+        drop(inbox);
+        let reason = supervisor.join().unwrap_or_else(|_| "supervisor panicked".into());
+        // The supervisor owned the job sender: workers see the queue close and end, which
+        // closes the chunk queue and ends the uploader.
+        for worker in workers {
+            crate::join_named(worker);
+        }
+        crate::join_named(uploader);
+        drop(heartbeat);
+        link.stop();
+        reason
+    }
+}

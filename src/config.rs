@@ -1,0 +1,244 @@
+//! Agent configuration (spec Appendix B): a plain JSON file with no secrets in it.
+//!
+//! Database passwords live in the vault and the API key behind `apiKeyRef`; the file itself can
+//! be read by anyone who may read the machine's configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::protocol::{ApiKey, ApiKeyFormatError};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON or a field has the wrong type.
+    #[error("invalid config {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// serde's message, naming the field and line.
+        reason: String,
+    },
+    /// A field has a value the agent cannot use.
+    #[error("invalid config field `{field}`: {reason}")]
+    Field {
+        /// The JSON field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The API key could not be loaded from `apiKeyRef`.
+    #[error("cannot load API key from {reference}: {reason}")]
+    ApiKey {
+        /// The reference (never the key).
+        reference: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The API key is malformed (checked before dialling).
+    #[error(transparent)]
+    KeyFormat(#[from] ApiKeyFormatError),
+}
+
+/// The agent's configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// Friendly name of this connector.
+    pub connector_name: String,
+    /// Where the API key is: `file:<path>` (a 0600 file) or `env:<VARIABLE>`.
+    pub api_key_ref: String,
+    /// `wss://host[:port]/path` of the cloud gateway.
+    pub cloud_url: String,
+    /// Extra CA certificate (PEM) to trust for the gateway, e.g. a private CA or SSL inspection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_path: Option<PathBuf>,
+    /// HTTP CONNECT proxy, `http://host:port`.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Heartbeat period.
+    #[serde(default = "defaults::heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Default query timeout when a command gives none.
+    #[serde(default = "defaults::command_timeout_ms")]
+    pub command_timeout_ms: u64,
+    /// Offline queue size limit (used by the queue).
+    #[serde(default = "defaults::offline_queue_mb")]
+    pub offline_queue_max_mb: u64,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// Whether to look for updates.
+    #[serde(default = "defaults::yes")]
+    pub auto_update: bool,
+    /// Number of query worker threads.
+    #[serde(default = "defaults::workers")]
+    pub workers: u32,
+    /// Longest wait between reconnection attempts.
+    #[serde(default = "defaults::reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Local databases.
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+}
+
+/// One local database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionConfig {
+    /// Name commands use to address it.
+    pub name: String,
+    /// Database type: `sqlite`.
+    #[serde(rename = "type")]
+    pub kind: drivers::DbKind,
+    /// SQLite: path of the database file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Pool: most connections.
+    #[serde(default = "defaults::pool_max")]
+    pub pool_max: u32,
+    /// Pool: fewest idle connections kept.
+    #[serde(default = "defaults::pool_min")]
+    pub pool_min: u32,
+    /// Pool: how long to wait for a free connection.
+    #[serde(default = "defaults::acquire_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+mod defaults {
+    pub fn heartbeat_ms() -> u64 {
+        30_000
+    }
+    pub fn command_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn offline_queue_mb() -> u64 {
+        500
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn workers() -> u32 {
+        4
+    }
+    pub fn reconnect_max_ms() -> u64 {
+        60_000
+    }
+    pub fn pool_max() -> u32 {
+        10
+    }
+    pub fn pool_min() -> u32 {
+        2
+    }
+    pub fn acquire_ms() -> u64 {
+        10_000
+    }
+}
+
+impl AgentConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let field = |field, reason: &str| Err(ConfigError::Field { field, reason: reason.to_owned() });
+        if self.connector_name.trim().is_empty() {
+            return field("connectorName", "must not be empty");
+        }
+        if !self.cloud_url.starts_with("wss://") {
+            return field("cloudUrl", "must start with wss:// (TLS is required)");
+        }
+        if self.cloud_url.parse::<ureq::http::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
+            return field("cloudUrl", "is not a valid URL with a host");
+        }
+        if !(self.api_key_ref.starts_with("file:") || self.api_key_ref.starts_with("env:")) {
+            return field("apiKeyRef", "must be file:<path> or env:<VARIABLE>");
+        }
+        if !(1_000..=3_600_000).contains(&self.heartbeat_interval_ms) {
+            return field("heartbeatIntervalMs", "must be between 1000 and 3600000");
+        }
+        if self.command_timeout_ms == 0 {
+            return field("commandTimeoutMs", "must be positive");
+        }
+        if !(1..=64).contains(&self.workers) {
+            return field("workers", "must be between 1 and 64");
+        }
+        if let Some(proxy) = &self.proxy_url
+            && !proxy.starts_with("http://")
+        {
+            return field("proxyUrl", "must be an http:// CONNECT proxy URL");
+        }
+        let mut names = std::collections::HashSet::new();
+        for connection in &self.connections {
+            if !names.insert(connection.name.as_str()) {
+                return field("connections", &format!("duplicate connection name `{}`", connection.name));
+            }
+            if connection.path.is_none() {
+                return field("connections", &format!("connection `{}` needs a `path`", connection.name));
+            }
+            if connection.pool_max == 0 || connection.pool_min > connection.pool_max {
+                return field(
+                    "connections",
+                    &format!("connection `{}`: need 0 <= poolMin <= poolMax, poolMax >= 1", connection.name),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Heartbeat period.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Reads the API key from `apiKeyRef` and checks its format. The key is held only as long
+    /// as the caller keeps the returned value (it zeroizes on drop).
+    pub fn load_api_key(&self) -> Result<ApiKey, ConfigError> {
+        let reference = self.api_key_ref.clone();
+        let fail = |reason: String| ConfigError::ApiKey { reference: reference.clone(), reason };
+        let text = if let Some(path) = self.api_key_ref.strip_prefix("file:") {
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?)
+        } else if let Some(var) = self.api_key_ref.strip_prefix("env:") {
+            Zeroizing::new(std::env::var(var).map_err(|e| fail(e.to_string()))?)
+        } else {
+            return Err(fail("unsupported reference".into()));
+        };
+        Ok(ApiKey::parse(&text)?)
+    }
+
+    /// The driver specification of one connection.
+    pub fn connection_spec(connection: &ConnectionConfig) -> drivers::ConnectionSpec {
+        drivers::ConnectionSpec {
+            name: connection.name.clone(),
+            kind: connection.kind,
+            path: connection.path.clone().unwrap_or_default(),
+            pool: drivers::PoolSettings {
+                min_connections: connection.pool_min,
+                max_connections: connection.pool_max,
+                acquire_timeout: Duration::from_millis(connection.acquire_timeout_ms),
+                ..drivers::PoolSettings::default()
+            },
+        }
+    }
+}

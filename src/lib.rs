@@ -1,0 +1,49 @@
+//! Mini Connector: the on-premise agent.
+//!
+//! The agent dials out to the cloud gateway over WSS (TLS 1.3), authenticates with its API key,
+//! broadcasts schema metadata and runs the read-only queries the cloud sends, streaming the rows
+//! back. It is built from named OS threads, each an actor with a closed message enum, talking
+//! over crossbeam channels (see `docs/ARCHITECTURE.md`):
+//!
+//! - [`link`]: the socket (TLS 1.3 WebSocket), driven by `polling` ([`wsio`]);
+//! - [`supervisor`]: the only writer of agent state;
+//! - [`heartbeat`], [`worker`] (pool), [`uploader`] (HTTPS chunks, [`https`]);
+//! - [`protocol`]: the wire types, shared with the reference gateway;
+//! - [`config`], [`tls`]: configuration and the one TLS client configuration.
+//!
+//! ```
+//! use mini_connector::protocol::{ApiKey, Frame, Inbound};
+//! let key = ApiKey::generate("acme").unwrap();
+//! assert!(ApiKey::parse(key.expose()).is_ok());
+//! assert!(Inbound::decode(r#"{"type":"schema_request"}"#).is_ok());
+//! ```
+
+pub mod agent;
+pub mod config;
+pub mod heartbeat;
+pub mod https;
+pub mod link;
+pub mod protocol;
+pub mod supervisor;
+pub mod tls;
+pub mod uploader;
+pub mod worker;
+pub mod wsio;
+
+use std::thread::JoinHandle;
+
+/// Spawns a named thread (names show up in logs, `top -H` and panic messages).
+pub fn spawn_named<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(body)
+}
+
+/// Joins a thread and re-raises its panic, so a crashed role is never silently lost.
+pub fn join_named<T>(handle: JoinHandle<T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

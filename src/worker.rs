@@ -1,0 +1,252 @@
+//! Query workers: a small pool of threads pulling jobs from one bounded channel.
+//!
+//! A worker runs the query through the driver's pool (read-only session, timeout, cancel token)
+//! and encodes rows as they arrive into the result stream (NDJSON: a `{"columns":[..]}` line,
+//! then one JSON array per row). A result that stays under `maxInlineBytes` travels inline in
+//! `execution_result`; a larger one is cut into ~`maxChunkBytes` chunks at row boundaries and
+//! handed to the uploader through a bounded channel, so a slow upload slows the database cursor
+//! instead of growing memory.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use drivers::{CancelToken, Cell, ColumnMeta, Database, DriverError, QueryOptions, RowSink, SinkError};
+use sha2::{Digest, Sha256};
+
+use crate::protocol::{
+    Command, ErrorBody, ErrorCode, ExecutionError, ExecutionResult, Outbound, ResultPayload, SecretBytes,
+};
+use crate::supervisor::SupMsg;
+use crate::uploader::{Chunk, ChunkReply};
+
+/// Where and how large results are uploaded, from the current connection's `connected` frame.
+#[derive(Debug)]
+pub struct UploadTarget {
+    /// HTTPS URL for chunks.
+    pub url: String,
+    /// The session the chunks belong to.
+    pub connection_id: String,
+    /// Per-connection HMAC key.
+    pub key: SecretBytes,
+    /// Target uncompressed chunk size.
+    pub max_chunk_bytes: usize,
+    /// Largest result sent inline.
+    pub max_inline_bytes: usize,
+}
+
+/// Work for the pool.
+#[derive(Debug)]
+pub enum Job {
+    /// Run one command.
+    Query(Box<QueryJob>),
+    /// Discover the schema of these databases and report it.
+    Discover(Vec<Database>),
+}
+
+/// One command to run.
+#[derive(Debug)]
+pub struct QueryJob {
+    /// The command as received.
+    pub command: Command,
+    /// Target database.
+    pub db: Database,
+    /// Set by the supervisor on `cancel` or shutdown.
+    pub cancel: CancelToken,
+    /// Query timeout.
+    pub timeout: Duration,
+    /// When the command arrived (for `durationMs`).
+    pub received: Instant,
+    /// Upload settings of the connection the command came on.
+    pub upload: Arc<UploadTarget>,
+}
+
+/// Starts `count` workers. They end when every `Sender<Job>` is dropped.
+pub fn start(
+    count: u32,
+    jobs: Receiver<Job>,
+    uploader: Sender<Chunk>,
+    supervisor: Sender<SupMsg>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..count)
+        .map(|i| {
+            let (jobs, uploader, supervisor) = (jobs.clone(), uploader.clone(), supervisor.clone());
+            crate::spawn_named(&format!("worker-{i}"), move || {
+                for job in jobs {
+                    let msg = match job {
+                        Job::Query(job) => {
+                            let frame = run_query(&job, &uploader);
+                            SupMsg::Finished {
+                                command_id: job.command.command_id.clone(),
+                                frame: Box::new(frame),
+                            }
+                        }
+                        Job::Discover(dbs) => SupMsg::Discovered(discover(&dbs)),
+                    };
+                    if supervisor.send(msg).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn discover(dbs: &[Database]) -> Result<Vec<drivers::DatabaseSchema>, String> {
+    dbs.iter().map(|db| db.discover().map_err(|e| format!("{}: {e}", db.name()))).collect()
+}
+
+/// Runs one query to completion and returns the frame that reports it.
+pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>) -> Outbound {
+    let command = &job.command;
+    let mut sink = ResultSink::new(job, uploader);
+    let options = QueryOptions { timeout: Some(job.timeout), cancel: job.cancel.clone() };
+    let outcome = job.db.query(&command.payload.query, &command.payload.params, &options, &mut sink);
+    let outcome = outcome
+        .map_err(|e| driver_error(&e, job.timeout))
+        .and_then(|stats| sink.finish().map(|p| (p, stats.rows)));
+    match outcome {
+        Ok((result, row_count)) => Outbound::ExecutionResult(ExecutionResult {
+            command_id: command.command_id.clone(),
+            execution_id: command.execution_id.clone(),
+            activity_id: command.activity_id.clone(),
+            result,
+            row_count,
+            duration_ms: u64::try_from(job.received.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }),
+        Err(error) => Outbound::ExecutionError(ExecutionError {
+            command_id: Some(command.command_id.clone()),
+            execution_id: Some(command.execution_id.clone()),
+            activity_id: Some(command.activity_id.clone()),
+            error,
+        }),
+    }
+}
+
+/// Maps a driver error to the wire.
+pub fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
+    let (code, message) = match error {
+        DriverError::Timeout => {
+            (ErrorCode::QueryTimeout, format!("query exceeded its {} ms timeout", timeout.as_millis()))
+        }
+        DriverError::Cancelled => (ErrorCode::CommandCancelled, "query cancelled".to_owned()),
+        DriverError::PoolExhausted => {
+            (ErrorCode::ConnectionPoolExhausted, "no database connection became free in time".to_owned())
+        }
+        DriverError::WriteRejected(reason) => (ErrorCode::WriteOperationRejected, reason.clone()),
+        DriverError::Sink(e) => (ErrorCode::UploadFailed, e.0.clone()),
+        other => (ErrorCode::QueryFailed, other.to_string()),
+    };
+    ErrorBody::new(code, message)
+}
+
+/// Encodes rows into the result stream and ships it inline or in chunks.
+struct ResultSink<'a> {
+    job: &'a QueryJob,
+    uploader: &'a Sender<Chunk>,
+    columns: Vec<ColumnMeta>,
+    /// Encoded bytes not yet shipped.
+    buf: Vec<u8>,
+    /// Chunk mode: the result outgrew the inline limit.
+    chunked: bool,
+    seq: u32,
+    total_bytes: u64,
+    hasher: Sha256,
+    replies: Option<(Sender<ChunkReply>, Receiver<ChunkReply>)>,
+}
+
+impl<'a> ResultSink<'a> {
+    fn new(job: &'a QueryJob, uploader: &'a Sender<Chunk>) -> Self {
+        Self {
+            job,
+            uploader,
+            columns: Vec::new(),
+            buf: Vec::with_capacity(16 * 1024),
+            chunked: false,
+            seq: 0,
+            total_bytes: 0,
+            hasher: Sha256::new(),
+            replies: None,
+        }
+    }
+
+    fn ship(&mut self, last: bool) -> Result<(), SinkError> {
+        let (reply_tx, reply_rx) = self.replies.get_or_insert_with(crossbeam_channel::unbounded);
+        // An earlier chunk may already have failed for good: stop reading rows.
+        if let Ok(ChunkReply::Failed { error, .. }) = reply_rx.try_recv() {
+            return Err(SinkError(error));
+        }
+        let data =
+            std::mem::replace(&mut self.buf, Vec::with_capacity(self.job.upload.max_chunk_bytes + 4096));
+        self.hasher.update(&data);
+        self.total_bytes += data.len() as u64;
+        let chunk = Chunk {
+            target: self.job.upload.clone(),
+            command_id: self.job.command.command_id.clone(),
+            seq: self.seq,
+            last,
+            data,
+            cancel: self.job.cancel.clone(),
+            reply: reply_tx.clone(),
+        };
+        self.seq += 1;
+        self.uploader.send(chunk).map_err(|_| SinkError("uploader stopped".into()))
+    }
+
+    fn finish(mut self) -> Result<ResultPayload, ErrorBody> {
+        if !self.chunked {
+            // Small result: parse our own lines back into values for the inline frame.
+            let mut lines = self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+            lines.next(); // the columns line
+            let rows = lines.map(serde_json::from_slice).collect::<Result<Vec<_>, _>>().map_err(|e| {
+                ErrorBody::new(ErrorCode::InternalError, format!("re-reading inline rows: {e}"))
+            })?;
+            return Ok(ResultPayload::Inline { columns: self.columns, rows });
+        }
+        let upload_failed = |e: String| ErrorBody::new(ErrorCode::UploadFailed, e);
+        self.ship(true).map_err(|e| upload_failed(e.0))?;
+        let chunk_count = self.seq;
+        let Some((_, replies)) = self.replies.take() else {
+            return Err(upload_failed("no chunk was sent".into()));
+        };
+        // The uploader answers every chunk in order; the last answer carries the buffer key.
+        loop {
+            match replies.recv_timeout(Duration::from_secs(600)) {
+                Ok(ChunkReply::Stored { seq, buffer_key }) if seq + 1 == chunk_count => {
+                    return Ok(ResultPayload::Buffered {
+                        buffer_key,
+                        chunk_count,
+                        byte_count: self.total_bytes,
+                        sha256: hex::encode(self.hasher.finalize()),
+                    });
+                }
+                Ok(ChunkReply::Stored { .. }) => {}
+                Ok(ChunkReply::Failed { error, .. }) => return Err(upload_failed(error)),
+                Err(_) => return Err(upload_failed("uploader did not answer".into())),
+            }
+        }
+    }
+}
+
+impl RowSink for ResultSink<'_> {
+    fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), SinkError> {
+        self.columns = columns.to_vec();
+        serde_json::to_writer(&mut self.buf, &serde_json::json!({ "columns": columns }))
+            .map_err(|e| SinkError(e.to_string()))?;
+        self.buf.push(b'\n');
+        Ok(())
+    }
+
+    fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SinkError> {
+        serde_json::to_writer(&mut self.buf, cells).map_err(|e| SinkError(e.to_string()))?;
+        self.buf.push(b'\n');
+        if !self.chunked && self.buf.len() > self.job.upload.max_inline_bytes {
+            self.chunked = true;
+        }
+        if self.chunked && self.buf.len() >= self.job.upload.max_chunk_bytes {
+            self.ship(false)?;
+        }
+        Ok(())
+    }
+}
