@@ -1,1 +1,10 @@
+//! Integration tests: one test binary, one module per topic.
+//!
+//! The end-to-end modules run the real `mini-connector` binary against the real reference
+//! gateway (in-process, TLS 1.3 on loopback, port 0) and a real SQLite database.
 
+mod support;
+
+mod e2e_auth;
+mod e2e_query;
+mod protocol_golden;

@@ -602,6 +602,110 @@ fn in_list(expr: &Expr) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ConnectionSpec, Database, SinkError};
+
+    /// A fresh, empty sample database and its directory; removed on drop.
+    struct Scratch {
+        dir: std::path::PathBuf,
+        db: Database,
+    }
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "drivers-unit-{tag}-{}-{:?}",
+                std::process::id(),
+                Instant::now()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("erp.sqlite");
+            crate::fixture::create_sample_erp(&path, 0).unwrap();
+            let db = Database::open(&ConnectionSpec {
+                name: "unit".into(),
+                kind: DbKind::Sqlite,
+                path,
+                pool: PoolSettings::default(),
+            })
+            .unwrap();
+            Self { dir, db }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    struct Discard;
+    impl RowSink for Discard {
+        fn columns(&mut self, _: &[ColumnMeta]) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn row(&mut self, _: &[Cell<'_>]) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn is_read_only_failure(e: &rusqlite::Error) -> bool {
+        e.sqlite_error_code() == Some(ErrorCode::ReadOnly)
+    }
+
+    #[test]
+    fn pooled_connection_refuses_writes_even_without_the_checks() {
+        let scratch = Scratch::new("readonly");
+        let conn = scratch.db.sqlite().connection();
+        let insert = "INSERT INTO products (sku, name, unit_price, category) VALUES ('x', 'x', 1, 'x')";
+
+        let mut stmt = conn.prepare(insert).unwrap();
+        assert!(!stmt.readonly());
+        let err = stmt.raw_execute().unwrap_err();
+        assert!(is_read_only_failure(&err), "{err}");
+        drop(stmt);
+
+        // Turning `query_only` off does not help: the file itself is opened read-only.
+        conn.execute_batch("PRAGMA query_only = OFF").unwrap();
+        let err = conn.execute(insert, []).unwrap_err();
+        assert!(is_read_only_failure(&err), "{err}");
+        let err = conn.execute_batch("CREATE TABLE t (a)").unwrap_err();
+        assert!(is_read_only_failure(&err), "{err}");
+    }
+
+    #[test]
+    fn statement_readonly_flag_rejects_writes_that_skip_the_parser_check() {
+        let scratch = Scratch::new("stmt-readonly");
+        let conn = scratch.db.sqlite().connection();
+        let interrupt = Interrupt::new(&QueryOptions::default(), Instant::now());
+        let err = run_query(&conn, "DELETE FROM orders", &[], &interrupt, &mut Discard)
+            .unwrap_err();
+        assert!(matches!(err, DriverError::WriteRejected(_)), "{err}");
+    }
+
+    #[test]
+    fn progress_handler_interrupts_and_is_removed_after_the_query() {
+        let scratch = Scratch::new("handler");
+        let conn = scratch.db.sqlite().connection();
+        let count_to = |n: u64| {
+            format!(
+                "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < {n}) \
+                 SELECT count(*) FROM c"
+            )
+        };
+        // One aggregate row: only the progress handler can stop this.
+        let opts = QueryOptions {
+            timeout: Some(Duration::from_millis(50)),
+            ..QueryOptions::default()
+        };
+        let interrupt = Interrupt::new(&opts, Instant::now());
+        let started = Instant::now();
+        let err = run_query(&conn, &count_to(1_000_000_000), &[], &interrupt, &mut Discard)
+            .unwrap_err();
+        assert!(matches!(err, DriverError::Timeout), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The guard is gone: the same connection now runs a long query to the end.
+        let n: i64 = conn.query_row(&count_to(300_000), [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 300_000);
+    }
 
     #[test]
     fn declared_types_map_to_wire_types() {

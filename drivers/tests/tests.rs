@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests of the `drivers` crate: one binary, one module per topic.
+
+mod common;
+mod discovery;
+mod limits;
+mod params;
+mod query_cells;
+mod read_only;

@@ -1,1 +1,375 @@
-//! x
+//! The reference gateway: the cloud side of the Mini Connector protocol, real enough to run the
+//! agent against on loopback.
+//!
+//! One HTTPS port (TLS 1.3 only) serves the agents' WebSocket (`GET /ws`) and the chunk upload
+//! endpoint (`POST /upload`); an optional admin API (plain HTTP on loopback, bearer token) lets
+//! the `connector-gateway` CLI run queries, list connectors and revoke keys in a running
+//! gateway. API keys live hashed (salted SHA-256) in `<data-dir>/gateway.db`.
+//!
+//! Threads, all named: an accept thread per listener, one thread per connection. A WebSocket
+//! session thread sleeps in [`mini_connector::wsio::PolledWebSocket::wait`]; other threads put
+//! frames on its channel and wake it ("send, then wake"), so a command is written at once and
+//! an idle session costs no CPU.
+//!
+//! Queries ([`Gateway::query`]) are commands with a TTL: a connector that is offline gets them
+//! when it connects (the offline queue); a command written to a session that then drops goes
+//! back into the queue and is delivered again, with the same command id and idempotency key,
+//! when the connector reconnects — until the caller's wait time or the command's TTL runs out.
+//!
+//! ```
+//! use gateway::{Gateway, GatewayConfig};
+//! let dir = std::env::temp_dir().join(format!("gw-doc-{}", std::process::id()));
+//! let mut config = GatewayConfig::new(&dir);
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let gateway = Gateway::start(config).unwrap();
+//! let (_id, key) = gateway.keys().create("acme", "Warehouse").unwrap();
+//! println!("agent: cloudUrl={} caCertPath={} key={}", gateway.ws_url(), gateway.ca_cert_path().display(), key.masked());
+//! gateway.shutdown();
+//! # std::fs::remove_dir_all(dir).ok();
+//! ```
+
+mod admin;
+mod error;
+mod http;
+mod hub;
+mod keys;
+mod query;
+mod server;
+mod session;
+mod tls;
+mod upload;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mini_connector::protocol::{Inbound, SchemaRequest, WS_PATH};
+
+pub use error::GatewayError;
+pub use hub::{ConnectorInfo, GatewayEvent, PendingQuery};
+pub use keys::{KeyInfo, KeyRecord, KeyState, KeyStore, ROTATION_GRACE};
+pub use query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
+
+/// How long agents may take to finish after a `shutdown` frame.
+const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// Gateway settings. [`GatewayConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Holds `gateway.db`, `tls/` and `admin.json`.
+    pub data_dir: PathBuf,
+    /// HTTPS listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Admin API listen address (plain HTTP: keep it on loopback); `None` = no admin API.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin bearer token; `None` = generate a random one.
+    pub admin_token: Option<String>,
+    /// PEM certificate chain and key; `None` = self-signed, generated into `<data-dir>/tls/`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Largest uncompressed chunk agents should upload (`connected.upload.maxChunkBytes`).
+    pub max_chunk_bytes: u64,
+    /// Results up to this size travel inline (`connected.upload.maxInlineBytes`).
+    pub max_inline_bytes: u64,
+    /// A session with no frame for this long is closed (3 heartbeat intervals).
+    pub session_idle_timeout: Duration,
+    /// TTL of a command that does not name one (offline queue).
+    pub default_command_ttl: Duration,
+    /// Time an agent has to send `auth` after the WebSocket opens.
+    pub auth_timeout: Duration,
+    /// How long an unacknowledged upload buffer is kept.
+    pub buffer_ttl: Duration,
+}
+
+impl GatewayConfig {
+    /// Defaults: `127.0.0.1:8443`, no admin API, self-signed certificate, 1 MiB chunks,
+    /// 256 KiB inline, 90 s idle timeout, 4 h command TTL, 10 s auth timeout, 24 h buffers.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
+            admin_listen: None,
+            admin_token: None,
+            cert: None,
+            max_chunk_bytes: 1024 * 1024,
+            max_inline_bytes: 256 * 1024,
+            session_idle_timeout: Duration::from_secs(90),
+            default_command_ttl: Duration::from_secs(4 * 60 * 60),
+            auth_timeout: Duration::from_secs(10),
+            buffer_ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// Spawns a named thread.
+pub(crate) fn spawn_named<F>(name: String, f: F) -> std::io::Result<JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+/// The address to connect to in order to reach a listener (loopback for unspecified).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
+}
+
+/// A running gateway. [`Gateway::shutdown`] (or drop) tells live agents, closes every
+/// connection and joins every thread.
+#[derive(Debug)]
+pub struct Gateway {
+    hub: Arc<hub::Hub>,
+    accept_threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin_token: String,
+    ca_cert: PathBuf,
+    admin_file: Option<PathBuf>,
+    stopped: bool,
+}
+
+impl Gateway {
+    /// Opens the key database, loads or creates the certificate, binds the listeners and
+    /// starts the accept threads.
+    pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let keys = KeyStore::open(&config.data_dir)?;
+        let files = tls::cert_files(&config.data_dir, config.cert.as_ref())?;
+        let tls_config = tls::server_config(&files)?;
+        let listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        let admin_listener = config.admin_listen.map(TcpListener::bind).transpose()?;
+        let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let admin_token = config
+            .admin_token
+            .clone()
+            .unwrap_or_else(|| hex::encode(mini_connector::protocol::SecretBytes::random(24).expose()));
+
+        let hub = Arc::new_cyclic(|weak: &std::sync::Weak<hub::Hub>| {
+            let weak = weak.clone();
+            let keys = keys.with_revoke_hook(Arc::new(move |key_id: &str| {
+                if let Some(hub) = weak.upgrade() {
+                    hub.kick_key(key_id);
+                }
+            }));
+            hub::Hub::new(config, keys)
+        });
+
+        let mut gateway = Gateway {
+            hub: hub.clone(),
+            accept_threads: Vec::new(),
+            local_addr,
+            admin_addr,
+            admin_token: admin_token.clone(),
+            ca_cert: files.cert.clone(),
+            admin_file: None,
+            stopped: false,
+        };
+        let (hub2, tls2) = (hub.clone(), tls_config);
+        gateway.accept_threads.push(spawn_named("gw-accept".into(), move || server::accept_loop(hub2, listener, tls2))?);
+        if let (Some(listener), Some(addr)) = (admin_listener, admin_addr) {
+            let info = Arc::new(admin::AdminInfo {
+                token: admin_token.clone(),
+                ws_url: gateway.ws_url(),
+                ca_cert_path: files.cert.display().to_string(),
+            });
+            let hub2 = hub.clone();
+            gateway.accept_threads.push(spawn_named("gw-admin".into(), move || admin::accept_loop(hub2, listener, info))?);
+            let file = hub.config.data_dir.join("admin.json");
+            let doc = serde_json::json!({
+                "url": format!("http://{}", reachable(addr)),
+                "addr": reachable(addr).to_string(),
+                "token": admin_token,
+                "pid": std::process::id(),
+                "wsUrl": gateway.ws_url(),
+                "caCertPath": files.cert.display().to_string(),
+            });
+            tls::write_private(&file, serde_json::to_string_pretty(&doc).unwrap_or_default().as_bytes())?;
+            gateway.admin_file = Some(file);
+        }
+        tracing::info!(ws = %gateway.ws_url(), cert = %files.cert.display(), admin = ?admin_addr, "gateway started");
+        Ok(gateway)
+    }
+
+    /// The HTTPS listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin API's address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// `wss://<addr>/ws`, what agents put in `cloudUrl`.
+    pub fn ws_url(&self) -> String {
+        format!("wss://{}{WS_PATH}", reachable(self.local_addr))
+    }
+
+    /// The certificate agents must trust (`caCertPath`).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.ca_cert.clone()
+    }
+
+    /// The key store; its `revoke` also disconnects the session using the key.
+    pub fn keys(&self) -> KeyStore {
+        self.hub.keys.clone()
+    }
+
+    /// Sends a query and blocks until its result, an error, or `req.wait`.
+    pub fn query(&self, connector: &str, req: QueryRequest) -> Result<QueryOutcome, QueryError> {
+        self.submit(connector, req)?.wait()
+    }
+
+    /// Sends (or queues) a query without waiting; [`PendingQuery::wait`] gets the result.
+    pub fn submit(&self, connector: &str, req: QueryRequest) -> Result<PendingQuery, QueryError> {
+        self.hub.submit(connector, req)
+    }
+
+    /// Sends `cancel` for a pending query's execution id (or command id).
+    pub fn cancel(&self, execution_id: &str) -> Result<(), GatewayError> {
+        self.hub.cancel(execution_id, Some("cancelled by the gateway operator".into()))
+    }
+
+    /// Test hook: writes an arbitrary text frame to a live session.
+    pub fn send_raw(&self, connector: &str, text: String) -> Result<(), GatewayError> {
+        self.hub.send_raw(connector, text)
+    }
+
+    /// Asks a live connector for a fresh `schema_discovery`.
+    pub fn request_schema(&self, connector: &str) -> Result<(), GatewayError> {
+        if !self.hub.is_known(connector) {
+            return Err(GatewayError::UnknownConnector(connector.to_owned()));
+        }
+        self.hub.send_frame(connector, &Inbound::SchemaRequest(SchemaRequest {}))
+    }
+
+    /// A channel of every [`GatewayEvent`] from now on.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<GatewayEvent> {
+        self.hub.subscribe()
+    }
+
+    /// Every connector with a key or a session.
+    pub fn connectors(&self) -> Vec<ConnectorInfo> {
+        self.hub.connectors()
+    }
+
+    /// Number of result buffers held in memory (uploaded, not yet acknowledged).
+    pub fn buffered_results(&self) -> usize {
+        self.hub.uploads.lock().unwrap().len()
+    }
+
+    /// Sends `shutdown` to live agents, closes every connection and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop("gateway shutting down");
+    }
+
+    fn stop(&mut self, reason: &str) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.hub.stopping.store(true, Ordering::SeqCst);
+        self.hub.shutdown_sessions(reason, SHUTDOWN_GRACE_MS);
+        self.hub.fail_all(reason);
+        // Unblock the accept loops.
+        let _ = TcpStream::connect_timeout(&reachable(self.local_addr), Duration::from_secs(1));
+        if let Some(addr) = self.admin_addr {
+            let _ = TcpStream::connect_timeout(&reachable(addr), Duration::from_secs(1));
+        }
+        for handle in self.accept_threads.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("an accept thread panicked");
+            }
+        }
+        // Sessions exchange close frames; give them a moment, then cut what is left.
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < deadline && self.hub.threads.lock().unwrap().iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.hub.shutdown_sockets();
+        let threads: Vec<_> = self.hub.threads.lock().unwrap().drain(..).collect();
+        for handle in threads {
+            if handle.join().is_err() {
+                tracing::error!("a connection thread panicked");
+            }
+        }
+        if let Some(file) = self.admin_file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop("gateway stopped");
+    }
+}
+
+/// A client for the admin API of a gateway running on this machine, found through
+/// `<data-dir>/admin.json`.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl AdminClient {
+    /// A client for this address and token.
+    pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
+        Self { addr, token: token.into() }
+    }
+
+    /// Reads `<data_dir>/admin.json`; `Ok(None)` when no gateway has written one.
+    pub fn from_data_dir(data_dir: &Path) -> Result<Option<Self>, GatewayError> {
+        let path = data_dir.join("admin.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| GatewayError::Admin(format!("{}: {e}", path.display())))?;
+        let addr = doc["addr"].as_str().and_then(|a| a.parse().ok());
+        let token = doc["token"].as_str();
+        match (addr, token) {
+            (Some(addr), Some(token)) => Ok(Some(Self::new(addr, token))),
+            _ => Err(GatewayError::Admin(format!("{}: missing addr or token", path.display()))),
+        }
+    }
+
+    /// One call: status and JSON body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, serde_json::Value), GatewayError> {
+        http::admin_call(self.addr, &self.token, method, path, body, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn _assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        _assert_send_sync::<super::Gateway>();
+        _assert_send_sync::<super::KeyStore>();
+        _assert_send_sync::<super::PendingQuery>();
+    }
+}

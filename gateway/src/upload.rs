@@ -52,6 +52,11 @@ impl UploadStore {
         self.buffers.remove(key)
     }
 
+    /// Returns a buffer taken by mistake.
+    pub fn put_back(&mut self, key: &str, buffer: Buffer) {
+        self.buffers.insert(key.to_owned(), buffer);
+    }
+
     /// Number of buffers held (for tests and diagnostics).
     pub fn len(&self) -> usize {
         self.buffers.len()

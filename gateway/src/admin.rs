@@ -1,0 +1,189 @@
+//! The admin API: plain HTTP on loopback, `Authorization: Bearer <token>`, one thread per
+//! connection, one request per connection.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /admin/health` | | `{"ok":true,"wsUrl","caCertPath"}` |
+//! | `POST /admin/query` | `{"connector","sql","params"?,"timeoutMs"?,"connection"?,"ttlMs"?,"waitMs"?,"idempotencyKey"?}` | outcome, or `{"error":{code,message,retryable}}` |
+//! | `GET /admin/connectors` | | `[ConnectorInfo]` |
+//! | `POST /admin/keys/revoke` | `{"key": id-or-name}` | `{"revoked":[ids]}` |
+//! | `POST /admin/schema-request` | `{"connector"}` | `202 {"requested":true}` |
+//! | `POST /admin/cancel` | `{"executionId","reason"?}` | `202 {"requested":true}` |
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mini_connector::protocol::{ErrorCode, Inbound, SchemaRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::http::{HeadError, read_body, read_head, write_json};
+use crate::hub::Hub;
+use crate::keys::constant_time_eq;
+use crate::query::{QueryError, QueryRequest};
+use crate::{GatewayError, spawn_named};
+
+const MAX_BODY: u64 = 1024 * 1024;
+
+/// Default `waitMs` of `POST /admin/query`.
+pub(crate) const DEFAULT_WAIT_MS: u64 = 30_000;
+
+pub(crate) struct AdminInfo {
+    pub token: String,
+    pub ws_url: String,
+    pub ca_cert_path: String,
+}
+
+pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, info: Arc<AdminInfo>) {
+    for stream in listener.incoming() {
+        if hub.is_stopping() {
+            break;
+        }
+        let Ok(tcp) = stream else { continue };
+        let (hub2, info2) = (hub.clone(), info.clone());
+        let spawned = spawn_named("gw-admin-conn".into(), move || {
+            let id = hub2.track_socket(&tcp);
+            if let Err(e) = handle(&hub2, &info2, tcp) {
+                tracing::debug!("admin connection ended: {e}");
+            }
+            hub2.untrack_socket(id);
+        });
+        let mut threads = hub.threads.lock().unwrap();
+        threads.retain(|t| !t.is_finished());
+        if let Ok(handle) = spawned {
+            threads.push(handle);
+        }
+    }
+}
+
+fn error(code: &str, message: impl Into<String>, retryable: bool) -> Value {
+    json!({ "error": { "code": code, "message": message.into(), "retryable": retryable } })
+}
+
+fn handle(hub: &Arc<Hub>, info: &AdminInfo, mut tcp: TcpStream) -> io::Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let head = match read_head(&mut tcp, &mut buf) {
+        Ok(head) => head,
+        Err(HeadError::Closed) => return Ok(()),
+        Err(HeadError::Io(e)) => return Err(e),
+        Err(HeadError::TooLarge) => return write_json(&mut tcp, 431, &error("PAYLOAD_TOO_LARGE", "head too large", false), false),
+        Err(HeadError::Malformed(m)) => return write_json(&mut tcp, 400, &error("MALFORMED_MESSAGE", m, false), false),
+    };
+    let authorized = head
+        .header("authorization")
+        .and_then(|v| v.trim().strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), info.token.as_bytes()));
+    if !authorized {
+        return write_json(&mut tcp, 401, &error("AUTH_FAILED", "missing or wrong bearer token", false), false);
+    }
+    let len = match head.content_length() {
+        Ok(len) => len.unwrap_or(0),
+        Err(()) => return write_json(&mut tcp, 400, &error("MALFORMED_MESSAGE", "invalid Content-Length", false), false),
+    };
+    if len > MAX_BODY {
+        return write_json(&mut tcp, 413, &error("PAYLOAD_TOO_LARGE", "body too large", false), false);
+    }
+    let body = read_body(&mut tcp, &mut buf, len as usize)?;
+    let (status, answer) = route(hub, info, &head.method, &head.path, &body);
+    write_json(&mut tcp, status, &answer, false)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, (u16, Value)> {
+    serde_json::from_slice(body).map_err(|e| (400, error("MALFORMED_MESSAGE", format!("invalid request body: {e}"), false)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminQuery {
+    connector: String,
+    sql: String,
+    #[serde(default)]
+    params: Vec<Value>,
+    timeout_ms: Option<u64>,
+    connection: Option<String>,
+    ttl_ms: Option<u64>,
+    wait_ms: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Revoke {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct ConnectorRef {
+    connector: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CancelReq {
+    execution_id: String,
+    reason: Option<String>,
+}
+
+fn gateway_error(e: &GatewayError) -> (u16, Value) {
+    match e {
+        GatewayError::KeyNotFound(_) => (404, error("KEY_NOT_FOUND", e.to_string(), false)),
+        GatewayError::UnknownConnector(_) => (404, error("UNKNOWN_CONNECTOR", e.to_string(), false)),
+        GatewayError::KeyConflict(_) => (409, error("KEY_CONFLICT", e.to_string(), false)),
+        GatewayError::ConnectorOffline(_) => (409, error(ErrorCode::ConnectorOffline.as_str(), e.to_string(), true)),
+        _ => (500, error(ErrorCode::InternalError.as_str(), e.to_string(), true)),
+    }
+}
+
+fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let result = match (method, path) {
+        ("GET", "/admin/health") => Ok((200, json!({ "ok": true, "wsUrl": info.ws_url, "caCertPath": info.ca_cert_path }))),
+        ("GET", "/admin/connectors") => Ok((200, serde_json::to_value(hub.connectors()).unwrap_or_default())),
+        ("POST", "/admin/query") => parse::<AdminQuery>(body).map(|q| query(hub, q)),
+        ("POST", "/admin/keys/revoke") => parse::<Revoke>(body).map(|r| match hub.keys.revoke(&r.key) {
+            Ok(ids) => (200, json!({ "revoked": ids })),
+            Err(e) => gateway_error(&e),
+        }),
+        ("POST", "/admin/schema-request") => parse::<ConnectorRef>(body).map(|c| {
+            if !hub.is_known(&c.connector) {
+                return gateway_error(&GatewayError::UnknownConnector(c.connector));
+            }
+            match hub.send_frame(&c.connector, &Inbound::SchemaRequest(SchemaRequest {})) {
+                Ok(()) => (202, json!({ "requested": true })),
+                Err(e) => gateway_error(&e),
+            }
+        }),
+        ("POST", "/admin/cancel") => parse::<CancelReq>(body).map(|c| match hub.cancel(&c.execution_id, c.reason) {
+            Ok(()) => (202, json!({ "requested": true })),
+            Err(e) => gateway_error(&e),
+        }),
+        (_, p) if p.starts_with("/admin/") => Err((405, error("METHOD_NOT_ALLOWED", format!("{method} {path}"), false))),
+        _ => Err((404, error("NOT_FOUND", format!("no route for {method} {path}"), false))),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn query(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
+    let req = QueryRequest {
+        sql: q.sql,
+        params: q.params,
+        timeout_ms: q.timeout_ms,
+        connection: q.connection,
+        ttl: q.ttl_ms.map(Duration::from_millis),
+        wait: Duration::from_millis(q.wait_ms.unwrap_or(DEFAULT_WAIT_MS)),
+        idempotency_key: q.idempotency_key,
+    };
+    match hub.submit(&q.connector, req).and_then(|pending| pending.wait()) {
+        Ok(outcome) => (200, outcome.to_json()),
+        Err(e) => {
+            let status = match &e {
+                QueryError::Timeout => 504,
+                QueryError::UnknownConnector(_) => 404,
+                _ => 502,
+            };
+            (status, json!({ "error": e.to_json() }))
+        }
+    }
+}

@@ -1,0 +1,695 @@
+//! The state every gateway thread shares: live sessions, connector status, pending commands
+//! (the offline queue included), upload buffers and event subscribers.
+//!
+//! **Lock order:** `commands` before `sessions`; no other lock is taken while one of these two
+//! is held, except `subscribers` (a leaf).
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use mini_connector::protocol::{
+    AgentStatus, Command, CommandPayload, DatabaseSchema, ErrorBody, ErrorCode, ExecutionResult, Frame as _, Inbound,
+    Operation, Outbound, ResultPayload, SecretBytes,
+};
+use mini_connector::wsio::Waker;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::keys::{KeyRecord, KeyStore};
+use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest, parse_ndjson};
+use crate::upload::UploadStore;
+use crate::{GatewayConfig, GatewayError};
+
+/// Something that happened, for tests and monitoring ([`crate::Gateway::subscribe`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum GatewayEvent {
+    /// An agent authenticated.
+    AgentConnected {
+        /// Connector name of its key.
+        connector: String,
+        /// The new session's id.
+        connection_id: String,
+    },
+    /// A WebSocket was refused (`AUTH_FAILED`, `DUPLICATE_CONNECTION`).
+    AgentRejected {
+        /// The code sent in the `error` frame.
+        code: ErrorCode,
+    },
+    /// An authenticated session ended.
+    AgentDisconnected {
+        /// Connector name.
+        connector: String,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// A frame from an authenticated agent, after the gateway handled it.
+    Frame {
+        /// Connector name.
+        connector: String,
+        /// When it was read.
+        at: Instant,
+        /// The frame.
+        frame: Outbound,
+    },
+    /// A frame from an authenticated agent could not be decoded; the session goes on.
+    DecodeFailed {
+        /// Connector name.
+        connector: String,
+        /// The code sent back.
+        code: ErrorCode,
+        /// The message sent back.
+        message: String,
+    },
+    /// A chunk upload was refused.
+    ChunkRejected {
+        /// `x-mc-command` of the request (empty when missing).
+        command_id: String,
+        /// The code answered.
+        code: ErrorCode,
+    },
+}
+
+/// A connector as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorInfo {
+    /// Connector name.
+    pub name: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// A session is live.
+    pub connected: bool,
+    /// Id of the live session.
+    pub connection_id: Option<String>,
+    /// `agentVersion` from the last `auth`.
+    pub agent_version: Option<String>,
+    /// RFC 3339 time the gateway received the last heartbeat.
+    pub last_heartbeat: Option<String>,
+    /// Last reported status.
+    pub status: Option<AgentStatus>,
+    /// `activeCommands` of the last heartbeat.
+    pub active_commands: u32,
+    /// Latest `schema_discovery` payload.
+    pub schema: Option<Vec<DatabaseSchema>>,
+}
+
+/// A message for a session thread; always followed by [`Waker::wake`].
+#[derive(Debug)]
+pub(crate) enum SessionMsg {
+    /// Write this text frame.
+    Frame(String),
+    /// Send an `error` frame and close (revoked key).
+    Kick { code: ErrorCode, message: String },
+    /// Send `shutdown` and close.
+    Shutdown { reason: String, grace_ms: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    pub connection_id: String,
+    pub key_id: String,
+    tx: Sender<SessionMsg>,
+    waker: Waker,
+    hmac_key: SecretBytes,
+}
+
+impl SessionHandle {
+    pub fn new(connection_id: String, key_id: String, tx: Sender<SessionMsg>, waker: Waker, hmac_key: SecretBytes) -> Self {
+        Self { connection_id, key_id, tx, waker, hmac_key }
+    }
+
+    /// Send, then wake.
+    fn send(&self, msg: SessionMsg) -> bool {
+        let ok = self.tx.send(msg).is_ok();
+        self.waker.wake();
+        ok
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct ConnectorState {
+    tenant: String,
+    connection_id: Option<String>,
+    agent_version: Option<String>,
+    last_heartbeat: Option<String>,
+    status: Option<AgentStatus>,
+    active_commands: u32,
+    schema: Option<Vec<DatabaseSchema>>,
+}
+
+type Reply = Result<QueryOutcome, QueryError>;
+
+#[derive(Debug)]
+struct PendingCommand {
+    connector: String,
+    command: Command,
+    /// Session it was written to, and when; `None` while it waits in the offline queue.
+    sent: Option<(String, Instant)>,
+    expires: SystemTime,
+    seq: u64,
+    tx: Sender<Reply>,
+}
+
+#[derive(Debug, Default)]
+struct Commands {
+    next_seq: u64,
+    by_id: HashMap<String, PendingCommand>,
+}
+
+/// What the session thread does after a frame was handled.
+#[derive(Debug, Default)]
+pub(crate) struct FrameAction {
+    pub reply: Vec<Inbound>,
+    pub kick: Option<(ErrorCode, String)>,
+}
+
+/// The shared state.
+pub(crate) struct Hub {
+    pub config: GatewayConfig,
+    pub keys: KeyStore,
+    pub uploads: Mutex<UploadStore>,
+    pub stopping: AtomicBool,
+    commands: Mutex<Commands>,
+    sessions: Mutex<HashMap<String, SessionHandle>>,
+    connectors: Mutex<HashMap<String, ConnectorState>>,
+    subscribers: Mutex<Vec<Sender<GatewayEvent>>>,
+    /// Sockets of connection threads, shut down to unblock them at shutdown.
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    next_socket: AtomicU64,
+    /// Connection threads, joined at shutdown.
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("listen", &self.config.listen).finish_non_exhaustive()
+    }
+}
+
+fn offline_error(message: impl Into<String>) -> QueryError {
+    QueryError::Remote(ErrorBody::new(ErrorCode::ConnectorOffline, message))
+}
+
+fn expired_error(command_id: &str) -> QueryError {
+    QueryError::Remote(ErrorBody::new(ErrorCode::CommandExpired, format!("command {command_id} expired before the connector took it")))
+}
+
+impl Hub {
+    pub fn new(config: GatewayConfig, keys: KeyStore) -> Self {
+        Self {
+            config,
+            keys,
+            uploads: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            commands: Mutex::default(),
+            sessions: Mutex::default(),
+            connectors: Mutex::default(),
+            subscribers: Mutex::default(),
+            sockets: Mutex::default(),
+            next_socket: AtomicU64::new(0),
+            threads: Mutex::default(),
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    // -- events ---------------------------------------------------------------------------
+
+    pub fn subscribe(&self) -> Receiver<GatewayEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.subscribers.lock().unwrap().push(tx);
+        rx
+    }
+
+    pub fn emit(&self, event: GatewayEvent) {
+        let mut subs = self.subscribers.lock().unwrap();
+        subs.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    // -- sockets of connection threads ---------------------------------------------------
+
+    pub fn track_socket(&self, tcp: &TcpStream) -> Option<u64> {
+        let clone = tcp.try_clone().ok()?;
+        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        self.sockets.lock().unwrap().insert(id, clone);
+        Some(id)
+    }
+
+    pub fn untrack_socket(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.sockets.lock().unwrap().remove(&id);
+        }
+    }
+
+    pub fn shutdown_sockets(&self) {
+        for tcp in self.sockets.lock().unwrap().values() {
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    // -- sessions -------------------------------------------------------------------------
+
+    /// Registers an authenticated session; `Err` if the connector already has a live one.
+    pub fn register(&self, key: &KeyRecord, agent_version: &str, handle: SessionHandle) -> Result<(), ()> {
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            if sessions.contains_key(&key.connector) {
+                return Err(());
+            }
+            sessions.insert(key.connector.clone(), handle.clone());
+        }
+        let mut connectors = self.connectors.lock().unwrap();
+        let state = connectors.entry(key.connector.clone()).or_default();
+        state.tenant = key.tenant.clone();
+        state.connection_id = Some(handle.connection_id.clone());
+        state.agent_version = Some(agent_version.to_owned());
+        state.status = Some(AgentStatus::Ready);
+        Ok(())
+    }
+
+    /// Removes a session (if it is still the registered one) and puts the commands written to
+    /// it but not answered back into the offline queue: they are delivered again, with the
+    /// same command id and idempotency key, when the connector reconnects.
+    pub fn unregister(&self, connector: &str, connection_id: &str, reason: &str) {
+        let removed = {
+            let mut sessions = self.sessions.lock().unwrap();
+            if sessions.get(connector).is_some_and(|s| s.connection_id == connection_id) {
+                sessions.remove(connector);
+                true
+            } else {
+                false
+            }
+        };
+        if !removed {
+            return;
+        }
+        {
+            let mut commands = self.commands.lock().unwrap();
+            for pending in commands.by_id.values_mut() {
+                if pending.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) {
+                    pending.sent = None;
+                }
+            }
+        }
+        {
+            let mut connectors = self.connectors.lock().unwrap();
+            if let Some(state) = connectors.get_mut(connector) {
+                state.connection_id = None;
+                state.status = Some(AgentStatus::Offline);
+                state.active_commands = 0;
+            }
+        }
+        tracing::info!(connector, connection = connection_id, "agent disconnected: {reason}");
+        self.emit(GatewayEvent::AgentDisconnected { connector: connector.to_owned(), reason: reason.to_owned() });
+    }
+
+    fn session(&self, connector: &str) -> Option<SessionHandle> {
+        self.sessions.lock().unwrap().get(connector).cloned()
+    }
+
+    /// Connector and chunk key of a live connection.
+    pub fn upload_grant(&self, connection_id: &str) -> Option<(String, SecretBytes)> {
+        let sessions = self.sessions.lock().unwrap();
+        sessions
+            .iter()
+            .find(|(_, s)| s.connection_id == connection_id)
+            .map(|(name, s)| (name.clone(), s.hmac_key.clone()))
+    }
+
+    /// Kicks the session that authenticated with this key (it was revoked).
+    pub fn kick_key(&self, key_id: &str) {
+        let sessions = self.sessions.lock().unwrap();
+        for session in sessions.values().filter(|s| s.key_id == key_id) {
+            session.send(SessionMsg::Kick { code: ErrorCode::AuthFailed, message: "API key revoked".into() });
+        }
+    }
+
+    pub fn shutdown_sessions(&self, reason: &str, grace_ms: u64) -> usize {
+        let sessions = self.sessions.lock().unwrap();
+        for session in sessions.values() {
+            session.send(SessionMsg::Shutdown { reason: reason.to_owned(), grace_ms });
+        }
+        sessions.len()
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    /// Writes an arbitrary text frame to a live session.
+    pub fn send_raw(&self, connector: &str, text: String) -> Result<(), GatewayError> {
+        let session = self.session(connector).ok_or_else(|| GatewayError::ConnectorOffline(connector.to_owned()))?;
+        if session.send(SessionMsg::Frame(text)) { Ok(()) } else { Err(GatewayError::ConnectorOffline(connector.to_owned())) }
+    }
+
+    pub fn send_frame(&self, connector: &str, frame: &Inbound) -> Result<(), GatewayError> {
+        self.send_raw(connector, frame.encode())
+    }
+
+    // -- connectors -----------------------------------------------------------------------
+
+    pub fn is_known(&self, connector: &str) -> bool {
+        self.session(connector).is_some()
+            || self.keys.connectors().map(|list| list.iter().any(|(name, _)| name == connector)).unwrap_or(false)
+    }
+
+    pub fn connectors(&self) -> Vec<ConnectorInfo> {
+        let known = self.keys.connectors().unwrap_or_default();
+        let states = self.connectors.lock().unwrap().clone();
+        let mut names: Vec<(String, String)> = known;
+        for (name, state) in &states {
+            if !names.iter().any(|(n, _)| n == name) {
+                names.push((name.clone(), state.tenant.clone()));
+            }
+        }
+        names.sort();
+        names
+            .into_iter()
+            .map(|(name, tenant)| {
+                let state = states.get(&name).cloned().unwrap_or_default();
+                ConnectorInfo {
+                    connected: state.connection_id.is_some(),
+                    connection_id: state.connection_id,
+                    agent_version: state.agent_version,
+                    last_heartbeat: state.last_heartbeat,
+                    status: state.status,
+                    active_commands: state.active_commands,
+                    schema: state.schema,
+                    tenant: if state.tenant.is_empty() { tenant } else { state.tenant },
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    // -- commands -------------------------------------------------------------------------
+
+    /// Queues a command and writes it to the connector's session if it has one.
+    pub fn submit(self: &Arc<Self>, connector: &str, req: QueryRequest) -> Result<PendingQuery, QueryError> {
+        if self.is_stopping() {
+            return Err(offline_error("gateway is shutting down"));
+        }
+        if !self.is_known(connector) {
+            return Err(QueryError::UnknownConnector(connector.to_owned()));
+        }
+        let command_id = uuid::Uuid::new_v4().to_string();
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        let ttl = req.ttl.unwrap_or(self.config.default_command_ttl);
+        let expires = SystemTime::now() + ttl;
+        let command = Command {
+            command_id: command_id.clone(),
+            execution_id: execution_id.clone(),
+            activity_id: format!("gateway-{}", &command_id[..8]),
+            operation: Operation::Query,
+            payload: CommandPayload {
+                query: req.sql,
+                params: req.params,
+                timeout: req.timeout_ms,
+                idempotency_key: req.idempotency_key.unwrap_or_else(|| command_id.clone()),
+                connection: req.connection,
+                expires_at: Some(humantime::format_rfc3339_millis(expires).to_string()),
+            },
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut commands = self.commands.lock().unwrap();
+        let seq = commands.next_seq;
+        commands.next_seq += 1;
+        let mut pending = PendingCommand { connector: connector.to_owned(), command, sent: None, expires, seq, tx };
+        if let Some(session) = self.session(connector) {
+            let frame = Inbound::Command(pending.command.clone()).encode();
+            if session.send(SessionMsg::Frame(frame)) {
+                pending.sent = Some((session.connection_id.clone(), Instant::now()));
+            }
+        }
+        commands.by_id.insert(command_id.clone(), pending);
+        drop(commands);
+        Ok(PendingQuery {
+            hub: self.clone(),
+            command_id,
+            execution_id,
+            expires,
+            deadline: Instant::now() + req.wait,
+            rx,
+        })
+    }
+
+    /// Delivers the offline queue of a connector to its new session, oldest first; commands
+    /// past their TTL complete with `COMMAND_EXPIRED` instead.
+    pub fn deliver_queued(&self, connector: &str, connection_id: &str) {
+        let now = SystemTime::now();
+        let mut commands = self.commands.lock().unwrap();
+        let Some(session) = self.session(connector).filter(|s| s.connection_id == connection_id) else {
+            return;
+        };
+        let mut queued: Vec<(u64, String)> = commands
+            .by_id
+            .iter()
+            .filter(|(_, p)| p.connector == connector && p.sent.is_none())
+            .map(|(id, p)| (p.seq, id.clone()))
+            .collect();
+        queued.sort();
+        for (_, id) in queued {
+            if commands.by_id[&id].expires <= now {
+                if let Some(p) = commands.by_id.remove(&id) {
+                    tracing::info!(connector, command = %id, "offline command expired");
+                    let _ = p.tx.send(Err(expired_error(&id)));
+                }
+                continue;
+            }
+            let Some(pending) = commands.by_id.get_mut(&id) else { continue };
+            if session.send(SessionMsg::Frame(Inbound::Command(pending.command.clone()).encode())) {
+                pending.sent = Some((connection_id.to_owned(), Instant::now()));
+            }
+        }
+    }
+
+    fn complete(&self, connector: &str, command_id: &str, reply: impl FnOnce(Option<Instant>) -> Reply) {
+        let mut commands = self.commands.lock().unwrap();
+        if commands.by_id.get(command_id).is_some_and(|p| p.connector == connector)
+            && let Some(p) = commands.by_id.remove(command_id)
+        {
+            let _ = p.tx.send(reply(p.sent.map(|(_, at)| at)));
+        }
+    }
+
+    /// Sends `cancel` for an execution (or command) id to the connector running it.
+    pub fn cancel(&self, id: &str, reason: Option<String>) -> Result<(), GatewayError> {
+        let (connector, execution_id) = {
+            let commands = self.commands.lock().unwrap();
+            let found = commands.by_id.values().find(|p| p.command.execution_id == id || p.command.command_id == id);
+            match found {
+                Some(p) => (p.connector.clone(), p.command.execution_id.clone()),
+                None => return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`"))),
+            }
+        };
+        let cancel = mini_connector::protocol::Cancel { execution_id, reason };
+        self.send_frame(&connector, &Inbound::Cancel(cancel))
+    }
+
+    /// Fails every pending command (shutdown).
+    pub fn fail_all(&self, message: &str) {
+        let mut commands = self.commands.lock().unwrap();
+        for (_, p) in commands.by_id.drain() {
+            let _ = p.tx.send(Err(offline_error(message)));
+        }
+    }
+
+    // -- frames from agents ---------------------------------------------------------------
+
+    /// Handles one decoded frame of an authenticated session.
+    pub fn on_frame(&self, connector: &str, key_id: &str, frame: &Outbound) -> FrameAction {
+        let mut action = FrameAction::default();
+        match frame {
+            Outbound::Auth(_) => action.reply.push(Inbound::Error(mini_connector::protocol::CloudError {
+                code: ErrorCode::MalformedMessage,
+                message: "already authenticated".into(),
+                command_id: None,
+            })),
+            Outbound::Heartbeat(hb) => {
+                {
+                    let mut connectors = self.connectors.lock().unwrap();
+                    let state = connectors.entry(connector.to_owned()).or_default();
+                    state.last_heartbeat = Some(mini_connector::protocol::now_rfc3339());
+                    state.status = Some(hb.status);
+                    state.active_commands = hb.active_commands;
+                }
+                // A key revoked while the gateway could not be told, or a rotated key past its
+                // grace period, ends the session at the next heartbeat.
+                if !self.keys.is_usable(key_id).unwrap_or(true) {
+                    action.kick = Some((ErrorCode::AuthFailed, "API key revoked or expired".into()));
+                }
+            }
+            Outbound::SchemaDiscovery(sd) => {
+                let mut connectors = self.connectors.lock().unwrap();
+                connectors.entry(connector.to_owned()).or_default().schema = Some(sd.schema.clone());
+            }
+            Outbound::Status(st) => {
+                let mut connectors = self.connectors.lock().unwrap();
+                connectors.entry(connector.to_owned()).or_default().status = Some(st.status);
+            }
+            Outbound::ExecutionResult(result) => {
+                if let Some(ack) = self.on_result(connector, result) {
+                    action.reply.push(ack);
+                }
+            }
+            Outbound::ExecutionError(err) => {
+                if let Some(id) = &err.command_id {
+                    let body = err.error.clone();
+                    self.complete(connector, id, |_| Err(QueryError::Remote(body)));
+                }
+            }
+        }
+        action
+    }
+
+    /// Completes the query of an `execution_result`; returns the `ack` to send when the
+    /// result was received intact.
+    fn on_result(&self, connector: &str, result: &ExecutionResult) -> Option<Inbound> {
+        let received = Instant::now();
+        let command_id = result.command_id.clone();
+        let outcome = |sent: Option<Instant>, columns, rows, buffered| QueryOutcome {
+            command_id: command_id.clone(),
+            columns,
+            rows,
+            row_count: result.row_count,
+            duration_ms: result.duration_ms,
+            round_trip: sent.map(|at| received.saturating_duration_since(at)).unwrap_or_default(),
+            buffered,
+        };
+        let ack = Inbound::Ack(mini_connector::protocol::Ack { command_id: command_id.clone() });
+        match &result.result {
+            ResultPayload::Inline { columns, rows } => {
+                let (columns, rows) = (columns.clone(), rows.clone());
+                self.complete(connector, &command_id, |sent| Ok(outcome(sent, columns, rows, None)));
+                Some(ack)
+            }
+            ResultPayload::Buffered { buffer_key, chunk_count, byte_count, sha256 } => {
+                let checked = self.take_buffer(connector, &command_id, buffer_key, *chunk_count, *byte_count, sha256);
+                let ok = checked.is_ok();
+                match checked {
+                    Ok((raw, columns, rows)) => {
+                        let info = BufferedInfo {
+                            buffer_key: buffer_key.clone(),
+                            chunk_count: *chunk_count,
+                            byte_count: *byte_count,
+                            sha256: sha256.clone(),
+                            raw,
+                        };
+                        self.complete(connector, &command_id, |sent| Ok(outcome(sent, columns, rows, Some(info))));
+                    }
+                    Err(e) => {
+                        tracing::warn!(connector, command = %command_id, "buffered result rejected: {e}");
+                        self.complete(connector, &command_id, |_| Err(e));
+                    }
+                }
+                ok.then_some(ack)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn take_buffer(
+        &self,
+        connector: &str,
+        command_id: &str,
+        buffer_key: &str,
+        chunk_count: u32,
+        byte_count: u64,
+        sha256: &str,
+    ) -> Result<(Vec<u8>, Vec<mini_connector::protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
+        let buffer = {
+            let mut uploads = self.uploads.lock().unwrap();
+            match uploads.take(buffer_key) {
+                Some(b) if b.connector == connector && b.command_id == command_id => b,
+                Some(b) => {
+                    // Not this connector's or this command's buffer: put it back untouched.
+                    let mismatch = format!("buffer {buffer_key} does not belong to command {command_id}");
+                    drop(uploads);
+                    self.uploads.lock().unwrap().put_back(buffer_key, b);
+                    return Err(QueryError::Integrity(mismatch));
+                }
+                None => return Err(QueryError::Integrity(format!("no uploaded chunks under {buffer_key}"))),
+            }
+        };
+        if !buffer.complete {
+            return Err(QueryError::Integrity(format!("{buffer_key}: the final chunk never arrived")));
+        }
+        if buffer.next_seq != chunk_count {
+            return Err(QueryError::Integrity(format!("{buffer_key}: {} chunks received, {chunk_count} announced", buffer.next_seq)));
+        }
+        if buffer.data.len() as u64 != byte_count {
+            return Err(QueryError::Integrity(format!(
+                "{buffer_key}: {} bytes reassembled, {byte_count} announced",
+                buffer.data.len()
+            )));
+        }
+        let digest = hex::encode(Sha256::digest(&buffer.data));
+        if !digest.eq_ignore_ascii_case(sha256.trim()) {
+            return Err(QueryError::Integrity(format!("{buffer_key}: sha256 {digest} does not match the announced {sha256}")));
+        }
+        let (columns, rows) = parse_ndjson(&buffer.data)?;
+        Ok((buffer.data, columns, rows))
+    }
+}
+
+/// A submitted query; [`PendingQuery::wait`] blocks for its result.
+#[derive(Debug)]
+pub struct PendingQuery {
+    hub: Arc<Hub>,
+    command_id: String,
+    execution_id: String,
+    expires: SystemTime,
+    deadline: Instant,
+    rx: Receiver<Reply>,
+}
+
+impl PendingQuery {
+    /// Id of the command sent to the agent.
+    pub fn command_id(&self) -> &str {
+        &self.command_id
+    }
+
+    /// Execution id of the command (what [`crate::Gateway::cancel`] takes).
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// Blocks until the result, an error, the command's TTL (while it is still queued) or the
+    /// wait time, whichever comes first.
+    pub fn wait(self) -> Result<QueryOutcome, QueryError> {
+        loop {
+            let now = Instant::now();
+            let until_expiry = self.expires.duration_since(SystemTime::now()).unwrap_or_default();
+            let step = self.deadline.saturating_duration_since(now).min(until_expiry + Duration::from_millis(5));
+            match self.rx.recv_timeout(step) {
+                Ok(reply) => return reply,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(offline_error("gateway stopped"));
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            let mut commands = self.hub.commands.lock().unwrap();
+            // The reply may have landed between the timeout and the lock.
+            if let Ok(reply) = self.rx.try_recv() {
+                return reply;
+            }
+            let queued = commands.by_id.get(&self.command_id).is_some_and(|p| p.sent.is_none());
+            if queued && SystemTime::now() >= self.expires {
+                commands.by_id.remove(&self.command_id);
+                return Err(expired_error(&self.command_id));
+            }
+            if Instant::now() >= self.deadline {
+                commands.by_id.remove(&self.command_id);
+                return Err(QueryError::Timeout);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The HTTPS port: an accept thread, one thread per connection (TLS handshake, request head,
+//! route): `GET /ws` upgrades to a session, `POST /upload` takes a chunk (keep-alive), anything
+//! else is `404`.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mini_connector::protocol::{ErrorCode, MAX_CHUNK_BYTES, WS_PATH};
+use mini_connector::wsio::{PolledWebSocket, ws_config};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use tungstenite::WebSocket;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::Role;
+
+use crate::http::{HeadError, RequestHead, error_body, read_body, read_head, write_json};
+use crate::hub::Hub;
+use crate::{session, spawn_named, upload};
+
+/// Time for the TLS handshake and for a request once its first byte arrived.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive connection may sit idle between requests.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+
+type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+
+/// Accepts connections until the hub stops (the stopper connects once to unblock `accept`).
+pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerConfig>) {
+    for stream in listener.incoming() {
+        if hub.is_stopping() {
+            break;
+        }
+        let tcp = match stream {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let (hub2, tls2) = (hub.clone(), tls.clone());
+        let spawned = spawn_named(format!("gw-conn {peer}"), move || {
+            let id = hub2.track_socket(&tcp);
+            if let Err(e) = handle_connection(&hub2, tls2, tcp) {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            hub2.untrack_socket(id);
+        });
+        let mut threads = hub.threads.lock().unwrap();
+        threads.retain(|t| !t.is_finished());
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => tracing::error!("cannot spawn a connection thread: {e}"),
+        }
+    }
+}
+
+fn handle_connection(hub: &Arc<Hub>, tls: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    let raw = tcp.try_clone()?;
+    let local = tcp.local_addr()?;
+    let conn = ServerConnection::new(tls).map_err(io::Error::other)?;
+    let mut stream = StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        if !first {
+            raw.set_read_timeout(Some(KEEP_ALIVE_IDLE))?;
+        }
+        first = false;
+        let head = match read_head(&mut stream, &mut buf) {
+            Ok(head) => head,
+            Err(HeadError::Closed) => return Ok(()),
+            Err(HeadError::Io(e)) => return Err(e),
+            Err(HeadError::TooLarge) => {
+                let body = error_body(ErrorCode::PayloadTooLarge.as_str(), "request head too large");
+                return write_json(&mut stream, 431, &body, false);
+            }
+            Err(HeadError::Malformed(message)) => {
+                return write_json(&mut stream, 400, &error_body(ErrorCode::MalformedMessage.as_str(), message), false);
+            }
+        };
+        raw.set_read_timeout(Some(IO_TIMEOUT))?;
+        match (head.method.as_str(), head.path.as_str()) {
+            ("GET", path) if path == WS_PATH => {
+                if !head.header_has_token("upgrade", "websocket") {
+                    let body = error_body(ErrorCode::MalformedMessage.as_str(), "this endpoint speaks WebSocket only");
+                    return write_json(&mut stream, 426, &body, false);
+                }
+                return upgrade(hub, stream, raw, local, head, buf);
+            }
+            ("POST", "/upload") => {
+                if !upload_request(hub, &mut stream, &mut buf, &head)? || !head.keep_alive() {
+                    return Ok(());
+                }
+            }
+            _ => {
+                let body = error_body("NOT_FOUND", format!("no route for {} {}", head.method, head.path));
+                return write_json(&mut stream, 404, &body, false);
+            }
+        }
+    }
+}
+
+/// One `POST /upload`. Returns whether the connection may serve another request.
+fn upload_request(hub: &Hub, stream: &mut TlsStream, buf: &mut Vec<u8>, head: &RequestHead) -> io::Result<bool> {
+    let command = head.header(mini_connector::protocol::headers::COMMAND).unwrap_or_default();
+    let len = match head.content_length() {
+        Ok(Some(len)) => len,
+        Ok(None) => {
+            hub.emit(crate::GatewayEvent::ChunkRejected { command_id: command.to_owned(), code: ErrorCode::MalformedMessage });
+            let body = error_body(ErrorCode::MalformedMessage.as_str(), "Content-Length is required");
+            write_json(stream, 411, &body, false)?;
+            return Ok(false);
+        }
+        Err(()) => {
+            let body = error_body(ErrorCode::MalformedMessage.as_str(), "invalid Content-Length");
+            write_json(stream, 400, &body, false)?;
+            return Ok(false);
+        }
+    };
+    if len > MAX_CHUNK_BYTES as u64 {
+        hub.emit(crate::GatewayEvent::ChunkRejected { command_id: command.to_owned(), code: ErrorCode::PayloadTooLarge });
+        let message = format!("chunk of {len} bytes exceeds the {MAX_CHUNK_BYTES}-byte limit");
+        write_json(stream, 413, &error_body(ErrorCode::PayloadTooLarge.as_str(), message), false)?;
+        return Ok(false);
+    }
+    let body = read_body(stream, buf, len as usize)?;
+    let (status, answer) = upload::handle(hub, head, &body);
+    let keep = head.keep_alive();
+    write_json(stream, status, &answer, keep)?;
+    Ok(keep)
+}
+
+/// Answers `101` and runs the session on this thread.
+fn upgrade(
+    hub: &Arc<Hub>,
+    mut stream: TlsStream,
+    raw: TcpStream,
+    local: SocketAddr,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) -> io::Result<()> {
+    let Some(key) = head.header("sec-websocket-key").filter(|_| head.header("sec-websocket-version") == Some("13")) else {
+        let body = error_body(ErrorCode::MalformedMessage.as_str(), "Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required");
+        return write_json(&mut stream, 400, &body, false);
+    };
+    let accept = derive_accept_key(key.trim().as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    write_response_raw(&mut stream, response.as_bytes())?;
+    let upload_url = format!("https://{}/upload", public_host(&head, local));
+    let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(ws_config()));
+    let (ws, waker) = PolledWebSocket::new(ws, &raw)?;
+    session::run(hub.clone(), ws, waker, upload_url);
+    Ok(())
+}
+
+fn write_response_raw(stream: &mut TlsStream, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    stream.write_all(bytes)?;
+    stream.flush()
+}
+
+/// The `host:port` the agent dialed (its `Host` header), so the upload URL reaches the same
+/// listener through the same name; the socket's own address when the header is unusable.
+fn public_host(head: &RequestHead, local: SocketAddr) -> String {
+    let valid = |h: &&str| {
+        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    match head.header("host").map(str::trim).filter(valid) {
+        Some(host) if host.contains(':') && !host.ends_with(']') => host.to_owned(),
+        Some(host) => format!("{host}:{}", local.port()),
+        None => local.to_string(),
+    }
+}

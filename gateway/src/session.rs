@@ -1,0 +1,265 @@
+//! One agent's WebSocket session: `auth` within the auth timeout, then a loop that writes what
+//! other threads queued for it (send, then wake), reads and handles agent frames, and ends on
+//! close, error, idle timeout, revocation or shutdown.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mini_connector::protocol::{
+    Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown, UploadGrant, now_rfc3339,
+};
+use mini_connector::wsio::{Incoming, PolledWebSocket, Waker};
+
+use crate::hub::{GatewayEvent, Hub, SessionHandle, SessionMsg};
+
+/// How long a closing session waits for the agent's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+struct Live {
+    connector: String,
+    key_id: String,
+    connection_id: String,
+    rx: Receiver<SessionMsg>,
+    last_frame: Instant,
+}
+
+enum Phase {
+    Auth { deadline: Instant },
+    Live(Live),
+    Closing { deadline: Instant },
+}
+
+/// Runs a session until it ends. `upload_url` is the URL handed out in `connected`.
+pub(crate) fn run<S: Read + Write>(hub: Arc<Hub>, mut ws: PolledWebSocket<S>, waker: Waker, upload_url: String) {
+    let mut phase = Phase::Auth { deadline: Instant::now() + hub.config.auth_timeout };
+    let mut incoming = Vec::new();
+    let mut reason = String::from("connection closed");
+    loop {
+        let now = Instant::now();
+        let deadline = match &phase {
+            Phase::Auth { deadline } | Phase::Closing { deadline } => *deadline,
+            Phase::Live(live) => live.last_frame + hub.config.session_idle_timeout,
+        };
+        if let Err(e) = ws.wait(Some(deadline.saturating_duration_since(now))) {
+            reason = format!("poll failed: {e}");
+            break;
+        }
+
+        // Frames queued by other threads.
+        if let Phase::Live(live) = &phase {
+            let mut next = None;
+            while let Ok(msg) = live.rx.try_recv() {
+                match msg {
+                    SessionMsg::Frame(text) => {
+                        if let Err(e) = ws.send_text(text) {
+                            reason = format!("write failed: {e}");
+                            next = Some(None);
+                            break;
+                        }
+                    }
+                    SessionMsg::Kick { code, message } => {
+                        send_error(&mut ws, code, &message, None);
+                        ws.close(&message);
+                        reason = format!("kicked: {message}");
+                        next = Some(Some(Phase::Closing { deadline: Instant::now() + CLOSE_GRACE }));
+                        break;
+                    }
+                    SessionMsg::Shutdown { reason: why, grace_ms } => {
+                        let frame = Inbound::Shutdown(Shutdown { reason: Some(why.clone()), grace_period: grace_ms });
+                        let _ = ws.send_text(frame.encode());
+                        ws.close(&why);
+                        reason = format!("gateway shutdown: {why}");
+                        next = Some(Some(Phase::Closing { deadline: Instant::now() + CLOSE_GRACE }));
+                        break;
+                    }
+                }
+            }
+            match next {
+                None => {}
+                Some(None) => break,
+                Some(Some(closing)) => {
+                    hub.unregister(&live.connector, &live.connection_id, &reason);
+                    phase = closing;
+                }
+            }
+        }
+        let _ = ws.flush();
+
+        incoming.clear();
+        let read = ws.read_available(&mut incoming);
+        let read_at = Instant::now();
+        for item in incoming.drain(..) {
+            phase = match phase {
+                Phase::Auth { .. } => authenticate(&hub, &mut ws, &waker, &upload_url, item),
+                Phase::Live(mut live) => {
+                    live.last_frame = read_at;
+                    match handle_frame(&hub, &mut ws, &live, item, read_at) {
+                        None => Phase::Live(live),
+                        Some(message) => {
+                            reason = format!("kicked: {message}");
+                            hub.unregister(&live.connector, &live.connection_id, &reason);
+                            Phase::Closing { deadline: Instant::now() + CLOSE_GRACE }
+                        }
+                    }
+                }
+                closing @ Phase::Closing { .. } => closing,
+            };
+        }
+        if let Err(e) = read {
+            if !matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) {
+                reason = format!("connection lost: {e}");
+            }
+            break;
+        }
+
+        if Instant::now() >= deadline {
+            match phase {
+                Phase::Auth { .. } => {
+                    let message = format!("no auth frame within {} ms", hub.config.auth_timeout.as_millis());
+                    reject(&hub, &mut ws, ErrorCode::AuthFailed, &message);
+                    phase = Phase::Closing { deadline: Instant::now() + CLOSE_GRACE };
+                }
+                Phase::Live(live) if live.last_frame + hub.config.session_idle_timeout <= Instant::now() => {
+                    reason = format!("idle for {} s", hub.config.session_idle_timeout.as_secs_f64());
+                    ws.close(&reason);
+                    hub.unregister(&live.connector, &live.connection_id, &reason);
+                    phase = Phase::Closing { deadline: Instant::now() + CLOSE_GRACE };
+                }
+                Phase::Closing { .. } => break,
+                other => phase = other,
+            }
+        }
+    }
+    if let Phase::Live(live) = &phase {
+        hub.unregister(&live.connector, &live.connection_id, &reason);
+    }
+}
+
+fn send_error<S: Read + Write>(ws: &mut PolledWebSocket<S>, code: ErrorCode, message: &str, command_id: Option<String>) {
+    let frame = Inbound::Error(CloudError { code, message: message.to_owned(), command_id });
+    let _ = ws.send_text(frame.encode());
+}
+
+/// Refuses a session that is not authenticated: `error`, then close.
+fn reject<S: Read + Write>(hub: &Hub, ws: &mut PolledWebSocket<S>, code: ErrorCode, message: &str) {
+    tracing::info!(%code, "agent rejected: {message}");
+    send_error(ws, code, message, None);
+    ws.close(message);
+    hub.emit(GatewayEvent::AgentRejected { code });
+}
+
+fn authenticate<S: Read + Write>(
+    hub: &Arc<Hub>,
+    ws: &mut PolledWebSocket<S>,
+    waker: &Waker,
+    upload_url: &str,
+    item: Incoming,
+) -> Phase {
+    let closing = || Phase::Closing { deadline: Instant::now() + CLOSE_GRACE };
+    let auth: Auth = match item {
+        Incoming::Text(text) => match Outbound::decode(&text) {
+            Ok(Outbound::Auth(auth)) => auth,
+            Ok(_) => {
+                reject(hub, ws, ErrorCode::AuthFailed, "the first frame must be auth");
+                return closing();
+            }
+            Err(e) => {
+                reject(hub, ws, ErrorCode::AuthFailed, &format!("invalid auth frame: {}", e.message));
+                return closing();
+            }
+        },
+        Incoming::Binary(_) => {
+            reject(hub, ws, ErrorCode::AuthFailed, "the first frame must be a text auth frame");
+            return closing();
+        }
+    };
+    let record = match hub.keys.authenticate(&auth.api_key) {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            reject(hub, ws, ErrorCode::AuthFailed, "API key invalid, unknown, revoked or expired");
+            return closing();
+        }
+        Err(e) => {
+            tracing::error!("key lookup failed: {e}");
+            reject(hub, ws, ErrorCode::AuthFailed, "API key could not be checked");
+            return closing();
+        }
+    };
+    if auth.connector_name != record.connector {
+        tracing::info!(
+            registered = %record.connector,
+            announced = %auth.connector_name,
+            "agent announces another connector name than its key's; using the key's"
+        );
+    }
+    let connection_id = uuid::Uuid::new_v4().to_string();
+    let hmac_key = SecretBytes::random(32);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let handle = SessionHandle::new(connection_id.clone(), record.id.clone(), tx, waker.clone(), hmac_key.clone());
+    if hub.register(&record, &auth.agent_version, handle).is_err() {
+        reject(hub, ws, ErrorCode::DuplicateConnection, &format!("connector `{}` is already connected", record.connector));
+        return closing();
+    }
+    let connected = Inbound::Connected(Connected {
+        tenant_id: record.tenant.clone(),
+        connector_name: record.connector.clone(),
+        server_time: now_rfc3339(),
+        connection_id: connection_id.clone(),
+        upload: UploadGrant {
+            url: upload_url.to_owned(),
+            hmac_key,
+            max_chunk_bytes: hub.config.max_chunk_bytes,
+            max_inline_bytes: hub.config.max_inline_bytes,
+        },
+    });
+    if let Err(e) = ws.send_text(connected.encode()) {
+        hub.unregister(&record.connector, &connection_id, &format!("write failed: {e}"));
+        return closing();
+    }
+    tracing::info!(connector = %record.connector, key = %auth.api_key.masked(), connection = %connection_id, "agent connected");
+    hub.emit(GatewayEvent::AgentConnected { connector: record.connector.clone(), connection_id: connection_id.clone() });
+    // The offline queue goes after `connected`: this thread drains the channel only later.
+    hub.deliver_queued(&record.connector, &connection_id);
+    Phase::Live(Live { connector: record.connector, key_id: record.id, connection_id, rx, last_frame: Instant::now() })
+}
+
+/// Handles one frame of a live session; `Some(message)` when the session must end.
+fn handle_frame<S: Read + Write>(
+    hub: &Hub,
+    ws: &mut PolledWebSocket<S>,
+    live: &Live,
+    item: Incoming,
+    at: Instant,
+) -> Option<String> {
+    let text = match item {
+        Incoming::Text(text) => text,
+        Incoming::Binary(len) => {
+            let message = format!("binary frame of {len} bytes: the protocol uses text frames only");
+            send_error(ws, ErrorCode::MalformedMessage, &message, None);
+            hub.emit(GatewayEvent::DecodeFailed { connector: live.connector.clone(), code: ErrorCode::MalformedMessage, message });
+            return None;
+        }
+    };
+    let frame = match Outbound::decode(&text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::warn!(connector = %live.connector, code = %e.code, "undecodable frame: {}", e.message);
+            send_error(ws, e.code, &e.message, e.command_id.clone());
+            hub.emit(GatewayEvent::DecodeFailed { connector: live.connector.clone(), code: e.code, message: e.message });
+            return None;
+        }
+    };
+    let action = hub.on_frame(&live.connector, &live.key_id, &frame);
+    for reply in action.reply {
+        let _ = ws.send_text(reply.encode());
+    }
+    hub.emit(GatewayEvent::Frame { connector: live.connector.clone(), at, frame });
+    if let Some((code, message)) = action.kick {
+        send_error(ws, code, &message, None);
+        ws.close(&message);
+        return Some(message);
+    }
+    None
+}
