@@ -146,10 +146,7 @@ impl LinkThread {
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
             let started = Instant::now();
             let end = match self.connect() {
-                Ok((ws, tcp)) => {
-                    backoff = BACKOFF_START;
-                    self.session(ws, &tcp)
-                }
+                Ok((ws, tcp)) => self.session(ws, &tcp),
                 Err(end) => end,
             };
             let delay = match end {

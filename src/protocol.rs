@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 pub use drivers::{ColumnMeta, DatabaseSchema};
 
-/// Version of this wire contract, sent in `auth` and echoed in `connected`.
+/// Version of this wire contract, sent in `auth`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest WebSocket frame either side accepts; larger frames get `PAYLOAD_TOO_LARGE`.
@@ -47,8 +47,8 @@ pub mod headers {
 // ---------------------------------------------------------------------------------------------
 // Error codes
 
-/// Every error code that crosses the wire. The first eight are the spec's Appendix C; the rest
-/// are this implementation's extensions, documented in `docs/PROTOCOL.md`.
+/// Every error code that crosses the wire: the spec's Appendix C codes, `WRITE_KEYWORD_DETECTED`
+/// (spec §3.5.2), and this implementation's extensions, all listed in `docs/PROTOCOL.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {

@@ -449,6 +449,17 @@ impl Supervisor {
         }
     }
 
+    /// Answers a command that arrives while draining, so the cloud can retry it elsewhere.
+    fn refuse_while_stopping(&mut self, frame: Inbound) {
+        match frame {
+            Inbound::Command(command) => {
+                self.reject(&command, ErrorCode::AgentPaused, "the connector is shutting down; retry later");
+            }
+            Inbound::Cancel(_) => self.inbound(frame),
+            _ => {}
+        }
+    }
+
     /// Stops intake, cancels what is still running after `grace`, and tells the cloud.
     fn drain(&mut self, grace: Duration) {
         self.paused = true;
@@ -456,6 +467,7 @@ impl Supervisor {
         while !self.in_flight.is_empty() {
             match self.inbox.recv_deadline(deadline) {
                 Ok(msg @ (SupMsg::Finished { .. } | SupMsg::Discovered(_))) => self.handle(msg),
+                Ok(SupMsg::Inbound(frame)) => self.refuse_while_stopping(*frame),
                 Ok(_) => {}
                 Err(_) => break,
             }

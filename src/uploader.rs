@@ -64,8 +64,9 @@ pub enum ChunkReply {
 /// Starts the uploader. It ends when every `Sender<Chunk>` is dropped.
 pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<JoinHandle<()>> {
     crate::spawn_named("uploader", move || {
-        // Commands whose upload failed: their remaining chunks are dropped unsent.
-        let mut failed: Vec<String> = Vec::new();
+        // Commands whose upload failed: their remaining chunks are dropped unsent. The worker
+        // stops producing after a failure, so a final chunk may never come: keep only a few.
+        let mut failed: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         for chunk in chunks {
             if failed.contains(&chunk.command_id) {
                 if chunk.last {
@@ -78,7 +79,10 @@ pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<Joi
                 Err(error) => {
                     tracing::warn!(command = %chunk.command_id, seq = chunk.seq, %error, "chunk upload failed");
                     if !chunk.last {
-                        failed.push(chunk.command_id.clone());
+                        if failed.len() == 64 {
+                            failed.pop_front();
+                        }
+                        failed.push_back(chunk.command_id.clone());
                     }
                     ChunkReply::Failed { seq: chunk.seq, error }
                 }

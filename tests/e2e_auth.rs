@@ -14,7 +14,9 @@ fn agent_authenticates_and_broadcasts_its_schema() {
     let events = world.gateway.subscribe();
     let _agent = connected_agent(&world, "Warehouse", serde_json::json!({}));
     let schema = wait_event(&events, |e| match e {
-        GatewayEvent::Frame { connector, frame: Outbound::SchemaDiscovery(s), .. } if connector == "Warehouse" => {
+        GatewayEvent::Frame { connector, frame: Outbound::SchemaDiscovery(s), .. }
+            if connector == "Warehouse" =>
+        {
             Some(s.schema.clone())
         }
         _ => None,
@@ -84,7 +86,8 @@ fn revoking_the_key_disconnects_the_agent_at_once() {
 fn malformed_key_is_refused_locally_before_dialling() {
     let world = World::new("badkey");
     let events = world.gateway.subscribe();
-    let mut agent = AgentProc::start(&world.agent_config("Typo", "vmc_acme_notavalidkey_00000", serde_json::json!({})));
+    let mut agent =
+        AgentProc::start(&world.agent_config("Typo", "vmc_acme_notavalidkey_00000", serde_json::json!({})));
     assert_eq!(agent.wait_exit(), Some(2));
     assert!(agent.log_text().contains("invalid API key format"), "{}", agent.log_text());
     assert!(events.try_recv().is_err(), "nothing may reach the gateway");
@@ -98,7 +101,9 @@ fn heartbeats_arrive_at_the_configured_period() {
     let mut beats = Vec::new();
     while beats.len() < 4 {
         let (at, status, active) = wait_event(&events, |e| match e {
-            GatewayEvent::Frame { connector, at, frame: Outbound::Heartbeat(h), .. } if connector == "Beat" => {
+            GatewayEvent::Frame { connector, at, frame: Outbound::Heartbeat(h), .. }
+                if connector == "Beat" =>
+            {
                 Some((*at, h.status, h.active_commands))
             }
             _ => None,
@@ -109,7 +114,10 @@ fn heartbeats_arrive_at_the_configured_period() {
     }
     for pair in beats.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap > Duration::from_millis(700) && gap < Duration::from_millis(1300), "heartbeat gap {gap:?}");
+        assert!(
+            gap > Duration::from_millis(700) && gap < Duration::from_millis(1300),
+            "heartbeat gap {gap:?}"
+        );
     }
 }
 

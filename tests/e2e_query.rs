@@ -112,7 +112,8 @@ fn large_result_travels_in_chunks_and_is_reassembled_byte_exact() {
 fn writes_are_rejected_before_reaching_the_database() {
     let world = World::new("writes");
     let _agent = connected_agent(&world, "Writes", json!({}));
-    for sql in ["DELETE FROM customers", "UPDATE products SET unit_price = 0", "SELECT 1; DROP TABLE orders"] {
+    for sql in ["DELETE FROM customers", "UPDATE products SET unit_price = 0", "SELECT 1; DROP TABLE orders"]
+    {
         match world.gateway.query("Writes", request(sql)) {
             Err(QueryError::Remote(body)) => {
                 assert_eq!(body.code, ErrorCode::WriteOperationRejected, "{sql}: {}", body.message);
@@ -133,8 +134,11 @@ fn malformed_frames_get_an_error_and_the_session_continues() {
         ("{not json", ErrorCode::MalformedMessage, None),
         (r#"{"type":"teleport"}"#, ErrorCode::UnknownMessageType, None),
         (r#"{"type":"command","commandId":"c-missing"}"#, ErrorCode::MalformedMessage, Some("c-missing")),
-        (r#"{"type":"command","commandId":"c-types","executionId":1,"activityId":"a","operation":"query","payload":{}}"#,
-            ErrorCode::MalformedMessage, Some("c-types")),
+        (
+            r#"{"type":"command","commandId":"c-types","executionId":1,"activityId":"a","operation":"query","payload":{}}"#,
+            ErrorCode::MalformedMessage,
+            Some("c-types"),
+        ),
     ];
     for (text, code, command_id) in cases {
         world.gateway.send_raw("Sturdy", text.to_owned()).unwrap();
@@ -172,7 +176,8 @@ fn database_errors_and_unknown_connections_have_codes() {
 fn slow_query_times_out_and_the_agent_keeps_working() {
     let world = World::new("timeout");
     let _agent = connected_agent(&world, "Slow", json!({}));
-    let mut req = request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c");
+    let mut req =
+        request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c");
     req.timeout_ms = Some(300);
     match world.gateway.query("Slow", req) {
         Err(QueryError::Remote(body)) => {

@@ -76,13 +76,7 @@ impl Database {
             DbKind::Sqlite => Backend::Sqlite(SqliteDb::open(&spec.path, &spec.pool)?),
         };
         tracing::debug!(name = %spec.name, kind = %spec.kind, "database opened");
-        Ok(Database {
-            inner: Arc::new(Inner {
-                name: spec.name.clone(),
-                kind: spec.kind,
-                backend,
-            }),
-        })
+        Ok(Database { inner: Arc::new(Inner { name: spec.name.clone(), kind: spec.kind, backend }) })
     }
 
     /// Name of the connection.

@@ -125,9 +125,31 @@ const SPECIAL_CUSTOMERS: &[(&str, &str)] = &[
     ("Çelik Makina A.Ş.", "TR"),
 ];
 const NAME_HEADS: &[&str] = &[
-    "Alpine", "Baltic", "Cedar", "Delta", "Evergreen", "Fjord", "Granite", "Harbor", "Iron",
-    "Juniper", "Keystone", "Lakeside", "Meridian", "Northwind", "Oakridge", "Pioneer", "Quarry",
-    "Riverside", "Summit", "Tidewater", "Union", "Vertex", "Westbrook", "Yellowstone", "Zenith",
+    "Alpine",
+    "Baltic",
+    "Cedar",
+    "Delta",
+    "Evergreen",
+    "Fjord",
+    "Granite",
+    "Harbor",
+    "Iron",
+    "Juniper",
+    "Keystone",
+    "Lakeside",
+    "Meridian",
+    "Northwind",
+    "Oakridge",
+    "Pioneer",
+    "Quarry",
+    "Riverside",
+    "Summit",
+    "Tidewater",
+    "Union",
+    "Vertex",
+    "Westbrook",
+    "Yellowstone",
+    "Zenith",
 ];
 const NAME_TRADES: &[&str] = &[
     "Trading",
@@ -144,23 +166,33 @@ const NAME_TRADES: &[&str] = &[
 const NAME_FORMS: &[&str] = &["Ltd", "GmbH", "SA", "Inc", "BV", "AB", "KK", "SRL"];
 const COUNTRIES: &[&str] = &["DE", "FR", "JP", "US", "GB", "PL", "SE", "NL", "ES", "IT"];
 const CREDIT_LIMITS: &[f64] = &[0.0, 1000.0, 2500.0, 5000.0, 7500.5, 10000.0, 25000.0, 50000.0];
-const CATEGORIES: &[&str] = &[
-    "Fasteners",
-    "Tools",
-    "Electrical",
-    "Plumbing",
-    "Safety",
-    "Packaging",
-    "Office",
-    "Hydraulics",
-];
+const CATEGORIES: &[&str] =
+    &["Fasteners", "Tools", "Electrical", "Plumbing", "Safety", "Packaging", "Office", "Hydraulics"];
 const PRODUCT_ADJECTIVES: &[&str] = &[
-    "Stainless", "Galvanized", "Heavy-Duty", "Compact", "Insulated", "Industrial", "Precision",
-    "Universal", "Reinforced", "Flexible",
+    "Stainless",
+    "Galvanized",
+    "Heavy-Duty",
+    "Compact",
+    "Insulated",
+    "Industrial",
+    "Precision",
+    "Universal",
+    "Reinforced",
+    "Flexible",
 ];
 const PRODUCT_NOUNS: &[&str] = &[
-    "Hex Bolt", "Wing Nut", "Pipe Clamp", "Cable Tie", "Ball Valve", "Socket Set", "Safety Glove",
-    "Stretch Film", "Hose Fitting", "Junction Box", "Torque Wrench", "Label Roll",
+    "Hex Bolt",
+    "Wing Nut",
+    "Pipe Clamp",
+    "Cable Tie",
+    "Ball Valve",
+    "Socket Set",
+    "Safety Glove",
+    "Stretch Film",
+    "Hose Fitting",
+    "Junction Box",
+    "Torque Wrench",
+    "Label Roll",
 ];
 const PRODUCT_SIZES: &[&str] = &["S", "M", "L", "XL", "M6", "M8", "M10", "1/2\"", "3/4\"", "10 m"];
 const NOTES: &[&str] = &[
@@ -171,12 +203,7 @@ const NOTES: &[&str] = &[
     "Partial shipment accepted",
 ];
 /// (status, cumulative weight out of 100)
-const STATUSES: &[(&str, u64)] = &[
-    ("open", 12),
-    ("shipped", 20),
-    ("invoiced", 95),
-    ("cancelled", 100),
-];
+const STATUSES: &[(&str, u64)] = &[("open", 12), ("shipped", 20), ("invoiced", 95), ("cancelled", 100)];
 const DISCOUNTS: &[f64] = &[0.0, 0.0, 0.0, 0.0, 0.05, 0.1, 0.15];
 
 /// Writes a fresh sample ERP database at `path`, replacing any existing file.
@@ -245,12 +272,7 @@ fn insert_data(conn: &Connection, scale: u64) -> rusqlite::Result<FixtureStats> 
         let (name, country) = match SPECIAL_CUSTOMERS.get(id as usize - 1) {
             Some((name, country)) => ((*name).to_owned(), Some(*country)),
             None => (
-                format!(
-                    "{} {} {}",
-                    rng.pick(NAME_HEADS),
-                    rng.pick(NAME_TRADES),
-                    rng.pick(NAME_FORMS)
-                ),
+                format!("{} {} {}", rng.pick(NAME_HEADS), rng.pick(NAME_TRADES), rng.pick(NAME_FORMS)),
                 (!rng.chance(5)).then(|| *rng.pick(COUNTRIES)),
             ),
         };
@@ -313,10 +335,8 @@ fn insert_data(conn: &Connection, scale: u64) -> rusqlite::Result<FixtureStats> 
         let customer = 1 + rng.below(customers as u64) as i64;
         let day = first_day + rng.below(3 * 365) as i64;
         let roll = rng.below(100);
-        let status = STATUSES
-            .iter()
-            .find(|(_, cumulative)| roll < *cumulative)
-            .map_or("open", |(status, _)| status);
+        let status =
+            STATUSES.iter().find(|(_, cumulative)| roll < *cumulative).map_or("open", |(status, _)| status);
         let notes = rng.chance(15).then(|| *rng.pick(NOTES));
         insert_order.execute(params![id, customer, date(day), status, notes])?;
 
@@ -328,14 +348,7 @@ fn insert_data(conn: &Connection, scale: u64) -> rusqlite::Result<FixtureStats> 
             let price = prices[product as usize - 1];
             let discount = *rng.pick(DISCOUNTS);
             total += quantity as f64 * price * (1.0 - discount);
-            insert_line.execute(params![
-                order_lines,
-                id,
-                product,
-                quantity,
-                price,
-                discount
-            ])?;
+            insert_line.execute(params![order_lines, id, product, quantity, price, discount])?;
         }
 
         if status == "invoiced" {
@@ -365,20 +378,11 @@ fn email_for(name: &str, id: i64) -> String {
     let slug: String = name
         .split_whitespace()
         .take(2)
-        .map(|w| {
-            w.chars()
-                .filter(char::is_ascii_alphanumeric)
-                .collect::<String>()
-                .to_ascii_lowercase()
-        })
+        .map(|w| w.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase())
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(".");
-    if slug.is_empty() {
-        format!("customer{id}@example.com")
-    } else {
-        format!("{slug}{id}@example.com")
-    }
+    if slug.is_empty() { format!("customer{id}@example.com") } else { format!("{slug}{id}@example.com") }
 }
 
 /// PNG signature followed by a few deterministic bytes; enough to look like a photo.

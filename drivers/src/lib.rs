@@ -69,6 +69,4 @@ pub use cell::{Cell, RowSink};
 pub use database::{ConnectionSpec, Database, PoolSettings};
 pub use error::{DriverError, SinkError};
 pub use query::{CancelToken, QueryOptions, QueryStats, check_read_only_statement};
-pub use schema::{
-    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Table, TableKind, WireType,
-};
+pub use schema::{Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Table, TableKind, WireType};

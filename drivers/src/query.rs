@@ -69,8 +69,7 @@ impl Interrupt {
 
     /// Time left before the deadline, `None` without a deadline.
     pub(crate) fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Whether the query must stop now; cancellation wins over the deadline.
@@ -114,9 +113,7 @@ pub fn check_read_only_statement(sql: &str) -> Result<(), DriverError> {
 }
 
 fn rejected(found: &str) -> DriverError {
-    DriverError::WriteRejected(format!(
-        "only a single read-only query is allowed; found {found}"
-    ))
+    DriverError::WriteRejected(format!("only a single read-only query is allowed; found {found}"))
 }
 
 /// Names a data-changing part of a query (`WITH x AS (...) INSERT ...`, `SELECT ... INTO`).
@@ -153,10 +150,7 @@ fn statement_keyword(statement: &Statement) -> String {
         "CREATE" | "DROP" | "ALTER" => {
             // Skip modifiers so `CREATE OR REPLACE TEMPORARY VIEW` reads `CREATE VIEW`.
             const MODIFIERS: &[&str] = &["OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "IF"];
-            match words
-                .map(str::to_ascii_uppercase)
-                .find(|w| !MODIFIERS.contains(&w.as_str()))
-            {
+            match words.map(str::to_ascii_uppercase).find(|w| !MODIFIERS.contains(&w.as_str())) {
                 Some(object) => format!("{first} {object}"),
                 None => first,
             }
@@ -206,9 +200,7 @@ mod tests {
         // Not valid for sqlparser, still rejected.
         assert!(reason("PRAGMA query_only = OFF").starts_with("could not parse query"));
         assert!(reason("ATTACH DATABASE 'x.db' AS x").ends_with("found ATTACH"));
-        assert!(
-            reason("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x").ends_with("found INSERT")
-        );
+        assert!(reason("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x").ends_with("found INSERT"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use r2d2::{Pool, PooledConnection};
+use r2d2::{ManageConnection, Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Statement};
@@ -22,8 +22,8 @@ use sqlparser::parser::Parser;
 
 use crate::query::Interrupt;
 use crate::{
-    Cell, Column, ColumnMeta, DatabaseSchema, DbKind, DriverError, ForeignKey, PoolSettings,
-    QueryOptions, QueryStats, RowSink, Table, TableKind, WireType, check_read_only_statement,
+    Cell, Column, ColumnMeta, DatabaseSchema, DbKind, DriverError, ForeignKey, PoolSettings, QueryOptions,
+    QueryStats, RowSink, Table, TableKind, WireType, check_read_only_statement,
 };
 
 /// How long a statement waits on a lock held by a writer in another process.
@@ -48,10 +48,7 @@ impl SqliteDb {
                 return Err(DriverError::Open(format!("not a file: {}", path.display())));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DriverError::Open(format!(
-                    "database file not found: {}",
-                    path.display()
-                )));
+                return Err(DriverError::Open(format!("database file not found: {}", path.display())));
             }
             Err(e) => {
                 return Err(DriverError::Open(format!("{}: {e}", path.display())));
@@ -73,6 +70,13 @@ impl SqliteDb {
                 c.busy_timeout(BUSY_TIMEOUT)?;
                 c.execute_batch("PRAGMA query_only = ON;")
             });
+        // One connection up front, so a file that is not a database fails now and clearly,
+        // not after r2d2 retried for the whole acquire timeout. SQLite opens lazily; reading
+        // the schema makes it look at the file.
+        manager
+            .connect()
+            .and_then(|c| c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+            .map_err(|e| DriverError::Open(format!("{}: {e}", path.display())))?;
         let non_zero = |d: Duration| (!d.is_zero()).then_some(d);
         let pool = Pool::builder()
             .max_size(settings.max_connections)
@@ -82,15 +86,7 @@ impl SqliteDb {
             .idle_timeout(non_zero(settings.idle_timeout))
             .build(manager)
             .map_err(|e| DriverError::Open(format!("{}: {e}", path.display())))?;
-        let db = Self {
-            pool,
-            acquire_timeout: settings.acquire_timeout,
-        };
-        // SQLite opens lazily; reading the schema makes a non-database file fail here.
-        let conn = db.acquire(None)?;
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
-            .map_err(|e| DriverError::Open(format!("{}: {e}", path.display())))?;
-        Ok(db)
+        Ok(Self { pool, acquire_timeout: settings.acquire_timeout })
     }
 
     /// Takes a pooled connection, waiting at most the acquire timeout or the time left
@@ -115,8 +111,7 @@ impl SqliteDb {
 
     pub(crate) fn ping(&self) -> Result<(), DriverError> {
         let conn = self.acquire(None)?;
-        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .map_err(db_err)?;
+        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
         Ok(())
     }
 
@@ -137,11 +132,7 @@ impl SqliteDb {
     pub(crate) fn discover(&self, connection: &str) -> Result<DatabaseSchema, DriverError> {
         let conn = self.acquire(None)?;
         let tables = discover_tables(&conn).map_err(db_err)?;
-        Ok(DatabaseSchema {
-            connection: connection.to_owned(),
-            db_type: DbKind::Sqlite,
-            tables,
-        })
+        Ok(DatabaseSchema { connection: connection.to_owned(), db_type: DbKind::Sqlite, tables })
     }
 
     #[cfg(test)]
@@ -172,8 +163,7 @@ struct InterruptGuard<'c> {
 impl<'c> InterruptGuard<'c> {
     fn install(conn: &'c Connection, interrupt: &Interrupt) -> Result<Self, DriverError> {
         let check = interrupt.clone();
-        conn.progress_handler(PROGRESS_OPS, Some(move || check.check().is_err()))
-            .map_err(db_err)?;
+        conn.progress_handler(PROGRESS_OPS, Some(move || check.check().is_err())).map_err(db_err)?;
         let guard = Self { conn };
         // A lock wait must not outlast the deadline either.
         if let Some(left) = interrupt.remaining() {
@@ -203,9 +193,7 @@ fn run_query(
     let _guard = InterruptGuard::install(conn, interrupt)?;
     let mut stmt = conn.prepare(sql).map_err(|e| run_err(e, interrupt))?;
     if !stmt.readonly() {
-        return Err(DriverError::WriteRejected(
-            "the database reports the statement is not read-only".into(),
-        ));
+        return Err(DriverError::WriteRejected("the database reports the statement is not read-only".into()));
     }
     bind_params(&mut stmt, params)?;
     let columns = column_meta(&stmt);
@@ -229,10 +217,7 @@ fn run_query(
         count += 1;
         buffer = recycle(cells);
     }
-    Ok(QueryStats {
-        rows: count,
-        columns: width,
-    })
+    Ok(QueryStats { rows: count, columns: width })
 }
 
 /// Empties `cells` and hands its allocation back with a fresh lifetime.
@@ -259,15 +244,12 @@ fn to_cell(value: ValueRef<'_>) -> Cell<'_> {
 fn bind_params(stmt: &mut Statement<'_>, params: &[Value]) -> Result<(), DriverError> {
     let expected = stmt.parameter_count();
     if expected != params.len() {
-        return Err(DriverError::Bind(format!(
-            "query takes {expected} parameters, {} given",
-            params.len()
-        )));
+        return Err(DriverError::Bind(format!("query takes {expected} parameters, {} given", params.len())));
     }
     for (i, param) in params.iter().enumerate() {
         let index = i + 1;
-        let value = json_to_sql(param)
-            .map_err(|what| DriverError::Bind(format!("parameter {index}: {what}")))?;
+        let value =
+            json_to_sql(param).map_err(|what| DriverError::Bind(format!("parameter {index}: {what}")))?;
         stmt.raw_bind_parameter(index, ToSqlOutput::Borrowed(value))
             .map_err(|e| DriverError::Bind(format!("parameter {index}: {e}")))?;
     }
@@ -367,12 +349,7 @@ fn discover_tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
             if schema == "temp" || name.starts_with("sqlite_") {
                 continue;
             }
-            listed.push(Listed {
-                schema,
-                name,
-                kind,
-                without_rowid: row.get(3)?,
-            });
+            listed.push(Listed { schema, name, kind, without_rowid: row.get(3)? });
         }
     }
     let has_stat1: bool = conn.query_row(
@@ -381,10 +358,8 @@ fn discover_tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
         |r| r.get(0),
     )?;
 
-    let mut tables = listed
-        .iter()
-        .map(|t| describe_table(conn, t, has_stat1))
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut tables =
+        listed.iter().map(|t| describe_table(conn, t, has_stat1)).collect::<rusqlite::Result<Vec<_>>>()?;
     tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     Ok(tables)
 }
@@ -405,11 +380,8 @@ fn describe_table(conn: &Connection, t: &Listed, has_stat1: bool) -> rusqlite::R
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
 
-    let mut pk: Vec<(u32, &str, &str)> = raw
-        .iter()
-        .filter(|c| c.4 > 0)
-        .map(|c| (c.4, c.0.as_str(), c.1.as_str()))
-        .collect();
+    let mut pk: Vec<(u32, &str, &str)> =
+        raw.iter().filter(|c| c.4 > 0).map(|c| (c.4, c.0.as_str(), c.1.as_str())).collect();
     pk.sort_unstable();
     // A lone INTEGER PRIMARY KEY is the rowid and can never be NULL; so is every key column
     // of a WITHOUT ROWID table. Other SQLite key columns accept NULL unless NOT NULL.
@@ -429,23 +401,15 @@ fn describe_table(conn: &Connection, t: &Listed, has_stat1: bool) -> rusqlite::R
             name: name.clone(),
             data_type: ty.clone(),
             wire_type: wire_type(ty),
-            nullable: !(*not_null
-                || (*key > 0 && t.without_rowid)
-                || rowid_alias == Some(name.as_str())),
+            nullable: !(*not_null || (*key > 0 && t.without_rowid) || rowid_alias == Some(name.as_str())),
             default: default.clone(),
-            enum_values: enums
-                .get(&name.to_ascii_lowercase())
-                .cloned()
-                .unwrap_or_default(),
+            enum_values: enums.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default(),
         })
         .collect();
 
     let (foreign_keys, row_count_estimate) = match t.kind {
         TableKind::View => (Vec::new(), None),
-        TableKind::Table => (
-            foreign_keys(conn, t)?,
-            Some(row_count(conn, t, has_stat1)?),
-        ),
+        TableKind::Table => (foreign_keys(conn, t)?, Some(row_count(conn, t, has_stat1)?)),
     };
     Ok(Table {
         schema: (t.schema != "main").then(|| t.schema.clone()),
@@ -468,9 +432,7 @@ fn foreign_keys(conn: &Connection, t: &Listed) -> rusqlite::Result<Vec<ForeignKe
     let mut by_id: BTreeMap<i64, Key> = BTreeMap::new();
     let mut rows = stmt.query([&t.name, &t.schema])?;
     while let Some(row) = rows.next()? {
-        let entry = by_id
-            .entry(row.get(0)?)
-            .or_insert_with(|| (String::new(), Vec::new(), Vec::new()));
+        let entry = by_id.entry(row.get(0)?).or_insert_with(|| (String::new(), Vec::new(), Vec::new()));
         entry.0 = row.get(1)?;
         entry.1.push(row.get(2)?);
         entry.2.push(row.get(3)?);
@@ -483,19 +445,14 @@ fn foreign_keys(conn: &Connection, t: &Listed) -> rusqlite::Result<Vec<ForeignKe
         } else {
             primary_key_of(conn, &ref_table, &t.schema)?
         };
-        keys.push(ForeignKey {
-            columns,
-            ref_table,
-            ref_columns,
-        });
+        keys.push(ForeignKey { columns, ref_table, ref_columns });
     }
     keys.sort();
     Ok(keys)
 }
 
 fn primary_key_of(conn: &Connection, table: &str, schema: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info(?1, ?2) WHERE pk > 0 ORDER BY pk")?;
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1, ?2) WHERE pk > 0 ORDER BY pk")?;
     stmt.query_map([table, schema], |r| r.get(0))?.collect()
 }
 
@@ -503,25 +460,15 @@ fn primary_key_of(conn: &Connection, table: &str, schema: &str) -> rusqlite::Res
 fn row_count(conn: &Connection, t: &Listed, has_stat1: bool) -> rusqlite::Result<u64> {
     if has_stat1 && t.schema == "main" {
         let stat: Option<String> = conn
-            .query_row(
-                "SELECT stat FROM main.sqlite_stat1 WHERE tbl = ?1 LIMIT 1",
-                [&t.name],
-                |r| r.get(0),
-            )
+            .query_row("SELECT stat FROM main.sqlite_stat1 WHERE tbl = ?1 LIMIT 1", [&t.name], |r| r.get(0))
             .optional()?;
-        if let Some(n) = stat
-            .as_deref()
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
+        if let Some(n) =
+            stat.as_deref().and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok())
         {
             return Ok(n);
         }
     }
-    let sql = format!(
-        "SELECT count(*) FROM {}.{}",
-        quote_ident(&t.schema),
-        quote_ident(&t.name)
-    );
+    let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&t.schema), quote_ident(&t.name));
     let count: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
     Ok(count.max(0) as u64)
 }
@@ -534,11 +481,9 @@ fn quote_ident(name: &str) -> String {
 /// keyed by lowercase column name. Best effort: SQL that does not parse yields nothing.
 fn enum_values(conn: &Connection, table: &str) -> rusqlite::Result<BTreeMap<String, Vec<String>>> {
     let sql: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
-            [table],
-            |r| r.get(0),
-        )
+        .query_row("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
+            r.get(0)
+        })
         .optional()?
         .flatten();
     let mut found = BTreeMap::new();
@@ -574,12 +519,7 @@ fn enum_values(conn: &Connection, table: &str) -> rusqlite::Result<BTreeMap<Stri
 fn in_list(expr: &Expr) -> Option<(String, Vec<String>)> {
     match expr {
         Expr::Nested(inner) => in_list(inner),
-        Expr::In {
-            expr,
-            target: InTarget::List(list),
-            negated: false,
-            ..
-        } => {
+        Expr::In { expr, target: InTarget::List(list), negated: false, .. } => {
             let Expr::Identifier(column) = expr.as_ref() else {
                 return None;
             };
@@ -676,8 +616,7 @@ mod tests {
         let scratch = Scratch::new("stmt-readonly");
         let conn = scratch.db.sqlite().connection();
         let interrupt = Interrupt::new(&QueryOptions::default(), Instant::now());
-        let err = run_query(&conn, "DELETE FROM orders", &[], &interrupt, &mut Discard)
-            .unwrap_err();
+        let err = run_query(&conn, "DELETE FROM orders", &[], &interrupt, &mut Discard).unwrap_err();
         assert!(matches!(err, DriverError::WriteRejected(_)), "{err}");
     }
 
@@ -692,14 +631,10 @@ mod tests {
             )
         };
         // One aggregate row: only the progress handler can stop this.
-        let opts = QueryOptions {
-            timeout: Some(Duration::from_millis(50)),
-            ..QueryOptions::default()
-        };
+        let opts = QueryOptions { timeout: Some(Duration::from_millis(50)), ..QueryOptions::default() };
         let interrupt = Interrupt::new(&opts, Instant::now());
         let started = Instant::now();
-        let err = run_query(&conn, &count_to(1_000_000_000), &[], &interrupt, &mut Discard)
-            .unwrap_err();
+        let err = run_query(&conn, &count_to(1_000_000_000), &[], &interrupt, &mut Discard).unwrap_err();
         assert!(matches!(err, DriverError::Timeout), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         // The guard is gone: the same connection now runs a long query to the end.

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use drivers::{
-    Cell, ColumnMeta, ConnectionSpec, Database, DbKind, PoolSettings, QueryOptions, QueryStats,
-    RowSink, SinkError,
+    Cell, ColumnMeta, ConnectionSpec, Database, DbKind, PoolSettings, QueryOptions, QueryStats, RowSink,
+    SinkError,
 };
 
 /// A directory under cargo's per-target scratch space, removed on drop.
@@ -55,12 +55,7 @@ pub fn sample_path() -> &'static Path {
 }
 
 pub fn spec(path: &Path, pool: PoolSettings) -> ConnectionSpec {
-    ConnectionSpec {
-        name: "erp".into(),
-        kind: DbKind::Sqlite,
-        path: path.to_owned(),
-        pool,
-    }
+    ConnectionSpec { name: "erp".into(), kind: DbKind::Sqlite, path: path.to_owned(), pool }
 }
 
 /// A pool on the shared sample database.
@@ -70,12 +65,8 @@ pub fn sample_db() -> Database {
 
 /// A pool of exactly one connection on the sample database.
 pub fn single_connection_db(acquire_timeout: Duration) -> Database {
-    let pool = PoolSettings {
-        min_connections: 1,
-        max_connections: 1,
-        acquire_timeout,
-        ..PoolSettings::default()
-    };
+    let pool =
+        PoolSettings { min_connections: 1, max_connections: 1, acquire_timeout, ..PoolSettings::default() };
     Database::open(&spec(sample_path(), pool)).unwrap()
 }
 
@@ -124,8 +115,7 @@ impl RowSink for Recorder {
         let width = self.columns.as_ref().expect("row before columns").len();
         assert_eq!(cells.len(), width);
         self.rows.push(cells.iter().map(Owned::from).collect());
-        self.json
-            .push(serde_json::to_string(cells).map_err(|e| SinkError(e.to_string()))?);
+        self.json.push(serde_json::to_string(cells).map_err(|e| SinkError(e.to_string()))?);
         Ok(())
     }
 }

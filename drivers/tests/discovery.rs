@@ -3,26 +3,17 @@
 use std::path::Path;
 
 use drivers::fixture::{FixtureStats, create_sample_erp};
-use drivers::{
-    Database, DbKind, DriverError, ForeignKey, PoolSettings, Table, TableKind, WireType,
-};
+use drivers::{Database, DbKind, DriverError, ForeignKey, PoolSettings, Table, TableKind, WireType};
 
 use crate::common::{Owned, Scratch, sample_db, scalar, spec};
 
 fn table<'a>(tables: &'a [Table], name: &str) -> &'a Table {
-    tables
-        .iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("table {name} not discovered"))
+    tables.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("table {name} not discovered"))
 }
 
 fn fk(columns: &[&str], ref_table: &str, ref_columns: &[&str]) -> ForeignKey {
     let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
-    ForeignKey {
-        columns: owned(columns),
-        ref_table: ref_table.to_owned(),
-        ref_columns: owned(ref_columns),
-    }
+    ForeignKey { columns: owned(columns), ref_table: ref_table.to_owned(), ref_columns: owned(ref_columns) }
 }
 
 #[test]
@@ -32,10 +23,7 @@ fn fixture_has_the_documented_size_and_replaces_old_files() {
     std::fs::write(&path, b"an old file that is not a database").unwrap();
 
     let stats = create_sample_erp(&path, 1).unwrap();
-    assert_eq!(
-        (stats.customers, stats.products, stats.orders),
-        (500, 200, 2000)
-    );
+    assert_eq!((stats.customers, stats.products, stats.orders), (500, 200, 2000));
     assert!((5000..=7000).contains(&stats.order_lines), "{stats:?}");
     assert!((1300..=1700).contains(&stats.invoices), "{stats:?}");
     assert!(!dir.path("erp.sqlite.tmp").exists());
@@ -59,14 +47,8 @@ fn fixture_scales_to_empty() {
 #[test]
 fn fixture_data_has_nulls_unicode_and_photos() {
     let db = sample_db();
-    assert_eq!(
-        scalar(&db, "SELECT name FROM customers WHERE id = 1"),
-        Owned::Text("Müller GmbH".into())
-    );
-    assert_eq!(
-        scalar(&db, "SELECT name FROM customers WHERE id = 2"),
-        Owned::Text("東京商事".into())
-    );
+    assert_eq!(scalar(&db, "SELECT name FROM customers WHERE id = 1"), Owned::Text("Müller GmbH".into()));
+    assert_eq!(scalar(&db, "SELECT name FROM customers WHERE id = 2"), Owned::Text("東京商事".into()));
     for sql in [
         "SELECT count(*) > 0 FROM customers WHERE email IS NULL",
         "SELECT count(*) > 0 FROM orders WHERE notes IS NULL",
@@ -86,17 +68,7 @@ fn discovery_is_sorted_with_keys_views_and_counts() {
     assert_eq!(schema.connection, "erp");
     assert_eq!(schema.db_type, DbKind::Sqlite);
     let names: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "customers",
-            "invoices",
-            "order_lines",
-            "orders",
-            "products",
-            "v_open_orders"
-        ]
-    );
+    assert_eq!(names, ["customers", "invoices", "order_lines", "orders", "products", "v_open_orders"]);
     assert!(schema.tables.iter().all(|t| t.schema.is_none()));
 
     let customers = table(&schema.tables, "customers");
@@ -106,16 +78,7 @@ fn discovery_is_sorted_with_keys_views_and_counts() {
     let column_names: Vec<&str> = customers.columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         column_names,
-        [
-            "id",
-            "code",
-            "name",
-            "email",
-            "country",
-            "credit_limit",
-            "created_at",
-            "is_active"
-        ],
+        ["id", "code", "name", "email", "country", "credit_limit", "created_at", "is_active"],
         "declaration order"
     );
     let wire: Vec<WireType> = customers.columns.iter().map(|c| c.wire_type).collect();
@@ -133,10 +96,7 @@ fn discovery_is_sorted_with_keys_views_and_counts() {
         ]
     );
     let nullable: Vec<bool> = customers.columns.iter().map(|c| c.nullable).collect();
-    assert_eq!(
-        nullable,
-        [false, false, false, true, true, true, false, false]
-    );
+    assert_eq!(nullable, [false, false, false, true, true, true, false, false]);
     assert_eq!(customers.columns[7].default.as_deref(), Some("1"));
 
     let orders = table(&schema.tables, "orders");
@@ -150,10 +110,7 @@ fn discovery_is_sorted_with_keys_views_and_counts() {
     let lines = table(&schema.tables, "order_lines");
     assert_eq!(
         lines.foreign_keys,
-        [
-            fk(&["order_id"], "orders", &["id"]),
-            fk(&["product_id"], "products", &["id"])
-        ]
+        [fk(&["order_id"], "orders", &["id"]), fk(&["product_id"], "products", &["id"])]
     );
 
     let products = table(&schema.tables, "products");
@@ -178,10 +135,7 @@ fn discovery_counts_rows_without_statistics() {
     conn.execute_batch("DROP TABLE sqlite_stat1").unwrap();
     conn.close().unwrap();
 
-    let schema = Database::open(&spec(&path, PoolSettings::default()))
-        .unwrap()
-        .discover()
-        .unwrap();
+    let schema = Database::open(&spec(&path, PoolSettings::default())).unwrap().discover().unwrap();
     assert_eq!(table(&schema.tables, "products").row_count_estimate, Some(200));
     assert_eq!(table(&schema.tables, "orders").row_count_estimate, Some(2000));
 }
@@ -220,10 +174,7 @@ fn open_fails_clearly() {
     let err = Database::open(&spec(&junk, PoolSettings::default())).unwrap_err();
     assert!(matches!(&err, DriverError::Open(m) if m.contains("not a database")), "{err}");
 
-    let bad_pool = PoolSettings {
-        max_connections: 0,
-        ..PoolSettings::default()
-    };
+    let bad_pool = PoolSettings { max_connections: 0, ..PoolSettings::default() };
     let err = Database::open(&spec(crate::common::sample_path(), bad_pool)).unwrap_err();
     assert!(matches!(err, DriverError::Open(_)));
 }

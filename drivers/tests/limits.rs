@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use drivers::fixture::LARGE_RESULT_SQL;
 use drivers::{
-    CancelToken, Cell, ColumnMeta, Database, DriverError, QueryOptions, QueryStats, RowSink,
-    SinkError,
+    CancelToken, Cell, ColumnMeta, Database, DriverError, QueryOptions, QueryStats, RowSink, SinkError,
 };
 use serde_json::json;
 
@@ -33,16 +32,10 @@ impl RowSink for Started {
 }
 
 /// Runs [`ENDLESS`] on another thread and returns once it is running.
-fn start_endless(
-    db: &Database,
-    cancel: &CancelToken,
-) -> thread::JoinHandle<Result<QueryStats, DriverError>> {
+fn start_endless(db: &Database, cancel: &CancelToken) -> thread::JoinHandle<Result<QueryStats, DriverError>> {
     let (tx, rx) = mpsc::channel();
     let db = db.clone();
-    let opts = QueryOptions {
-        timeout: Some(WATCHDOG),
-        cancel: cancel.clone(),
-    };
+    let opts = QueryOptions { timeout: Some(WATCHDOG), cancel: cancel.clone() };
     let handle = thread::Builder::new()
         .name("endless-query".into())
         .spawn(move || db.query(ENDLESS, &[], &opts, &mut Started(tx)))
@@ -60,14 +53,9 @@ fn assert_pool_answers(db: &Database) {
 fn timeout_interrupts_the_engine_and_the_pool_recovers() {
     // One connection, so the follow-up queries reuse the interrupted one.
     let db = single_connection_db(Duration::from_secs(5));
-    let opts = QueryOptions {
-        timeout: Some(Duration::from_millis(200)),
-        ..QueryOptions::default()
-    };
+    let opts = QueryOptions { timeout: Some(Duration::from_millis(200)), ..QueryOptions::default() };
     let started = Instant::now();
-    let err = db
-        .query(ENDLESS, &[], &opts, &mut Recorder::default())
-        .unwrap_err();
+    let err = db.query(ENDLESS, &[], &opts, &mut Recorder::default()).unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(err, DriverError::Timeout), "{err}");
     assert!(err.is_retryable());
@@ -90,13 +78,8 @@ fn timeout_also_applies_between_rows() {
             Ok(())
         }
     }
-    let opts = QueryOptions {
-        timeout: Some(Duration::from_millis(100)),
-        ..QueryOptions::default()
-    };
-    let err = db
-        .query(LARGE_RESULT_SQL, &[json!(100_000)], &opts, &mut Slow)
-        .unwrap_err();
+    let opts = QueryOptions { timeout: Some(Duration::from_millis(100)), ..QueryOptions::default() };
+    let err = db.query(LARGE_RESULT_SQL, &[json!(100_000)], &opts, &mut Slow).unwrap_err();
     assert!(matches!(err, DriverError::Timeout), "{err}");
 }
 
@@ -120,9 +103,7 @@ fn a_cancelled_token_stops_before_running() {
     let db = sample_db();
     let opts = QueryOptions::default();
     opts.cancel.cancel();
-    let err = db
-        .query("SELECT 1", &[], &opts, &mut Recorder::default())
-        .unwrap_err();
+    let err = db.query("SELECT 1", &[], &opts, &mut Recorder::default()).unwrap_err();
     assert!(matches!(err, DriverError::Cancelled), "{err}");
 }
 
@@ -133,9 +114,7 @@ fn busy_pool_reports_exhaustion_then_recovers() {
     let holder = start_endless(&db, &cancel);
 
     let started = Instant::now();
-    let err = db
-        .query("SELECT 1", &[], &QueryOptions::default(), &mut Recorder::default())
-        .unwrap_err();
+    let err = db.query("SELECT 1", &[], &QueryOptions::default(), &mut Recorder::default()).unwrap_err();
     assert!(matches!(err, DriverError::PoolExhausted), "{err}");
     assert!(err.is_retryable());
     assert!(started.elapsed() >= Duration::from_millis(100));
@@ -153,14 +132,9 @@ fn query_timeout_bounds_the_wait_for_a_connection() {
     let cancel = CancelToken::new();
     let holder = start_endless(&db, &cancel);
 
-    let opts = QueryOptions {
-        timeout: Some(Duration::from_millis(100)),
-        ..QueryOptions::default()
-    };
+    let opts = QueryOptions { timeout: Some(Duration::from_millis(100)), ..QueryOptions::default() };
     let started = Instant::now();
-    let err = db
-        .query("SELECT 1", &[], &opts, &mut Recorder::default())
-        .unwrap_err();
+    let err = db.query("SELECT 1", &[], &opts, &mut Recorder::default()).unwrap_err();
     assert!(matches!(err, DriverError::Timeout), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -192,18 +166,9 @@ impl RowSink for FailAfter {
 fn sink_error_aborts_the_query() {
     let db = single_connection_db(Duration::from_secs(5));
     let mut sink = FailAfter { limit: 10, seen: 0 };
-    let err = db
-        .query(
-            LARGE_RESULT_SQL,
-            &[json!(1_000_000_000)],
-            &QueryOptions::default(),
-            &mut sink,
-        )
-        .unwrap_err();
-    assert!(
-        matches!(&err, DriverError::Sink(SinkError(m)) if m == "upload failed"),
-        "{err}"
-    );
+    let err =
+        db.query(LARGE_RESULT_SQL, &[json!(1_000_000_000)], &QueryOptions::default(), &mut sink).unwrap_err();
+    assert!(matches!(&err, DriverError::Sink(SinkError(m)) if m == "upload failed"), "{err}");
     assert_eq!(err.to_string(), "row sink failed: upload failed");
     assert_eq!(sink.seen, 10);
     assert_pool_answers(&db);
@@ -221,8 +186,6 @@ fn sink_error_on_columns_aborts_too() {
         }
     }
     let db = sample_db();
-    let err = db
-        .query("SELECT 1", &[], &QueryOptions::default(), &mut RefuseColumns)
-        .unwrap_err();
+    let err = db.query("SELECT 1", &[], &QueryOptions::default(), &mut RefuseColumns).unwrap_err();
     assert!(matches!(err, DriverError::Sink(_)), "{err}");
 }

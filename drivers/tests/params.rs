@@ -11,14 +11,7 @@ fn json_values_bind_positionally() {
     let (sink, _) = run(
         &db,
         "SELECT ?, ?, ?, ?, ?, ?",
-        &[
-            json!(null),
-            json!(true),
-            json!(42),
-            json!(-2.5),
-            json!("héllo"),
-            json!(i64::MIN),
-        ],
+        &[json!(null), json!(true), json!(42), json!(-2.5), json!("héllo"), json!(i64::MIN)],
     )
     .unwrap();
     assert_eq!(
@@ -38,12 +31,7 @@ fn json_values_bind_positionally() {
 fn parameters_filter_like_literals() {
     let db = sample_db();
     let literal = scalar(&db, "SELECT count(*) FROM customers WHERE country = 'DE'");
-    let (sink, _) = run(
-        &db,
-        "SELECT count(*) FROM customers WHERE country = ?1",
-        &[json!("DE")],
-    )
-    .unwrap();
+    let (sink, _) = run(&db, "SELECT count(*) FROM customers WHERE country = ?1", &[json!("DE")]).unwrap();
     assert_eq!(sink.rows[0][0], literal);
     assert!(matches!(literal, Owned::Int(n) if n > 0));
 
@@ -64,17 +52,8 @@ fn wrong_count_or_type_is_a_bind_error() {
         other => panic!("{sql}: expected a bind error, got {other:?}"),
     };
     assert_eq!(bind("SELECT ?", &[]), "query takes 1 parameters, 0 given");
-    assert_eq!(
-        bind("SELECT 1", &[json!(1)]),
-        "query takes 0 parameters, 1 given"
-    );
-    assert_eq!(
-        bind("SELECT ?, ?", &[json!(1), json!([1, 2])]),
-        "parameter 2: arrays are not supported"
-    );
-    assert_eq!(
-        bind("SELECT ?", &[json!({"a": 1})]),
-        "parameter 1: objects are not supported"
-    );
+    assert_eq!(bind("SELECT 1", &[json!(1)]), "query takes 0 parameters, 1 given");
+    assert_eq!(bind("SELECT ?, ?", &[json!(1), json!([1, 2])]), "parameter 2: arrays are not supported");
+    assert_eq!(bind("SELECT ?", &[json!({"a": 1})]), "parameter 1: objects are not supported");
     assert!(bind("SELECT ?", &[json!(u64::MAX)]).contains("out of range"));
 }

@@ -63,12 +63,7 @@ fn table_columns_carry_declared_and_wire_types() {
 #[test]
 fn unicode_text_and_invalid_utf8() {
     let db = sample_db();
-    let (sink, _) = run(
-        &db,
-        "SELECT name FROM customers WHERE id IN (1, 2) ORDER BY id",
-        &[],
-    )
-    .unwrap();
+    let (sink, _) = run(&db, "SELECT name FROM customers WHERE id IN (1, 2) ORDER BY id", &[]).unwrap();
     assert_eq!(sink.json, [r#"["Müller GmbH"]"#, r#"["東京商事"]"#]);
 
     // Text that is not UTF-8 is passed on as bytes rather than mangled.
@@ -118,14 +113,7 @@ fn large_results_stream_through_the_sink() {
     }
     let db = sample_db();
     let mut sink = Counter { rows: 0 };
-    let stats = db
-        .query(
-            LARGE_RESULT_SQL,
-            &[json!(200_000)],
-            &QueryOptions::default(),
-            &mut sink,
-        )
-        .unwrap();
+    let stats = db.query(LARGE_RESULT_SQL, &[json!(200_000)], &QueryOptions::default(), &mut sink).unwrap();
     assert_eq!((stats.rows, stats.columns), (200_000, 4));
     assert_eq!(sink.rows, 200_000);
 }

@@ -33,11 +33,7 @@ fn non_queries_are_rejected_before_running() {
 #[test]
 fn multiple_statements_are_rejected() {
     let db = sample_db();
-    for sql in [
-        "SELECT 1; DELETE FROM orders",
-        "SELECT 1; SELECT 2",
-        "DELETE FROM orders; SELECT 1",
-    ] {
+    for sql in ["SELECT 1; DELETE FROM orders", "SELECT 1; SELECT 2", "DELETE FROM orders; SELECT 1"] {
         let err = run(&db, sql, &[]).unwrap_err();
         assert!(
             matches!(&err, DriverError::WriteRejected(r) if r.ends_with("found 2 statements")),
@@ -61,8 +57,5 @@ fn unparseable_sql_is_rejected_and_one_trailing_semicolon_is_fine() {
 fn database_errors_are_query_errors() {
     let db = sample_db();
     let err = run(&db, "SELECT no_such_column FROM orders", &[]).unwrap_err();
-    assert!(
-        matches!(&err, DriverError::Query(m) if m.contains("no_such_column")),
-        "{err}"
-    );
+    assert!(matches!(&err, DriverError::Query(m) if m.contains("no_such_column")), "{err}");
 }

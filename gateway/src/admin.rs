@@ -70,19 +70,35 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, mut tcp: TcpStream) -> io::Result<()
         Ok(head) => head,
         Err(HeadError::Closed) => return Ok(()),
         Err(HeadError::Io(e)) => return Err(e),
-        Err(HeadError::TooLarge) => return write_json(&mut tcp, 431, &error("PAYLOAD_TOO_LARGE", "head too large", false), false),
-        Err(HeadError::Malformed(m)) => return write_json(&mut tcp, 400, &error("MALFORMED_MESSAGE", m, false), false),
+        Err(HeadError::TooLarge) => {
+            return write_json(&mut tcp, 431, &error("PAYLOAD_TOO_LARGE", "head too large", false), false);
+        }
+        Err(HeadError::Malformed(m)) => {
+            return write_json(&mut tcp, 400, &error("MALFORMED_MESSAGE", m, false), false);
+        }
     };
     let authorized = head
         .header("authorization")
         .and_then(|v| v.trim().strip_prefix("Bearer "))
         .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), info.token.as_bytes()));
     if !authorized {
-        return write_json(&mut tcp, 401, &error("AUTH_FAILED", "missing or wrong bearer token", false), false);
+        return write_json(
+            &mut tcp,
+            401,
+            &error("AUTH_FAILED", "missing or wrong bearer token", false),
+            false,
+        );
     }
     let len = match head.content_length() {
         Ok(len) => len.unwrap_or(0),
-        Err(()) => return write_json(&mut tcp, 400, &error("MALFORMED_MESSAGE", "invalid Content-Length", false), false),
+        Err(()) => {
+            return write_json(
+                &mut tcp,
+                400,
+                &error("MALFORMED_MESSAGE", "invalid Content-Length", false),
+                false,
+            );
+        }
     };
     if len > MAX_BODY {
         return write_json(&mut tcp, 413, &error("PAYLOAD_TOO_LARGE", "body too large", false), false);
@@ -93,7 +109,8 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, mut tcp: TcpStream) -> io::Result<()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, (u16, Value)> {
-    serde_json::from_slice(body).map_err(|e| (400, error("MALFORMED_MESSAGE", format!("invalid request body: {e}"), false)))
+    serde_json::from_slice(body)
+        .map_err(|e| (400, error("MALFORMED_MESSAGE", format!("invalid request body: {e}"), false)))
 }
 
 #[derive(Deserialize)]
@@ -132,14 +149,18 @@ fn gateway_error(e: &GatewayError) -> (u16, Value) {
         GatewayError::KeyNotFound(_) => (404, error("KEY_NOT_FOUND", e.to_string(), false)),
         GatewayError::UnknownConnector(_) => (404, error("UNKNOWN_CONNECTOR", e.to_string(), false)),
         GatewayError::KeyConflict(_) => (409, error("KEY_CONFLICT", e.to_string(), false)),
-        GatewayError::ConnectorOffline(_) => (409, error(ErrorCode::ConnectorOffline.as_str(), e.to_string(), true)),
+        GatewayError::ConnectorOffline(_) => {
+            (409, error(ErrorCode::ConnectorOffline.as_str(), e.to_string(), true))
+        }
         _ => (500, error(ErrorCode::InternalError.as_str(), e.to_string(), true)),
     }
 }
 
 fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let result = match (method, path) {
-        ("GET", "/admin/health") => Ok((200, json!({ "ok": true, "wsUrl": info.ws_url, "caCertPath": info.ca_cert_path }))),
+        ("GET", "/admin/health") => {
+            Ok((200, json!({ "ok": true, "wsUrl": info.ws_url, "caCertPath": info.ca_cert_path })))
+        }
         ("GET", "/admin/connectors") => Ok((200, serde_json::to_value(hub.connectors()).unwrap_or_default())),
         ("POST", "/admin/query") => parse::<AdminQuery>(body).map(|q| query(hub, q)),
         ("POST", "/admin/keys/revoke") => parse::<Revoke>(body).map(|r| match hub.keys.revoke(&r.key) {
@@ -155,11 +176,15 @@ fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]
                 Err(e) => gateway_error(&e),
             }
         }),
-        ("POST", "/admin/cancel") => parse::<CancelReq>(body).map(|c| match hub.cancel(&c.execution_id, c.reason) {
-            Ok(()) => (202, json!({ "requested": true })),
-            Err(e) => gateway_error(&e),
-        }),
-        (_, p) if p.starts_with("/admin/") => Err((405, error("METHOD_NOT_ALLOWED", format!("{method} {path}"), false))),
+        ("POST", "/admin/cancel") => {
+            parse::<CancelReq>(body).map(|c| match hub.cancel(&c.execution_id, c.reason) {
+                Ok(()) => (202, json!({ "requested": true })),
+                Err(e) => gateway_error(&e),
+            })
+        }
+        (_, p) if p.starts_with("/admin/") => {
+            Err((405, error("METHOD_NOT_ALLOWED", format!("{method} {path}"), false)))
+        }
         _ => Err((404, error("NOT_FOUND", format!("no route for {method} {path}"), false))),
     };
     result.unwrap_or_else(|e| e)

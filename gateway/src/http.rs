@@ -84,14 +84,18 @@ pub(crate) fn read_head<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Result<Re
                         headers: req
                             .headers
                             .iter()
-                            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                            .map(|h| {
+                                (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())
+                            })
                             .collect(),
                         http10: req.version == Some(0),
                     };
                     buf.drain(..n);
                     return Ok(head);
                 }
-                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                    return Err(HeadError::TooLarge);
+                }
                 Ok(httparse::Status::Partial) => {}
                 Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
                 Err(e) => return Err(HeadError::Malformed(format!("bad request head: {e}"))),
@@ -104,7 +108,11 @@ pub(crate) fn read_head<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Result<Re
             Err(e) => return Err(HeadError::Io(e)),
         };
         if n == 0 {
-            return if buf.is_empty() { Err(HeadError::Closed) } else { Err(HeadError::Malformed("connection closed mid-head".into())) };
+            return if buf.is_empty() {
+                Err(HeadError::Closed)
+            } else {
+                Err(HeadError::Malformed("connection closed mid-head".into()))
+            };
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -178,7 +186,12 @@ pub(crate) fn write_response<S: Write>(
 }
 
 /// Writes a JSON response.
-pub(crate) fn write_json<S: Write, T: Serialize>(stream: &mut S, status: u16, value: &T, keep_alive: bool) -> io::Result<()> {
+pub(crate) fn write_json<S: Write, T: Serialize>(
+    stream: &mut S,
+    status: u16,
+    value: &T,
+    keep_alive: bool,
+) -> io::Result<()> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     write_response(stream, status, "application/json", &body, keep_alive)
 }
@@ -198,8 +211,10 @@ pub(crate) fn admin_call(
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<(u16, serde_json::Value), GatewayError> {
-    let admin_err = |what: &str, e: &dyn std::fmt::Display| GatewayError::Admin(format!("{what} {addr}: {e}"));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| admin_err("cannot connect to", &e))?;
+    let admin_err =
+        |what: &str, e: &dyn std::fmt::Display| GatewayError::Admin(format!("{what} {addr}: {e}"));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| admin_err("cannot connect to", &e))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();

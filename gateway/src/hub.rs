@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use mini_connector::protocol::{
-    AgentStatus, Command, CommandPayload, DatabaseSchema, ErrorBody, ErrorCode, ExecutionResult, Frame as _, Inbound,
-    Operation, Outbound, ResultPayload, SecretBytes,
+    AgentStatus, Command, CommandPayload, DatabaseSchema, ErrorBody, ErrorCode, ExecutionResult, Frame as _,
+    Inbound, Operation, Outbound, ResultPayload, SecretBytes,
 };
 use mini_connector::wsio::Waker;
 use serde::Serialize;
@@ -120,7 +120,13 @@ pub(crate) struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(connection_id: String, key_id: String, tx: Sender<SessionMsg>, waker: Waker, hmac_key: SecretBytes) -> Self {
+    pub fn new(
+        connection_id: String,
+        key_id: String,
+        tx: Sender<SessionMsg>,
+        waker: Waker,
+        hmac_key: SecretBytes,
+    ) -> Self {
         Self { connection_id, key_id, tx, waker, hmac_key }
     }
 
@@ -179,8 +185,9 @@ pub(crate) struct Hub {
     sessions: Mutex<HashMap<String, SessionHandle>>,
     connectors: Mutex<HashMap<String, ConnectorState>>,
     subscribers: Mutex<Vec<Sender<GatewayEvent>>>,
-    /// Sockets of connection threads, shut down to unblock them at shutdown.
-    sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// Sockets of connection threads, shut down to unblock them at shutdown; `true` marks a
+    /// WebSocket session (closed gracefully first).
+    sockets: Mutex<HashMap<u64, (TcpStream, bool)>>,
     next_socket: AtomicU64,
     /// Connection threads, joined at shutdown.
     pub threads: Mutex<Vec<JoinHandle<()>>>,
@@ -197,7 +204,10 @@ fn offline_error(message: impl Into<String>) -> QueryError {
 }
 
 fn expired_error(command_id: &str) -> QueryError {
-    QueryError::Remote(ErrorBody::new(ErrorCode::CommandExpired, format!("command {command_id} expired before the connector took it")))
+    QueryError::Remote(ErrorBody::new(
+        ErrorCode::CommandExpired,
+        format!("command {command_id} expired before the connector took it"),
+    ))
 }
 
 impl Hub {
@@ -239,8 +249,16 @@ impl Hub {
     pub fn track_socket(&self, tcp: &TcpStream) -> Option<u64> {
         let clone = tcp.try_clone().ok()?;
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        self.sockets.lock().unwrap().insert(id, clone);
+        self.sockets.lock().unwrap().insert(id, (clone, false));
         Some(id)
+    }
+
+    /// Marks a tracked socket as a WebSocket session.
+    pub fn socket_is_session(&self, id: Option<u64>) {
+        let mut sockets = self.sockets.lock().unwrap();
+        if let Some((_, is_session)) = id.and_then(|id| sockets.get_mut(&id)) {
+            *is_session = true;
+        }
     }
 
     pub fn untrack_socket(&self, id: Option<u64>) {
@@ -249,9 +267,13 @@ impl Hub {
         }
     }
 
-    pub fn shutdown_sockets(&self) {
-        for tcp in self.sockets.lock().unwrap().values() {
-            let _ = tcp.shutdown(std::net::Shutdown::Both);
+    /// Cuts tracked sockets: only plain HTTP ones (idle keep-alive, admin) when
+    /// `sessions_too` is false.
+    pub fn shutdown_sockets(&self, sessions_too: bool) {
+        for (tcp, is_session) in self.sockets.lock().unwrap().values() {
+            if sessions_too || !is_session {
+                let _ = tcp.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 
@@ -308,7 +330,10 @@ impl Hub {
             }
         }
         tracing::info!(connector, connection = connection_id, "agent disconnected: {reason}");
-        self.emit(GatewayEvent::AgentDisconnected { connector: connector.to_owned(), reason: reason.to_owned() });
+        self.emit(GatewayEvent::AgentDisconnected {
+            connector: connector.to_owned(),
+            reason: reason.to_owned(),
+        });
     }
 
     fn session(&self, connector: &str) -> Option<SessionHandle> {
@@ -340,14 +365,15 @@ impl Hub {
         sessions.len()
     }
 
-    pub fn live_sessions(&self) -> usize {
-        self.sessions.lock().unwrap().len()
-    }
-
     /// Writes an arbitrary text frame to a live session.
     pub fn send_raw(&self, connector: &str, text: String) -> Result<(), GatewayError> {
-        let session = self.session(connector).ok_or_else(|| GatewayError::ConnectorOffline(connector.to_owned()))?;
-        if session.send(SessionMsg::Frame(text)) { Ok(()) } else { Err(GatewayError::ConnectorOffline(connector.to_owned())) }
+        let session =
+            self.session(connector).ok_or_else(|| GatewayError::ConnectorOffline(connector.to_owned()))?;
+        if session.send(SessionMsg::Frame(text)) {
+            Ok(())
+        } else {
+            Err(GatewayError::ConnectorOffline(connector.to_owned()))
+        }
     }
 
     pub fn send_frame(&self, connector: &str, frame: &Inbound) -> Result<(), GatewayError> {
@@ -358,7 +384,11 @@ impl Hub {
 
     pub fn is_known(&self, connector: &str) -> bool {
         self.session(connector).is_some()
-            || self.keys.connectors().map(|list| list.iter().any(|(name, _)| name == connector)).unwrap_or(false)
+            || self
+                .keys
+                .connectors()
+                .map(|list| list.iter().any(|(name, _)| name == connector))
+                .unwrap_or(false)
     }
 
     pub fn connectors(&self) -> Vec<ConnectorInfo> {
@@ -422,7 +452,8 @@ impl Hub {
         let mut commands = self.commands.lock().unwrap();
         let seq = commands.next_seq;
         commands.next_seq += 1;
-        let mut pending = PendingCommand { connector: connector.to_owned(), command, sent: None, expires, seq, tx };
+        let mut pending =
+            PendingCommand { connector: connector.to_owned(), command, sent: None, expires, seq, tx };
         if let Some(session) = self.session(connector) {
             let frame = Inbound::Command(pending.command.clone()).encode();
             if session.send(SessionMsg::Frame(frame)) {
@@ -484,7 +515,8 @@ impl Hub {
     pub fn cancel(&self, id: &str, reason: Option<String>) -> Result<(), GatewayError> {
         let (connector, execution_id) = {
             let commands = self.commands.lock().unwrap();
-            let found = commands.by_id.values().find(|p| p.command.execution_id == id || p.command.command_id == id);
+            let found =
+                commands.by_id.values().find(|p| p.command.execution_id == id || p.command.command_id == id);
             match found {
                 Some(p) => (p.connector.clone(), p.command.execution_id.clone()),
                 None => return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`"))),
@@ -572,7 +604,8 @@ impl Hub {
                 Some(ack)
             }
             ResultPayload::Buffered { buffer_key, chunk_count, byte_count, sha256 } => {
-                let checked = self.take_buffer(connector, &command_id, buffer_key, *chunk_count, *byte_count, sha256);
+                let checked =
+                    self.take_buffer(connector, &command_id, buffer_key, *chunk_count, *byte_count, sha256);
                 let ok = checked.is_ok();
                 match checked {
                     Ok((raw, columns, rows)) => {
@@ -583,7 +616,9 @@ impl Hub {
                             sha256: sha256.clone(),
                             raw,
                         };
-                        self.complete(connector, &command_id, |sent| Ok(outcome(sent, columns, rows, Some(info))));
+                        self.complete(connector, &command_id, |sent| {
+                            Ok(outcome(sent, columns, rows, Some(info)))
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(connector, command = %command_id, "buffered result rejected: {e}");
@@ -604,7 +639,8 @@ impl Hub {
         chunk_count: u32,
         byte_count: u64,
         sha256: &str,
-    ) -> Result<(Vec<u8>, Vec<mini_connector::protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
+    ) -> Result<(Vec<u8>, Vec<mini_connector::protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError>
+    {
         let buffer = {
             let mut uploads = self.uploads.lock().unwrap();
             match uploads.take(buffer_key) {
@@ -623,7 +659,10 @@ impl Hub {
             return Err(QueryError::Integrity(format!("{buffer_key}: the final chunk never arrived")));
         }
         if buffer.next_seq != chunk_count {
-            return Err(QueryError::Integrity(format!("{buffer_key}: {} chunks received, {chunk_count} announced", buffer.next_seq)));
+            return Err(QueryError::Integrity(format!(
+                "{buffer_key}: {} chunks received, {chunk_count} announced",
+                buffer.next_seq
+            )));
         }
         if buffer.data.len() as u64 != byte_count {
             return Err(QueryError::Integrity(format!(
@@ -633,7 +672,9 @@ impl Hub {
         }
         let digest = hex::encode(Sha256::digest(&buffer.data));
         if !digest.eq_ignore_ascii_case(sha256.trim()) {
-            return Err(QueryError::Integrity(format!("{buffer_key}: sha256 {digest} does not match the announced {sha256}")));
+            return Err(QueryError::Integrity(format!(
+                "{buffer_key}: sha256 {digest} does not match the announced {sha256}"
+            )));
         }
         let (columns, rows) = parse_ndjson(&buffer.data)?;
         Ok((buffer.data, columns, rows))
@@ -668,7 +709,8 @@ impl PendingQuery {
         loop {
             let now = Instant::now();
             let until_expiry = self.expires.duration_since(SystemTime::now()).unwrap_or_default();
-            let step = self.deadline.saturating_duration_since(now).min(until_expiry + Duration::from_millis(5));
+            let step =
+                self.deadline.saturating_duration_since(now).min(until_expiry + Duration::from_millis(5));
             match self.rx.recv_timeout(step) {
                 Ok(reply) => return reply,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {

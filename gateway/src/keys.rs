@@ -134,7 +134,11 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn validate_name(name: &str) -> Result<(), GatewayError> {
     let ok = !name.trim().is_empty() && name.len() <= 64 && !name.chars().any(char::is_control);
-    if ok { Ok(()) } else { Err(GatewayError::Invalid(format!("connector name `{name}` (1-64 printable characters)"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(GatewayError::Invalid(format!("connector name `{name}` (1-64 printable characters)")))
+    }
 }
 
 impl KeyStore {
@@ -179,7 +183,11 @@ impl KeyStore {
         validate_name(name)?;
         let conn = self.db.lock().unwrap();
         let other: Option<String> = conn
-            .query_row("SELECT tenant FROM api_keys WHERE connector = ?1 AND tenant <> ?2 LIMIT 1", params![name, tenant], |r| r.get(0))
+            .query_row(
+                "SELECT tenant FROM api_keys WHERE connector = ?1 AND tenant <> ?2 LIMIT 1",
+                params![name, tenant],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(other) = other {
             return Err(GatewayError::KeyConflict(format!("connector `{name}` belongs to tenant `{other}`")));
@@ -247,9 +255,13 @@ impl KeyStore {
                 "SELECT id FROM api_keys WHERE (id = ?1 OR connector = ?1) AND revoked_at IS NULL
                    AND (expires_at IS NULL OR expires_at > ?2)",
             )?;
-            let ids = stmt.query_map(params![id_or_name, now], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+            let ids = stmt
+                .query_map(params![id_or_name, now], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
             if ids.is_empty() {
-                return Err(GatewayError::KeyConflict(format!("`{id_or_name}` has no usable key left to revoke")));
+                return Err(GatewayError::KeyConflict(format!(
+                    "`{id_or_name}` has no usable key left to revoke"
+                )));
             }
             for id in &ids {
                 conn.execute("UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2", params![now, id])?;
@@ -297,7 +309,13 @@ impl KeyStore {
               WHERE tenant = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
         )?;
         let rows = stmt.query_map(params![key.tenant_id(), now_ms()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
         let mut found = None;
         // Every candidate is hashed and compared, so timing does not tell which row matched.

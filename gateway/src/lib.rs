@@ -84,12 +84,14 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Defaults: `127.0.0.1:8443`, no admin API, self-signed certificate, 1 MiB chunks,
-    /// 256 KiB inline, 90 s idle timeout, 4 h command TTL, 10 s auth timeout, 24 h buffers.
+    /// Defaults: `127.0.0.1:0` (a free port: embedders and tests run many gateways side by
+    /// side; `connector-gateway serve` defaults to `127.0.0.1:8443`), no admin API, self-signed
+    /// certificate, 1 MiB chunks, 256 KiB inline, 90 s idle timeout, 4 h command TTL, 10 s auth
+    /// timeout, 24 h buffers.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             admin_listen: None,
             admin_token: None,
             cert: None,
@@ -172,7 +174,9 @@ impl Gateway {
             stopped: false,
         };
         let (hub2, tls2) = (hub.clone(), tls_config);
-        gateway.accept_threads.push(spawn_named("gw-accept".into(), move || server::accept_loop(hub2, listener, tls2))?);
+        gateway
+            .accept_threads
+            .push(spawn_named("gw-accept".into(), move || server::accept_loop(hub2, listener, tls2))?);
         if let (Some(listener), Some(addr)) = (admin_listener, admin_addr) {
             let info = Arc::new(admin::AdminInfo {
                 token: admin_token.clone(),
@@ -180,7 +184,9 @@ impl Gateway {
                 ca_cert_path: files.cert.display().to_string(),
             });
             let hub2 = hub.clone();
-            gateway.accept_threads.push(spawn_named("gw-admin".into(), move || admin::accept_loop(hub2, listener, info))?);
+            gateway
+                .accept_threads
+                .push(spawn_named("gw-admin".into(), move || admin::accept_loop(hub2, listener, info))?);
             let file = hub.config.data_dir.join("admin.json");
             let doc = serde_json::json!({
                 "url": format!("http://{}", reachable(addr)),
@@ -293,12 +299,14 @@ impl Gateway {
                 tracing::error!("an accept thread panicked");
             }
         }
-        // Sessions exchange close frames; give them a moment, then cut what is left.
+        // Idle keep-alive and admin connections are cut now; sessions exchange close frames,
+        // so give them a moment, then cut what is left.
+        self.hub.shutdown_sockets(false);
         let deadline = Instant::now() + Duration::from_millis(2500);
         while Instant::now() < deadline && self.hub.threads.lock().unwrap().iter().any(|t| !t.is_finished()) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.hub.shutdown_sockets();
+        self.hub.shutdown_sockets(true);
         let threads: Vec<_> = self.hub.threads.lock().unwrap().drain(..).collect();
         for handle in threads {
             if handle.join().is_err() {
@@ -340,8 +348,8 @@ impl AdminClient {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let doc: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| GatewayError::Admin(format!("{}: {e}", path.display())))?;
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| GatewayError::Admin(format!("{}: {e}", path.display())))?;
         let addr = doc["addr"].as_str().and_then(|a| a.parse().ok());
         let token = doc["token"].as_str();
         match (addr, token) {

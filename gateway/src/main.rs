@@ -1,1 +1,493 @@
-fn main() {}
+//! `connector-gateway`: run the reference gateway and administer it.
+//!
+//! Exit codes: 0 success, 1 the remote side (agent or gateway) answered with an error,
+//! 2 usage, configuration or connection problems.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use gateway::{AdminClient, Gateway, GatewayConfig, GatewayError, KeyStore};
+use serde_json::{Value, json};
+
+const EXIT_OK: u8 = 0;
+const EXIT_REMOTE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+const EXAMPLES: &str = "\
+Examples:
+  connector-gateway serve
+  connector-gateway keys create --tenant acme --name Warehouse
+  connector-gateway keys list
+  connector-gateway keys rotate Warehouse
+  connector-gateway keys revoke Warehouse
+  connector-gateway connectors
+  connector-gateway query --connector Warehouse \"SELECT id, name FROM customers WHERE id > ?\" --param 10
+  connector-gateway query --connector Warehouse --json \"SELECT count(*) FROM orders\"
+  connector-gateway schema --connector Warehouse
+
+Agents trust the gateway's certificate through their caCertPath setting: `serve` prints its path
+(by default <data-dir>/tls/cert.pem, generated on first start).
+
+Exit codes: 0 ok, 1 remote error (printed as CODE: message), 2 usage or connection problem.";
+
+/// Reference cloud gateway for Mini Connector agents.
+#[derive(Debug, Parser)]
+#[command(name = "connector-gateway", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Directory for gateway.db, tls/ and admin.json.
+    #[arg(long, global = true, env = "CONNECTOR_GATEWAY_DIR", default_value = "./gateway-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the gateway until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Run a read-only query on a connector through the running gateway.
+    Query(QueryArgs),
+    /// List connectors and their status (running gateway).
+    Connectors {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest schema a connector reported (running gateway).
+    Schema {
+        /// Connector name.
+        #[arg(long)]
+        connector: String,
+        /// Ask the agent for a fresh schema first and wait up to this many seconds for it.
+        #[arg(long)]
+        refresh: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// HTTPS/WSS listen address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Admin API listen address (plain HTTP; keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    admin_listen: SocketAddr,
+    /// Run without the admin API.
+    #[arg(long, conflicts_with = "admin_listen")]
+    no_admin: bool,
+    /// PEM certificate chain (with --key); default: self-signed in <data-dir>/tls/.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key (with --cert).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Largest uncompressed result chunk agents upload.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_chunk_bytes: u64,
+    /// Results up to this size travel inline in the WebSocket.
+    #[arg(long, default_value_t = 256 * 1024)]
+    max_inline_bytes: u64,
+    /// Close a session without frames for this long (3 heartbeat intervals).
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// How long a command waits for an offline connector.
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+    command_ttl: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create a key for a new connector; prints the plaintext key once.
+    Create {
+        /// Tenant id (3-32 lower-case letters or digits).
+        #[arg(long)]
+        tenant: String,
+        /// Connector name.
+        #[arg(long)]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (masked).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id, or every key of a connector by name; disconnects the agent at once.
+    Revoke {
+        /// Key id or connector name.
+        id_or_name: String,
+    },
+    /// Issue a new key for a connector; its old key keeps working for 24 h.
+    Rotate {
+        /// Connector name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Connector name.
+    #[arg(long)]
+    connector: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+    /// A bound parameter as JSON (repeat for each placeholder; bare words are strings).
+    #[arg(long = "param")]
+    params: Vec<String>,
+    /// Query timeout enforced by the agent.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Database connection name on the agent.
+    #[arg(long)]
+    connection: Option<String>,
+    /// How long to wait for the result.
+    #[arg(long, default_value_t = 30_000)]
+    wait_ms: u64,
+    /// How long the command may wait for an offline connector.
+    #[arg(long)]
+    ttl_ms: Option<u64>,
+    /// SQL text.
+    sql: String,
+}
+
+/// A failure with its exit code.
+struct Failure(u8, anyhow::Error);
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self(EXIT_USAGE, e)
+    }
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Self(EXIT_USAGE, e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if matches!(cli.command, Cmd::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(Failure(code, e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let dir = cli.data_dir.as_path();
+    match cli.command {
+        Cmd::Serve(args) => serve(dir, args),
+        Cmd::Keys(cmd) => keys(dir, cmd),
+        Cmd::Query(args) => query(dir, args),
+        Cmd::Connectors { json } => connectors(dir, json),
+        Cmd::Schema { connector, refresh } => schema(dir, &connector, refresh),
+    }
+}
+
+fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
+    let mut config = GatewayConfig::new(dir);
+    config.listen = args.listen;
+    config.admin_listen = (!args.no_admin).then_some(args.admin_listen);
+    config.cert = args.cert.zip(args.key);
+    config.max_chunk_bytes = args.max_chunk_bytes;
+    config.max_inline_bytes = args.max_inline_bytes;
+    config.session_idle_timeout = args.idle_timeout;
+    config.default_command_ttl = args.command_ttl;
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let gateway = Gateway::start(config).context("cannot start the gateway")?;
+    println!("connector-gateway listening");
+    println!("  agent cloudUrl:  {}", gateway.ws_url());
+    println!("  agent caCertPath: {}", gateway.ca_cert_path().display());
+    if let Some(addr) = gateway.admin_addr() {
+        println!("  admin API:       http://{addr} (token in {})", dir.join("admin.json").display());
+    }
+    println!("Press Ctrl-C to stop.");
+    let _ = rx.recv();
+    println!("shutting down...");
+    gateway.shutdown();
+    Ok(())
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
+    let store =
+        || KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display()));
+    match cmd {
+        KeysCmd::Create { tenant, name, json } => {
+            let (id, key) = store()?.create(&tenant, &name)?;
+            print_new_key(&id, &tenant, &name, key.expose(), json, "created");
+        }
+        KeysCmd::Rotate { name, json } => {
+            let (id, key) = store()?.rotate(&name)?;
+            print_new_key(&id, key.tenant_id(), &name, key.expose(), json, "rotated");
+            if !json {
+                println!("The previous key keeps working for 24 hours, then expires.");
+            }
+        }
+        KeysCmd::List { json } => {
+            let list = store()?.list()?;
+            if json {
+                print_json(&list);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.clone(),
+                            k.tenant.clone(),
+                            k.name.clone(),
+                            k.masked_key.clone(),
+                            k.state_text(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "TENANT", "NAME", "KEY", "STATE"], &rows);
+            }
+        }
+        KeysCmd::Revoke { id_or_name } => {
+            let ids = revoke(dir, &id_or_name)?;
+            for id in ids {
+                println!("revoked {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_new_key(id: &str, tenant: &str, name: &str, key: &str, json: bool, verb: &str) {
+    // Printing the plaintext is the point of this command: it is shown once and never stored.
+    if json {
+        print_json(&json!({ "id": id, "tenant": tenant, "name": name, "apiKey": key }));
+    } else {
+        println!("Key {verb} for connector `{name}` (tenant {tenant}), id {id}:");
+        println!();
+        println!("    {key}");
+        println!();
+        println!("Store it in the agent now; it is not shown again.");
+    }
+}
+
+/// Through the running gateway (which kicks the session) when there is one, else in the file.
+fn revoke(dir: &Path, id_or_name: &str) -> Result<Vec<String>, Failure> {
+    if let Some(client) = AdminClient::from_data_dir(dir)? {
+        match client.call(
+            "POST",
+            "/admin/keys/revoke",
+            Some(&json!({ "key": id_or_name })),
+            Duration::from_secs(10),
+        ) {
+            Ok((200, body)) => {
+                let ids = body["revoked"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned));
+                return Ok(ids.collect());
+            }
+            Ok((_, body)) => return Err(remote_failure(&body)),
+            Err(e) => eprintln!("note: gateway not reachable ({e}); revoking in the database directly"),
+        }
+    }
+    let store =
+        KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display()))?;
+    let ids = store.revoke(id_or_name).map_err(|e| match e {
+        GatewayError::KeyNotFound(_) | GatewayError::KeyConflict(_) => Failure(EXIT_REMOTE, e.into()),
+        other => other.into(),
+    })?;
+    Ok(ids)
+}
+
+fn remote_failure(body: &Value) -> Failure {
+    let err = &body["error"];
+    let code = err["code"].as_str().unwrap_or("ERROR");
+    let message = err["message"].as_str().unwrap_or("no message");
+    Failure(EXIT_REMOTE, anyhow::anyhow!("{code}: {message}"))
+}
+
+fn admin(dir: &Path) -> Result<AdminClient, Failure> {
+    match AdminClient::from_data_dir(dir)? {
+        Some(client) => Ok(client),
+        None => Err(Failure(
+            EXIT_USAGE,
+            anyhow::anyhow!(
+                "no running gateway found ({} is missing); start `connector-gateway serve`",
+                dir.join("admin.json").display()
+            ),
+        )),
+    }
+}
+
+fn parse_param(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+fn query(dir: &Path, args: QueryArgs) -> Result<(), Failure> {
+    let client = admin(dir)?;
+    let body = json!({
+        "connector": args.connector,
+        "sql": args.sql,
+        "params": args.params.iter().map(|p| parse_param(p)).collect::<Vec<_>>(),
+        "timeoutMs": args.timeout_ms,
+        "connection": args.connection,
+        "waitMs": args.wait_ms,
+        "ttlMs": args.ttl_ms,
+    });
+    let timeout = Duration::from_millis(args.wait_ms) + Duration::from_secs(10);
+    let (status, outcome) = client.call("POST", "/admin/query", Some(&body), timeout)?;
+    if status != 200 {
+        if status == 404 && outcome["error"]["code"] == "UNKNOWN_CONNECTOR" {
+            let message = outcome["error"]["message"].as_str().unwrap_or_default().to_owned();
+            return Err(Failure(EXIT_USAGE, anyhow::anyhow!(message)));
+        }
+        return Err(remote_failure(&outcome));
+    }
+    if args.json {
+        print_json(&outcome);
+        return Ok(());
+    }
+    let headers: Vec<String> = outcome["columns"].as_array().into_iter().flatten().map(column_name).collect();
+    let rows: Vec<Vec<String>> = outcome["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| row.as_array().into_iter().flatten().map(cell_text).collect())
+        .collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    print_table(&header_refs, &rows);
+    let n = outcome["rowCount"].as_u64().unwrap_or(rows.len() as u64);
+    println!("({n} row{})", if n == 1 { "" } else { "s" });
+    Ok(())
+}
+
+fn column_name(column: &Value) -> String {
+    match column {
+        Value::String(s) => s.clone(),
+        Value::Object(map) => {
+            map.get("name").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| column.to_string())
+        }
+        other => other.to_string(),
+    }
+}
+
+fn cell_text(cell: &Value) -> String {
+    match cell {
+        Value::Null => "NULL".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i >= widths.len() {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let parts: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(&mut headers.iter().copied());
+    line(&mut widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str));
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+}
+
+fn fetch_connectors(dir: &Path) -> Result<Vec<Value>, Failure> {
+    let (status, body) = admin(dir)?.call("GET", "/admin/connectors", None, Duration::from_secs(10))?;
+    if status != 200 {
+        return Err(remote_failure(&body));
+    }
+    Ok(body.as_array().cloned().unwrap_or_default())
+}
+
+fn connectors(dir: &Path, json: bool) -> Result<(), Failure> {
+    let list = fetch_connectors(dir)?;
+    if json {
+        print_json(&list);
+        return Ok(());
+    }
+    let text = |v: &Value| {
+        v.as_str().map(str::to_owned).unwrap_or_else(|| if v.is_null() { "-".into() } else { v.to_string() })
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            vec![
+                text(&c["name"]),
+                text(&c["tenant"]),
+                if c["connected"].as_bool() == Some(true) { "online".into() } else { "offline".into() },
+                text(&c["status"]),
+                text(&c["lastHeartbeat"]),
+                text(&c["activeCommands"]),
+                text(&c["agentVersion"]),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "TENANT", "STATE", "STATUS", "LAST HEARTBEAT", "ACTIVE", "AGENT"], &rows);
+    Ok(())
+}
+
+fn schema(dir: &Path, connector: &str, refresh: Option<u64>) -> Result<(), Failure> {
+    let find = |list: Vec<Value>| list.into_iter().find(|c| c["name"] == connector);
+    let before = find(fetch_connectors(dir)?)
+        .ok_or_else(|| Failure(EXIT_USAGE, anyhow::anyhow!("unknown connector `{connector}`")))?;
+    let mut entry = before.clone();
+    if let Some(secs) = refresh {
+        let body = json!({ "connector": connector });
+        let (status, answer) =
+            admin(dir)?.call("POST", "/admin/schema-request", Some(&body), Duration::from_secs(10))?;
+        if status != 202 {
+            return Err(remote_failure(&answer));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            entry = find(fetch_connectors(dir)?).unwrap_or(Value::Null);
+            if entry["schema"] != before["schema"] {
+                break;
+            }
+        }
+    }
+    if entry["schema"].is_null() {
+        return Err(Failure(
+            EXIT_REMOTE,
+            anyhow::anyhow!("connector `{connector}` has not reported a schema yet"),
+        ));
+    }
+    print_json(&entry["schema"]);
+    Ok(())
+}

@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn ndjson_roundtrip() {
-        let raw = b"{\"columns\":[{\"name\":\"a\"}]}\n[1]\n[2]\n";
+        let raw = b"{\"columns\":[{\"name\":\"a\",\"type\":\"integer\",\"dbType\":\"INT\"}]}\n[1]\n[2]\n";
         let (cols, rows) = parse_ndjson(raw).unwrap();
         assert_eq!(cols.len(), 1);
         assert_eq!(rows, vec![vec![serde_json::json!(1)], vec![serde_json::json!(2)]]);

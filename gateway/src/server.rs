@@ -43,7 +43,7 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerC
         let (hub2, tls2) = (hub.clone(), tls.clone());
         let spawned = spawn_named(format!("gw-conn {peer}"), move || {
             let id = hub2.track_socket(&tcp);
-            if let Err(e) = handle_connection(&hub2, tls2, tcp) {
+            if let Err(e) = handle_connection(&hub2, tls2, tcp, id) {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             hub2.untrack_socket(id);
@@ -57,7 +57,12 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerC
     }
 }
 
-fn handle_connection(hub: &Arc<Hub>, tls: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<()> {
+fn handle_connection(
+    hub: &Arc<Hub>,
+    tls: Arc<ServerConfig>,
+    tcp: TcpStream,
+    socket_id: Option<u64>,
+) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -69,53 +74,87 @@ fn handle_connection(hub: &Arc<Hub>, tls: Arc<ServerConfig>, tcp: TcpStream) -> 
         stream.conn.complete_io(&mut stream.sock)?;
     }
     let mut buf = Vec::new();
+    match serve_requests(hub, &mut stream, &raw, &mut buf) {
+        Ok(Some(head)) => {
+            hub.socket_is_session(socket_id);
+            upgrade(hub, stream, raw, local, head, buf)
+        }
+        result => {
+            // A clean TLS close, so clients reading to the end see no truncation.
+            stream.conn.send_close_notify();
+            let _ = stream.conn.complete_io(&mut stream.sock);
+            result.map(|_| ())
+        }
+    }
+}
+
+/// Serves HTTP requests until the connection should close (`Ok(None)`) or a valid WebSocket
+/// upgrade arrives (`Ok(Some(head))`).
+fn serve_requests(
+    hub: &Hub,
+    stream: &mut TlsStream,
+    raw: &TcpStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<RequestHead>> {
     let mut first = true;
     loop {
         if !first {
             raw.set_read_timeout(Some(KEEP_ALIVE_IDLE))?;
         }
         first = false;
-        let head = match read_head(&mut stream, &mut buf) {
+        let head = match read_head(stream, buf) {
             Ok(head) => head,
-            Err(HeadError::Closed) => return Ok(()),
+            Err(HeadError::Closed) => return Ok(None),
             Err(HeadError::Io(e)) => return Err(e),
             Err(HeadError::TooLarge) => {
                 let body = error_body(ErrorCode::PayloadTooLarge.as_str(), "request head too large");
-                return write_json(&mut stream, 431, &body, false);
+                return write_json(stream, 431, &body, false).map(|_| None);
             }
             Err(HeadError::Malformed(message)) => {
-                return write_json(&mut stream, 400, &error_body(ErrorCode::MalformedMessage.as_str(), message), false);
+                let body = error_body(ErrorCode::MalformedMessage.as_str(), message);
+                return write_json(stream, 400, &body, false).map(|_| None);
             }
         };
         raw.set_read_timeout(Some(IO_TIMEOUT))?;
         match (head.method.as_str(), head.path.as_str()) {
             ("GET", path) if path == WS_PATH => {
                 if !head.header_has_token("upgrade", "websocket") {
-                    let body = error_body(ErrorCode::MalformedMessage.as_str(), "this endpoint speaks WebSocket only");
-                    return write_json(&mut stream, 426, &body, false);
+                    let body = error_body(
+                        ErrorCode::MalformedMessage.as_str(),
+                        "this endpoint speaks WebSocket only",
+                    );
+                    return write_json(stream, 426, &body, false).map(|_| None);
                 }
-                return upgrade(hub, stream, raw, local, head, buf);
+                return Ok(Some(head));
             }
             ("POST", "/upload") => {
-                if !upload_request(hub, &mut stream, &mut buf, &head)? || !head.keep_alive() {
-                    return Ok(());
+                if !upload_request(hub, stream, buf, &head)? || !head.keep_alive() {
+                    return Ok(None);
                 }
             }
             _ => {
                 let body = error_body("NOT_FOUND", format!("no route for {} {}", head.method, head.path));
-                return write_json(&mut stream, 404, &body, false);
+                return write_json(stream, 404, &body, false).map(|_| None);
             }
         }
     }
 }
 
 /// One `POST /upload`. Returns whether the connection may serve another request.
-fn upload_request(hub: &Hub, stream: &mut TlsStream, buf: &mut Vec<u8>, head: &RequestHead) -> io::Result<bool> {
+fn upload_request(
+    hub: &Hub,
+    stream: &mut TlsStream,
+    buf: &mut Vec<u8>,
+    head: &RequestHead,
+) -> io::Result<bool> {
     let command = head.header(mini_connector::protocol::headers::COMMAND).unwrap_or_default();
     let len = match head.content_length() {
         Ok(Some(len)) => len,
         Ok(None) => {
-            hub.emit(crate::GatewayEvent::ChunkRejected { command_id: command.to_owned(), code: ErrorCode::MalformedMessage });
+            hub.emit(crate::GatewayEvent::ChunkRejected {
+                command_id: command.to_owned(),
+                code: ErrorCode::MalformedMessage,
+            });
             let body = error_body(ErrorCode::MalformedMessage.as_str(), "Content-Length is required");
             write_json(stream, 411, &body, false)?;
             return Ok(false);
@@ -127,7 +166,10 @@ fn upload_request(hub: &Hub, stream: &mut TlsStream, buf: &mut Vec<u8>, head: &R
         }
     };
     if len > MAX_CHUNK_BYTES as u64 {
-        hub.emit(crate::GatewayEvent::ChunkRejected { command_id: command.to_owned(), code: ErrorCode::PayloadTooLarge });
+        hub.emit(crate::GatewayEvent::ChunkRejected {
+            command_id: command.to_owned(),
+            code: ErrorCode::PayloadTooLarge,
+        });
         let message = format!("chunk of {len} bytes exceeds the {MAX_CHUNK_BYTES}-byte limit");
         write_json(stream, 413, &error_body(ErrorCode::PayloadTooLarge.as_str(), message), false)?;
         return Ok(false);
@@ -148,8 +190,13 @@ fn upgrade(
     head: RequestHead,
     leftover: Vec<u8>,
 ) -> io::Result<()> {
-    let Some(key) = head.header("sec-websocket-key").filter(|_| head.header("sec-websocket-version") == Some("13")) else {
-        let body = error_body(ErrorCode::MalformedMessage.as_str(), "Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required");
+    let Some(key) =
+        head.header("sec-websocket-key").filter(|_| head.header("sec-websocket-version") == Some("13"))
+    else {
+        let body = error_body(
+            ErrorCode::MalformedMessage.as_str(),
+            "Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
+        );
         return write_json(&mut stream, 400, &body, false);
     };
     let accept = derive_accept_key(key.trim().as_bytes());
@@ -174,7 +221,9 @@ fn write_response_raw(stream: &mut TlsStream, bytes: &[u8]) -> io::Result<()> {
 /// listener through the same name; the socket's own address when the header is unusable.
 fn public_host(head: &RequestHead, local: SocketAddr) -> String {
     let valid = |h: &&str| {
-        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
     };
     match head.header("host").map(str::trim).filter(valid) {
         Some(host) if host.contains(':') && !host.ends_with(']') => host.to_owned(),

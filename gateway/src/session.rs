@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mini_connector::protocol::{
-    Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown, UploadGrant, now_rfc3339,
+    Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
+    UploadGrant, now_rfc3339,
 };
 use mini_connector::wsio::{Incoming, PolledWebSocket, Waker};
 
@@ -32,7 +33,12 @@ enum Phase {
 }
 
 /// Runs a session until it ends. `upload_url` is the URL handed out in `connected`.
-pub(crate) fn run<S: Read + Write>(hub: Arc<Hub>, mut ws: PolledWebSocket<S>, waker: Waker, upload_url: String) {
+pub(crate) fn run<S: Read + Write>(
+    hub: Arc<Hub>,
+    mut ws: PolledWebSocket<S>,
+    waker: Waker,
+    upload_url: String,
+) {
     let mut phase = Phase::Auth { deadline: Instant::now() + hub.config.auth_timeout };
     let mut incoming = Vec::new();
     let mut reason = String::from("connection closed");
@@ -67,7 +73,8 @@ pub(crate) fn run<S: Read + Write>(hub: Arc<Hub>, mut ws: PolledWebSocket<S>, wa
                         break;
                     }
                     SessionMsg::Shutdown { reason: why, grace_ms } => {
-                        let frame = Inbound::Shutdown(Shutdown { reason: Some(why.clone()), grace_period: grace_ms });
+                        let frame =
+                            Inbound::Shutdown(Shutdown { reason: Some(why.clone()), grace_period: grace_ms });
                         let _ = ws.send_text(frame.encode());
                         ws.close(&why);
                         reason = format!("gateway shutdown: {why}");
@@ -137,7 +144,12 @@ pub(crate) fn run<S: Read + Write>(hub: Arc<Hub>, mut ws: PolledWebSocket<S>, wa
     }
 }
 
-fn send_error<S: Read + Write>(ws: &mut PolledWebSocket<S>, code: ErrorCode, message: &str, command_id: Option<String>) {
+fn send_error<S: Read + Write>(
+    ws: &mut PolledWebSocket<S>,
+    code: ErrorCode,
+    message: &str,
+    command_id: Option<String>,
+) {
     let frame = Inbound::Error(CloudError { code, message: message.to_owned(), command_id });
     let _ = ws.send_text(frame.encode());
 }
@@ -197,9 +209,15 @@ fn authenticate<S: Read + Write>(
     let connection_id = uuid::Uuid::new_v4().to_string();
     let hmac_key = SecretBytes::random(32);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let handle = SessionHandle::new(connection_id.clone(), record.id.clone(), tx, waker.clone(), hmac_key.clone());
+    let handle =
+        SessionHandle::new(connection_id.clone(), record.id.clone(), tx, waker.clone(), hmac_key.clone());
     if hub.register(&record, &auth.agent_version, handle).is_err() {
-        reject(hub, ws, ErrorCode::DuplicateConnection, &format!("connector `{}` is already connected", record.connector));
+        reject(
+            hub,
+            ws,
+            ErrorCode::DuplicateConnection,
+            &format!("connector `{}` is already connected", record.connector),
+        );
         return closing();
     }
     let connected = Inbound::Connected(Connected {
@@ -219,10 +237,19 @@ fn authenticate<S: Read + Write>(
         return closing();
     }
     tracing::info!(connector = %record.connector, key = %auth.api_key.masked(), connection = %connection_id, "agent connected");
-    hub.emit(GatewayEvent::AgentConnected { connector: record.connector.clone(), connection_id: connection_id.clone() });
+    hub.emit(GatewayEvent::AgentConnected {
+        connector: record.connector.clone(),
+        connection_id: connection_id.clone(),
+    });
     // The offline queue goes after `connected`: this thread drains the channel only later.
     hub.deliver_queued(&record.connector, &connection_id);
-    Phase::Live(Live { connector: record.connector, key_id: record.id, connection_id, rx, last_frame: Instant::now() })
+    Phase::Live(Live {
+        connector: record.connector,
+        key_id: record.id,
+        connection_id,
+        rx,
+        last_frame: Instant::now(),
+    })
 }
 
 /// Handles one frame of a live session; `Some(message)` when the session must end.
@@ -238,7 +265,11 @@ fn handle_frame<S: Read + Write>(
         Incoming::Binary(len) => {
             let message = format!("binary frame of {len} bytes: the protocol uses text frames only");
             send_error(ws, ErrorCode::MalformedMessage, &message, None);
-            hub.emit(GatewayEvent::DecodeFailed { connector: live.connector.clone(), code: ErrorCode::MalformedMessage, message });
+            hub.emit(GatewayEvent::DecodeFailed {
+                connector: live.connector.clone(),
+                code: ErrorCode::MalformedMessage,
+                message,
+            });
             return None;
         }
     };
@@ -247,7 +278,11 @@ fn handle_frame<S: Read + Write>(
         Err(e) => {
             tracing::warn!(connector = %live.connector, code = %e.code, "undecodable frame: {}", e.message);
             send_error(ws, e.code, &e.message, e.command_id.clone());
-            hub.emit(GatewayEvent::DecodeFailed { connector: live.connector.clone(), code: e.code, message: e.message });
+            hub.emit(GatewayEvent::DecodeFailed {
+                connector: live.connector.clone(),
+                code: e.code,
+                message: e.message,
+            });
             return None;
         }
     };

@@ -20,7 +20,10 @@ pub(crate) struct CertFiles {
 }
 
 /// Returns the given files, or the generated pair under `<data_dir>/tls/` (created if missing).
-pub(crate) fn cert_files(data_dir: &Path, given: Option<&(PathBuf, PathBuf)>) -> Result<CertFiles, GatewayError> {
+pub(crate) fn cert_files(
+    data_dir: &Path,
+    given: Option<&(PathBuf, PathBuf)>,
+) -> Result<CertFiles, GatewayError> {
     if let Some((cert, key)) = given {
         return Ok(CertFiles { cert: cert.clone(), key: key.clone() });
     }
@@ -59,7 +62,8 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), GatewayErro
 
 /// TLS 1.3 only, `ring` provider, no client certificates.
 pub(crate) fn server_config(files: &CertFiles) -> Result<Arc<ServerConfig>, GatewayError> {
-    let cert_err = |path: &Path, e: &dyn std::fmt::Display| GatewayError::Cert(format!("{}: {e}", path.display()));
+    let cert_err =
+        |path: &Path, e: &dyn std::fmt::Display| GatewayError::Cert(format!("{}: {e}", path.display()));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| cert_err(&files.cert, &e))?
         .collect::<Result<_, _>>()

@@ -9,8 +9,8 @@ use flate2::read::ZlibDecoder;
 use mini_connector::protocol::{ErrorCode, headers, verify_chunk_signature};
 use sha2::{Digest, Sha256};
 
-use crate::hub::{GatewayEvent, Hub};
 use crate::http::{RequestHead, error_body};
+use crate::hub::{GatewayEvent, Hub};
 
 /// Largest reassembled result kept for one command.
 const MAX_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
@@ -94,7 +94,13 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         return bad("missing x-mc-signature header");
     };
     let Some((connector, hmac_key)) = hub.upload_grant(connection_id) else {
-        return reject(hub, &command_id, 401, ErrorCode::AuthFailed, format!("unknown connection `{connection_id}`"));
+        return reject(
+            hub,
+            &command_id,
+            401,
+            ErrorCode::AuthFailed,
+            format!("unknown connection `{connection_id}`"),
+        );
     };
     if !verify_chunk_signature(hmac_key.expose(), connection_id, &command_id, seq, last, body, signature) {
         return reject(
@@ -118,17 +124,41 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
                 return if b.digests[seq as usize] == digest {
                     (200, serde_json::json!({ "bufferKey": key, "seq": seq, "duplicate": true }))
                 } else {
-                    reject(hub, &command_id, 409, ErrorCode::MalformedMessage, format!("chunk {seq} was already stored with different bytes"))
+                    reject(
+                        hub,
+                        &command_id,
+                        409,
+                        ErrorCode::MalformedMessage,
+                        format!("chunk {seq} was already stored with different bytes"),
+                    )
                 };
             }
             Some(b) if b.complete => {
-                return reject(hub, &command_id, 409, ErrorCode::MalformedMessage, format!("result already complete after chunk {}", b.next_seq - 1));
+                return reject(
+                    hub,
+                    &command_id,
+                    409,
+                    ErrorCode::MalformedMessage,
+                    format!("result already complete after chunk {}", b.next_seq - 1),
+                );
             }
             Some(b) if seq > b.next_seq => {
-                return reject(hub, &command_id, 409, ErrorCode::MalformedMessage, format!("chunk {seq} out of order: expected {}", b.next_seq));
+                return reject(
+                    hub,
+                    &command_id,
+                    409,
+                    ErrorCode::MalformedMessage,
+                    format!("chunk {seq} out of order: expected {}", b.next_seq),
+                );
             }
             None if seq > 0 => {
-                return reject(hub, &command_id, 409, ErrorCode::MalformedMessage, format!("chunk {seq} out of order: expected 0"));
+                return reject(
+                    hub,
+                    &command_id,
+                    409,
+                    ErrorCode::MalformedMessage,
+                    format!("chunk {seq} out of order: expected 0"),
+                );
             }
             _ => {}
         }
@@ -137,10 +167,24 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     let mut plain = Vec::with_capacity(body.len() * 4);
     match ZlibDecoder::new(body).take(cap as u64 + 1).read_to_end(&mut plain) {
         Ok(n) if n > cap => {
-            return reject(hub, &command_id, 413, ErrorCode::PayloadTooLarge, format!("chunk {seq} decompresses to more than {cap} bytes"));
+            return reject(
+                hub,
+                &command_id,
+                413,
+                ErrorCode::PayloadTooLarge,
+                format!("chunk {seq} decompresses to more than {cap} bytes"),
+            );
         }
         Ok(_) => {}
-        Err(e) => return reject(hub, &command_id, 400, ErrorCode::MalformedMessage, format!("chunk {seq} is not zlib data: {e}")),
+        Err(e) => {
+            return reject(
+                hub,
+                &command_id,
+                400,
+                ErrorCode::MalformedMessage,
+                format!("chunk {seq} is not zlib data: {e}"),
+            );
+        }
     }
 
     let mut store = hub.uploads.lock().unwrap();
@@ -157,11 +201,23 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     if buffer.next_seq != seq || buffer.complete {
         let expected = buffer.next_seq;
         drop(store);
-        return reject(hub, &command_id, 409, ErrorCode::MalformedMessage, format!("chunk {seq} out of order: expected {expected}"));
+        return reject(
+            hub,
+            &command_id,
+            409,
+            ErrorCode::MalformedMessage,
+            format!("chunk {seq} out of order: expected {expected}"),
+        );
     }
     if buffer.data.len() + plain.len() > MAX_BUFFER_BYTES {
         drop(store);
-        return reject(hub, &command_id, 413, ErrorCode::PayloadTooLarge, format!("result exceeds {MAX_BUFFER_BYTES} bytes"));
+        return reject(
+            hub,
+            &command_id,
+            413,
+            ErrorCode::PayloadTooLarge,
+            format!("result exceeds {MAX_BUFFER_BYTES} bytes"),
+        );
     }
     buffer.data.extend_from_slice(&plain);
     buffer.digests.push(digest);

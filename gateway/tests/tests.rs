@@ -1,1 +1,10 @@
+//! Integration tests of the reference gateway: real TLS on loopback, a fake agent.
 
+mod common;
+
+mod admin;
+mod chunks;
+mod offline;
+mod query;
+mod session;
+mod storage;
