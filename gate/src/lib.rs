@@ -1,0 +1,1 @@
+//! The read-only gate (being built: issue #3).
