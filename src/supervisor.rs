@@ -205,7 +205,15 @@ impl Supervisor {
             state
         };
         if state != self.state {
-            tracing::info!(from = ?self.state, to = ?state, "state");
+            let routine = matches!(
+                (self.state, state),
+                (LinkState::Connected, LinkState::Busy) | (LinkState::Busy, LinkState::Connected)
+            );
+            if routine {
+                tracing::debug!(from = ?self.state, to = ?state, "state");
+            } else {
+                tracing::info!(from = ?self.state, to = ?state, "state");
+            }
             self.state = state;
             self.board.state.store(state as u8, Ordering::Relaxed);
         }

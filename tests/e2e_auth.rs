@@ -166,3 +166,23 @@ fn gateway_shutdown_stops_the_agent_cleanly() {
     assert_eq!(agent.wait_exit(), Some(0), "{}", agent.log_text());
     assert!(agent.log_text().contains("agent stopped"));
 }
+
+#[test]
+fn api_key_never_appears_in_the_agent_log_or_config() {
+    let world = World::new("secrets");
+    let events = world.gateway.subscribe();
+    let key = world.key("Quiet");
+    let config = world.agent_config("Quiet", key.expose(), serde_json::json!({ "logLevel": "trace" }));
+    let agent = AgentProc::start(&config);
+    wait_event(&events, |e| matches!(e, GatewayEvent::AgentConnected { .. }).then_some(()));
+    world.gateway.query("Quiet", crate::e2e_query::request("SELECT name FROM customers LIMIT 3")).unwrap();
+    let random_part = key.expose().split('_').nth(2).unwrap().to_owned();
+    // Trace level logs every frame decision; none of it may carry the key.
+    let log = agent.log_text();
+    assert!(!log.is_empty());
+    assert!(!log.contains(&random_part), "API key found in the agent log");
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    assert!(!config_text.contains(&random_part), "API key found in the config file");
+    // The key travels only by reference.
+    assert!(config_text.contains("\"apiKeyRef\": \"file:"));
+}
