@@ -36,11 +36,13 @@ pub struct Agent {
     heartbeat: HeartbeatHandle,
     workers: Vec<std::thread::JoinHandle<()>>,
     uploader: std::thread::JoinHandle<()>,
+    control: Option<crate::control::ControlServer>,
 }
 
 impl Agent {
-    /// Opens the databases, checks the API key, and starts every thread.
-    pub fn start(config: &AgentConfig) -> anyhow::Result<Self> {
+    /// Opens the databases, checks the API key, and starts every thread. With `control`, the
+    /// local control channel listens on that socket path.
+    pub fn start(config: &AgentConfig, control: Option<&std::path::Path>) -> anyhow::Result<Self> {
         // Fail before dialling if the key is missing or malformed.
         drop(config.load_api_key()?);
         let tls = crate::tls::client_config(config.ca_cert_path.as_deref())?;
@@ -62,6 +64,14 @@ impl Agent {
         // volume is bounded by the bounded job queue and the link's frame rate.
         let (inbox, inbox_rx) = crossbeam_channel::unbounded();
         let board = Arc::new(StatusBoard::default());
+        // First, so a second agent on the same configuration stops here, before dialling.
+        let control = match control {
+            Some(path) => Some(
+                crate::control::ControlServer::start(path, inbox.clone())
+                    .with_context(|| format!("control socket {}", path.display()))?,
+            ),
+            None => None,
+        };
 
         let key_config = config.clone();
         let link = Link::start(
@@ -93,7 +103,7 @@ impl Agent {
             Duration::from_millis(config.command_timeout_ms),
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;
-        Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader })
+        Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader, control })
     }
 
     /// A sender for asking the supervisor to stop (Ctrl-C, service stop).
@@ -104,9 +114,10 @@ impl Agent {
     /// Waits for the supervisor to finish (a shutdown was requested), then stops and joins
     /// every other thread. Returns the shutdown reason.
     pub fn wait(self) -> String {
-        let Self { inbox, supervisor, link, heartbeat, workers, uploader } = self;
+        let Self { inbox, supervisor, link, heartbeat, workers, uploader, control } = self;
         drop(inbox);
         let reason = supervisor.join().unwrap_or_else(|_| "supervisor panicked".into());
+        drop(control);
         // The supervisor owned the job sender: workers see the queue close and end, which
         // closes the chunk queue and ends the uploader.
         for worker in workers {

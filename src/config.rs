@@ -88,6 +88,10 @@ pub struct AgentConfig {
     /// Longest wait between reconnection attempts.
     #[serde(default = "defaults::reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// Local control socket for `status`, `pause`, `stop`...; `agent.sock` next to the config
+    /// file when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<PathBuf>,
     /// Local databases.
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,

@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod heartbeat;
 pub mod https;
 pub mod link;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mini_connector::agent::Agent;
 use mini_connector::config::AgentConfig;
+use mini_connector::control::ControlCmd;
 use mini_connector::supervisor::SupMsg;
 
 /// Exit codes, documented in README.md.
@@ -15,8 +16,10 @@ mod exit {
     pub const OK: u8 = 0;
     /// A runtime failure (database cannot be opened, thread failure...).
     pub const FAILURE: u8 = 1;
-    /// Bad configuration or API key (nothing was dialled).
+    /// Bad configuration or API key (nothing was dialled), or bad usage.
     pub const CONFIG: u8 = 2;
+    /// No agent is running for this configuration (control commands).
+    pub const NOT_RUNNING: u8 = 3;
 }
 
 /// Mini Connector: a read-only, outbound-only bridge between local databases and the cloud.
@@ -24,8 +27,15 @@ mod exit {
 #[command(version, about, long_about = None, after_help = "\
 Examples:
   mini-connector start --config /etc/mini-connector/config.json
+  mini-connector start --daemon --config ./config.json
+  mini-connector status --json
+  mini-connector pause && mini-connector resume
+  mini-connector stop
   mini-connector sample-erp ./erp.db
-  mini-connector config check --config ./config.json")]
+  mini-connector config check --config ./config.json
+
+Exit codes: 0 ok; 1 runtime failure; 2 bad configuration, API key or usage;
+3 no agent running (status, pause, resume, reconnect, stop).")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -38,7 +48,20 @@ enum Cmd {
         /// Configuration file.
         #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
         config: PathBuf,
+        /// Run in the background: logs go to `agent.log` next to the configuration file.
+        #[arg(long)]
+        daemon: bool,
     },
+    /// Show the running agent's state (connection, commands, errors).
+    Status(ControlArgs),
+    /// Refuse new commands (they get AGENT_PAUSED) until `resume`; running ones finish.
+    Pause(ControlArgs),
+    /// Take commands again after `pause`.
+    Resume(ControlArgs),
+    /// Drop the cloud connection and dial again now.
+    Reconnect(ControlArgs),
+    /// Stop the running agent gracefully.
+    Stop(ControlArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -52,6 +75,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         scale: u32,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ControlArgs {
+    /// Configuration file of the agent to talk to.
+    #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
+    config: PathBuf,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,17 +127,22 @@ fn init_logging(level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Start { config } => {
-            let config = match load(&config) {
+        Cmd::Start { config: config_path, daemon } => {
+            let config = match load(&config_path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if daemon {
+                return daemonize(&config_path, &config);
+            }
             init_logging(&config.log_level);
             if let Err(e) = config.load_api_key() {
                 eprintln!("error: {e}");
                 return ExitCode::from(exit::CONFIG);
             }
-            let agent = match Agent::start(&config) {
+            let control =
+                mini_connector::control::socket_path(&config_path, config.control_socket.as_deref());
+            let agent = match Agent::start(&config, Some(&control)) {
                 Ok(agent) => agent,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -123,6 +161,11 @@ fn main() -> ExitCode {
             tracing::info!(%reason, "agent stopped");
             ExitCode::from(exit::OK)
         }
+        Cmd::Status(args) => control(&args, ControlCmd::Status),
+        Cmd::Pause(args) => control(&args, ControlCmd::Pause),
+        Cmd::Resume(args) => control(&args, ControlCmd::Resume),
+        Cmd::Reconnect(args) => control(&args, ControlCmd::Reconnect),
+        Cmd::Stop(args) => control(&args, ControlCmd::Stop),
         Cmd::Config { command: ConfigCmd::Check { config } } => {
             let config = match load(&config) {
                 Ok(c) => c,
@@ -150,4 +193,107 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Sends one control request to the agent running with `args.config` and prints the answer.
+fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
+    let configured = AgentConfig::load(&args.config).ok().and_then(|c| c.control_socket);
+    let path = mini_connector::control::socket_path(&args.config, configured.as_deref());
+    match mini_connector::control::request(&path, cmd) {
+        Ok(answer) => {
+            let ok = answer["ok"].as_bool().unwrap_or(false);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            } else if !ok {
+                eprintln!("error: {}", answer["error"].as_str().unwrap_or("the agent refused"));
+            } else if cmd == ControlCmd::Status {
+                print_status(&answer);
+            } else {
+                println!("ok");
+            }
+            ExitCode::from(if ok { exit::OK } else { exit::FAILURE })
+        }
+        Err(e @ mini_connector::control::ControlError::NotRunning(_)) => {
+            if args.json {
+                println!("{}", serde_json::json!({ "ok": false, "running": false, "error": e.to_string() }));
+            } else {
+                eprintln!("{e}");
+            }
+            ExitCode::from(exit::NOT_RUNNING)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn print_status(s: &serde_json::Value) {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("state:          {}", text(&s["state"]));
+    println!("connected:      {} (since {})", text(&s["connected"]), text(&s["connectedSince"]));
+    println!("uptime:         {} s, {} reconnects", text(&s["uptimeSecs"]), text(&s["reconnects"]));
+    println!(
+        "commands:       {} active, {} completed, {} failed, {} rows returned",
+        text(&s["activeCommands"]),
+        text(&s["commandsCompleted"]),
+        text(&s["commandsFailed"]),
+        text(&s["rowsReturned"])
+    );
+    let dbs: Vec<String> = s["databases"]
+        .as_array()
+        .map(|a| a.iter().map(|d| format!("{} ({})", text(&d["name"]), text(&d["type"]))).collect())
+        .unwrap_or_default();
+    println!("databases:      {}", if dbs.is_empty() { "-".to_owned() } else { dbs.join(", ") });
+    println!("last error:     {}", text(&s["lastError"]));
+}
+
+/// Starts the agent again as a background process and returns once it is up.
+fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
+    if let Err(e) = config.load_api_key() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
+    let log_path = config_path.parent().unwrap_or(Path::new(".")).join("agent.log");
+    let spawned = (|| -> std::io::Result<std::process::Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let exe = std::env::current_exe()?;
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("start")
+            .arg("--config")
+            .arg(config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        command.spawn()
+    })();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("error: cannot start the agent in the background: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("error: the agent exited at once ({status}); see {}", log_path.display());
+            return ExitCode::from(exit::FAILURE);
+        }
+        if mini_connector::control::request(&socket, ControlCmd::Status).is_ok() {
+            println!("agent running in the background (pid {}); log: {}", child.id(), log_path.display());
+            return ExitCode::from(exit::OK);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("error: the agent did not come up within 10 s; see {}", log_path.display());
+    ExitCode::from(exit::FAILURE)
 }

@@ -49,6 +49,13 @@ pub enum SupMsg {
     },
     /// A worker finished schema discovery.
     Discovered(Result<Vec<drivers::DatabaseSchema>, String>),
+    /// A request from the local control channel; the answer goes to `reply`.
+    Control {
+        /// What the operator asked.
+        cmd: crate::control::ControlCmd,
+        /// Where the JSON answer goes.
+        reply: Sender<serde_json::Value>,
+    },
     /// Stop: finish running commands within `grace`, then end.
     Shutdown {
         /// Why.
@@ -140,6 +147,20 @@ pub struct Supervisor {
     paused: bool,
     /// Set when the cloud asks for a shutdown; `run` drains and returns.
     stop: Option<(String, Duration)>,
+    counters: Counters,
+}
+
+/// Figures for `status`.
+#[derive(Debug)]
+struct Counters {
+    started: Instant,
+    completed: u64,
+    failed: u64,
+    rows: u64,
+    connection_id: Option<String>,
+    connected_since: Option<SystemTime>,
+    last_error: Option<String>,
+    reconnects: u64,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -177,6 +198,16 @@ impl Supervisor {
             state: LinkState::Connecting,
             paused: false,
             stop: None,
+            counters: Counters {
+                started: Instant::now(),
+                completed: 0,
+                failed: 0,
+                rows: 0,
+                connection_id: None,
+                connected_since: None,
+                last_error: None,
+                reconnects: 0,
+            },
         }
     }
 
@@ -255,7 +286,18 @@ impl Supervisor {
                         .unwrap_or(1 << 18),
                 }));
                 self.board.connected.store(true, Ordering::Relaxed);
+                if self.counters.connection_id.is_some() {
+                    self.counters.reconnects += 1;
+                }
+                self.counters.connection_id = Some(connected.connection_id.clone());
+                self.counters.connected_since = Some(SystemTime::now());
                 self.set_state(LinkState::Connected);
+                if self.paused {
+                    self.link.frame(Outbound::Status(StatusUpdate {
+                        status: AgentStatus::Paused,
+                        reason: Some("paused by the operator".into()),
+                    }));
+                }
                 self.refresh_busy();
                 match &self.schema {
                     Some(schema) => self.send_schema(schema.clone()),
@@ -265,6 +307,11 @@ impl Supervisor {
             SupMsg::LinkDown { reason, rejected } => {
                 self.board.connected.store(false, Ordering::Relaxed);
                 self.upload = None;
+                self.counters.connected_since = None;
+                self.counters.last_error = Some(match rejected {
+                    Some(code) => format!("{code}: {reason}"),
+                    None => reason.clone(),
+                });
                 match rejected {
                     Some(code) => {
                         tracing::error!(%code, %reason, "the cloud rejected this agent; check the API key")
@@ -296,6 +343,17 @@ impl Supervisor {
                         self.remember(done.idempotency_key, (*frame).clone());
                     }
                 }
+                match &*frame {
+                    Outbound::ExecutionResult(r) => {
+                        self.counters.completed += 1;
+                        self.counters.rows += r.row_count;
+                    }
+                    Outbound::ExecutionError(e) => {
+                        self.counters.failed += 1;
+                        self.counters.last_error = Some(format!("{}: {}", e.error.code, e.error.message));
+                    }
+                    _ => {}
+                }
                 log_outcome(&frame);
                 self.link.frame(*frame);
                 self.refresh_busy();
@@ -310,8 +368,83 @@ impl Supervisor {
                     Err(e) => tracing::error!(error = %e, "schema discovery failed"),
                 }
             }
+            SupMsg::Control { cmd, reply } => {
+                let answer = self.control(cmd);
+                let _ = reply.send(answer);
+            }
             SupMsg::Shutdown { .. } => unreachable!("handled in run"),
         }
+    }
+
+    fn control(&mut self, cmd: crate::control::ControlCmd) -> serde_json::Value {
+        use crate::control::ControlCmd;
+        match cmd {
+            ControlCmd::Status => self.snapshot(),
+            ControlCmd::Pause | ControlCmd::Resume => {
+                let pause = cmd == ControlCmd::Pause;
+                if self.paused != pause {
+                    self.paused = pause;
+                    tracing::info!(
+                        paused = pause,
+                        "operator {}",
+                        if pause { "paused the agent" } else { "resumed the agent" }
+                    );
+                    if self.board.is_connected() {
+                        let status = if pause { AgentStatus::Paused } else { AgentStatus::Ready };
+                        self.link.frame(Outbound::Status(StatusUpdate {
+                            status,
+                            reason: Some(format!(
+                                "{} by the operator",
+                                if pause { "paused" } else { "resumed" }
+                            )),
+                        }));
+                        self.set_state(LinkState::Connected);
+                        self.refresh_busy();
+                    }
+                }
+                serde_json::json!({ "ok": true, "paused": self.paused })
+            }
+            ControlCmd::Reconnect => {
+                tracing::info!("operator asked to reconnect");
+                self.link.send(crate::link::LinkMsg::Reconnect);
+                serde_json::json!({ "ok": true })
+            }
+            ControlCmd::Stop => {
+                self.stop = Some((
+                    "stopped by the operator".into(),
+                    self.default_timeout.min(Duration::from_secs(30)),
+                ));
+                serde_json::json!({ "ok": true, "stopping": true })
+            }
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let state = match self.state {
+            LinkState::Connecting => "connecting",
+            LinkState::Connected => "connected",
+            LinkState::Busy => "busy",
+            LinkState::Disconnected => "disconnected",
+            LinkState::Paused => "paused",
+        };
+        serde_json::json!({
+            "ok": true,
+            "state": state,
+            "connected": self.board.is_connected(),
+            "paused": self.paused,
+            "connectionId": self.counters.connection_id,
+            "connectedSince": self.counters.connected_since.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            "uptimeSecs": self.counters.started.elapsed().as_secs(),
+            "activeCommands": self.in_flight.len(),
+            "commandsCompleted": self.counters.completed,
+            "commandsFailed": self.counters.failed,
+            "rowsReturned": self.counters.rows,
+            "reconnects": self.counters.reconnects,
+            "lastError": self.counters.last_error,
+            "databases": self.databases.iter().map(|db| serde_json::json!({ "name": db.name(), "type": db.kind().to_string() })).collect::<Vec<_>>(),
+            "schemaTables": self.schema.as_ref().map(|s| s.iter().map(|d| d.tables.len()).sum::<usize>()),
+            "agentVersion": env!("CARGO_PKG_VERSION"),
+        })
     }
 
     fn send_schema(&self, schema: Vec<drivers::DatabaseSchema>) {
@@ -369,7 +502,8 @@ impl Supervisor {
         }
     }
 
-    fn reject(&self, command: &Command, code: ErrorCode, message: impl Into<String>) {
+    fn reject(&mut self, command: &Command, code: ErrorCode, message: impl Into<String>) {
+        self.counters.failed += 1;
         let frame = Outbound::ExecutionError(ExecutionError {
             command_id: Some(command.command_id.clone()),
             execution_id: Some(command.execution_id.clone()),
@@ -476,6 +610,9 @@ impl Supervisor {
             match self.inbox.recv_deadline(deadline) {
                 Ok(msg @ (SupMsg::Finished { .. } | SupMsg::Discovered(_))) => self.handle(msg),
                 Ok(SupMsg::Inbound(frame)) => self.refuse_while_stopping(*frame),
+                Ok(SupMsg::Control { reply, .. }) => {
+                    let _ = reply.send(serde_json::json!({ "ok": false, "error": "agent is stopping" }));
+                }
                 Ok(_) => {}
                 Err(_) => break,
             }

@@ -97,6 +97,7 @@ fn rand_suffix() -> u32 {
 pub struct AgentProc {
     pub child: Child,
     pub log: PathBuf,
+    pub config: PathBuf,
 }
 
 impl AgentProc {
@@ -110,7 +111,7 @@ impl AgentProc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { child, log }
+        Self { child, log, config: config.to_owned() }
     }
 
     pub fn log_text(&self) -> String {
@@ -177,4 +178,18 @@ pub fn connected_agent(world: &World, name: &str, extra: serde_json::Value) -> A
         _ => None,
     });
     agent
+}
+
+/// Runs `mini-connector <args>` to completion and returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mini-connector"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

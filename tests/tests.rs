@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cli_control;
 mod e2e_auth;
 mod e2e_query;
 mod protocol_golden;
