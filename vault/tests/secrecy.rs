@@ -1,0 +1,113 @@
+//! Nothing secret reaches a file, a `Debug` string or an error message.
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use vault::{MachineIdentity, Secret, Vault, VaultError};
+
+use crate::support::{TEST_ITERATIONS, TempDir, contains, elsewhere, here, open};
+
+const PASSWORD: &[u8] = b"correct-horse-battery-staple-0xC0FFEE";
+
+/// The application salt as documented in `crypto.rs`. A copy on purpose: if the constant in
+/// the crate changes, every vault in the field becomes unreadable, and this test says so.
+const APP_SALT: [u8; 32] = [
+    0x02, 0x34, 0x96, 0xb0, 0x99, 0x61, 0x7e, 0x17, 0x30, 0x07, 0xc7, 0x6c, 0x0d, 0x76, 0x18, 0xf6, 0xf4,
+    0x25, 0x2a, 0x27, 0x4a, 0xe3, 0xd6, 0x64, 0x2e, 0x4b, 0xa7, 0xbc, 0xbd, 0x96, 0x68, 0xb5,
+];
+
+/// Re-derives (master, enc, mac) keys from the documented construction.
+fn derive(machine_id: &str, install_id: &str, salt: &[u8], iterations: u32) -> [[u8; 32]; 3] {
+    let mut password = b"mini-connector/vault/v1\0".to_vec();
+    for part in [machine_id.as_bytes(), install_id.as_bytes()] {
+        password.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        password.extend_from_slice(part);
+    }
+    let full_salt = [&APP_SALT[..], salt].concat();
+    let mut master = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(&password, &full_salt, iterations, &mut master);
+    let sub = |label: &[u8]| -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&master).unwrap();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    };
+    [master, sub(b"mini-connector/vault/enc"), sub(b"mini-connector/vault/mac")]
+}
+
+#[test]
+fn neither_plaintext_nor_derived_keys_appear_in_any_vault_file() {
+    let tmp = TempDir::new("no-leak");
+    let dir = tmp.vault_dir();
+    let vault = open(&dir).unwrap();
+    vault.put("warehouse-db", PASSWORD).unwrap();
+    vault.put("erp", PASSWORD).unwrap();
+
+    let bytes = std::fs::read(dir.join(Vault::FILE_NAME)).unwrap();
+    let install_id = std::fs::read_to_string(dir.join("install-id")).unwrap();
+    let machine_id = here().machine_id().unwrap();
+    let keys = derive(&machine_id, install_id.trim(), &bytes[15..31], TEST_ITERATIONS);
+
+    // The construction is the documented one: the re-derived MAC key checks the file, and the
+    // re-derived encryption key opens the first entry ("erp", sorted first).
+    let body = &bytes[..bytes.len() - 32];
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&keys[2]).unwrap();
+    mac.update(body);
+    mac.verify_slice(&bytes[bytes.len() - 32..]).expect("documented MAC key");
+    let entry = &bytes[35..];
+    assert_eq!(&entry[..5], b"\0\x03erp");
+    let nonce: [u8; 12] = entry[5..17].try_into().unwrap();
+    let ct_len = u32::from_be_bytes(entry[17..21].try_into().unwrap()) as usize;
+    let mut buffer = entry[21..21 + ct_len].to_vec();
+    Aes256Gcm::new_from_slice(&keys[1])
+        .unwrap()
+        .decrypt_in_place(&nonce.into(), b"erp", &mut buffer)
+        .unwrap();
+    assert_eq!(buffer, PASSWORD);
+
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let file = file.unwrap().path();
+        let content = std::fs::read(&file).unwrap();
+        assert!(!contains(&content, PASSWORD), "plaintext in {}", file.display());
+        assert!(!contains(&content, &PASSWORD[..12]), "plaintext prefix in {}", file.display());
+        for key in &keys {
+            assert!(!contains(&content, key), "key material in {}", file.display());
+            assert!(!contains(&content, &key[..8]), "key prefix in {}", file.display());
+        }
+        assert!(!contains(&content, machine_id.as_bytes()), "machine id in {}", file.display());
+    }
+}
+
+#[test]
+fn secret_debug_prints_stars() {
+    let secret = Secret::from(PASSWORD.to_vec());
+    assert_eq!(format!("{secret:?}"), "***");
+    assert_eq!(format!("{:?}", Some(&secret)), "Some(***)");
+    assert_eq!(secret.expose(), PASSWORD);
+}
+
+#[test]
+fn debug_and_errors_carry_no_secret() {
+    let tmp = TempDir::new("debug");
+    let dir = tmp.vault_dir();
+    let vault = open(&dir).unwrap();
+    vault.put("db", PASSWORD).unwrap();
+    let debug = format!("{vault:?} {:?}", vault.get("db").unwrap());
+    assert!(!debug.contains("correct-horse"), "{debug}");
+    assert!(!debug.contains("5c0ffee0"), "machine id in {debug}");
+
+    let copy = tmp.path().join("copy");
+    crate::support::copy_dir(&dir, &copy);
+    let err = Vault::open_with_test_iterations(&copy, &elsewhere(), TEST_ITERATIONS).unwrap_err();
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(
+            !text.contains("correct-horse") && !text.contains("5c0ffee0") && !text.contains("0f5e2b8a"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn error_type_stays_small() {
+    assert!(std::mem::size_of::<VaultError>() <= 48, "{}", std::mem::size_of::<VaultError>());
+}
