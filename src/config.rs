@@ -49,6 +49,31 @@ pub enum ConfigError {
     /// The API key is malformed (checked before dialling).
     #[error(transparent)]
     KeyFormat(#[from] ApiKeyFormatError),
+    /// The credential vault failed: it cannot be decrypted on this machine
+    /// (`VAULT_DECRYPT_ERROR`), is damaged, or cannot be read or written.
+    #[error("{what}: {source}{hint}", hint = crate::secrets::reentry_hint(.source))]
+    Vault {
+        /// What was being done (`loading the API key from vault://apikey`), never a secret.
+        what: String,
+        /// The vault's error.
+        source: vault::VaultError,
+    },
+    /// The configuration file could not be written.
+    #[error("cannot write config {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// Whether this is `VAULT_DECRYPT_ERROR`: the stored credentials cannot be read on this
+    /// machine any more and must be entered again (after `mini-connector vault reset`).
+    pub fn is_vault_decrypt(&self) -> bool {
+        matches!(self, Self::Vault { source, .. } if source.needs_reentry())
+    }
 }
 
 /// The agent's configuration file.
@@ -57,7 +82,9 @@ pub enum ConfigError {
 pub struct AgentConfig {
     /// Friendly name of this connector.
     pub connector_name: String,
-    /// Where the API key is: `file:<path>` (a 0600 file) or `env:<VARIABLE>`.
+    /// Where the API key is, never the key itself: `vault://apikey` (the machine-bound vault),
+    /// `keychain://<service>/<user>` (Windows Credential Manager / macOS Keychain),
+    /// `file:<path>` (a 0600 file) or `env:<VARIABLE>`.
     pub api_key_ref: String,
     /// `wss://host[:port]/path` of the cloud gateway.
     pub cloud_url: String,
@@ -73,8 +100,13 @@ pub struct AgentConfig {
     /// Default query timeout when a command gives none.
     #[serde(default = "defaults::command_timeout_ms")]
     pub command_timeout_ms: u64,
-    /// Offline queue size limit (used by the queue).
-    #[serde(default = "defaults::offline_queue_mb")]
+    /// Offline queue size limit (used by the queue). Spelled `offlineQueueMaxMB` (spec
+    /// Appendix B); camelCase `offlineQueueMaxMb` is read too.
+    #[serde(
+        default = "defaults::offline_queue_mb",
+        rename = "offlineQueueMaxMB",
+        alias = "offlineQueueMaxMb"
+    )]
     pub offline_queue_max_mb: u64,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     #[serde(default = "defaults::log_level")]
@@ -82,6 +114,9 @@ pub struct AgentConfig {
     /// Whether to look for updates.
     #[serde(default = "defaults::yes")]
     pub auto_update: bool,
+    /// Directory for the rotating log files; the platform's log directory when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
     /// Number of query worker threads.
     #[serde(default = "defaults::workers")]
     pub workers: u32,
@@ -92,23 +127,64 @@ pub struct AgentConfig {
     /// file when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
+    /// Directory of the credential vault (database passwords; the API key on Linux). When
+    /// absent: `$STATE_DIRECTORY/vault` under systemd, else `vault/` next to the config file.
+    /// A relative path is relative to the config file's directory. See [`Self::vault_dir`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_dir: Option<PathBuf>,
+    /// The file this configuration was loaded from (absolute; not part of the file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// Local databases.
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
 }
 
 /// One local database.
+///
+/// Which fields apply depends on `type` (checked by `drivers::ConnectionSpec::validate`):
+/// `sqlite` needs `path`; `postgres` and `mysql` need `host` (or `connectionString`) and
+/// `user`; `odbc` needs `dsn` or `connectionString` and usually a `dialect`. Passwords never
+/// appear in this file: `passwordRef` points at them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionConfig {
     /// Name commands use to address it.
     pub name: String,
-    /// Database type: `sqlite`.
+    /// Database type: `sqlite`, `postgres`, `mysql` (MariaDB too) or `odbc`.
     #[serde(rename = "type")]
     pub kind: drivers::DbKind,
     /// SQLite: path of the database file.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// PostgreSQL / MySQL: server host name or address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// PostgreSQL / MySQL: TCP port (default 5432 / 3306).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// PostgreSQL / MySQL: database name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Database user (a SELECT-only user is strongly advised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Where the password is: `env:<VARIABLE>` or `file:<path>` (interim until the vault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_ref: Option<String>,
+    /// A driver connection string instead of host/port/database (PostgreSQL key=value or URL,
+    /// `mysql://` URL, ODBC `Driver=...;...`); it must not contain a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string: Option<String>,
+    /// ODBC: data source name from odbc.ini.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn: Option<String>,
+    /// `disable`, `prefer` (default) or `require`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<drivers::SslMode>,
+    /// ODBC: `sqlserver`, `oracle`, `hana`, `postgres`, `mysql`, `sqlite` or `generic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<drivers::OdbcDialect>,
     /// Pool: most connections.
     #[serde(default = "defaults::pool_max")]
     pub pool_max: u32,
@@ -158,10 +234,23 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let config: Self = serde_json::from_str(&text)
+        let mut config: Self = serde_json::from_str(&text)
             .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
         config.validate()?;
+        config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         Ok(config)
+    }
+
+    /// Validates and writes the configuration to `path` atomically (temporary file, fsync,
+    /// rename, fsync of the directory), owner-only (0600) on Unix. Creates the directory
+    /// (0700) if needed. The file never holds a secret; 0600 keeps connection details private.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        self.validate()?;
+        let mut text = serde_json::to_string_pretty(self)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
+        text.push('\n');
+        crate::secrets::write_atomic(path, text.as_bytes())
+            .map_err(|source| ConfigError::Write { path: path.display().to_string(), source })
     }
 
     /// Checks values serde cannot.
@@ -176,8 +265,8 @@ impl AgentConfig {
         if self.cloud_url.parse::<ureq::http::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
             return field("cloudUrl", "is not a valid URL with a host");
         }
-        if !(self.api_key_ref.starts_with("file:") || self.api_key_ref.starts_with("env:")) {
-            return field("apiKeyRef", "must be file:<path> or env:<VARIABLE>");
+        if let Err(reason) = crate::secrets::check_api_key_ref(&self.api_key_ref) {
+            return field("apiKeyRef", &reason);
         }
         if !(1_000..=3_600_000).contains(&self.heartbeat_interval_ms) {
             return field("heartbeatIntervalMs", "must be between 1000 and 3600000");
@@ -218,6 +307,10 @@ impl AgentConfig {
 
     /// Reads the API key from `apiKeyRef` and checks its format. The key is held only as long
     /// as the caller keeps the returned value (it zeroizes on drop).
+    ///
+    /// `file:` and `env:` are read directly; `vault://apikey` opens the vault
+    /// ([`Self::vault_dir`]); `keychain://<service>/<user>` asks the OS credential store.
+    /// Neither the key nor any part of it is ever in an error.
     pub fn load_api_key(&self) -> Result<ApiKey, ConfigError> {
         let reference = self.api_key_ref.clone();
         let fail = |reason: String| ConfigError::ApiKey { reference: reference.clone(), reason };
@@ -226,12 +319,13 @@ impl AgentConfig {
         } else if let Some(var) = self.api_key_ref.strip_prefix("env:") {
             Zeroizing::new(std::env::var(var).map_err(|e| fail(e.to_string()))?)
         } else {
-            return Err(fail("unsupported reference".into()));
+            crate::secrets::load_stored_api_key(self)?
         };
         Ok(ApiKey::parse(&text)?)
     }
 
-    /// The driver specification of one connection.
+    /// The driver specification of one connection. The password stays a reference here;
+    /// `drivers::Database::open` resolves it (and errors name the reference, not the value).
     pub fn connection_spec(connection: &ConnectionConfig) -> drivers::ConnectionSpec {
         drivers::ConnectionSpec {
             name: connection.name.clone(),
@@ -243,6 +337,18 @@ impl AgentConfig {
                 acquire_timeout: Duration::from_millis(connection.acquire_timeout_ms),
                 ..drivers::PoolSettings::default()
             },
+            host: connection.host.clone(),
+            port: connection.port,
+            database: connection.database.clone(),
+            user: connection.user.clone(),
+            password: match &connection.password_ref {
+                Some(reference) => drivers::Password::Reference(reference.clone()),
+                None => drivers::Password::None,
+            },
+            connection_string: connection.connection_string.clone().map(drivers::Secret::new),
+            dsn: connection.dsn.clone(),
+            ssl_mode: connection.ssl_mode.unwrap_or_default(),
+            dialect: connection.dialect,
         }
     }
 }

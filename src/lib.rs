@@ -9,7 +9,8 @@
 //! - [`supervisor`]: the only writer of agent state;
 //! - [`heartbeat`], [`worker`] (pool), [`uploader`] (HTTPS chunks, [`https`]);
 //! - [`protocol`]: the wire types, shared with the reference gateway;
-//! - [`config`], [`tls`]: configuration and the one TLS client configuration.
+//! - [`config`], [`tls`]: configuration and the one TLS client configuration;
+//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
@@ -24,7 +25,9 @@ pub mod control;
 pub mod heartbeat;
 pub mod https;
 pub mod link;
+pub mod logging;
 pub mod protocol;
+pub mod secrets;
 pub mod supervisor;
 pub mod tls;
 pub mod uploader;

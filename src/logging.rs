@@ -176,7 +176,7 @@ mod tests {
     fn writer_redacts_whole_lines() {
         let mut buf = Vec::new();
         let key = crate::protocol::ApiKey::generate("acme").unwrap();
-        write!(RedactingWriter(&mut buf), "{}\n", key.expose()).unwrap();
+        writeln!(RedactingWriter(&mut buf), "{}", key.expose()).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(text, format!("{}\n", key.masked()));
     }

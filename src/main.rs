@@ -1,5 +1,7 @@
 //! `mini-connector`: parses the command line and picks a role (the agent, or a one-shot command).
 
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,14 +20,22 @@ mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad configuration or API key (nothing was dialled), or bad usage.
     pub const CONFIG: u8 = 2;
-    /// No agent is running for this configuration (control commands).
+    /// No agent is running for this configuration (control commands); the service is not
+    /// registered (`service status`).
     pub const NOT_RUNNING: u8 = 3;
+    /// `VAULT_DECRYPT_ERROR`: the vault cannot be decrypted on this machine (copied from another
+    /// machine, or damaged); credentials must be entered again after `vault reset`.
+    pub const VAULT: u8 = 4;
 }
 
 /// Mini Connector: a read-only, outbound-only bridge between local databases and the cloud.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None, after_help = "\
 Examples:
+  echo \"$KEY\" | mini-connector configure --name Warehouse --cloud-url wss://console.example.com/ws --api-key-stdin
+  mini-connector db add --name erp --type postgres --host db.local --database erp --user readonly --password
+  mini-connector db list --json
+  sudo mini-connector service install --config /etc/mini-connector/config.json
   mini-connector start --config /etc/mini-connector/config.json
   mini-connector start --daemon --config ./config.json
   mini-connector status --json
@@ -35,7 +45,9 @@ Examples:
   mini-connector config check --config ./config.json
 
 Exit codes: 0 ok; 1 runtime failure; 2 bad configuration, API key or usage;
-3 no agent running (status, pause, resume, reconnect, stop).")]
+3 no agent running (status, pause, resume, reconnect, stop) / service not registered;
+4 VAULT_DECRYPT_ERROR: the vault cannot be read on this machine (see `vault reset`).
+Each command's --help lists its own.")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -62,10 +74,41 @@ enum Cmd {
     Reconnect(ControlArgs),
     /// Stop the running agent gracefully.
     Stop(ControlArgs),
+    /// Print the end of the agent's newest log file.
+    Logs {
+        /// Configuration file (its `logDir` says where the logs are).
+        #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
+        config: PathBuf,
+        /// Number of lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
         command: ConfigCmd,
+    },
+    /// Create or update the configuration and store the API key in the vault / OS store.
+    Configure(cli::configure::ConfigureArgs),
+    /// The API key: `key show` (masked), `key rotate`.
+    Key {
+        #[command(subcommand)]
+        command: cli::configure::KeyCmd,
+    },
+    /// Database connections: `db add|edit|test|list|remove` (passwords go to the vault).
+    Db {
+        #[command(subcommand)]
+        command: cli::db::DbCmd,
+    },
+    /// The credential vault: `vault status`, `vault reset` (after VAULT_DECRYPT_ERROR).
+    Vault {
+        #[command(subcommand)]
+        command: cli::configure::VaultCmd,
+    },
+    /// Run as an OS service: `service install|uninstall|status`.
+    Service {
+        #[command(subcommand)]
+        command: cli::service::ServiceCmd,
     },
     /// Create the sample ERP database (SQLite) used by the demo and the tests.
     SampleErp {
@@ -97,6 +140,8 @@ enum ConfigCmd {
     },
 }
 
+/// The default configuration file: `$XDG_CONFIG_HOME/mini-connector/config.json`, else
+/// `~/.config/mini-connector/config.json`.
 fn default_config_path() -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
@@ -105,23 +150,27 @@ fn default_config_path() -> PathBuf {
     base.join("mini-connector").join("config.json")
 }
 
+/// The exit code of a configuration or credential failure: 4 for `VAULT_DECRYPT_ERROR`, else 2.
+fn config_exit(error: &mini_connector::config::ConfigError) -> ExitCode {
+    ExitCode::from(if error.is_vault_decrypt() { exit::VAULT } else { exit::CONFIG })
+}
+
+/// Prints a one-shot command's failure and maps it to its exit code.
+fn finish(outcome: cli::Outcome) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(fail) => {
+            eprintln!("error: {:#}", fail.error);
+            ExitCode::from(fail.code)
+        }
+    }
+}
+
 fn load(path: &Path) -> Result<AgentConfig, ExitCode> {
     AgentConfig::load(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(exit::CONFIG)
     })
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},ureq=warn,rustls=warn,tungstenite=warn"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_thread_names(true)
-        .init();
 }
 
 fn main() -> ExitCode {
@@ -135,10 +184,14 @@ fn main() -> ExitCode {
             if daemon {
                 return daemonize(&config_path, &config);
             }
-            init_logging(&config.log_level);
+            let log_dir = config.log_dir.clone().unwrap_or_else(mini_connector::logging::default_log_dir);
+            if let Err(e) = mini_connector::logging::init(&config.log_level, Some(&log_dir)) {
+                eprintln!("warning: cannot write log files to {}: {e}", log_dir.display());
+                let _ = mini_connector::logging::init(&config.log_level, None);
+            }
             if let Err(e) = config.load_api_key() {
                 eprintln!("error: {e}");
-                return ExitCode::from(exit::CONFIG);
+                return config_exit(&e);
             }
             let control =
                 mini_connector::control::socket_path(&config_path, config.control_socket.as_deref());
@@ -161,6 +214,7 @@ fn main() -> ExitCode {
             tracing::info!(%reason, "agent stopped");
             ExitCode::from(exit::OK)
         }
+        Cmd::Logs { config, lines } => print_logs(&config, lines),
         Cmd::Status(args) => control(&args, ControlCmd::Status),
         Cmd::Pause(args) => control(&args, ControlCmd::Pause),
         Cmd::Resume(args) => control(&args, ControlCmd::Resume),
@@ -178,10 +232,15 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::from(exit::CONFIG)
+                    config_exit(&e)
                 }
             }
         }
+        Cmd::Configure(args) => finish(cli::configure::configure(args)),
+        Cmd::Key { command } => finish(cli::configure::key(command)),
+        Cmd::Db { command } => finish(cli::db::db(command)),
+        Cmd::Vault { command } => finish(cli::configure::vault(command)),
+        Cmd::Service { command } => finish(cli::service::service(command)),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {
                 println!("created {}: {stats:?}", path.display());
@@ -256,7 +315,7 @@ fn print_status(s: &serde_json::Value) {
 fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
     if let Err(e) = config.load_api_key() {
         eprintln!("error: {e}");
-        return ExitCode::from(exit::CONFIG);
+        return config_exit(&e);
     }
     let log_path = config_path.parent().unwrap_or(Path::new(".")).join("agent.log");
     let spawned = (|| -> std::io::Result<std::process::Child> {
@@ -296,4 +355,35 @@ fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
     }
     eprintln!("error: the agent did not come up within 10 s; see {}", log_path.display());
     ExitCode::from(exit::FAILURE)
+}
+
+/// Prints the last `lines` lines of the newest log file.
+fn print_logs(config_path: &Path, lines: usize) -> ExitCode {
+    let dir = AgentConfig::load(config_path)
+        .ok()
+        .and_then(|c| c.log_dir)
+        .unwrap_or_else(mini_connector::logging::default_log_dir);
+    let newest = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("agent"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+    });
+    let Some(newest) = newest else {
+        eprintln!("no log files in {}", dir.display());
+        return ExitCode::from(exit::FAILURE);
+    };
+    match std::fs::read_to_string(newest.path()) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            for line in &all[all.len().saturating_sub(lines)..] {
+                println!("{line}");
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", newest.path().display());
+            ExitCode::from(exit::FAILURE)
+        }
+    }
 }

@@ -88,6 +88,14 @@ fn daemon_mode_starts_in_the_background_and_stops_on_request() {
     wait_event(&events, |e| matches!(e, GatewayEvent::AgentConnected { .. }).then_some(()));
     assert_eq!(control(&config, "stop").0, Some(0));
     wait_event(&events, |e| matches!(e, GatewayEvent::AgentDisconnected { .. }).then_some(()));
-    let log = std::fs::read_to_string(config.with_file_name("agent.log")).unwrap();
+    // The gateway sees the close a moment before the agent writes its last line.
+    let deadline = std::time::Instant::now() + crate::support::WATCHDOG;
+    let log = loop {
+        let log = std::fs::read_to_string(config.with_file_name("agent.log")).unwrap_or_default();
+        if log.contains("agent stopped") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(log.contains("agent stopped"), "{log}");
 }

@@ -75,6 +75,7 @@ impl World {
             "heartbeatIntervalMs": 30000,
             "logLevel": "info",
             "reconnectMaxMs": 2000,
+            "logDir": dir.join("logs"),
             "connections": [{ "name": "erp", "type": "sqlite", "path": sample_erp() }]
         });
         if let (Some(base), Some(extra)) = (config.as_object_mut(), extra.as_object()) {

@@ -5,7 +5,10 @@
 
 mod support;
 
+mod cli_configure;
 mod cli_control;
+mod cli_db;
+mod cli_service;
 mod e2e_auth;
 mod e2e_query;
 mod protocol_golden;

@@ -3,12 +3,17 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
+use crate::query::{Interrupt, check_read_only_statement_in};
 use crate::sqlite::SqliteDb;
-use crate::{DatabaseSchema, DbKind, DriverError, QueryOptions, QueryStats, RowSink};
+use crate::{
+    DatabaseSchema, DbKind, DriverError, OdbcDialect, Password, QueryOptions, QueryStats, RowSink, Secret,
+};
 
-/// Connection pool limits of one database.
+/// Connection pool limits of one database (spec §5.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     /// Connections kept open even when idle (clamped to `max_connections`).
@@ -22,6 +27,9 @@ pub struct PoolSettings {
     pub max_lifetime: Duration,
     /// Idle connections above `min_connections` are closed after this; zero means never.
     pub idle_timeout: Duration,
+    /// A connection idle for longer than this answers `SELECT 1` before it is handed out
+    /// (network drivers; SQLite files need none).
+    pub health_check_interval: Duration,
 }
 
 impl Default for PoolSettings {
@@ -32,21 +40,176 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(10),
             max_lifetime: Duration::from_secs(30 * 60),
             idle_timeout: Duration::from_secs(5 * 60),
+            health_check_interval: Duration::from_secs(2 * 60),
         }
     }
 }
 
+/// Whether a network connection uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the driver and server offer it (today: plain connections; see below).
+    #[default]
+    Prefer,
+    /// Refuse to connect without TLS.
+    ///
+    /// This build has no TLS backend for the PostgreSQL and MySQL clients, so `require`
+    /// fails at open with a clear message; ODBC leaves TLS to the ODBC driver's own options.
+    Require,
+}
+
 /// Everything needed to open one configured database.
+///
+/// Build it with a struct literal ending in `..ConnectionSpec::default()`; fields a database
+/// type does not use are ignored. Secrets (`password`, `connection_string`) never show in
+/// `Debug` output or error messages.
 #[derive(Debug, Clone)]
 pub struct ConnectionSpec {
     /// Name of the connection, as the cloud console addresses it.
     pub name: String,
     /// Engine.
     pub kind: DbKind,
-    /// Path of the SQLite database file.
+    /// SQLite: path of the database file.
     pub path: PathBuf,
     /// Pool limits.
     pub pool: PoolSettings,
+    /// PostgreSQL / MySQL: server host name or address (default `localhost`).
+    pub host: Option<String>,
+    /// PostgreSQL / MySQL: TCP port (default 5432 / 3306).
+    pub port: Option<u16>,
+    /// PostgreSQL / MySQL: database (schema) name.
+    pub database: Option<String>,
+    /// User name.
+    pub user: Option<String>,
+    /// Password, from the vault or an interim `env:`/`file:` reference.
+    pub password: Password,
+    /// A driver connection string instead of host/port/...: a `postgres://` or
+    /// `host=... dbname=...` string, a `mysql://` URL, or an ODBC connection string.
+    pub connection_string: Option<Secret>,
+    /// ODBC: data source name from `odbc.ini`.
+    pub dsn: Option<String>,
+    /// TLS policy.
+    pub ssl_mode: SslMode,
+    /// ODBC: which database is behind the DSN (catalogue SQL, session setup, type names).
+    pub dialect: Option<OdbcDialect>,
+}
+
+impl Default for ConnectionSpec {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            kind: DbKind::Sqlite,
+            path: PathBuf::new(),
+            pool: PoolSettings::default(),
+            host: None,
+            port: None,
+            database: None,
+            user: None,
+            password: Password::None,
+            connection_string: None,
+            dsn: None,
+            ssl_mode: SslMode::default(),
+            dialect: None,
+        }
+    }
+}
+
+impl ConnectionSpec {
+    /// Checks that the fields the database type needs are there (no connection is made).
+    ///
+    /// `sqlite` needs `path`; `postgres` and `mysql` need `host` or `connection_string`, and
+    /// a `user` unless the connection string names one; `odbc` needs `dsn` or
+    /// `connection_string`. The message names the field in the config's spelling.
+    pub fn validate(&self) -> Result<(), String> {
+        let cs = self.connection_string.as_ref().map(|c| c.expose());
+        match self.kind {
+            DbKind::Sqlite if self.path.as_os_str().is_empty() => Err("`path` is required for sqlite".into()),
+            DbKind::Sqlite => Ok(()),
+            DbKind::Postgres | DbKind::Mysql => {
+                if self.host.is_none() && cs.is_none() {
+                    return Err(format!("`host` or `connectionString` is required for {}", self.kind));
+                }
+                if self.user.is_none() && !cs.is_some_and(|c| c.contains("user") || c.contains('@')) {
+                    return Err(format!("`user` is required for {}", self.kind));
+                }
+                if self.dsn.is_some() || self.dialect.is_some() {
+                    return Err(format!("`dsn` and `dialect` are for odbc connections, not {}", self.kind));
+                }
+                Ok(())
+            }
+            DbKind::Odbc if self.dsn.is_none() && cs.is_none() => {
+                Err("`dsn` or `connectionString` is required for odbc".into())
+            }
+            DbKind::Odbc => Ok(()),
+        }
+    }
+}
+
+/// Whether a connection string carries a password (`password=`, `pwd=`, or
+/// `scheme://user:password@host`); configuration files must use `passwordRef` instead.
+pub fn connection_string_has_password(connection_string: &str) -> bool {
+    let lower = connection_string.to_ascii_lowercase();
+    let key_value = lower
+        .split(|c: char| c == ';' || c.is_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, v)| matches!(k.trim(), "password" | "pwd") && !v.trim().is_empty());
+    let url_userinfo = lower
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    key_value || url_userinfo
+}
+
+/// Progress of a running schema discovery, for the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryProgress {
+    /// Tables and views described so far.
+    pub done: usize,
+    /// Tables and views in total, once known.
+    pub total: Option<usize>,
+}
+
+/// Whether the connection's user could change data, and how to fix it (issue 3 §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivilegeReport {
+    /// The database user the connection logs in as.
+    pub user: String,
+    /// Whether anything below lets the user write; the session layer stays read-only anyway.
+    pub can_write: bool,
+    /// Superuser / administrator rights.
+    pub superuser: bool,
+    /// What was found, one line each, sorted (e.g. `INSERT on public.orders`,
+    /// `owns table public.customers`); at most 50 lines plus a `... and N more` line.
+    pub findings: Vec<String>,
+    /// SQL an administrator can run to create a SELECT-only user for this database type.
+    pub suggested_sql: String,
+}
+
+/// What every engine implements; [`Database`] dispatches to it.
+pub(crate) trait Driver: Send + Sync {
+    fn ping(&self) -> Result<(), DriverError>;
+    fn query(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        interrupt: &Interrupt,
+        sink: &mut dyn RowSink,
+    ) -> Result<QueryStats, DriverError>;
+    fn discover(
+        &self,
+        connection: &str,
+        progress: &mut dyn FnMut(DiscoveryProgress),
+    ) -> Result<DatabaseSchema, DriverError>;
+    fn write_privileges(&self) -> Result<PrivilegeReport, DriverError>;
+    /// The sqlparser dialect for the statement check.
+    fn sql_dialect(&self) -> OdbcDialect;
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// A pooled, read-only handle on one database; cheap to clone and shared across threads.
@@ -58,25 +221,27 @@ pub struct Database {
 struct Inner {
     name: String,
     kind: DbKind,
-    backend: Backend,
-}
-
-/// One variant per engine; every public method dispatches here.
-enum Backend {
-    Sqlite(SqliteDb),
+    driver: Box<dyn Driver>,
 }
 
 impl Database {
-    /// Opens the pool and checks that the database is readable.
+    /// Opens the pool and checks that the database answers.
     ///
-    /// A missing SQLite file fails with `DriverError::Open("database file not found: ...")`;
-    /// files are never created.
+    /// Errors are specific and never contain the password: a missing SQLite file fails with
+    /// `DriverError::Open("database file not found: ...")` (files are never created); network
+    /// databases name the cause (`cannot reach host ...`, `authentication failed for user ...`,
+    /// `database "x" does not exist`, `the server requires TLS ...`, `ODBC driver ... not
+    /// found`).
     pub fn open(spec: &ConnectionSpec) -> Result<Database, DriverError> {
-        let backend = match spec.kind {
-            DbKind::Sqlite => Backend::Sqlite(SqliteDb::open(&spec.path, &spec.pool)?),
+        spec.validate().map_err(|e| DriverError::Open(format!("{}: {e}", spec.name)))?;
+        let driver: Box<dyn Driver> = match spec.kind {
+            DbKind::Sqlite => Box::new(SqliteDb::open(&spec.path, &spec.pool)?),
+            DbKind::Postgres => Box::new(crate::postgres::PgDb::open(spec)?),
+            DbKind::Mysql => Box::new(crate::mysql::MyDb::open(spec)?),
+            DbKind::Odbc => Box::new(crate::odbc::OdbcDb::open(spec)?),
         };
         tracing::debug!(name = %spec.name, kind = %spec.kind, "database opened");
-        Ok(Database { inner: Arc::new(Inner { name: spec.name.clone(), kind: spec.kind, backend }) })
+        Ok(Database { inner: Arc::new(Inner { name: spec.name.clone(), kind: spec.kind, driver }) })
     }
 
     /// Name of the connection.
@@ -89,25 +254,47 @@ impl Database {
         self.inner.kind
     }
 
+    /// The SQL dialect of the engine behind the connection (for ODBC, the configured one).
+    pub fn dialect(&self) -> OdbcDialect {
+        self.inner.driver.sql_dialect()
+    }
+
     /// Checks that a pooled connection answers `SELECT 1`.
     pub fn ping(&self) -> Result<(), DriverError> {
-        match &self.inner.backend {
-            Backend::Sqlite(db) => db.ping(),
-        }
+        self.inner.driver.ping()
     }
 
     /// Reads tables, views, columns, keys and row count estimates; never reads row data.
     pub fn discover(&self) -> Result<DatabaseSchema, DriverError> {
-        match &self.inner.backend {
-            Backend::Sqlite(db) => db.discover(&self.inner.name),
-        }
+        self.inner.driver.discover(&self.inner.name, &mut |_| {})
+    }
+
+    /// Like [`discover`](Self::discover), reporting progress as tables are described.
+    pub fn discover_with_progress(
+        &self,
+        progress: &mut dyn FnMut(DiscoveryProgress),
+    ) -> Result<DatabaseSchema, DriverError> {
+        self.inner.driver.discover(&self.inner.name, progress)
+    }
+
+    /// Whether the connection's user holds write privileges (superuser, INSERT/UPDATE/DELETE
+    /// grants, ownership), with the SQL to create a SELECT-only user instead.
+    pub fn write_privileges(&self) -> Result<PrivilegeReport, DriverError> {
+        self.inner.driver.write_privileges()
+    }
+
+    /// The statement-kind check of [`query`](Self::query), in this engine's SQL dialect.
+    pub fn check_statement(&self, sql: &str) -> Result<(), DriverError> {
+        check_read_only_statement_in(sql, self.dialect())
     }
 
     /// Runs one read-only query with positional `params` and pushes its rows into `sink`.
     ///
-    /// The statement must pass [`check_read_only_statement`](crate::check_read_only_statement).
-    /// Rows are streamed, never buffered; the call returns when the result is exhausted or
-    /// fails with [`DriverError::Timeout`], [`DriverError::Cancelled`], [`DriverError::Sink`]...
+    /// Placeholders are `?` for every engine (PostgreSQL also takes `$1`...). The statement
+    /// must pass [`check_statement`](Self::check_statement) and runs in a read-only
+    /// transaction. Rows are streamed, never buffered; the call returns when the result is
+    /// exhausted or fails with [`DriverError::Timeout`], [`DriverError::Cancelled`],
+    /// [`DriverError::Sink`]...
     pub fn query(
         &self,
         sql: &str,
@@ -115,9 +302,10 @@ impl Database {
         opts: &QueryOptions,
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, DriverError> {
-        match &self.inner.backend {
-            Backend::Sqlite(db) => db.query(sql, params, opts, sink),
-        }
+        let interrupt = Interrupt::new(opts, Instant::now());
+        self.check_statement(sql)?;
+        interrupt.check()?;
+        self.inner.driver.query(sql, params, &interrupt, sink)
     }
 }
 
@@ -134,9 +322,7 @@ impl fmt::Debug for Database {
 impl Database {
     /// The SQLite backend, for white-box tests.
     pub(crate) fn sqlite(&self) -> &SqliteDb {
-        match &self.inner.backend {
-            Backend::Sqlite(db) => db,
-        }
+        self.inner.driver.as_any().downcast_ref().expect("a SQLite database")
     }
 }
 
@@ -156,5 +342,53 @@ mod tests {
         assert_eq!(p.acquire_timeout, Duration::from_secs(10));
         assert_eq!(p.max_lifetime, Duration::from_secs(1800));
         assert_eq!(p.idle_timeout, Duration::from_secs(300));
+        assert_eq!(p.health_check_interval, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn specs_are_validated_per_type() {
+        let pg = ConnectionSpec { kind: DbKind::Postgres, ..ConnectionSpec::default() };
+        assert_eq!(pg.validate().unwrap_err(), "`host` or `connectionString` is required for postgres");
+        let pg = ConnectionSpec { host: Some("db".into()), ..pg };
+        assert_eq!(pg.validate().unwrap_err(), "`user` is required for postgres");
+        assert!(ConnectionSpec { user: Some("ro".into()), ..pg }.validate().is_ok());
+        let odbc = ConnectionSpec { kind: DbKind::Odbc, ..ConnectionSpec::default() };
+        assert!(odbc.validate().is_err());
+        assert!(ConnectionSpec { dsn: Some("erp".into()), ..odbc }.validate().is_ok());
+        assert!(ConnectionSpec::default().validate().is_err(), "sqlite without path");
+        let err = Database::open(&ConnectionSpec {
+            name: "x".into(),
+            kind: DbKind::Mysql,
+            ..ConnectionSpec::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "open failed: x: `host` or `connectionString` is required for mysql");
+    }
+
+    #[test]
+    fn passwords_in_connection_strings_are_detected() {
+        for cs in [
+            "host=db user=ro password=x",
+            "Driver={ODBC Driver 18};Server=db;UID=ro;PWD={p;w}",
+            "postgres://ro:secret@db/erp",
+            "mysql://ro:secret@db:3306/erp",
+        ] {
+            assert!(connection_string_has_password(cs), "{cs}");
+        }
+        for cs in ["host=db user=ro dbname=erp", "DSN=erp;UID=ro", "postgres://ro@db/erp", "mysql://db/erp"] {
+            assert!(!connection_string_has_password(cs), "{cs}");
+        }
+    }
+
+    #[test]
+    fn spec_debug_hides_secrets() {
+        let spec = ConnectionSpec {
+            password: Password::Value(Secret::new("hunter2")),
+            connection_string: Some(Secret::new("host=x password=hunter2")),
+            ..ConnectionSpec::default()
+        };
+        let debug = format!("{spec:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("***"));
     }
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 
 use crate::DriverError;
+use crate::temporal::{civil_from_days, days_from_civil};
 
 /// A query producing `?1` rows from a recursive CTE, for demos of large streamed results.
 ///
@@ -29,6 +30,260 @@ use crate::DriverError;
 pub const LARGE_RESULT_SQL: &str = "WITH RECURSIVE seq(n) AS (\
 SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < ?1) \
 SELECT n, printf('row %d', n) AS label, n * 0.25 AS amount, n % 2 = 0 AS even FROM seq";
+
+/// A server engine [`sample_erp_sql`] writes SQL for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlTarget {
+    /// PostgreSQL 11+.
+    Postgres,
+    /// MySQL 8 / MariaDB 10.3+ (InnoDB, utf8mb4).
+    Mysql,
+}
+
+/// The tables of the sample database in load order (parents first).
+pub const TABLES: [&str; 5] = ["customers", "products", "orders", "order_lines", "invoices"];
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TYPE order_status AS ENUM ('open', 'shipped', 'invoiced', 'cancelled');
+
+CREATE TABLE customers (
+    id           integer PRIMARY KEY,
+    code         text NOT NULL UNIQUE,
+    name         text NOT NULL,
+    email        text,
+    country      text,
+    credit_limit numeric(12,2),
+    created_at   timestamp NOT NULL,
+    is_active    boolean NOT NULL DEFAULT true
+);
+
+CREATE TABLE products (
+    id         integer PRIMARY KEY,
+    sku        text NOT NULL UNIQUE,
+    name       text NOT NULL,
+    unit_price double precision NOT NULL,
+    weight_kg  double precision,
+    photo      bytea,
+    category   text NOT NULL
+);
+
+CREATE TABLE orders (
+    id          integer PRIMARY KEY,
+    customer_id integer NOT NULL REFERENCES customers (id),
+    order_date  date NOT NULL,
+    status      order_status NOT NULL DEFAULT 'open',
+    notes       text
+);
+CREATE INDEX idx_orders_customer ON orders (customer_id);
+
+CREATE TABLE order_lines (
+    id         integer PRIMARY KEY,
+    order_id   integer NOT NULL REFERENCES orders (id),
+    product_id integer NOT NULL REFERENCES products (id),
+    quantity   integer NOT NULL CHECK (quantity > 0),
+    unit_price double precision NOT NULL,
+    discount   double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX idx_order_lines_order ON order_lines (order_id);
+CREATE INDEX idx_order_lines_product ON order_lines (product_id);
+
+CREATE TABLE invoices (
+    id         integer PRIMARY KEY,
+    order_id   integer NOT NULL UNIQUE REFERENCES orders (id),
+    invoice_no text NOT NULL UNIQUE,
+    issued_at  timestamp NOT NULL,
+    total      double precision NOT NULL,
+    paid       boolean NOT NULL DEFAULT false
+);
+
+CREATE VIEW v_open_orders AS
+SELECT o.id AS order_id,
+       o.order_date,
+       c.code AS customer_code,
+       c.name AS customer_name,
+       count(l.id) AS line_count,
+       round(coalesce(sum(l.quantity * l.unit_price * (1 - l.discount)), 0)::numeric, 2)::double precision
+           AS amount
+FROM orders o
+JOIN customers c ON c.id = o.customer_id
+LEFT JOIN order_lines l ON l.order_id = o.id
+WHERE o.status = 'open'
+GROUP BY o.id, o.order_date, c.code, c.name;
+
+-- Writes reachable from a SELECT (nextval) must be refused by the read-only session.
+CREATE SEQUENCE invoice_no_seq;
+";
+
+const MYSQL_SCHEMA: &str = "
+CREATE TABLE customers (
+    id           INT PRIMARY KEY,
+    code         VARCHAR(20) NOT NULL UNIQUE,
+    name         VARCHAR(200) NOT NULL,
+    email        VARCHAR(200),
+    country      VARCHAR(10),
+    credit_limit DECIMAL(12,2),
+    created_at   DATETIME NOT NULL,
+    is_active    BOOLEAN NOT NULL DEFAULT TRUE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE products (
+    id         INT PRIMARY KEY,
+    sku        VARCHAR(20) NOT NULL UNIQUE,
+    name       VARCHAR(200) NOT NULL,
+    unit_price DOUBLE NOT NULL,
+    weight_kg  DOUBLE,
+    photo      BLOB,
+    category   VARCHAR(50) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE orders (
+    id          INT PRIMARY KEY,
+    customer_id INT NOT NULL,
+    order_date  DATE NOT NULL,
+    status      ENUM('open', 'shipped', 'invoiced', 'cancelled') NOT NULL DEFAULT 'open',
+    notes       TEXT,
+    CONSTRAINT fk_orders_customer FOREIGN KEY (customer_id) REFERENCES customers (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE order_lines (
+    id         INT PRIMARY KEY,
+    order_id   INT NOT NULL,
+    product_id INT NOT NULL,
+    quantity   INT NOT NULL CHECK (quantity > 0),
+    unit_price DOUBLE NOT NULL,
+    discount   DOUBLE NOT NULL DEFAULT 0,
+    CONSTRAINT fk_order_lines_order FOREIGN KEY (order_id) REFERENCES orders (id),
+    CONSTRAINT fk_order_lines_product FOREIGN KEY (product_id) REFERENCES products (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE invoices (
+    id         INT PRIMARY KEY,
+    order_id   INT NOT NULL UNIQUE,
+    invoice_no VARCHAR(20) NOT NULL UNIQUE,
+    issued_at  DATETIME NOT NULL,
+    total      DOUBLE NOT NULL,
+    paid       BOOLEAN NOT NULL DEFAULT FALSE,
+    CONSTRAINT fk_invoices_order FOREIGN KEY (order_id) REFERENCES orders (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE VIEW v_open_orders AS
+SELECT o.id AS order_id,
+       o.order_date,
+       c.code AS customer_code,
+       c.name AS customer_name,
+       COUNT(l.id) AS line_count,
+       ROUND(COALESCE(SUM(l.quantity * l.unit_price * (1 - l.discount)), 0), 2) AS amount
+FROM orders o
+JOIN customers c ON c.id = o.customer_id
+LEFT JOIN order_lines l ON l.order_id = o.id
+WHERE o.status = 'open'
+GROUP BY o.id, o.order_date, c.code, c.name;
+
+-- Writes reachable from a SELECT (NEXTVAL) must be refused by the read-only session.
+CREATE SEQUENCE invoice_no_seq;
+";
+
+/// The sample database as SQL for a server engine: schema, the same rows as
+/// [`create_sample_erp`] at `scale` (multi-row INSERTs), then statistics (`ANALYZE`).
+///
+/// The rows are read back from a SQLite database built in a temporary directory, so every
+/// engine holds byte-for-byte the same data.
+pub fn sample_erp_sql(target: SqlTarget, scale: u32) -> Result<String, DriverError> {
+    let dir = std::env::temp_dir().join(format!(
+        "mc-erp-sql-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("erp.sqlite");
+    let result = create_sample_erp(&path, scale).and_then(|_| dump(&path, target));
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn dump(path: &Path, target: SqlTarget) -> Result<String, DriverError> {
+    use rusqlite::types::ValueRef;
+    use std::fmt::Write;
+    let db_err = |e: rusqlite::Error| DriverError::Query(e.to_string());
+    let conn = Connection::open(path).map_err(db_err)?;
+    let mut out = String::from(match target {
+        SqlTarget::Postgres => {
+            "-- Generated by drivers::fixture::sample_erp_sql; do not edit.\nSET client_encoding = 'UTF8';\nBEGIN;\n"
+        }
+        SqlTarget::Mysql => {
+            "-- Generated by drivers::fixture::sample_erp_sql; do not edit.\nSET NAMES utf8mb4;\nSET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES');\nSTART TRANSACTION;\n"
+        }
+    });
+    out.push_str(match target {
+        SqlTarget::Postgres => POSTGRES_SCHEMA,
+        SqlTarget::Mysql => MYSQL_SCHEMA,
+    });
+    for table in TABLES {
+        let mut stmt = conn
+            .prepare(&format!("SELECT name, type FROM pragma_table_info('{table}') ORDER BY cid"))
+            .map_err(db_err)?;
+        let columns: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?;
+        let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY id")).map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut n = 0usize;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            if n.is_multiple_of(500) {
+                if n > 0 {
+                    out.push_str(";\n");
+                }
+                let _ = writeln!(out, "INSERT INTO {table} ({}) VALUES", names.join(", "));
+            } else {
+                out.push_str(",\n");
+            }
+            n += 1;
+            out.push('(');
+            for (i, (_, ty)) in columns.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                match row.get_ref(i).map_err(db_err)? {
+                    ValueRef::Null => out.push_str("NULL"),
+                    ValueRef::Integer(v) if ty == "BOOLEAN" => {
+                        out.push_str(if v != 0 { "TRUE" } else { "FALSE" })
+                    }
+                    ValueRef::Integer(v) => {
+                        let _ = write!(out, "{v}");
+                    }
+                    ValueRef::Real(v) => {
+                        let _ = write!(out, "{v:?}");
+                    }
+                    ValueRef::Text(t) => {
+                        let t = String::from_utf8_lossy(t);
+                        out.push('\'');
+                        out.push_str(&t.replace('\'', "''"));
+                        out.push('\'');
+                    }
+                    ValueRef::Blob(b) => {
+                        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                        let _ = match target {
+                            SqlTarget::Postgres => write!(out, "decode('{hex}', 'hex')"),
+                            SqlTarget::Mysql => write!(out, "X'{hex}'"),
+                        };
+                    }
+                }
+            }
+            out.push(')');
+        }
+        if n > 0 {
+            out.push_str(";\n");
+        }
+    }
+    out.push_str(match target {
+        SqlTarget::Postgres => "COMMIT;\nANALYZE;\n",
+        SqlTarget::Mysql => "COMMIT;\nANALYZE TABLE customers, products, orders, order_lines, invoices;\n",
+    });
+    Ok(out)
+}
 
 /// Row counts of a generated sample database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -406,31 +661,6 @@ fn timestamp(days: i64, seconds: u64) -> String {
     format!("{} {h:02}:{min:02}:{s:02}", date(days))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// splitmix64: tiny, seedable, good enough for sample data.
 struct SplitMix64(u64);
 
@@ -489,6 +719,19 @@ mod tests {
             (0..8).map(|_| b.next_u64()).collect::<Vec<_>>()
         );
         assert_eq!(a.below(0), 0);
+    }
+
+    #[test]
+    fn server_sql_holds_the_same_rows() {
+        for target in [SqlTarget::Postgres, SqlTarget::Mysql] {
+            let sql = sample_erp_sql(target, 1).unwrap();
+            assert!(sql.contains("'Müller GmbH'"));
+            assert!(sql.contains("'O''Brien & Sons \"Hardware\"'"));
+            assert_eq!(sql.matches("INSERT INTO customers").count(), 1);
+            assert_eq!(sql.matches("INSERT INTO orders ").count(), 4, "2000 rows in batches of 500");
+        }
+        assert!(sample_erp_sql(SqlTarget::Postgres, 1).unwrap().contains("decode('89504e47"));
+        assert!(sample_erp_sql(SqlTarget::Mysql, 1).unwrap().contains("X'89504e47"));
     }
 
     #[test]

@@ -1,20 +1,36 @@
 //! Query options, cancellation, statistics and the statement-kind check.
 
-use std::sync::Arc;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlparser::ast::{Query, SetExpr, Statement};
-use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
-use crate::DriverError;
+use crate::{DriverError, OdbcDialect};
 
 /// Shared flag that cancels a running query from another thread.
 ///
-/// Clones share the flag. Cancelling is sticky: a token stays cancelled.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+/// Clones share the flag. Cancelling is sticky: a token stays cancelled. Drivers whose query
+/// blocks inside a network call register a hook (PostgreSQL cancel request, MySQL
+/// `KILL QUERY`, ODBC `SQLCancel`) that [`cancel`](Self::cancel) runs on the calling thread.
+#[derive(Clone, Default)]
+pub struct CancelToken(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    cancelled: AtomicBool,
+    hooks: Mutex<Hooks>,
+}
+
+type Hook = Box<dyn Fn() + Send>;
+
+#[derive(Default)]
+struct Hooks {
+    next_id: u64,
+    list: Vec<(u64, Hook)>,
+}
 
 impl CancelToken {
     /// A fresh, not-cancelled token.
@@ -23,13 +39,76 @@ impl CancelToken {
     }
 
     /// Asks the query using this token to stop; it ends with [`DriverError::Cancelled`].
+    ///
+    /// Runs the stop hooks of the running query (if any) before returning; that may take a
+    /// network round trip.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        if self.0.cancelled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Hooks run under the lock: a query that finishes meanwhile waits in `HookGuard::drop`
+        // until its hook returned, so a hook never acts on a connection already handed back.
+        let hooks = self.0.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, hook) in &hooks.list {
+            hook();
+        }
     }
 
     /// Whether [`cancel`](Self::cancel) was called on this token or a clone.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Registers `hook` to run on [`cancel`](Self::cancel) until the guard is dropped; runs it
+    /// at once when the token is already cancelled.
+    pub(crate) fn on_cancel(&self, hook: impl Fn() + Send + 'static) -> HookGuard {
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        let hook: Hook = Box::new(move || {
+            flag.store(true, Ordering::SeqCst);
+            hook();
+        });
+        let id = {
+            let mut hooks = self.0.hooks.lock().unwrap_or_else(|p| p.into_inner());
+            let id = hooks.next_id;
+            hooks.next_id += 1;
+            if self.is_cancelled() {
+                hook();
+            }
+            hooks.list.push((id, hook));
+            id
+        };
+        HookGuard { token: self.clone(), id, fired }
+    }
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelToken").field(&self.is_cancelled()).finish()
+    }
+}
+
+/// Keeps a cancel hook registered; dropping it removes the hook (waiting for a hook that is
+/// running right now).
+pub(crate) struct HookGuard {
+    token: CancelToken,
+    id: u64,
+    fired: Arc<AtomicBool>,
+}
+
+impl HookGuard {
+    /// Unregisters the hook (waiting for it if it is running) and says whether it ran.
+    pub(crate) fn disarm(self) -> bool {
+        let fired = self.fired.clone();
+        drop(self);
+        fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        let mut hooks = self.token.0.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        hooks.list.retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -72,6 +151,16 @@ impl Interrupt {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
+    /// Whole milliseconds left, at least 1; `None` without a deadline (for server-side limits).
+    pub(crate) fn remaining_ms(&self) -> Option<u64> {
+        self.remaining().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+    }
+
+    /// The error for a query the server stopped: `Cancelled` if the token says so, else `Timeout`.
+    pub(crate) fn stopped(&self) -> DriverError {
+        if self.cancel.is_cancelled() { DriverError::Cancelled } else { DriverError::Timeout }
+    }
+
     /// Whether the query must stop now; cancellation wins over the deadline.
     pub(crate) fn check(&self) -> Result<(), DriverError> {
         if self.cancel.is_cancelled() {
@@ -96,7 +185,29 @@ impl Interrupt {
 /// assert!(check_read_only_statement("DELETE FROM customers").is_err());
 /// ```
 pub fn check_read_only_statement(sql: &str) -> Result<(), DriverError> {
-    let statements = Parser::parse_sql(&SQLiteDialect {}, sql)
+    check_read_only_statement_in(sql, OdbcDialect::Sqlite)
+}
+
+/// [`check_read_only_statement`] in the SQL dialect of the target engine (backticks for
+/// MySQL, `::` casts and `$1` for PostgreSQL, brackets for SQL Server...).
+///
+/// ```
+/// use drivers::{OdbcDialect, check_read_only_statement_in};
+/// assert!(check_read_only_statement_in("SELECT `order` FROM t", OdbcDialect::Mysql).is_ok());
+/// assert!(check_read_only_statement_in("SELECT 1; DELETE FROM t", OdbcDialect::Postgres).is_err());
+/// ```
+pub fn check_read_only_statement_in(sql: &str, dialect: OdbcDialect) -> Result<(), DriverError> {
+    // PostgreSQL takes `?` placeholders too (rewritten to `$n` by the driver); sqlparser's
+    // PostgreSQL dialect reads `?` as the jsonb operator only.
+    let rewritten;
+    let sql = match Parser::parse_sql(dialect.parser().as_ref(), sql) {
+        Err(_) if dialect == OdbcDialect::Postgres && crate::placeholders::count_question(sql) > 0 => {
+            rewritten = crate::placeholders::question_to_dollar(sql, usize::MAX);
+            rewritten.as_ref()
+        }
+        _ => sql,
+    };
+    let statements = Parser::parse_sql(dialect.parser().as_ref(), sql)
         .map_err(|e| DriverError::WriteRejected(format!("could not parse query: {e}")))?;
     match statements.as_slice() {
         [] => Err(DriverError::WriteRejected("no statement found".into())),
@@ -209,6 +320,33 @@ mod tests {
         assert!(reason("SELECT 1; SELECT 2").ends_with("found 2 statements"));
         assert!(reason("SELEC 1").starts_with("could not parse query: "));
         assert_eq!(reason(""), "no statement found");
+    }
+
+    #[test]
+    fn cancel_runs_registered_hooks_once_and_guards_unregister() {
+        use std::sync::atomic::AtomicUsize;
+        let token = CancelToken::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let guard = token.on_cancel(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let c = calls.clone();
+        drop(token.on_cancel(move || {
+            c.fetch_add(100, Ordering::SeqCst);
+        }));
+        token.cancel();
+        token.cancel();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(guard.disarm());
+        // Registering on a cancelled token runs the hook at once.
+        let c = calls.clone();
+        let late = token.on_cancel(move || {
+            c.fetch_add(10, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 11);
+        assert!(late.disarm());
+        assert_eq!(format!("{token:?}"), "CancelToken(true)");
     }
 
     #[test]

@@ -14,6 +14,15 @@ use crate::DriverError;
 pub enum DbKind {
     /// A SQLite database file.
     Sqlite,
+    /// PostgreSQL 11+.
+    #[serde(alias = "postgresql")]
+    Postgres,
+    /// MySQL 5.7+ and MariaDB 10.3+.
+    #[serde(alias = "mariadb")]
+    Mysql,
+    /// Any database behind an ODBC driver; the connection's
+    /// [`OdbcDialect`](crate::OdbcDialect) says which.
+    Odbc,
 }
 
 impl DbKind {
@@ -21,6 +30,9 @@ impl DbKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+            Self::Odbc => "odbc",
         }
     }
 }
@@ -34,10 +46,13 @@ impl fmt::Display for DbKind {
 impl FromStr for DbKind {
     type Err = DriverError;
 
-    /// Case-insensitive; `sqlite3` is accepted as an alias of `sqlite`.
+    /// Case-insensitive; aliases: `sqlite3`, `postgresql`/`pg`, `mariadb`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "sqlite" | "sqlite3" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" | "pg" => Ok(Self::Postgres),
+            "mysql" | "mariadb" => Ok(Self::Mysql),
+            "odbc" => Ok(Self::Odbc),
             _ => Err(DriverError::UnsupportedKind(s.to_owned())),
         }
     }
@@ -180,6 +195,13 @@ mod tests {
             Err(DriverError::UnsupportedKind(k)) if k == "oracle"
         ));
         assert_eq!(serde_json::to_string(&DbKind::Sqlite).unwrap(), "\"sqlite\"");
+        for kind in [DbKind::Sqlite, DbKind::Postgres, DbKind::Mysql, DbKind::Odbc] {
+            assert_eq!(kind.to_string().parse::<DbKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(serde_json::from_str::<DbKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(serde_json::from_str::<DbKind>("\"mariadb\"").unwrap(), DbKind::Mysql);
+        assert_eq!(serde_json::from_str::<DbKind>("\"postgresql\"").unwrap(), DbKind::Postgres);
     }
 
     #[test]

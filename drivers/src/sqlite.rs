@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
@@ -20,10 +20,12 @@ use sqlparser::ast::{
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
+use crate::database::Driver;
 use crate::query::Interrupt;
+use crate::rowbuf::recycle_cells as recycle;
 use crate::{
-    Cell, Column, ColumnMeta, DatabaseSchema, DbKind, DriverError, ForeignKey, PoolSettings, QueryOptions,
-    QueryStats, RowSink, Table, TableKind, WireType, check_read_only_statement,
+    Cell, Column, ColumnMeta, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, ForeignKey,
+    OdbcDialect, PoolSettings, PrivilegeReport, QueryStats, RowSink, Table, TableKind, WireType,
 };
 
 /// How long a statement waits on a lock held by a writer in another process.
@@ -38,6 +40,7 @@ type Conn = PooledConnection<SqliteConnectionManager>;
 pub(crate) struct SqliteDb {
     pool: Pool<SqliteConnectionManager>,
     acquire_timeout: Duration,
+    path: std::path::PathBuf,
 }
 
 impl SqliteDb {
@@ -54,12 +57,7 @@ impl SqliteDb {
                 return Err(DriverError::Open(format!("{}: {e}", path.display())));
             }
         }
-        if settings.max_connections == 0 {
-            return Err(DriverError::Open("max_connections must be at least 1".into()));
-        }
-        if settings.acquire_timeout.is_zero() {
-            return Err(DriverError::Open("acquire_timeout must not be zero".into()));
-        }
+        crate::pool::validate(settings)?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(
                 OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -86,7 +84,7 @@ impl SqliteDb {
             .idle_timeout(non_zero(settings.idle_timeout))
             .build(manager)
             .map_err(|e| DriverError::Open(format!("{}: {e}", path.display())))?;
-        Ok(Self { pool, acquire_timeout: settings.acquire_timeout })
+        Ok(Self { pool, acquire_timeout: settings.acquire_timeout, path: path.to_owned() })
     }
 
     /// Takes a pooled connection, waiting at most the acquire timeout or the time left
@@ -109,35 +107,65 @@ impl SqliteDb {
         })
     }
 
-    pub(crate) fn ping(&self) -> Result<(), DriverError> {
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> Conn {
+        self.acquire(None).expect("pooled connection")
+    }
+}
+
+impl Driver for SqliteDb {
+    fn ping(&self) -> Result<(), DriverError> {
         let conn = self.acquire(None)?;
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
         Ok(())
     }
 
-    pub(crate) fn query(
+    fn query(
         &self,
         sql: &str,
         params: &[Value],
-        opts: &QueryOptions,
+        interrupt: &Interrupt,
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, DriverError> {
-        let interrupt = Interrupt::new(opts, Instant::now());
-        check_read_only_statement(sql)?;
-        interrupt.check()?;
         let conn = self.acquire(interrupt.remaining())?;
-        run_query(&conn, sql, params, &interrupt, sink)
+        run_query(&conn, sql, params, interrupt, sink)
     }
 
-    pub(crate) fn discover(&self, connection: &str) -> Result<DatabaseSchema, DriverError> {
+    fn discover(
+        &self,
+        connection: &str,
+        progress: &mut dyn FnMut(DiscoveryProgress),
+    ) -> Result<DatabaseSchema, DriverError> {
         let conn = self.acquire(None)?;
-        let tables = discover_tables(&conn).map_err(db_err)?;
+        let tables = discover_tables(&conn, progress).map_err(db_err)?;
         Ok(DatabaseSchema { connection: connection.to_owned(), db_type: DbKind::Sqlite, tables })
     }
 
+    /// SQLite has no users: the agent's OS user can write if the file is writable. The pool
+    /// opens it read-only regardless.
+    fn write_privileges(&self) -> Result<PrivilegeReport, DriverError> {
+        let writable = std::fs::metadata(&self.path).map(|m| !m.permissions().readonly()).unwrap_or(false);
+        let findings = if writable {
+            vec![format!("the database file is writable by the agent's OS user: {}", self.path.display())]
+        } else {
+            Vec::new()
+        };
+        let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_default();
+        Ok(crate::privileges::report(
+            user,
+            false,
+            findings,
+            crate::privileges::suggested_sql(OdbcDialect::Sqlite, ""),
+        ))
+    }
+
+    fn sql_dialect(&self) -> OdbcDialect {
+        OdbcDialect::Sqlite
+    }
+
     #[cfg(test)]
-    pub(crate) fn connection(&self) -> Conn {
-        self.acquire(None).expect("pooled connection")
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -218,14 +246,6 @@ fn run_query(
         buffer = recycle(cells);
     }
     Ok(QueryStats { rows: count, columns: width })
-}
-
-/// Empties `cells` and hands its allocation back with a fresh lifetime.
-///
-/// `into_iter().map().collect()` between same-layout types reuses the allocation in place.
-fn recycle<'b>(mut cells: Vec<Cell<'_>>) -> Vec<Cell<'b>> {
-    cells.clear();
-    cells.into_iter().map(|_| Cell::Null).collect()
 }
 
 fn to_cell(value: ValueRef<'_>) -> Cell<'_> {
@@ -333,7 +353,10 @@ struct Listed {
     without_rowid: bool,
 }
 
-fn discover_tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
+fn discover_tables(
+    conn: &Connection,
+    progress: &mut dyn FnMut(DiscoveryProgress),
+) -> rusqlite::Result<Vec<Table>> {
     let mut listed = Vec::new();
     {
         let mut stmt = conn.prepare("SELECT schema, name, type, wr FROM pragma_table_list")?;
@@ -358,8 +381,13 @@ fn discover_tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
         |r| r.get(0),
     )?;
 
-    let mut tables =
-        listed.iter().map(|t| describe_table(conn, t, has_stat1)).collect::<rusqlite::Result<Vec<_>>>()?;
+    let total = listed.len();
+    progress(DiscoveryProgress { done: 0, total: Some(total) });
+    let mut tables = Vec::with_capacity(total);
+    for (i, t) in listed.iter().enumerate() {
+        tables.push(describe_table(conn, t, has_stat1)?);
+        progress(DiscoveryProgress { done: i + 1, total: Some(total) });
+    }
     tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     Ok(tables)
 }
@@ -542,7 +570,8 @@ fn in_list(expr: &Expr) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConnectionSpec, Database, SinkError};
+    use crate::{ConnectionSpec, Database, QueryOptions, SinkError};
+    use std::time::Instant;
 
     /// A fresh, empty sample database and its directory; removed on drop.
     struct Scratch {
@@ -564,7 +593,7 @@ mod tests {
                 name: "unit".into(),
                 kind: DbKind::Sqlite,
                 path,
-                pool: PoolSettings::default(),
+                ..ConnectionSpec::default()
             })
             .unwrap();
             Self { dir, db }
@@ -669,17 +698,6 @@ mod tests {
         ] {
             assert_eq!(wire_type(decl), wire, "{decl}");
         }
-    }
-
-    #[test]
-    fn recycle_keeps_the_allocation() {
-        let mut cells: Vec<Cell<'static>> = Vec::with_capacity(16);
-        cells.push(Cell::Int(1));
-        let ptr = cells.as_ptr();
-        let recycled: Vec<Cell<'_>> = recycle(cells);
-        assert!(recycled.is_empty());
-        assert!(recycled.capacity() >= 16);
-        assert_eq!(recycled.as_ptr(), ptr);
     }
 
     #[test]

@@ -55,7 +55,13 @@ pub fn sample_path() -> &'static Path {
 }
 
 pub fn spec(path: &Path, pool: PoolSettings) -> ConnectionSpec {
-    ConnectionSpec { name: "erp".into(), kind: DbKind::Sqlite, path: path.to_owned(), pool }
+    ConnectionSpec {
+        name: "erp".into(),
+        kind: DbKind::Sqlite,
+        path: path.to_owned(),
+        pool,
+        ..ConnectionSpec::default()
+    }
 }
 
 /// A pool on the shared sample database.

@@ -1,8 +1,12 @@
 //! Integration tests of the `drivers` crate: one binary, one module per topic.
 
 mod common;
+mod connect;
+mod dialects;
 mod discovery;
 mod limits;
 mod params;
 mod query_cells;
 mod read_only;
+mod servers;
+mod suite;

@@ -1,0 +1,577 @@
+//! MySQL / MariaDB: an r2d2 pool of `mysql` connections in read-only sessions.
+//!
+//! Session layer: every connection runs `SET SESSION TRANSACTION READ ONLY` (and
+//! `time_zone = '+00:00'`, so `TIMESTAMP` values are UTC instants); every query runs in
+//! `START TRANSACTION READ ONLY` with the server-side limit set to the time left before its
+//! deadline (`max_statement_time` on MariaDB, `max_execution_time` on MySQL). A write that
+//! slips past the text check fails with error 1792; cancel runs `KILL QUERY <id>` from a
+//! second connection. Queries always go through the binary protocol (prepared statements),
+//! which never runs more than one statement, and rows stream one by one from the socket.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use mysql::consts::{ColumnFlags, ColumnType};
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder, Value};
+
+use crate::alarm::Alarm;
+use crate::catalog::{TextRows, TextSink};
+use crate::database::Driver;
+use crate::pool::{DbPool, Pooled, Session};
+use crate::query::Interrupt;
+use crate::rowbuf::{Filler, RowBuf};
+use crate::secret::scrub;
+use crate::temporal::{write_hms, write_ymd};
+use crate::{
+    Cell, ColumnMeta, ConnectionSpec, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, OdbcDialect,
+    PrivilegeReport, QueryStats, RowSink, Secret, SslMode, WireType,
+};
+
+const BACKSTOP: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// MySQL error codes the driver maps.
+mod code {
+    pub const ACCESS_DENIED: u16 = 1045;
+    pub const BAD_DB: u16 = 1049;
+    pub const QUERY_INTERRUPTED: u16 = 1317;
+    pub const MARIADB_STATEMENT_TIMEOUT: u16 = 1969;
+    pub const MYSQL_QUERY_TIMEOUT: u16 = 3024;
+    pub const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+}
+
+pub(crate) struct MySession {
+    conn: Conn,
+    mariadb: bool,
+}
+
+impl Session for MySession {
+    fn ping(&mut self) -> Result<(), DriverError> {
+        self.conn.query_drop("SELECT 1").map_err(|e| DriverError::Query(e.to_string()))
+    }
+}
+
+pub(crate) struct MyDb {
+    pool: DbPool<MySession>,
+    opts: Opts,
+    database: String,
+}
+
+impl MyDb {
+    pub(crate) fn open(spec: &ConnectionSpec) -> Result<Self, DriverError> {
+        let password = spec.password.resolve()?;
+        let (opts, target) = opts(spec, password.as_ref())?;
+        let secrets: Vec<Secret> = password.into_iter().chain(spec.connection_string.clone()).collect();
+        let database = opts.get_db_name().unwrap_or_default().to_owned();
+        let connect_opts = opts.clone();
+        let pool = DbPool::open(&spec.pool, move || {
+            let refs: Vec<&Secret> = secrets.iter().collect();
+            let mut conn = Conn::new(connect_opts.clone()).map_err(|e| match connect_error(&e, &target) {
+                DriverError::Open(m) => DriverError::Open(scrub(m, &refs)),
+                other => other,
+            })?;
+            let version: Option<String> =
+                conn.query_first("SELECT VERSION()").map_err(|e| DriverError::Open(e.to_string()))?;
+            Ok(MySession { conn, mariadb: version.is_some_and(|v| v.contains("MariaDB")) })
+        })?;
+        Ok(Self { pool, opts, database })
+    }
+}
+
+fn opts(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Opts, String), DriverError> {
+    let base = match &spec.connection_string {
+        Some(cs) => OptsBuilder::from_opts(Opts::from_url(cs.expose()).map_err(|_| {
+            DriverError::Open("mysql: the connection string is not a valid mysql:// URL".into())
+        })?),
+        None => OptsBuilder::new()
+            .ip_or_hostname(Some(spec.host.clone().unwrap_or_else(|| "localhost".into())))
+            .tcp_port(spec.port.unwrap_or(3306))
+            .db_name(spec.database.clone()),
+    };
+    let mut builder = base;
+    if let Some(user) = &spec.user {
+        builder = builder.user(Some(user.clone()));
+    }
+    if let Some(password) = password {
+        builder = builder.pass(Some(password.expose().to_owned()));
+    }
+    if spec.ssl_mode == SslMode::Require {
+        return Err(DriverError::Open(
+            "mysql: sslMode require: TLS for MySQL connections is not available in this build".into(),
+        ));
+    }
+    let builder = builder
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
+        .tcp_keepalive_time_ms(Some(60_000))
+        .stmt_cache_size(Some(32))
+        .init(vec!["SET SESSION TRANSACTION READ ONLY", "SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
+    let opts = Opts::from(builder);
+    let target = format!("{}:{}", opts.get_ip_or_hostname(), opts.get_tcp_port());
+    Ok((opts, target))
+}
+
+fn connect_error(e: &mysql::Error, target: &str) -> DriverError {
+    let specific = match e {
+        mysql::Error::MySqlError(m) => match m.code {
+            code::ACCESS_DENIED => format!("authentication failed: {}", m.message),
+            code::BAD_DB => m.message.clone(),
+            code::SECURE_TRANSPORT_REQUIRED => format!(
+                "the server requires TLS ({}); TLS for MySQL connections is not available in this build",
+                m.message
+            ),
+            _ if m.message.contains("insecure transport") || m.message.contains("SSL") => format!(
+                "the server requires TLS ({}); TLS for MySQL connections is not available in this build",
+                m.message
+            ),
+            c => format!("{} (error {c})", m.message),
+        },
+        mysql::Error::IoError(io) => format!("cannot reach the server: {io}"),
+        mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(Some((_, detail, _)))) => {
+            format!("cannot reach the server: {detail}")
+        }
+        mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(None)) => {
+            "cannot reach the server".to_owned()
+        }
+        other => format!("cannot connect: {other}"),
+    };
+    DriverError::Open(format!("mysql {target}: {specific}"))
+}
+
+fn query_error(e: &mysql::Error, interrupt: &Interrupt) -> DriverError {
+    match e {
+        mysql::Error::MySqlError(m)
+            if matches!(
+                m.code,
+                code::QUERY_INTERRUPTED | code::MARIADB_STATEMENT_TIMEOUT | code::MYSQL_QUERY_TIMEOUT
+            ) =>
+        {
+            interrupt.stopped()
+        }
+        mysql::Error::MySqlError(m) => {
+            DriverError::Query(format!("{} (error {}, SQLSTATE {})", m.message, m.code, m.state))
+        }
+        mysql::Error::IoError(io) => DriverError::Query(format!("connection to the server was lost: {io}")),
+        other => DriverError::Query(other.to_string()),
+    }
+}
+
+fn is_connection_error(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::IoError(_) | mysql::Error::CodecError(_))
+        || matches!(e, mysql::Error::DriverError(_))
+        || matches!(e, mysql::Error::MySqlError(m) if m.code == 2006 || m.code == 2013 || m.code == 1927)
+}
+
+type MyPooled = r2d2::PooledConnection<crate::pool::Manager<MySession>>;
+
+impl MyDb {
+    /// A pooled connection inside `START TRANSACTION READ ONLY` with the query's limit; a
+    /// connection that died while idle (server restart) is replaced transparently.
+    fn begin(&self, interrupt: &Interrupt) -> Result<MyPooled, DriverError> {
+        // A server restart leaves every pooled connection dead: replace as many as the pool holds.
+        let mut retries = self.pool.max_size();
+        loop {
+            let mut pooled = self.pool.acquire(interrupt.remaining())?;
+            let ms = interrupt.remaining_ms().unwrap_or(0);
+            let limit = if pooled.conn.mariadb {
+                format!("SET SESSION max_statement_time = {}.{:03}", ms / 1000, ms % 1000)
+            } else {
+                format!("SET SESSION max_execution_time = {ms}")
+            };
+            let result = pooled
+                .conn
+                .conn
+                .query_drop(&limit)
+                .and_then(|()| pooled.conn.conn.query_drop("START TRANSACTION READ ONLY"));
+            match result {
+                Ok(()) => return Ok(pooled),
+                Err(e) => {
+                    pooled.broken = true;
+                    if retries > 0 && is_connection_error(&e) {
+                        tracing::info!(error = %e, "stale mysql connection replaced");
+                        retries -= 1;
+                        continue;
+                    }
+                    return Err(query_error(&e, interrupt));
+                }
+            }
+        }
+    }
+}
+
+/// Opens a second connection and stops the statement running on connection `id`.
+fn kill_query(opts: &Opts, id: u32) {
+    match Conn::new(opts.clone()).and_then(|mut c| c.query_drop(format!("KILL QUERY {id}"))) {
+        Ok(()) => tracing::debug!(id, "KILL QUERY sent"),
+        Err(e) => tracing::warn!(error = %e, "mysql KILL QUERY failed"),
+    }
+}
+
+impl Driver for MyDb {
+    fn ping(&self) -> Result<(), DriverError> {
+        let mut pooled = self.pool.acquire(None)?;
+        pooled.conn.ping().inspect_err(|_| pooled.broken = true)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        interrupt: &Interrupt,
+        sink: &mut dyn RowSink,
+    ) -> Result<QueryStats, DriverError> {
+        let values = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                to_value(p).map_err(|what| DriverError::Bind(format!("parameter {}: {what}", i + 1)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pooled = self.begin(interrupt)?;
+        run(&mut pooled, &self.opts, sql, values, interrupt, sink)
+    }
+
+    fn discover(
+        &self,
+        connection: &str,
+        progress: &mut dyn FnMut(DiscoveryProgress),
+    ) -> Result<DatabaseSchema, DriverError> {
+        let sql = OdbcDialect::Mysql.catalog_sql().expect("mysql has catalogue SQL");
+        crate::catalog::assemble(
+            &mut MyText { db: self },
+            sql,
+            OdbcDialect::Mysql,
+            connection,
+            DbKind::Mysql,
+            progress,
+        )
+    }
+
+    fn write_privileges(&self) -> Result<PrivilegeReport, DriverError> {
+        crate::privileges::check(&mut MyText { db: self }, OdbcDialect::Mysql, &self.database)
+    }
+
+    fn sql_dialect(&self) -> OdbcDialect {
+        OdbcDialect::Mysql
+    }
+
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn to_value(p: &serde_json::Value) -> Result<Value, &'static str> {
+    use serde_json::Value as J;
+    Ok(match p {
+        J::Null => Value::NULL,
+        J::Bool(b) => Value::Int(i64::from(*b)),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None if n.is_u64() => return Err("integer out of range for a 64-bit signed integer"),
+            None => Value::Double(n.as_f64().ok_or("unsupported number")?),
+        },
+        J::String(s) => Value::Bytes(s.as_bytes().to_vec()),
+        J::Array(_) => return Err("arrays are not supported"),
+        J::Object(_) => return Err("objects are not supported"),
+    })
+}
+
+fn run(
+    pooled: &mut Pooled<MySession>,
+    opts: &Opts,
+    sql: &str,
+    params: Vec<Value>,
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, DriverError> {
+    let id = pooled.conn.conn.connection_id();
+    let kill_opts = opts.clone();
+    let hook = interrupt.cancel.on_cancel(move || kill_query(&kill_opts, id));
+    let alarm = interrupt.deadline.map(|deadline| {
+        let kill_opts = opts.clone();
+        Alarm::arm(deadline + BACKSTOP, move || kill_query(&kill_opts, id))
+    });
+    let outcome = stream(&mut pooled.conn.conn, opts, sql, params, interrupt, sink);
+    let fired = hook.disarm() | alarm.is_some_and(Alarm::disarm);
+    let conn = &mut pooled.conn.conn;
+    match outcome {
+        Ok(stats) if !fired => match conn.query_drop("COMMIT") {
+            Ok(()) => Ok(stats),
+            Err(e) => {
+                pooled.broken = true;
+                Err(query_error(&e, interrupt))
+            }
+        },
+        Ok(stats) => {
+            pooled.broken = true;
+            Ok(stats)
+        }
+        Err(e) => {
+            if fired || conn.query_drop("ROLLBACK").is_err() {
+                pooled.broken = true;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn stream(
+    conn: &mut Conn,
+    opts: &Opts,
+    sql: &str,
+    params: Vec<Value>,
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, DriverError> {
+    let id = conn.connection_id();
+    let statement = conn.prep(sql).map_err(|e| query_error(&e, interrupt))?;
+    if usize::from(statement.num_params()) != params.len() {
+        return Err(DriverError::Bind(format!(
+            "query takes {} parameters, {} given",
+            statement.num_params(),
+            params.len()
+        )));
+    }
+    let params = if params.is_empty() { mysql::Params::Empty } else { mysql::Params::Positional(params) };
+    let mut result = conn.exec_iter(&statement, params).map_err(|e| query_error(&e, interrupt))?;
+    let kinds: Vec<Kind> = result.columns().as_ref().iter().map(Kind::of).collect();
+    let columns: Vec<ColumnMeta> = result
+        .columns()
+        .as_ref()
+        .iter()
+        .zip(&kinds)
+        .map(|(c, k)| ColumnMeta {
+            name: c.name_str().into_owned(),
+            wire_type: k.wire_type(),
+            db_type: type_name(c),
+            nullable: Some(!c.flags().contains(ColumnFlags::NOT_NULL_FLAG)),
+        })
+        .collect();
+    let abort = |result: mysql::QueryResult<'_, '_, '_, mysql::Binary>, e: DriverError| {
+        // Stop the statement before the result is drained on drop (it could be huge).
+        kill_query(opts, id);
+        drop(result);
+        Err(e)
+    };
+    if let Err(e) = sink.columns(&columns) {
+        return abort(result, e.into());
+    }
+    let mut buf = RowBuf::default();
+    let mut count = 0u64;
+    loop {
+        let row = match result.next() {
+            Some(Ok(row)) => row,
+            Some(Err(e)) => return Err(query_error(&e, interrupt)),
+            None => break,
+        };
+        if let Err(e) = interrupt.check() {
+            return abort(result, e);
+        }
+        let emitted = buf.emit(sink, |f| {
+            for (i, kind) in kinds.iter().enumerate() {
+                push_cell(f, *kind, row.as_ref(i).unwrap_or(&Value::NULL))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = emitted {
+            return abort(result, e);
+        }
+        count += 1;
+    }
+    Ok(QueryStats { rows: count, columns: kinds.len() })
+}
+
+/// How a result column's values become cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Bool,
+    /// BIGINT UNSIGNED: exact decimal text (may exceed i64).
+    BigUnsigned,
+    Decimal,
+    Float,
+    Text,
+    Json,
+    Bytes,
+    Date,
+    Time,
+    DateTime,
+    /// TIMESTAMP: a UTC instant (the session runs in +00:00).
+    Timestamp,
+}
+
+const BINARY_CHARSET: u16 = 63;
+
+impl Kind {
+    fn of(c: &mysql::Column) -> Kind {
+        use ColumnType::*;
+        let unsigned = c.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+        match c.column_type() {
+            MYSQL_TYPE_TINY if c.column_length() == 1 => Kind::Bool,
+            MYSQL_TYPE_LONGLONG if unsigned => Kind::BigUnsigned,
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_YEAR => Kind::Int,
+            MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => Kind::Decimal,
+            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => Kind::Float,
+            MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => Kind::Date,
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => Kind::Time,
+            MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => Kind::DateTime,
+            MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => Kind::Timestamp,
+            MYSQL_TYPE_JSON => Kind::Json,
+            MYSQL_TYPE_BIT if c.column_length() == 1 => Kind::Bool,
+            MYSQL_TYPE_BIT | MYSQL_TYPE_GEOMETRY => Kind::Bytes,
+            _ if c.character_set() == BINARY_CHARSET => Kind::Bytes,
+            _ => Kind::Text,
+        }
+    }
+
+    fn wire_type(self) -> WireType {
+        match self {
+            Kind::Int => WireType::Integer,
+            Kind::Bool => WireType::Boolean,
+            Kind::BigUnsigned | Kind::Decimal => WireType::Decimal,
+            Kind::Float => WireType::Float,
+            Kind::Text => WireType::Text,
+            Kind::Json => WireType::Json,
+            Kind::Bytes => WireType::Bytes,
+            Kind::Date => WireType::Date,
+            Kind::Time => WireType::Time,
+            Kind::DateTime => WireType::Timestamp,
+            Kind::Timestamp => WireType::TimestampTz,
+        }
+    }
+}
+
+/// The server's type name, e.g. `INT`, `DECIMAL`, `VARCHAR`, `BIGINT UNSIGNED`.
+fn type_name(c: &mysql::Column) -> String {
+    use ColumnType::*;
+    let binary = c.character_set() == BINARY_CHARSET;
+    let flags = c.flags();
+    let name = match c.column_type() {
+        MYSQL_TYPE_TINY if c.column_length() == 1 => "TINYINT(1)",
+        MYSQL_TYPE_TINY => "TINYINT",
+        MYSQL_TYPE_SHORT => "SMALLINT",
+        MYSQL_TYPE_INT24 => "MEDIUMINT",
+        MYSQL_TYPE_LONG => "INT",
+        MYSQL_TYPE_LONGLONG => "BIGINT",
+        MYSQL_TYPE_YEAR => "YEAR",
+        MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => "DECIMAL",
+        MYSQL_TYPE_FLOAT => "FLOAT",
+        MYSQL_TYPE_DOUBLE => "DOUBLE",
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => "DATE",
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => "TIME",
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => "DATETIME",
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => "TIMESTAMP",
+        MYSQL_TYPE_JSON => "JSON",
+        MYSQL_TYPE_BIT => "BIT",
+        MYSQL_TYPE_GEOMETRY => "GEOMETRY",
+        MYSQL_TYPE_NULL => "NULL",
+        _ if flags.contains(ColumnFlags::ENUM_FLAG) => "ENUM",
+        _ if flags.contains(ColumnFlags::SET_FLAG) => "SET",
+        MYSQL_TYPE_STRING if binary => "BINARY",
+        MYSQL_TYPE_STRING => "CHAR",
+        MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_VARCHAR if binary => "VARBINARY",
+        MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_VARCHAR => "VARCHAR",
+        MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB if binary => {
+            "BLOB"
+        }
+        MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB => "TEXT",
+        _ => "",
+    };
+    let unsigned = flags.contains(ColumnFlags::UNSIGNED_FLAG)
+        && !matches!(
+            c.column_type(),
+            MYSQL_TYPE_DOUBLE | MYSQL_TYPE_FLOAT | MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL
+        );
+    if unsigned { format!("{name} UNSIGNED") } else { name.to_owned() }
+}
+
+fn push_cell<'r>(f: &mut Filler<'_, 'r>, kind: Kind, value: &'r Value) -> Result<(), DriverError> {
+    let bad = || DriverError::Query(format!("unexpected {kind:?} value from server"));
+    match (kind, value) {
+        (_, Value::NULL) => f.cell(Cell::Null),
+        (Kind::Bool, Value::Int(i)) => f.cell(Cell::Bool(*i != 0)),
+        (Kind::Bool, Value::UInt(u)) => f.cell(Cell::Bool(*u != 0)),
+        (Kind::Bool, Value::Bytes(b)) => f.cell(Cell::Bool(b.iter().any(|x| *x != 0 && *x != b'0'))),
+        (Kind::BigUnsigned, Value::UInt(u)) => f.decimal_with(|s| {
+            let _ = write!(s, "{u}");
+        }),
+        (Kind::BigUnsigned, Value::Int(i)) => f.decimal_with(|s| {
+            let _ = write!(s, "{i}");
+        }),
+        (_, Value::Int(i)) => f.cell(Cell::Int(*i)),
+        (_, Value::UInt(u)) => match i64::try_from(*u) {
+            Ok(i) => f.cell(Cell::Int(i)),
+            Err(_) => f.decimal_with(|s| {
+                let _ = write!(s, "{u}");
+            }),
+        },
+        // FLOAT columns are single precision: go through the shortest decimal text so 1.1
+        // stays 1.1 rather than 1.100000023841858.
+        (_, Value::Float(x)) => f.cell(Cell::Float(x.to_string().parse().unwrap_or(f64::from(*x)))),
+        (_, Value::Double(x)) => f.cell(Cell::Float(*x)),
+        (Kind::Date, Value::Date(y, m, d, ..)) => {
+            f.text_with(|s| write_ymd(s, i64::from(*y), u32::from(*m), u32::from(*d)))
+        }
+        (Kind::DateTime | Kind::Timestamp, Value::Date(y, m, d, h, mi, sec, us)) => f.text_with(|s| {
+            write_ymd(s, i64::from(*y), u32::from(*m), u32::from(*d));
+            s.push('T');
+            write_hms(s, u32::from(*h), u32::from(*mi), u32::from(*sec), *us);
+            if kind == Kind::Timestamp {
+                s.push('Z');
+            }
+        }),
+        (_, Value::Date(y, m, d, ..)) => {
+            f.text_with(|s| write_ymd(s, i64::from(*y), u32::from(*m), u32::from(*d)))
+        }
+        (_, Value::Time(negative, days, h, m, sec, us)) => f.text_with(|s| {
+            if *negative {
+                s.push('-');
+            }
+            write_hms(s, days * 24 + u32::from(*h), u32::from(*m), u32::from(*sec), *us);
+        }),
+        (Kind::Bytes, Value::Bytes(b)) => f.cell(Cell::Bytes(b)),
+        (Kind::Decimal, Value::Bytes(b)) => f.cell(Cell::Decimal(std::str::from_utf8(b).map_err(|_| bad())?)),
+        (Kind::BigUnsigned, Value::Bytes(b)) => {
+            f.cell(Cell::Decimal(std::str::from_utf8(b).map_err(|_| bad())?))
+        }
+        (Kind::Int, Value::Bytes(b)) => {
+            f.cell(Cell::Int(std::str::from_utf8(b).ok().and_then(|t| t.parse().ok()).ok_or_else(bad)?))
+        }
+        (Kind::Float, Value::Bytes(b)) => {
+            f.cell(Cell::Float(std::str::from_utf8(b).ok().and_then(|t| t.parse().ok()).ok_or_else(bad)?))
+        }
+        (Kind::DateTime | Kind::Timestamp, Value::Bytes(b)) => {
+            let text = std::str::from_utf8(b).map_err(|_| bad())?;
+            f.text_with(|s| {
+                s.push_str(&text.replacen(' ', "T", 1));
+                if kind == Kind::Timestamp {
+                    s.push('Z');
+                }
+            });
+        }
+        (_, Value::Bytes(b)) => match std::str::from_utf8(b) {
+            Ok(text) => f.cell(Cell::Text(text)),
+            Err(_) => f.cell(Cell::Bytes(b)),
+        },
+    }
+    Ok(())
+}
+
+struct MyText<'a> {
+    db: &'a MyDb,
+}
+
+impl TextRows for MyText<'_> {
+    fn each_row(&mut self, sql: &str, row: &mut crate::catalog::RowFn<'_>) -> Result<(), DriverError> {
+        let interrupt = Interrupt::new(&crate::QueryOptions::default(), std::time::Instant::now());
+        let mut pooled = self.db.begin(&interrupt)?;
+        let mut sink = TextSink { row, error: None };
+        match run(&mut pooled, &self.db.opts, sql, Vec::new(), &interrupt, &mut sink) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(sink.unwrap_error(e)),
+        }
+    }
+}

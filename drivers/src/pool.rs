@@ -1,0 +1,145 @@
+//! One r2d2 pool shape for the network drivers (PostgreSQL, MySQL, ODBC).
+//!
+//! Spec §5.3: 2–10 connections, 30 min lifetime, 5 min idle timeout, 10 s acquire timeout
+//! ([`DriverError::PoolExhausted`]), a `SELECT 1` health check, broken connections replaced.
+//! The health check runs when a connection is checked out after it has been idle longer than
+//! [`PoolSettings::health_check_interval`] (default 2 min), so a busy pool does not pay a round
+//! trip per query while a connection that sat idle is always proven before use. A connection
+//! whose query failed at the transport level, or that a cancel may have hit late, is flagged
+//! `broken` and r2d2 drops it on return.
+
+use std::time::{Duration, Instant};
+
+use r2d2::{ManageConnection, Pool, PooledConnection};
+
+use crate::{DriverError, PoolSettings};
+
+/// What the pool needs from a driver connection.
+pub(crate) trait Session: Send + 'static {
+    /// Runs `SELECT 1` (or the dialect's equivalent).
+    fn ping(&mut self) -> Result<(), DriverError>;
+    /// Whether the client library already knows the connection is dead.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// A connection plus its pool bookkeeping.
+pub(crate) struct Pooled<C> {
+    pub(crate) conn: C,
+    /// Set by the driver when the connection must not be reused.
+    pub(crate) broken: bool,
+    last_ok: Instant,
+}
+
+type Connect<C> = Box<dyn Fn() -> Result<C, DriverError> + Send + Sync>;
+
+pub(crate) struct Manager<C> {
+    connect: Connect<C>,
+    health_check_interval: Duration,
+}
+
+impl<C: Session> ManageConnection for Manager<C> {
+    type Connection = Pooled<C>;
+    type Error = DriverError;
+
+    fn connect(&self) -> Result<Pooled<C>, DriverError> {
+        Ok(Pooled { conn: (self.connect)()?, broken: false, last_ok: Instant::now() })
+    }
+
+    fn is_valid(&self, pooled: &mut Pooled<C>) -> Result<(), DriverError> {
+        if pooled.last_ok.elapsed() < self.health_check_interval {
+            return Ok(());
+        }
+        pooled.conn.ping()?;
+        pooled.last_ok = Instant::now();
+        Ok(())
+    }
+
+    fn has_broken(&self, pooled: &mut Pooled<C>) -> bool {
+        pooled.broken || pooled.conn.is_closed()
+    }
+}
+
+/// Logs connection failures of the background pool filler (messages never hold passwords).
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<DriverError> for LogErrors {
+    fn handle_error(&self, error: DriverError) {
+        tracing::warn!(error = %error, "pool could not open a connection");
+    }
+}
+
+/// What r2d2 says when the wait simply ran out (no connection error recorded).
+const R2D2_TIMEOUT: &str = "timed out waiting for connection";
+
+pub(crate) struct DbPool<C: Session> {
+    pool: Pool<Manager<C>>,
+    acquire_timeout: Duration,
+}
+
+impl<C: Session> DbPool<C> {
+    /// Opens one connection now (so a bad host or password fails at once with the driver's
+    /// specific error), then builds the pool around it.
+    pub(crate) fn open(
+        settings: &PoolSettings,
+        connect: impl Fn() -> Result<C, DriverError> + Send + Sync + 'static,
+    ) -> Result<Self, DriverError> {
+        validate(settings)?;
+        let first = connect()?;
+        let manager =
+            Manager { connect: Box::new(connect), health_check_interval: settings.health_check_interval };
+        let non_zero = |d: Duration| (!d.is_zero()).then_some(d);
+        let pool = Pool::builder()
+            .max_size(settings.max_connections)
+            .min_idle(Some(settings.min_connections.min(settings.max_connections)))
+            .connection_timeout(settings.acquire_timeout)
+            .max_lifetime(non_zero(settings.max_lifetime))
+            .idle_timeout(non_zero(settings.idle_timeout))
+            .error_handler(Box::new(LogErrors))
+            .build_unchecked(manager);
+        drop(first);
+        Ok(Self { pool, acquire_timeout: settings.acquire_timeout })
+    }
+
+    /// Most connections the pool holds (how many stale ones a server restart can leave).
+    pub(crate) fn max_size(&self) -> u32 {
+        self.pool.max_size()
+    }
+
+    /// Takes a connection, waiting at most the acquire timeout or the time left before the
+    /// query's deadline, whichever is shorter (the latter ends in `Timeout`).
+    pub(crate) fn acquire(
+        &self,
+        deadline_left: Option<Duration>,
+    ) -> Result<PooledConnection<Manager<C>>, DriverError> {
+        let (wait, by_deadline) = match deadline_left {
+            Some(left) if left < self.acquire_timeout => (left, true),
+            _ => (self.acquire_timeout, false),
+        };
+        self.pool.get_timeout(wait).map_err(|e| {
+            let msg = e.to_string();
+            if by_deadline {
+                DriverError::Timeout
+            } else if msg == R2D2_TIMEOUT {
+                DriverError::PoolExhausted
+            } else {
+                // The pool could not open a new connection (server down, password changed...).
+                DriverError::Open(
+                    msg.strip_prefix("timed out waiting for connection: ").unwrap_or(&msg).to_owned(),
+                )
+            }
+        })
+    }
+}
+
+pub(crate) fn validate(settings: &PoolSettings) -> Result<(), DriverError> {
+    if settings.max_connections == 0 {
+        return Err(DriverError::Open("max_connections must be at least 1".into()));
+    }
+    if settings.acquire_timeout.is_zero() {
+        return Err(DriverError::Open("acquire_timeout must not be zero".into()));
+    }
+    Ok(())
+}

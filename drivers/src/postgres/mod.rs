@@ -1,0 +1,457 @@
+//! PostgreSQL: an r2d2 pool of `postgres` clients in read-only sessions.
+//!
+//! Session layer: every connection starts with `default_transaction_read_only=on` (startup
+//! option), and every query runs in `BEGIN READ ONLY` with `SET LOCAL statement_timeout` set to
+//! the time left before its deadline, so a write that slips past the text check fails with
+//! SQLSTATE 25006 and a runaway query is stopped by the server (57014 → `Timeout`). Cancel
+//! sends a cancel request on the connection's cancel token. Rows stream with `query_raw`
+//! (binary format, tokio-postgres' one-message channel gives back-pressure) and are never
+//! buffered.
+
+mod types;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls};
+
+use crate::alarm::Alarm;
+use crate::catalog::{TextRows, TextSink};
+use crate::database::Driver;
+use crate::placeholders::question_to_dollar;
+use crate::pool::{DbPool, Pooled, Session};
+use crate::query::Interrupt;
+use crate::rowbuf::RowBuf;
+use crate::secret::scrub;
+use crate::{
+    ColumnMeta, ConnectionSpec, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, OdbcDialect,
+    PrivilegeReport, QueryStats, RowSink, Secret, SslMode,
+};
+
+/// How long after the deadline the client-side alarm cancels a query the server-side
+/// `statement_timeout` did not stop (e.g. a stalled network).
+const BACKSTOP: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// When a cancel request is sent a second time (see `stream`).
+const RESEND: Duration = Duration::from_millis(250);
+
+pub(crate) struct PgSession {
+    client: Client,
+}
+
+impl Session for PgSession {
+    fn ping(&mut self) -> Result<(), DriverError> {
+        self.client.simple_query("SELECT 1").map(drop).map_err(|e| DriverError::Query(e.to_string()))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+pub(crate) struct PgDb {
+    pool: DbPool<PgSession>,
+    database: String,
+}
+
+impl PgDb {
+    pub(crate) fn open(spec: &ConnectionSpec) -> Result<Self, DriverError> {
+        let password = spec.password.resolve()?;
+        let (config, target) = config(spec, password.as_ref())?;
+        let secrets: Vec<Secret> = password.into_iter().chain(spec.connection_string.clone()).collect();
+        let database = config.get_dbname().or(config.get_user()).unwrap_or_default().to_owned();
+        let pool = DbPool::open(&spec.pool, move || {
+            let client = config.connect(NoTls).map_err(|e| {
+                let refs: Vec<&Secret> = secrets.iter().collect();
+                match connect_error(&e, &target) {
+                    DriverError::Open(m) => DriverError::Open(scrub(m, &refs)),
+                    other => other,
+                }
+            })?;
+            Ok(PgSession { client })
+        })?;
+        Ok(Self { pool, database })
+    }
+}
+
+/// Builds the client configuration; `target` names the server in error messages.
+fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, String), DriverError> {
+    let mut config = match &spec.connection_string {
+        Some(cs) => cs.expose().parse::<Config>().map_err(|_| {
+            // The parser's message may quote the string, password included.
+            DriverError::Open(
+                "postgres: the connection string is not valid (key=value or postgres:// URL)".into(),
+            )
+        })?,
+        None => {
+            let mut c = Config::new();
+            c.host(spec.host.as_deref().unwrap_or("localhost"));
+            c.port(spec.port.unwrap_or(5432));
+            if let Some(db) = &spec.database {
+                c.dbname(db);
+            }
+            c
+        }
+    };
+    if let Some(user) = &spec.user {
+        config.user(user);
+    }
+    if let Some(password) = password {
+        config.password(password.expose());
+    }
+    if config.get_user().is_none() {
+        return Err(DriverError::Open("postgres: no user given".into()));
+    }
+    let require =
+        spec.ssl_mode == SslMode::Require || config.get_ssl_mode() == postgres::config::SslMode::Require;
+    if require {
+        return Err(DriverError::Open(
+            "postgres: sslMode require: TLS for PostgreSQL connections is not available in this build".into(),
+        ));
+    }
+    config.ssl_mode(postgres::config::SslMode::Disable);
+    config.application_name("mini-connector");
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(60));
+    // Session layer: every transaction of this session is read-only by default.
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c default_transaction_read_only=on"),
+        _ => "-c default_transaction_read_only=on".to_owned(),
+    };
+    config.options(&options);
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    Ok((config, format!("{host}:{port}")))
+}
+
+/// A specific, password-free message for a failed connection attempt.
+fn connect_error(e: &postgres::Error, target: &str) -> DriverError {
+    if let Some(db) = e.as_db_error() {
+        let message = db.message();
+        let specific = match db.code() {
+            c if *c == SqlState::INVALID_PASSWORD => format!("authentication failed: {message}"),
+            c if *c == SqlState::INVALID_CATALOG_NAME => message.to_owned(),
+            c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION && message.contains("no encryption") => {
+                format!(
+                    "the server requires TLS ({message}); TLS for PostgreSQL connections is not available in this build"
+                )
+            }
+            c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!("access denied: {message}"),
+            c => format!("{message} (SQLSTATE {})", c.code()),
+        };
+        return DriverError::Open(format!("postgres {target}: {specific}"));
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !text.contains(&m) {
+            text = format!("{text}: {m}");
+        }
+        source = s.source();
+    }
+    let text = text.strip_prefix("error connecting to server: ").unwrap_or(&text).to_owned();
+    DriverError::Open(format!("postgres {target}: cannot reach the server: {text}"))
+}
+
+/// Maps a statement error; a server-side cancel (57014) becomes `Timeout` or `Cancelled`.
+fn query_error(e: &postgres::Error, interrupt: &Interrupt) -> DriverError {
+    if let Some(db) = e.as_db_error() {
+        if *db.code() == SqlState::QUERY_CANCELED {
+            return interrupt.stopped();
+        }
+        return DriverError::Query(format!("{} (SQLSTATE {})", db.message(), db.code().code()));
+    }
+    if e.is_closed() {
+        return DriverError::Query(format!("connection to the server was lost: {e}"));
+    }
+    let text = e.to_string();
+    if text.starts_with("error serializing parameter") {
+        return DriverError::Bind(text);
+    }
+    DriverError::Query(text)
+}
+
+/// Whether the failure says the connection is gone (the pool hands out a fresh one).
+fn is_connection_error(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || (e.as_db_error().is_none() && e.code().is_none())
+        || e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+}
+
+impl Driver for PgDb {
+    fn ping(&self) -> Result<(), DriverError> {
+        let mut pooled = self.pool.acquire(None)?;
+        pooled.conn.ping().inspect_err(|_| pooled.broken = true)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        interrupt: &Interrupt,
+        sink: &mut dyn RowSink,
+    ) -> Result<QueryStats, DriverError> {
+        for (i, p) in params.iter().enumerate() {
+            types::Param(p).check(i + 1)?;
+        }
+        // Without parameters `?` may be the jsonb operator; it is a placeholder when the
+        // text does not parse otherwise (then the count check reports the missing values).
+        let placeholders = if params.is_empty()
+            && crate::placeholders::count_question(sql) > 0
+            && sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql).is_err()
+        {
+            usize::MAX
+        } else {
+            params.len()
+        };
+        let sql = question_to_dollar(sql, placeholders);
+        let mut pooled = self.begin(interrupt)?;
+        run(&mut pooled, &sql, params, interrupt, sink)
+    }
+
+    fn discover(
+        &self,
+        connection: &str,
+        progress: &mut dyn FnMut(DiscoveryProgress),
+    ) -> Result<DatabaseSchema, DriverError> {
+        let sql = OdbcDialect::Postgres.catalog_sql().expect("postgres has catalogue SQL");
+        let mut rows = PgText { db: self };
+        crate::catalog::assemble(
+            &mut rows,
+            sql,
+            OdbcDialect::Postgres,
+            connection,
+            DbKind::Postgres,
+            progress,
+        )
+    }
+
+    fn write_privileges(&self) -> Result<PrivilegeReport, DriverError> {
+        crate::privileges::check(&mut PgText { db: self }, OdbcDialect::Postgres, &self.database)
+    }
+
+    fn sql_dialect(&self) -> OdbcDialect {
+        OdbcDialect::Postgres
+    }
+
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+type PgPooled = r2d2::PooledConnection<crate::pool::Manager<PgSession>>;
+
+impl PgDb {
+    /// A pooled connection inside `BEGIN READ ONLY` with the query's statement timeout.
+    /// A connection that died while idle (server restart) is replaced transparently.
+    fn begin(&self, interrupt: &Interrupt) -> Result<PgPooled, DriverError> {
+        // A server restart leaves every pooled connection dead: replace as many as the pool holds.
+        let mut retries = self.pool.max_size();
+        loop {
+            let mut pooled = self.pool.acquire(interrupt.remaining())?;
+            let timeout_ms = interrupt.remaining_ms().unwrap_or(0);
+            let begin = format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}");
+            match pooled.conn.client.batch_execute(&begin) {
+                Ok(()) => return Ok(pooled),
+                Err(e) => {
+                    pooled.broken = true;
+                    if retries > 0 && is_connection_error(&e) {
+                        tracing::info!(error = %e, "stale postgres connection replaced");
+                        retries -= 1;
+                        continue;
+                    }
+                    return Err(query_error(&e, interrupt));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the statement inside the open transaction and ends it; decides whether the
+/// connection may return to the pool.
+fn run(
+    pooled: &mut Pooled<PgSession>,
+    sql: &str,
+    params: &[serde_json::Value],
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, DriverError> {
+    let client = &mut pooled.conn.client;
+    let (outcome, fired) = stream(client, sql, params, interrupt, sink);
+    match outcome {
+        Ok(stats) if !fired => match client.batch_execute("COMMIT") {
+            Ok(()) => Ok(stats),
+            Err(e) => {
+                pooled.broken = true;
+                Err(query_error(&e, interrupt))
+            }
+        },
+        Ok(stats) => {
+            // A cancel may land after the last row: do not trust the session any more.
+            pooled.broken = true;
+            Ok(stats)
+        }
+        Err(Aborted { error, pending }) => {
+            if pending || fired {
+                // Rows are still in flight: stop the statement and drop the connection
+                // instead of draining a possibly huge result.
+                let _ = client.cancel_token().cancel_query(NoTls);
+                pooled.broken = true;
+            } else if client.batch_execute("ROLLBACK").is_err() {
+                pooled.broken = true;
+            }
+            Err(error)
+        }
+    }
+}
+
+struct Aborted {
+    error: DriverError,
+    /// The result was not read to its end.
+    pending: bool,
+}
+
+/// Prepares, executes and reads the statement; also says whether a cancel hook or the
+/// deadline alarm fired (the session is then not trusted for reuse).
+fn stream(
+    client: &mut Client,
+    sql: &str,
+    params: &[serde_json::Value],
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> (Result<QueryStats, Aborted>, bool) {
+    let done = |error: DriverError| Aborted { error, pending: false };
+    let prepared = prepare(client, sql, params, interrupt, sink);
+    let (statement, types) = match prepared {
+        Ok(ok) => ok,
+        Err(e) => return (Err(e), false),
+    };
+    // A cancel request only stops a statement the server is executing; one that lands while
+    // the session waits for the next message is dropped. So the hook sends it at once and
+    // again a moment later, and the query thread checks the token itself.
+    let token = client.cancel_token();
+    let resend: Arc<Mutex<Option<Alarm>>> = Arc::new(Mutex::new(None));
+    let slot = resend.clone();
+    let hook = interrupt.cancel.on_cancel(move || {
+        if let Err(e) = token.cancel_query(NoTls) {
+            tracing::warn!(error = %e, "postgres cancel request failed");
+        }
+        let again = token.clone();
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Alarm::arm(Instant::now() + RESEND, move || {
+                let _ = again.cancel_query(NoTls);
+            }));
+    });
+    let alarm_token = client.cancel_token();
+    let alarm = interrupt.deadline.map(|deadline| {
+        Alarm::arm(deadline + BACKSTOP, move || {
+            let _ = alarm_token.cancel_query(NoTls);
+        })
+    });
+    let disarm = |hook: crate::query::HookGuard, alarm: Option<Alarm>| {
+        let fired = hook.disarm() | alarm.is_some_and(Alarm::disarm);
+        let again = resend.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(again);
+        fired
+    };
+    let mut rows = match client.query_raw(&statement, params.iter().map(types::Param)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let result = Err(done(query_error(&e, interrupt)));
+            return (result, disarm(hook, alarm));
+        }
+    };
+    let result = read(&mut rows, &types, interrupt, sink);
+    drop(rows);
+    (result, disarm(hook, alarm))
+}
+
+fn prepare(
+    client: &mut Client,
+    sql: &str,
+    params: &[serde_json::Value],
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> Result<(postgres::Statement, Vec<postgres::types::Type>), Aborted> {
+    let done = |error: DriverError| Aborted { error, pending: false };
+    let statement = client.prepare(sql).map_err(|e| done(query_error(&e, interrupt)))?;
+    if statement.params().len() != params.len() {
+        return Err(done(DriverError::Bind(format!(
+            "query takes {} parameters, {} given",
+            statement.params().len(),
+            params.len()
+        ))));
+    }
+    let columns: Vec<ColumnMeta> = statement
+        .columns()
+        .iter()
+        .map(|c| ColumnMeta {
+            name: c.name().to_owned(),
+            wire_type: types::wire_type(c.type_()),
+            db_type: c.type_().name().to_owned(),
+            nullable: None,
+        })
+        .collect();
+    sink.columns(&columns).map_err(|e| done(e.into()))?;
+    let types: Vec<postgres::types::Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
+    Ok((statement, types))
+}
+
+fn read(
+    rows: &mut postgres::RowIter<'_>,
+    types: &[postgres::types::Type],
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, Aborted> {
+    let done = |error: DriverError| Aborted { error, pending: false };
+    let mut buf = RowBuf::default();
+    let mut count = 0u64;
+    use postgres::fallible_iterator::FallibleIterator;
+    loop {
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => return Err(done(query_error(&e, interrupt))),
+        };
+        let pending = |error| Aborted { error, pending: true };
+        interrupt.check().map_err(pending)?;
+        buf.emit(sink, |f| {
+            for (i, ty) in types.iter().enumerate() {
+                let raw: types::Raw<'_> = row.try_get(i).map_err(|e| DriverError::Query(e.to_string()))?;
+                types::push_cell(f, ty, raw.0)?;
+            }
+            Ok(())
+        })
+        .map_err(pending)?;
+        count += 1;
+    }
+    Ok(QueryStats { rows: count, columns: types.len() })
+}
+
+/// Catalogue and privilege queries through the normal row path (read-only transaction,
+/// no timeout).
+struct PgText<'a> {
+    db: &'a PgDb,
+}
+
+impl TextRows for PgText<'_> {
+    fn each_row(&mut self, sql: &str, row: &mut crate::catalog::RowFn<'_>) -> Result<(), DriverError> {
+        let interrupt = Interrupt::new(&crate::QueryOptions::default(), std::time::Instant::now());
+        let mut pooled = self.db.begin(&interrupt)?;
+        let mut sink = TextSink { row, error: None };
+        match run(&mut pooled, sql, &[], &interrupt, &mut sink) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(sink.unwrap_error(e)),
+        }
+    }
+}

@@ -1,0 +1,901 @@
+//! Layer 2: the statement must be one query (or an `EXPLAIN` of one), and nothing anywhere in
+//! its tree may write, lock, sleep, assign or reach outside the database. The same walk
+//! collects what schema privacy needs (tables, aliases, column names, wildcards).
+//!
+//! **Invariant:** the walk uses sqlparser's derived [`Visitor`], which reaches every node of the
+//! tree (subqueries in any clause, CTE bodies, function arguments, join conditions, ...); checks
+//! are attached to node kinds, never to the clause a node sits in.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, DescribeAlias, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableWithJoins, Visit,
+    Visitor,
+};
+
+use crate::Dialect;
+use crate::deny;
+use crate::lex::TSQL_LOCK_HINTS;
+use crate::policy::{Policy, eq_ci};
+
+/// What a successful walk found.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Tables named by the query (CTE names excluded), as written, without duplicates.
+    pub(crate) tables: Vec<String>,
+    /// The statement is an `EXPLAIN`.
+    pub(crate) explain: bool,
+    /// The query names something the policy keeps private (or unapproved).
+    pub(crate) privacy_denied: bool,
+}
+
+/// Checks one parsed statement. `Err` is a `WRITE_OPERATION_REJECTED` reason.
+pub(crate) fn check(stmt: &Statement, dialect: Dialect, policy: &Policy) -> Result<Outcome, String> {
+    let explain = root_kind(stmt, dialect)?;
+    let mut w = Walker {
+        dialect,
+        policy,
+        privacy: !policy.is_empty(),
+        columns: policy.has_private_columns(),
+        frames: Vec::new(),
+        depth: 0,
+        explain,
+        tables: Vec::new(),
+        aliases: Vec::new(),
+        colrefs: Vec::new(),
+        deferred_wildcards: Vec::new(),
+        privacy_denied: false,
+    };
+    if let ControlFlow::Break(reason) = stmt.visit(&mut w) {
+        return Err(reason);
+    }
+    let privacy_denied = w.privacy && (w.privacy_denied || w.columns_denied());
+    let mut tables: Vec<String> = Vec::with_capacity(w.tables.len());
+    for parts in &w.tables {
+        let name = parts.join(".");
+        if !tables.iter().any(|t| eq_ci(t, &name)) {
+            tables.push(name);
+        }
+    }
+    Ok(Outcome { tables, explain, privacy_denied })
+}
+
+/// Accepts a query, or an `EXPLAIN` (without `ANALYZE`) of a query where `EXPLAIN` only plans.
+fn root_kind(stmt: &Statement, dialect: Dialect) -> Result<bool, String> {
+    match stmt {
+        Statement::Query(_) => Ok(false),
+        Statement::Explain { describe_alias, analyze, options, statement, .. } => {
+            if matches!(dialect, Dialect::Oracle | Dialect::Hana | Dialect::Mssql) {
+                return Err(format!(
+                    "EXPLAIN is not allowed on {dialect} (it writes a plan table or is not a query there)"
+                ));
+            }
+            let analyze_option = options.iter().flatten().any(|o| {
+                o.name.value.eq_ignore_ascii_case("analyze") || o.name.value.eq_ignore_ascii_case("analyse")
+            });
+            if *analyze || analyze_option {
+                return Err("EXPLAIN ANALYZE is not allowed: it runs the query".into());
+            }
+            match statement.as_ref() {
+                Statement::Query(_) => Ok(true),
+                other => {
+                    let verb = match describe_alias {
+                        DescribeAlias::Explain => "EXPLAIN",
+                        DescribeAlias::Describe => "DESCRIBE",
+                        DescribeAlias::Desc => "DESC",
+                    };
+                    Err(format!("{verb} is only allowed for a query; found {}", statement_keyword(other)))
+                }
+            }
+        }
+        other => Err(format!("only read-only queries are allowed; found {}", statement_keyword(other))),
+    }
+}
+
+/// The leading keyword(s) of a statement, e.g. `INSERT`, `CREATE TABLE`, `SET`.
+pub(crate) fn statement_keyword(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or_default().to_ascii_uppercase();
+    match first.as_str() {
+        "CREATE" | "DROP" | "ALTER" => {
+            const MODIFIERS: &[&str] =
+                &["OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "IF", "MATERIALIZED", "GLOBAL", "LOCAL"];
+            match words.map(str::to_ascii_uppercase).find(|w| !MODIFIERS.contains(&w.as_str())) {
+                Some(object) => format!("{first} {object}"),
+                None => first,
+            }
+        }
+        "" => "an empty statement".into(),
+        _ => first,
+    }
+}
+
+/// Lock hints that only relax locking or pick an index: allowed in T-SQL `WITH (...)`.
+const READ_HINTS: &[&str] = &[
+    "NOLOCK",
+    "READUNCOMMITTED",
+    "READCOMMITTED",
+    "READPAST",
+    "NOEXPAND",
+    "INDEX",
+    "FORCESEEK",
+    "FORCESCAN",
+    "NOWAIT",
+];
+
+/// T-SQL reserved words. Unquoted as an alias they cannot be valid T-SQL; sqlparser reads them
+/// as aliases, the server as the start of a second statement (`SELECT a FROM t SHUTDOWN`).
+const TSQL_RESERVED: &[&str] = &[
+    "ADD",
+    "ALL",
+    "ALTER",
+    "AND",
+    "ANY",
+    "AS",
+    "ASC",
+    "AUTHORIZATION",
+    "BACKUP",
+    "BEGIN",
+    "BETWEEN",
+    "BREAK",
+    "BROWSE",
+    "BULK",
+    "BY",
+    "CASCADE",
+    "CASE",
+    "CHECK",
+    "CHECKPOINT",
+    "CLOSE",
+    "CLUSTERED",
+    "COALESCE",
+    "COLLATE",
+    "COLUMN",
+    "COMMIT",
+    "COMPUTE",
+    "CONSTRAINT",
+    "CONTAINS",
+    "CONTAINSTABLE",
+    "CONTINUE",
+    "CONVERT",
+    "CREATE",
+    "CROSS",
+    "CURRENT",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_USER",
+    "CURSOR",
+    "DATABASE",
+    "DBCC",
+    "DEALLOCATE",
+    "DECLARE",
+    "DEFAULT",
+    "DELETE",
+    "DENY",
+    "DESC",
+    "DISK",
+    "DISTINCT",
+    "DISTRIBUTED",
+    "DOUBLE",
+    "DROP",
+    "DUMP",
+    "ELSE",
+    "END",
+    "ERRLVL",
+    "ESCAPE",
+    "EXCEPT",
+    "EXEC",
+    "EXECUTE",
+    "EXISTS",
+    "EXIT",
+    "EXTERNAL",
+    "FETCH",
+    "FILE",
+    "FILLFACTOR",
+    "FOR",
+    "FOREIGN",
+    "FREETEXT",
+    "FREETEXTTABLE",
+    "FROM",
+    "FULL",
+    "FUNCTION",
+    "GOTO",
+    "GRANT",
+    "GROUP",
+    "HAVING",
+    "HOLDLOCK",
+    "IDENTITY",
+    "IDENTITY_INSERT",
+    "IDENTITYCOL",
+    "IF",
+    "IN",
+    "INDEX",
+    "INNER",
+    "INSERT",
+    "INTERSECT",
+    "INTO",
+    "IS",
+    "JOIN",
+    "KEY",
+    "KILL",
+    "LEFT",
+    "LIKE",
+    "LINENO",
+    "LOAD",
+    "MERGE",
+    "NATIONAL",
+    "NOCHECK",
+    "NONCLUSTERED",
+    "NOT",
+    "NULL",
+    "NULLIF",
+    "OF",
+    "OFF",
+    "OFFSETS",
+    "ON",
+    "OPEN",
+    "OPENDATASOURCE",
+    "OPENQUERY",
+    "OPENROWSET",
+    "OPENXML",
+    "OPTION",
+    "OR",
+    "ORDER",
+    "OUTER",
+    "OVER",
+    "PERCENT",
+    "PIVOT",
+    "PLAN",
+    "PRECISION",
+    "PRIMARY",
+    "PRINT",
+    "PROC",
+    "PROCEDURE",
+    "PUBLIC",
+    "RAISERROR",
+    "READ",
+    "READTEXT",
+    "RECONFIGURE",
+    "REFERENCES",
+    "REPLICATION",
+    "RESTORE",
+    "RESTRICT",
+    "RETURN",
+    "REVERT",
+    "REVOKE",
+    "RIGHT",
+    "ROLLBACK",
+    "ROWCOUNT",
+    "ROWGUIDCOL",
+    "RULE",
+    "SAVE",
+    "SCHEMA",
+    "SECURITYAUDIT",
+    "SELECT",
+    "SEMANTICKEYPHRASETABLE",
+    "SEMANTICSIMILARITYDETAILSTABLE",
+    "SEMANTICSIMILARITYTABLE",
+    "SESSION_USER",
+    "SET",
+    "SETUSER",
+    "SHUTDOWN",
+    "SOME",
+    "STATISTICS",
+    "SYSTEM_USER",
+    "TABLE",
+    "TABLESAMPLE",
+    "TEXTSIZE",
+    "THEN",
+    "TO",
+    "TOP",
+    "TRAN",
+    "TRANSACTION",
+    "TRIGGER",
+    "TRUNCATE",
+    "TRY_CONVERT",
+    "TSEQUAL",
+    "UNION",
+    "UNIQUE",
+    "UNPIVOT",
+    "UPDATE",
+    "UPDATETEXT",
+    "USE",
+    "USER",
+    "VALUES",
+    "VARYING",
+    "VIEW",
+    "WAITFOR",
+    "WHEN",
+    "WHERE",
+    "WHILE",
+    "WITH",
+    "WRITETEXT",
+];
+
+/// CTE names visible while walking one query's `WITH`.
+struct Frame {
+    /// CTE names and the address of each body (to know which body the walk is in).
+    ctes: Vec<(String, *const Query)>,
+    /// `WITH RECURSIVE`: every name is visible in every body.
+    recursive: bool,
+    /// How many of `ctes` are visible now (the walk may be inside the body of one of them).
+    visible: usize,
+}
+
+struct Walker<'p> {
+    dialect: Dialect,
+    policy: &'p Policy,
+    /// The policy restricts something.
+    privacy: bool,
+    /// The policy has private columns: collect column references.
+    columns: bool,
+    frames: Vec<Frame>,
+    /// Statement nesting depth (1 = the root).
+    depth: usize,
+    explain: bool,
+    /// Real tables named by the query, as name parts.
+    tables: Vec<Vec<String>>,
+    /// Aliases (and bare CTE names) and the real table they stand for, if any.
+    aliases: Vec<(String, Option<usize>)>,
+    /// Column references: qualifier parts and column name.
+    colrefs: Vec<(Vec<String>, String)>,
+    /// `q.*` (as a select item or function argument) resolved after the walk.
+    deferred_wildcards: Vec<Vec<String>>,
+    privacy_denied: bool,
+}
+
+fn ident_parts(name: &ObjectName) -> Result<Vec<String>, String> {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(id) => Ok(id.value.clone()),
+            ObjectNamePart::Function(_) => Err(format!("computed object names ({name}) are not allowed")),
+        })
+        .collect()
+}
+
+/// The parts of a name as strings (a computed part reads as empty).
+fn name_strings(name: &ObjectName) -> Vec<String> {
+    name.0.iter().map(|p| p.as_ident().map(|i| i.value.clone()).unwrap_or_default()).collect()
+}
+
+fn alias_of(tf: &TableFactor) -> Option<&TableAlias> {
+    match tf {
+        TableFactor::Table { alias, .. }
+        | TableFactor::Derived { alias, .. }
+        | TableFactor::TableFunction { alias, .. }
+        | TableFactor::Function { alias, .. }
+        | TableFactor::UNNEST { alias, .. }
+        | TableFactor::JsonTable { alias, .. }
+        | TableFactor::OpenJsonTable { alias, .. }
+        | TableFactor::NestedJoin { alias, .. }
+        | TableFactor::Pivot { alias, .. }
+        | TableFactor::Unpivot { alias, .. }
+        | TableFactor::MatchRecognize { alias, .. }
+        | TableFactor::XmlTable { alias, .. }
+        | TableFactor::SemanticView { alias, .. } => alias.as_ref(),
+        TableFactor::UnpivotExpr { .. } => None,
+    }
+}
+
+/// One entry of a SELECT's FROM list, for `*` and `t.*`.
+struct Local {
+    /// The alias, or the bare name for an unaliased CTE reference.
+    alias: Option<String>,
+    /// The real table behind it, if it is one.
+    table: Option<Vec<String>>,
+}
+
+impl Walker<'_> {
+    fn is_cte(&self, name: &ObjectName) -> bool {
+        let [ObjectNamePart::Identifier(id)] = name.0.as_slice() else { return false };
+        self.frames.iter().rev().any(|f| f.ctes[..f.visible].iter().any(|(n, _)| eq_ci(n, &id.value)))
+    }
+
+    /// Dialects where a CTE may refer to itself without `RECURSIVE`.
+    fn implicit_recursion(&self) -> bool {
+        matches!(self.dialect, Dialect::Mssql | Dialect::Oracle | Dialect::Sqlite | Dialect::Hana)
+    }
+
+    fn alias_rule(&self, alias: &Ident) -> Result<(), String> {
+        if alias.quote_style.is_none() && alias.value.starts_with('@') {
+            return Err(format!("assignment to the variable {} is not allowed", alias.value));
+        }
+        if self.dialect == Dialect::Mssql
+            && alias.quote_style.is_none()
+            && TSQL_RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&alias.value))
+        {
+            return Err(format!(
+                "T-SQL reserved word {} used as an alias (the server would start a second statement)",
+                alias.value.to_ascii_uppercase()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Names that reach another server: T-SQL four-part names (a linked server) and Oracle
+    /// database links (`emp@remote`).
+    fn remote_name_rule(&self, name: &ObjectName) -> Result<(), String> {
+        if self.dialect == Dialect::Mssql && name.0.len() >= 4 {
+            return Err(format!("{name}: four-part names reach a linked server"));
+        }
+        let link = name
+            .0
+            .iter()
+            .any(|p| p.as_ident().is_some_and(|i| i.quote_style.is_none() && i.value.contains('@')));
+        if link {
+            return Err(format!("{name}: database links (@) reach another server"));
+        }
+        Ok(())
+    }
+
+    fn deny_call(&self, name: &ObjectName) -> Result<(), String> {
+        self.remote_name_rule(name)?;
+        let parts = ident_parts(name)?;
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        match deny::function(&refs, self.dialect) {
+            Some(why) => Err(format!("function {name} is not allowed: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    fn add_table(&mut self, parts: Vec<String>) -> usize {
+        if self.privacy && self.policy.table_denied(&parts) {
+            self.privacy_denied = true;
+        }
+        self.tables.push(parts);
+        self.tables.len() - 1
+    }
+
+    fn set_expr_tables(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Table(t) => {
+                if let Some(name) = &t.table_name {
+                    let parts: Vec<String> =
+                        t.schema_name.iter().chain(Some(name)).map(|i| i.value.clone()).collect();
+                    let is_cte = t.schema_name.is_none()
+                        && self
+                            .frames
+                            .iter()
+                            .any(|f| f.ctes[..f.visible].iter().any(|(n, _)| eq_ci(n, &name.value)));
+                    if !is_cte {
+                        if self.privacy && self.policy.table_has_private_columns(&parts) {
+                            self.privacy_denied = true; // `TABLE t` is `SELECT * FROM t`
+                        }
+                        self.add_table(parts);
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.set_expr_tables(left);
+                self.set_expr_tables(right);
+            }
+            _ => {}
+        }
+    }
+
+    /// The FROM entries of one SELECT (joins and nested joins flattened).
+    fn locals(&self, from: &[TableWithJoins], out: &mut Vec<Local>) {
+        for twj in from {
+            self.local(&twj.relation, out);
+            for join in &twj.joins {
+                self.local(&join.relation, out);
+            }
+        }
+    }
+
+    fn local(&self, tf: &TableFactor, out: &mut Vec<Local>) {
+        let alias = alias_of(tf).map(|a| a.name.value.clone());
+        match tf {
+            TableFactor::Table { name, args: None, .. } => {
+                let parts = name_strings(name);
+                if self.is_cte(name) {
+                    out.push(Local { alias: alias.or_else(|| parts.last().cloned()), table: None });
+                } else {
+                    out.push(Local { alias, table: Some(parts) });
+                }
+            }
+            TableFactor::NestedJoin { table_with_joins, .. } => {
+                self.locals(std::slice::from_ref(table_with_joins), out);
+                out.push(Local { alias, table: None });
+            }
+            TableFactor::Pivot { table, .. }
+            | TableFactor::Unpivot { table, .. }
+            | TableFactor::MatchRecognize { table, .. } => {
+                // The output carries the inner table's columns.
+                let mut inner = Vec::new();
+                self.local(table, &mut inner);
+                for mut l in inner {
+                    l.alias = alias.clone().or(l.alias);
+                    out.push(l);
+                }
+            }
+            _ => out.push(Local { alias, table: None }),
+        }
+    }
+
+    /// `*` and `t.*` in one SELECT, NATURAL joins and USING columns.
+    fn select_privacy(&mut self, select: &Select) {
+        let mut locals = Vec::new();
+        self.locals(&select.from, &mut locals);
+        let private = |l: &Local| l.table.as_ref().is_some_and(|t| self.policy.table_has_private_columns(t));
+        for item in &select.projection {
+            match item {
+                SelectItem::Wildcard(_) if locals.iter().any(private) => self.privacy_denied = true,
+                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                    let q = name_strings(name);
+                    let matching: Vec<&Local> = locals.iter().filter(|l| local_matches(l, &q)).collect();
+                    if matching.is_empty() {
+                        self.deferred_wildcards.push(q);
+                    } else if matching.into_iter().any(private) {
+                        self.privacy_denied = true;
+                    }
+                }
+                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::Expr(_), _) => {
+                    self.deferred_wildcards.push(Vec::new());
+                }
+                _ => {}
+            }
+        }
+        for twj in &select.from {
+            for join in &twj.joins {
+                match join_constraint(&join.join_operator) {
+                    Some(JoinConstraint::Natural) if locals.iter().any(private) => self.privacy_denied = true,
+                    Some(JoinConstraint::Using(names) | JoinConstraint::UsingAlias(names, _)) => {
+                        for n in names {
+                            if let Some(col) = n.0.last().and_then(|p| p.as_ident()) {
+                                self.colrefs.push((Vec::new(), col.value.clone()));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Real tables a qualifier may stand for. `None`: it matches nothing known (then every
+    /// table is a candidate); `Some(empty)`: only CTEs or derived tables.
+    fn resolve(&self, q: &[String]) -> Option<Vec<usize>> {
+        let mut found = false;
+        let mut out = Vec::new();
+        if let [single] = q {
+            for (alias, target) in &self.aliases {
+                if eq_ci(alias, single) {
+                    found = true;
+                    out.extend(*target);
+                }
+            }
+        }
+        for (i, parts) in self.tables.iter().enumerate() {
+            if is_suffix(q, parts) {
+                found = true;
+                out.push(i);
+            }
+        }
+        found.then_some(out)
+    }
+
+    fn columns_denied(&self) -> bool {
+        let all: Vec<usize> = (0..self.tables.len()).collect();
+        let private_cols = |i: &usize| self.policy.table_has_private_columns(&self.tables[*i]);
+        for (q, name) in &self.colrefs {
+            let candidates =
+                if q.is_empty() { all.clone() } else { self.resolve(q).unwrap_or_else(|| all.clone()) };
+            if candidates.iter().any(|&i| self.policy.column_private_in(&self.tables[i], name)) {
+                return true;
+            }
+            // A whole-row reference (`SELECT c FROM customers c`, `row_to_json(c)`).
+            let whole_row = if q.is_empty() {
+                self.aliases.iter().any(|(a, t)| eq_ci(a, name) && t.as_ref().is_some_and(private_cols))
+                    || all
+                        .iter()
+                        .filter(|i| private_cols(i))
+                        .any(|&i| self.tables[i].last().is_some_and(|last| eq_ci(last, name)))
+            } else {
+                let mut full = q.clone();
+                full.push(name.clone());
+                all.iter().filter(|i| private_cols(i)).any(|&i| is_suffix(&full, &self.tables[i]))
+            };
+            if whole_row {
+                return true;
+            }
+        }
+        for q in &self.deferred_wildcards {
+            let candidates = if q.is_empty() { None } else { self.resolve(q) };
+            let candidates = candidates.unwrap_or_else(|| all.clone());
+            if candidates.iter().any(private_cols) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c)
+        | JoinOperator::StraightJoin(c)
+        | JoinOperator::AsOf { constraint: c, .. } => Some(c),
+        JoinOperator::CrossApply
+        | JoinOperator::OuterApply
+        | JoinOperator::ArrayJoin
+        | JoinOperator::LeftArrayJoin
+        | JoinOperator::InnerArrayJoin => None,
+    }
+}
+
+/// Whether `q` (1..n parts) names `parts`: equal trailing parts, `q` not longer.
+fn is_suffix(q: &[String], parts: &[String]) -> bool {
+    !q.is_empty()
+        && q.len() <= parts.len()
+        && q.iter().rev().zip(parts.iter().rev()).all(|(a, b)| eq_ci(a, b))
+}
+
+fn local_matches(l: &Local, q: &[String]) -> bool {
+    match (&l.alias, &l.table) {
+        (Some(alias), _) => q.len() == 1 && eq_ci(alias, &q[0]),
+        (None, Some(parts)) => is_suffix(q, parts),
+        (None, None) => false,
+    }
+}
+
+impl Visitor for Walker<'_> {
+    type Break = String;
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<String> {
+        self.depth += 1;
+        let allowed =
+            self.depth == 1 || (self.depth == 2 && self.explain && matches!(statement, Statement::Query(_)));
+        if allowed {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(format!(
+                "{} inside the query is not allowed (data-modifying CTE or subquery)",
+                statement_keyword(statement)
+            ))
+        }
+    }
+
+    fn post_visit_statement(&mut self, _statement: &Statement) -> ControlFlow<String> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        let implicit = self.implicit_recursion();
+        if let Some(top) = self.frames.last_mut()
+            && let Some(i) = top.ctes.iter().position(|(_, body)| std::ptr::eq(*body, query))
+        {
+            top.visible = if top.recursive {
+                top.ctes.len()
+            } else if implicit {
+                i + 1
+            } else {
+                i
+            };
+        }
+        if let Some(lock) = query.locks.first() {
+            return ControlFlow::Break(format!("locking clause {lock} is not allowed"));
+        }
+        if query.settings.is_some() || query.format_clause.is_some() || !query.pipe_operators.is_empty() {
+            return ControlFlow::Break("SETTINGS, FORMAT and pipe clauses are not allowed".into());
+        }
+        let mut frame = Frame { ctes: Vec::new(), recursive: false, visible: 0 };
+        if let Some(with) = &query.with {
+            frame.recursive = with.recursive;
+            for cte in &with.cte_tables {
+                if let Err(reason) = self.alias_rule(&cte.alias.name) {
+                    return ControlFlow::Break(reason);
+                }
+                frame.ctes.push((cte.alias.name.value.clone(), &*cte.query as *const Query));
+            }
+            frame.visible = frame.ctes.len();
+        }
+        self.frames.push(frame);
+        self.set_expr_tables(&query.body);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        self.frames.pop();
+        if let Some(top) = self.frames.last_mut()
+            && top.ctes.iter().any(|(_, body)| std::ptr::eq(*body, query))
+        {
+            top.visible = top.ctes.len();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<String> {
+        if select.into.is_some() {
+            return ControlFlow::Break(
+                "SELECT ... INTO is not allowed: it writes a table or variables".into(),
+            );
+        }
+        if !select.optimizer_hints.is_empty() {
+            return ControlFlow::Break("optimizer hints are not allowed".into());
+        }
+        for item in &select.projection {
+            let aliases: &[Ident] = match item {
+                SelectItem::ExprWithAlias { alias, .. } => std::slice::from_ref(alias),
+                SelectItem::ExprWithAliases { aliases, .. } => aliases,
+                _ => &[],
+            };
+            for alias in aliases {
+                if let Err(reason) = self.alias_rule(alias) {
+                    return ControlFlow::Break(reason);
+                }
+            }
+        }
+        if self.privacy {
+            self.select_privacy(select);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
+        if let Some(alias) = alias_of(tf)
+            && let Err(reason) = self.alias_rule(&alias.name)
+        {
+            return ControlFlow::Break(reason);
+        }
+        let alias = alias_of(tf).map(|a| a.name.value.clone());
+        match tf {
+            TableFactor::Table { name, args, with_hints, alias: table_alias, .. } => {
+                let parts = match ident_parts(name) {
+                    Ok(p) => p,
+                    Err(reason) => return ControlFlow::Break(reason),
+                };
+                if let Err(reason) = self.remote_name_rule(name) {
+                    return ControlFlow::Break(reason);
+                }
+                // T-SQL `FROM t (NOLOCK)`: a table with old-style hints, parsed as a call.
+                let legacy_hints: Option<Vec<Expr>> = match args {
+                    Some(a) if self.dialect == Dialect::Mssql => a
+                        .args
+                        .iter()
+                        .map(|arg| match arg {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                                e @ (Expr::Identifier(_) | Expr::Function(_)),
+                            )) => Some(e.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => None,
+                };
+                if args.is_some() && legacy_hints.is_none() {
+                    if let Err(reason) = self.deny_call(name) {
+                        return ControlFlow::Break(reason);
+                    }
+                    if let Some(a) = alias {
+                        self.aliases.push((a, None));
+                    }
+                } else if self.is_cte(name) {
+                    let a = alias.or_else(|| parts.last().cloned()).unwrap_or_default();
+                    self.aliases.push((a, None));
+                } else {
+                    // `customers AS c(a, b, x)` renames columns by position: `x` may be private.
+                    let renames_columns = table_alias.as_ref().is_some_and(|a| !a.columns.is_empty());
+                    if self.privacy && renames_columns && self.policy.table_has_private_columns(&parts) {
+                        self.privacy_denied = true;
+                    }
+                    let idx = self.add_table(parts);
+                    if let Some(a) = alias {
+                        self.aliases.push((a, Some(idx)));
+                    }
+                }
+                for hint in with_hints.iter().chain(legacy_hints.iter().flatten()) {
+                    let hint_name = match hint {
+                        Expr::Identifier(id) => id.value.clone(),
+                        Expr::Function(f) => f.name.to_string(),
+                        other => other.to_string(),
+                    };
+                    if !READ_HINTS.iter().any(|h| h.eq_ignore_ascii_case(&hint_name)) {
+                        let up = hint_name.to_ascii_uppercase();
+                        let why = if TSQL_LOCK_HINTS.contains(&up.as_str()) {
+                            "it takes or holds locks"
+                        } else {
+                            "only NOLOCK, READUNCOMMITTED, READCOMMITTED, READPAST, NOEXPAND, INDEX, FORCESEEK, FORCESCAN and NOWAIT are"
+                        };
+                        return ControlFlow::Break(format!("table hint {up} is not allowed: {why}"));
+                    }
+                }
+            }
+            TableFactor::Function { name, .. } => {
+                if let Err(reason) = self.deny_call(name) {
+                    return ControlFlow::Break(reason);
+                }
+                if let Some(a) = alias {
+                    self.aliases.push((a, None));
+                }
+            }
+            TableFactor::SemanticView { name, .. } => match ident_parts(name) {
+                Ok(parts) => {
+                    let idx = self.add_table(parts);
+                    if let Some(a) = alias {
+                        self.aliases.push((a, Some(idx)));
+                    }
+                }
+                Err(reason) => return ControlFlow::Break(reason),
+            },
+            _ => {
+                if let Some(a) = alias {
+                    self.aliases.push((a, None));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        match expr {
+            Expr::Function(f) => {
+                if let Err(reason) = self.deny_call(&f.name) {
+                    return ControlFlow::Break(reason);
+                }
+                if self.privacy
+                    && let FunctionArguments::List(list) = &f.args
+                {
+                    for arg in &list.args {
+                        let arg_expr = match arg {
+                            FunctionArg::Named { arg, .. }
+                            | FunctionArg::ExprNamed { arg, .. }
+                            | FunctionArg::Unnamed(arg) => arg,
+                        };
+                        if let FunctionArgExpr::QualifiedWildcard(name) = arg_expr {
+                            self.deferred_wildcards.push(name_strings(name));
+                        }
+                    }
+                }
+            }
+            Expr::CompoundIdentifier(ids) => {
+                if ids.len() > 1 && ids.last().is_some_and(|i| i.value.eq_ignore_ascii_case("nextval")) {
+                    let name: Vec<&str> = ids.iter().map(|i| i.value.as_str()).collect();
+                    return ControlFlow::Break(format!(
+                        "{} is not allowed: it advances a sequence",
+                        name.join(".")
+                    ));
+                }
+                if self.columns
+                    && let Some((last, qualifier)) = ids.split_last()
+                {
+                    self.colrefs
+                        .push((qualifier.iter().map(|i| i.value.clone()).collect(), last.value.clone()));
+                }
+            }
+            Expr::Identifier(id) if self.columns => self.colrefs.push((Vec::new(), id.value.clone())),
+            Expr::BinaryOp { op: BinaryOperator::Assignment, .. } => {
+                return ControlFlow::Break("assignment to a variable (`:=`) is not allowed".into());
+            }
+            Expr::QualifiedWildcard(name, _) if self.privacy => {
+                self.deferred_wildcards.push(name_strings(name))
+            }
+            Expr::MatchAgainst { columns, .. } if self.columns => {
+                for c in columns {
+                    if let Some(last) = c.0.last().and_then(|p| p.as_ident()) {
+                        self.colrefs.push((Vec::new(), last.value.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}

@@ -1,0 +1,738 @@
+//! A small hand-written SQL lexer, faithful to each server's rules for comments, string literals
+//! and quoted identifiers, and the two text-level layers built on it:
+//!
+//! - the keyword pre-filter ([`write_keyword`]): a write keyword outside strings, comments and
+//!   quoted identifiers rejects the text before it is parsed;
+//! - the text backstop ([`backstop`]): after the AST check, the same token stream is searched for
+//!   denied function calls, lock clauses and T-SQL statement words. It only fires when sqlparser
+//!   and the server disagree about where a string or comment ends.
+//!
+//! **Invariant:** where a server's rule is unknown, the lexer hides *less* than the server could
+//! (no nested comments, no backslash escapes, no dollar quoting): a disagreement then shows a
+//! keyword that the server treats as text (a false reject), never the other way round.
+
+use crate::Dialect;
+use crate::deny;
+
+/// How one dialect lexes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// `#` starts a line comment (MySQL).
+    hash_comment: bool,
+    /// `--` is a comment only when followed by whitespace, a control character or the end (MySQL).
+    dash_needs_space: bool,
+    /// `/* /* */ */` nests (PostgreSQL, T-SQL).
+    nested_comments: bool,
+    /// `\` escapes the next character in `'..'` and `".."` (MySQL).
+    backslash_escapes: bool,
+    /// `".."` is a string literal, not an identifier (MySQL without ANSI_QUOTES).
+    double_quote_string: bool,
+    /// `E'..'` strings with backslash escapes (PostgreSQL).
+    e_strings: bool,
+    /// `$tag$..$tag$` strings (PostgreSQL).
+    dollar_quotes: bool,
+    /// `U&".."` identifiers (PostgreSQL).
+    unicode_idents: bool,
+    /// `[..]` identifiers (T-SQL, SQLite).
+    brackets: bool,
+    /// `` `..` `` identifiers (MySQL, SQLite).
+    backticks: bool,
+    /// `q'[..]'` strings (Oracle).
+    q_quotes: bool,
+    /// `--+` is an optimizer hint (Oracle).
+    dash_hint: bool,
+    /// Characters that may start a word besides letters and `_` (T-SQL `@var`, `#temp`).
+    word_start_extra: &'static [char],
+    /// Characters that may continue a word besides letters, digits and `_`.
+    word_part_extra: &'static [char],
+}
+
+impl Rules {
+    pub(crate) fn of(dialect: Dialect) -> Rules {
+        let base = Rules {
+            hash_comment: false,
+            dash_needs_space: false,
+            nested_comments: false,
+            backslash_escapes: false,
+            double_quote_string: false,
+            e_strings: false,
+            dollar_quotes: false,
+            unicode_idents: false,
+            brackets: false,
+            backticks: false,
+            q_quotes: false,
+            dash_hint: false,
+            word_start_extra: &[],
+            word_part_extra: &['$'],
+        };
+        match dialect {
+            Dialect::Postgres => Rules {
+                nested_comments: true,
+                e_strings: true,
+                dollar_quotes: true,
+                unicode_idents: true,
+                ..base
+            },
+            Dialect::Mysql => Rules {
+                hash_comment: true,
+                dash_needs_space: true,
+                backslash_escapes: true,
+                double_quote_string: true,
+                backticks: true,
+                ..base
+            },
+            Dialect::Sqlite => Rules { brackets: true, backticks: true, ..base },
+            Dialect::Mssql => Rules {
+                nested_comments: true,
+                brackets: true,
+                word_start_extra: &['@', '#'],
+                word_part_extra: &['$', '@', '#'],
+                ..base
+            },
+            Dialect::Oracle => {
+                Rules { q_quotes: true, dash_hint: true, word_part_extra: &['$', '#'], ..base }
+            }
+            Dialect::Hana => Rules { word_part_extra: &['$', '#'], ..base },
+            // Unknown server: hide as little as possible. `U&"..."` is still flagged.
+            Dialect::Generic => Rules { unicode_idents: true, ..base },
+        }
+    }
+}
+
+/// What a token is. Strings, numbers, comments and whitespace are not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An unquoted word: keyword or identifier.
+    Word,
+    /// A quoted identifier; the range is its content, without the quotes.
+    Quoted,
+    /// A string literal (content not kept).
+    Str,
+    /// Any other character that is not whitespace.
+    Punct(char),
+}
+
+/// One token: its kind and byte range in the text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Token {
+    pub(crate) kind: Kind,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// The code tokens of a text plus what the lexer noticed in its comments.
+#[derive(Debug, Default)]
+pub(crate) struct Lexed {
+    pub(crate) tokens: Vec<Token>,
+    /// `/*!` or `/*M!` (MySQL/MariaDB executable comment) was seen.
+    pub(crate) exec_comment: Option<&'static str>,
+    /// `/*+` (or Oracle `--+`) optimizer hint was seen.
+    pub(crate) hint: Option<&'static str>,
+    /// PostgreSQL `U&"..."` identifier was seen.
+    pub(crate) unicode_ident: bool,
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn peek_at(&self, offset: usize) -> Option<char> {
+        let j = self.i + offset;
+        match self.b.get(j) {
+            None => None,
+            Some(&c) if c < 0x80 => Some(c as char),
+            Some(_) => self.s.get(j..).and_then(|t| t.chars().next()),
+        }
+    }
+
+    /// The char at the cursor and its UTF-8 length.
+    fn current(&self) -> Option<(char, usize)> {
+        match self.b.get(self.i) {
+            None => None,
+            Some(&c) if c < 0x80 => Some((c as char, 1)),
+            Some(_) => self.s[self.i..].chars().next().map(|c| (c, c.len_utf8())),
+        }
+    }
+
+    fn byte(&self, j: usize) -> Option<u8> {
+        self.b.get(j).copied()
+    }
+}
+
+fn is_word_start(c: char, rules: &Rules) -> bool {
+    c.is_alphabetic() || c == '_' || rules.word_start_extra.contains(&c)
+}
+
+fn is_word_part(c: char, rules: &Rules) -> bool {
+    c.is_alphanumeric() || c == '_' || rules.word_part_extra.contains(&c)
+}
+
+/// Splits `sql` into code tokens under `rules`.
+pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
+    let mut out = Lexed { tokens: Vec::with_capacity(sql.len() / 4 + 4), ..Lexed::default() };
+    let mut c = Cursor { s: sql, b: sql.as_bytes(), i: 0 };
+    while let Some((ch, len)) = c.current() {
+        let start = c.i;
+        match ch {
+            '-' if c.byte(start + 1) == Some(b'-') => {
+                let third = c.peek_at(2);
+                let is_comment =
+                    !rules.dash_needs_space || third.is_none_or(|t| t.is_whitespace() || t.is_control());
+                if is_comment {
+                    if rules.dash_hint && third == Some('+') {
+                        out.hint.get_or_insert("--+");
+                    }
+                    skip_line(&mut c);
+                } else {
+                    push(&mut out, Kind::Punct('-'), start, start + 1);
+                    c.i += 1;
+                }
+            }
+            '#' if rules.hash_comment => skip_line(&mut c),
+            '/' if c.byte(start + 1) == Some(b'*') => {
+                match (c.byte(start + 2), c.byte(start + 3)) {
+                    (Some(b'!'), _) => {
+                        out.exec_comment.get_or_insert("/*!");
+                    }
+                    (Some(b'M' | b'm'), Some(b'!')) => {
+                        out.exec_comment.get_or_insert("/*M!");
+                    }
+                    (Some(b'+'), _) => {
+                        out.hint.get_or_insert("/*+");
+                    }
+                    _ => {}
+                }
+                skip_block_comment(&mut c, rules.nested_comments);
+            }
+            '\'' => {
+                c.i += 1;
+                skip_quoted(&mut c, b'\'', rules.backslash_escapes);
+                push(&mut out, Kind::Str, start, c.i);
+            }
+            '"' if rules.double_quote_string => {
+                c.i += 1;
+                skip_quoted(&mut c, b'"', rules.backslash_escapes);
+                push(&mut out, Kind::Str, start, c.i);
+            }
+            '"' => quoted_ident(&mut c, &mut out, b'"', b'"'),
+            '`' if rules.backticks => quoted_ident(&mut c, &mut out, b'`', b'`'),
+            '[' if rules.brackets => quoted_ident(&mut c, &mut out, b'[', b']'),
+            '$' if rules.dollar_quotes && dollar_quote(&mut c) => push(&mut out, Kind::Str, start, c.i),
+            '0'..='9' => skip_number(&mut c),
+            _ if is_word_start(ch, rules) => {
+                c.i += len;
+                while let Some((p, plen)) = c.current() {
+                    if !is_word_part(p, rules) {
+                        break;
+                    }
+                    c.i += plen;
+                }
+                let word = &sql[start..c.i];
+                let next = c.byte(c.i);
+                if next == Some(b'\'') && rules.e_strings && word.eq_ignore_ascii_case("e") {
+                    c.i += 1;
+                    skip_quoted(&mut c, b'\'', true);
+                    push(&mut out, Kind::Str, start, c.i);
+                } else if next == Some(b'\'')
+                    && rules.q_quotes
+                    && (word.eq_ignore_ascii_case("q") || word.eq_ignore_ascii_case("nq"))
+                    && c.byte(c.i + 1).is_some()
+                {
+                    q_quote(&mut c);
+                    push(&mut out, Kind::Str, start, c.i);
+                } else {
+                    if rules.unicode_idents
+                        && next == Some(b'&')
+                        && word.eq_ignore_ascii_case("u")
+                        && c.byte(c.i + 1) == Some(b'"')
+                    {
+                        out.unicode_ident = true;
+                    }
+                    push(&mut out, Kind::Word, start, c.i);
+                }
+            }
+            _ if ch.is_whitespace() => c.i += len,
+            _ => {
+                push(&mut out, Kind::Punct(ch), start, start + len);
+                c.i += len;
+            }
+        }
+    }
+    out
+}
+
+fn push(out: &mut Lexed, kind: Kind, start: usize, end: usize) {
+    out.tokens.push(Token { kind, start, end });
+}
+
+fn skip_line(c: &mut Cursor<'_>) {
+    while let Some(b) = c.byte(c.i) {
+        c.i += 1;
+        if b == b'\n' || b == b'\r' {
+            break;
+        }
+    }
+}
+
+/// Skips `/* ... */` starting at the cursor; an unterminated comment runs to the end.
+fn skip_block_comment(c: &mut Cursor<'_>, nested: bool) {
+    c.i += 2;
+    let mut depth = 1usize;
+    while let Some(b) = c.byte(c.i) {
+        if b == b'*' && c.byte(c.i + 1) == Some(b'/') {
+            c.i += 2;
+            depth -= 1;
+            if depth == 0 {
+                return;
+            }
+        } else if nested && b == b'/' && c.byte(c.i + 1) == Some(b'*') {
+            c.i += 2;
+            depth += 1;
+        } else {
+            c.i += 1;
+        }
+    }
+}
+
+/// Skips the body of a literal opened by `quote` (the cursor is past the opening quote), with
+/// doubled quotes and, if asked, backslash escapes. Unterminated: runs to the end.
+fn skip_quoted(c: &mut Cursor<'_>, quote: u8, backslash: bool) {
+    while let Some(b) = c.byte(c.i) {
+        if backslash && b == b'\\' {
+            c.i += 2;
+        } else if b == quote {
+            if c.byte(c.i + 1) == Some(quote) {
+                c.i += 2;
+            } else {
+                c.i += 1;
+                return;
+            }
+        } else {
+            c.i += 1;
+        }
+    }
+    c.i = c.i.min(c.b.len());
+}
+
+fn quoted_ident(c: &mut Cursor<'_>, out: &mut Lexed, open: u8, close: u8) {
+    debug_assert_eq!(c.byte(c.i), Some(open));
+    c.i += 1;
+    let start = c.i;
+    skip_quoted(c, close, false);
+    let end = if c.i > start && c.byte(c.i - 1) == Some(close) { c.i - 1 } else { c.i };
+    push(out, Kind::Quoted, start, end.max(start));
+}
+
+fn skip_number(c: &mut Cursor<'_>) {
+    while c.byte(c.i).is_some_and(|b| b.is_ascii_digit()) {
+        c.i += 1;
+    }
+    if c.byte(c.i) == Some(b'.') && c.byte(c.i + 1).is_some_and(|b| b.is_ascii_digit()) {
+        c.i += 1;
+        while c.byte(c.i).is_some_and(|b| b.is_ascii_digit()) {
+            c.i += 1;
+        }
+    }
+    if matches!(c.byte(c.i), Some(b'e' | b'E')) {
+        let mut j = c.i + 1;
+        if matches!(c.byte(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        if c.byte(j).is_some_and(|b| b.is_ascii_digit()) {
+            c.i = j;
+            while c.byte(c.i).is_some_and(|b| b.is_ascii_digit()) {
+                c.i += 1;
+            }
+        }
+    }
+}
+
+/// PostgreSQL `$tag$ ... $tag$` at the cursor (`$`). Returns false (cursor unchanged) when the
+/// `$` does not open a dollar quote (`$1`, a lone `$`).
+fn dollar_quote(c: &mut Cursor<'_>) -> bool {
+    let open_start = c.i;
+    let mut j = c.i + 1;
+    let tag_start = j;
+    // Tag: empty, or [A-Za-z_\x80-] [A-Za-z0-9_\x80-]*
+    if let Some(first) = c.byte(j)
+        && first != b'$'
+    {
+        if !(first.is_ascii_alphabetic() || first == b'_' || first >= 0x80) {
+            return false;
+        }
+        while c.byte(j).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80) {
+            j += 1;
+        }
+    }
+    if c.byte(j) != Some(b'$') {
+        return false;
+    }
+    let delim = &c.s[open_start..=j];
+    debug_assert!(delim.len() >= 2 && tag_start <= j);
+    let body_start = j + 1;
+    match c.s.get(body_start..).and_then(|rest| rest.find(delim)) {
+        Some(k) => c.i = body_start + k + delim.len(),
+        None => c.i = c.b.len(),
+    }
+    true
+}
+
+/// Oracle `q'X...X'` / `nq'X...X'`: the cursor is on the opening `'`.
+fn q_quote(c: &mut Cursor<'_>) {
+    c.i += 1; // the quote
+    let Some((open, len)) = c.current() else { return };
+    c.i += len;
+    let close = match open {
+        '[' => ']',
+        '{' => '}',
+        '(' => ')',
+        '<' => '>',
+        other => other,
+    };
+    let mut pat = [0u8; 8];
+    let close_len = close.encode_utf8(&mut pat).len();
+    pat[close_len] = b'\'';
+    let pat = &pat[..=close_len];
+    match c.s.get(c.i..).and_then(|rest| rest.find(std::str::from_utf8(pat).unwrap_or("'"))) {
+        Some(k) => c.i += k + pat.len(),
+        None => c.i = c.b.len(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer 1: the keyword pre-filter
+
+/// Statement keywords that have no place in a read-only query, matched case-insensitively as
+/// whole words outside comments, strings and quoted identifiers.
+const WRITE_KEYWORDS: [&str; 26] = [
+    "ALTER", "ATTACH", "CALL", "COPY", "CREATE", "DELETE", "DETACH", "DROP", "EXEC", "EXECUTE", "GRANT",
+    "INSERT", "INTO", "KILL", "MERGE", "PRAGMA", "REINDEX", "RENAME", "REPLACE", "REVOKE", "SHUTDOWN",
+    "TRUNCATE", "UNLOCK", "UPDATE", "UPSERT", "VACUUM",
+];
+
+/// Keywords that are also ordinary functions when a `(` follows (`REPLACE(s, 'a', 'b')`,
+/// MySQL `INSERT(s, 1, 2, 'x')` and `TRUNCATE(x, 2)`).
+const ALSO_FUNCTIONS: [&str; 3] = ["INSERT", "REPLACE", "TRUNCATE"];
+
+/// Upper-cases a short word into `buf` (ASCII fast path; other scripts through Unicode case
+/// mapping, so that `ınsert` or `ſet`-style spellings that fold to ASCII are still caught).
+fn upper<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b str> {
+    if word.is_ascii() {
+        if word.len() > buf.len() {
+            return None;
+        }
+        for (d, s) in buf.iter_mut().zip(word.bytes()) {
+            *d = s.to_ascii_uppercase();
+        }
+        return std::str::from_utf8(&buf[..word.len()]).ok();
+    }
+    let up: String = word.to_uppercase();
+    if !up.is_ascii() || up.len() > buf.len() {
+        return None;
+    }
+    buf[..up.len()].copy_from_slice(up.as_bytes());
+    std::str::from_utf8(&buf[..up.len()]).ok()
+}
+
+/// The first write keyword in the code of `sql`, if any.
+pub(crate) fn write_keyword(sql: &str, lexed: &Lexed) -> Option<&'static str> {
+    let mut buf = [0u8; 16];
+    for (n, tok) in lexed.tokens.iter().enumerate() {
+        if tok.kind != Kind::Word || tok.end - tok.start < 4 {
+            continue;
+        }
+        let Some(up) = upper(&sql[tok.start..tok.end], &mut buf) else { continue };
+        let Some(found) = lookup(&WRITE_KEYWORDS, up) else { continue };
+        let next_is_paren = lexed.tokens.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
+        if next_is_paren && ALSO_FUNCTIONS.contains(&found) {
+            continue;
+        }
+        return Some(found);
+    }
+    None
+}
+
+fn lookup(list: &[&'static str], word: &str) -> Option<&'static str> {
+    list.iter().copied().find(|k| *k == word)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The text backstop (run after the AST check)
+
+/// T-SQL reserved words that start statements and cannot appear unquoted in a single SELECT.
+/// T-SQL needs no `;` between statements, so `SELECT a FROM t SHUTDOWN` is two statements to the
+/// server; sqlparser reads the second word as an alias.
+const TSQL_STATEMENT_WORDS: [&str; 43] = [
+    "BACKUP",
+    "BEGIN",
+    "BREAK",
+    "BULK",
+    "CHECKPOINT",
+    "CLOSE",
+    "COMMIT",
+    "CONTINUE",
+    "DBCC",
+    "DECLARE",
+    "DENY",
+    "DISK",
+    "DUMP",
+    "ERRLVL",
+    "EXIT",
+    "GOTO",
+    "IF",
+    "LINENO",
+    "LOAD",
+    "OPEN",
+    "PRINT",
+    "PROC",
+    "PROCEDURE",
+    "RAISERROR",
+    "READTEXT",
+    "RECONFIGURE",
+    "RESTORE",
+    "RETURN",
+    "REVERT",
+    "ROLLBACK",
+    "SAVE",
+    "SECURITYAUDIT",
+    "SET",
+    "SETUSER",
+    "TEXTSIZE",
+    "TRAN",
+    "TRANSACTION",
+    "TRIGGER",
+    "UPDATETEXT",
+    "USE",
+    "WAITFOR",
+    "WHILE",
+    "WRITETEXT",
+];
+
+/// T-SQL table hints that take or hold locks or raise isolation.
+pub(crate) const TSQL_LOCK_HINTS: [&str; 10] = [
+    "HOLDLOCK",
+    "PAGLOCK",
+    "READCOMMITTEDLOCK",
+    "REPEATABLEREAD",
+    "ROWLOCK",
+    "SERIALIZABLE",
+    "TABLOCK",
+    "TABLOCKX",
+    "UPDLOCK",
+    "XLOCK",
+];
+
+/// Searches the code tokens for what the AST check should already have rejected: denied
+/// function calls (`name(` or `pkg.name(`), sequence `.NEXTVAL`, row-lock clauses, MySQL `:=`,
+/// T-SQL statement words and lock hints, PostgreSQL `U&"..."` identifiers. Returns a reason.
+pub(crate) fn backstop(sql: &str, lexed: &Lexed, dialect: Dialect) -> Option<String> {
+    if lexed.unicode_ident {
+        return Some("unicode-escaped identifiers (U&\"...\") are not allowed".into());
+    }
+    let toks = &lexed.tokens;
+    let text = |t: &Token| &sql[t.start..t.end];
+    let mut buf = [0u8; 16];
+    let mut prev_word: Option<&str> = None;
+    let mut parts: Vec<&str> = Vec::new();
+    let mut n = 0;
+    while n < toks.len() {
+        let tok = toks[n];
+        match tok.kind {
+            Kind::Punct('@') if dialect == Dialect::Oracle => {
+                return Some("database links (@) reach another server".into());
+            }
+            Kind::Punct(':')
+                if dialect == Dialect::Mysql
+                    && toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('=') && t.start == tok.end) =>
+            {
+                return Some("assignment to a variable (`:=`) is not allowed".into());
+            }
+            Kind::Word | Kind::Quoted => {
+                // A dotted name: word(.word)*
+                parts.clear();
+                parts.push(text(&tok));
+                let mut m = n + 1;
+                while m + 1 < toks.len()
+                    && toks[m].kind == Kind::Punct('.')
+                    && matches!(toks[m + 1].kind, Kind::Word | Kind::Quoted)
+                {
+                    parts.push(text(&toks[m + 1]));
+                    m += 2;
+                }
+                let called = toks.get(m).is_some_and(|t| t.kind == Kind::Punct('('));
+                if called && let Some(why) = deny::function(&parts, dialect) {
+                    return Some(format!("function {} is not allowed: {why}", parts.join(".")));
+                }
+                if parts.len() > 1 && parts.last().is_some_and(|p| p.eq_ignore_ascii_case("nextval")) {
+                    return Some(format!("{} advances a sequence", parts.join(".")));
+                }
+                if tok.kind == Kind::Word {
+                    let up = upper(text(&tok), &mut buf).unwrap_or("");
+                    if let Some(reason) =
+                        word_rule(up, prev_word, toks.get(n + 1).map(|t| (t, text(t))), dialect)
+                    {
+                        return Some(reason);
+                    }
+                    // Keep the previous word for pair rules (FOR SHARE, KEY SHARE).
+                    prev_word = match up {
+                        "FOR" => Some("FOR"),
+                        "KEY" => Some("KEY"),
+                        _ => None,
+                    };
+                } else {
+                    prev_word = None;
+                }
+                n += 1;
+                continue;
+            }
+            _ => prev_word = None,
+        }
+        n += 1;
+    }
+    None
+}
+
+fn word_rule(up: &str, prev: Option<&str>, next: Option<(&Token, &str)>, dialect: Dialect) -> Option<String> {
+    if up == "SHARE" && prev.is_some() {
+        return Some(format!("locking clause {} SHARE is not allowed", prev.unwrap_or_default()));
+    }
+    if up == "LOCK"
+        && next.is_some_and(|(t, s)| {
+            t.kind == Kind::Word
+                && (s.eq_ignore_ascii_case("in")
+                    || s.eq_ignore_ascii_case("table")
+                    || s.eq_ignore_ascii_case("tables"))
+        })
+    {
+        return Some("locking clause LOCK is not allowed".into());
+    }
+    if dialect == Dialect::Mssql {
+        if TSQL_STATEMENT_WORDS.contains(&up) {
+            return Some(format!(
+                "T-SQL statement keyword {up} is not allowed (it would start a second statement)"
+            ));
+        }
+        if TSQL_LOCK_HINTS.contains(&up) {
+            return Some(format!("table hint {up} takes locks"));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(sql: &str, d: Dialect) -> Vec<String> {
+        let lexed = lex(sql, &Rules::of(d));
+        lexed
+            .tokens
+            .iter()
+            .filter(|t| matches!(t.kind, Kind::Word | Kind::Quoted))
+            .map(|t| sql[t.start..t.end].to_owned())
+            .collect()
+    }
+
+    fn kw(sql: &str, d: Dialect) -> Option<&'static str> {
+        write_keyword(sql, &lex(sql, &Rules::of(d)))
+    }
+
+    #[test]
+    fn keywords_are_short_ascii_words() {
+        for k in WRITE_KEYWORDS {
+            assert!(k.len() >= 4 && k.len() <= 16 && k.is_ascii(), "{k}");
+        }
+    }
+
+    #[test]
+    fn comments_strings_and_quoted_identifiers_hide_words() {
+        for d in Dialect::ALL {
+            assert_eq!(kw("SELECT 'please delete' FROM t -- DROP\n", d), None, "{d}");
+            assert_eq!(kw("SELECT update_time, drop_count FROM t /* DELETE */", d), None, "{d}");
+            assert_eq!(kw("SELECT 'it''s; DELETE' FROM t", d), None, "{d}");
+        }
+        assert_eq!(kw(r#"SELECT "update" FROM t"#, Dialect::Postgres), None);
+        assert_eq!(kw("SELECT `delete` FROM t", Dialect::Mysql), None);
+        assert_eq!(kw("SELECT [delete] FROM t", Dialect::Mssql), None);
+        assert_eq!(kw("SELECT $$ delete $$, $x$ drop $x$", Dialect::Postgres), None);
+        assert_eq!(kw(r"SELECT E'\' delete'", Dialect::Postgres), None);
+        assert_eq!(kw(r"SELECT 'a\' delete'", Dialect::Mysql), None);
+        assert_eq!(kw("SELECT q'[it's delete]' FROM dual", Dialect::Oracle), None);
+        assert_eq!(kw("SELECT 1 # delete\n", Dialect::Mysql), None);
+        assert_eq!(kw("SELECT /* /* */ DELETE */ 1", Dialect::Postgres), None);
+    }
+
+    #[test]
+    fn keywords_in_code_are_found() {
+        for d in Dialect::ALL {
+            assert_eq!(kw("DeLeTe FROM t", d), Some("DELETE"), "{d}");
+            assert_eq!(kw("/**/DELETE/**/FROM t", d), Some("DELETE"), "{d}");
+            assert_eq!(kw("SELECT 1;\u{a0}DROP\ttable t", d), Some("DROP"), "{d}");
+            assert_eq!(kw("SELECT 1 FROM t FOR UPDATE", d), Some("UPDATE"), "{d}");
+            assert_eq!(kw("SELECT a INTO t2 FROM t", d), Some("INTO"), "{d}");
+        }
+        // Where the server does not escape or nest, the lexer does not either.
+        assert_eq!(kw(r"SELECT 'a\' , (DELETE) , '", Dialect::Postgres), Some("DELETE"));
+        assert_eq!(kw("SELECT /* /* */ DELETE */ 1", Dialect::Mysql), Some("DELETE"));
+        assert_eq!(kw("SELECT 1 --DELETE\n", Dialect::Mysql), Some("DELETE"));
+        assert_eq!(kw("SELECT 1 # DELETE\n", Dialect::Postgres), Some("DELETE"));
+        assert_eq!(kw("SELECT $$ delete $$", Dialect::Mysql), Some("DELETE"));
+        assert_eq!(kw("SELECT 1delete", Dialect::Postgres), Some("DELETE"));
+        assert_eq!(kw("SELECT 1 FROM t; ınsert INTO x", Dialect::Generic), Some("INSERT"));
+    }
+
+    #[test]
+    fn function_spellings_of_keywords_are_allowed() {
+        assert_eq!(
+            kw("SELECT REPLACE(name, 'a', 'b'), TRUNCATE(x, 2), INSERT(s, 1, 2, 'x')", Dialect::Mysql),
+            None
+        );
+        assert_eq!(kw("REPLACE INTO t VALUES (1)", Dialect::Mysql), Some("REPLACE"));
+    }
+
+    #[test]
+    fn lexing_matches_server_rules() {
+        assert_eq!(
+            words("SELECT a$b, #t, @v FROM [x y]", Dialect::Mssql),
+            ["SELECT", "a$b", "#t", "@v", "FROM", "x y"]
+        );
+        assert_eq!(words("SELECT \"a\"\"b\" FROM t", Dialect::Postgres), ["SELECT", "a\"\"b", "FROM", "t"]);
+        assert_eq!(words("SELECT $1, $$x$$ FROM t", Dialect::Postgres), ["SELECT", "FROM", "t"]);
+        assert_eq!(words("SELECT 1 --x\n", Dialect::Mysql), ["SELECT", "x"]);
+        assert_eq!(words("SELECT 1 -- x\n", Dialect::Mysql), ["SELECT"]);
+        let lexed = lex("SELECT /*! 1 */ 2", &Rules::of(Dialect::Postgres));
+        assert_eq!(lexed.exec_comment, Some("/*!"));
+        let lexed = lex("SELECT /*+ INDEX(t) */ 2", &Rules::of(Dialect::Oracle));
+        assert_eq!(lexed.hint, Some("/*+"));
+        let lexed = lex("SELECT U&\"\\0061\" FROM t", &Rules::of(Dialect::Postgres));
+        assert!(lexed.unicode_ident);
+    }
+
+    #[test]
+    fn unterminated_literals_do_not_panic() {
+        for d in Dialect::ALL {
+            for sql in
+                ["'", "\"", "`", "[", "/*", "$a", "$$", "q'", "q'[", "E'", "--", "#", "U&", "1e", "1.", "€"]
+            {
+                let _ = lex(sql, &Rules::of(d));
+            }
+        }
+    }
+
+    #[test]
+    fn backstop_finds_calls_the_parser_may_have_missed() {
+        let b = |sql: &str, d: Dialect| backstop(sql, &lex(sql, &Rules::of(d)), d);
+        assert!(b("SELECT pg_sleep(1)", Dialect::Postgres).unwrap().contains("pg_sleep"));
+        assert!(b("SELECT \"DBMS_LOCK\".\"SLEEP\"(1) FROM dual", Dialect::Oracle).is_some());
+        assert!(b("SELECT s.NEXTVAL FROM dual", Dialect::Oracle).is_some());
+        assert!(b("SELECT a FROM t FOR SHARE", Dialect::Postgres).is_some());
+        assert!(b("SELECT @a := 1", Dialect::Mysql).is_some());
+        assert!(b("SELECT a FROM t CHECKPOINT", Dialect::Mssql).is_some());
+        assert!(b("SELECT a FROM t WITH (UPDLOCK)", Dialect::Mssql).is_some());
+        assert_eq!(b("SELECT sleep FROM t WHERE share > 1", Dialect::Mysql), None);
+        assert_eq!(b("SELECT DBMS_LOB.SUBSTR(c, 10, 1) FROM t", Dialect::Oracle), None);
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the gate: one test binary, one module per topic.
+
+mod corpus;
+mod props;

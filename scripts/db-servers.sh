@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Real database servers for the drivers' integration tests, on loopback, in scratch dirs.
+#
+#   scripts/db-servers.sh start     install if missing, start PostgreSQL 15 and MariaDB, load the
+#                                   sample ERP fixture, write ODBC ini files
+#   scripts/db-servers.sh env       print `export ...` lines for the tests (eval "$(... env)")
+#   scripts/db-servers.sh restart pg|mysql   restart one server (same data), for pool-recovery tests
+#   scripts/db-servers.sh stop      stop both servers by their pid files
+#   scripts/db-servers.sh status
+#
+# Each server gets a fixture owner (read-write, loads the data) and a read-only user that the
+# tests connect as. Ports and the directory can be overridden:
+#   MC_DB_DIR (default /tmp/mc-db-servers), MC_PG_PORT (55432), MC_MY_PORT (53306).
+# Servers run as the `postgres` / `mysql` system users (PostgreSQL refuses root); the data
+# directories live under /tmp so those users can reach them. Passwords below are test-only.
+set -euo pipefail
+
+DIR=${MC_DB_DIR:-/tmp/mc-db-servers}
+PG_PORT=${MC_PG_PORT:-55432}
+MY_PORT=${MC_MY_PORT:-53306}
+PG_BIN=${MC_PG_BIN:-/usr/lib/postgresql/15/bin}
+DB=mc_test
+OWNER=mc_owner
+OWNER_PW=owner-test-pw
+RO=mc_ro
+RO_PW=ro-test-pw
+ODBC_LIB=/usr/lib/x86_64-linux-gnu/odbc
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+PG_DATA=$DIR/pg
+MY_DATA=$DIR/mysql
+ODBC_DIR=$DIR/odbc
+
+log() { echo "db-servers: $*" >&2; }
+
+install_if_missing() {
+    local missing=()
+    [ -x "$PG_BIN/pg_ctl" ] || missing+=(postgresql)
+    command -v mariadbd >/dev/null || missing+=(mariadb-server)
+    [ -f "$ODBC_LIB/psqlodbcw.so" ] || missing+=(odbc-postgresql)
+    [ -f "$ODBC_LIB/libmaodbc.so" ] || missing+=(odbc-mariadb)
+    [ -f "$ODBC_LIB/libsqlite3odbc.so" ] || missing+=(libsqliteodbc)
+    command -v isql >/dev/null || missing+=(unixodbc)
+    [ -f /usr/include/sql.h ] || missing+=(unixodbc-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+    fi
+}
+
+# Runs a command as `user` (we are usually root; as that user already, run directly).
+as_user() {
+    local user=$1
+    shift
+    if [ "$(id -un)" = "$user" ]; then "$@"; else runuser -u "$user" -- "$@"; fi
+}
+
+fixture_sql() {
+    # The same rows as drivers::fixture::create_sample_erp, written by the drivers crate itself.
+    (cd "$ROOT" && cargo run -q -j2 -p drivers --example erp_sql -- "$@")
+}
+
+pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && kill -0 "$(head -1 "$PG_DATA/postmaster.pid")" 2>/dev/null; }
+my_running() { [ -f "$MY_DATA/m.pid" ] && kill -0 "$(cat "$MY_DATA/m.pid")" 2>/dev/null; }
+
+psql_admin() { as_user postgres psql -X -q -v ON_ERROR_STOP=1 -h "$PG_DATA" -p "$PG_PORT" -U postgres "$@"; }
+my_admin() { mariadb --no-defaults --socket="$MY_DATA/s.sock" -uroot "$@"; }
+
+start_pg() {
+    if pg_running; then log "postgres already running on $PG_PORT"; return; fi
+    local fresh=0
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+        fresh=1
+        rm -rf "$PG_DATA"
+        install -d -o postgres -g postgres -m 0700 "$PG_DATA"
+        as_user postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        # Local socket: trust (admin only); TCP: passwords, so bad-password tests mean something.
+        cat > "$PG_DATA/pg_hba.conf" <<EOF
+local all all trust
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128      scram-sha-256
+EOF
+    fi
+    as_user postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -l "$PG_DATA/server.log" \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DATA -c max_connections=200" start >/dev/null
+    log "postgres up on 127.0.0.1:$PG_PORT"
+    if [ $fresh = 1 ]; then
+        psql_admin -d postgres <<EOF
+CREATE ROLE $OWNER LOGIN PASSWORD '$OWNER_PW';
+CREATE ROLE $RO LOGIN PASSWORD '$RO_PW';
+CREATE DATABASE $DB OWNER $OWNER ENCODING 'UTF8' TEMPLATE template0;
+EOF
+        fixture_sql postgres > "$DIR/erp_pg.sql"
+        PGPASSWORD=$OWNER_PW psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$OWNER" -d "$DB" \
+            -f "$DIR/erp_pg.sql" >/dev/null
+        PGPASSWORD=$OWNER_PW psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$OWNER" -d "$DB" <<EOF
+GRANT USAGE ON SCHEMA public TO $RO;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO $RO;
+GRANT USAGE ON SEQUENCE invoice_no_seq TO $RO;
+EOF
+        log "postgres fixture loaded into $DB"
+    fi
+}
+
+start_my() {
+    if my_running; then log "mariadb already running on $MY_PORT"; return; fi
+    local fresh=0
+    if [ ! -d "$MY_DATA/mysql" ]; then
+        fresh=1
+        rm -rf "$MY_DATA"
+        install -d -o mysql -g mysql -m 0750 "$MY_DATA"
+        mariadb-install-db --no-defaults --user=mysql --datadir="$MY_DATA" --skip-test-db >/dev/null 2>&1
+    fi
+    # Started through `runuser`'s parent shell so it survives this script; logs in the data dir.
+    nohup mariadbd --no-defaults --user=mysql --datadir="$MY_DATA" --bind-address=127.0.0.1 \
+        --port="$MY_PORT" --socket="$MY_DATA/s.sock" --pid-file="$MY_DATA/m.pid" \
+        --log-error="$MY_DATA/error.log" --character-set-server=utf8mb4 \
+        --collation-server=utf8mb4_unicode_ci --max-connections=300 >/dev/null 2>&1 &
+    for _ in $(seq 1 100); do
+        if mariadb-admin --no-defaults --socket="$MY_DATA/s.sock" -uroot ping >/dev/null 2>&1; then break; fi
+        sleep 0.1
+    done
+    mariadb-admin --no-defaults --socket="$MY_DATA/s.sock" -uroot ping >/dev/null
+    log "mariadb up on 127.0.0.1:$MY_PORT"
+    if [ $fresh = 1 ]; then
+        my_admin <<EOF
+CREATE DATABASE $DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER '$OWNER'@'127.0.0.1' IDENTIFIED BY '$OWNER_PW';
+CREATE USER '$OWNER'@'localhost' IDENTIFIED BY '$OWNER_PW';
+CREATE USER '$RO'@'127.0.0.1' IDENTIFIED BY '$RO_PW';
+CREATE USER '$RO'@'localhost' IDENTIFIED BY '$RO_PW';
+GRANT ALL ON $DB.* TO '$OWNER'@'127.0.0.1';
+GRANT ALL ON $DB.* TO '$OWNER'@'localhost';
+GRANT SELECT, SHOW VIEW ON $DB.* TO '$RO'@'127.0.0.1';
+GRANT SELECT, SHOW VIEW ON $DB.* TO '$RO'@'localhost';
+-- The read-only user runs KILL QUERY on its own connections only: no PROCESS/SUPER needed.
+FLUSH PRIVILEGES;
+EOF
+        fixture_sql mysql > "$DIR/erp_mysql.sql"
+        mariadb --no-defaults -h 127.0.0.1 -P "$MY_PORT" -u"$OWNER" -p"$OWNER_PW" \
+            --default-character-set=utf8mb4 "$DB" < "$DIR/erp_mysql.sql" >/dev/null
+        log "mariadb fixture loaded into $DB"
+    fi
+}
+
+write_odbc() {
+    mkdir -p "$ODBC_DIR"
+    if [ ! -f "$DIR/erp.sqlite" ]; then
+        fixture_sql sqlite "$DIR/erp.sqlite"
+    fi
+    cat > "$ODBC_DIR/odbcinst.ini" <<EOF
+[PostgreSQL Unicode]
+Description = psqlODBC (Unicode)
+Driver      = $ODBC_LIB/psqlodbcw.so
+
+[MariaDB]
+Description = MariaDB Connector/ODBC
+Driver      = $ODBC_LIB/libmaodbc.so
+
+[SQLite3]
+Description = SQLite3 ODBC
+Driver      = $ODBC_LIB/libsqlite3odbc.so
+EOF
+    cat > "$ODBC_DIR/odbc.ini" <<EOF
+[mc_pg]
+Driver     = PostgreSQL Unicode
+Servername = 127.0.0.1
+Port       = $PG_PORT
+Database   = $DB
+UseServerSidePrepare = 1
+
+[mc_maria]
+Driver   = MariaDB
+Server   = 127.0.0.1
+Port     = $MY_PORT
+Database = $DB
+CharacterSet = utf8mb4
+
+[mc_sqlite]
+Driver   = SQLite3
+Database = $DIR/erp.sqlite
+EOF
+}
+
+print_env() {
+    cat <<EOF
+export MC_TEST_PG_URL='postgres://$RO:$RO_PW@127.0.0.1:$PG_PORT/$DB'
+export MC_TEST_PG_OWNER_URL='postgres://$OWNER:$OWNER_PW@127.0.0.1:$PG_PORT/$DB'
+export MC_TEST_MYSQL_URL='mysql://$RO:$RO_PW@127.0.0.1:$MY_PORT/$DB'
+export MC_TEST_MYSQL_OWNER_URL='mysql://$OWNER:$OWNER_PW@127.0.0.1:$MY_PORT/$DB'
+export MC_TEST_ODBC_PG='DSN=mc_pg;UID=$RO;PWD=$RO_PW'
+export MC_TEST_ODBC_MYSQL='DSN=mc_maria;UID=$RO;PWD=$RO_PW'
+export MC_TEST_ODBC_SQLITE='DSN=mc_sqlite'
+export ODBCSYSINI='$ODBC_DIR'
+export ODBCINI='$ODBC_DIR/odbc.ini'
+export MC_DB_SERVERS='$ROOT/scripts/db-servers.sh'
+EOF
+}
+
+stop_pg() {
+    if pg_running; then
+        local pid
+        pid=$(head -1 "$PG_DATA/postmaster.pid")
+        kill -INT "$pid"
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        log "postgres stopped"
+    fi
+}
+
+stop_my() {
+    if my_running; then
+        local pid
+        pid=$(cat "$MY_DATA/m.pid")
+        kill -TERM "$pid"
+        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        log "mariadb stopped"
+    fi
+}
+
+case "${1:-}" in
+    start)
+        mkdir -p "$DIR"
+        chmod 0755 "$DIR"
+        install_if_missing
+        start_pg
+        start_my
+        write_odbc
+        ;;
+    env) print_env ;;
+    restart)
+        case "${2:-}" in
+            pg) stop_pg; start_pg ;;
+            mysql) stop_my; start_my ;;
+            *) echo "usage: $0 restart pg|mysql" >&2; exit 2 ;;
+        esac
+        ;;
+    stop) stop_pg; stop_my ;;
+    status)
+        pg_running && echo "postgres: running on $PG_PORT" || echo "postgres: stopped"
+        my_running && echo "mariadb: running on $MY_PORT" || echo "mariadb: stopped"
+        ;;
+    *) echo "usage: $0 start|env|restart pg|mysql|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,388 @@
+//! `configure`, `key show|rotate`, `vault status|reset`: the connector's identity and its API
+//! key.
+
+use std::path::PathBuf;
+
+use mini_connector::config::AgentConfig;
+use mini_connector::protocol::ApiKey;
+use serde_json::json;
+use vault::{ApiKeyStore, SystemIdentity, Vault};
+use zeroize::Zeroizing;
+
+use super::{ConfigArg, Fail, Outcome, absolute, print_json, secret_from_prompt, secret_from_stdin};
+use crate::exit;
+
+/// `configure`: create or update the configuration and store the API key.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  echo \"$API_KEY\" | mini-connector configure --name Warehouse --cloud-url wss://console.example.com/ws --api-key-stdin
+  mini-connector configure --proxy http://proxy.corp:3128
+  mini-connector configure --ca-cert /etc/ssl/corp-root.pem --heartbeat-ms 15000
+
+The key is checked locally (format and checksum), stored in the machine-bound vault (Linux) or
+the OS credential store (Windows, macOS), and the configuration gets only a reference to it
+(apiKeyRef). Prefer --api-key-stdin: a key on the command line lands in shell history.
+
+Exit codes: 0 ok; 1 the vault or the file could not be written; 2 bad usage, bad value or
+malformed key (nothing written); 4 VAULT_DECRYPT_ERROR (see `mini-connector vault reset`).")]
+pub struct ConfigureArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Friendly name of this connector (required for a new configuration).
+    #[arg(long)]
+    name: Option<String>,
+    /// wss:// URL of the cloud gateway (required for a new configuration).
+    #[arg(long, value_name = "URL")]
+    cloud_url: Option<String>,
+    /// HTTP CONNECT proxy, http://host:port; an empty value removes it.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Extra CA certificate (PEM) to trust for the gateway; an empty value removes it.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Heartbeat period in milliseconds (1000-3600000).
+    #[arg(long, value_name = "MS")]
+    heartbeat_ms: Option<u64>,
+    /// Directory of the credential vault (default: `vault/` next to the configuration file,
+    /// or `$STATE_DIRECTORY/vault` under systemd).
+    #[arg(long, value_name = "DIR")]
+    vault_dir: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyInput,
+}
+
+/// Where a new API key comes from.
+#[derive(Debug, clap::Args)]
+pub struct KeyInput {
+    /// The API key (vmc_...). Lands in shell history and process lists: prefer --api-key-stdin.
+    #[arg(long, value_name = "KEY", conflicts_with = "api_key_stdin")]
+    api_key: Option<String>,
+    /// Read the API key from the first line of stdin.
+    #[arg(long)]
+    api_key_stdin: bool,
+}
+
+impl KeyInput {
+    /// The key text, if one was given (without prompting).
+    fn take(&mut self) -> Result<Option<Zeroizing<String>>, Fail> {
+        if self.api_key_stdin {
+            return secret_from_stdin("API key").map(Some);
+        }
+        let key = self.api_key.take().map(Zeroizing::new);
+        if key.is_some() {
+            eprintln!("note: a key given with --api-key stays in shell history; --api-key-stdin avoids that");
+        }
+        Ok(key)
+    }
+}
+
+/// `key`: the API key.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCmd {
+    /// Show the stored API key, masked (vmc_tenant_****_check), and where it is stored.
+    #[command(after_help = "Exit codes: 0 ok; 2 no key / malformed key / bad config; 4 VAULT_DECRYPT_ERROR.")]
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON: {"reference", "masked", "tenant"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the stored API key (checked locally first). Without a flag it is asked for on
+    /// the terminal, without echo.
+    #[command(after_help = "\
+Examples:
+  mini-connector key rotate                      # asks for the key, no echo
+  echo \"$NEW_KEY\" | mini-connector key rotate --api-key-stdin
+
+A running agent uses the new key at its next connection (`mini-connector reconnect` to switch now).
+Exit codes: 0 ok; 1 the key could not be stored; 2 malformed key or bad usage; 4 VAULT_DECRYPT_ERROR.")]
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        key: KeyInput,
+    },
+}
+
+/// `vault`: the credential vault itself.
+#[derive(Debug, clap::Subcommand)]
+pub enum VaultCmd {
+    /// Where the vault is, whether it can be decrypted here, and which credentials it holds
+    /// (names only, never values).
+    #[command(
+        after_help = "Exit codes: 0 ok (also when there is no vault yet); 1 I/O error; 4 VAULT_DECRYPT_ERROR."
+    )]
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON: {"dir", "exists", "readable", "apiKeyStored", "credentials", "error"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After VAULT_DECRYPT_ERROR (vault copied from another machine, or damaged): move the
+    /// unreadable vault file aside and start an empty vault, then list what to re-enter.
+    /// Does nothing to a vault that can be read.
+    #[command(after_help = "Exit codes: 0 ok (reset, or nothing to reset); 1 failure.")]
+    Reset {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Which store to put a key in: the one `apiKeyRef` names if it is a store, else the
+/// platform's default (`vault://apikey` on Linux).
+fn target_store(config: &AgentConfig) -> ApiKeyStore {
+    ApiKeyStore::parse(&config.api_key_ref).unwrap_or_else(|_| vault::default_store())
+}
+
+fn parse_key(text: &str) -> Result<ApiKey, Fail> {
+    ApiKey::parse(text).map_err(|e| Fail::usage(format!("malformed API key: {e}; nothing was changed")))
+}
+
+/// Stores `key` in the right store and points `apiKeyRef` at it. Returns the old reference
+/// when it changed.
+fn store_key(config: &mut AgentConfig, key: &ApiKey) -> Result<Option<String>, Fail> {
+    let store = target_store(config);
+    let vault = config.open_vault()?;
+    store.store(&vault, key.expose().as_bytes()).map_err(|source| {
+        Fail::from(mini_connector::config::ConfigError::Vault {
+            what: format!("storing the API key in {store}"),
+            source,
+        })
+    })?;
+    let reference = store.to_string();
+    if config.api_key_ref == reference {
+        return Ok(None);
+    }
+    Ok(Some(std::mem::replace(&mut config.api_key_ref, reference)))
+}
+
+fn old_reference_note(old: Option<&str>) {
+    if let Some(old) = old.filter(|old| old.starts_with("file:") || old.starts_with("env:")) {
+        println!("note: apiKeyRef was {old}; it is no longer read (delete the old copy of the key)");
+    }
+}
+
+/// `configure`.
+pub fn configure(mut args: ConfigureArgs) -> Outcome {
+    let path = args.config.path();
+    let existing = path.exists();
+    let mut config = if existing {
+        args.config.load()?
+    } else {
+        let (Some(name), Some(url)) = (args.name.take(), args.cloud_url.take()) else {
+            return Err(Fail::usage(format!(
+                "no configuration at {} yet: a new one needs --name and --cloud-url (and the API key)",
+                path.display()
+            )));
+        };
+        let mut config: AgentConfig = serde_json::from_value(json!({
+            "connectorName": name,
+            "apiKeyRef": vault::default_store().to_string(),
+            "cloudUrl": url,
+        }))
+        .map_err(|e| Fail::usage(format!("invalid value: {e}")))?;
+        config.source = Some(path.clone());
+        config
+    };
+    if let Some(name) = args.name.take() {
+        config.connector_name = name;
+    }
+    if let Some(url) = args.cloud_url.take() {
+        config.cloud_url = url;
+    }
+    if let Some(proxy) = args.proxy.take() {
+        config.proxy_url = (!proxy.is_empty()).then_some(proxy);
+    }
+    if let Some(ca) = args.ca_cert.take() {
+        if ca.as_os_str().is_empty() {
+            config.ca_cert_path = None;
+        } else {
+            let ca = absolute(&ca);
+            mini_connector::tls::client_config(Some(&ca))
+                .map_err(|e| Fail::usage(format!("--ca-cert: {e}")))?;
+            config.ca_cert_path = Some(ca);
+        }
+    }
+    if let Some(ms) = args.heartbeat_ms {
+        config.heartbeat_interval_ms = ms;
+    }
+    if let Some(dir) = args.vault_dir.take() {
+        config.vault_dir = Some(absolute(&dir));
+    }
+    let key = match args.key.take()? {
+        Some(text) => Some(parse_key(&text)?),
+        None if !existing => {
+            return Err(Fail::usage(
+                "a new configuration needs the API key: --api-key-stdin (or --api-key KEY)",
+            ));
+        }
+        None => None,
+    };
+    // Everything else is checked before the key is stored anywhere.
+    config.validate()?;
+    let old_reference = match &key {
+        Some(key) => store_key(&mut config, key)?,
+        None => None,
+    };
+    config.save(&path)?;
+
+    println!("{} {}", if existing { "updated" } else { "created" }, path.display());
+    println!("connector:  {}", config.connector_name);
+    println!("cloud:      {}", config.cloud_url);
+    if let Some(proxy) = &config.proxy_url {
+        println!("proxy:      {proxy}");
+    }
+    match &key {
+        Some(key) => println!("API key:    {} (stored in {})", key.masked(), config.api_key_ref),
+        None => println!("API key:    unchanged ({})", config.api_key_ref),
+    }
+    println!("vault:      {}", config.vault_dir().display());
+    old_reference_note(old_reference.as_deref());
+    if !existing {
+        println!("next:       mini-connector db add --name NAME --type ... ; mini-connector start --daemon");
+    }
+    Ok(())
+}
+
+/// `key show` / `key rotate`.
+pub fn key(command: KeyCmd) -> Outcome {
+    match command {
+        KeyCmd::Show { config, json } => {
+            let config = config.load()?;
+            let key = config.load_api_key()?;
+            if json {
+                print_json(&json!({
+                    "reference": config.api_key_ref,
+                    "masked": key.masked(),
+                    "tenant": key.tenant_id(),
+                }));
+            } else {
+                println!("API key:   {}", key.masked());
+                println!("stored in: {}", config.api_key_ref);
+            }
+            Ok(())
+        }
+        KeyCmd::Rotate { config: arg, mut key } => {
+            let mut config = arg.load()?;
+            let text = match key.take()? {
+                Some(text) => text,
+                None => secret_from_prompt("New API key: ", "API key", "--api-key-stdin")?,
+            };
+            let key = parse_key(&text)?;
+            drop(text);
+            let old_reference = store_key(&mut config, &key)?;
+            if old_reference.is_some() {
+                config.save(&arg.path())?;
+            }
+            println!("API key replaced: {} (stored in {})", key.masked(), config.api_key_ref);
+            old_reference_note(old_reference.as_deref());
+            if super::agent_running(&arg.path(), &config) {
+                println!(
+                    "the running agent uses it at its next connection; `mini-connector reconnect` switches now"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `vault status` / `vault reset`.
+pub fn vault(command: VaultCmd) -> Outcome {
+    match command {
+        VaultCmd::Status { config, json } => {
+            let config = config.load()?;
+            let dir = config.vault_dir();
+            let exists = dir.join(Vault::FILE_NAME).exists();
+            let opened = if exists { Some(config.open_vault()) } else { None };
+            let (readable, credentials, api_key_stored, error, code) = match &opened {
+                None => (false, Vec::new(), Some(false), None, exit::OK),
+                Some(Ok(vault)) => {
+                    let ids = vault.ids().unwrap_or_default();
+                    let api_key = match ApiKeyStore::parse(&config.api_key_ref) {
+                        Ok(ApiKeyStore::Vault) => Some(ApiKeyStore::Vault.load(vault).is_ok()),
+                        _ => None,
+                    };
+                    (true, ids, api_key, None, exit::OK)
+                }
+                Some(Err(e)) => {
+                    let code = if e.is_vault_decrypt() { exit::VAULT } else { exit::FAILURE };
+                    (false, Vec::new(), None, Some(e.to_string()), code)
+                }
+            };
+            if json {
+                print_json(&json!({
+                    "dir": dir,
+                    "exists": exists,
+                    "readable": readable,
+                    "apiKeyStored": api_key_stored,
+                    "credentials": credentials,
+                    "error": error,
+                }));
+            } else {
+                println!("vault:        {}", dir.display());
+                println!(
+                    "state:        {}",
+                    if !exists {
+                        "not created yet"
+                    } else if readable {
+                        "readable"
+                    } else {
+                        "UNREADABLE"
+                    }
+                );
+                if let Some(stored) = api_key_stored {
+                    println!("API key:      {}", if stored { "stored" } else { "not stored here" });
+                }
+                println!(
+                    "credentials:  {}",
+                    if credentials.is_empty() { "-".into() } else { credentials.join(", ") }
+                );
+                if let Some(error) = &error {
+                    eprintln!("error: {error}");
+                }
+            }
+            if code == exit::OK {
+                Ok(())
+            } else {
+                Err(Fail { code, error: anyhow::anyhow!("vault unreadable") })
+            }
+        }
+        VaultCmd::Reset { config } => {
+            let config = config.load()?;
+            let dir = config.vault_dir();
+            match config.open_existing_vault() {
+                Ok(None) => {
+                    println!("no vault at {} yet; nothing to reset", dir.display());
+                    return Ok(());
+                }
+                Ok(Some(_)) => {
+                    println!("the vault at {} can be read on this machine; nothing to reset", dir.display());
+                    return Ok(());
+                }
+                Err(e) if e.is_vault_decrypt() => {}
+                Err(e) => return Err(e.into()),
+            }
+            let (_, aside) = Vault::reset(&dir, &SystemIdentity).map_err(|source| {
+                Fail::from(mini_connector::config::ConfigError::Vault {
+                    what: format!("resetting the vault {}", dir.display()),
+                    source,
+                })
+            })?;
+            println!("started an empty vault in {}", dir.display());
+            if let Some(aside) = aside {
+                println!("the unreadable file was moved to {}", aside.display());
+            }
+            println!("re-enter the credentials it held:");
+            if config.api_key_ref == ApiKeyStore::Vault.to_string() {
+                println!("  mini-connector key rotate                 # the API key");
+            }
+            for connection in config.connections.iter().filter(|c| c.kind != drivers::DbKind::Sqlite) {
+                println!("  mini-connector db edit {} --password", connection.name);
+            }
+            Ok(())
+        }
+    }
+}

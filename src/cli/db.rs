@@ -1,0 +1,655 @@
+//! `db add|edit|test|list|remove`: the local databases, their passwords in the vault.
+//!
+//! A connection is edited as the JSON object it is in the configuration file, then read back
+//! as a `ConnectionConfig`, so this module does not depend on which fields each database type
+//! has; a flag whose field this build does not know is refused, never silently dropped.
+//! Passwords come from a no-echo prompt (`--password`) or stdin (`--password-stdin`), never
+//! from a flag value, and go to the vault under `db:<name>`.
+
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::time::Instant;
+
+use drivers::DbKind;
+use mini_connector::config::{AgentConfig, ConfigError, ConnectionConfig};
+use mini_connector::secrets::db_password_id;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use super::{ConfigArg, Fail, Outcome, absolute, print_json, secret_from_prompt, secret_from_stdin};
+use crate::exit;
+
+/// `db`: the local databases.
+#[derive(Debug, clap::Subcommand)]
+pub enum DbCmd {
+    /// Add a database connection. Tests it first (unless --no-test) and stores its password
+    /// in the vault.
+    #[command(after_help = "\
+Examples:
+  mini-connector db add --name erp --type sqlite --path /srv/erp/erp.db
+  mini-connector db add --name sap --type postgres --host db.local --port 5432 --database erp --user readonly --password
+  printf '%s\\n' \"$PGPASSWORD\" | mini-connector db add --name sap --type postgres --host db.local --database erp --user readonly --password-stdin
+  mini-connector db add --name stock --type mysql --host 127.0.0.1 --db stock --user ro --password
+  mini-connector db add --name mssql --type odbc --dsn ERP --dialect sqlserver --user ro --password
+
+The password is asked for without echo (--password) or read from stdin (--password-stdin);
+it is never accepted as a flag value. It is stored encrypted in the vault (id db:<name>).
+
+Exit codes: 0 ok; 1 the connection test failed (nothing saved); 2 bad usage, a name that
+exists, or an invalid value; 4 VAULT_DECRYPT_ERROR (see `mini-connector vault reset`).")]
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Name the cloud console uses for this connection.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        fields: ConnFields,
+        #[command(flatten)]
+        password: PasswordInput,
+        /// Save without trying to connect.
+        #[arg(long)]
+        no_test: bool,
+    },
+    /// Change a connection: only the given flags change; an empty value removes a field.
+    #[command(after_help = "\
+Examples:
+  mini-connector db edit sap --password            # new password, asked without echo
+  mini-connector db edit sap --host db2.local --port 5433
+  mini-connector db edit sap --remove-password
+
+Exit codes: 0 ok; 1 the connection test failed (nothing saved); 2 unknown connection or bad
+value; 4 VAULT_DECRYPT_ERROR.")]
+    Edit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The connection to change.
+        name: String,
+        #[command(flatten)]
+        fields: ConnFields,
+        #[command(flatten)]
+        password: PasswordInput,
+        /// Delete the stored password (trust/peer authentication, or a password reference).
+        #[arg(long, conflicts_with_all = ["password", "password_stdin"])]
+        remove_password: bool,
+        /// Save without trying to connect.
+        #[arg(long)]
+        no_test: bool,
+    },
+    /// Connect to a configured database with its stored password, run `SELECT 1`, and check
+    /// whether its user could write.
+    #[command(
+        after_help = "Exit codes: 0 ok; 1 the connection failed; 2 unknown connection; 4 VAULT_DECRYPT_ERROR."
+    )]
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The connection to test.
+        name: String,
+        /// Print JSON: {"name", "type", "ok", "latencyMs", "error", "privileges"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the configured connections and whether a password is stored (never the password).
+    #[command(after_help = "Exit codes: 0 ok; 2 bad configuration.")]
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON: {"connections": [{"name", "type", ..., "passwordStored"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a connection and its stored password.
+    #[command(after_help = "Exit codes: 0 ok; 2 unknown connection.")]
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The connection to remove.
+        name: String,
+    },
+}
+
+/// The connection fields a flag can set (all optional; which are needed depends on --type).
+#[derive(Debug, Default, clap::Args)]
+pub struct ConnFields {
+    /// Database type: sqlite, postgres (postgresql, pg), mysql (mariadb), odbc.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// SQLite: the database file (stored as an absolute path).
+    #[arg(long, value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// PostgreSQL / MySQL: server host name or address.
+    #[arg(long)]
+    host: Option<String>,
+    /// PostgreSQL / MySQL: TCP port (default 5432 / 3306); 0 removes it.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Database (schema) name.
+    #[arg(long, visible_alias = "db", value_name = "NAME")]
+    database: Option<String>,
+    /// Database user (ideally a SELECT-only one).
+    #[arg(long)]
+    user: Option<String>,
+    /// ODBC: data source name from odbc.ini.
+    #[arg(long)]
+    dsn: Option<String>,
+    /// A driver connection string instead of host/port/... It must not contain a password:
+    /// use --password, which goes to the vault.
+    #[arg(long, value_name = "STRING")]
+    connection_string: Option<String>,
+    /// TLS: disable, prefer, require.
+    #[arg(long, value_name = "MODE")]
+    ssl_mode: Option<String>,
+    /// ODBC: the database behind the DSN: sqlserver, oracle, hana, postgres, mysql, sqlite,
+    /// generic.
+    #[arg(long, value_name = "NAME")]
+    dialect: Option<String>,
+    /// Pool: fewest idle connections kept.
+    #[arg(long, value_name = "N")]
+    pool_min: Option<u32>,
+    /// Pool: most connections.
+    #[arg(long, value_name = "N")]
+    pool_max: Option<u32>,
+}
+
+/// Where a database password comes from: never a flag value.
+#[derive(Debug, clap::Args)]
+pub struct PasswordInput {
+    /// Ask for the database password on the terminal, without echo.
+    #[arg(long, conflicts_with = "password_stdin")]
+    password: bool,
+    /// Read the database password from the first line of stdin.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl PasswordInput {
+    fn read(&self) -> Result<Option<Zeroizing<String>>, Fail> {
+        if self.password_stdin {
+            secret_from_stdin("password").map(Some)
+        } else if self.password {
+            secret_from_prompt("Database password: ", "password", "--password-stdin").map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// `db ...`.
+pub fn db(command: DbCmd) -> Outcome {
+    match command {
+        DbCmd::Add { config, name, fields, password, no_test } => {
+            add(&config, &name, &fields, &password, no_test)
+        }
+        DbCmd::Edit { config, name, fields, password, remove_password, no_test } => {
+            edit(&config, &name, &fields, &password, remove_password, no_test)
+        }
+        DbCmd::Test { config, name, json } => test(&config, &name, json),
+        DbCmd::List { config, json } => list(&config, json),
+        DbCmd::Remove { config, name } => remove(&config, &name),
+    }
+}
+
+fn add(arg: &ConfigArg, name: &str, fields: &ConnFields, input: &PasswordInput, no_test: bool) -> Outcome {
+    check_name(name)?;
+    let mut config = arg.load()?;
+    if config.connections.iter().any(|c| c.name == name) {
+        return Err(Fail::usage(format!(
+            "a connection named `{name}` exists already; change it with `mini-connector db edit {name}`"
+        )));
+    }
+    if fields.kind.is_none() {
+        return Err(Fail::usage("missing --type (sqlite, postgres, mysql or odbc)"));
+    }
+    let mut object = Map::new();
+    object.insert("name".into(), json!(name));
+    let connection = apply(object, fields)?;
+    config.connections.push(connection.clone());
+    config.validate()?;
+    refuse_sqlite_password(&connection, input)?;
+    let password = input.read()?;
+    if !no_test {
+        let secret = password.as_ref().map(|p| drivers::Secret::new(p.as_str()));
+        report_test(&test_connection(&config, &connection, secret))?;
+    }
+    if let Some(password) = &password {
+        store_password(&config, name, password)?;
+    }
+    if let Err(e) = config.save(&arg.path()) {
+        if password.is_some() {
+            let _ = forget_password(&config, name);
+        }
+        return Err(e.into());
+    }
+    println!("added connection `{name}` ({})", describe(&connection));
+    if password.is_some() {
+        println!(
+            "password stored in the vault ({}) as {}",
+            config.vault_dir().display(),
+            db_password_id(name)
+        );
+    }
+    restart_hint(arg, &config);
+    Ok(())
+}
+
+fn edit(
+    arg: &ConfigArg,
+    name: &str,
+    fields: &ConnFields,
+    input: &PasswordInput,
+    remove_password: bool,
+    no_test: bool,
+) -> Outcome {
+    let mut config = arg.load()?;
+    let index = find(&config, name)?;
+    let Value::Object(object) = serde_json::to_value(&config.connections[index]).map_err(Fail::runtime)?
+    else {
+        return Err(Fail::runtime(anyhow::anyhow!("connection `{name}` is not a JSON object")));
+    };
+    let mut connection = apply(object, fields)?;
+    refuse_sqlite_password(&connection, input)?;
+    let password = input.read()?;
+    if password.is_some() || remove_password {
+        // The vault is now the one source of this password.
+        connection = without_key(&connection, "passwordRef")?;
+    }
+    config.connections[index] = connection.clone();
+    config.validate()?;
+    if !no_test {
+        let secret = match &password {
+            Some(p) => Some(drivers::Secret::new(p.as_str())),
+            None if remove_password => None,
+            None => config.db_password(name)?,
+        };
+        report_test(&test_connection(&config, &connection, secret))?;
+    }
+    if let Some(password) = &password {
+        store_password(&config, name, password)?;
+    } else if remove_password {
+        forget_password(&config, name)?;
+    }
+    config.save(&arg.path())?;
+    println!("updated connection `{name}` ({})", describe(&connection));
+    if password.is_some() {
+        println!("new password stored in the vault as {}", db_password_id(name));
+    } else if remove_password {
+        println!("stored password removed");
+    }
+    restart_hint(arg, &config);
+    Ok(())
+}
+
+fn test(arg: &ConfigArg, name: &str, json: bool) -> Outcome {
+    let config = arg.load()?;
+    let connection = config.connections[find(&config, name)?].clone();
+    let password = config.db_password(name)?;
+    let report = test_connection(&config, &connection, password);
+    if json {
+        print_json(&json!({
+            "name": name,
+            "type": connection.kind.as_str(),
+            "ok": report.error.is_none(),
+            "latencyMs": report.latency_ms,
+            "error": report.error,
+            "privileges": report.privileges,
+            "privilegeError": report.privilege_error,
+        }));
+        return match &report.error {
+            None => Ok(()),
+            Some(e) => Err(Fail { code: exit::FAILURE, error: anyhow::anyhow!("{e}") }),
+        };
+    }
+    report_test(&report)?;
+    Ok(())
+}
+
+fn list(arg: &ConfigArg, json: bool) -> Outcome {
+    let config = arg.load()?;
+    // Only names are read from the vault; one that cannot be opened leaves "unknown".
+    let stored: Option<Vec<String>> = match config.open_existing_vault() {
+        Ok(None) => Some(Vec::new()),
+        Ok(Some(vault)) => vault.ids().ok(),
+        Err(e) => {
+            eprintln!("warning: {e}");
+            None
+        }
+    };
+    let has_password = |name: &str| stored.as_ref().map(|ids| ids.contains(&db_password_id(name)));
+    if json {
+        let connections: Vec<Value> = config
+            .connections
+            .iter()
+            .map(|c| {
+                let mut value = serde_json::to_value(c).unwrap_or_default();
+                if let Some(object) = value.as_object_mut() {
+                    if let Some(Value::String(text)) = object.get_mut("connectionString") {
+                        *text = mini_connector::logging::redact(text);
+                    }
+                    object.insert("passwordStored".into(), json!(has_password(&c.name)));
+                }
+                value
+            })
+            .collect();
+        print_json(&json!({ "connections": connections }));
+        return Ok(());
+    }
+    if config.connections.is_empty() {
+        println!("no connections; add one with `mini-connector db add --name NAME --type ...`");
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = config
+        .connections
+        .iter()
+        .map(|c| {
+            let password = match has_password(&c.name) {
+                Some(true) => "stored".to_owned(),
+                Some(false) => "-".to_owned(),
+                None => "unknown".to_owned(),
+            };
+            [c.name.clone(), c.kind.as_str().to_owned(), target(c), password]
+        })
+        .collect();
+    let header = ["NAME".to_owned(), "TYPE".to_owned(), "TARGET".to_owned(), "PASSWORD".to_owned()];
+    let widths: Vec<usize> = (0..3)
+        .map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        println!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    Ok(())
+}
+
+fn remove(arg: &ConfigArg, name: &str) -> Outcome {
+    let mut config = arg.load()?;
+    let index = find(&config, name)?;
+    config.connections.remove(index);
+    config.save(&arg.path())?;
+    println!("removed connection `{name}`");
+    match forget_password(&config, name) {
+        Ok(true) => println!("removed its password from the vault"),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "warning: the connection is gone, but its vault entry could not be removed: {:#}",
+            e.error
+        ),
+    }
+    restart_hint(arg, &config);
+    Ok(())
+}
+
+/// SQLite files have no password; a typed one would sit in the vault unused.
+fn refuse_sqlite_password(connection: &ConnectionConfig, input: &PasswordInput) -> Result<(), Fail> {
+    if connection.kind == DbKind::Sqlite && (input.password || input.password_stdin) {
+        return Err(Fail::usage("--type sqlite has no password (the agent opens the file read-only)"));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<(), Fail> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) || name != name.trim()
+    {
+        return Err(Fail::usage("--name must be 1-128 characters, no control characters or outer spaces"));
+    }
+    Ok(())
+}
+
+fn find(config: &AgentConfig, name: &str) -> Result<usize, Fail> {
+    config.connections.iter().position(|c| c.name == name).ok_or_else(|| {
+        let known: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
+        Fail::usage(format!(
+            "unknown connection `{name}` (configured: {})",
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        ))
+    })
+}
+
+/// Applies the flags to a connection's JSON object and reads it back as a `ConnectionConfig`.
+fn apply(mut object: Map<String, Value>, fields: &ConnFields) -> Result<ConnectionConfig, Fail> {
+    let mut set = |key: &str, value: Option<Value>| match value {
+        Some(Value::String(s)) if s.is_empty() => {
+            object.remove(key);
+        }
+        Some(Value::Number(n)) if n.as_u64() == Some(0) && key == "port" => {
+            object.remove(key);
+        }
+        Some(value) => {
+            object.insert(key.to_owned(), value);
+        }
+        None => {}
+    };
+    if let Some(kind) = &fields.kind {
+        let kind = DbKind::from_str(kind).map_err(|e| Fail::usage(format!("--type: {e}")))?;
+        set("type", Some(json!(kind.as_str())));
+    }
+    if let Some(path) = &fields.path {
+        let path =
+            if path.as_os_str().is_empty() { String::new() } else { absolute(path).display().to_string() };
+        set("path", Some(json!(path)));
+    }
+    if let Some(text) = &fields.connection_string
+        && drivers::connection_string_has_password(text)
+    {
+        return Err(Fail::usage(
+            "--connection-string must not contain a password: give it with --password (it goes to the vault)",
+        ));
+    }
+    if let Some(mode) = &fields.ssl_mode
+        && !["disable", "prefer", "require", ""].contains(&mode.as_str())
+    {
+        return Err(Fail::usage("--ssl-mode must be disable, prefer or require"));
+    }
+    let given = [
+        ("host", fields.host.as_ref().map(|v| json!(v)), "--host"),
+        ("port", fields.port.map(|v| json!(v)), "--port"),
+        ("database", fields.database.as_ref().map(|v| json!(v)), "--database"),
+        ("user", fields.user.as_ref().map(|v| json!(v)), "--user"),
+        ("dsn", fields.dsn.as_ref().map(|v| json!(v)), "--dsn"),
+        ("connectionString", fields.connection_string.as_ref().map(|v| json!(v)), "--connection-string"),
+        ("sslMode", fields.ssl_mode.as_ref().map(|v| json!(v)), "--ssl-mode"),
+        ("dialect", fields.dialect.as_ref().map(|v| json!(v.to_ascii_lowercase())), "--dialect"),
+        ("poolMin", fields.pool_min.map(|v| json!(v)), "--pool-min"),
+        ("poolMax", fields.pool_max.map(|v| json!(v)), "--pool-max"),
+    ];
+    for (key, value, _) in &given {
+        set(key, value.clone());
+    }
+    let connection: ConnectionConfig = serde_json::from_value(Value::Object(object.clone()))
+        .map_err(|e| Fail::usage(format!("invalid connection: {e}")))?;
+    // A field this build's ConnectionConfig does not have would vanish here: refuse instead.
+    let back = serde_json::to_value(&connection).map_err(Fail::runtime)?;
+    for (key, value, flag) in &given {
+        let wanted = value.as_ref().is_some_and(|v| v != &json!("") && !(key == &"port" && v == &json!(0)));
+        if wanted && back.get(*key).is_none_or(Value::is_null) {
+            return Err(Fail::usage(format!("{flag} is not supported by this build's connection settings")));
+        }
+    }
+    check_required(&connection, &back)?;
+    Ok(connection)
+}
+
+/// What each database type needs, with the flags that give it.
+fn check_required(connection: &ConnectionConfig, value: &Value) -> Result<(), Fail> {
+    let has = |key: &str| value.get(key).is_some_and(|v| !v.is_null() && v != &json!(""));
+    let missing = match connection.kind {
+        DbKind::Sqlite if !has("path") => Some("--type sqlite needs --path FILE"),
+        DbKind::Postgres | DbKind::Mysql if !has("host") && !has("connectionString") => Some(
+            "this type needs --host (and usually --database, --user, --password), or --connection-string",
+        ),
+        DbKind::Odbc if !has("dsn") && !has("connectionString") => {
+            Some("--type odbc needs --dsn or --connection-string")
+        }
+        _ => None,
+    };
+    match missing {
+        Some(message) => Err(Fail::usage(message)),
+        None => Ok(()),
+    }
+}
+
+fn without_key(connection: &ConnectionConfig, key: &str) -> Result<ConnectionConfig, Fail> {
+    let mut value = serde_json::to_value(connection).map_err(Fail::runtime)?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove(key);
+    }
+    serde_json::from_value(value).map_err(|e| Fail::usage(format!("invalid connection: {e}")))
+}
+
+fn store_password(config: &AgentConfig, name: &str, password: &Zeroizing<String>) -> Result<(), Fail> {
+    let vault = config.open_vault()?;
+    vault.put(&db_password_id(name), password.as_bytes()).map_err(|source| {
+        Fail::from(ConfigError::Vault {
+            what: format!("storing the password of connection `{name}`"),
+            source,
+        })
+    })
+}
+
+/// Removes a stored password; `Ok(false)` when there was none (or no vault).
+fn forget_password(config: &AgentConfig, name: &str) -> Result<bool, Fail> {
+    let Some(vault) = config.open_existing_vault()? else { return Ok(false) };
+    vault.remove(&db_password_id(name)).map_err(|source| {
+        Fail::from(ConfigError::Vault {
+            what: format!("removing the password of connection `{name}`"),
+            source,
+        })
+    })
+}
+
+/// What a connection test found.
+#[derive(Debug)]
+struct TestReport {
+    name: String,
+    target: String,
+    latency_ms: Option<u64>,
+    /// The driver's own message (never contains the password).
+    error: Option<String>,
+    privileges: Option<drivers::PrivilegeReport>,
+    privilege_error: Option<String>,
+}
+
+/// Opens the database with a one-connection pool, pings it and asks for its privileges.
+fn test_connection(
+    config: &AgentConfig,
+    connection: &ConnectionConfig,
+    password: Option<drivers::Secret>,
+) -> TestReport {
+    let mut report = TestReport {
+        name: connection.name.clone(),
+        target: describe(connection),
+        latency_ms: None,
+        error: None,
+        privileges: None,
+        privilege_error: None,
+    };
+    let mut spec = spec_for(config, connection);
+    // A password typed now (or from the vault) fills a connection without a `passwordRef`.
+    if let Some(password) = password
+        && matches!(spec.password, drivers::Password::None)
+    {
+        spec.password = drivers::Password::Value(password);
+    }
+    spec.pool.min_connections = 1;
+    spec.pool.max_connections = 1;
+    let started = Instant::now();
+    let database = match drivers::Database::open(&spec).and_then(|db| db.ping().map(|()| db)) {
+        Ok(db) => db,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    report.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    match database.write_privileges() {
+        Ok(privileges) => report.privileges = Some(privileges),
+        Err(e) => report.privilege_error = Some(e.to_string()),
+    }
+    report
+}
+
+/// The driver spec the agent would build for this connection.
+fn spec_for(config: &AgentConfig, connection: &ConnectionConfig) -> drivers::ConnectionSpec {
+    let _ = config; // `connection_spec` does not need the configuration (yet).
+    AgentConfig::connection_spec(connection)
+}
+
+/// Prints a test's outcome; a failed connection is exit 1.
+fn report_test(report: &TestReport) -> Result<(), Fail> {
+    if let Some(error) = &report.error {
+        return Err(Fail::runtime(anyhow::anyhow!(
+            "cannot connect to `{}` ({}): {error}; nothing was saved (use --no-test to save anyway)",
+            report.name,
+            report.target
+        )));
+    }
+    println!(
+        "connection `{}` ({}): ok in {} ms",
+        report.name,
+        report.target,
+        report.latency_ms.unwrap_or_default()
+    );
+    if let Some(privileges) = report.privileges.as_ref().filter(|p| p.can_write || p.superuser) {
+        let who = if privileges.user.is_empty() {
+            "the agent's OS user".to_owned()
+        } else {
+            format!("user `{}`", privileges.user)
+        };
+        println!("warning: {who} can change data{}:", if privileges.superuser { " (superuser)" } else { "" });
+        for finding in &privileges.findings {
+            println!("  - {finding}");
+        }
+        println!("  The agent stays read-only regardless (read-only sessions, statement check), but a");
+        println!("  SELECT-only user is safer. An administrator can create one with:");
+        for line in privileges.suggested_sql.lines() {
+            println!("    {line}");
+        }
+    }
+    if let Some(error) = &report.privilege_error {
+        println!("note: could not check the user's privileges: {error}");
+    }
+    Ok(())
+}
+
+/// A short, secret-free description: `sqlite /srv/erp.db`, `postgres db.local:5432/erp as ro`.
+fn describe(connection: &ConnectionConfig) -> String {
+    format!("{} {}", connection.kind.as_str(), target(connection))
+}
+
+fn target(connection: &ConnectionConfig) -> String {
+    let value = serde_json::to_value(connection).unwrap_or_default();
+    let text =
+        |key: &str| value.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    if let Some(path) = text("path") {
+        return path;
+    }
+    if let Some(dsn) = text("dsn") {
+        return format!("dsn {dsn}{}", text("user").map(|u| format!(" as {u}")).unwrap_or_default());
+    }
+    if let Some(host) = text("host") {
+        let port = value.get("port").and_then(Value::as_u64).map(|p| format!(":{p}")).unwrap_or_default();
+        let database = text("database").map(|d| format!("/{d}")).unwrap_or_default();
+        let user = text("user").map(|u| format!(" as {u}")).unwrap_or_default();
+        return format!("{host}{port}{database}{user}");
+    }
+    if let Some(cs) = text("connectionString") {
+        return mini_connector::logging::redact(&cs);
+    }
+    "-".to_owned()
+}
+
+fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
+    if super::agent_running(&arg.path(), config) {
+        println!(
+            "the running agent keeps its old connections until restarted (mini-connector stop, then start)"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The one-shot commands that change or inspect this machine's setup: `configure`, `key`,
+//! `vault`, `db` and `service`. Each returns [`Outcome`]; `main` turns a [`Fail`] into its
+//! documented exit code.
+//!
+//! Secrets typed by the user (API key, database passwords) are read from a no-echo prompt or
+//! from stdin, held in zeroizing buffers, checked, stored in the vault (or the OS credential
+//! store) and dropped. They are never printed, logged or written anywhere else; the API key is
+//! shown masked.
+
+pub mod configure;
+pub mod db;
+pub mod service;
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+
+use mini_connector::config::{AgentConfig, ConfigError};
+use zeroize::Zeroizing;
+
+use crate::exit;
+
+/// A failed command: the exit code it maps to, and the message.
+#[derive(Debug)]
+pub struct Fail {
+    /// One of [`crate::exit`].
+    pub code: u8,
+    /// What went wrong (printed with its causes).
+    pub error: anyhow::Error,
+}
+
+/// The result of a command.
+pub type Outcome = Result<(), Fail>;
+
+impl Fail {
+    /// Bad usage, bad configuration or a malformed key: exit 2.
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Self { code: exit::CONFIG, error: anyhow::anyhow!("{message}") }
+    }
+
+    /// A runtime failure (database unreachable, I/O, a service manager error): exit 1.
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self { code: exit::FAILURE, error: error.into() }
+    }
+}
+
+impl From<ConfigError> for Fail {
+    fn from(error: ConfigError) -> Self {
+        let code = match &error {
+            e if e.is_vault_decrypt() => exit::VAULT,
+            ConfigError::Vault { .. } | ConfigError::Write { .. } => exit::FAILURE,
+            _ => exit::CONFIG,
+        };
+        Self { code, error: error.into() }
+    }
+}
+
+/// `--config PATH`, shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = crate::default_config_path())]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// The configuration file as an absolute path.
+    pub fn path(&self) -> PathBuf {
+        absolute(&self.config)
+    }
+
+    /// Loads and validates the configuration; a missing file says to run `configure`.
+    pub fn load(&self) -> Result<AgentConfig, Fail> {
+        let path = self.path();
+        if !path.exists() {
+            return Err(Fail::usage(format!(
+                "no configuration at {}; create one with `mini-connector configure --name NAME --cloud-url wss://... --api-key-stdin`",
+                path.display()
+            )));
+        }
+        Ok(AgentConfig::load(&path)?)
+    }
+}
+
+/// `path` made absolute against the current directory (not resolving links).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Reads a secret from stdin: the first line, without its line ending. Refuses an empty one.
+pub fn secret_from_stdin(what: &str) -> Result<Zeroizing<String>, Fail> {
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| Fail::usage(format!("cannot read the {what} from stdin: {e}")))?;
+    let line = Zeroizing::new(text.lines().next().unwrap_or_default().to_owned());
+    if line.is_empty() {
+        return Err(Fail::usage(format!("no {what} on stdin")));
+    }
+    Ok(line)
+}
+
+/// Asks for a secret on the terminal without echo. Fails (exit 2) when there is no terminal,
+/// so a script gets a clear error instead of a hang.
+pub fn secret_from_prompt(prompt: &str, what: &str, stdin_flag: &str) -> Result<Zeroizing<String>, Fail> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::usage(format!("no terminal to ask for the {what}; pipe it in with {stdin_flag}")));
+    }
+    // Ctrl-C during the prompt must not leave the terminal without echo.
+    #[cfg(unix)]
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(tty) = std::fs::File::open("/dev/tty") {
+            let _ = std::process::Command::new("stty").arg("echo").stdin(tty).status();
+        }
+        eprintln!();
+        std::process::exit(130);
+    });
+    let text = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .map_err(|e| Fail::usage(format!("cannot read the {what} from the terminal: {e}")))?,
+    );
+    if text.is_empty() {
+        return Err(Fail::usage(format!("empty {what}")));
+    }
+    Ok(text)
+}
+
+/// Prints a JSON value on stdout, pretty.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// Whether an agent answers on this configuration's control socket (to remind the user to
+/// restart it after a change).
+pub fn agent_running(config_path: &Path, config: &AgentConfig) -> bool {
+    let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
+    socket.exists()
+        && mini_connector::control::request(&socket, mini_connector::control::ControlCmd::Status).is_ok()
+}

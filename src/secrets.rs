@@ -1,0 +1,244 @@
+//! Where the agent's secrets live and how they are fetched: the vault directory, the API key
+//! behind `apiKeyRef`, and the database passwords (vault id `db:<connection name>`).
+//!
+//! This module is the only one in `src/` that opens the [`vault`]. Plaintext leaves it only as
+//! zeroizing values ([`ApiKey`](crate::protocol::ApiKey), [`drivers::Secret`]) handed straight
+//! to the `auth` frame or a driver's connect call. The vault is opened per use (PBKDF2 each
+//! time, ~60 ms), so its derived key is not held in memory while the agent idles.
+//!
+//! | `apiKeyRef`                     | where the key is                                       |
+//! |---------------------------------|--------------------------------------------------------|
+//! | `vault://apikey`                | the machine-bound vault (Linux default, services)      |
+//! | `keychain://<service>/<user>`   | Windows Credential Manager / macOS Keychain            |
+//! | `file:<path>`, `env:<VARIABLE>` | a 0600 file / an environment variable (scripts, tests) |
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use vault::{ApiKeyStore, SystemIdentity, Vault, VaultError};
+use zeroize::Zeroizing;
+
+use crate::config::{AgentConfig, ConfigError};
+
+/// Prefix of database password ids in the vault: `db:<connection name>`.
+pub const DB_PASSWORD_PREFIX: &str = "db:";
+
+/// The vault id of a connection's password.
+pub fn db_password_id(connection: &str) -> String {
+    format!("{DB_PASSWORD_PREFIX}{connection}")
+}
+
+impl AgentConfig {
+    /// The directory of the configuration file (`.` when the configuration was not loaded
+    /// from a file).
+    pub fn config_dir(&self) -> PathBuf {
+        self.source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Where the vault is: `vaultDir` (relative to the config file's directory), else
+    /// `$STATE_DIRECTORY/vault` when systemd runs the agent, else `vault/` next to the config.
+    pub fn vault_dir(&self) -> PathBuf {
+        match &self.vault_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => self.config_dir().join(dir),
+            None => default_vault_dir(&self.config_dir()),
+        }
+    }
+
+    /// Opens the vault, creating it (directory, install id, empty file) on first use.
+    pub fn open_vault(&self) -> Result<Vault, ConfigError> {
+        let dir = self.vault_dir();
+        Vault::open(&dir, &SystemIdentity).map_err(|source| ConfigError::Vault {
+            what: format!("opening the vault {}", dir.display()),
+            source,
+        })
+    }
+
+    /// Opens the vault if one exists; `None` (and nothing created) when there is none yet.
+    pub fn open_existing_vault(&self) -> Result<Option<Vault>, ConfigError> {
+        if !self.vault_dir().join(Vault::FILE_NAME).exists() {
+            return Ok(None);
+        }
+        self.open_vault().map(Some)
+    }
+
+    /// The stored password of connection `connection` (vault id `db:<name>`), or `None` when
+    /// none is stored (or there is no vault yet). Drop the result as soon as the driver has
+    /// it: it zeroizes on drop.
+    ///
+    /// # Errors
+    /// [`ConfigError::Vault`] when the vault cannot be read; [`ConfigError::is_vault_decrypt`]
+    /// tells `VAULT_DECRYPT_ERROR` (wrong machine or damaged file: re-enter the password).
+    pub fn db_password(&self, connection: &str) -> Result<Option<drivers::Secret>, ConfigError> {
+        let Some(vault) = self.open_existing_vault()? else { return Ok(None) };
+        let what = || format!("reading the password of connection `{connection}`");
+        match vault.get(&db_password_id(connection)) {
+            Ok(secret) => match secret.expose_str() {
+                Some(text) => Ok(Some(drivers::Secret::new(text))),
+                None => Err(ConfigError::Vault { what: what(), source: VaultError::Decrypt }),
+            },
+            Err(VaultError::NotFound { .. }) => Ok(None),
+            Err(source) => Err(ConfigError::Vault { what: what(), source }),
+        }
+    }
+}
+
+/// `$STATE_DIRECTORY/vault` (the first directory systemd lists) or `<config dir>/vault`.
+fn default_vault_dir(config_dir: &Path) -> PathBuf {
+    let state = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|dir| dir.is_absolute());
+    match state {
+        Some(dir) => dir.join("vault"),
+        None => config_dir.join("vault"),
+    }
+}
+
+/// Checks the form of an `apiKeyRef` (without reading the key).
+pub(crate) fn check_api_key_ref(reference: &str) -> Result<(), String> {
+    let bad = || {
+        "must be vault://apikey, keychain://<service>/<user>, file:<path> or env:<VARIABLE> \
+         (a reference, never the key itself)"
+            .to_owned()
+    };
+    if let Some(rest) = reference.strip_prefix("file:").or_else(|| reference.strip_prefix("env:")) {
+        return if rest.is_empty() { Err(bad()) } else { Ok(()) };
+    }
+    ApiKeyStore::parse(reference).map(drop).map_err(|_| bad())
+}
+
+/// Loads the API key from a `vault://` or `keychain://` reference.
+pub(crate) fn load_stored_api_key(config: &AgentConfig) -> Result<Zeroizing<String>, ConfigError> {
+    let reference = config.api_key_ref.clone();
+    let fail = |reason: String| ConfigError::ApiKey { reference: reference.clone(), reason };
+    let store = ApiKeyStore::parse(&config.api_key_ref).map_err(|e| fail(e.to_string()))?;
+    let vault = match store {
+        // Never create a vault just to find it empty.
+        ApiKeyStore::Vault => config.open_existing_vault()?.ok_or_else(|| {
+            fail(format!(
+                "there is no vault at {} yet; store the key with `mini-connector key rotate --api-key-stdin`",
+                config.vault_dir().display()
+            ))
+        })?,
+        // `ApiKeyStore::load` takes a vault handle even for the OS store.
+        ApiKeyStore::Keyring { .. } => config.open_vault()?,
+    };
+    match store.load(&vault) {
+        Ok(secret) => match secret.expose_str() {
+            Some(text) => Ok(Zeroizing::new(text.to_owned())),
+            None => Err(fail("the stored key is not text".into())),
+        },
+        Err(VaultError::NotFound { .. }) => Err(fail(
+            "no API key is stored there; store it with `mini-connector key rotate --api-key-stdin`".into(),
+        )),
+        Err(source) => {
+            Err(ConfigError::Vault { what: format!("loading the API key from {reference}"), source })
+        }
+    }
+}
+
+/// What to tell the user after a vault error: for `VAULT_DECRYPT_ERROR`, how to re-enter the
+/// credentials. Used in [`ConfigError::Vault`]'s message.
+pub fn reentry_hint(error: &VaultError) -> &'static str {
+    if error.needs_reentry() {
+        " [VAULT_DECRYPT_ERROR] — run `mini-connector vault reset` (moves the unreadable file aside), \
+         then store the API key again (`mini-connector key rotate --api-key-stdin`) and every \
+         database password (`mini-connector db edit NAME --password`)"
+    } else {
+        ""
+    }
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file in the same directory, fsync,
+/// rename over the target, fsync of the directory. Creates the directory (0700) when missing.
+/// A reader sees the old file or the new one, never a mix.
+///
+/// Unix: a new file is 0600. A replaced file keeps its owner and group and at most `rw-r-----`
+/// of its mode (so `service install`'s group-readable config stays readable by the service,
+/// and nothing is ever world-readable).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "config".into());
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp)?;
+        #[cfg(unix)]
+        if let Ok(old) = std::fs::metadata(path) {
+            use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+            // Owner first: chown may clear mode bits.
+            if old.uid() != file.metadata()?.uid() || old.gid() != file.metadata()?.gid() {
+                let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
+            }
+            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o640))?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
+    #[cfg(unix)]
+    if let Ok(dir) = std::fs::File::open(&dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_references_are_checked_by_form() {
+        for good in ["vault://apikey", "keychain://mini-connector/apikey", "file:/etc/key", "env:MC_KEY"] {
+            assert!(check_api_key_ref(good).is_ok(), "{good}");
+        }
+        for bad in ["", "file:", "env:", "vault://other", "keychain://x", "vmc_acme_abcdefghijkl_12345"] {
+            assert!(check_api_key_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decrypt_errors_explain_how_to_reenter() {
+        assert!(reentry_hint(&VaultError::Decrypt).contains("VAULT_DECRYPT_ERROR"));
+        assert!(reentry_hint(&VaultError::Decrypt).contains("vault reset"));
+        assert_eq!(reentry_hint(&VaultError::Stale), "");
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_owner_only() {
+        let dir = std::env::temp_dir().join(format!("mc-secrets-{}", std::process::id()));
+        let path = dir.join("sub").join("config.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
