@@ -5,6 +5,9 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+# The ODBC driver family links unixODBC (headers to build, libodbc2 to run).
+[ -f /usr/include/sql.h ] || need_apt+=(unixodbc-dev)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> installing ${need_apt[*]} (apt)"
     sudo_cmd=""

@@ -44,7 +44,8 @@ install_if_missing() {
     [ -f /usr/include/sql.h ] || missing+=(unixodbc-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+        apt-get update -qq >&2 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
     fi
 }
 

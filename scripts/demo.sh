@@ -5,7 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
-command -v python3 >/dev/null 2>&1 || { apt-get install -y -qq python3 >/dev/null 2>&1 || true; }
 
 echo "==> building"
 cargo build -p mini-connector -p gateway --bins

@@ -50,7 +50,8 @@ impl Agent {
             .connections
             .iter()
             .map(|c| {
-                drivers::Database::open(&AgentConfig::connection_spec(c))
+                let spec = config.resolved_connection_spec(c)?;
+                drivers::Database::open(&spec)
                     .with_context(|| format!("opening database connection `{}`", c.name))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

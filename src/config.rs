@@ -287,8 +287,24 @@ impl AgentConfig {
             if !names.insert(connection.name.as_str()) {
                 return field("connections", &format!("duplicate connection name `{}`", connection.name));
             }
-            if connection.path.is_none() {
-                return field("connections", &format!("connection `{}` needs a `path`", connection.name));
+            if let Err(e) = Self::connection_spec(connection).validate() {
+                return field("connections", &format!("connection `{}`: {e}", connection.name));
+            }
+            if let Some(text) = &connection.connection_string
+                && drivers::connection_string_has_password(text)
+            {
+                return field(
+                    "connections",
+                    &format!(
+                        "connection `{}`: the connection string contains a password; store it with `mini-connector db edit --password` instead",
+                        connection.name
+                    ),
+                );
+            }
+            if let Some(reference) = &connection.password_ref
+                && let Err(e) = drivers::Password::check_reference(reference)
+            {
+                return field("connections", &format!("connection `{}`: passwordRef: {e}", connection.name));
             }
             if connection.pool_max == 0 || connection.pool_min > connection.pool_max {
                 return field(
@@ -322,6 +338,23 @@ impl AgentConfig {
             crate::secrets::load_stored_api_key(self)?
         };
         Ok(ApiKey::parse(&text)?)
+    }
+
+    /// The driver specification the agent opens: like [`Self::connection_spec`], with the
+    /// password taken from the vault when the connection has no `passwordRef`. The secret is
+    /// zeroized when the spec is dropped, right after the pool is built.
+    pub fn resolved_connection_spec(
+        &self,
+        connection: &ConnectionConfig,
+    ) -> Result<drivers::ConnectionSpec, ConfigError> {
+        let mut spec = Self::connection_spec(connection);
+        if connection.password_ref.is_none()
+            && connection.kind != drivers::DbKind::Sqlite
+            && let Some(secret) = self.db_password(&connection.name)?
+        {
+            spec.password = drivers::Password::Value(secret);
+        }
+        Ok(spec)
     }
 
     /// The driver specification of one connection. The password stays a reference here;

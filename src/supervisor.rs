@@ -559,7 +559,7 @@ impl Supervisor {
                 format!("no database connection named `{wanted}`"),
             );
         };
-        if let Err(e) = drivers::check_read_only_statement(&command.payload.query) {
+        if let Err(e) = db.check_statement(&command.payload.query) {
             let body = crate::worker::driver_error(&e, self.default_timeout);
             return self.reject(&command, body.code, body.message);
         }

@@ -67,10 +67,12 @@ impl TextSink<'_> {
 /// Catalogue rows already in memory (ODBC catalog functions), keyed by the marker "SQL" of
 /// their row set.
 #[derive(Default)]
+#[cfg_attr(not(feature = "odbc"), allow(dead_code))]
 pub(crate) struct MemRows {
     sets: Vec<(&'static str, Vec<Option<String>>)>,
 }
 
+#[cfg_attr(not(feature = "odbc"), allow(dead_code))]
 impl MemRows {
     pub(crate) fn push(&mut self, set: &'static str, row: Vec<Option<String>>) {
         self.sets.push((set, row));

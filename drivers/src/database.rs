@@ -238,7 +238,12 @@ impl Database {
             DbKind::Sqlite => Box::new(SqliteDb::open(&spec.path, &spec.pool)?),
             DbKind::Postgres => Box::new(crate::postgres::PgDb::open(spec)?),
             DbKind::Mysql => Box::new(crate::mysql::MyDb::open(spec)?),
+            #[cfg(feature = "odbc")]
             DbKind::Odbc => Box::new(crate::odbc::OdbcDb::open(spec)?),
+            #[cfg(not(feature = "odbc"))]
+            DbKind::Odbc => {
+                return Err(DriverError::UnsupportedKind("odbc (this build has no ODBC support)".into()));
+            }
         };
         tracing::debug!(name = %spec.name, kind = %spec.kind, "database opened");
         Ok(Database { inner: Arc::new(Inner { name: spec.name.clone(), kind: spec.kind, driver }) })

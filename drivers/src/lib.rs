@@ -72,6 +72,7 @@ mod diff;
 mod error;
 pub mod fixture;
 mod mysql;
+#[cfg(feature = "odbc")]
 mod odbc;
 mod placeholders;
 mod pool;

@@ -6,6 +6,7 @@
 //! tree (subqueries in any clause, CTE bodies, function arguments, join conditions, ...); checks
 //! are attached to node kinds, never to the clause a node sits in.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
@@ -18,7 +19,7 @@ use sqlparser::ast::{
 use crate::Dialect;
 use crate::deny;
 use crate::lex::TSQL_LOCK_HINTS;
-use crate::policy::{Policy, eq_ci};
+use crate::policy::{Policy, eq_ci, normalize};
 
 /// What a successful walk found.
 #[derive(Debug, Default)]
@@ -52,10 +53,11 @@ pub(crate) fn check(stmt: &Statement, dialect: Dialect, policy: &Policy) -> Resu
         return Err(reason);
     }
     let privacy_denied = w.privacy && (w.privacy_denied || w.columns_denied());
+    let mut seen = HashSet::new();
     let mut tables: Vec<String> = Vec::with_capacity(w.tables.len());
     for parts in &w.tables {
         let name = parts.join(".");
-        if !tables.iter().any(|t| eq_ci(t, &name)) {
+        if seen.insert(name.to_lowercase()) {
             tables.push(name);
         }
     }
@@ -557,61 +559,101 @@ impl Walker<'_> {
         }
     }
 
-    /// Real tables a qualifier may stand for. `None`: it matches nothing known (then every
-    /// table is a candidate); `Some(empty)`: only CTEs or derived tables.
-    fn resolve(&self, q: &[String]) -> Option<Vec<usize>> {
-        let mut found = false;
-        let mut out = Vec::new();
-        if let [single] = q {
-            for (alias, target) in &self.aliases {
-                if eq_ci(alias, single) {
-                    found = true;
-                    out.extend(*target);
-                }
-            }
-        }
-        for (i, parts) in self.tables.iter().enumerate() {
-            if is_suffix(q, parts) {
-                found = true;
-                out.push(i);
-            }
-        }
-        found.then_some(out)
-    }
-
     fn columns_denied(&self) -> bool {
-        let all: Vec<usize> = (0..self.tables.len()).collect();
-        let private_cols = |i: &usize| self.policy.table_has_private_columns(&self.tables[*i]);
+        let index = Index::new(self);
+        if index.private.is_empty() {
+            return false; // no table of the query has private columns
+        }
+        let private_keys: Vec<usize> = index.private.keys().copied().collect();
+        let has_private = |i: &usize| index.private.contains_key(i);
         for (q, name) in &self.colrefs {
-            let candidates =
-                if q.is_empty() { all.clone() } else { self.resolve(q).unwrap_or_else(|| all.clone()) };
-            if candidates.iter().any(|&i| self.policy.column_private_in(&self.tables[i], name)) {
+            let name = name.to_lowercase();
+            let candidates = if q.is_empty() { None } else { index.resolve(q) };
+            let candidates = candidates.as_deref().unwrap_or(&private_keys);
+            if candidates.iter().any(|i| index.private.get(i).is_some_and(|cols| cols.contains(&name))) {
                 return true;
             }
             // A whole-row reference (`SELECT c FROM customers c`, `row_to_json(c)`).
             let whole_row = if q.is_empty() {
-                self.aliases.iter().any(|(a, t)| eq_ci(a, name) && t.as_ref().is_some_and(private_cols))
-                    || all
-                        .iter()
-                        .filter(|i| private_cols(i))
-                        .any(|&i| self.tables[i].last().is_some_and(|last| eq_ci(last, name)))
+                index.aliases.get(&name).is_some_and(|t| t.iter().any(has_private))
+                    || index.by_last.get(&name).is_some_and(|t| t.iter().any(has_private))
             } else {
                 let mut full = q.clone();
                 full.push(name.clone());
-                all.iter().filter(|i| private_cols(i)).any(|&i| is_suffix(&full, &self.tables[i]))
+                index
+                    .by_last
+                    .get(&name)
+                    .is_some_and(|t| t.iter().any(|i| has_private(i) && is_suffix(&full, &self.tables[*i])))
             };
             if whole_row {
                 return true;
             }
         }
         for q in &self.deferred_wildcards {
-            let candidates = if q.is_empty() { None } else { self.resolve(q) };
-            let candidates = candidates.unwrap_or_else(|| all.clone());
-            if candidates.iter().any(private_cols) {
+            let candidates = if q.is_empty() { None } else { index.resolve(q) };
+            if candidates.as_deref().unwrap_or(&private_keys).iter().any(has_private) {
                 return true;
             }
         }
         false
+    }
+}
+
+/// Lookups for the column checks, built once after the walk (queries may be large).
+struct Index<'w> {
+    tables: &'w [Vec<String>],
+    /// Private column names (lower case) of each table of the query that has any.
+    private: HashMap<usize, Vec<String>>,
+    /// Alias (lower case) and the real tables behind it (empty: CTE or derived table).
+    aliases: HashMap<String, Vec<usize>>,
+    /// Last name part (lower case) of each real table.
+    by_last: HashMap<String, Vec<usize>>,
+}
+
+impl<'w> Index<'w> {
+    fn new(w: &'w Walker<'_>) -> Self {
+        let mut index = Index {
+            tables: &w.tables,
+            private: HashMap::new(),
+            aliases: HashMap::new(),
+            by_last: HashMap::new(),
+        };
+        for (i, parts) in w.tables.iter().enumerate() {
+            let cols: Vec<String> = w.policy.private_columns_of(parts).map(normalize).collect();
+            if !cols.is_empty() {
+                index.private.insert(i, cols);
+            }
+            if let Some(last) = parts.last() {
+                index.by_last.entry(last.to_lowercase()).or_default().push(i);
+            }
+        }
+        for (alias, target) in &w.aliases {
+            index.aliases.entry(alias.to_lowercase()).or_default().extend(*target);
+        }
+        index
+    }
+
+    /// Real tables a qualifier may stand for. `None`: it matches nothing known (then every
+    /// table is a candidate); `Some(empty)`: only CTEs or derived tables.
+    fn resolve(&self, q: &[String]) -> Option<Vec<usize>> {
+        let last = q.last()?.to_lowercase();
+        let mut found = false;
+        let mut out = Vec::new();
+        if q.len() == 1
+            && let Some(targets) = self.aliases.get(&last)
+        {
+            found = true;
+            out.extend(targets);
+        }
+        if let Some(tables) = self.by_last.get(&last) {
+            for &i in tables {
+                if is_suffix(q, &self.tables[i]) {
+                    found = true;
+                    out.push(i);
+                }
+            }
+        }
+        found.then_some(out)
     }
 }
 

@@ -142,8 +142,10 @@ pub fn check(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Re
     if sql.len() <= DEEP_TEXT_BYTES {
         check_text(sql, dialect, policy)
     } else {
-        // At most one tree level per two bytes of text; 256 bytes of stack per byte of text.
-        let stack = sql.len().saturating_mul(256).saturating_add(1 << 20);
+        // At most one tree level per two bytes of text, at most ~80 bytes of stack per level
+        // (debug build): 64 bytes of stack per byte of text, plus 1 MiB. The pages are only
+        // touched as deep as the tree actually goes.
+        let stack = sql.len().saturating_mul(64).saturating_add(1 << 20);
         stacker::grow(stack, || check_text(sql, dialect, policy))
     }
 }

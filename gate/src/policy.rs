@@ -56,10 +56,6 @@ impl Policy {
     pub(crate) fn table_has_private_columns(&self, parts: &[String]) -> bool {
         self.private_columns_of(parts).next().is_some()
     }
-
-    pub(crate) fn column_private_in(&self, parts: &[String], column: &str) -> bool {
-        self.private_columns_of(parts).any(|c| eq_ci(strip_quotes(c.trim()), column))
-    }
 }
 
 /// Case-insensitive equality (ASCII fast path, Unicode lower-casing otherwise).
@@ -69,6 +65,11 @@ pub(crate) fn eq_ci(a: &str, b: &str) -> bool {
     } else {
         a.to_lowercase() == b.to_lowercase()
     }
+}
+
+/// A policy name part as compared: trimmed, unquoted, lower case.
+pub(crate) fn normalize(name: &str) -> String {
+    strip_quotes(name.trim()).to_lowercase()
 }
 
 fn strip_quotes(s: &str) -> &str {
@@ -126,8 +127,8 @@ mod tests {
         p.private_columns.entry("public.customers".into()).or_default().insert("SSN".into());
         assert!(p.table_denied(&parts("hr.payroll")));
         assert!(!p.table_denied(&parts("customers")));
-        assert!(p.column_private_in(&parts("customers"), "ssn"));
-        assert!(!p.column_private_in(&parts("orders"), "ssn"));
+        assert_eq!(p.private_columns_of(&parts("customers")).map(normalize).collect::<Vec<_>>(), ["ssn"]);
+        assert!(p.private_columns_of(&parts("orders")).next().is_none());
         p.approved_tables = Some(["orders".to_owned()].into());
         assert!(p.table_denied(&parts("customers")));
         assert!(!p.table_denied(&parts("public.orders")));

@@ -578,8 +578,8 @@ fn test_connection(
 
 /// The driver spec the agent would build for this connection.
 fn spec_for(config: &AgentConfig, connection: &ConnectionConfig) -> drivers::ConnectionSpec {
-    let _ = config; // `connection_spec` does not need the configuration (yet).
-    AgentConfig::connection_spec(connection)
+    // Without a vault entry yet (a new connection) this is the plain spec.
+    config.resolved_connection_spec(connection).unwrap_or_else(|_| AgentConfig::connection_spec(connection))
 }
 
 /// Prints a test's outcome; a failed connection is exit 1.

@@ -6,8 +6,10 @@
 //! at the start of every query (autocommit off). Cancel and deadlines call `SQLCancel` from
 //! another thread (plus the statement's query-timeout attribute). Rows stream one at a time
 //! with `SQLFetch`/`SQLGetData`, so values of any length arrive whole; the driver's own
-//! buffering is turned off where it has a switch (psqlODBC `UseDeclareFetch`, MariaDB
-//! `NO_CACHE`, sqliteodbc `StepAPI`).
+//! buffering is turned off where it has a switch (psqlODBC `UseDeclareFetch`, sqliteodbc
+//! `StepAPI`). Known limit: MariaDB Connector/ODBC 3.1 reads the whole result into client
+//! memory at execute even with `NO_CACHE=1` (measured: ~170 bytes per row); MySQL and MariaDB
+//! should use the native `mysql` driver, which streams.
 
 mod ffi;
 
