@@ -10,5 +10,6 @@ mod cli_control;
 mod cli_db;
 mod cli_service;
 mod e2e_auth;
+mod e2e_postgres;
 mod e2e_query;
 mod protocol_golden;
