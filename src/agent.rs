@@ -101,6 +101,7 @@ impl Agent {
             job_tx,
             board,
             databases,
+            config.schema_policy.iter().map(|(name, policy)| (name.clone(), policy.to_gate())).collect(),
             Duration::from_millis(config.command_timeout_ms),
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;

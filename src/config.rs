@@ -138,6 +138,9 @@ pub struct AgentConfig {
     /// Local databases.
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+    /// Per connection name: private tables/columns and the approved tables (spec §4.3).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub schema_policy: std::collections::BTreeMap<String, crate::policy::SchemaPolicy>,
 }
 
 /// One local database.
@@ -311,6 +314,11 @@ impl AgentConfig {
                     "connections",
                     &format!("connection `{}`: need 0 <= poolMin <= poolMax, poolMax >= 1", connection.name),
                 );
+            }
+        }
+        for name in self.schema_policy.keys() {
+            if !self.connections.iter().any(|c| &c.name == name) {
+                return field("schemaPolicy", &format!("no connection named `{name}`"));
             }
         }
         Ok(())

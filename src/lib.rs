@@ -26,6 +26,7 @@ pub mod heartbeat;
 pub mod https;
 pub mod link;
 pub mod logging;
+pub mod policy;
 pub mod protocol;
 pub mod secrets;
 pub mod supervisor;

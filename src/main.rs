@@ -1,6 +1,7 @@
 //! `mini-connector`: parses the command line and picks a role (the agent, or a one-shot command).
 
 mod cli;
+mod sql_check;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +83,11 @@ enum Cmd {
         /// Number of lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+    },
+    /// Check SQL offline against the read-only gate (`sql check --dialect postgres "SELECT ..."`).
+    Sql {
+        #[command(subcommand)]
+        command: sql_check::SqlCmd,
     },
     /// Configuration helpers.
     Config {
@@ -236,6 +242,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Sql { command } => sql_check::run_sql(&command),
         Cmd::Configure(args) => finish(cli::configure::configure(args)),
         Cmd::Key { command } => finish(cli::configure::key(command)),
         Cmd::Db { command } => finish(cli::db::db(command)),

@@ -80,7 +80,9 @@ impl<'a> Verdict<'a> {
     fn of(id: Option<&'a Value>, result: &Result<gate::Checked, Rejection>) -> Self {
         match result {
             Ok(_) => Verdict { id, verdict: "allow", code: None, reason: None },
-            Err(r) => Verdict { id, verdict: "reject", code: Some(r.code.as_str()), reason: Some(r.reason.clone()) },
+            Err(r) => {
+                Verdict { id, verdict: "reject", code: Some(r.code.as_str()), reason: Some(r.reason.clone()) }
+            }
         }
     }
 
@@ -210,8 +212,9 @@ fn error_line(id: Option<&Value>, reason: String) -> String {
 
 fn to_json(verdict: &Verdict<'_>) -> String {
     // Serializing these plain fields cannot fail; keep a valid line if it ever did.
-    serde_json::to_string(verdict)
-        .unwrap_or_else(|_| r#"{"id":null,"verdict":"error","code":null,"reason":"internal error"}"#.to_owned())
+    serde_json::to_string(verdict).unwrap_or_else(|_| {
+        r#"{"id":null,"verdict":"error","code":null,"reason":"internal error"}"#.to_owned()
+    })
 }
 
 /// Discards the rest of an over-long line.

@@ -135,6 +135,8 @@ pub struct Supervisor {
     jobs: Sender<Job>,
     board: Arc<StatusBoard>,
     databases: Vec<Database>,
+    /// Schema policy per connection name (absent: nothing private).
+    policies: HashMap<String, gate::Policy>,
     default_timeout: Duration,
     upload: Option<Arc<UploadTarget>>,
     in_flight: HashMap<String, InFlight>,
@@ -180,6 +182,7 @@ impl Supervisor {
         jobs: Sender<Job>,
         board: Arc<StatusBoard>,
         databases: Vec<Database>,
+        policies: HashMap<String, gate::Policy>,
         default_timeout: Duration,
     ) -> Self {
         Self {
@@ -188,6 +191,7 @@ impl Supervisor {
             jobs,
             board,
             databases,
+            policies,
             default_timeout,
             upload: None,
             in_flight: HashMap::new(),
@@ -448,6 +452,14 @@ impl Supervisor {
     }
 
     fn send_schema(&self, schema: Vec<drivers::DatabaseSchema>) {
+        // Private tables and columns never leave the machine, not even as names.
+        let schema = schema
+            .iter()
+            .map(|db| match self.policies.get(&db.connection) {
+                Some(policy) => crate::policy::visible_schema(db, policy),
+                None => db.clone(),
+            })
+            .collect();
         if self.board.is_connected() {
             self.link.frame(Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema }));
         }
@@ -559,9 +571,12 @@ impl Supervisor {
                 format!("no database connection named `{wanted}`"),
             );
         };
-        if let Err(e) = db.check_statement(&command.payload.query) {
-            let body = crate::worker::driver_error(&e, self.default_timeout);
-            return self.reject(&command, body.code, body.message);
+        // The read-only gate: keyword pre-filter, AST check in the database's dialect, privacy.
+        let empty = gate::Policy::default();
+        let policy = self.policies.get(db.name()).unwrap_or(&empty);
+        let dialect = crate::policy::gate_dialect(db.dialect());
+        if let Err(rejection) = gate::check(&command.payload.query, dialect, policy) {
+            return self.reject(&command, crate::policy::rejection_code(rejection.code), rejection.reason);
         }
         let Some(upload) = self.upload.clone() else {
             return self.reject(&command, ErrorCode::InternalError, "no upload grant for this session");

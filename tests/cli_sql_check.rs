@@ -123,10 +123,22 @@ fn usage_errors_exit_2() {
 fn batch_of_1000_lines_answers_each_in_order() {
     let kinds = [
         (r#""dialect":"postgres","sql":"SELECT id FROM orders WHERE id = 1""#, "allow", None),
-        (r#""dialect":"mysql","sql":"UPDATE orders SET total = 0""#, "reject", Some("WRITE_KEYWORD_DETECTED")),
-        (r#""dialect":"postgres","sql":"SELECT pg_advisory_lock(1)""#, "reject", Some("WRITE_OPERATION_REJECTED")),
+        (
+            r#""dialect":"mysql","sql":"UPDATE orders SET total = 0""#,
+            "reject",
+            Some("WRITE_KEYWORD_DETECTED"),
+        ),
+        (
+            r#""dialect":"postgres","sql":"SELECT pg_advisory_lock(1)""#,
+            "reject",
+            Some("WRITE_OPERATION_REJECTED"),
+        ),
         (r#""sql":"WITH x AS (SELECT 1 AS a) SELECT a FROM x""#, "allow", None),
-        (r#""dialect":"oracle","sql":"SELECT s.NEXTVAL FROM dual""#, "reject", Some("WRITE_OPERATION_REJECTED")),
+        (
+            r#""dialect":"oracle","sql":"SELECT s.NEXTVAL FROM dual""#,
+            "reject",
+            Some("WRITE_OPERATION_REJECTED"),
+        ),
         (r#""dialect":"nosuchdb","sql":"SELECT 1""#, "error", None),
         (r#""dialect":"mssql""#, "error", None),
         (r#""dialect":"hana","sql":"SELECT \"delete\" FROM \"T\" /* DROP */""#, "allow", None),

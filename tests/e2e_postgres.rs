@@ -115,10 +115,16 @@ fn headless_setup_with_postgres_answers_queries_and_keeps_secrets_local() {
     // NUMERIC travels as an exact decimal string.
     assert!(outcome.rows[0][2].is_string(), "{:?}", outcome.rows[0][2]);
 
-    // A write that a SELECT can reach is refused by the read-only session, with a code.
-    match world.gateway.query("Postgres", request("DELETE FROM customers")) {
-        Err(QueryError::Remote(body)) => assert_eq!(body.code, ErrorCode::WriteOperationRejected),
-        other => panic!("expected a rejection, got {other:?}"),
+    // Writes and side-effect functions are refused by the gate in the PostgreSQL dialect.
+    for (sql, code) in [
+        ("DELETE FROM customers", ErrorCode::WriteKeywordDetected),
+        ("SELECT pg_sleep(60)", ErrorCode::WriteOperationRejected),
+        ("SELECT nextval('customers_id_seq')", ErrorCode::WriteOperationRejected),
+    ] {
+        match world.gateway.query("Postgres", request(sql)) {
+            Err(QueryError::Remote(body)) => assert_eq!(body.code, code, "{sql}: {}", body.message),
+            other => panic!("{sql}: expected a rejection, got {other:?}"),
+        }
     }
 
     // Neither the API key nor the database password is in any file the agent side wrote.

@@ -112,14 +112,21 @@ fn large_result_travels_in_chunks_and_is_reassembled_byte_exact() {
 fn writes_are_rejected_before_reaching_the_database() {
     let world = World::new("writes");
     let _agent = connected_agent(&world, "Writes", json!({}));
-    for sql in ["DELETE FROM customers", "UPDATE products SET unit_price = 0", "SELECT 1; DROP TABLE orders"]
-    {
+    let cases = [
+        ("DELETE FROM customers", ErrorCode::WriteKeywordDetected),
+        ("UPDATE products SET unit_price = 0", ErrorCode::WriteKeywordDetected),
+        ("SELECT 1; DROP TABLE orders", ErrorCode::WriteKeywordDetected),
+        ("SELECT * FROM customers FOR UPDATE", ErrorCode::WriteKeywordDetected),
+        ("SELECT * FROM customers FOR SHARE", ErrorCode::WriteOperationRejected),
+        ("PRAGMA query_only = OFF", ErrorCode::WriteOperationRejected),
+    ];
+    for (sql, code) in cases {
         match world.gateway.query("Writes", request(sql)) {
             Err(QueryError::Remote(body)) => {
-                assert_eq!(body.code, ErrorCode::WriteOperationRejected, "{sql}: {}", body.message);
+                assert_eq!(body.code, code, "{sql}: {}", body.message);
                 assert!(!body.retryable);
             }
-            other => panic!("{sql}: expected WRITE_OPERATION_REJECTED, got {other:?}"),
+            other => panic!("{sql}: expected {code}, got {other:?}"),
         }
     }
     assert_eq!(sqlite_rows("SELECT count(*) FROM customers")[0][0], json!(500));

@@ -81,6 +81,26 @@ fn strip_quotes(s: &str) -> &str {
     }
 }
 
+/// Questions the agent asks when it filters a schema broadcast (spec §4.3: private tables and
+/// columns are left out of what the cloud sees).
+impl Policy {
+    /// Whether the table `schema.table` is hidden from the cloud (private, or not approved).
+    pub fn hides_table(&self, schema: Option<&str>, table: &str) -> bool {
+        self.table_denied(&name_parts(schema, table))
+    }
+
+    /// Whether `column` of `schema.table` is hidden from the cloud.
+    pub fn hides_column(&self, schema: Option<&str>, table: &str, column: &str) -> bool {
+        let parts = name_parts(schema, table);
+        let column = normalize(column);
+        self.private_columns_of(&parts).any(|c| normalize(c) == column)
+    }
+}
+
+fn name_parts(schema: Option<&str>, table: &str) -> Vec<String> {
+    schema.into_iter().chain(std::iter::once(table)).map(str::to_owned).collect()
+}
+
 /// Whether the dotted policy name and the name `parts` agree on their common trailing parts.
 pub(crate) fn suffix_match(policy_name: &str, parts: &[impl AsRef<str>]) -> bool {
     let mut p = policy_name.rsplit('.');
