@@ -118,7 +118,8 @@ fn writes_are_rejected_before_reaching_the_database() {
         ("SELECT 1; DROP TABLE orders", ErrorCode::WriteKeywordDetected),
         ("SELECT * FROM customers FOR UPDATE", ErrorCode::WriteKeywordDetected),
         ("SELECT * FROM customers FOR SHARE", ErrorCode::WriteOperationRejected),
-        ("PRAGMA query_only = OFF", ErrorCode::WriteOperationRejected),
+        ("PRAGMA query_only = OFF", ErrorCode::WriteKeywordDetected),
+        ("SELECT sqlite_version() FROM customers WHERE", ErrorCode::WriteOperationRejected),
     ];
     for (sql, code) in cases {
         match world.gateway.query("Writes", request(sql)) {
