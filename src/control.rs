@@ -7,6 +7,10 @@
 //! request to the supervisor, the only writer of agent state, and relays its answer.
 //! Windows named pipes are not implemented yet: there the commands report that clearly.
 
+// The socket side is Unix-only for now; on Windows these items are unused until the named
+// pipe lands.
+#![cfg_attr(not(unix), allow(unused_imports, dead_code))]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;

@@ -128,7 +128,7 @@ const READ_HINTS: &[&str] = &[
     "NOWAIT",
 ];
 
-/// T-SQL reserved words. Unquoted as an alias they cannot be valid T-SQL; sqlparser reads them
+/// T-SQL reserved words (sorted, binary search). Unquoted as an alias they cannot be valid T-SQL; sqlparser reads them
 /// as aliases, the server as the start of a second statement (`SELECT a FROM t SHUTDOWN`).
 const TSQL_RESERVED: &[&str] = &[
     "ADD",
@@ -210,8 +210,8 @@ const TSQL_RESERVED: &[&str] = &[
     "HAVING",
     "HOLDLOCK",
     "IDENTITY",
-    "IDENTITY_INSERT",
     "IDENTITYCOL",
+    "IDENTITY_INSERT",
     "IF",
     "IN",
     "INDEX",
@@ -359,6 +359,15 @@ fn ident_parts(name: &ObjectName) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// `s` (ASCII, at most `buf.len()` bytes) in upper case.
+fn ascii_upper<'b>(s: &str, buf: &'b mut [u8; 40]) -> &'b str {
+    let n = s.len().min(buf.len());
+    for (d, b) in buf.iter_mut().zip(s.bytes()) {
+        *d = b.to_ascii_uppercase();
+    }
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
+}
+
 /// The parts of a name as strings (a computed part reads as empty).
 fn name_strings(name: &ObjectName) -> Vec<String> {
     name.0.iter().map(|p| p.as_ident().map(|i| i.value.clone()).unwrap_or_default()).collect()
@@ -406,9 +415,12 @@ impl Walker<'_> {
         if alias.quote_style.is_none() && alias.value.starts_with('@') {
             return Err(format!("assignment to the variable {} is not allowed", alias.value));
         }
+        let mut buf = [0u8; 40];
         if self.dialect == Dialect::Mssql
             && alias.quote_style.is_none()
-            && TSQL_RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&alias.value))
+            && alias.value.len() <= buf.len()
+            && alias.value.is_ascii()
+            && TSQL_RESERVED.binary_search(&ascii_upper(&alias.value, &mut buf)).is_ok()
         {
             return Err(format!(
                 "T-SQL reserved word {} used as an alias (the server would start a second statement)",
@@ -436,9 +448,16 @@ impl Walker<'_> {
 
     fn deny_call(&self, name: &ObjectName) -> Result<(), String> {
         self.remote_name_rule(name)?;
-        let parts = ident_parts(name)?;
-        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        match deny::function(&refs, self.dialect) {
+        let mut parts: Vec<&str> = Vec::with_capacity(name.0.len());
+        for part in &name.0 {
+            match part {
+                ObjectNamePart::Identifier(id) => parts.push(&id.value),
+                ObjectNamePart::Function(_) => {
+                    return Err(format!("computed object names ({name}) are not allowed"));
+                }
+            }
+        }
+        match deny::function(&parts, self.dialect) {
             Some(why) => Err(format!("function {name} is not allowed: {why}")),
             None => Ok(()),
         }
@@ -939,5 +958,17 @@ impl Visitor for Walker<'_> {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_words_are_sorted() {
+        for pair in TSQL_RESERVED.windows(2) {
+            assert!(pair[0] < pair[1], "{} / {}", pair[0], pair[1]);
+        }
     }
 }

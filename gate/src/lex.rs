@@ -163,11 +163,19 @@ impl Cursor<'_> {
 }
 
 fn is_word_start(c: char, rules: &Rules) -> bool {
-    c.is_alphabetic() || c == '_' || rules.word_start_extra.contains(&c)
+    if c.is_ascii() {
+        c.is_ascii_alphabetic() || c == '_' || rules.word_start_extra.contains(&c)
+    } else {
+        c.is_alphabetic()
+    }
 }
 
 fn is_word_part(c: char, rules: &Rules) -> bool {
-    c.is_alphanumeric() || c == '_' || rules.word_part_extra.contains(&c)
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric() || c == '_' || rules.word_part_extra.contains(&c)
+    } else {
+        c.is_alphanumeric()
+    }
 }
 
 /// Splits `sql` into code tokens under `rules`.
@@ -406,7 +414,7 @@ fn q_quote(c: &mut Cursor<'_>) {
 // Layer 1: the keyword pre-filter
 
 /// Statement keywords that have no place in a read-only query, matched case-insensitively as
-/// whole words outside comments, strings and quoted identifiers.
+/// whole words outside comments, strings and quoted identifiers. Sorted (binary search).
 const WRITE_KEYWORDS: [&str; 26] = [
     "ALTER", "ATTACH", "CALL", "COPY", "CREATE", "DELETE", "DETACH", "DROP", "EXEC", "EXECUTE", "GRANT",
     "INSERT", "INTO", "KILL", "MERGE", "PRAGMA", "REINDEX", "RENAME", "REPLACE", "REVOKE", "SHUTDOWN",
@@ -419,7 +427,7 @@ const ALSO_FUNCTIONS: [&str; 3] = ["INSERT", "REPLACE", "TRUNCATE"];
 
 /// Upper-cases a short word into `buf` (ASCII fast path; other scripts through Unicode case
 /// mapping, so that `ınsert` or `ſet`-style spellings that fold to ASCII are still caught).
-fn upper<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b str> {
+fn upper<'b>(word: &str, buf: &'b mut [u8; 32]) -> Option<&'b str> {
     if word.is_ascii() {
         if word.len() > buf.len() {
             return None;
@@ -439,13 +447,14 @@ fn upper<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b str> {
 
 /// The first write keyword in the code of `sql`, if any.
 pub(crate) fn write_keyword(sql: &str, lexed: &Lexed) -> Option<&'static str> {
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 32];
     for (n, tok) in lexed.tokens.iter().enumerate() {
         if tok.kind != Kind::Word || tok.end - tok.start < 4 {
             continue;
         }
         let Some(up) = upper(&sql[tok.start..tok.end], &mut buf) else { continue };
-        let Some(found) = lookup(&WRITE_KEYWORDS, up) else { continue };
+        let Ok(i) = WRITE_KEYWORDS.binary_search(&up) else { continue };
+        let found = WRITE_KEYWORDS[i];
         let next_is_paren = lexed.tokens.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
         if next_is_paren && ALSO_FUNCTIONS.contains(&found) {
             continue;
@@ -455,14 +464,11 @@ pub(crate) fn write_keyword(sql: &str, lexed: &Lexed) -> Option<&'static str> {
     None
 }
 
-fn lookup(list: &[&'static str], word: &str) -> Option<&'static str> {
-    list.iter().copied().find(|k| *k == word)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The text backstop (run after the AST check)
 
 /// T-SQL reserved words that start statements and cannot appear unquoted in a single SELECT.
+/// Sorted (binary search).
 /// T-SQL needs no `;` between statements, so `SELECT a FROM t SHUTDOWN` is two statements to the
 /// server; sqlparser reads the second word as an alias.
 const TSQL_STATEMENT_WORDS: [&str; 43] = [
@@ -511,7 +517,7 @@ const TSQL_STATEMENT_WORDS: [&str; 43] = [
     "WRITETEXT",
 ];
 
-/// T-SQL table hints that take or hold locks or raise isolation.
+/// T-SQL table hints that take or hold locks or raise isolation. Sorted (binary search).
 pub(crate) const TSQL_LOCK_HINTS: [&str; 10] = [
     "HOLDLOCK",
     "PAGLOCK",
@@ -534,7 +540,6 @@ pub(crate) fn backstop(sql: &str, lexed: &Lexed, dialect: Dialect) -> Option<Str
     }
     let toks = &lexed.tokens;
     let text = |t: &Token| &sql[t.start..t.end];
-    let mut buf = [0u8; 16];
     let mut prev_word: Option<&str> = None;
     let mut parts: Vec<&str> = Vec::new();
     let mut n = 0;
@@ -570,17 +575,18 @@ pub(crate) fn backstop(sql: &str, lexed: &Lexed, dialect: Dialect) -> Option<Str
                     return Some(format!("{} advances a sequence", parts.join(".")));
                 }
                 if tok.kind == Kind::Word {
-                    let up = upper(text(&tok), &mut buf).unwrap_or("");
-                    if let Some(reason) =
-                        word_rule(up, prev_word, toks.get(n + 1).map(|t| (t, text(t))), dialect)
-                    {
+                    let word = text(&tok);
+                    let next = toks.get(n + 1).map(|t| (t, text(t)));
+                    if let Some(reason) = word_rule(word, prev_word, next, dialect) {
                         return Some(reason);
                     }
                     // Keep the previous word for pair rules (FOR SHARE, KEY SHARE).
-                    prev_word = match up {
-                        "FOR" => Some("FOR"),
-                        "KEY" => Some("KEY"),
-                        _ => None,
+                    prev_word = if word.eq_ignore_ascii_case("for") {
+                        Some("FOR")
+                    } else if word.eq_ignore_ascii_case("key") {
+                        Some("KEY")
+                    } else {
+                        None
                     };
                 } else {
                     prev_word = None;
@@ -595,11 +601,18 @@ pub(crate) fn backstop(sql: &str, lexed: &Lexed, dialect: Dialect) -> Option<Str
     None
 }
 
-fn word_rule(up: &str, prev: Option<&str>, next: Option<(&Token, &str)>, dialect: Dialect) -> Option<String> {
-    if up == "SHARE" && prev.is_some() {
-        return Some(format!("locking clause {} SHARE is not allowed", prev.unwrap_or_default()));
+fn word_rule(
+    word: &str,
+    prev: Option<&str>,
+    next: Option<(&Token, &str)>,
+    dialect: Dialect,
+) -> Option<String> {
+    if let Some(prev) = prev
+        && word.eq_ignore_ascii_case("share")
+    {
+        return Some(format!("locking clause {prev} SHARE is not allowed"));
     }
-    if up == "LOCK"
+    if word.eq_ignore_ascii_case("lock")
         && next.is_some_and(|(t, s)| {
             t.kind == Kind::Word
                 && (s.eq_ignore_ascii_case("in")
@@ -610,12 +623,14 @@ fn word_rule(up: &str, prev: Option<&str>, next: Option<(&Token, &str)>, dialect
         return Some("locking clause LOCK is not allowed".into());
     }
     if dialect == Dialect::Mssql {
-        if TSQL_STATEMENT_WORDS.contains(&up) {
+        let mut buf = [0u8; 32];
+        let up = upper(word, &mut buf)?;
+        if TSQL_STATEMENT_WORDS.binary_search(&up).is_ok() {
             return Some(format!(
                 "T-SQL statement keyword {up} is not allowed (it would start a second statement)"
             ));
         }
-        if TSQL_LOCK_HINTS.contains(&up) {
+        if TSQL_LOCK_HINTS.binary_search(&up).is_ok() {
             return Some(format!("table hint {up} takes locks"));
         }
     }
@@ -641,9 +656,17 @@ mod tests {
     }
 
     #[test]
-    fn keywords_are_short_ascii_words() {
+    fn word_lists_are_sorted_upper_case_ascii() {
+        for list in [&WRITE_KEYWORDS[..], &TSQL_STATEMENT_WORDS, &TSQL_LOCK_HINTS] {
+            for pair in list.windows(2) {
+                assert!(pair[0] < pair[1], "{} / {}", pair[0], pair[1]);
+            }
+            for k in list {
+                assert!(k.len() <= 32 && k.is_ascii() && *k == k.to_ascii_uppercase(), "{k}");
+            }
+        }
         for k in WRITE_KEYWORDS {
-            assert!(k.len() >= 4 && k.len() <= 16 && k.is_ascii(), "{k}");
+            assert!(k.len() >= 4, "{k}: the pre-filter skips shorter words");
         }
     }
 

@@ -125,6 +125,7 @@ fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, S
     config.options(&options);
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
         Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
     };
