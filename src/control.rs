@@ -38,6 +38,8 @@ pub enum ControlCmd {
     Reconnect,
     /// Shut down gracefully.
     Stop,
+    /// The most recent commands (the audit tail kept in memory).
+    Activity,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -75,6 +75,8 @@ enum Cmd {
     Reconnect(ControlArgs),
     /// Stop the running agent gracefully.
     Stop(ControlArgs),
+    /// Recent commands the running agent handled (newest first): id, outcome, rows, duration.
+    Activity(ControlArgs),
     /// Print the end of the agent's newest log file.
     Logs {
         /// Configuration file (its `logDir` says where the logs are).
@@ -226,6 +228,7 @@ fn main() -> ExitCode {
         Cmd::Resume(args) => control(&args, ControlCmd::Resume),
         Cmd::Reconnect(args) => control(&args, ControlCmd::Reconnect),
         Cmd::Stop(args) => control(&args, ControlCmd::Stop),
+        Cmd::Activity(args) => control(&args, ControlCmd::Activity),
         Cmd::Config { command: ConfigCmd::Check { config } } => {
             let config = match load(&config) {
                 Ok(c) => c,
@@ -274,6 +277,8 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
                 eprintln!("error: {}", answer["error"].as_str().unwrap_or("the agent refused"));
             } else if cmd == ControlCmd::Status {
                 print_status(&answer);
+            } else if cmd == ControlCmd::Activity {
+                print_activity(&answer);
             } else {
                 println!("ok");
             }
@@ -291,6 +296,30 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+fn print_activity(answer: &serde_json::Value) {
+    let rows = answer["activity"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("no commands yet");
+        return;
+    }
+    println!("{:<24}  {:<36}  {:<26}  {:>8}  {:>8}", "RECEIVED", "COMMAND", "OUTCOME", "ROWS", "MS");
+    for row in rows {
+        let text = |k: &str| match &row[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        };
+        println!(
+            "{:<24}  {:<36}  {:<26}  {:>8}  {:>8}",
+            text("receivedAt"),
+            text("commandId"),
+            text("outcome"),
+            text("rows"),
+            text("durationMs")
+        );
     }
 }
 

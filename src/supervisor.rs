@@ -21,6 +21,8 @@ use crate::worker::{Job, QueryJob, UploadTarget};
 
 /// Entries kept in the in-memory idempotency cache.
 const IDEMPOTENCY_ENTRIES: usize = 1024;
+/// Recent commands kept for `mini-connector activity`.
+const ACTIVITY_ENTRIES: usize = 200;
 
 /// Everything the supervisor hears about.
 #[derive(Debug)]
@@ -163,6 +165,10 @@ struct Counters {
     connected_since: Option<SystemTime>,
     last_error: Option<String>,
     reconnects: u64,
+    /// Newest last; at most ACTIVITY_ENTRIES. Query text is not kept (it may carry data).
+    activity: VecDeque<serde_json::Value>,
+    /// commandId -> RFC 3339 time of receipt, for commands still running.
+    received_at: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -211,6 +217,8 @@ impl Supervisor {
                 connected_since: None,
                 last_error: None,
                 reconnects: 0,
+                activity: VecDeque::new(),
+                received_at: HashMap::new(),
             },
         }
     }
@@ -347,6 +355,7 @@ impl Supervisor {
                         self.remember(done.idempotency_key, (*frame).clone());
                     }
                 }
+                self.record_activity(&frame);
                 match &*frame {
                     Outbound::ExecutionResult(r) => {
                         self.counters.completed += 1;
@@ -384,6 +393,10 @@ impl Supervisor {
         use crate::control::ControlCmd;
         match cmd {
             ControlCmd::Status => self.snapshot(),
+            ControlCmd::Activity => {
+                let newest_first: Vec<_> = self.counters.activity.iter().rev().cloned().collect();
+                serde_json::json!({ "ok": true, "activity": newest_first })
+            }
             ControlCmd::Pause | ControlCmd::Resume => {
                 let pause = cmd == ControlCmd::Pause;
                 if self.paused != pause {
@@ -421,6 +434,34 @@ impl Supervisor {
                 serde_json::json!({ "ok": true, "stopping": true })
             }
         }
+    }
+
+    /// Appends a finished command to the in-memory activity tail.
+    fn record_activity(&mut self, frame: &Outbound) {
+        let (command_id, outcome, rows, duration) = match frame {
+            Outbound::ExecutionResult(r) => {
+                let kind = match r.result {
+                    crate::protocol::ResultPayload::Inline { .. } => "ok (inline)",
+                    crate::protocol::ResultPayload::Buffered { .. } => "ok (chunked)",
+                };
+                (r.command_id.clone(), kind.to_owned(), Some(r.row_count), Some(r.duration_ms))
+            }
+            Outbound::ExecutionError(e) => {
+                (e.command_id.clone().unwrap_or_default(), e.error.code.to_string(), None, None)
+            }
+            _ => return,
+        };
+        let received = self.counters.received_at.remove(&command_id);
+        if self.counters.activity.len() == ACTIVITY_ENTRIES {
+            self.counters.activity.pop_front();
+        }
+        self.counters.activity.push_back(serde_json::json!({
+            "commandId": command_id,
+            "receivedAt": received,
+            "outcome": outcome,
+            "rows": rows,
+            "durationMs": duration,
+        }));
     }
 
     fn snapshot(&self) -> serde_json::Value {
@@ -523,11 +564,13 @@ impl Supervisor {
             error: ErrorBody::new(code, message),
         });
         log_outcome(&frame);
+        self.record_activity(&frame);
         self.link.frame(frame);
     }
 
     fn command(&mut self, command: Command) {
         let received = Instant::now();
+        self.counters.received_at.insert(command.command_id.clone(), now_rfc3339());
         tracing::info!(command = %command.command_id, execution = %command.execution_id, "command received");
         if self.paused {
             return self.reject(&command, ErrorCode::AgentPaused, "the connector is paused by its operator");
@@ -550,6 +593,7 @@ impl Supervisor {
         if let Some(previous) = self.answered.get(&command.payload.idempotency_key) {
             tracing::info!(command = %command.command_id, "idempotency key seen before; answering from cache");
             let frame = readdress(previous.clone(), &command);
+            self.record_activity(&frame);
             self.link.frame(frame);
             return;
         }
@@ -557,6 +601,7 @@ impl Supervisor {
             || self.in_flight.values().any(|f| f.idempotency_key == command.payload.idempotency_key)
         {
             tracing::info!(command = %command.command_id, "duplicate of a running command; ignored");
+            self.counters.received_at.remove(&command.command_id);
             return;
         }
         let db = match &command.payload.connection {

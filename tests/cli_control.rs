@@ -59,6 +59,14 @@ fn status_pause_resume_reconnect_and_stop_reach_the_running_agent() {
     assert_eq!(status["commandsCompleted"], 1, "{status}");
     assert_eq!(status["commandsFailed"], 1);
 
+    let activity = control(&agent.config, "activity").1;
+    let entries = activity["activity"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{activity}");
+    assert_eq!(entries[0]["outcome"], "ok (inline)", "newest first");
+    assert_eq!(entries[0]["rows"], 1);
+    assert_eq!(entries[1]["outcome"], "AGENT_PAUSED");
+    assert!(!activity.to_string().contains("SELECT"), "query text is not kept");
+
     assert_eq!(control(&agent.config, "stop").0, Some(0));
     assert_eq!(agent.wait_exit(), Some(0), "{}", agent.log_text());
     let (code, answer) = control(&agent.config, "status");
