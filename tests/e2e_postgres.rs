@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use gateway::{GatewayEvent, QueryError};
-use mini_connector::protocol::ErrorCode;
+use mini_connector::protocol::{ErrorCode, Outbound};
 use serde_json::json;
 
 use crate::e2e_query::request;
@@ -51,6 +51,8 @@ fn headless_setup_with_postgres_answers_queries_and_keeps_secrets_local() {
     let Some((host, port, database, user, password)) = pg_server() else { return };
     let world = World::new("pg-e2e");
     let events = world.gateway.subscribe();
+    // A second subscription nobody reads until the end: every frame the gateway decoded.
+    let traffic = world.gateway.subscribe();
     let key = world.key("Postgres");
     let dir = world.dir.0.join("agent");
     std::fs::create_dir_all(&dir).unwrap();
@@ -142,4 +144,21 @@ fn headless_setup_with_postgres_answers_queries_and_keeps_secrets_local() {
     }
     let log = agent.log_text();
     assert!(!log.contains(&password) && !log.contains(&random_part));
+
+    // The link traffic, as the gateway decoded it: no frame after `auth` carries either secret
+    // (the schema broadcast and the results included).
+    world.gateway.request_schema("Postgres").unwrap();
+    wait_event(&events, |e| {
+        matches!(e, GatewayEvent::Frame { frame: Outbound::SchemaDiscovery(_), .. }).then_some(())
+    });
+    let mut frames = 0;
+    while let Ok(event) = traffic.try_recv() {
+        if let GatewayEvent::Frame { frame, .. } = event {
+            let text = serde_json::to_string(&frame).unwrap();
+            assert!(!text.contains(&password), "DB password on the wire: {text}");
+            assert!(!text.contains(&random_part), "API key outside `auth`: {text}");
+            frames += 1;
+        }
+    }
+    assert!(frames >= 4, "expected schema, status and result frames, saw {frames}");
 }
