@@ -108,6 +108,11 @@ enum Cmd {
         #[command(subcommand)]
         command: cli::db::DbCmd,
     },
+    /// The local schema browser: `schema discover|show|diff|approve`, `schema private add|remove`.
+    Schema {
+        #[command(subcommand)]
+        command: cli::schema::SchemaCmd,
+    },
     /// The credential vault: `vault status`, `vault reset` (after VAULT_DECRYPT_ERROR).
     Vault {
         #[command(subcommand)]
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
         Cmd::Configure(args) => finish(cli::configure::configure(args)),
         Cmd::Key { command } => finish(cli::configure::key(command)),
         Cmd::Db { command } => finish(cli::db::db(command)),
+        Cmd::Schema { command } => cli::schema::schema(command),
         Cmd::Vault { command } => finish(cli::configure::vault(command)),
         Cmd::Service { command } => finish(cli::service::service(command)),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {

@@ -9,6 +9,7 @@
 
 pub mod configure;
 pub mod db;
+pub mod schema;
 pub mod service;
 
 use std::io::{IsTerminal as _, Read as _};
