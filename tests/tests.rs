@@ -8,6 +8,7 @@ mod support;
 mod cli_configure;
 mod cli_control;
 mod cli_db;
+mod cli_schema;
 mod cli_service;
 mod cli_sql_check;
 mod e2e_auth;
