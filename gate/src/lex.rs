@@ -445,25 +445,6 @@ fn upper<'b>(word: &str, buf: &'b mut [u8; 32]) -> Option<&'b str> {
     std::str::from_utf8(&buf[..up.len()]).ok()
 }
 
-/// The first write keyword in the code of `sql`, if any.
-pub(crate) fn write_keyword(sql: &str, lexed: &Lexed) -> Option<&'static str> {
-    let mut buf = [0u8; 32];
-    for (n, tok) in lexed.tokens.iter().enumerate() {
-        if tok.kind != Kind::Word || tok.end - tok.start < 4 {
-            continue;
-        }
-        let Some(up) = upper(&sql[tok.start..tok.end], &mut buf) else { continue };
-        let Ok(i) = WRITE_KEYWORDS.binary_search(&up) else { continue };
-        let found = WRITE_KEYWORDS[i];
-        let next_is_paren = lexed.tokens.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
-        if next_is_paren && ALSO_FUNCTIONS.contains(&found) {
-            continue;
-        }
-        return Some(found);
-    }
-    None
-}
-
 // ---------------------------------------------------------------------------------------------
 // The text backstop (run after the AST check)
 
@@ -531,90 +512,128 @@ pub(crate) const TSQL_LOCK_HINTS: [&str; 10] = [
     "XLOCK",
 ];
 
-/// Searches the code tokens for what the AST check should already have rejected: denied
-/// function calls (`name(` or `pkg.name(`), sequence `.NEXTVAL`, row-lock clauses, MySQL `:=`,
-/// T-SQL statement words and lock hints, PostgreSQL `U&"..."` identifiers. Returns a reason.
-pub(crate) fn backstop(sql: &str, lexed: &Lexed, dialect: Dialect) -> Option<String> {
-    if lexed.unicode_ident {
-        return Some("unicode-escaped identifiers (U&\"...\") are not allowed".into());
-    }
-    let toks = &lexed.tokens;
-    let text = |t: &Token| &sql[t.start..t.end];
-    let mut prev_word: Option<&str> = None;
-    let mut parts: Vec<&str> = Vec::new();
-    let mut n = 0;
-    while n < toks.len() {
-        let tok = toks[n];
-        match tok.kind {
-            Kind::Punct('@') if dialect == Dialect::Oracle => {
-                return Some("database links (@) reach another server".into());
-            }
-            Kind::Punct(':')
-                if dialect == Dialect::Mysql
-                    && toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('=') && t.start == tok.end) =>
-            {
-                return Some("assignment to a variable (`:=`) is not allowed".into());
-            }
-            Kind::Word | Kind::Quoted => {
-                // A dotted name: word(.word)*
-                parts.clear();
-                parts.push(text(&tok));
-                let mut m = n + 1;
-                while m + 1 < toks.len()
-                    && toks[m].kind == Kind::Punct('.')
-                    && matches!(toks[m + 1].kind, Kind::Word | Kind::Quoted)
-                {
-                    parts.push(text(&toks[m + 1]));
-                    m += 2;
-                }
-                let called = toks.get(m).is_some_and(|t| t.kind == Kind::Punct('('));
-                if called && let Some(why) = deny::function(&parts, dialect) {
-                    return Some(format!("function {} is not allowed: {why}", parts.join(".")));
-                }
-                if parts.len() > 1 && parts.last().is_some_and(|p| p.eq_ignore_ascii_case("nextval")) {
-                    return Some(format!("{} advances a sequence", parts.join(".")));
-                }
-                if tok.kind == Kind::Word {
-                    let word = text(&tok);
-                    let next = toks.get(n + 1).map(|t| (t, text(t)));
-                    if let Some(reason) = word_rule(word, prev_word, next, dialect) {
-                        return Some(reason);
-                    }
-                    // Keep the previous word for pair rules (FOR SHARE, KEY SHARE).
-                    prev_word = if word.eq_ignore_ascii_case("for") {
-                        Some("FOR")
-                    } else if word.eq_ignore_ascii_case("key") {
-                        Some("KEY")
-                    } else {
-                        None
-                    };
-                } else {
-                    prev_word = None;
-                }
-                n += 1;
-                continue;
-            }
-            _ => prev_word = None,
-        }
-        n += 1;
-    }
-    None
+/// What one pass over the code tokens found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Layer 1: the first write keyword (when set, the scan stopped there).
+    pub(crate) keyword: Option<&'static str>,
+    /// The text backstop: a reason to reject that the AST check should already have found:
+    /// a denied function call (`name(` or `pkg.name(`), sequence `.NEXTVAL`, a row-lock clause,
+    /// MySQL `:=`, Oracle `@dblink`, T-SQL statement words and lock hints, PostgreSQL `U&"..."`.
+    pub(crate) backstop: Option<String>,
 }
 
+/// One pass over the code tokens for the keyword pre-filter and, if asked, the backstop.
+pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bool) -> Scan {
+    let toks = &lexed.tokens;
+    let text = |t: &Token| &sql[t.start..t.end];
+    let mut out = Scan::default();
+    let mut backstop = with_backstop;
+    if backstop && lexed.unicode_ident {
+        out.backstop = Some("unicode-escaped identifiers (U&\"...\") are not allowed".into());
+        backstop = false;
+    }
+    let mut buf = [0u8; 32];
+    // The previous token was the word FOR or KEY (for `FOR SHARE`, `FOR KEY SHARE`).
+    let mut prev_pair: Option<&'static str> = None;
+    for (n, tok) in toks.iter().enumerate() {
+        let pair = prev_pair.take();
+        match tok.kind {
+            Kind::Word => {
+                let word = text(tok);
+                let up = upper(word, &mut buf);
+                if let Some(up) = up
+                    && (4..=8).contains(&up.len())
+                    && let Ok(i) = WRITE_KEYWORDS.binary_search(&up)
+                {
+                    let found = WRITE_KEYWORDS[i];
+                    let called = toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
+                    if !(called && ALSO_FUNCTIONS.contains(&found)) {
+                        out.keyword = Some(found);
+                        return out;
+                    }
+                }
+                if backstop {
+                    let up = up.unwrap_or_default();
+                    let after_dot = n > 0 && toks[n - 1].kind == Kind::Punct('.');
+                    let next = toks.get(n + 1).map(|t| (t.kind, text(t)));
+                    if let Some(reason) = word_rule(up, pair, after_dot, next, dialect) {
+                        out.backstop = Some(reason);
+                        backstop = false;
+                    }
+                    prev_pair = match up {
+                        "FOR" => Some("FOR"),
+                        "KEY" => Some("KEY"),
+                        _ => None,
+                    };
+                }
+            }
+            Kind::Punct('(') if backstop && n > 0 => {
+                // The dotted name before the parenthesis, if any: a call.
+                let mut parts: Vec<&str> = Vec::new();
+                let mut m = n;
+                while m > 0 && matches!(toks[m - 1].kind, Kind::Word | Kind::Quoted) {
+                    parts.push(text(&toks[m - 1]));
+                    if m >= 2 && toks[m - 2].kind == Kind::Punct('.') {
+                        m -= 2;
+                    } else {
+                        break;
+                    }
+                }
+                parts.reverse();
+                if !parts.is_empty()
+                    && let Some(why) = deny::function(&parts, dialect)
+                {
+                    out.backstop = Some(format!("function {} is not allowed: {why}", parts.join(".")));
+                    backstop = false;
+                }
+            }
+            Kind::Quoted
+                if backstop
+                    && n > 0
+                    && toks[n - 1].kind == Kind::Punct('.')
+                    && text(tok).eq_ignore_ascii_case("nextval") =>
+            {
+                out.backstop = Some("NEXTVAL is not allowed: it advances a sequence".into());
+                backstop = false;
+            }
+            Kind::Punct('@') if backstop && dialect == Dialect::Oracle => {
+                out.backstop = Some("database links (@) reach another server".into());
+                backstop = false;
+            }
+            Kind::Punct(':')
+                if backstop
+                    && dialect == Dialect::Mysql
+                    && toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('=') && t.start == tok.end) =>
+            {
+                out.backstop = Some("assignment to a variable (`:=`) is not allowed".into());
+                backstop = false;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Backstop rules on one upper-cased word.
 fn word_rule(
-    word: &str,
-    prev: Option<&str>,
-    next: Option<(&Token, &str)>,
+    up: &str,
+    pair: Option<&str>,
+    after_dot: bool,
+    next: Option<(Kind, &str)>,
     dialect: Dialect,
 ) -> Option<String> {
-    if let Some(prev) = prev
-        && word.eq_ignore_ascii_case("share")
+    if let Some(prev) = pair
+        && up == "SHARE"
     {
         return Some(format!("locking clause {prev} SHARE is not allowed"));
     }
-    if word.eq_ignore_ascii_case("lock")
-        && next.is_some_and(|(t, s)| {
-            t.kind == Kind::Word
+    if after_dot && up == "NEXTVAL" {
+        return Some("NEXTVAL is not allowed: it advances a sequence".into());
+    }
+    if up == "LOCK"
+        && next.is_some_and(|(kind, s)| {
+            kind == Kind::Word
                 && (s.eq_ignore_ascii_case("in")
                     || s.eq_ignore_ascii_case("table")
                     || s.eq_ignore_ascii_case("tables"))
@@ -623,8 +642,6 @@ fn word_rule(
         return Some("locking clause LOCK is not allowed".into());
     }
     if dialect == Dialect::Mssql {
-        let mut buf = [0u8; 32];
-        let up = upper(word, &mut buf)?;
         if TSQL_STATEMENT_WORDS.binary_search(&up).is_ok() {
             return Some(format!(
                 "T-SQL statement keyword {up} is not allowed (it would start a second statement)"
@@ -652,7 +669,7 @@ mod tests {
     }
 
     fn kw(sql: &str, d: Dialect) -> Option<&'static str> {
-        write_keyword(sql, &lex(sql, &Rules::of(d)))
+        scan(sql, &lex(sql, &Rules::of(d)), d, false).keyword
     }
 
     #[test]
@@ -747,10 +764,11 @@ mod tests {
 
     #[test]
     fn backstop_finds_calls_the_parser_may_have_missed() {
-        let b = |sql: &str, d: Dialect| backstop(sql, &lex(sql, &Rules::of(d)), d);
+        let b = |sql: &str, d: Dialect| scan(sql, &lex(sql, &Rules::of(d)), d, true).backstop;
         assert!(b("SELECT pg_sleep(1)", Dialect::Postgres).unwrap().contains("pg_sleep"));
         assert!(b("SELECT \"DBMS_LOCK\".\"SLEEP\"(1) FROM dual", Dialect::Oracle).is_some());
         assert!(b("SELECT s.NEXTVAL FROM dual", Dialect::Oracle).is_some());
+        assert!(b("SELECT \"S\".\"NEXTVAL\" FROM dual", Dialect::Oracle).is_some());
         assert!(b("SELECT a FROM t FOR SHARE", Dialect::Postgres).is_some());
         assert!(b("SELECT @a := 1", Dialect::Mysql).is_some());
         assert!(b("SELECT a FROM t CHECKPOINT", Dialect::Mssql).is_some());

@@ -153,7 +153,8 @@ pub fn check(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Re
 fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Rejection> {
     // Layer 1.
     let lexed = lex::lex(sql, &lex::Rules::of(dialect));
-    prefilter(sql, &lexed)?;
+    let scan = lex::scan(sql, &lexed, dialect, true);
+    prefilter(&lexed, &scan)?;
 
     // Layer 2: one statement, by the tokens first (a clearer reason), then by the parser.
     let semicolons = lexed.tokens.iter().filter(|t| t.kind == lex::Kind::Punct(';')).count();
@@ -177,7 +178,7 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
         }
     };
     let outcome = ast::check(statement, dialect, policy).map_err(Rejection::write)?;
-    if let Some(reason) = lex::backstop(sql, &lexed, dialect) {
+    if let Some(reason) = scan.backstop {
         return Err(Rejection::write(reason));
     }
 
@@ -201,17 +202,18 @@ pub fn keyword_prefilter(sql: &str) -> Result<(), Rejection> {
 
 /// The keyword pre-filter with the comment, string and identifier rules of `dialect`.
 pub fn keyword_prefilter_for(sql: &str, dialect: Dialect) -> Result<(), Rejection> {
-    prefilter(sql, &lex::lex(sql, &lex::Rules::of(dialect)))
+    let lexed = lex::lex(sql, &lex::Rules::of(dialect));
+    prefilter(&lexed, &lex::scan(sql, &lexed, dialect, false))
 }
 
-fn prefilter(sql: &str, lexed: &lex::Lexed) -> Result<(), Rejection> {
+fn prefilter(lexed: &lex::Lexed, scan: &lex::Scan) -> Result<(), Rejection> {
     if let Some(found) = lexed.exec_comment {
         return Err(Rejection::write(format!("executable comment {found} is not allowed")));
     }
     if let Some(found) = lexed.hint {
         return Err(Rejection::write(format!("optimizer hint comment {found} is not allowed")));
     }
-    if let Some(keyword) = lex::write_keyword(sql, lexed) {
+    if let Some(keyword) = scan.keyword {
         return Err(Rejection::new(
             RejectCode::WriteKeywordDetected,
             format!("write keyword {keyword} found outside strings and comments"),
