@@ -222,6 +222,35 @@ fn write_definition(path: &Path, text: &str) -> Result<(), Fail> {
 }
 
 /// The systemd unit (Linux).
+/// Splits a command line into words, honouring double quotes (enough for our own units).
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut current));
+                    any = false;
+                }
+            }
+            c => {
+                current.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(current);
+    }
+    words
+}
+
 #[cfg(unix)]
 pub mod systemd {
     use std::path::{Path, PathBuf};
@@ -280,40 +309,11 @@ pub mod systemd {
         let Some(line) = unit.lines().find_map(|l| l.trim().strip_prefix("ExecStart=")) else {
             return (None, None);
         };
-        let words = split_words(line);
+        let words = super::split_words(line);
         let exe = words.first().map(PathBuf::from);
         let config =
             words.iter().position(|w| w == "--config").and_then(|i| words.get(i + 1)).map(PathBuf::from);
         (exe, config)
-    }
-
-    /// Splits a command line into words, honouring double quotes (enough for our own units).
-    fn split_words(line: &str) -> Vec<String> {
-        let mut words = Vec::new();
-        let mut current = String::new();
-        let (mut quoted, mut any) = (false, false);
-        for c in line.chars() {
-            match c {
-                '"' => {
-                    quoted = !quoted;
-                    any = true;
-                }
-                c if c.is_whitespace() && !quoted => {
-                    if any {
-                        words.push(std::mem::take(&mut current));
-                        any = false;
-                    }
-                }
-                c => {
-                    current.push(c);
-                    any = true;
-                }
-            }
-        }
-        if any {
-            words.push(current);
-        }
-        words
     }
 
     /// Whether systemd manages this machine (`sd_booted()`).
@@ -900,40 +900,12 @@ mod windows {
         found.registered = true;
         // The SCM stores one command line: "C:\path\mini-connector.exe" service run --config "..."
         let command = service.query_config().map_err(scm)?.executable_path.to_string_lossy().into_owned();
-        let words = split_command_line(&command);
+        let words = super::split_words(&command);
         found.exe = words.first().map(PathBuf::from);
         found.config =
             words.iter().position(|w| w == "--config").and_then(|i| words.get(i + 1)).map(PathBuf::from);
         found.active = Some(format!("{:?}", service.query_status().map_err(scm)?.current_state));
         Ok(found)
-    }
-
-    fn split_command_line(line: &str) -> Vec<String> {
-        let mut words = Vec::new();
-        let mut current = String::new();
-        let (mut quoted, mut any) = (false, false);
-        for c in line.chars() {
-            match c {
-                '"' => {
-                    quoted = !quoted;
-                    any = true;
-                }
-                c if c.is_whitespace() && !quoted => {
-                    if any {
-                        words.push(std::mem::take(&mut current));
-                        any = false;
-                    }
-                }
-                c => {
-                    current.push(c);
-                    any = true;
-                }
-            }
-        }
-        if any {
-            words.push(current);
-        }
-        words
     }
 
     define_windows_service!(ffi_service_main, service_main);
