@@ -48,9 +48,10 @@ Examples:
   echo \"SELECT SLEEP(10)\" | mini-connector sql check --dialect mysql --json
   mini-connector sql check --batch < queries.jsonl > verdicts.jsonl
 
---batch reads JSON lines {\"id\": any, \"dialect\": \"postgres\", \"sql\": \"...\"} (dialect optional,
-default --dialect) and writes one line {\"id\":..,\"verdict\":\"allow\"|\"reject\"|\"error\",\"code\":..,\"reason\":..}
-per input line, in order; a bad line gives verdict \"error\" and the batch goes on.")]
+--batch reads JSON lines {\"id\": any, \"dialect\": \"postgres\", \"sql\": \"...\"} (dialect
+optional, default --dialect) and writes, in order, one line per input line:
+{\"id\":..,\"verdict\":\"allow\"|\"reject\"|\"error\",\"code\":..,\"reason\":..}
+A bad line gives verdict \"error\" and the batch goes on.")]
 pub struct SqlCheckArgs {
     /// Dialect of the target database: postgres, mysql, sqlite, mssql, oracle, hana, generic
     /// (aliases: postgresql, mariadb, sqlserver).

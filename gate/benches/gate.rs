@@ -2,7 +2,8 @@
 //!
 //! Times `gate::check` over a set of typical reporting queries per dialect (with an empty
 //! policy and with a small privacy policy), the keyword pre-filter alone and sqlparser's parse
-//! alone (the floor), and prints p50, p99 and mean in microseconds per query. No harness: plain `Instant` timing.
+//! alone (the floor), and prints p50, p99 and mean in microseconds per query. No harness:
+//! plain `Instant` timing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;

@@ -52,7 +52,7 @@ pub(crate) fn check(stmt: &Statement, dialect: Dialect, policy: &Policy) -> Resu
     if let ControlFlow::Break(reason) = stmt.visit(&mut w) {
         return Err(reason);
     }
-    let privacy_denied = w.privacy && (w.privacy_denied || w.columns_denied());
+    let privacy_denied = w.privacy && (w.privacy_denied || (w.columns && w.columns_denied(stmt)));
     let mut seen = HashSet::new();
     let mut tables: Vec<String> = Vec::with_capacity(w.tables.len());
     for parts in &w.tables {
@@ -128,193 +128,31 @@ const READ_HINTS: &[&str] = &[
     "NOWAIT",
 ];
 
-/// T-SQL reserved words (sorted, binary search). Unquoted as an alias they cannot be valid T-SQL; sqlparser reads them
-/// as aliases, the server as the start of a second statement (`SELECT a FROM t SHUTDOWN`).
-const TSQL_RESERVED: &[&str] = &[
-    "ADD",
-    "ALL",
-    "ALTER",
-    "AND",
-    "ANY",
-    "AS",
-    "ASC",
-    "AUTHORIZATION",
-    "BACKUP",
-    "BEGIN",
-    "BETWEEN",
-    "BREAK",
-    "BROWSE",
-    "BULK",
-    "BY",
-    "CASCADE",
-    "CASE",
-    "CHECK",
-    "CHECKPOINT",
-    "CLOSE",
-    "CLUSTERED",
-    "COALESCE",
-    "COLLATE",
-    "COLUMN",
-    "COMMIT",
-    "COMPUTE",
-    "CONSTRAINT",
-    "CONTAINS",
-    "CONTAINSTABLE",
-    "CONTINUE",
-    "CONVERT",
-    "CREATE",
-    "CROSS",
-    "CURRENT",
-    "CURRENT_DATE",
-    "CURRENT_TIME",
-    "CURRENT_TIMESTAMP",
-    "CURRENT_USER",
-    "CURSOR",
-    "DATABASE",
-    "DBCC",
-    "DEALLOCATE",
-    "DECLARE",
-    "DEFAULT",
-    "DELETE",
-    "DENY",
-    "DESC",
-    "DISK",
-    "DISTINCT",
-    "DISTRIBUTED",
-    "DOUBLE",
-    "DROP",
-    "DUMP",
-    "ELSE",
-    "END",
-    "ERRLVL",
-    "ESCAPE",
-    "EXCEPT",
-    "EXEC",
-    "EXECUTE",
-    "EXISTS",
-    "EXIT",
-    "EXTERNAL",
-    "FETCH",
-    "FILE",
-    "FILLFACTOR",
-    "FOR",
-    "FOREIGN",
-    "FREETEXT",
-    "FREETEXTTABLE",
-    "FROM",
-    "FULL",
-    "FUNCTION",
-    "GOTO",
-    "GRANT",
-    "GROUP",
-    "HAVING",
-    "HOLDLOCK",
-    "IDENTITY",
-    "IDENTITYCOL",
-    "IDENTITY_INSERT",
-    "IF",
-    "IN",
-    "INDEX",
-    "INNER",
-    "INSERT",
-    "INTERSECT",
-    "INTO",
-    "IS",
-    "JOIN",
-    "KEY",
-    "KILL",
-    "LEFT",
-    "LIKE",
-    "LINENO",
-    "LOAD",
-    "MERGE",
-    "NATIONAL",
-    "NOCHECK",
-    "NONCLUSTERED",
-    "NOT",
-    "NULL",
-    "NULLIF",
-    "OF",
-    "OFF",
-    "OFFSETS",
-    "ON",
-    "OPEN",
-    "OPENDATASOURCE",
-    "OPENQUERY",
-    "OPENROWSET",
-    "OPENXML",
-    "OPTION",
-    "OR",
-    "ORDER",
-    "OUTER",
-    "OVER",
-    "PERCENT",
-    "PIVOT",
-    "PLAN",
-    "PRECISION",
-    "PRIMARY",
-    "PRINT",
-    "PROC",
-    "PROCEDURE",
-    "PUBLIC",
-    "RAISERROR",
-    "READ",
-    "READTEXT",
-    "RECONFIGURE",
-    "REFERENCES",
-    "REPLICATION",
-    "RESTORE",
-    "RESTRICT",
-    "RETURN",
-    "REVERT",
-    "REVOKE",
-    "RIGHT",
-    "ROLLBACK",
-    "ROWCOUNT",
-    "ROWGUIDCOL",
-    "RULE",
-    "SAVE",
-    "SCHEMA",
-    "SECURITYAUDIT",
-    "SELECT",
-    "SEMANTICKEYPHRASETABLE",
-    "SEMANTICSIMILARITYDETAILSTABLE",
-    "SEMANTICSIMILARITYTABLE",
-    "SESSION_USER",
-    "SET",
-    "SETUSER",
-    "SHUTDOWN",
-    "SOME",
-    "STATISTICS",
-    "SYSTEM_USER",
-    "TABLE",
-    "TABLESAMPLE",
-    "TEXTSIZE",
-    "THEN",
-    "TO",
-    "TOP",
-    "TRAN",
-    "TRANSACTION",
-    "TRIGGER",
-    "TRUNCATE",
-    "TRY_CONVERT",
-    "TSEQUAL",
-    "UNION",
-    "UNIQUE",
-    "UNPIVOT",
-    "UPDATE",
-    "UPDATETEXT",
-    "USE",
-    "USER",
-    "VALUES",
-    "VARYING",
-    "VIEW",
-    "WAITFOR",
-    "WHEN",
-    "WHERE",
-    "WHILE",
-    "WITH",
-    "WRITETEXT",
+/// T-SQL reserved words (sorted, binary search). Unquoted as an alias they cannot be valid
+/// T-SQL; sqlparser reads them as aliases, the server as the start of a second statement
+/// (`SELECT a FROM t SHUTDOWN`).
+#[rustfmt::skip]
+const TSQL_RESERVED: [&str; 184] = [
+    "ADD", "ALL", "ALTER", "AND", "ANY", "AS", "ASC", "AUTHORIZATION", "BACKUP", "BEGIN", "BETWEEN",
+    "BREAK", "BROWSE", "BULK", "BY", "CASCADE", "CASE", "CHECK", "CHECKPOINT", "CLOSE", "CLUSTERED",
+    "COALESCE", "COLLATE", "COLUMN", "COMMIT", "COMPUTE", "CONSTRAINT", "CONTAINS", "CONTAINSTABLE",
+    "CONTINUE", "CONVERT", "CREATE", "CROSS", "CURRENT", "CURRENT_DATE", "CURRENT_TIME",
+    "CURRENT_TIMESTAMP", "CURRENT_USER", "CURSOR", "DATABASE", "DBCC", "DEALLOCATE", "DECLARE", "DEFAULT",
+    "DELETE", "DENY", "DESC", "DISK", "DISTINCT", "DISTRIBUTED", "DOUBLE", "DROP", "DUMP", "ELSE", "END",
+    "ERRLVL", "ESCAPE", "EXCEPT", "EXEC", "EXECUTE", "EXISTS", "EXIT", "EXTERNAL", "FETCH", "FILE",
+    "FILLFACTOR", "FOR", "FOREIGN", "FREETEXT", "FREETEXTTABLE", "FROM", "FULL", "FUNCTION", "GOTO",
+    "GRANT", "GROUP", "HAVING", "HOLDLOCK", "IDENTITY", "IDENTITYCOL", "IDENTITY_INSERT", "IF", "IN",
+    "INDEX", "INNER", "INSERT", "INTERSECT", "INTO", "IS", "JOIN", "KEY", "KILL", "LEFT", "LIKE", "LINENO",
+    "LOAD", "MERGE", "NATIONAL", "NOCHECK", "NONCLUSTERED", "NOT", "NULL", "NULLIF", "OF", "OFF", "OFFSETS",
+    "ON", "OPEN", "OPENDATASOURCE", "OPENQUERY", "OPENROWSET", "OPENXML", "OPTION", "OR", "ORDER", "OUTER",
+    "OVER", "PERCENT", "PIVOT", "PLAN", "PRECISION", "PRIMARY", "PRINT", "PROC", "PROCEDURE", "PUBLIC",
+    "RAISERROR", "READ", "READTEXT", "RECONFIGURE", "REFERENCES", "REPLICATION", "RESTORE", "RESTRICT",
+    "RETURN", "REVERT", "REVOKE", "RIGHT", "ROLLBACK", "ROWCOUNT", "ROWGUIDCOL", "RULE", "SAVE", "SCHEMA",
+    "SECURITYAUDIT", "SELECT", "SEMANTICKEYPHRASETABLE", "SEMANTICSIMILARITYDETAILSTABLE",
+    "SEMANTICSIMILARITYTABLE", "SESSION_USER", "SET", "SETUSER", "SHUTDOWN", "SOME", "STATISTICS",
+    "SYSTEM_USER", "TABLE", "TABLESAMPLE", "TEXTSIZE", "THEN", "TO", "TOP", "TRAN", "TRANSACTION",
+    "TRIGGER", "TRUNCATE", "TRY_CONVERT", "TSEQUAL", "UNION", "UNIQUE", "UNPIVOT", "UPDATE", "UPDATETEXT",
+    "USE", "USER", "VALUES", "VARYING", "VIEW", "WAITFOR", "WHEN", "WHERE", "WHILE", "WITH", "WRITETEXT",
 ];
 
 /// CTE names visible while walking one query's `WITH`.
@@ -332,7 +170,7 @@ struct Walker<'p> {
     policy: &'p Policy,
     /// The policy restricts something.
     privacy: bool,
-    /// The policy has private columns: collect column references.
+    /// The policy has private columns: check column references.
     columns: bool,
     frames: Vec<Frame>,
     /// Statement nesting depth (1 = the root).
@@ -342,7 +180,7 @@ struct Walker<'p> {
     tables: Vec<Vec<String>>,
     /// Aliases (and bare CTE names) and the real table they stand for, if any.
     aliases: Vec<(String, Option<usize>)>,
-    /// Column references: qualifier parts and column name.
+    /// Column names outside expressions (`USING (...)`): qualifier parts and name.
     colrefs: Vec<(Vec<String>, String)>,
     /// `q.*` (as a select item or function argument) resolved after the walk.
     deferred_wildcards: Vec<Vec<String>>,
@@ -578,43 +416,77 @@ impl Walker<'_> {
         }
     }
 
-    fn columns_denied(&self) -> bool {
+    /// The column checks, once the walk knows every table and alias of the statement.
+    fn columns_denied(&self, stmt: &Statement) -> bool {
         let index = Index::new(self);
         if index.private.is_empty() {
             return false; // no table of the query has private columns
         }
-        let private_keys: Vec<usize> = index.private.keys().copied().collect();
-        let has_private = |i: &usize| index.private.contains_key(i);
-        for (q, name) in &self.colrefs {
-            let name = name.to_lowercase();
-            let candidates = if q.is_empty() { None } else { index.resolve(q) };
-            let candidates = candidates.as_deref().unwrap_or(&private_keys);
-            if candidates.iter().any(|i| index.private.get(i).is_some_and(|cols| cols.contains(&name))) {
-                return true;
-            }
-            // A whole-row reference (`SELECT c FROM customers c`, `row_to_json(c)`).
-            let whole_row = if q.is_empty() {
-                index.aliases.get(&name).is_some_and(|t| t.iter().any(has_private))
-                    || index.by_last.get(&name).is_some_and(|t| t.iter().any(has_private))
-            } else {
-                let mut full = q.clone();
-                full.push(name.clone());
-                index
-                    .by_last
-                    .get(&name)
-                    .is_some_and(|t| t.iter().any(|i| has_private(i) && is_suffix(&full, &self.tables[*i])))
-            };
-            if whole_row {
-                return true;
-            }
+        let has_private = |i: usize| index.private.contains_key(&i);
+        if self.colrefs.iter().any(|(q, name)| index.denies(q, name)) {
+            return true;
         }
-        for q in &self.deferred_wildcards {
-            let candidates = if q.is_empty() { None } else { index.resolve(q) };
-            if candidates.as_deref().unwrap_or(&private_keys).iter().any(has_private) {
-                return true;
-            }
+        if self
+            .deferred_wildcards
+            .iter()
+            .any(|q| q.is_empty() || index.resolve_any(q, has_private) != Some(false))
+        {
+            return true;
         }
-        false
+        // Every column reference in the tree, in a second walk (nothing to allocate per node).
+        stmt.visit(&mut ColumnPass { index: &index }).is_break()
+    }
+}
+
+/// Second walk: each column reference against the [`Index`].
+struct ColumnPass<'i, 'w> {
+    index: &'i Index<'w>,
+}
+
+impl Visitor for ColumnPass<'_, '_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        let denied = match expr {
+            Expr::Identifier(id) => self.index.denies::<&str>(&[], &id.value),
+            Expr::CompoundIdentifier(ids) => match ids.split_last() {
+                Some((last, qualifier)) => {
+                    let mut small = [""; 4];
+                    let long: Vec<&str>;
+                    let q: &[&str] = if qualifier.len() <= small.len() {
+                        for (d, i) in small.iter_mut().zip(qualifier) {
+                            *d = &i.value;
+                        }
+                        &small[..qualifier.len()]
+                    } else {
+                        long = qualifier.iter().map(|i| i.value.as_str()).collect();
+                        &long
+                    };
+                    self.index.denies(q, &last.value)
+                }
+                None => false,
+            },
+            Expr::MatchAgainst { columns, .. } => columns.iter().any(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| self.index.denies::<&str>(&[], &i.value))
+            }),
+            _ => false,
+        };
+        if denied { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    }
+}
+
+/// Runs `f` with `s` in lower case, without allocating for short ASCII text.
+fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 64];
+    if s.len() <= buf.len() && s.is_ascii() {
+        for (d, b) in buf.iter_mut().zip(s.bytes()) {
+            *d = b.to_ascii_lowercase();
+        }
+        f(std::str::from_utf8(&buf[..s.len()]).unwrap_or_default())
+    } else {
+        f(&s.to_lowercase())
     }
 }
 
@@ -652,27 +524,58 @@ impl<'w> Index<'w> {
         index
     }
 
-    /// Real tables a qualifier may stand for. `None`: it matches nothing known (then every
-    /// table is a candidate); `Some(empty)`: only CTEs or derived tables.
-    fn resolve(&self, q: &[String]) -> Option<Vec<usize>> {
-        let last = q.last()?.to_lowercase();
-        let mut found = false;
-        let mut out = Vec::new();
-        if q.len() == 1
-            && let Some(targets) = self.aliases.get(&last)
-        {
-            found = true;
-            out.extend(targets);
-        }
-        if let Some(tables) = self.by_last.get(&last) {
-            for &i in tables {
-                if is_suffix(q, &self.tables[i]) {
-                    found = true;
-                    out.push(i);
+    /// Whether `pred` holds for a real table the qualifier `q` may stand for. `None`: `q`
+    /// matches nothing known (the caller then assumes any table); `Some(false)` also when it
+    /// stands only for CTEs or derived tables.
+    fn resolve_any<S: AsRef<str>>(&self, q: &[S], pred: impl Fn(usize) -> bool) -> Option<bool> {
+        let last = q.last()?;
+        with_lower(last.as_ref(), |last| {
+            let mut found = false;
+            let mut any = false;
+            if q.len() == 1
+                && let Some(targets) = self.aliases.get(last)
+            {
+                found = true;
+                any |= targets.iter().any(|&i| pred(i));
+            }
+            if let Some(tables) = self.by_last.get(last) {
+                for &i in tables {
+                    if is_suffix(q, &self.tables[i]) {
+                        found = true;
+                        any |= pred(i);
+                    }
                 }
             }
-        }
-        found.then_some(out)
+            found.then_some(any)
+        })
+    }
+
+    /// Whether the column reference `q.name` (bare when `q` is empty) may name a private
+    /// column, or be a whole-row reference to a table with private columns
+    /// (`SELECT c FROM customers c`, `row_to_json(c)`).
+    fn denies<S: AsRef<str>>(&self, q: &[S], name: &str) -> bool {
+        with_lower(name, |name| {
+            let private_col =
+                |i: usize| self.private.get(&i).is_some_and(|cols| cols.iter().any(|c| c == name));
+            let named = if q.is_empty() { None } else { self.resolve_any(q, private_col) };
+            // Unqualified, or a qualifier that matches nothing known: any table of the query.
+            if named.unwrap_or_else(|| self.private.values().any(|cols| cols.iter().any(|c| c == name))) {
+                return true;
+            }
+            let has_private = |i: &usize| self.private.contains_key(i);
+            if q.is_empty() {
+                self.aliases.get(name).is_some_and(|t| t.iter().any(has_private))
+                    || self.by_last.get(name).is_some_and(|t| t.iter().any(has_private))
+            } else {
+                // `schema.table` or `table` used as a value.
+                self.by_last.get(name).is_some_and(|t| {
+                    t.iter().any(|i| {
+                        let parts = &self.tables[*i];
+                        has_private(i) && parts.len() > q.len() && is_suffix(q, &parts[..parts.len() - 1])
+                    })
+                })
+            }
+        })
     }
 }
 
@@ -703,10 +606,10 @@ fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
 }
 
 /// Whether `q` (1..n parts) names `parts`: equal trailing parts, `q` not longer.
-fn is_suffix(q: &[String], parts: &[String]) -> bool {
+fn is_suffix<S: AsRef<str>>(q: &[S], parts: &[String]) -> bool {
     !q.is_empty()
         && q.len() <= parts.len()
-        && q.iter().rev().zip(parts.iter().rev()).all(|(a, b)| eq_ci(a, b))
+        && q.iter().rev().zip(parts.iter().rev()).all(|(a, b)| eq_ci(a.as_ref(), b))
 }
 
 fn local_matches(l: &Local, q: &[String]) -> bool {
@@ -873,7 +776,8 @@ impl Visitor for Walker<'_> {
                         let why = if TSQL_LOCK_HINTS.contains(&up.as_str()) {
                             "it takes or holds locks"
                         } else {
-                            "only NOLOCK, READUNCOMMITTED, READCOMMITTED, READPAST, NOEXPAND, INDEX, FORCESEEK, FORCESCAN and NOWAIT are"
+                            "only NOLOCK, READUNCOMMITTED, READCOMMITTED, READPAST, NOEXPAND, INDEX, \
+                             FORCESEEK, FORCESCAN and NOWAIT are"
                         };
                         return ControlFlow::Break(format!("table hint {up} is not allowed: {why}"));
                     }
@@ -926,34 +830,20 @@ impl Visitor for Walker<'_> {
                     }
                 }
             }
-            Expr::CompoundIdentifier(ids) => {
-                if ids.len() > 1 && ids.last().is_some_and(|i| i.value.eq_ignore_ascii_case("nextval")) {
-                    let name: Vec<&str> = ids.iter().map(|i| i.value.as_str()).collect();
-                    return ControlFlow::Break(format!(
-                        "{} is not allowed: it advances a sequence",
-                        name.join(".")
-                    ));
-                }
-                if self.columns
-                    && let Some((last, qualifier)) = ids.split_last()
-                {
-                    self.colrefs
-                        .push((qualifier.iter().map(|i| i.value.clone()).collect(), last.value.clone()));
-                }
+            Expr::CompoundIdentifier(ids)
+                if ids.len() > 1 && ids.last().is_some_and(|i| i.value.eq_ignore_ascii_case("nextval")) =>
+            {
+                let name: Vec<&str> = ids.iter().map(|i| i.value.as_str()).collect();
+                return ControlFlow::Break(format!(
+                    "{} is not allowed: it advances a sequence",
+                    name.join(".")
+                ));
             }
-            Expr::Identifier(id) if self.columns => self.colrefs.push((Vec::new(), id.value.clone())),
             Expr::BinaryOp { op: BinaryOperator::Assignment, .. } => {
                 return ControlFlow::Break("assignment to a variable (`:=`) is not allowed".into());
             }
             Expr::QualifiedWildcard(name, _) if self.privacy => {
                 self.deferred_wildcards.push(name_strings(name))
-            }
-            Expr::MatchAgainst { columns, .. } if self.columns => {
-                for c in columns {
-                    if let Some(last) = c.0.last().and_then(|p| p.as_ident()) {
-                        self.colrefs.push((Vec::new(), last.value.clone()));
-                    }
-                }
             }
             _ => {}
         }

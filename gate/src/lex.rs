@@ -1,11 +1,13 @@
 //! A small hand-written SQL lexer, faithful to each server's rules for comments, string literals
 //! and quoted identifiers, and the two text-level layers built on it:
 //!
-//! - the keyword pre-filter ([`write_keyword`]): a write keyword outside strings, comments and
-//!   quoted identifiers rejects the text before it is parsed;
-//! - the text backstop ([`backstop`]): after the AST check, the same token stream is searched for
-//!   denied function calls, lock clauses and T-SQL statement words. It only fires when sqlparser
-//!   and the server disagree about where a string or comment ends.
+//! - the keyword pre-filter: a write keyword outside strings, comments and quoted identifiers
+//!   rejects the text before it is parsed;
+//! - the text backstop: denied function calls, lock clauses, T-SQL statement words and the
+//!   like, found on the same tokens and reported after the AST check. It only fires when
+//!   sqlparser and the server disagree about where a string or comment ends.
+//!
+//! Both come out of one pass, [`scan`].
 //!
 //! **Invariant:** where a server's rule is unknown, the lexer hides *less* than the server could
 //! (no nested comments, no backslash escapes, no dollar quoting): a disagreement then shows a
@@ -112,12 +114,18 @@ pub(crate) enum Kind {
     Punct(char),
 }
 
-/// One token: its kind and byte range in the text.
+/// One token: its kind and byte range in the text (texts are at most [`crate::MAX_SQL_BYTES`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Token {
     pub(crate) kind: Kind,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+}
+
+impl Token {
+    pub(crate) fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 /// The code tokens of a text plus what the lexer noticed in its comments.
@@ -180,7 +188,7 @@ fn is_word_part(c: char, rules: &Rules) -> bool {
 
 /// Splits `sql` into code tokens under `rules`.
 pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
-    let mut out = Lexed { tokens: Vec::with_capacity(sql.len() / 4 + 4), ..Lexed::default() };
+    let mut out = Lexed { tokens: Vec::with_capacity(sql.len() / 2 + 8), ..Lexed::default() };
     let mut c = Cursor { s: sql, b: sql.as_bytes(), i: 0 };
     while let Some((ch, len)) = c.current() {
         let start = c.i;
@@ -273,7 +281,8 @@ pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
 }
 
 fn push(out: &mut Lexed, kind: Kind, start: usize, end: usize) {
-    out.tokens.push(Token { kind, start, end });
+    // Texts longer than u32::MAX are rejected before lexing (MAX_SQL_BYTES).
+    out.tokens.push(Token { kind, start: start as u32, end: end as u32 });
 }
 
 fn skip_line(c: &mut Cursor<'_>) {
@@ -414,7 +423,7 @@ fn q_quote(c: &mut Cursor<'_>) {
 // Layer 1: the keyword pre-filter
 
 /// Statement keywords that have no place in a read-only query, matched case-insensitively as
-/// whole words outside comments, strings and quoted identifiers. Sorted (binary search).
+/// whole words outside comments, strings and quoted identifiers. Sorted, for the reader.
 const WRITE_KEYWORDS: [&str; 26] = [
     "ALTER", "ATTACH", "CALL", "COPY", "CREATE", "DELETE", "DETACH", "DROP", "EXEC", "EXECUTE", "GRANT",
     "INSERT", "INTO", "KILL", "MERGE", "PRAGMA", "REINDEX", "RENAME", "REPLACE", "REVOKE", "SHUTDOWN",
@@ -427,78 +436,42 @@ const ALSO_FUNCTIONS: [&str; 3] = ["INSERT", "REPLACE", "TRUNCATE"];
 
 /// Upper-cases a short word into `buf` (ASCII fast path; other scripts through Unicode case
 /// mapping, so that `ınsert` or `ſet`-style spellings that fold to ASCII are still caught).
-fn upper<'b>(word: &str, buf: &'b mut [u8; 32]) -> Option<&'b str> {
-    if word.is_ascii() {
-        if word.len() > buf.len() {
-            return None;
-        }
+/// `None` for words longer than `buf` or that do not fold to ASCII.
+fn upper<'b>(word: &str, buf: &'b mut [u8; 32]) -> Option<&'b [u8]> {
+    if word.len() <= buf.len() && word.is_ascii() {
         for (d, s) in buf.iter_mut().zip(word.bytes()) {
             *d = s.to_ascii_uppercase();
         }
-        return std::str::from_utf8(&buf[..word.len()]).ok();
+        return Some(&buf[..word.len()]);
+    }
+    if word.is_ascii() {
+        return None;
     }
     let up: String = word.to_uppercase();
     if !up.is_ascii() || up.len() > buf.len() {
         return None;
     }
     buf[..up.len()].copy_from_slice(up.as_bytes());
-    std::str::from_utf8(&buf[..up.len()]).ok()
+    Some(&buf[..up.len()])
 }
 
 // ---------------------------------------------------------------------------------------------
 // The text backstop (run after the AST check)
 
 /// T-SQL reserved words that start statements and cannot appear unquoted in a single SELECT.
-/// Sorted (binary search).
+/// Sorted, for the reader.
 /// T-SQL needs no `;` between statements, so `SELECT a FROM t SHUTDOWN` is two statements to the
 /// server; sqlparser reads the second word as an alias.
+#[rustfmt::skip]
 const TSQL_STATEMENT_WORDS: [&str; 43] = [
-    "BACKUP",
-    "BEGIN",
-    "BREAK",
-    "BULK",
-    "CHECKPOINT",
-    "CLOSE",
-    "COMMIT",
-    "CONTINUE",
-    "DBCC",
-    "DECLARE",
-    "DENY",
-    "DISK",
-    "DUMP",
-    "ERRLVL",
-    "EXIT",
-    "GOTO",
-    "IF",
-    "LINENO",
-    "LOAD",
-    "OPEN",
-    "PRINT",
-    "PROC",
-    "PROCEDURE",
-    "RAISERROR",
-    "READTEXT",
-    "RECONFIGURE",
-    "RESTORE",
-    "RETURN",
-    "REVERT",
-    "ROLLBACK",
-    "SAVE",
-    "SECURITYAUDIT",
-    "SET",
-    "SETUSER",
-    "TEXTSIZE",
-    "TRAN",
-    "TRANSACTION",
-    "TRIGGER",
-    "UPDATETEXT",
-    "USE",
-    "WAITFOR",
-    "WHILE",
-    "WRITETEXT",
+    "BACKUP", "BEGIN", "BREAK", "BULK", "CHECKPOINT", "CLOSE", "COMMIT", "CONTINUE", "DBCC", "DECLARE",
+    "DENY", "DISK", "DUMP", "ERRLVL", "EXIT", "GOTO", "IF", "LINENO", "LOAD", "OPEN", "PRINT", "PROC",
+    "PROCEDURE", "RAISERROR", "READTEXT", "RECONFIGURE", "RESTORE", "RETURN", "REVERT", "ROLLBACK", "SAVE",
+    "SECURITYAUDIT", "SET", "SETUSER", "TEXTSIZE", "TRAN", "TRANSACTION", "TRIGGER", "UPDATETEXT", "USE",
+    "WAITFOR", "WHILE", "WRITETEXT",
 ];
 
-/// T-SQL table hints that take or hold locks or raise isolation. Sorted (binary search).
+/// T-SQL table hints that take or hold locks or raise isolation. Sorted, for the reader.
 pub(crate) const TSQL_LOCK_HINTS: [&str; 10] = [
     "HOLDLOCK",
     "PAGLOCK",
@@ -523,10 +496,16 @@ pub(crate) struct Scan {
     pub(crate) backstop: Option<String>,
 }
 
+/// The entry of `list` equal to `word` (short lists: comparing lengths first is cheaper than a
+/// binary search's string comparisons).
+fn member(list: &[&'static str], word: &[u8]) -> Option<&'static str> {
+    list.iter().copied().find(|k| k.len() == word.len() && k.as_bytes() == word)
+}
+
 /// One pass over the code tokens for the keyword pre-filter and, if asked, the backstop.
 pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bool) -> Scan {
     let toks = &lexed.tokens;
-    let text = |t: &Token| &sql[t.start..t.end];
+    let text = |t: &Token| &sql[t.range()];
     let mut out = Scan::default();
     let mut backstop = with_backstop;
     if backstop && lexed.unicode_ident {
@@ -544,9 +523,8 @@ pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bo
                 let up = upper(word, &mut buf);
                 if let Some(up) = up
                     && (4..=8).contains(&up.len())
-                    && let Ok(i) = WRITE_KEYWORDS.binary_search(&up)
+                    && let Some(found) = member(&WRITE_KEYWORDS, up)
                 {
-                    let found = WRITE_KEYWORDS[i];
                     let called = toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
                     if !(called && ALSO_FUNCTIONS.contains(&found)) {
                         out.keyword = Some(found);
@@ -555,16 +533,19 @@ pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bo
                 }
                 if backstop {
                     let up = up.unwrap_or_default();
+                    let up: &[u8] = up;
                     let after_dot = n > 0 && toks[n - 1].kind == Kind::Punct('.');
                     let next = toks.get(n + 1).map(|t| (t.kind, text(t)));
                     if let Some(reason) = word_rule(up, pair, after_dot, next, dialect) {
                         out.backstop = Some(reason);
                         backstop = false;
                     }
-                    prev_pair = match up {
-                        "FOR" => Some("FOR"),
-                        "KEY" => Some("KEY"),
-                        _ => None,
+                    prev_pair = if up == b"FOR" {
+                        Some("FOR")
+                    } else if up == b"KEY" {
+                        Some("KEY")
+                    } else {
+                        None
                     };
                 }
             }
@@ -617,21 +598,21 @@ pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bo
 
 /// Backstop rules on one upper-cased word.
 fn word_rule(
-    up: &str,
+    up: &[u8],
     pair: Option<&str>,
     after_dot: bool,
     next: Option<(Kind, &str)>,
     dialect: Dialect,
 ) -> Option<String> {
     if let Some(prev) = pair
-        && up == "SHARE"
+        && up == b"SHARE"
     {
         return Some(format!("locking clause {prev} SHARE is not allowed"));
     }
-    if after_dot && up == "NEXTVAL" {
+    if after_dot && up == b"NEXTVAL" {
         return Some("NEXTVAL is not allowed: it advances a sequence".into());
     }
-    if up == "LOCK"
+    if up == b"LOCK"
         && next.is_some_and(|(kind, s)| {
             kind == Kind::Word
                 && (s.eq_ignore_ascii_case("in")
@@ -642,13 +623,13 @@ fn word_rule(
         return Some("locking clause LOCK is not allowed".into());
     }
     if dialect == Dialect::Mssql {
-        if TSQL_STATEMENT_WORDS.binary_search(&up).is_ok() {
+        if let Some(word) = member(&TSQL_STATEMENT_WORDS, up) {
             return Some(format!(
-                "T-SQL statement keyword {up} is not allowed (it would start a second statement)"
+                "T-SQL statement keyword {word} is not allowed (it would start a second statement)"
             ));
         }
-        if TSQL_LOCK_HINTS.binary_search(&up).is_ok() {
-            return Some(format!("table hint {up} takes locks"));
+        if let Some(hint) = member(&TSQL_LOCK_HINTS, up) {
+            return Some(format!("table hint {hint} takes locks"));
         }
     }
     None
@@ -664,7 +645,7 @@ mod tests {
             .tokens
             .iter()
             .filter(|t| matches!(t.kind, Kind::Word | Kind::Quoted))
-            .map(|t| sql[t.start..t.end].to_owned())
+            .map(|t| sql[t.range()].to_owned())
             .collect()
     }
 
