@@ -21,6 +21,7 @@ trap cleanup EXIT
 
 echo "==> creating the sample ERP (SQLite): $data/erp.db"
 $bin/mini-connector sample-erp "$data/erp.db"
+chmod a-w "$data/erp.db"   # a second layer: the agent's OS user cannot write the file
 
 # Free loopback ports for the gateway's TLS endpoint and its admin API.
 read -r port admin_port < <(python3 -c '
@@ -32,8 +33,6 @@ print(s1.getsockname()[1], s2.getsockname()[1])')
 echo "==> creating an API key for connector \"Warehouse\" (shown once, stored only hashed)"
 key=$($bin/connector-gateway keys create --tenant demo --name Warehouse --json \
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])')
-install -m 600 /dev/null "$data/api-key"
-printf '%s' "$key" > "$data/api-key"
 echo "    key: $(printf '%s' "$key" | sed -E 's/^(vmc_[a-z0-9]+_)[a-z0-9]+(_[0-9a-f]+)$/\1****\2/') (masked)"
 
 echo "==> starting the gateway on wss://127.0.0.1:$port/ws"
@@ -43,18 +42,22 @@ gateway_pid=$!
 pids+=("$gateway_pid")
 for _ in $(seq 100); do [ -f "$CONNECTOR_GATEWAY_DIR/admin.json" ] && break; sleep 0.1; done
 
-cat > "$data/config.json" <<JSON
-{
-  "connectorName": "Warehouse",
-  "apiKeyRef": "file:$data/api-key",
-  "cloudUrl": "wss://127.0.0.1:$port/ws",
-  "caCertPath": "$CONNECTOR_GATEWAY_DIR/tls/cert.pem",
-  "heartbeatIntervalMs": 5000,
-  "connections": [{ "name": "erp", "type": "sqlite", "path": "$data/erp.db" }]
-}
-JSON
+echo "==> configuring the agent: the key goes into the machine-bound vault, never into the config"
+printf '%s\n' "$key" | $bin/mini-connector configure --config "$data/config.json" --name Warehouse \
+    --cloud-url "wss://127.0.0.1:$port/ws" --ca-cert "$CONNECTOR_GATEWAY_DIR/tls/cert.pem" \
+    --heartbeat-ms 5000 --api-key-stdin
+$bin/mini-connector db add --config "$data/config.json" --name erp --type sqlite --path "$data/erp.db"
+rm -f "$data/api-key"
+python3 - "$data/config.json" "$data/logs" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+config["logDir"] = sys.argv[2]
+json.dump(config, open(sys.argv[1], "w"), indent=2)
+PY
+echo "    config ($data/config.json):"
+sed 's/^/      /' "$data/config.json"; echo
 echo "==> starting the agent (config: $data/config.json, log: $data/agent.log)"
-$bin/mini-connector start --config "$data/config.json" > "$data/agent.log" 2>&1 &
+$bin/mini-connector start --config "$data/config.json" 2> "$data/agent.log" &
 agent_pid=$!
 pids+=("$agent_pid")
 for _ in $(seq 100); do
@@ -106,5 +109,6 @@ agent_status=0
 wait "$agent_pid" || agent_status=$?
 pids=()
 echo "    agent exited with status $agent_status"
-grep -q "$key" "$data/agent.log" "$data/gateway.log" "$data/config.json" && { echo "ERROR: API key leaked into a log"; exit 1; }
+if grep -rqF "$key" "$data"; then echo "ERROR: the API key leaked into a file"; exit 1; fi
+echo "    the plaintext API key is in no file under $data (config, vault, logs, gateway data)"
 echo "==> demo complete (logs in $data/)"
