@@ -270,6 +270,19 @@ fn statement_keyword(statement: &Statement) -> String {
     }
 }
 
+/// Converts every bound parameter with `convert`, naming the first bad one (1-based) in a
+/// `Bind` error. Parameters are always bound, never spliced into the text.
+pub(crate) fn convert_params<T>(
+    params: &[serde_json::Value],
+    convert: impl Fn(&serde_json::Value) -> Result<T, &'static str>,
+) -> Result<Vec<T>, DriverError> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| convert(p).map_err(|what| DriverError::Bind(format!("parameter {}: {what}", i + 1))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

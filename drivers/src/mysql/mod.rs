@@ -221,13 +221,7 @@ impl Driver for MyDb {
         interrupt: &Interrupt,
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, DriverError> {
-        let values = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                to_value(p).map_err(|what| DriverError::Bind(format!("parameter {}: {what}", i + 1)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let values = crate::query::convert_params(params, to_value)?;
         let mut pooled = self.begin(interrupt)?;
         run(&mut pooled, &self.opts, sql, values, interrupt, sink)
     }

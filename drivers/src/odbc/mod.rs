@@ -206,13 +206,7 @@ impl Driver for OdbcDb {
         interrupt: &Interrupt,
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, DriverError> {
-        let params = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                to_param(p).map_err(|what| DriverError::Bind(format!("parameter {}: {what}", i + 1)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let params = crate::query::convert_params(params, to_param)?;
         let mut pooled = self.pool.acquire(interrupt.remaining())?;
         run(&mut pooled, sql, &params, interrupt, sink)
     }
