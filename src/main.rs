@@ -188,6 +188,12 @@ fn load(path: &Path) -> Result<AgentConfig, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One-shot commands die quietly when their output pipe closes (`... | head`). The agent
+    // keeps Rust's default (SIGPIPE ignored): a closed control-socket client or log pipe must
+    // never kill it.
+    if !matches!(cli.command, Cmd::Start { .. }) {
+        sigpipe::reset();
+    }
     match cli.command {
         Cmd::Start { config: config_path, daemon } => {
             let config = match load(&config_path) {

@@ -181,6 +181,11 @@ impl From<GatewayError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One-shot commands die quietly when their output pipe closes (`... | head`); `serve` keeps
+    // SIGPIPE ignored so a closed pipe never kills the gateway.
+    if !matches!(cli.command, Cmd::Serve(_)) {
+        sigpipe::reset();
+    }
     let level = if matches!(cli.command, Cmd::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
