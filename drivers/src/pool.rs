@@ -114,24 +114,36 @@ impl<C: Session> DbPool<C> {
         &self,
         deadline_left: Option<Duration>,
     ) -> Result<PooledConnection<Manager<C>>, DriverError> {
-        let (wait, by_deadline) = match deadline_left {
-            Some(left) if left < self.acquire_timeout => (left, true),
-            _ => (self.acquire_timeout, false),
-        };
-        self.pool.get_timeout(wait).map_err(|e| {
-            let msg = e.to_string();
-            if by_deadline {
-                DriverError::Timeout
-            } else if msg == R2D2_TIMEOUT {
-                DriverError::PoolExhausted
-            } else {
-                // The pool could not open a new connection (server down, password changed...).
-                DriverError::Open(
-                    msg.strip_prefix("timed out waiting for connection: ").unwrap_or(&msg).to_owned(),
-                )
-            }
-        })
+        acquire_within(&self.pool, self.acquire_timeout, deadline_left)
     }
+}
+
+/// Takes a connection from any r2d2 pool, waiting at most `acquire_timeout` or the time left
+/// before the query's deadline, whichever is shorter. Running out of the deadline is `Timeout`,
+/// of the acquire timeout `PoolExhausted`; a pool that cannot open a connection is `Open`.
+pub(crate) fn acquire_within<M: ManageConnection>(
+    pool: &Pool<M>,
+    acquire_timeout: Duration,
+    deadline_left: Option<Duration>,
+) -> Result<PooledConnection<M>, DriverError> {
+    let (wait, by_deadline) = match deadline_left {
+        Some(left) if left < acquire_timeout => (left, true),
+        _ => (acquire_timeout, false),
+    };
+    pool.get_timeout(wait).map_err(|e| {
+        let msg = e.to_string();
+        if by_deadline {
+            DriverError::Timeout
+        } else if msg == R2D2_TIMEOUT {
+            DriverError::PoolExhausted
+        } else {
+            // The pool could not open a new connection (server down, file removed, password
+            // changed...).
+            DriverError::Open(
+                msg.strip_prefix("timed out waiting for connection: ").unwrap_or(&msg).to_owned(),
+            )
+        }
+    })
 }
 
 pub(crate) fn validate(settings: &PoolSettings) -> Result<(), DriverError> {

@@ -32,9 +32,6 @@ use crate::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Virtual-machine instructions between two deadline/cancel checks.
 const PROGRESS_OPS: i32 = 1000;
-/// What r2d2 says when the wait simply ran out (no connection error recorded).
-const R2D2_TIMEOUT: &str = "timed out waiting for connection";
-
 type Conn = PooledConnection<SqliteConnectionManager>;
 
 pub(crate) struct SqliteDb {
@@ -90,21 +87,7 @@ impl SqliteDb {
     /// Takes a pooled connection, waiting at most the acquire timeout or the time left
     /// before `deadline_left`, whichever is shorter (the latter ends in `Timeout`).
     fn acquire(&self, deadline_left: Option<Duration>) -> Result<Conn, DriverError> {
-        let (wait, by_deadline) = match deadline_left {
-            Some(left) if left < self.acquire_timeout => (left, true),
-            _ => (self.acquire_timeout, false),
-        };
-        self.pool.get_timeout(wait).map_err(|e| {
-            let msg = e.to_string();
-            if by_deadline {
-                DriverError::Timeout
-            } else if msg == R2D2_TIMEOUT {
-                DriverError::PoolExhausted
-            } else {
-                // The pool could not open a new connection (file removed, permissions...).
-                DriverError::Open(msg)
-            }
-        })
+        crate::pool::acquire_within(&self.pool, self.acquire_timeout, deadline_left)
     }
 
     #[cfg(test)]
