@@ -124,8 +124,8 @@ pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>) -> Outbound {
     }
 }
 
-/// Maps a driver error to the wire.
-pub fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
+/// Maps a driver error to the wire code the worker reports.
+fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
     let (code, message) = match error {
         DriverError::Timeout => {
             (ErrorCode::QueryTimeout, format!("query exceeded its {} ms timeout", timeout.as_millis()))
