@@ -22,6 +22,12 @@
 //! by the drivers, never spliced, so the gate only ever sees the text. The database session is
 //! read-only as well (layer 3 of the spec's stack); the gate does not rely on it.
 //!
+//! **The gate judges exactly the text the server runs.** Any rewrite happens here, *before*
+//! the layers run: for PostgreSQL, `?` placeholders become `$1`, `$2`... (by the same lexer the
+//! layers use), and the layers then judge the rewritten text. The verdict, [`Checked`], carries
+//! that text and can only be made by this crate; the drivers take a `&Checked` and run
+//! [`Checked::sql`] unchanged, so no text the gate did not see can reach a database.
+//!
 //! ```
 //! use gate::{check, Dialect, Policy, RejectCode};
 //!
@@ -40,6 +46,7 @@ mod ast;
 mod deny;
 mod dialect;
 mod lex;
+mod placeholders;
 mod policy;
 
 use std::fmt;
@@ -50,8 +57,26 @@ use sqlparser::parser::Parser;
 pub use dialect::{Dialect, UnknownDialect};
 pub use policy::Policy;
 
-/// Texts longer than this are rejected without being parsed.
+/// The largest text any configuration may allow ([`Limits::max_sql_bytes`] is capped to it).
 pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// The default [`Limits::max_sql_bytes`]: 256 KiB.
+pub const DEFAULT_MAX_SQL_BYTES: usize = 256 << 10;
+
+/// What one text may cost the gate. Texts over a limit are refused with
+/// `WRITE_OPERATION_REJECTED` and a reason naming the limit, before work proportional to the
+/// text is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Longest text, in bytes (capped at [`MAX_SQL_BYTES`]).
+    pub max_sql_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_sql_bytes: DEFAULT_MAX_SQL_BYTES }
+    }
+}
 
 /// Texts longer than this are checked on a stack sized for them. sqlparser builds long operator
 /// and UNION chains as left-deep trees without hitting its recursion limit, and dropping such a
@@ -123,32 +148,79 @@ impl std::error::Error for Rejection {}
 pub const SCHEMA_DENIED_REASON: &str =
     "the query references a table or column that is private or not approved";
 
-/// An accepted query, with what the audit log wants to know.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// An accepted query: the exact text to run, its dialect, and what the audit log wants to know.
+///
+/// Only [`check`] and [`check_with`] make one (the text and dialect fields are private), so a
+/// value of this type is proof that its [`sql`](Checked::sql) passed every layer. Drivers take
+/// it instead of a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Checked {
     /// The tables the query names (CTE names excluded), as written, first occurrence first.
     pub tables: Vec<String>,
     /// The statement is an `EXPLAIN` of a query.
     pub explain: bool,
+    #[serde(skip)]
+    sql: String,
+    #[serde(skip)]
+    dialect: Dialect,
 }
 
-/// Decides whether `sql` may run on a `dialect` database under `policy`.
+impl Checked {
+    /// The text the gate judged, to be run as is (for PostgreSQL with `?` already turned into
+    /// `$n`).
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The dialect the text was judged in; a driver for another engine must refuse it.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+}
+
+/// Decides whether `sql`, without parameters, may run on a `dialect` database under `policy`,
+/// with the default [`Limits`].
 ///
 /// Returns the referenced tables when the text is exactly one read-only query with no side
 /// effects that names nothing private. See the crate documentation for the layers.
 pub fn check(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Rejection> {
-    if sql.len() > MAX_SQL_BYTES {
-        return Err(too_large());
+    check_with(sql, 0, dialect, policy, &Limits::default())
+}
+
+/// [`check`] for a text that will be run with `params` positional parameters, under `limits`.
+///
+/// For PostgreSQL, when `params > 0` and the text has no `$n` placeholder of its own, every `?`
+/// outside literals, quoted identifiers and comments becomes `$1`, `$2`... first, and the
+/// rewritten text is what is judged and returned (without parameters `?` stays the jsonb
+/// operator).
+pub fn check_with(
+    sql: &str,
+    params: usize,
+    dialect: Dialect,
+    policy: &Policy,
+    limits: &Limits,
+) -> Result<Checked, Rejection> {
+    let max = limits.max_sql_bytes.min(MAX_SQL_BYTES);
+    if sql.len() > max {
+        return Err(too_large(max));
     }
-    if sql.len() <= DEEP_TEXT_BYTES {
-        check_text(sql, dialect, policy)
+    let sql = match dialect {
+        Dialect::Postgres if params > 0 => placeholders::question_to_dollar(sql),
+        _ => std::borrow::Cow::Borrowed(sql),
+    };
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(too_large(MAX_SQL_BYTES));
+    }
+    let outcome = if sql.len() <= DEEP_TEXT_BYTES {
+        check_text(&sql, dialect, policy)
     } else {
         // At most one tree level per two bytes of text, at most ~80 bytes of stack per level
         // (debug build): 64 bytes of stack per byte of text, plus 1 MiB. The pages are only
         // touched as deep as the tree actually goes.
         let stack = sql.len().saturating_mul(64).saturating_add(1 << 20);
-        stacker::grow(stack, || check_text(sql, dialect, policy))
-    }
+        stacker::grow(stack, || check_text(&sql, dialect, policy))
+    }?;
+    Ok(Checked { sql: sql.into_owned(), dialect, ..outcome })
 }
 
 fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Rejection> {
@@ -187,7 +259,7 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
     if outcome.privacy_denied {
         return Err(Rejection::new(RejectCode::SchemaAccessDenied, SCHEMA_DENIED_REASON));
     }
-    Ok(Checked { tables: outcome.tables, explain: outcome.explain })
+    Ok(Checked { tables: outcome.tables, explain: outcome.explain, sql: String::new(), dialect })
 }
 
 /// The keyword pre-filter alone (spec layer "regex"), lexing like sqlparser's generic dialect
@@ -204,14 +276,14 @@ pub fn keyword_prefilter(sql: &str) -> Result<(), Rejection> {
 /// The keyword pre-filter with the comment, string and identifier rules of `dialect`.
 pub fn keyword_prefilter_for(sql: &str, dialect: Dialect) -> Result<(), Rejection> {
     if sql.len() > MAX_SQL_BYTES {
-        return Err(too_large());
+        return Err(too_large(MAX_SQL_BYTES));
     }
     let lexed = lex::lex(sql, &lex::Rules::of(dialect));
     prefilter(&lexed, &lex::scan(sql, &lexed, dialect, false))
 }
 
-fn too_large() -> Rejection {
-    Rejection::write(format!("query text is larger than {MAX_SQL_BYTES} bytes"))
+fn too_large(max: usize) -> Rejection {
+    Rejection::write(format!("query text is larger than {max} bytes"))
 }
 
 fn prefilter(lexed: &lex::Lexed, scan: &lex::Scan) -> Result<(), Rejection> {
@@ -245,7 +317,7 @@ mod tests {
     #[test]
     fn rejection_stays_small() {
         assert!(std::mem::size_of::<Rejection>() <= 32);
-        assert!(std::mem::size_of::<Result<Checked, Rejection>>() <= 40);
+        assert!(std::mem::size_of::<Result<Checked, Rejection>>() <= 64);
     }
 
     #[test]
@@ -264,7 +336,39 @@ mod tests {
 
     #[test]
     fn oversized_text_is_rejected_unparsed() {
+        let sql = format!("SELECT '{}'", "x".repeat(DEFAULT_MAX_SQL_BYTES));
+        let err = check(&sql, Dialect::Generic, &Policy::default()).unwrap_err();
+        assert_eq!(err.reason, format!("query text is larger than {DEFAULT_MAX_SQL_BYTES} bytes"));
+        // A configured maximum above the hard ceiling is capped to it.
+        let limits = Limits { max_sql_bytes: usize::MAX };
         let sql = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
-        assert!(check(&sql, Dialect::Generic, &Policy::default()).unwrap_err().reason.contains("larger"));
+        let err = check_with(&sql, 0, Dialect::Generic, &Policy::default(), &limits).unwrap_err();
+        assert!(err.reason.contains(&MAX_SQL_BYTES.to_string()), "{err}");
+    }
+
+    #[test]
+    fn postgres_question_placeholders_are_rewritten_before_the_layers_judge() {
+        let ok = check_with(
+            "SELECT id FROM orders WHERE id = ? AND note <> '?'",
+            1,
+            Dialect::Postgres,
+            &Policy::default(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.sql(), "SELECT id FROM orders WHERE id = $1 AND note <> '?'");
+        assert_eq!(ok.dialect(), Dialect::Postgres);
+        // One string literal before the rewrite; after it, `$$1 ' $$` is a dollar-quoted string
+        // and what followed is code, which is what the gate must judge.
+        let attack = "SELECT $? ' $$ , pg_advisory_lock(1), $1::text -- '";
+        let err =
+            check_with(attack, 1, Dialect::Postgres, &Policy::default(), &Limits::default()).unwrap_err();
+        assert_eq!(err.code, RejectCode::WriteOperationRejected, "{err}");
+        // Other dialects bind `?` natively; without parameters nothing is rewritten.
+        let ok =
+            check_with("SELECT ? + 1", 1, Dialect::Mysql, &Policy::default(), &Limits::default()).unwrap();
+        assert_eq!(ok.sql(), "SELECT ? + 1");
+        let ok = check("SELECT data ? 'k' FROM t", Dialect::Postgres, &Policy::default()).unwrap();
+        assert_eq!(ok.sql(), "SELECT data ? 'k' FROM t");
     }
 }
