@@ -102,7 +102,7 @@ impl Agent {
             board,
             databases,
             config.schema_policy.iter().map(|(name, policy)| (name.clone(), policy.to_gate())).collect(),
-            Duration::from_millis(config.command_timeout_ms),
+            config.command_limits(),
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;
         Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader, control })

@@ -108,6 +108,18 @@ pub struct AgentConfig {
         alias = "offlineQueueMaxMb"
     )]
     pub offline_queue_max_mb: u64,
+    /// Longest query text a command may carry, in bytes (256 KiB default, at most 1 MiB);
+    /// longer texts are refused unparsed with `WRITE_OPERATION_REJECTED`.
+    #[serde(default = "defaults::max_sql_bytes")]
+    pub max_sql_bytes: u64,
+    /// Upper bound of a command's `payload.timeout` (10 min default): a longer timeout is
+    /// capped to it.
+    #[serde(default = "defaults::max_command_timeout_ms")]
+    pub max_command_timeout_ms: u64,
+    /// Largest result one command may produce, in MiB of NDJSON before compression (1024
+    /// default); a larger result stops the query with `PAYLOAD_TOO_LARGE`, not retryable.
+    #[serde(default = "defaults::max_result_mb", rename = "maxResultMB", alias = "maxResultMb")]
+    pub max_result_mb: u64,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
@@ -209,6 +221,15 @@ mod defaults {
     pub fn offline_queue_mb() -> u64 {
         500
     }
+    pub fn max_sql_bytes() -> u64 {
+        gate::DEFAULT_MAX_SQL_BYTES as u64
+    }
+    pub fn max_command_timeout_ms() -> u64 {
+        600_000
+    }
+    pub fn max_result_mb() -> u64 {
+        1024
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -232,7 +253,43 @@ mod defaults {
     }
 }
 
+/// What one command may ask of the agent (see [`AgentConfig::command_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandLimits {
+    /// Timeout of a command that gives none (`commandTimeoutMs`).
+    pub default_timeout: std::time::Duration,
+    /// Cap on `payload.timeout` (`maxCommandTimeoutMs`).
+    pub max_timeout: std::time::Duration,
+    /// What the gate may spend on one text (`maxSqlBytes`).
+    pub gate: gate::Limits,
+    /// Largest result, in NDJSON bytes before compression (`maxResultMB`).
+    pub max_result_bytes: u64,
+}
+
+impl Default for CommandLimits {
+    fn default() -> Self {
+        CommandLimits {
+            default_timeout: std::time::Duration::from_millis(defaults::command_timeout_ms()),
+            max_timeout: std::time::Duration::from_millis(defaults::max_command_timeout_ms()),
+            gate: gate::Limits::default(),
+            max_result_bytes: defaults::max_result_mb() << 20,
+        }
+    }
+}
+
 impl AgentConfig {
+    /// The per-command limits this configuration sets.
+    pub fn command_limits(&self) -> CommandLimits {
+        let mut gate = gate::Limits::default();
+        gate.max_sql_bytes = usize::try_from(self.max_sql_bytes).unwrap_or(gate::MAX_SQL_BYTES);
+        CommandLimits {
+            default_timeout: std::time::Duration::from_millis(self.command_timeout_ms),
+            max_timeout: std::time::Duration::from_millis(self.max_command_timeout_ms),
+            gate,
+            max_result_bytes: self.max_result_mb.saturating_mul(1 << 20),
+        }
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -276,6 +333,18 @@ impl AgentConfig {
         }
         if self.command_timeout_ms == 0 {
             return field("commandTimeoutMs", "must be positive");
+        }
+        if !(1_000..=86_400_000).contains(&self.max_command_timeout_ms) {
+            return field("maxCommandTimeoutMs", "must be between 1000 and 86400000");
+        }
+        if self.command_timeout_ms > self.max_command_timeout_ms {
+            return field("commandTimeoutMs", "must not exceed maxCommandTimeoutMs");
+        }
+        if !(1..=gate::MAX_SQL_BYTES as u64).contains(&self.max_sql_bytes) {
+            return field("maxSqlBytes", &format!("must be between 1 and {}", gate::MAX_SQL_BYTES));
+        }
+        if !(1..=1 << 20).contains(&self.max_result_mb) {
+            return field("maxResultMB", "must be between 1 and 1048576");
         }
         if !(1..=64).contains(&self.workers) {
             return field("workers", "must be between 1 and 64");

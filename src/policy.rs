@@ -33,16 +33,7 @@ impl SchemaPolicy {
 
 /// The gate dialect for a database.
 pub fn gate_dialect(dialect: drivers::OdbcDialect) -> gate::Dialect {
-    use drivers::OdbcDialect as D;
-    match dialect {
-        D::SqlServer => gate::Dialect::Mssql,
-        D::Oracle => gate::Dialect::Oracle,
-        D::Hana => gate::Dialect::Hana,
-        D::Postgres => gate::Dialect::Postgres,
-        D::Mysql => gate::Dialect::Mysql,
-        D::Sqlite => gate::Dialect::Sqlite,
-        _ => gate::Dialect::Generic,
-    }
+    dialect.gate_dialect()
 }
 
 /// Maps a gate rejection to the wire code.

@@ -139,7 +139,7 @@ pub struct Supervisor {
     databases: Vec<Database>,
     /// Schema policy per connection name (absent: nothing private).
     policies: HashMap<String, gate::Policy>,
-    default_timeout: Duration,
+    limits: crate::config::CommandLimits,
     upload: Option<Arc<UploadTarget>>,
     in_flight: HashMap<String, InFlight>,
     schema: Option<Vec<drivers::DatabaseSchema>>,
@@ -189,7 +189,7 @@ impl Supervisor {
         board: Arc<StatusBoard>,
         databases: Vec<Database>,
         policies: HashMap<String, gate::Policy>,
-        default_timeout: Duration,
+        limits: crate::config::CommandLimits,
     ) -> Self {
         Self {
             inbox,
@@ -198,7 +198,7 @@ impl Supervisor {
             board,
             databases,
             policies,
-            default_timeout,
+            limits,
             upload: None,
             in_flight: HashMap::new(),
             schema: None,
@@ -429,7 +429,7 @@ impl Supervisor {
             ControlCmd::Stop => {
                 self.stop = Some((
                     "stopped by the operator".into(),
-                    self.default_timeout.min(Duration::from_secs(30)),
+                    self.limits.default_timeout.min(Duration::from_secs(30)),
                 ));
                 serde_json::json!({ "ok": true, "stopping": true })
             }
@@ -619,22 +619,50 @@ impl Supervisor {
         // The read-only gate: keyword pre-filter, AST check in the database's dialect, privacy.
         let empty = gate::Policy::default();
         let policy = self.policies.get(db.name()).unwrap_or(&empty);
-        let dialect = crate::policy::gate_dialect(db.dialect());
-        if let Err(rejection) = gate::check(&command.payload.query, dialect, policy) {
-            return self.reject(&command, crate::policy::rejection_code(rejection.code), rejection.reason);
-        }
+        let params = command.payload.params.len();
+        let checked = match gate::check_with(
+            &command.payload.query,
+            params,
+            db.gate_target(),
+            policy,
+            &self.limits.gate,
+        ) {
+            Ok(checked) => checked,
+            Err(rejection) => {
+                return self.reject(
+                    &command,
+                    crate::policy::rejection_code(rejection.code),
+                    rejection.reason,
+                );
+            }
+        };
         let Some(upload) = self.upload.clone() else {
             return self.reject(&command, ErrorCode::InternalError, "no upload grant for this session");
         };
         let cancel = CancelToken::default();
-        let timeout = command.payload.timeout.map_or(self.default_timeout, Duration::from_millis);
+        // A command may ask for any timeout up to the configured cap; beyond it, the cap.
+        let timeout = command
+            .payload
+            .timeout
+            .map_or(self.limits.default_timeout, Duration::from_millis)
+            .min(self.limits.max_timeout);
         let flight = InFlight {
             execution_id: command.execution_id.clone(),
             idempotency_key: command.payload.idempotency_key.clone(),
             cancel: cancel.clone(),
         };
         let command_id = command.command_id.clone();
-        let job = Job::Query(Box::new(QueryJob { command, db, cancel, timeout, received, upload }));
+        let max_result_bytes = self.limits.max_result_bytes;
+        let job = Job::Query(Box::new(QueryJob {
+            command,
+            db,
+            checked,
+            cancel,
+            timeout,
+            received,
+            upload,
+            max_result_bytes,
+        }));
         match self.jobs.try_send(job) {
             Ok(()) => {
                 self.in_flight.insert(command_id, flight);

@@ -52,12 +52,16 @@ pub struct QueryJob {
     pub command: Command,
     /// Target database.
     pub db: Database,
+    /// The gate's verdict on the command's query: the exact text the driver runs.
+    pub checked: gate::Checked,
     /// Set by the supervisor on `cancel` or shutdown.
     pub cancel: CancelToken,
     /// Query timeout.
     pub timeout: Duration,
     /// When the command arrived (for `durationMs`).
     pub received: Instant,
+    /// The result may not grow beyond this many NDJSON bytes (before compression).
+    pub max_result_bytes: u64,
     /// Upload settings of the connection the command came on.
     pub upload: Arc<UploadTarget>,
 }
@@ -102,9 +106,19 @@ pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>) -> Outbound {
     let command = &job.command;
     let mut sink = ResultSink::new(job, uploader);
     let options = QueryOptions { timeout: Some(job.timeout), cancel: job.cancel.clone() };
-    let outcome = job.db.query(&command.payload.query, &command.payload.params, &options, &mut sink);
+    let outcome = job.db.query(&job.checked, &command.payload.params, &options, &mut sink);
+    let too_large = sink.too_large;
     let outcome = outcome
-        .map_err(|e| driver_error(&e, job.timeout))
+        .map_err(|e| match e {
+            DriverError::Sink(_) if too_large => ErrorBody::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the result is larger than the {} bytes one command may return (maxResultMB)",
+                    job.max_result_bytes
+                ),
+            ),
+            e => driver_error(&e, job.timeout),
+        })
         .and_then(|stats| sink.finish().map(|p| (p, stats.rows)));
     match outcome {
         Ok((result, row_count)) => Outbound::ExecutionResult(ExecutionResult {
@@ -152,6 +166,8 @@ struct ResultSink<'a> {
     chunked: bool,
     seq: u32,
     total_bytes: u64,
+    /// The result outgrew `max_result_bytes`; the query was stopped.
+    too_large: bool,
     hasher: Sha256,
     replies: Option<(Sender<ChunkReply>, Receiver<ChunkReply>)>,
 }
@@ -166,6 +182,7 @@ impl<'a> ResultSink<'a> {
             chunked: false,
             seq: 0,
             total_bytes: 0,
+            too_large: false,
             hasher: Sha256::new(),
             replies: None,
         }
@@ -241,6 +258,11 @@ impl RowSink for ResultSink<'_> {
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SinkError> {
         serde_json::to_writer(&mut self.buf, cells).map_err(|e| SinkError(e.to_string()))?;
         self.buf.push(b'\n');
+        if self.total_bytes + self.buf.len() as u64 > self.job.max_result_bytes {
+            self.too_large = true;
+            self.buf = Vec::new();
+            return Err(SinkError("result too large".into()));
+        }
         if !self.chunked && self.buf.len() > self.job.upload.max_inline_bytes {
             self.chunked = true;
         }

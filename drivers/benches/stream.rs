@@ -307,7 +307,10 @@ fn main() {
         let mut sink = Ndjson { buf: Vec::with_capacity(CHUNK + 4096), rows: 0, bytes: 0, hwm_at_100k: 0 };
         let opts = QueryOptions { timeout: Some(Duration::from_secs(600)), ..QueryOptions::default() };
         let started = Instant::now();
-        let stats = db.query(&t.sql, &[], &opts, &mut sink).unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        let checked =
+            gate::check_with(&t.sql, 0, db.gate_target(), &gate::Policy::default(), &gate::Limits::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        let stats = db.query(&checked, &[], &opts, &mut sink).unwrap_or_else(|e| panic!("{}: {e}", t.name));
         let agent_time = started.elapsed();
         let hwm_end = status_kb("VmHWM:");
         assert_eq!(stats.rows, n);

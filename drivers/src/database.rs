@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::query::{Interrupt, check_read_only_statement_in};
+use crate::query::Interrupt;
 use crate::sqlite::SqliteDb;
 use crate::{
     DatabaseSchema, DbKind, DriverError, OdbcDialect, Password, QueryOptions, QueryStats, RowSink, Secret,
@@ -206,7 +206,7 @@ pub(crate) trait Driver: Send + Sync {
         progress: &mut dyn FnMut(DiscoveryProgress),
     ) -> Result<DatabaseSchema, DriverError>;
     fn write_privileges(&self) -> Result<PrivilegeReport, DriverError>;
-    /// The sqlparser dialect for the statement check.
+    /// The SQL dialect of the engine (picks the gate dialect a query must be checked in).
     fn sql_dialect(&self) -> OdbcDialect;
     #[cfg(test)]
     fn as_any(&self) -> &dyn std::any::Any;
@@ -288,29 +288,44 @@ impl Database {
         self.inner.driver.write_privileges()
     }
 
-    /// The statement-kind check of [`query`](Self::query), in this engine's SQL dialect.
-    pub fn check_statement(&self, sql: &str) -> Result<(), DriverError> {
-        check_read_only_statement_in(sql, self.dialect())
+    /// What the read-only gate must judge a text for on this database: the engine's dialect
+    /// and the driver's placeholder style (the native PostgreSQL driver binds only `$n`).
+    pub fn gate_target(&self) -> gate::Target {
+        let dialect = self.dialect().gate_dialect();
+        let placeholders = match self.inner.kind {
+            DbKind::Postgres => gate::Placeholders::Dollar,
+            _ => gate::Placeholders::Question,
+        };
+        gate::Target { dialect, placeholders }
     }
 
-    /// Runs one read-only query with positional `params` and pushes its rows into `sink`.
+    /// Runs one query the read-only gate approved, with positional `params`, and pushes its
+    /// rows into `sink`.
     ///
-    /// Placeholders are `?` for every engine (PostgreSQL also takes `$1`...). The statement
-    /// must pass [`check_statement`](Self::check_statement) and runs in a read-only
-    /// transaction. Rows are streamed, never buffered; the call returns when the result is
-    /// exhausted or fails with [`DriverError::Timeout`], [`DriverError::Cancelled`],
+    /// The text run is exactly [`gate::Checked::sql`]: the driver never rewrites it (the gate
+    /// already turned PostgreSQL `?` placeholders into `$n` before judging). Placeholders are
+    /// `?` for every engine (PostgreSQL also takes `$1`...). A verdict reached in another
+    /// dialect than this engine's is refused with [`DriverError::WriteRejected`]. The query
+    /// runs in a read-only transaction. Rows are streamed, never buffered; the call returns when
+    /// the result is exhausted or fails with [`DriverError::Timeout`], [`DriverError::Cancelled`],
     /// [`DriverError::Sink`]...
     pub fn query(
         &self,
-        sql: &str,
+        checked: &gate::Checked,
         params: &[serde_json::Value],
         opts: &QueryOptions,
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, DriverError> {
         let interrupt = Interrupt::new(opts, Instant::now());
-        self.check_statement(sql)?;
+        if checked.target() != self.gate_target() {
+            return Err(DriverError::WriteRejected(format!(
+                "the query was checked for {:?} but this connection needs {:?}",
+                checked.target(),
+                self.gate_target()
+            )));
+        }
         interrupt.check()?;
-        self.inner.driver.query(sql, params, &interrupt, sink)
+        self.inner.driver.query(checked.sql(), params, &interrupt, sink)
     }
 }
 

@@ -10,9 +10,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sqlparser::dialect::{
-    Dialect, GenericDialect, MsSqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect,
-};
 
 use crate::{DriverError, WireType};
 
@@ -58,15 +55,16 @@ impl OdbcDialect {
         }
     }
 
-    /// The sqlparser dialect used by the statement check (no Oracle/HANA dialect exists in
-    /// sqlparser: Generic).
-    pub(crate) fn parser(self) -> Box<dyn Dialect> {
+    /// The read-only gate's dialect for this engine (ODBC: the configured profile).
+    pub fn gate_dialect(self) -> gate::Dialect {
         match self {
-            Self::SqlServer => Box::new(MsSqlDialect {}),
-            Self::Postgres => Box::new(PostgreSqlDialect {}),
-            Self::Mysql => Box::new(MySqlDialect {}),
-            Self::Sqlite => Box::new(SQLiteDialect {}),
-            Self::Oracle | Self::Hana | Self::Generic => Box::new(GenericDialect {}),
+            Self::SqlServer => gate::Dialect::Mssql,
+            Self::Oracle => gate::Dialect::Oracle,
+            Self::Hana => gate::Dialect::Hana,
+            Self::Postgres => gate::Dialect::Postgres,
+            Self::Mysql => gate::Dialect::Mysql,
+            Self::Sqlite => gate::Dialect::Sqlite,
+            Self::Generic => gate::Dialect::Generic,
         }
     }
 

@@ -11,9 +11,10 @@
 //! ([`OdbcDialect`]) for SQL Server, Oracle, SAP HANA, PostgreSQL, MySQL, SQLite and generic
 //! sources. Every engine maps its values to the same [`Cell`]s and [`WireType`]s (see
 //! `docs/PROTOCOL.md`), streams rows without buffering the result, and is read-only twice
-//! over: [`check_read_only_statement_in`] rejects anything but one query in the engine's
-//! dialect, and every query runs in a read-only transaction of a read-only session, so a write
-//! that slips past the text check is refused by the database itself.
+//! over: [`Database::query`] takes only a [`gate::Checked`] — text the read-only gate approved,
+//! run exactly as approved, never rewritten here — and every query runs in a read-only
+//! transaction of a read-only session, so a write that slips past the gate is refused by the
+//! database itself where the engine can refuse it.
 //!
 //! Timeouts and cancellation ([`QueryOptions`], [`CancelToken`]) stop the statement on the
 //! server: SQLite's progress handler, PostgreSQL's cancel request and `statement_timeout`,
@@ -46,8 +47,11 @@
 //!     path: path.clone(),
 //!     ..ConnectionSpec::default()
 //! })?;
+//! let sql = "SELECT code, name FROM customers WHERE country = ? ORDER BY id LIMIT 3";
+//! let checked = gate::check_with(sql, 1, db.gate_target(), &gate::Policy::default(), &gate::Limits::default())
+//!     .expect("a read-only query");
 //! let stats = db.query(
-//!     "SELECT code, name FROM customers WHERE country = ? ORDER BY id LIMIT 3",
+//!     &checked,
 //!     &[serde_json::json!("DE")],
 //!     &QueryOptions::default(),
 //!     &mut Print,
@@ -74,7 +78,6 @@ pub mod fixture;
 mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
-mod placeholders;
 mod pool;
 mod postgres;
 mod privileges;
@@ -94,8 +97,6 @@ pub use dialect::{CatalogSql, OdbcDialect};
 pub use diff::{ColumnChange, SchemaDiff, TableChange, diff};
 pub use error::{DriverError, SinkError};
 pub use privileges::suggested_sql;
-pub use query::{
-    CancelToken, QueryOptions, QueryStats, check_read_only_statement, check_read_only_statement_in,
-};
+pub use query::{CancelToken, QueryOptions, QueryStats};
 pub use schema::{Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Table, TableKind, WireType};
 pub use secret::{Password, Secret};

@@ -1,14 +1,11 @@
-//! Query options, cancellation, statistics and the statement-kind check.
+//! Query options, cancellation and statistics.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlparser::ast::{Query, SetExpr, Statement};
-use sqlparser::parser::Parser;
-
-use crate::{DriverError, OdbcDialect};
+use crate::DriverError;
 
 /// Shared flag that cancels a running query from another thread.
 ///
@@ -173,103 +170,6 @@ impl Interrupt {
     }
 }
 
-/// Checks that `sql` is exactly one read-only query (`SELECT`, `WITH ... SELECT`, `VALUES`).
-///
-/// One trailing `;` is accepted. Anything else fails with [`DriverError::WriteRejected`] and a
-/// reason naming what was found. This is a statement-kind check only; drivers additionally run
-/// queries on read-only connections, so a write fails in the database even if it slips past.
-///
-/// ```
-/// use drivers::check_read_only_statement;
-/// assert!(check_read_only_statement("SELECT * FROM customers;").is_ok());
-/// assert!(check_read_only_statement("DELETE FROM customers").is_err());
-/// ```
-pub fn check_read_only_statement(sql: &str) -> Result<(), DriverError> {
-    check_read_only_statement_in(sql, OdbcDialect::Sqlite)
-}
-
-/// [`check_read_only_statement`] in the SQL dialect of the target engine (backticks for
-/// MySQL, `::` casts and `$1` for PostgreSQL, brackets for SQL Server...).
-///
-/// ```
-/// use drivers::{OdbcDialect, check_read_only_statement_in};
-/// assert!(check_read_only_statement_in("SELECT `order` FROM t", OdbcDialect::Mysql).is_ok());
-/// assert!(check_read_only_statement_in("SELECT 1; DELETE FROM t", OdbcDialect::Postgres).is_err());
-/// ```
-pub fn check_read_only_statement_in(sql: &str, dialect: OdbcDialect) -> Result<(), DriverError> {
-    // PostgreSQL takes `?` placeholders too (rewritten to `$n` by the driver); sqlparser's
-    // PostgreSQL dialect reads `?` as the jsonb operator only.
-    let rewritten;
-    let sql = match Parser::parse_sql(dialect.parser().as_ref(), sql) {
-        Err(_) if dialect == OdbcDialect::Postgres && crate::placeholders::count_question(sql) > 0 => {
-            rewritten = crate::placeholders::question_to_dollar(sql, usize::MAX);
-            rewritten.as_ref()
-        }
-        _ => sql,
-    };
-    let statements = Parser::parse_sql(dialect.parser().as_ref(), sql)
-        .map_err(|e| DriverError::WriteRejected(format!("could not parse query: {e}")))?;
-    match statements.as_slice() {
-        [] => Err(DriverError::WriteRejected("no statement found".into())),
-        [Statement::Query(query)] => match write_in_query(query) {
-            None => Ok(()),
-            Some(found) => Err(rejected(found)),
-        },
-        [other] => Err(rejected(&statement_keyword(other))),
-        many => Err(DriverError::WriteRejected(format!(
-            "only a single read-only query is allowed; found {} statements",
-            many.len()
-        ))),
-    }
-}
-
-fn rejected(found: &str) -> DriverError {
-    DriverError::WriteRejected(format!("only a single read-only query is allowed; found {found}"))
-}
-
-/// Names a data-changing part of a query (`WITH x AS (...) INSERT ...`, `SELECT ... INTO`).
-fn write_in_query(query: &Query) -> Option<&'static str> {
-    if let Some(with) = &query.with
-        && let Some(found) = with.cte_tables.iter().find_map(|cte| write_in_query(&cte.query))
-    {
-        return Some(found);
-    }
-    write_in_set_expr(&query.body)
-}
-
-fn write_in_set_expr(body: &SetExpr) -> Option<&'static str> {
-    match body {
-        SetExpr::Select(select) if select.into.is_some() => Some("SELECT INTO"),
-        SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => None,
-        SetExpr::Query(query) => write_in_query(query),
-        SetExpr::SetOperation { left, right, .. } => {
-            write_in_set_expr(left).or_else(|| write_in_set_expr(right))
-        }
-        SetExpr::Insert(_) => Some("INSERT"),
-        SetExpr::Update(_) => Some("UPDATE"),
-        SetExpr::Delete(_) => Some("DELETE"),
-        SetExpr::Merge(_) => Some("MERGE"),
-    }
-}
-
-/// The leading keyword(s) of a statement, e.g. `INSERT`, `CREATE TABLE`, `PRAGMA`.
-fn statement_keyword(statement: &Statement) -> String {
-    let text = statement.to_string();
-    let mut words = text.split_whitespace();
-    let first = words.next().unwrap_or_default().to_ascii_uppercase();
-    match first.as_str() {
-        "CREATE" | "DROP" | "ALTER" => {
-            // Skip modifiers so `CREATE OR REPLACE TEMPORARY VIEW` reads `CREATE VIEW`.
-            const MODIFIERS: &[&str] = &["OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "IF"];
-            match words.map(str::to_ascii_uppercase).find(|w| !MODIFIERS.contains(&w.as_str())) {
-                Some(object) => format!("{first} {object}"),
-                None => first,
-            }
-        }
-        _ => first,
-    }
-}
-
 /// Converts every bound parameter with `convert`, naming the first bad one (1-based) in a
 /// `Bind` error. Parameters are always bound, never spliced into the text.
 pub(crate) fn convert_params<T>(
@@ -286,54 +186,6 @@ pub(crate) fn convert_params<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reason(sql: &str) -> String {
-        match check_read_only_statement(sql) {
-            Err(DriverError::WriteRejected(reason)) => reason,
-            other => panic!("{sql:?} was not rejected: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn accepts_single_queries() {
-        for sql in [
-            "SELECT 1",
-            "select * from customers;",
-            "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
-            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT n FROM c",
-            "VALUES (1, 2), (3, 4)",
-            "SELECT 1 UNION SELECT 2",
-            "  -- comment\n SELECT 'a;b' ; ",
-        ] {
-            assert!(check_read_only_statement(sql).is_ok(), "{sql}");
-        }
-    }
-
-    #[test]
-    fn rejects_writes_naming_what_was_found() {
-        assert_eq!(
-            reason("INSERT INTO t VALUES (1)"),
-            "only a single read-only query is allowed; found INSERT"
-        );
-        assert!(reason("update t set a = 1").ends_with("found UPDATE"));
-        assert!(reason("DELETE FROM t").ends_with("found DELETE"));
-        assert!(reason("CREATE TABLE t (a INT)").ends_with("found CREATE TABLE"));
-        assert!(reason("CREATE TEMP VIEW v AS SELECT 1").ends_with("found CREATE VIEW"));
-        assert!(reason("DROP TABLE IF EXISTS t").ends_with("found DROP TABLE"));
-        assert!(reason("PRAGMA query_only = 0").ends_with("found PRAGMA"));
-        // Not valid for sqlparser, still rejected.
-        assert!(reason("PRAGMA query_only = OFF").starts_with("could not parse query"));
-        assert!(reason("ATTACH DATABASE 'x.db' AS x").ends_with("found ATTACH"));
-        assert!(reason("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x").ends_with("found INSERT"));
-    }
-
-    #[test]
-    fn rejects_multiple_and_unparseable_statements() {
-        assert!(reason("SELECT 1; DELETE FROM t").ends_with("found 2 statements"));
-        assert!(reason("SELECT 1; SELECT 2").ends_with("found 2 statements"));
-        assert!(reason("SELEC 1").starts_with("could not parse query: "));
-        assert_eq!(reason(""), "no statement found");
-    }
 
     #[test]
     fn cancel_runs_registered_hooks_once_and_guards_unregister() {

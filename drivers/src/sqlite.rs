@@ -1,6 +1,6 @@
 //! SQLite: an r2d2 pool of read-only connections.
 //!
-//! Three independent things keep it read-only: [`check_read_only_statement`], the
+//! Three independent things keep it read-only: the gate's verdict ([`gate::Checked`]), the
 //! `sqlite3_stmt_readonly` check after `prepare`, and the connection itself (opened with
 //! `SQLITE_OPEN_READ_ONLY` and `PRAGMA query_only = ON`), which refuses writes even when both
 //! checks are bypassed.

@@ -126,6 +126,37 @@ impl RowSink for Recorder {
     }
 }
 
+/// The read-only gate's verdict on `sql` for `db` (empty policy, default limits), as the agent
+/// reaches it before every query; a rejection becomes `WriteRejected` with the gate's reason.
+pub fn checked(db: &Database, sql: &str, params: usize) -> Result<gate::Checked, drivers::DriverError> {
+    gate::check_with(sql, params, db.gate_target(), &gate::Policy::default(), &gate::Limits::default())
+        .map_err(|r| drivers::DriverError::WriteRejected(r.to_string()))
+}
+
+/// Runs a text through the gate, then the driver, as the agent does.
+pub trait QueryText {
+    /// [`Database::query`] of the gate's verdict on `sql`.
+    fn query_text(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        opts: &QueryOptions,
+        sink: &mut dyn drivers::RowSink,
+    ) -> Result<QueryStats, drivers::DriverError>;
+}
+
+impl QueryText for Database {
+    fn query_text(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        opts: &QueryOptions,
+        sink: &mut dyn drivers::RowSink,
+    ) -> Result<QueryStats, drivers::DriverError> {
+        self.query(&checked(self, sql, params.len())?, params, opts, sink)
+    }
+}
+
 /// Runs `sql` without options and returns what was recorded.
 pub fn run(
     db: &Database,
@@ -133,7 +164,7 @@ pub fn run(
     params: &[serde_json::Value],
 ) -> Result<(Recorder, QueryStats), drivers::DriverError> {
     let mut sink = Recorder::default();
-    let stats = db.query(sql, params, &QueryOptions::default(), &mut sink)?;
+    let stats = db.query_text(sql, params, &QueryOptions::default(), &mut sink)?;
     Ok((sink, stats))
 }
 

@@ -10,7 +10,7 @@ use drivers::{
 };
 use serde_json::json;
 
-use crate::common::{Owned, Recorder, sample_db, scalar, single_connection_db};
+use crate::common::{Owned, QueryText, Recorder, sample_db, scalar, single_connection_db};
 
 /// Counts to a billion inside one aggregate: no row comes out until it is done.
 const ENDLESS: &str = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c \
@@ -38,7 +38,7 @@ fn start_endless(db: &Database, cancel: &CancelToken) -> thread::JoinHandle<Resu
     let opts = QueryOptions { timeout: Some(WATCHDOG), cancel: cancel.clone() };
     let handle = thread::Builder::new()
         .name("endless-query".into())
-        .spawn(move || db.query(ENDLESS, &[], &opts, &mut Started(tx)))
+        .spawn(move || db.query_text(ENDLESS, &[], &opts, &mut Started(tx)))
         .unwrap();
     rx.recv_timeout(WATCHDOG).expect("long query did not start");
     handle
@@ -55,7 +55,7 @@ fn timeout_interrupts_the_engine_and_the_pool_recovers() {
     let db = single_connection_db(Duration::from_secs(5));
     let opts = QueryOptions { timeout: Some(Duration::from_millis(200)), ..QueryOptions::default() };
     let started = Instant::now();
-    let err = db.query(ENDLESS, &[], &opts, &mut Recorder::default()).unwrap_err();
+    let err = db.query_text(ENDLESS, &[], &opts, &mut Recorder::default()).unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(err, DriverError::Timeout), "{err}");
     assert!(err.is_retryable());
@@ -79,7 +79,7 @@ fn timeout_also_applies_between_rows() {
         }
     }
     let opts = QueryOptions { timeout: Some(Duration::from_millis(100)), ..QueryOptions::default() };
-    let err = db.query(LARGE_RESULT_SQL, &[json!(100_000)], &opts, &mut Slow).unwrap_err();
+    let err = db.query_text(LARGE_RESULT_SQL, &[json!(100_000)], &opts, &mut Slow).unwrap_err();
     assert!(matches!(err, DriverError::Timeout), "{err}");
 }
 
@@ -103,7 +103,7 @@ fn a_cancelled_token_stops_before_running() {
     let db = sample_db();
     let opts = QueryOptions::default();
     opts.cancel.cancel();
-    let err = db.query("SELECT 1", &[], &opts, &mut Recorder::default()).unwrap_err();
+    let err = db.query_text("SELECT 1", &[], &opts, &mut Recorder::default()).unwrap_err();
     assert!(matches!(err, DriverError::Cancelled), "{err}");
 }
 
@@ -114,7 +114,7 @@ fn busy_pool_reports_exhaustion_then_recovers() {
     let holder = start_endless(&db, &cancel);
 
     let started = Instant::now();
-    let err = db.query("SELECT 1", &[], &QueryOptions::default(), &mut Recorder::default()).unwrap_err();
+    let err = db.query_text("SELECT 1", &[], &QueryOptions::default(), &mut Recorder::default()).unwrap_err();
     assert!(matches!(err, DriverError::PoolExhausted), "{err}");
     assert!(err.is_retryable());
     assert!(started.elapsed() >= Duration::from_millis(100));
@@ -134,7 +134,7 @@ fn query_timeout_bounds_the_wait_for_a_connection() {
 
     let opts = QueryOptions { timeout: Some(Duration::from_millis(100)), ..QueryOptions::default() };
     let started = Instant::now();
-    let err = db.query("SELECT 1", &[], &opts, &mut Recorder::default()).unwrap_err();
+    let err = db.query_text("SELECT 1", &[], &opts, &mut Recorder::default()).unwrap_err();
     assert!(matches!(err, DriverError::Timeout), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -166,8 +166,9 @@ impl RowSink for FailAfter {
 fn sink_error_aborts_the_query() {
     let db = single_connection_db(Duration::from_secs(5));
     let mut sink = FailAfter { limit: 10, seen: 0 };
-    let err =
-        db.query(LARGE_RESULT_SQL, &[json!(1_000_000_000)], &QueryOptions::default(), &mut sink).unwrap_err();
+    let err = db
+        .query_text(LARGE_RESULT_SQL, &[json!(1_000_000_000)], &QueryOptions::default(), &mut sink)
+        .unwrap_err();
     assert!(matches!(&err, DriverError::Sink(SinkError(m)) if m == "upload failed"), "{err}");
     assert_eq!(err.to_string(), "row sink failed: upload failed");
     assert_eq!(sink.seen, 10);
@@ -186,6 +187,6 @@ fn sink_error_on_columns_aborts_too() {
         }
     }
     let db = sample_db();
-    let err = db.query("SELECT 1", &[], &QueryOptions::default(), &mut RefuseColumns).unwrap_err();
+    let err = db.query_text("SELECT 1", &[], &QueryOptions::default(), &mut RefuseColumns).unwrap_err();
     assert!(matches!(err, DriverError::Sink(_)), "{err}");
 }

@@ -4,7 +4,7 @@ use drivers::fixture::LARGE_RESULT_SQL;
 use drivers::{Cell, ColumnMeta, QueryOptions, RowSink, SinkError, WireType};
 use serde_json::json;
 
-use crate::common::{Owned, run, sample_db};
+use crate::common::{Owned, QueryText, run, sample_db};
 
 #[test]
 fn cells_keep_the_engine_types() {
@@ -113,7 +113,8 @@ fn large_results_stream_through_the_sink() {
     }
     let db = sample_db();
     let mut sink = Counter { rows: 0 };
-    let stats = db.query(LARGE_RESULT_SQL, &[json!(200_000)], &QueryOptions::default(), &mut sink).unwrap();
+    let stats =
+        db.query_text(LARGE_RESULT_SQL, &[json!(200_000)], &QueryOptions::default(), &mut sink).unwrap();
     assert_eq!((stats.rows, stats.columns), (200_000, 4));
     assert_eq!(sink.rows, 200_000);
 }

@@ -38,6 +38,32 @@ pub enum Dialect {
     Generic,
 }
 
+/// How the driver that runs a text binds positional parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placeholders {
+    /// `?` is bound as is (MySQL, SQLite, every ODBC driver).
+    #[default]
+    Question,
+    /// Only `$1`, `$2`... bind (the PostgreSQL wire protocol): `?` is rewritten before judging.
+    Dollar,
+}
+
+/// What a text is judged for: the engine's dialect and its driver's placeholder style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct Target {
+    /// The engine's SQL dialect.
+    pub dialect: Dialect,
+    /// How its driver binds parameters.
+    pub placeholders: Placeholders,
+}
+
+impl From<Dialect> for Target {
+    fn from(dialect: Dialect) -> Self {
+        Target { dialect, placeholders: Placeholders::Question }
+    }
+}
+
 /// A dialect name that [`Dialect::from_str`] does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownDialect(pub String);

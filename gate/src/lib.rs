@@ -54,7 +54,7 @@ use std::fmt;
 use serde::Serialize;
 use sqlparser::parser::Parser;
 
-pub use dialect::{Dialect, UnknownDialect};
+pub use dialect::{Dialect, Placeholders, Target, UnknownDialect};
 pub use policy::Policy;
 
 /// The largest text any configuration may allow ([`Limits::max_sql_bytes`] is capped to it).
@@ -162,7 +162,7 @@ pub struct Checked {
     #[serde(skip)]
     sql: String,
     #[serde(skip)]
-    dialect: Dialect,
+    target: Target,
 }
 
 impl Checked {
@@ -172,9 +172,15 @@ impl Checked {
         &self.sql
     }
 
-    /// The dialect the text was judged in; a driver for another engine must refuse it.
+    /// The dialect the text was judged in.
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        self.target.dialect
+    }
+
+    /// The dialect and placeholder style the text was judged for; a driver for another target
+    /// must refuse it.
+    pub fn target(&self) -> Target {
+        self.target
     }
 }
 
@@ -187,29 +193,40 @@ pub fn check(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Re
     check_with(sql, 0, dialect, policy, &Limits::default())
 }
 
-/// [`check`] for a text that will be run with `params` positional parameters, under `limits`.
+/// [`check`] for a text that will be run with `params` positional parameters by a driver for
+/// `target`, under `limits`.
 ///
-/// For PostgreSQL, when `params > 0` and the text has no `$n` placeholder of its own, every `?`
-/// outside literals, quoted identifiers and comments becomes `$1`, `$2`... first, and the
-/// rewritten text is what is judged and returned (without parameters `?` stays the jsonb
-/// operator).
+/// For a [`Placeholders::Dollar`] target (the PostgreSQL wire protocol), when `params > 0` and
+/// the text has no `$n` placeholder of its own, every `?` outside literals, quoted identifiers
+/// and comments becomes `$1`, `$2`... first, and the rewritten text is what is judged and
+/// returned (without parameters `?` stays the jsonb operator).
 pub fn check_with(
     sql: &str,
     params: usize,
-    dialect: Dialect,
+    target: impl Into<Target>,
     policy: &Policy,
     limits: &Limits,
 ) -> Result<Checked, Rejection> {
+    let target = target.into();
+    let dialect = target.dialect;
     let max = limits.max_sql_bytes.min(MAX_SQL_BYTES);
     if sql.len() > max {
         return Err(too_large(max));
     }
+    // PostgreSQL parses only `$n` placeholders. The native driver runs the `$n` text; an ODBC
+    // driver gets the original and rewrites `?` itself, so the `$n` form is what both judge.
+    let original = sql;
     let sql = match dialect {
-        Dialect::Postgres if params > 0 => placeholders::question_to_dollar(sql),
+        Dialect::Postgres if params > 0 => placeholders::question_to_dollar(sql, dialect),
         _ => std::borrow::Cow::Borrowed(sql),
     };
     if sql.len() > MAX_SQL_BYTES {
         return Err(too_large(MAX_SQL_BYTES));
+    }
+    if sql != original && !placeholders::stable(original, &sql, dialect) {
+        return Err(Rejection::write(
+            "a `?` placeholder next to `$` changes how the text is read; add a space",
+        ));
     }
     let outcome = if sql.len() <= DEEP_TEXT_BYTES {
         check_text(&sql, dialect, policy)
@@ -220,7 +237,11 @@ pub fn check_with(
         let stack = sql.len().saturating_mul(64).saturating_add(1 << 20);
         stacker::grow(stack, || check_text(&sql, dialect, policy))
     }?;
-    Ok(Checked { sql: sql.into_owned(), dialect, ..outcome })
+    let sql = match target.placeholders {
+        Placeholders::Dollar => sql.into_owned(),
+        Placeholders::Question => original.to_owned(),
+    };
+    Ok(Checked { sql, target, ..outcome })
 }
 
 fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Rejection> {
@@ -259,7 +280,12 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
     if outcome.privacy_denied {
         return Err(Rejection::new(RejectCode::SchemaAccessDenied, SCHEMA_DENIED_REASON));
     }
-    Ok(Checked { tables: outcome.tables, explain: outcome.explain, sql: String::new(), dialect })
+    Ok(Checked {
+        tables: outcome.tables,
+        explain: outcome.explain,
+        sql: String::new(),
+        target: dialect.into(),
+    })
 }
 
 /// The keyword pre-filter alone (spec layer "regex"), lexing like sqlparser's generic dialect
@@ -348,27 +374,28 @@ mod tests {
 
     #[test]
     fn postgres_question_placeholders_are_rewritten_before_the_layers_judge() {
-        let ok = check_with(
-            "SELECT id FROM orders WHERE id = ? AND note <> '?'",
-            1,
-            Dialect::Postgres,
-            &Policy::default(),
-            &Limits::default(),
-        )
-        .unwrap();
+        let pg = Target { dialect: Dialect::Postgres, placeholders: Placeholders::Dollar };
+        let (policy, limits) = (Policy::default(), Limits::default());
+        let ok = check_with("SELECT id FROM orders WHERE id = ? AND note <> '?'", 1, pg, &policy, &limits)
+            .unwrap();
         assert_eq!(ok.sql(), "SELECT id FROM orders WHERE id = $1 AND note <> '?'");
-        assert_eq!(ok.dialect(), Dialect::Postgres);
+        assert_eq!(ok.target(), pg);
         // One string literal before the rewrite; after it, `$$1 ' $$` is a dollar-quoted string
         // and what followed is code, which is what the gate must judge.
         let attack = "SELECT $? ' $$ , pg_advisory_lock(1), $1::text -- '";
-        let err =
-            check_with(attack, 1, Dialect::Postgres, &Policy::default(), &Limits::default()).unwrap_err();
+        let err = check_with(attack, 1, pg, &policy, &limits).unwrap_err();
         assert_eq!(err.code, RejectCode::WriteOperationRejected, "{err}");
-        // Other dialects bind `?` natively; without parameters nothing is rewritten.
-        let ok =
-            check_with("SELECT ? + 1", 1, Dialect::Mysql, &Policy::default(), &Limits::default()).unwrap();
+        assert!(err.reason.contains("placeholder"), "{err}");
+        // The ODBC driver rewrites `?` itself: the `$n` form is judged, the original handed on,
+        // and a rewrite that changes the lexing is refused for it too.
+        let ok = check_with("SELECT ? + 1", 1, Dialect::Postgres, &policy, &limits).unwrap();
         assert_eq!(ok.sql(), "SELECT ? + 1");
-        let ok = check("SELECT data ? 'k' FROM t", Dialect::Postgres, &Policy::default()).unwrap();
+        let err = check_with("SELECT $? ' $$ , 1, $1::text -- '", 1, Dialect::Postgres, &policy, &limits)
+            .unwrap_err();
+        assert!(err.reason.contains("placeholder"), "{err}");
+        let ok = check_with("SELECT ? + 1", 1, Dialect::Mysql, &policy, &limits).unwrap();
+        assert_eq!(ok.sql(), "SELECT ? + 1");
+        let ok = check_with("SELECT data ? 'k' FROM t", 0, pg, &policy, &limits).unwrap();
         assert_eq!(ok.sql(), "SELECT data ? 'k' FROM t");
     }
 }

@@ -19,7 +19,6 @@ use postgres::{Client, Config, NoTls};
 use crate::alarm::Alarm;
 use crate::catalog::{TextRows, TextSink};
 use crate::database::Driver;
-use crate::placeholders::question_to_dollar;
 use crate::pool::{DbPool, Pooled, Session};
 use crate::query::Interrupt;
 use crate::rowbuf::RowBuf;
@@ -204,19 +203,9 @@ impl Driver for PgDb {
         for (i, p) in params.iter().enumerate() {
             types::Param(p).check(i + 1)?;
         }
-        // Without parameters `?` may be the jsonb operator; it is a placeholder when the
-        // text does not parse otherwise (then the count check reports the missing values).
-        let placeholders = if params.is_empty()
-            && crate::placeholders::count_question(sql) > 0
-            && sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql).is_err()
-        {
-            usize::MAX
-        } else {
-            params.len()
-        };
-        let sql = question_to_dollar(sql, placeholders);
+        // The text is exactly what the gate judged (`?` already rewritten there).
         let mut pooled = self.begin(interrupt)?;
-        run(&mut pooled, &sql, params, interrupt, sink)
+        run(&mut pooled, sql, params, interrupt, sink)
     }
 
     fn discover(
