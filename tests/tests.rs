@@ -13,6 +13,7 @@ mod cli_service;
 mod cli_sql_check;
 mod e2e_auth;
 mod e2e_gate;
+mod e2e_hostile;
 mod e2e_postgres;
 mod e2e_query;
 mod protocol_golden;
