@@ -4,6 +4,10 @@
 //! private CA on top of the Mozilla roots), so we plug our own connector into its transport
 //! chain: `TcpConnector` → `ConnectProxyConnector` (HTTP CONNECT proxies) → [`OurTls`].
 //! The result is the same TLS 1.3-only, verifying configuration the WebSocket link uses.
+//!
+//! It carries chunk uploads only, so it is strict: plain `http://` is refused before a socket
+//! is opened, and redirects are not followed (a 3xx comes back as a response), so a chunk goes
+//! to the URL [`crate::uploader::UploadPolicy`] accepted or nowhere.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -29,10 +33,27 @@ pub fn agent(
         .proxy(proxy)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        .max_redirects(0)
         .build();
-    let connector =
-        ().chain(TcpConnector::default()).chain(ConnectProxyConnector::default()).chain(OurTls(tls));
+    let connector = ()
+        .chain(HttpsOnly)
+        .chain(TcpConnector::default()).chain(ConnectProxyConnector::default()).chain(OurTls(tls));
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
+}
+
+/// First in the chain: refuses a plain `http://` URL before any socket is opened.
+#[derive(Debug)]
+pub struct HttpsOnly;
+
+impl<In: Transport> Connector<In> for HttpsOnly {
+    type Out = In;
+
+    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<In>, ureq::Error> {
+        if !details.needs_tls() {
+            return Err(ureq::Error::Tls("plain http refused: uploads use https only"));
+        }
+        Ok(chained)
+    }
 }
 
 /// Wraps an HTTPS connection in TLS with our `ClientConfig`.

@@ -24,8 +24,9 @@ use crate::uploader::{Chunk, ChunkReply};
 /// Where and how large results are uploaded, from the current connection's `connected` frame.
 #[derive(Debug)]
 pub struct UploadTarget {
-    /// HTTPS URL for chunks.
-    pub url: String,
+    /// HTTPS URL for chunks, if [`crate::uploader::UploadPolicy`] accepted the one the cloud
+    /// named; else why not (chunks then fail with `UPLOAD_FAILED`, no request is made).
+    pub url: Result<crate::uploader::UploadUrl, String>,
     /// The session the chunks belong to.
     pub connection_id: String,
     /// Per-connection HMAC key.
@@ -104,7 +105,14 @@ pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>) -> Outbound {
     let options = QueryOptions { timeout: Some(job.timeout), cancel: job.cancel.clone() };
     let outcome = job.db.query(&command.payload.query, &command.payload.params, &options, &mut sink);
     let outcome = outcome
-        .map_err(|e| driver_error(&e, job.timeout))
+        .map_err(|e| {
+            let mut body = driver_error(&e, job.timeout);
+            // An upload that failed for good says whether the command may be retried.
+            if matches!(e, DriverError::Sink(_)) {
+                body.retryable &= sink.upload_retryable;
+            }
+            body
+        })
         .and_then(|stats| sink.finish().map(|p| (p, stats.rows)));
     match outcome {
         Ok((result, row_count)) => Outbound::ExecutionResult(ExecutionResult {
@@ -154,6 +162,8 @@ struct ResultSink<'a> {
     total_bytes: u64,
     hasher: Sha256,
     replies: Option<(Sender<ChunkReply>, Receiver<ChunkReply>)>,
+    /// `retryable` of the chunk failure that stopped the result, if any.
+    upload_retryable: bool,
 }
 
 impl<'a> ResultSink<'a> {
@@ -168,13 +178,15 @@ impl<'a> ResultSink<'a> {
             total_bytes: 0,
             hasher: Sha256::new(),
             replies: None,
+            upload_retryable: true,
         }
     }
 
     fn ship(&mut self, last: bool) -> Result<(), SinkError> {
         let (reply_tx, reply_rx) = self.replies.get_or_insert_with(crossbeam_channel::unbounded);
         // An earlier chunk may already have failed for good: stop reading rows.
-        if let Ok(ChunkReply::Failed { error, .. }) = reply_rx.try_recv() {
+        if let Ok(ChunkReply::Failed { error, retryable, .. }) = reply_rx.try_recv() {
+            self.upload_retryable = retryable;
             return Err(SinkError(error));
         }
         let data =
@@ -222,7 +234,9 @@ impl<'a> ResultSink<'a> {
                     });
                 }
                 Ok(ChunkReply::Stored { .. }) => {}
-                Ok(ChunkReply::Failed { error, .. }) => return Err(upload_failed(error)),
+                Ok(ChunkReply::Failed { error, retryable, .. }) => {
+                    return Err(ErrorBody { retryable, ..upload_failed(error) });
+                }
                 Err(_) => return Err(upload_failed("uploader did not answer".into())),
             }
         }
