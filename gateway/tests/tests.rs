@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod chunks;
+mod limits;
 mod offline;
 mod query;
 mod session;
