@@ -15,15 +15,20 @@ use crate::common::{Chunk, FakeAgent, http_request, start_with, tls_connect, wat
 /// 1 MiB `maxChunkBytes` (4 MiB + 64 KiB).
 const BOMB: usize = 4 << 20;
 
-fn zeros() -> Vec<u8> {
-    vec![0u8; BOMB]
-}
-
 /// A chunk of `len` zeros, compressed as hard as zlib can (about 1:1000).
 fn bomb<'a>(hmac: &[u8], conn: &'a str, cmd: &'a str, seq: u32, len: usize) -> Chunk<'a> {
-    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(&vec![0u8; len]).unwrap();
-    let body = enc.finish().unwrap();
+    static CACHE: std::sync::Mutex<Vec<(usize, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let body = match cache.iter().find(|(n, _)| *n == len) {
+        Some((_, body)) => body.clone(),
+        None => {
+            let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+            enc.write_all(&vec![0u8; len]).unwrap();
+            let body = enc.finish().unwrap();
+            cache.push((len, body.clone()));
+            body
+        }
+    };
     let signature = hex::encode(mini_connector::protocol::chunk_signature(hmac, conn, cmd, seq, false, &body));
     Chunk { connection: conn, command: cmd, seq, last: false, body, signature }
 }
@@ -39,7 +44,7 @@ fn chunks_are_taken_only_for_pending_commands_sent_to_that_connection() {
     let raw = stream(2_000);
 
     // A command id the gateway never sent: 404, nothing inflated, no buffer.
-    let (status, body) = Chunk::signed(&hmac, &conn, "made-up-command", 0, true, &zeros()).post(&gw);
+    let (status, body) = bomb(&hmac, &conn, "made-up-command", 0, BOMB).post(&gw);
     assert_eq!((status, body["code"].as_str(), &body["retryable"]), (404, Some("MALFORMED_MESSAGE"), &false.into()));
     // A command sent to another connection (B's): 404 for A.
     let (_qb, cmd_b) = pending(&gw, &mut b, "B");
@@ -140,7 +145,7 @@ fn per_connection_and_total_caps_hold() {
     let mut a = FakeAgent::connect(&gw, &key_a, "A");
     let mut b = FakeAgent::connect(&gw, &key_b, "B");
     let post = |agent: &FakeAgent, cmd: &str, seq: u32| {
-        Chunk::signed(&agent.hmac_key(), &agent.connection_id(), cmd, seq, false, &zeros()).post(&gw)
+        bomb(&agent.hmac_key(), &agent.connection_id(), cmd, seq, BOMB).post(&gw)
     };
 
     let (_qa1, a1) = pending(&gw, &mut a, "A");
