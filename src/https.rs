@@ -135,3 +135,21 @@ impl Transport for TlsTransport {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    #[test]
+    fn plain_http_is_refused_before_any_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = crate::tls::client_config(None).unwrap();
+        let agent = super::agent(tls, None, Duration::from_secs(5)).unwrap();
+        let err = agent.post(&format!("http://127.0.0.1:{port}/upload")).send(&b"x"[..]).unwrap_err();
+        assert!(err.to_string().contains("plain http refused"), "{err}");
+        assert!(listener.accept().is_err(), "a connection was made");
+    }
+}

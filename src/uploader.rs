@@ -71,6 +71,11 @@ impl UploadUrl {
 
 /// `(host, port)` of an `https`/`wss` URL, the host lower-cased without IPv6 brackets.
 fn host_port(uri: &ureq::http::Uri) -> Option<(String, u16)> {
+    let authority = uri.authority()?.as_str();
+    let tail = authority.rsplit_once(']').map_or(authority, |(_, tail)| tail);
+    if tail.contains(':') && uri.port_u16().is_none() {
+        return None; // a port that is not a number
+    }
     let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
     (!host.is_empty()).then(|| (host, uri.port_u16().unwrap_or(443)))
 }

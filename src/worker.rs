@@ -217,7 +217,7 @@ impl<'a> ResultSink<'a> {
             return Ok(ResultPayload::Inline { columns: self.columns, rows });
         }
         let upload_failed = |e: String| ErrorBody::new(ErrorCode::UploadFailed, e);
-        self.ship(true).map_err(|e| upload_failed(e.0))?;
+        self.ship(true).map_err(|e| ErrorBody { retryable: self.upload_retryable, ..upload_failed(e.0) })?;
         let chunk_count = self.seq;
         let Some((_, replies)) = self.replies.take() else {
             return Err(upload_failed("no chunk was sent".into()));

@@ -15,4 +15,5 @@ mod e2e_auth;
 mod e2e_gate;
 mod e2e_postgres;
 mod e2e_query;
+mod e2e_upload;
 mod protocol_golden;
