@@ -139,3 +139,115 @@ fn upload_hosts_entries_are_checked_when_the_config_loads() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("uploadHosts"), "{err}");
 }
+
+#[test]
+fn a_result_over_the_gateway_cap_fails_for_good() {
+    let dir = TempDir::new("upload-cap");
+    let mut config = GatewayConfig::new(dir.0.join("gateway"));
+    config.max_buffer_bytes = 512 * 1024;
+    let world = World { dir, gateway: Gateway::start(config).unwrap() };
+    let _agent = connected_agent(&world, "Capped", json!({}));
+    match world.gateway.query("Capped", big_query()) {
+        Err(QueryError::Remote(body)) => {
+            assert_eq!(body.code, ErrorCode::UploadFailed, "{body:?}");
+            assert!(body.message.contains("413") && body.message.contains("PAYLOAD_TOO_LARGE"), "{body:?}");
+            assert!(!body.retryable, "over the cap stays over the cap: {body:?}");
+        }
+        other => panic!("expected UPLOAD_FAILED, got {other:?}"),
+    }
+    assert_eq!((world.gateway.buffered_results(), world.gateway.buffered_bytes()), (0, 0));
+}
+
+/// A TLS server with the gateway's certificate that answers every request with a redirect to
+/// `location`, counting the requests.
+fn redirecting_server(cert_dir: &std::path::Path, location: String) -> (Counter, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read as _, Write as _};
+
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_dir.join("cert.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(cert_dir.join("key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (count, stop, requests) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (count2, stop2, requests2) = (count.clone(), stop.clone(), requests.clone());
+    let thread = std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            if stop2.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(tcp) = tcp else { continue };
+            count2.fetch_add(1, Ordering::SeqCst);
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            // Read the head and the body, then redirect.
+            let mut buf = Vec::new();
+            let mut piece = [0u8; 8192];
+            let complete = loop {
+                let Ok(n) = tls.read(&mut piece) else { break false };
+                if n == 0 {
+                    break false;
+                }
+                buf.extend_from_slice(&piece[..n]);
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break true;
+                }
+            };
+            if complete {
+                requests2.fetch_add(1, Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = tls.write_all(answer.as_bytes());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        }
+    });
+    (Counter { addr, count, stop, thread: Some(thread) }, requests)
+}
+
+#[test]
+fn redirects_from_the_upload_host_are_not_followed() {
+    let target = Counter::start();
+    let dir = TempDir::new("upload-redirect");
+    // Generate the gateway's certificate first, so the fake upload host can present it.
+    Gateway::start(GatewayConfig::new(dir.0.join("gateway"))).unwrap().shutdown();
+    let (fake, requests) =
+        redirecting_server(&dir.0.join("gateway").join("tls"), format!("http://{}/upload", target.addr));
+    let mut config = GatewayConfig::new(dir.0.join("gateway"));
+    config.upload_url = Some(format!("https://127.0.0.1:{}/upload", fake.addr.port()));
+    let world = World { dir, gateway: Gateway::start(config).unwrap() };
+    let allowed = format!("127.0.0.1:{}", fake.addr.port());
+    let _agent = connected_agent(&world, "Redirected", json!({ "uploadHosts": [allowed] }));
+    match world.gateway.query("Redirected", big_query()) {
+        Err(QueryError::Remote(body)) => {
+            assert_eq!(body.code, ErrorCode::UploadFailed, "{body:?}");
+            assert!(body.message.contains("307") && body.message.contains("redirects are not followed"), "{body:?}");
+            assert!(!body.retryable, "{body:?}");
+        }
+        other => panic!("expected UPLOAD_FAILED, got {other:?}"),
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "one POST to the allowed host, no retry");
+    assert_eq!(target.connections(), 0, "the redirect target was never dialled");
+    assert!(fake.connections() >= 1);
+}
