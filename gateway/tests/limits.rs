@@ -13,10 +13,10 @@ use crate::common::{Chunk, FakeAgent, http_request, start_with, tls_connect, wat
 
 /// 4 MiB of zeros: about 4 KB once compressed, just under the per-chunk inflate cap of a
 /// 1 MiB `maxChunkBytes` (4 MiB + 64 KiB).
-const BOMB: usize = 4 << 20;
+pub const BOMB: usize = 4 << 20;
 
 /// A chunk of `len` zeros, compressed as hard as zlib can (about 1:1000).
-fn bomb<'a>(hmac: &[u8], conn: &'a str, cmd: &'a str, seq: u32, len: usize) -> Chunk<'a> {
+pub fn bomb<'a>(hmac: &[u8], conn: &'a str, cmd: &'a str, seq: u32, len: usize) -> Chunk<'a> {
     static CACHE: std::sync::Mutex<Vec<(usize, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let body = match cache.iter().find(|(n, _)| *n == len) {

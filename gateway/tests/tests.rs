@@ -6,6 +6,7 @@ mod admin;
 mod chunks;
 mod limits;
 mod offline;
+mod process;
 mod query;
 mod session;
 mod storage;
