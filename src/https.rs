@@ -35,9 +35,11 @@ pub fn agent(
         .http_status_as_error(false)
         .max_redirects(0)
         .build();
-    let connector = ()
-        .chain(HttpsOnly)
-        .chain(TcpConnector::default()).chain(ConnectProxyConnector::default()).chain(OurTls(tls));
+    let connector =
+        ().chain(HttpsOnly)
+            .chain(TcpConnector::default())
+            .chain(ConnectProxyConnector::default())
+            .chain(OurTls(tls));
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
 }
 

@@ -220,7 +220,8 @@ pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<Joi
 fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, UploadError> {
     let target = &chunk.target;
     // No request at all to a URL the policy refused (checked when the session started).
-    let url = target.url.as_ref().map_err(|reason| UploadError::fatal(format!("upload refused: {reason}")))?;
+    let url =
+        target.url.as_ref().map_err(|reason| UploadError::fatal(format!("upload refused: {reason}")))?;
     let mut encoder = ZlibEncoder::new(Vec::with_capacity(chunk.data.len() / 4), Compression::fast());
     encoder.write_all(&chunk.data).map_err(|e| UploadError::retryable(e.to_string()))?;
     let body = encoder.finish().map_err(|e| UploadError::retryable(e.to_string()))?;
@@ -293,7 +294,8 @@ mod tests {
 
     #[test]
     fn only_https_to_the_cloud_host_and_port_or_a_listed_host_passes() {
-        let policy = UploadPolicy::new("wss://Cloud.Example.com/ws", &["files.example.com:8443".into()]).unwrap();
+        let policy =
+            UploadPolicy::new("wss://Cloud.Example.com/ws", &["files.example.com:8443".into()]).unwrap();
         assert!(policy.check("https://cloud.example.com/upload").is_ok());
         assert!(policy.check("https://cloud.example.com:443/upload?t=1").is_ok());
         assert!(policy.check("https://files.example.com:8443/u").is_ok());
@@ -328,7 +330,10 @@ mod tests {
 
     #[test]
     fn errors_and_logs_show_only_the_origin() {
-        assert_eq!(super::url_origin("https://h.example.com/upload?token=s3cret"), "https://h.example.com:443");
+        assert_eq!(
+            super::url_origin("https://h.example.com/upload?token=s3cret"),
+            "https://h.example.com:443"
+        );
         assert_eq!(super::url_origin("http://[::1]:80/x"), "http://[::1]:80");
         let policy = UploadPolicy::new("wss://cloud.example.com/ws", &[]).unwrap();
         let err = policy.check("http://evil.example.net/upload?token=s3cret").unwrap_err();

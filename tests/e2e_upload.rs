@@ -134,7 +134,8 @@ fn a_host_listed_in_upload_hosts_is_used() {
 fn upload_hosts_entries_are_checked_when_the_config_loads() {
     let world = World::new("upload-hosts-config");
     let key = world.key("Bad");
-    let config = world.agent_config("Bad", key.expose(), json!({ "uploadHosts": ["https://x.example.com/u"] }));
+    let config =
+        world.agent_config("Bad", key.expose(), json!({ "uploadHosts": ["https://x.example.com/u"] }));
     let (code, _out, err) = crate::support::cli(&["config", "check", "--config", config.to_str().unwrap()]);
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("uploadHosts"), "{err}");
@@ -165,17 +166,16 @@ fn redirecting_server(cert_dir: &std::path::Path, location: String) -> (Counter,
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{Read as _, Write as _};
 
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_dir.join("cert.pem"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert_dir.join("cert.pem")).unwrap().collect::<Result<_, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_file(cert_dir.join("key.pem")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
     let config = Arc::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -242,7 +242,10 @@ fn redirects_from_the_upload_host_are_not_followed() {
     match world.gateway.query("Redirected", big_query()) {
         Err(QueryError::Remote(body)) => {
             assert_eq!(body.code, ErrorCode::UploadFailed, "{body:?}");
-            assert!(body.message.contains("307") && body.message.contains("redirects are not followed"), "{body:?}");
+            assert!(
+                body.message.contains("307") && body.message.contains("redirects are not followed"),
+                "{body:?}"
+            );
             assert!(!body.retryable, "{body:?}");
         }
         other => panic!("expected UPLOAD_FAILED, got {other:?}"),

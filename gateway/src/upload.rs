@@ -272,7 +272,9 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             ChunkPermission::Unknown => {
                 return Err((
                     404,
-                    format!("no pending command {command_id} was sent to this connection; chunk {seq} not stored"),
+                    format!(
+                        "no pending command {command_id} was sent to this connection; chunk {seq} not stored"
+                    ),
                     false,
                 ));
             }
@@ -347,7 +349,9 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             Ok(0) => break None,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Some((400, ErrorCode::MalformedMessage, format!("chunk {seq} is not zlib data: {e}"))),
+            Err(e) => {
+                break Some((400, ErrorCode::MalformedMessage, format!("chunk {seq} is not zlib data: {e}")));
+            }
         };
         if (plain.len() + n) as u64 > chunk_cap {
             break Some((

@@ -152,12 +152,9 @@ impl FakeAgent {
     /// Opens a WebSocket to the gateway at `addr` (`ws_url` is its `wss://` URL).
     pub fn open_at(addr: std::net::SocketAddr, ws_url: &str, tls: Arc<ClientConfig>) -> Self {
         let stream = tls_connect_to(addr, tls);
-        let (ws, response) = tungstenite::client::client_with_config(
-            ws_url,
-            stream,
-            Some(mini_connector::wsio::ws_config()),
-        )
-        .unwrap();
+        let (ws, response) =
+            tungstenite::client::client_with_config(ws_url, stream, Some(mini_connector::wsio::ws_config()))
+                .unwrap();
         assert_eq!(response.status().as_u16(), 101);
         Self { ws, connected: None }
     }

@@ -29,7 +29,8 @@ pub fn bomb<'a>(hmac: &[u8], conn: &'a str, cmd: &'a str, seq: u32, len: usize) 
             body
         }
     };
-    let signature = hex::encode(mini_connector::protocol::chunk_signature(hmac, conn, cmd, seq, false, &body));
+    let signature =
+        hex::encode(mini_connector::protocol::chunk_signature(hmac, conn, cmd, seq, false, &body));
     Chunk { connection: conn, command: cmd, seq, last: false, body, signature }
 }
 
@@ -45,7 +46,10 @@ fn chunks_are_taken_only_for_pending_commands_sent_to_that_connection() {
 
     // A command id the gateway never sent: 404, nothing inflated, no buffer.
     let (status, body) = bomb(&hmac, &conn, "made-up-command", 0, BOMB).post(&gw);
-    assert_eq!((status, body["code"].as_str(), &body["retryable"]), (404, Some("MALFORMED_MESSAGE"), &false.into()));
+    assert_eq!(
+        (status, body["code"].as_str(), &body["retryable"]),
+        (404, Some("MALFORMED_MESSAGE"), &false.into())
+    );
     // A command sent to another connection (B's): 404 for A.
     let (_qb, cmd_b) = pending(&gw, &mut b, "B");
     let (status, _) = Chunk::signed(&hmac, &conn, &cmd_b.command_id, 0, true, &raw).post(&gw);

@@ -72,8 +72,9 @@ fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("admin.json")).unwrap()).unwrap();
     let ws_url = doc["wsUrl"].as_str().unwrap().to_owned();
     let addr: SocketAddr = ws_url.trim_start_matches("wss://").trim_end_matches("/ws").parse().unwrap();
-    let tls = mini_connector::tls::client_config(Some(std::path::Path::new(doc["caCertPath"].as_str().unwrap())))
-        .unwrap();
+    let tls =
+        mini_connector::tls::client_config(Some(std::path::Path::new(doc["caCertPath"].as_str().unwrap())))
+            .unwrap();
 
     let mut agent = FakeAgent::open_at(addr, &ws_url, tls.clone());
     let connected = match agent.auth(&key, "A") {
@@ -116,7 +117,11 @@ fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
         mib(after_unknown),
         mib(after_pending)
     );
-    assert!(after_unknown < before + (8 << 20), "unknown ids grew RSS by {:.1} MiB", mib(after_unknown - before));
+    assert!(
+        after_unknown < before + (8 << 20),
+        "unknown ids grew RSS by {:.1} MiB",
+        mib(after_unknown - before)
+    );
     assert!(
         after_pending < before + (48 << 20),
         "a capped result grew RSS by {:.1} MiB",
