@@ -11,6 +11,12 @@
 //! frames on its channel and wake it ("send, then wake"), so a command is written at once and
 //! an idle session costs no CPU.
 //!
+//! Limits (see [`GatewayConfig`]): chunks only for commands sent to that connection and not yet
+//! answered; buffered results capped, decompressed, per result, per connection and in total;
+//! at most `max_connections` connections; deadlines for the TLS handshake, request heads and
+//! bodies. `gateway.db`, `admin.json` and the generated key are owner-only (0600) in directories
+//! the gateway creates 0700.
+//!
 //! Queries ([`Gateway::query`]) are commands with a TTL: a connector that is offline gets them
 //! when it connects (the offline queue); a command written to a session that then drops goes
 //! back into the queue and is delivered again, with the same command id and idempotency key,
