@@ -10,9 +10,10 @@
 //! (`max_buffer_bytes`), per connection (`max_connection_buffer_bytes`) and in total
 //! (`max_total_buffer_bytes`); a chunk also may not inflate to more than 4 × `maxChunkBytes` +
 //! 64 KiB. Chunks are inflated 64 KiB at a time and each step is reserved against the caps
-//! *before* it is kept, so a zlib bomb is refused after at most one step past the cap, never
-//! allocated. A refused chunk ends its result: the buffer is freed at once (not at the TTL) and
-//! the answer says `"retryable": false`.
+//! *before* it is kept, so a zlib bomb is refused at the step that would pass a cap: at most
+//! one 64 KiB step beyond what the caps allow is ever inflated, and it is not kept. A refused
+//! chunk ends its result: the buffer is freed at once (not at the TTL) and the answer says
+//! `"retryable": false`.
 
 use std::collections::HashMap;
 use std::io::Read as _;
