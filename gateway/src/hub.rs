@@ -94,13 +94,21 @@ pub enum GatewayEvent {
     },
 }
 
-/// A connection counted against `max_connections`; dropping it frees the place.
+/// Most connections the admin API serves at once (it is on loopback; its own budget, so a
+/// flood on the HTTPS port does not lock the operator out).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// A connection counted against its listener's limit; dropping it frees the place.
 #[derive(Debug)]
-pub(crate) struct ConnectionSlot(Arc<Hub>);
+pub(crate) struct ConnectionSlot {
+    hub: Arc<Hub>,
+    admin: bool,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
+        let counter = if self.admin { &self.hub.admin_connections } else { &self.hub.open_connections };
+        counter.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -238,6 +246,8 @@ pub(crate) struct Hub {
     next_socket: AtomicU64,
     /// Connections being served on the HTTPS port.
     open_connections: AtomicUsize,
+    /// Connections being served on the admin port.
+    admin_connections: AtomicUsize,
     /// Connection threads, joined at shutdown.
     pub threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -273,6 +283,7 @@ impl Hub {
             sockets: Mutex::default(),
             next_socket: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
+            admin_connections: AtomicUsize::new(0),
             threads: Mutex::default(),
         }
     }
@@ -296,13 +307,17 @@ impl Hub {
 
     // -- sockets of connection threads ---------------------------------------------------
 
-    /// Counts a new connection on the HTTPS port if there is room for it.
-    pub fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let max = self.config.max_connections;
-        self.open_connections
+    /// Counts a new connection on the HTTPS port (or the admin port) if there is room for it.
+    pub fn admit_connection(self: &Arc<Self>, admin: bool) -> Option<ConnectionSlot> {
+        let (counter, max) = if admin {
+            (&self.admin_connections, ADMIN_MAX_CONNECTIONS)
+        } else {
+            (&self.open_connections, self.config.max_connections)
+        };
+        counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
             .ok()
-            .map(|_| ConnectionSlot(self.clone()))
+            .map(|_| ConnectionSlot { hub: self.clone(), admin })
     }
 
     pub fn open_connections(&self) -> usize {

@@ -40,7 +40,11 @@ pub(crate) struct TimedTcp {
 }
 
 impl TimedTcp {
-    fn set_deadline(&mut self, deadline: Option<Instant>) {
+    pub(crate) fn new(tcp: TcpStream, deadline: Option<Instant>) -> Self {
+        Self { tcp, deadline }
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
 }
@@ -85,7 +89,7 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerC
             }
         };
         let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let Some(slot) = hub.admit_connection() else {
+        let Some(slot) = hub.admit_connection(false) else {
             tracing::warn!(%peer, max = hub.config.max_connections, "too many connections; closing a new one");
             hub.emit(crate::GatewayEvent::ConnectionRefused { peer });
             drop(tcp);

@@ -253,6 +253,7 @@ fn slow_clients_are_cut_at_the_handshake_head_and_body_deadlines() {
         c.handshake_timeout = limit;
         c.header_timeout = limit;
         c.body_timeout = limit;
+        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     });
     let within = |took: Duration, what: &str| {
         assert!(took >= limit - Duration::from_millis(150), "{what}: cut too early ({took:?})");
@@ -297,6 +298,14 @@ fn slow_clients_are_cut_at_the_handshake_head_and_body_deadlines() {
     );
     within(took, "body");
     wait_until("every slow connection is gone", || gw.open_connections() == 0);
+
+    // The admin API (plain HTTP) has the same head deadline.
+    let tcp = TcpStream::connect(gw.admin_addr().unwrap()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let (mut w, mut r) = (tcp.try_clone().unwrap(), tcp);
+    w.write_all(b"GET /admin/health HTTP/1.1\r\n").unwrap();
+    let took = trickle(|| w.write_all(b"x").is_ok(), || is_close(r.read(&mut [0u8; 64])));
+    within(took, "admin head");
 }
 
 #[cfg(unix)]
