@@ -547,3 +547,20 @@ fn schema(dir: &Path, connector: &str, refresh: Option<u64>) -> Result<(), Failu
     print_json(&entry["schema"]);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("8m"), Ok(8 << 20));
+        for bad in ["", "0", "MiB", "12 parsecs", "-1", "99999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
