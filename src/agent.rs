@@ -103,6 +103,10 @@ impl Agent {
             databases,
             config.schema_policy.iter().map(|(name, policy)| (name.clone(), policy.to_gate())).collect(),
             config.command_limits(),
+        )
+        .with_upload_policy(
+            crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)
+                .map_err(|reason| anyhow::anyhow!("invalid config field `uploadHosts`: {reason}"))?,
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;
         Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader, control })

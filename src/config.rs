@@ -91,6 +91,10 @@ pub struct AgentConfig {
     /// Extra CA certificate (PEM) to trust for the gateway, e.g. a private CA or SSL inspection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert_path: Option<PathBuf>,
+    /// Hosts besides `cloudUrl`'s that the cloud may name as the chunk upload URL in
+    /// `connected`: `host` (port 443) or `host:port`. Uploads are `https` only, always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upload_hosts: Vec<String>,
     /// HTTP CONNECT proxy, `http://host:port`.
     #[serde(default)]
     pub proxy_url: Option<String>,
@@ -324,6 +328,9 @@ impl AgentConfig {
         }
         if self.cloud_url.parse::<ureq::http::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
             return field("cloudUrl", "is not a valid URL with a host");
+        }
+        if let Err(reason) = crate::uploader::UploadPolicy::new(&self.cloud_url, &self.upload_hosts) {
+            return field("uploadHosts", &reason);
         }
         if let Err(reason) = crate::secrets::check_api_key_ref(&self.api_key_ref) {
             return field("apiKeyRef", &reason);

@@ -4,6 +4,10 @@
 //! private CA on top of the Mozilla roots), so we plug our own connector into its transport
 //! chain: `TcpConnector` → `ConnectProxyConnector` (HTTP CONNECT proxies) → [`OurTls`].
 //! The result is the same TLS 1.3-only, verifying configuration the WebSocket link uses.
+//!
+//! It carries chunk uploads only, so it is strict: plain `http://` is refused before a socket
+//! is opened, and redirects are not followed (a 3xx comes back as a response), so a chunk goes
+//! to the URL [`crate::uploader::UploadPolicy`] accepted or nowhere.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -29,10 +33,29 @@ pub fn agent(
         .proxy(proxy)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        .max_redirects(0)
         .build();
     let connector =
-        ().chain(TcpConnector::default()).chain(ConnectProxyConnector::default()).chain(OurTls(tls));
+        ().chain(HttpsOnly)
+            .chain(TcpConnector::default())
+            .chain(ConnectProxyConnector::default())
+            .chain(OurTls(tls));
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
+}
+
+/// First in the chain: refuses a plain `http://` URL before any socket is opened.
+#[derive(Debug)]
+pub struct HttpsOnly;
+
+impl<In: Transport> Connector<In> for HttpsOnly {
+    type Out = In;
+
+    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<In>, ureq::Error> {
+        if !details.needs_tls() {
+            return Err(ureq::Error::Tls("plain http refused: uploads use https only"));
+        }
+        Ok(chained)
+    }
 }
 
 /// Wraps an HTTPS connection in TLS with our `ClientConfig`.
@@ -112,5 +135,23 @@ impl Transport for TlsTransport {
 
     fn is_tls(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    #[test]
+    fn plain_http_is_refused_before_any_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = crate::tls::client_config(None).unwrap();
+        let agent = super::agent(tls, None, Duration::from_secs(5)).unwrap();
+        let err = agent.post(&format!("http://127.0.0.1:{port}/upload")).send(&b"x"[..]).unwrap_err();
+        assert!(err.to_string().contains("plain http refused"), "{err}");
+        assert!(listener.accept().is_err(), "a connection was made");
     }
 }

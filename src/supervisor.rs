@@ -141,6 +141,8 @@ pub struct Supervisor {
     policies: HashMap<String, gate::Policy>,
     limits: crate::config::CommandLimits,
     upload: Option<Arc<UploadTarget>>,
+    /// Where chunks may be uploaded (`cloudUrl`'s host, `uploadHosts`).
+    upload_policy: crate::uploader::UploadPolicy,
     in_flight: HashMap<String, InFlight>,
     schema: Option<Vec<drivers::DatabaseSchema>>,
     discovering: bool,
@@ -200,6 +202,7 @@ impl Supervisor {
             policies,
             limits,
             upload: None,
+            upload_policy: crate::uploader::UploadPolicy::deny_all(),
             in_flight: HashMap::new(),
             schema: None,
             discovering: false,
@@ -221,6 +224,12 @@ impl Supervisor {
                 received_at: HashMap::new(),
             },
         }
+    }
+
+    /// Sets where chunks may be uploaded; without it every upload URL is refused.
+    pub fn with_upload_policy(mut self, policy: crate::uploader::UploadPolicy) -> Self {
+        self.upload_policy = policy;
+        self
     }
 
     /// Runs until a shutdown message (or every sender is gone). Returns the shutdown reason.
@@ -288,8 +297,16 @@ impl Supervisor {
                     "connected to the cloud"
                 );
                 let upload = &connected.upload;
+                let url = self.upload_policy.check(&upload.url);
+                if let Err(reason) = &url {
+                    tracing::warn!(
+                        "refusing the upload URL the cloud named: {reason}. No chunk will be sent there; \
+                         results too large to travel inline fail with UPLOAD_FAILED. If that host is \
+                         legitimate, list it in `uploadHosts` in the configuration"
+                    );
+                }
                 self.upload = Some(Arc::new(UploadTarget {
-                    url: upload.url.clone(),
+                    url,
                     connection_id: connected.connection_id.clone(),
                     key: upload.hmac_key.clone(),
                     max_chunk_bytes: usize::try_from(upload.max_chunk_bytes.clamp(4096, 64 << 20))

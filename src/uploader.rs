@@ -4,6 +4,14 @@
 //! zlib-compressed, signed with the connection's HMAC key over its position and bytes, and sent
 //! with up to three attempts and exponential backoff. Chunks are taken from a bounded channel in
 //! order, so the sequence numbers of one result arrive in order.
+//!
+//! **Where chunks may go.** The cloud names the upload URL in `connected`; the agent does not
+//! take its word for it. [`UploadPolicy`] accepts only `https` to the host and port of
+//! `cloudUrl`, or to a host the configuration lists in `uploadHosts`; the supervisor checks the
+//! URL once per session and the uploader can only POST to an [`UploadUrl`] that passed. A
+//! refused URL means no request at all: chunks fail with `UPLOAD_FAILED` (not retryable) and a
+//! warning is logged when the session starts. Redirects are not followed (see
+//! [`crate::https`]), so an accepted URL cannot bounce a chunk elsewhere either.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -42,6 +50,103 @@ pub struct Chunk {
     pub reply: Sender<ChunkReply>,
 }
 
+/// The hosts chunks may be POSTed to: `https` only, to the host and port of `cloudUrl` or to
+/// an entry of `uploadHosts` (`host` = port 443, `host:port`, `[v6]:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPolicy {
+    /// `(lower-case host without brackets, port)`; the first is the cloud's.
+    allowed: Vec<(String, u16)>,
+}
+
+/// An upload URL that [`UploadPolicy::check`] accepted; nothing else can make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadUrl(String);
+
+impl UploadUrl {
+    /// The URL as the cloud sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `(host, port)` of an `https`/`wss` URL, the host lower-cased without IPv6 brackets.
+fn host_port(uri: &ureq::http::Uri) -> Option<(String, u16)> {
+    let authority = uri.authority()?.as_str();
+    let tail = authority.rsplit_once(']').map_or(authority, |(_, tail)| tail);
+    if tail.contains(':') && uri.port_u16().is_none() {
+        return None; // a port that is not a number
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    (!host.is_empty()).then(|| (host, uri.port_u16().unwrap_or(443)))
+}
+
+/// `scheme://host:port` of a URL, for logs and errors (never its path or query, which may carry
+/// a token).
+pub fn url_origin(url: &str) -> String {
+    match url.parse::<ureq::http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), host_port(&uri)) {
+            (Some(scheme), Some((host, port))) if host.contains(':') => format!("{scheme}://[{host}]:{port}"),
+            (Some(scheme), Some((host, port))) => format!("{scheme}://{host}:{port}"),
+            _ => "(no host)".into(),
+        },
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+impl UploadPolicy {
+    /// The policy for an agent whose cloud is `cloud_url` (`wss://host[:port]/...`) and whose
+    /// configuration allows `upload_hosts` besides it. `Err` names the bad entry.
+    pub fn new(cloud_url: &str, upload_hosts: &[String]) -> Result<Self, String> {
+        let cloud = cloud_url
+            .parse::<ureq::http::Uri>()
+            .ok()
+            .and_then(|uri| host_port(&uri))
+            .ok_or_else(|| format!("cloudUrl `{}` has no host", url_origin(cloud_url)))?;
+        let mut allowed = vec![cloud];
+        for entry in upload_hosts {
+            let entry = entry.trim();
+            if entry.is_empty() || entry.contains(['/', '@', '?', '#']) || entry.contains("://") {
+                return Err(format!("`{entry}` is not a host or host:port (no scheme, path or user)"));
+            }
+            let parsed = format!("https://{entry}/")
+                .parse::<ureq::http::Uri>()
+                .ok()
+                .and_then(|uri| host_port(&uri))
+                .ok_or_else(|| format!("`{entry}` is not a host or host:port"))?;
+            allowed.push(parsed);
+        }
+        Ok(Self { allowed })
+    }
+
+    /// A policy that accepts nothing (a supervisor built without one fails closed).
+    pub fn deny_all() -> Self {
+        Self { allowed: Vec::new() }
+    }
+
+    /// Accepts `url` if it is `https` to an allowed host and port, without user info.
+    pub fn check(&self, url: &str) -> Result<UploadUrl, String> {
+        let origin = url_origin(url);
+        let uri: ureq::http::Uri =
+            url.parse().map_err(|_| format!("upload URL `{origin}` is not a valid URL"))?;
+        if !uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+            return Err(format!("upload URL `{origin}` is not https; chunks travel over TLS only"));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!("upload URL `{origin}` carries user info"));
+        }
+        let Some(target) = host_port(&uri) else {
+            return Err(format!("upload URL `{origin}` has no host"));
+        };
+        if self.allowed.contains(&target) {
+            Ok(UploadUrl(url.to_owned()))
+        } else {
+            Err(format!(
+                "upload URL `{origin}` is neither the host and port of cloudUrl nor listed in uploadHosts"
+            ))
+        }
+    }
+}
+
 /// Outcome of one chunk.
 #[derive(Debug)]
 pub enum ChunkReply {
@@ -58,7 +163,27 @@ pub enum ChunkReply {
         seq: u32,
         /// Why, for the `UPLOAD_FAILED` error.
         error: String,
+        /// Whether the cloud may retry the command (`UPLOAD_FAILED.retryable`): false when
+        /// the upload URL was refused or the gateway said its refusal is final (over a cap).
+        retryable: bool,
     },
+}
+
+/// Why a chunk could not be stored.
+#[derive(Debug)]
+struct UploadError {
+    message: String,
+    retryable: bool,
+}
+
+impl UploadError {
+    fn retryable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+
+    fn fatal(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
 }
 
 /// Starts the uploader. It ends when every `Sender<Chunk>` is dropped.
@@ -76,7 +201,7 @@ pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<Joi
             }
             let reply = match upload(&agent, &chunk) {
                 Ok(buffer_key) => ChunkReply::Stored { seq: chunk.seq, buffer_key },
-                Err(error) => {
+                Err(UploadError { message: error, retryable }) => {
                     tracing::warn!(command = %chunk.command_id, seq = chunk.seq, %error, "chunk upload failed");
                     if !chunk.last {
                         if failed.len() == 64 {
@@ -84,7 +209,7 @@ pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<Joi
                         }
                         failed.push_back(chunk.command_id.clone());
                     }
-                    ChunkReply::Failed { seq: chunk.seq, error }
+                    ChunkReply::Failed { seq: chunk.seq, error, retryable }
                 }
             };
             let _ = chunk.reply.send(reply);
@@ -92,11 +217,14 @@ pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<Joi
     })
 }
 
-fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, String> {
-    let mut encoder = ZlibEncoder::new(Vec::with_capacity(chunk.data.len() / 4), Compression::fast());
-    encoder.write_all(&chunk.data).map_err(|e| e.to_string())?;
-    let body = encoder.finish().map_err(|e| e.to_string())?;
+fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, UploadError> {
     let target = &chunk.target;
+    // No request at all to a URL the policy refused (checked when the session started).
+    let url =
+        target.url.as_ref().map_err(|reason| UploadError::fatal(format!("upload refused: {reason}")))?;
+    let mut encoder = ZlibEncoder::new(Vec::with_capacity(chunk.data.len() / 4), Compression::fast());
+    encoder.write_all(&chunk.data).map_err(|e| UploadError::retryable(e.to_string()))?;
+    let body = encoder.finish().map_err(|e| UploadError::retryable(e.to_string()))?;
     let signature = hex::encode(chunk_signature(
         target.key.expose(),
         &target.connection_id,
@@ -109,10 +237,10 @@ fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, String> {
     let mut last_error = String::new();
     for attempt in 1..=ATTEMPTS {
         if chunk.cancel.is_cancelled() {
-            return Err("command cancelled".into());
+            return Err(UploadError::retryable("command cancelled"));
         }
         let response = agent
-            .post(&target.url)
+            .post(url.as_str())
             .header("content-type", "application/x-ndjson")
             .header("content-encoding", "deflate")
             .header(headers::CONNECTION, &target.connection_id)
@@ -126,18 +254,28 @@ fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, String> {
                 let status = response.status().as_u16();
                 let text = response.body_mut().read_to_string().unwrap_or_default();
                 if status == 200 {
-                    let value: serde_json::Value =
-                        serde_json::from_str(&text).map_err(|e| format!("bad upload response: {e}"))?;
+                    let value: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| UploadError::retryable(format!("bad upload response: {e}")))?;
                     return value["bufferKey"]
                         .as_str()
                         .map(str::to_owned)
-                        .ok_or_else(|| "upload response has no bufferKey".to_owned());
+                        .ok_or_else(|| UploadError::retryable("upload response has no bufferKey"));
                 }
                 last_error =
                     format!("gateway answered {status}: {}", text.chars().take(300).collect::<String>());
+                // Redirects are not followed: the chunk goes to the accepted URL or nowhere.
+                if (300..400).contains(&status) {
+                    return Err(UploadError::fatal(format!("{last_error} (redirects are not followed)")));
+                }
                 // 4xx: the gateway refused this chunk; retrying the same bytes cannot help.
+                // Its error body says whether the command may be retried (`retryable: false`
+                // for a result over the gateway's caps).
                 if (400..500).contains(&status) && status != 408 && status != 429 {
-                    return Err(last_error);
+                    let flag = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["retryable"].as_bool());
+                    let retryable = flag.unwrap_or(status != 413);
+                    return Err(UploadError { message: last_error, retryable });
                 }
             }
             Err(e) => last_error = format!("attempt {attempt}: {e}"),
@@ -147,5 +285,58 @@ fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, String> {
             delay *= 2;
         }
     }
-    Err(format!("chunk {} failed after {ATTEMPTS} attempts: {last_error}", chunk.seq))
+    Err(UploadError::retryable(format!("chunk {} failed after {ATTEMPTS} attempts: {last_error}", chunk.seq)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UploadPolicy;
+
+    #[test]
+    fn only_https_to_the_cloud_host_and_port_or_a_listed_host_passes() {
+        let policy =
+            UploadPolicy::new("wss://Cloud.Example.com/ws", &["files.example.com:8443".into()]).unwrap();
+        assert!(policy.check("https://cloud.example.com/upload").is_ok());
+        assert!(policy.check("https://cloud.example.com:443/upload?t=1").is_ok());
+        assert!(policy.check("https://files.example.com:8443/u").is_ok());
+        for (url, why) in [
+            ("http://cloud.example.com/upload", "not https"),
+            ("HTTP://cloud.example.com/upload", "not https"),
+            ("https://cloud.example.com:8443/upload", "neither"),
+            ("https://evil.example.net/upload", "neither"),
+            ("https://cloud.example.com.evil.net/upload", "neither"),
+            ("https://cloud.example.com@evil.net/upload", "user info"),
+            ("https://files.example.com/u", "neither"),
+            ("wss://cloud.example.com/upload", "not https"),
+            ("/upload", "not https"),
+            ("not a url at all", "not a valid URL"),
+        ] {
+            let err = policy.check(url).unwrap_err();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+        let v6 = UploadPolicy::new("wss://[::1]:9443/ws", &[]).unwrap();
+        assert!(v6.check("https://[::1]:9443/upload").is_ok());
+        assert!(v6.check("https://127.0.0.1:9443/upload").is_err());
+        assert!(UploadPolicy::deny_all().check("https://cloud.example.com/upload").is_err());
+    }
+
+    #[test]
+    fn bad_upload_hosts_entries_are_refused() {
+        for entry in ["https://x.example.com", "x.example.com/path", "user@x.example.com", "", "x:notaport"] {
+            assert!(UploadPolicy::new("wss://cloud.example.com/ws", &[entry.into()]).is_err(), "{entry}");
+        }
+        assert!(UploadPolicy::new("wss://cloud.example.com/ws", &["[::1]:8443".into(), "h".into()]).is_ok());
+    }
+
+    #[test]
+    fn errors_and_logs_show_only_the_origin() {
+        assert_eq!(
+            super::url_origin("https://h.example.com/upload?token=s3cret"),
+            "https://h.example.com:443"
+        );
+        assert_eq!(super::url_origin("http://[::1]:80/x"), "http://[::1]:80");
+        let policy = UploadPolicy::new("wss://cloud.example.com/ws", &[]).unwrap();
+        let err = policy.check("http://evil.example.net/upload?token=s3cret").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 }

@@ -24,8 +24,9 @@ use crate::uploader::{Chunk, ChunkReply};
 /// Where and how large results are uploaded, from the current connection's `connected` frame.
 #[derive(Debug)]
 pub struct UploadTarget {
-    /// HTTPS URL for chunks.
-    pub url: String,
+    /// HTTPS URL for chunks, if [`crate::uploader::UploadPolicy`] accepted the one the cloud
+    /// named; else why not (chunks then fail with `UPLOAD_FAILED`, no request is made).
+    pub url: Result<crate::uploader::UploadUrl, String>,
     /// The session the chunks belong to.
     pub connection_id: String,
     /// Per-connection HMAC key.
@@ -117,7 +118,14 @@ pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>) -> Outbound {
                     job.max_result_bytes
                 ),
             ),
-            e => driver_error(&e, job.timeout),
+            e => {
+                let mut body = driver_error(&e, job.timeout);
+                // An upload that failed for good says whether the command may be retried.
+                if matches!(e, DriverError::Sink(_)) {
+                    body.retryable &= sink.upload_retryable;
+                }
+                body
+            }
         })
         .and_then(|stats| sink.finish().map(|p| (p, stats.rows)));
     match outcome {
@@ -170,6 +178,8 @@ struct ResultSink<'a> {
     too_large: bool,
     hasher: Sha256,
     replies: Option<(Sender<ChunkReply>, Receiver<ChunkReply>)>,
+    /// `retryable` of the chunk failure that stopped the result, if any.
+    upload_retryable: bool,
 }
 
 impl<'a> ResultSink<'a> {
@@ -185,13 +195,15 @@ impl<'a> ResultSink<'a> {
             too_large: false,
             hasher: Sha256::new(),
             replies: None,
+            upload_retryable: true,
         }
     }
 
     fn ship(&mut self, last: bool) -> Result<(), SinkError> {
         let (reply_tx, reply_rx) = self.replies.get_or_insert_with(crossbeam_channel::unbounded);
         // An earlier chunk may already have failed for good: stop reading rows.
-        if let Ok(ChunkReply::Failed { error, .. }) = reply_rx.try_recv() {
+        if let Ok(ChunkReply::Failed { error, retryable, .. }) = reply_rx.try_recv() {
+            self.upload_retryable = retryable;
             return Err(SinkError(error));
         }
         let data =
@@ -222,7 +234,7 @@ impl<'a> ResultSink<'a> {
             return Ok(ResultPayload::Inline { columns: self.columns, rows });
         }
         let upload_failed = |e: String| ErrorBody::new(ErrorCode::UploadFailed, e);
-        self.ship(true).map_err(|e| upload_failed(e.0))?;
+        self.ship(true).map_err(|e| ErrorBody { retryable: self.upload_retryable, ..upload_failed(e.0) })?;
         let chunk_count = self.seq;
         let Some((_, replies)) = self.replies.take() else {
             return Err(upload_failed("no chunk was sent".into()));
@@ -239,7 +251,9 @@ impl<'a> ResultSink<'a> {
                     });
                 }
                 Ok(ChunkReply::Stored { .. }) => {}
-                Ok(ChunkReply::Failed { error, .. }) => return Err(upload_failed(error)),
+                Ok(ChunkReply::Failed { error, retryable, .. }) => {
+                    return Err(ErrorBody { retryable, ..upload_failed(error) });
+                }
                 Err(_) => return Err(upload_failed("uploader did not answer".into())),
             }
         }

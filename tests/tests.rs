@@ -16,4 +16,5 @@ mod e2e_gate;
 mod e2e_hostile;
 mod e2e_postgres;
 mod e2e_query;
+mod e2e_upload;
 mod protocol_golden;

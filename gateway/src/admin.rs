@@ -1,5 +1,6 @@
 //! The admin API: plain HTTP on loopback, `Authorization: Bearer <token>`, one thread per
-//! connection, one request per connection.
+//! connection, one request per connection. At most 64 connections at once; the request head and
+//! body have the same deadlines as on the HTTPS port (`header_timeout`, `body_timeout`).
 //!
 //! | route | body | answer |
 //! |---|---|---|
@@ -13,7 +14,7 @@
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mini_connector::protocol::{ErrorCode, Inbound, SchemaRequest};
 use serde::Deserialize;
@@ -23,6 +24,7 @@ use crate::http::{HeadError, read_body, read_head, write_json};
 use crate::hub::Hub;
 use crate::keys::constant_time_eq;
 use crate::query::{QueryError, QueryRequest};
+use crate::server::TimedTcp;
 use crate::{GatewayError, spawn_named};
 
 const MAX_BODY: u64 = 1024 * 1024;
@@ -42,8 +44,13 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, info: Arc<AdminI
             break;
         }
         let Ok(tcp) = stream else { continue };
+        let Some(slot) = hub.admit_connection(true) else {
+            tracing::warn!("too many admin connections; closing a new one");
+            continue;
+        };
         let (hub2, info2) = (hub.clone(), info.clone());
         let spawned = spawn_named("gw-admin-conn".into(), move || {
+            let _slot = slot;
             let id = hub2.track_socket(&tcp);
             if let Err(e) = handle(&hub2, &info2, tcp) {
                 tracing::debug!("admin connection ended: {e}");
@@ -62,9 +69,9 @@ fn error(code: &str, message: impl Into<String>, retryable: bool) -> Value {
     json!({ "error": { "code": code, "message": message.into(), "retryable": retryable } })
 }
 
-fn handle(hub: &Arc<Hub>, info: &AdminInfo, mut tcp: TcpStream) -> io::Result<()> {
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream) -> io::Result<()> {
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut tcp = TimedTcp::new(tcp, Some(Instant::now() + hub.config.header_timeout));
     let mut buf = Vec::new();
     let head = match read_head(&mut tcp, &mut buf) {
         Ok(head) => head,
@@ -103,6 +110,7 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, mut tcp: TcpStream) -> io::Result<()
     if len > MAX_BODY {
         return write_json(&mut tcp, 413, &error("PAYLOAD_TOO_LARGE", "body too large", false), false);
     }
+    tcp.set_deadline(Some(Instant::now() + hub.config.body_timeout));
     let body = read_body(&mut tcp, &mut buf, len as usize)?;
     let (status, answer) = route(hub, info, &head.method, &head.path, &body);
     write_json(&mut tcp, status, &answer, false)

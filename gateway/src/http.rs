@@ -196,9 +196,10 @@ pub(crate) fn write_json<S: Write, T: Serialize>(
     write_response(stream, status, "application/json", &body, keep_alive)
 }
 
-/// `{"code": ..., "message": ...}`.
+/// `{"code": ..., "message": ..., "retryable": false}`: every error the HTTPS port answers is
+/// final for the request as sent (the spec's error body; over-cap chunks included).
 pub(crate) fn error_body(code: &str, message: impl Into<String>) -> serde_json::Value {
-    serde_json::json!({ "code": code, "message": message.into() })
+    serde_json::json!({ "code": code, "message": message.into(), "retryable": false })
 }
 
 /// Calls the admin API of a running gateway: one request, `Connection: close`. Returns the

@@ -1,12 +1,12 @@
 //! The state every gateway thread shares: live sessions, connector status, pending commands
 //! (the offline queue included), upload buffers and event subscribers.
 //!
-//! **Lock order:** `commands` before `sessions`; no other lock is taken while one of these two
-//! is held, except `subscribers` (a leaf).
+//! **Lock order:** `commands` before `sessions` before `uploads`; no other lock is taken while
+//! one of these is held, except `subscribers` (a leaf).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +23,20 @@ use sha2::{Digest, Sha256};
 use crate::keys::{KeyRecord, KeyStore};
 use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest, parse_ndjson};
 use crate::upload::UploadStore;
+
+/// Answered command ids remembered, so a late chunk for one gets `409` rather than `404`.
+const ANSWERED_REMEMBERED: usize = 4096;
+
+/// Whether a chunk may be stored for a command ([`Hub::with_chunk_permission`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkPermission {
+    /// Sent to this connection and not answered yet.
+    Pending,
+    /// Answered (acknowledged, failed, timed out or expired) not long ago.
+    Answered,
+    /// Never sent to this connection, or answered long ago.
+    Unknown,
+}
 use crate::{GatewayConfig, GatewayError};
 
 /// Something that happened, for tests and monitoring ([`crate::Gateway::subscribe`]).
@@ -66,6 +80,11 @@ pub enum GatewayEvent {
         /// The message sent back.
         message: String,
     },
+    /// A new connection on the HTTPS port was closed at once: `max_connections` were open.
+    ConnectionRefused {
+        /// The client's address.
+        peer: String,
+    },
     /// A chunk upload was refused.
     ChunkRejected {
         /// `x-mc-command` of the request (empty when missing).
@@ -73,6 +92,24 @@ pub enum GatewayEvent {
         /// The code answered.
         code: ErrorCode,
     },
+}
+
+/// Most connections the admin API serves at once (it is on loopback; its own budget, so a
+/// flood on the HTTPS port does not lock the operator out).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// A connection counted against its listener's limit; dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    hub: Arc<Hub>,
+    admin: bool,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let counter = if self.admin { &self.hub.admin_connections } else { &self.hub.open_connections };
+        counter.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A connector as the admin API shows it.
@@ -166,6 +203,24 @@ struct PendingCommand {
 struct Commands {
     next_seq: u64,
     by_id: HashMap<String, PendingCommand>,
+    /// Recently answered command ids, oldest first (at most `ANSWERED_REMEMBERED`).
+    answered: VecDeque<String>,
+    answered_set: HashSet<String>,
+}
+
+impl Commands {
+    /// Removes a command that is answered now and remembers its id.
+    fn retire(&mut self, command_id: &str) -> Option<PendingCommand> {
+        let pending = self.by_id.remove(command_id)?;
+        if self.answered.len() == ANSWERED_REMEMBERED
+            && let Some(old) = self.answered.pop_front()
+        {
+            self.answered_set.remove(&old);
+        }
+        self.answered.push_back(command_id.to_owned());
+        self.answered_set.insert(command_id.to_owned());
+        Some(pending)
+    }
 }
 
 /// What the session thread does after a frame was handled.
@@ -189,6 +244,10 @@ pub(crate) struct Hub {
     /// WebSocket session (closed gracefully first).
     sockets: Mutex<HashMap<u64, (TcpStream, bool)>>,
     next_socket: AtomicU64,
+    /// Connections being served on the HTTPS port.
+    open_connections: AtomicUsize,
+    /// Connections being served on the admin port.
+    admin_connections: AtomicUsize,
     /// Connection threads, joined at shutdown.
     pub threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -223,6 +282,8 @@ impl Hub {
             subscribers: Mutex::default(),
             sockets: Mutex::default(),
             next_socket: AtomicU64::new(0),
+            open_connections: AtomicUsize::new(0),
+            admin_connections: AtomicUsize::new(0),
             threads: Mutex::default(),
         }
     }
@@ -245,6 +306,23 @@ impl Hub {
     }
 
     // -- sockets of connection threads ---------------------------------------------------
+
+    /// Counts a new connection on the HTTPS port (or the admin port) if there is room for it.
+    pub fn admit_connection(self: &Arc<Self>, admin: bool) -> Option<ConnectionSlot> {
+        let (counter, max) = if admin {
+            (&self.admin_connections, ADMIN_MAX_CONNECTIONS)
+        } else {
+            (&self.open_connections, self.config.max_connections)
+        };
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ConnectionSlot { hub: self.clone(), admin })
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::SeqCst)
+    }
 
     pub fn track_socket(&self, tcp: &TcpStream) -> Option<u64> {
         let clone = tcp.try_clone().ok()?;
@@ -347,6 +425,33 @@ impl Hub {
             .iter()
             .find(|(_, s)| s.connection_id == connection_id)
             .map(|(name, s)| (name.clone(), s.hmac_key.clone()))
+    }
+
+    /// Runs `f` with whether a chunk of `command_id` may be stored for `connection_id`, and the
+    /// upload store, both under the commands lock: an answer cannot slip in between.
+    pub fn with_chunk_permission<R>(
+        &self,
+        connection_id: &str,
+        command_id: &str,
+        f: impl FnOnce(ChunkPermission, &mut UploadStore) -> R,
+    ) -> R {
+        let commands = self.commands.lock().unwrap();
+        let permission = match commands.by_id.get(command_id) {
+            Some(p) if p.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) => {
+                ChunkPermission::Pending
+            }
+            _ if commands.answered_set.contains(command_id) => ChunkPermission::Answered,
+            _ => ChunkPermission::Unknown,
+        };
+        let mut store = self.uploads.lock().unwrap();
+        f(permission, &mut store)
+    }
+
+    /// Retires an answered command and frees its upload buffers at once.
+    fn retire(&self, commands: &mut Commands, command_id: &str) -> Option<PendingCommand> {
+        let pending = commands.retire(command_id);
+        self.uploads.lock().unwrap().release_command(command_id);
+        pending
     }
 
     /// Kicks the session that authenticated with this key (it was revoked).
@@ -489,7 +594,7 @@ impl Hub {
         queued.sort();
         for (_, id) in queued {
             if commands.by_id[&id].expires <= now {
-                if let Some(p) = commands.by_id.remove(&id) {
+                if let Some(p) = self.retire(&mut commands, &id) {
                     tracing::info!(connector, command = %id, "offline command expired");
                     let _ = p.tx.send(Err(expired_error(&id)));
                 }
@@ -505,7 +610,7 @@ impl Hub {
     fn complete(&self, connector: &str, command_id: &str, reply: impl FnOnce(Option<Instant>) -> Reply) {
         let mut commands = self.commands.lock().unwrap();
         if commands.by_id.get(command_id).is_some_and(|p| p.connector == connector)
-            && let Some(p) = commands.by_id.remove(command_id)
+            && let Some(p) = self.retire(&mut commands, command_id)
         {
             let _ = p.tx.send(reply(p.sent.map(|(_, at)| at)));
         }
@@ -532,6 +637,7 @@ impl Hub {
         for (_, p) in commands.by_id.drain() {
             let _ = p.tx.send(Err(offline_error(message)));
         }
+        self.uploads.lock().unwrap().clear();
     }
 
     // -- frames from agents ---------------------------------------------------------------
@@ -641,19 +747,16 @@ impl Hub {
         sha256: &str,
     ) -> Result<(Vec<u8>, Vec<mini_connector::protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError>
     {
-        let buffer = {
-            let mut uploads = self.uploads.lock().unwrap();
-            match uploads.take(buffer_key) {
-                Some(b) if b.connector == connector && b.command_id == command_id => b,
-                Some(b) => {
-                    // Not this connector's or this command's buffer: put it back untouched.
-                    let mismatch = format!("buffer {buffer_key} does not belong to command {command_id}");
-                    drop(uploads);
-                    self.uploads.lock().unwrap().put_back(buffer_key, b);
-                    return Err(QueryError::Integrity(mismatch));
-                }
-                None => return Err(QueryError::Integrity(format!("no uploaded chunks under {buffer_key}"))),
+        let taken = self.uploads.lock().unwrap().take(buffer_key, connector, command_id);
+        let buffer = match taken {
+            Ok(Some(b)) => b,
+            // Not this connector's or this command's buffer: it stays untouched.
+            Err(()) => {
+                return Err(QueryError::Integrity(format!(
+                    "buffer {buffer_key} does not belong to command {command_id}"
+                )));
             }
+            Ok(None) => return Err(QueryError::Integrity(format!("no uploaded chunks under {buffer_key}"))),
         };
         if !buffer.complete {
             return Err(QueryError::Integrity(format!("{buffer_key}: the final chunk never arrived")));
@@ -664,20 +767,21 @@ impl Hub {
                 buffer.next_seq
             )));
         }
-        if buffer.data.len() as u64 != byte_count {
+        if buffer.len() != byte_count {
             return Err(QueryError::Integrity(format!(
                 "{buffer_key}: {} bytes reassembled, {byte_count} announced",
-                buffer.data.len()
+                buffer.len()
             )));
         }
-        let digest = hex::encode(Sha256::digest(&buffer.data));
+        let data = buffer.into_data();
+        let digest = hex::encode(Sha256::digest(&data));
         if !digest.eq_ignore_ascii_case(sha256.trim()) {
             return Err(QueryError::Integrity(format!(
                 "{buffer_key}: sha256 {digest} does not match the announced {sha256}"
             )));
         }
-        let (columns, rows) = parse_ndjson(&buffer.data)?;
-        Ok((buffer.data, columns, rows))
+        let (columns, rows) = parse_ndjson(&data)?;
+        Ok((data, columns, rows))
     }
 }
 
@@ -725,11 +829,11 @@ impl PendingQuery {
             }
             let queued = commands.by_id.get(&self.command_id).is_some_and(|p| p.sent.is_none());
             if queued && SystemTime::now() >= self.expires {
-                commands.by_id.remove(&self.command_id);
+                self.hub.retire(&mut commands, &self.command_id);
                 return Err(expired_error(&self.command_id));
             }
             if Instant::now() >= self.deadline {
-                commands.by_id.remove(&self.command_id);
+                self.hub.retire(&mut commands, &self.command_id);
                 return Err(QueryError::Timeout);
             }
         }

@@ -142,10 +142,21 @@ fn validate_name(name: &str) -> Result<(), GatewayError> {
 }
 
 impl KeyStore {
-    /// Opens (creating if needed) `<data_dir>/gateway.db`.
+    /// Opens (creating if needed) `<data_dir>/gateway.db`, owner-only: the directory is created
+    /// 0700 and the database 0600 (SQLite gives its journal files the database's mode).
     pub fn open(data_dir: &Path) -> Result<Self, GatewayError> {
-        std::fs::create_dir_all(data_dir)?;
-        let conn = Connection::open(data_dir.join("gateway.db"))?;
+        crate::tls::create_private_dir(data_dir)?;
+        let path = data_dir.join("gateway.db");
+        crate::tls::make_private(&path)?;
+        for suffix in ["-journal", "-wal", "-shm"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            if side.exists() {
+                crate::tls::make_private(&side)?;
+            }
+        }
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self { db: Arc::new(Mutex::new(conn)), on_revoke: None })

@@ -11,6 +11,12 @@
 //! frames on its channel and wake it ("send, then wake"), so a command is written at once and
 //! an idle session costs no CPU.
 //!
+//! Limits (see [`GatewayConfig`]): chunks only for commands sent to that connection and not yet
+//! answered; buffered results capped, decompressed, per result, per connection and in total;
+//! at most `max_connections` connections; deadlines for the TLS handshake, request heads and
+//! bodies. `gateway.db`, `admin.json` and the generated key are owner-only (0600) in directories
+//! the gateway creates 0700.
+//!
 //! Queries ([`Gateway::query`]) are commands with a TTL: a connector that is offline gets them
 //! when it connects (the offline queue); a command written to a session that then drops goes
 //! back into the queue and is delivered again, with the same command id and idempotency key,
@@ -81,13 +87,34 @@ pub struct GatewayConfig {
     pub auth_timeout: Duration,
     /// How long an unacknowledged upload buffer is kept.
     pub buffer_ttl: Duration,
+    /// The upload URL handed out in `connected`; `None` = `https://<Host the agent dialed>/upload`
+    /// (the same listener). Set it when uploads go through another name (a load balancer).
+    pub upload_url: Option<String>,
+    /// Largest reassembled (decompressed) result kept for one command.
+    pub max_buffer_bytes: u64,
+    /// Most decompressed bytes buffered for one connection (all its results together).
+    pub max_connection_buffer_bytes: u64,
+    /// Most decompressed bytes buffered for all connections together.
+    pub max_total_buffer_bytes: u64,
+    /// Most connections served at once on the HTTPS port (WebSocket sessions, uploads and
+    /// handshakes alike); one more is closed at once, before TLS.
+    pub max_connections: usize,
+    /// Time a client has for the TLS handshake, from the accept.
+    pub handshake_timeout: Duration,
+    /// Time a client has to send a whole request head, from its first byte (or from the end of
+    /// the handshake for the first request).
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body once its head is in.
+    pub body_timeout: Duration,
 }
 
 impl GatewayConfig {
     /// Defaults: `127.0.0.1:0` (a free port: embedders and tests run many gateways side by
     /// side; `connector-gateway serve` defaults to `127.0.0.1:8443`), no admin API, self-signed
     /// certificate, 1 MiB chunks, 256 KiB inline, 90 s idle timeout, 4 h command TTL, 10 s auth
-    /// timeout, 24 h buffers.
+    /// timeout, 24 h buffers; upload buffers capped at 256 MiB per result, 512 MiB per
+    /// connection and 1 GiB in total; 512 connections; 10 s for the TLS handshake, 10 s for a
+    /// request head, 30 s for a request body.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -101,6 +128,14 @@ impl GatewayConfig {
             default_command_ttl: Duration::from_secs(4 * 60 * 60),
             auth_timeout: Duration::from_secs(10),
             buffer_ttl: Duration::from_secs(24 * 60 * 60),
+            upload_url: None,
+            max_buffer_bytes: 256 << 20,
+            max_connection_buffer_bytes: 512 << 20,
+            max_total_buffer_bytes: 1 << 30,
+            max_connections: 512,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -140,7 +175,7 @@ impl Gateway {
     /// Opens the key database, loads or creates the certificate, binds the listeners and
     /// starts the accept threads.
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        tls::create_private_dir(&config.data_dir)?;
         let keys = KeyStore::open(&config.data_dir)?;
         let files = tls::cert_files(&config.data_dir, config.cert.as_ref())?;
         let tls_config = tls::server_config(&files)?;
@@ -274,6 +309,16 @@ impl Gateway {
     /// Number of result buffers held in memory (uploaded, not yet acknowledged).
     pub fn buffered_results(&self) -> usize {
         self.hub.uploads.lock().unwrap().len()
+    }
+
+    /// Decompressed bytes held (or being decompressed) in upload buffers, all connections.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.hub.uploads.lock().unwrap().total_bytes()
+    }
+
+    /// Connections being served on the HTTPS port right now.
+    pub fn open_connections(&self) -> usize {
+        self.hub.open_connections()
     }
 
     /// Sends `shutdown` to live agents, closes every connection and joins every thread.

@@ -100,6 +100,49 @@ struct ServeArgs {
     /// How long a command waits for an offline connector.
     #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
     command_ttl: Duration,
+    /// Upload URL handed to agents; default https://<host they dialed>/upload. Agents accept
+    /// only https to their cloudUrl's host or to a host in their uploadHosts.
+    #[arg(long)]
+    upload_url: Option<String>,
+    /// Largest decompressed result buffered for one command (e.g. 256MiB).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_buffer_bytes: u64,
+    /// Most decompressed result bytes buffered for one agent connection.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    max_connection_buffer_bytes: u64,
+    /// Most decompressed result bytes buffered in total.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    max_total_buffer_bytes: u64,
+    /// Most connections served at once (sessions and uploads); more are closed at once.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Time a client has for the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// Time a client has to send a request head.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a client has to send a request body.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+}
+
+/// `1048576`, `512KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`... as powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size like 256MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("`{text}`: unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` must be positive and below 16 EiB"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +262,14 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     config.max_inline_bytes = args.max_inline_bytes;
     config.session_idle_timeout = args.idle_timeout;
     config.default_command_ttl = args.command_ttl;
+    config.upload_url = args.upload_url;
+    config.max_buffer_bytes = args.max_buffer_bytes;
+    config.max_connection_buffer_bytes = args.max_connection_buffer_bytes;
+    config.max_total_buffer_bytes = args.max_total_buffer_bytes;
+    config.max_connections = args.max_connections as usize;
+    config.handshake_timeout = args.handshake_timeout;
+    config.header_timeout = args.header_timeout;
+    config.body_timeout = args.body_timeout;
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = tx.try_send(());
@@ -495,4 +546,21 @@ fn schema(dir: &Path, connector: &str, refresh: Option<u64>) -> Result<(), Failu
     }
     print_json(&entry["schema"]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("8m"), Ok(8 << 20));
+        for bad in ["", "0", "MiB", "12 parsecs", "-1", "99999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,11 +1,19 @@
 //! The HTTPS port: an accept thread, one thread per connection (TLS handshake, request head,
 //! route): `GET /ws` upgrades to a session, `POST /upload` takes a chunk (keep-alive), anything
 //! else is `404`.
+//!
+//! **Limits.** At most `max_connections` connections are served at once; one more is closed
+//! right after `accept`, before any TLS work. Slow clients are cut by deadlines, not by
+//! per-read timeouts (a client trickling a byte at a time would reset those forever): the TLS
+//! handshake must finish within `handshake_timeout` of the accept, a request head within
+//! `header_timeout` (of the handshake for the first request, of its first byte for the next
+//! ones on a keep-alive connection, which may idle up to 30 s in between), a body within
+//! `body_timeout`. [`TimedTcp`] enforces them on every socket read, below TLS.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mini_connector::protocol::{ErrorCode, MAX_CHUNK_BYTES, WS_PATH};
 use mini_connector::wsio::{PolledWebSocket, ws_config};
@@ -18,12 +26,53 @@ use crate::http::{HeadError, RequestHead, error_body, read_body, read_head, writ
 use crate::hub::Hub;
 use crate::{session, spawn_named, upload};
 
-/// Time for the TLS handshake and for a request once its first byte arrived.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a write may block (the client does not read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a keep-alive connection may sit idle between requests.
 const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 
-type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+/// A TCP stream whose reads fail with `TimedOut` once `deadline` has passed, however the bytes
+/// trickle in. `None` = plain reads (the WebSocket session has its own timers).
+#[derive(Debug)]
+pub(crate) struct TimedTcp {
+    tcp: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl TimedTcp {
+    pub(crate) fn new(tcp: TcpStream, deadline: Option<Instant>) -> Self {
+        Self { tcp, deadline }
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+}
+
+impl Read for TimedTcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow: deadline passed"));
+            }
+            self.tcp.set_read_timeout(Some(left))?;
+        }
+        self.tcp.read(buf)
+    }
+}
+
+impl io::Write for TimedTcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+type TlsStream = StreamOwned<ServerConnection, TimedTcp>;
 
 /// Accepts connections until the hub stops (the stopper connects once to unblock `accept`).
 pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerConfig>) {
@@ -40,10 +89,18 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerC
             }
         };
         let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let Some(slot) = hub.admit_connection(false) else {
+            tracing::warn!(%peer, max = hub.config.max_connections, "too many connections; closing a new one");
+            hub.emit(crate::GatewayEvent::ConnectionRefused { peer });
+            drop(tcp);
+            continue;
+        };
+        let accepted = Instant::now();
         let (hub2, tls2) = (hub.clone(), tls.clone());
         let spawned = spawn_named(format!("gw-conn {peer}"), move || {
+            let _slot = slot;
             let id = hub2.track_socket(&tcp);
-            if let Err(e) = handle_connection(&hub2, tls2, tcp, id) {
+            if let Err(e) = handle_connection(&hub2, tls2, tcp, id, accepted) {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             hub2.untrack_socket(id);
@@ -62,21 +119,24 @@ fn handle_connection(
     tls: Arc<ServerConfig>,
     tcp: TcpStream,
     socket_id: Option<u64>,
+    accepted: Instant,
 ) -> io::Result<()> {
     tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
-    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let raw = tcp.try_clone()?;
     let local = tcp.local_addr()?;
     let conn = ServerConnection::new(tls).map_err(io::Error::other)?;
-    let mut stream = StreamOwned::new(conn, tcp);
+    let sock = TimedTcp { tcp, deadline: Some(accepted + hub.config.handshake_timeout) };
+    let mut stream = StreamOwned::new(conn, sock);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock)?;
     }
     let mut buf = Vec::new();
-    match serve_requests(hub, &mut stream, &raw, &mut buf) {
+    match serve_requests(hub, &mut stream, &mut buf) {
         Ok(Some(head)) => {
             hub.socket_is_session(socket_id);
+            stream.sock.set_deadline(None);
+            raw.set_read_timeout(None)?;
             upgrade(hub, stream, raw, local, head, buf)
         }
         result => {
@@ -90,18 +150,24 @@ fn handle_connection(
 
 /// Serves HTTP requests until the connection should close (`Ok(None)`) or a valid WebSocket
 /// upgrade arrives (`Ok(Some(head))`).
-fn serve_requests(
-    hub: &Hub,
-    stream: &mut TlsStream,
-    raw: &TcpStream,
-    buf: &mut Vec<u8>,
-) -> io::Result<Option<RequestHead>> {
+fn serve_requests(hub: &Hub, stream: &mut TlsStream, buf: &mut Vec<u8>) -> io::Result<Option<RequestHead>> {
     let mut first = true;
     loop {
-        if !first {
-            raw.set_read_timeout(Some(KEEP_ALIVE_IDLE))?;
+        if !first && buf.is_empty() {
+            // Keep-alive: wait (at most KEEP_ALIVE_IDLE) for the next request to start.
+            stream.sock.set_deadline(Some(Instant::now() + KEEP_ALIVE_IDLE));
+            let mut byte = [0u8; 1];
+            match stream.read(&mut byte) {
+                Ok(0) => return Ok(None),
+                Ok(_) => buf.push(byte[0]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
         }
         first = false;
+        stream.sock.set_deadline(Some(Instant::now() + hub.config.header_timeout));
         let head = match read_head(stream, buf) {
             Ok(head) => head,
             Err(HeadError::Closed) => return Ok(None),
@@ -115,7 +181,6 @@ fn serve_requests(
                 return write_json(stream, 400, &body, false).map(|_| None);
             }
         };
-        raw.set_read_timeout(Some(IO_TIMEOUT))?;
         match (head.method.as_str(), head.path.as_str()) {
             ("GET", path) if path == WS_PATH => {
                 if !head.header_has_token("upgrade", "websocket") {
@@ -174,6 +239,7 @@ fn upload_request(
         write_json(stream, 413, &error_body(ErrorCode::PayloadTooLarge.as_str(), message), false)?;
         return Ok(false);
     }
+    stream.sock.set_deadline(Some(Instant::now() + hub.config.body_timeout));
     let body = read_body(stream, buf, len as usize)?;
     let (status, answer) = upload::handle(hub, head, &body);
     let keep = head.keep_alive();
@@ -204,7 +270,10 @@ fn upgrade(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     write_response_raw(&mut stream, response.as_bytes())?;
-    let upload_url = format!("https://{}/upload", public_host(&head, local));
+    let upload_url = match &hub.config.upload_url {
+        Some(url) => url.clone(),
+        None => format!("https://{}/upload", public_host(&head, local)),
+    };
     let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(ws_config()));
     let (ws, waker) = PolledWebSocket::new(ws, &raw)?;
     session::run(hub.clone(), ws, waker, upload_url);

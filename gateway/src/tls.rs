@@ -32,13 +32,49 @@ pub(crate) fn cert_files(
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }
-    fs::create_dir_all(&dir)?;
+    create_private_dir(&dir)?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     let certified = rcgen::generate_simple_self_signed(names)?;
     write_private(&files.key, certified.signing_key.serialize_pem().as_bytes())?;
     fs::write(&files.cert, certified.cert.pem())?;
     tracing::info!(cert = %files.cert.display(), "generated a self-signed certificate");
     Ok(files)
+}
+
+/// Creates a directory (and missing parents) only its owner can enter (mode 0700 on Unix).
+/// A directory that already exists keeps its mode: it may be one the operator chose and shares.
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), GatewayError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(path)?;
+    Ok(())
+}
+
+/// Makes an existing file owner-only (mode 0600 on Unix); a missing file is created empty so.
+pub(crate) fn make_private(path: &Path) -> Result<(), GatewayError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    drop(file);
+    Ok(())
 }
 
 /// Writes a file only its owner can read (mode 0600 on Unix).

@@ -1,5 +1,19 @@
 //! `POST /upload`: signed, zlib-compressed slices of a result stream, reassembled in memory
 //! per `<connectionId>:<commandId>` until the result is acknowledged or the TTL runs out.
+//!
+//! **Who may upload what.** A chunk is taken only for a command this gateway wrote to that very
+//! connection and that is not answered yet ([`Hub::chunk_permission`]); a chunk for a command
+//! already answered (`ack` sent, error, timeout) is `409`, one for a command never sent there is
+//! `404`, and neither creates a buffer. When the command completes, its buffers go at once.
+//!
+//! **Memory.** Every byte held is counted, decompressed, against three caps: per result
+//! (`max_buffer_bytes`), per connection (`max_connection_buffer_bytes`) and in total
+//! (`max_total_buffer_bytes`); a chunk also may not inflate to more than 4 × `maxChunkBytes` +
+//! 64 KiB. Chunks are inflated 64 KiB at a time and each step is reserved against the caps
+//! *before* it is kept, so a zlib bomb is refused at the step that would pass a cap: at most
+//! one 64 KiB step beyond what the caps allow is ever inflated, and it is not kept. A refused
+//! chunk ends its result: the buffer is freed at once (not at the TTL) and the answer says
+//! `"retryable": false`.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -10,17 +24,25 @@ use mini_connector::protocol::{ErrorCode, headers, verify_chunk_signature};
 use sha2::{Digest, Sha256};
 
 use crate::http::{RequestHead, error_body};
-use crate::hub::{GatewayEvent, Hub};
+use crate::hub::{ChunkPermission, GatewayEvent, Hub};
 
-/// Largest reassembled result kept for one command.
-const MAX_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
+/// Inflate step: the most bytes decompressed before they are counted against the caps.
+const INFLATE_STEP: usize = 64 * 1024;
 
 /// One result being reassembled.
 #[derive(Debug)]
 pub(crate) struct Buffer {
+    /// Tells a buffer from a later one under the same key (reservations name it).
+    id: u64,
+    pub connection_id: String,
     pub connector: String,
     pub command_id: String,
-    pub data: Vec<u8>,
+    /// Stored chunks, decompressed, each allocated to its exact size.
+    segments: Vec<Vec<u8>>,
+    /// Bytes in `segments`.
+    bytes: u64,
+    /// Bytes reserved by chunks being inflated right now.
+    reserved: u64,
     /// Next expected sequence number (= chunks stored).
     pub next_seq: u32,
     /// The final chunk arrived.
@@ -30,37 +52,153 @@ pub(crate) struct Buffer {
     created: Instant,
 }
 
-/// Every buffer in memory.
+impl Buffer {
+    /// Decompressed bytes stored.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The reassembled stream.
+    pub fn into_data(self) -> Vec<u8> {
+        let mut data = Vec::with_capacity(usize::try_from(self.bytes).unwrap_or(0));
+        for segment in self.segments {
+            data.extend_from_slice(&segment);
+        }
+        data
+    }
+}
+
+/// Which cap a chunk would break.
+#[derive(Debug)]
+enum CapError {
+    Buffer(u64),
+    Connection(u64),
+    Total(u64),
+    /// The buffer was released meanwhile (the command completed).
+    Gone,
+}
+
+/// Every buffer in memory and what they hold.
 #[derive(Debug, Default)]
 pub(crate) struct UploadStore {
     buffers: HashMap<String, Buffer>,
+    /// connection id -> bytes held or reserved by its buffers.
+    per_connection: HashMap<String, u64>,
+    /// Bytes held or reserved by every buffer.
+    total: u64,
+    next_id: u64,
 }
 
 impl UploadStore {
-    fn purge(&mut self, ttl: Duration) {
-        self.buffers.retain(|key, b| {
-            let keep = b.created.elapsed() < ttl;
-            if !keep {
-                tracing::info!(buffer = %key, "purging an unacknowledged result buffer after its TTL");
+    /// Drops a buffer and everything it holds or has reserved from the counts.
+    fn forget(&mut self, buffer: &Buffer) {
+        let held = buffer.bytes + buffer.reserved;
+        self.total = self.total.saturating_sub(held);
+        if let Some(n) = self.per_connection.get_mut(&buffer.connection_id) {
+            *n = n.saturating_sub(held);
+            if *n == 0 {
+                self.per_connection.remove(&buffer.connection_id);
             }
-            keep
-        });
+        }
     }
 
-    /// Removes and returns a buffer (the result was received; the buffer is released).
-    pub fn take(&mut self, key: &str) -> Option<Buffer> {
-        self.buffers.remove(key)
+    fn remove(&mut self, key: &str) -> Option<Buffer> {
+        let buffer = self.buffers.remove(key)?;
+        self.forget(&buffer);
+        Some(buffer)
     }
 
-    /// Returns a buffer taken by mistake.
-    pub fn put_back(&mut self, key: &str, buffer: Buffer) {
-        self.buffers.insert(key.to_owned(), buffer);
+    fn purge(&mut self, ttl: Duration) {
+        let old: Vec<String> =
+            self.buffers.iter().filter(|(_, b)| b.created.elapsed() >= ttl).map(|(k, _)| k.clone()).collect();
+        for key in old {
+            tracing::info!(buffer = %key, "purging an unacknowledged result buffer after its TTL");
+            self.remove(&key);
+        }
     }
 
-    /// Number of buffers held (for tests and diagnostics).
+    /// Removes and returns the buffer of `key` if it belongs to this connector and command.
+    pub fn take(&mut self, key: &str, connector: &str, command_id: &str) -> Result<Option<Buffer>, ()> {
+        match self.buffers.get(key) {
+            None => Ok(None),
+            Some(b) if b.connector == connector && b.command_id == command_id => Ok(self.remove(key)),
+            Some(_) => Err(()),
+        }
+    }
+
+    /// Frees every buffer of a command (it was answered, timed out or expired).
+    pub fn release_command(&mut self, command_id: &str) {
+        let keys: Vec<String> =
+            self.buffers.iter().filter(|(_, b)| b.command_id == command_id).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            self.remove(&key);
+        }
+    }
+
+    /// Frees every buffer (shutdown).
+    pub fn clear(&mut self) {
+        self.buffers.clear();
+        self.per_connection.clear();
+        self.total = 0;
+    }
+
+    /// Number of buffers held.
     pub fn len(&self) -> usize {
         self.buffers.len()
     }
+
+    /// Bytes held or reserved by every buffer.
+    pub fn total_bytes(&self) -> u64 {
+        self.total
+    }
+
+    /// Counts `n` more bytes for buffer `key` (generation `id`) if every cap allows them.
+    fn reserve(&mut self, key: &str, id: u64, n: u64, caps: &Caps) -> Result<(), CapError> {
+        let Some(buffer) = self.buffers.get_mut(key).filter(|b| b.id == id) else {
+            return Err(CapError::Gone);
+        };
+        if buffer.bytes + buffer.reserved + n > caps.buffer {
+            return Err(CapError::Buffer(caps.buffer));
+        }
+        let conn = self.per_connection.get(&buffer.connection_id).copied().unwrap_or(0);
+        if conn + n > caps.connection {
+            return Err(CapError::Connection(caps.connection));
+        }
+        if self.total + n > caps.total {
+            return Err(CapError::Total(caps.total));
+        }
+        buffer.reserved += n;
+        *self.per_connection.entry(buffer.connection_id.clone()).or_default() += n;
+        self.total += n;
+        Ok(())
+    }
+
+    /// Gives back `n` reserved bytes (a chunk that was not stored) of buffer `key`/`id`; when
+    /// that buffer is gone its reservation was dropped with it.
+    fn unreserve(&mut self, key: &str, id: u64, n: u64) {
+        let Some(buffer) = self.buffers.get_mut(key).filter(|b| b.id == id) else { return };
+        let n = n.min(buffer.reserved);
+        buffer.reserved -= n;
+        self.total = self.total.saturating_sub(n);
+        if let Some(c) = self.per_connection.get_mut(&buffer.connection_id) {
+            *c = c.saturating_sub(n);
+        }
+    }
+
+    /// Frees buffer `key` if it is still generation `id` (its result was refused).
+    fn fail(&mut self, key: &str, id: u64) {
+        if self.buffers.get(key).is_some_and(|b| b.id == id) {
+            self.remove(key);
+        }
+    }
+}
+
+/// The three caps, from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    buffer: u64,
+    connection: u64,
+    total: u64,
 }
 
 /// An HTTP answer: status and JSON body.
@@ -112,94 +250,165 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         );
     }
     let digest: [u8; 32] = Sha256::digest(body).into();
-    let cap = (4 * hub.config.max_chunk_bytes + 64 * 1024) as usize;
     let key = format!("{connection_id}:{command_id}");
+    let config = &hub.config;
+    let caps = Caps {
+        buffer: config.max_buffer_bytes,
+        connection: config.max_connection_buffer_bytes,
+        total: config.max_total_buffer_bytes,
+    };
 
-    // Cheap checks before decompressing: duplicates and gaps.
-    {
-        let mut store = hub.uploads.lock().unwrap();
-        store.purge(hub.config.buffer_ttl);
-        match store.buffers.get(&key) {
-            Some(b) if seq < b.next_seq => {
-                return if b.digests[seq as usize] == digest {
-                    (200, serde_json::json!({ "bufferKey": key, "seq": seq, "duplicate": true }))
-                } else {
-                    reject(
-                        hub,
-                        &command_id,
-                        409,
-                        ErrorCode::MalformedMessage,
-                        format!("chunk {seq} was already stored with different bytes"),
-                    )
-                };
-            }
-            Some(b) if b.complete => {
-                return reject(
-                    hub,
-                    &command_id,
+    // The command must be one this gateway sent to this connection and still waits for; the
+    // buffer is created under the same lock, so an answer cannot slip in between.
+    let admitted = hub.with_chunk_permission(connection_id, &command_id, |permission, store| {
+        match permission {
+            ChunkPermission::Pending => {}
+            ChunkPermission::Answered => {
+                return Err((
                     409,
-                    ErrorCode::MalformedMessage,
-                    format!("result already complete after chunk {}", b.next_seq - 1),
-                );
+                    format!("command {command_id} is already answered; chunk {seq} not stored"),
+                    false,
+                ));
+            }
+            ChunkPermission::Unknown => {
+                return Err((
+                    404,
+                    format!(
+                        "no pending command {command_id} was sent to this connection; chunk {seq} not stored"
+                    ),
+                    false,
+                ));
+            }
+        }
+        store.purge(config.buffer_ttl);
+        match store.buffers.get(&key) {
+            Some(b) if seq < b.next_seq => Ok(Some(b.digests[seq as usize] == digest)),
+            Some(b) if b.complete => {
+                Err((409, format!("result already complete after chunk {}", b.next_seq - 1), true))
             }
             Some(b) if seq > b.next_seq => {
-                return reject(
-                    hub,
-                    &command_id,
-                    409,
-                    ErrorCode::MalformedMessage,
-                    format!("chunk {seq} out of order: expected {}", b.next_seq),
-                );
+                Err((409, format!("chunk {seq} out of order: expected {}", b.next_seq), true))
             }
-            None if seq > 0 => {
-                return reject(
-                    hub,
-                    &command_id,
-                    409,
-                    ErrorCode::MalformedMessage,
-                    format!("chunk {seq} out of order: expected 0"),
-                );
+            Some(_) => Ok(None),
+            None if seq > 0 => Err((409, format!("chunk {seq} out of order: expected 0"), false)),
+            None => {
+                store.next_id += 1;
+                let buffer = Buffer {
+                    id: store.next_id,
+                    connection_id: connection_id.to_owned(),
+                    connector: connector.clone(),
+                    command_id: command_id.clone(),
+                    segments: Vec::new(),
+                    bytes: 0,
+                    reserved: 0,
+                    next_seq: 0,
+                    complete: false,
+                    digests: Vec::new(),
+                    created: Instant::now(),
+                };
+                store.buffers.insert(key.clone(), buffer);
+                Ok(None)
             }
-            _ => {}
         }
-    }
+    });
+    let id = match admitted {
+        Ok(Some(true)) => {
+            return (200, serde_json::json!({ "bufferKey": key, "seq": seq, "duplicate": true }));
+        }
+        Ok(Some(false)) => {
+            let message = format!("chunk {seq} was already stored with different bytes");
+            hub.uploads.lock().unwrap().remove(&key);
+            return reject(hub, &command_id, 409, ErrorCode::MalformedMessage, message);
+        }
+        Err((status, message, end_result)) => {
+            // A gap or a chunk after the final one ends the result; a refusal for a command that
+            // is not pending never touched a buffer.
+            if end_result {
+                hub.uploads.lock().unwrap().remove(&key);
+            }
+            return reject(hub, &command_id, status, ErrorCode::MalformedMessage, message);
+        }
+        Ok(None) => hub.uploads.lock().unwrap().buffers.get(&key).map(|b| b.id),
+    };
+    let Some(id) = id else {
+        return reject(
+            hub,
+            &command_id,
+            409,
+            ErrorCode::MalformedMessage,
+            format!("command {command_id} was answered while chunk {seq} arrived"),
+        );
+    };
 
-    let mut plain = Vec::with_capacity(body.len() * 4);
-    match ZlibDecoder::new(body).take(cap as u64 + 1).read_to_end(&mut plain) {
-        Ok(n) if n > cap => {
-            return reject(
-                hub,
-                &command_id,
+    // Inflate step by step, each step counted against the caps before it is kept.
+    let chunk_cap = 4 * config.max_chunk_bytes + 64 * 1024;
+    let mut decoder = ZlibDecoder::new(body);
+    let mut step = vec![0u8; INFLATE_STEP];
+    let mut plain: Vec<u8> = Vec::new();
+    let refused = loop {
+        let n = match decoder.read(&mut step) {
+            Ok(0) => break None,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                break Some((400, ErrorCode::MalformedMessage, format!("chunk {seq} is not zlib data: {e}")));
+            }
+        };
+        if (plain.len() + n) as u64 > chunk_cap {
+            break Some((
                 413,
                 ErrorCode::PayloadTooLarge,
-                format!("chunk {seq} decompresses to more than {cap} bytes"),
-            );
+                format!("chunk {seq} inflates to more than {chunk_cap} bytes"),
+            ));
         }
-        Ok(_) => {}
-        Err(e) => {
-            return reject(
-                hub,
-                &command_id,
-                400,
-                ErrorCode::MalformedMessage,
-                format!("chunk {seq} is not zlib data: {e}"),
-            );
+        let reserved = hub.uploads.lock().unwrap().reserve(&key, id, n as u64, &caps);
+        match reserved {
+            Ok(()) => plain.extend_from_slice(&step[..n]),
+            Err(cap) => {
+                let message = match cap {
+                    CapError::Buffer(cap) => format!("result exceeds {cap} bytes (per-result cap)"),
+                    CapError::Connection(cap) => {
+                        format!("results of this connection exceed {cap} bytes (per-connection cap)")
+                    }
+                    CapError::Total(cap) => {
+                        format!("the gateway holds {cap} bytes of results already (total cap)")
+                    }
+                    CapError::Gone => {
+                        break Some((
+                            409,
+                            ErrorCode::MalformedMessage,
+                            format!("command {command_id} was answered while chunk {seq} arrived"),
+                        ));
+                    }
+                };
+                break Some((413, ErrorCode::PayloadTooLarge, message));
+            }
         }
+    };
+    if let Some((status, code, message)) = refused {
+        // The result cannot complete: free its buffer (and this chunk's reservation) now.
+        hub.uploads.lock().unwrap().fail(&key, id);
+        drop(plain);
+        return reject(hub, &command_id, status, code, message);
     }
 
+    plain.shrink_to_fit();
+    let n = plain.len() as u64;
     let mut store = hub.uploads.lock().unwrap();
-    let buffer = store.buffers.entry(key.clone()).or_insert_with(|| Buffer {
-        connector: connector.clone(),
-        command_id: command_id.clone(),
-        data: Vec::new(),
-        next_seq: 0,
-        complete: false,
-        digests: Vec::new(),
-        created: Instant::now(),
-    });
-    // Another request for the same seq may have won the race while we decompressed.
+    let Some(buffer) = store.buffers.get_mut(&key).filter(|b| b.id == id) else {
+        drop(store);
+        return reject(
+            hub,
+            &command_id,
+            409,
+            ErrorCode::MalformedMessage,
+            format!("command {command_id} was answered while chunk {seq} arrived"),
+        );
+    };
+    // Another request for the same seq may have won the race while we inflated.
     if buffer.next_seq != seq || buffer.complete {
         let expected = buffer.next_seq;
+        store.unreserve(&key, id, n);
         drop(store);
         return reject(
             hub,
@@ -209,17 +418,9 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             format!("chunk {seq} out of order: expected {expected}"),
         );
     }
-    if buffer.data.len() + plain.len() > MAX_BUFFER_BYTES {
-        drop(store);
-        return reject(
-            hub,
-            &command_id,
-            413,
-            ErrorCode::PayloadTooLarge,
-            format!("result exceeds {MAX_BUFFER_BYTES} bytes"),
-        );
-    }
-    buffer.data.extend_from_slice(&plain);
+    buffer.reserved -= n.min(buffer.reserved);
+    buffer.bytes += n;
+    buffer.segments.push(plain);
     buffer.digests.push(digest);
     buffer.next_seq += 1;
     buffer.complete = last;

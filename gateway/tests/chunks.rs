@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::common::{Chunk, FakeAgent, TestGateway, WAIT, http_request, start, tls_connect, watchdog};
 
 /// An NDJSON result stream of `n` rows.
-fn stream(n: usize) -> Vec<u8> {
+pub fn stream(n: usize) -> Vec<u8> {
     let mut out = br#"{"columns":[{"name":"id","type":"integer","dbType":"INTEGER"},{"name":"note","type":"text","dbType":"TEXT"}]}"#.to_vec();
     out.push(b'\n');
     for i in 0..n {
@@ -20,7 +20,7 @@ fn stream(n: usize) -> Vec<u8> {
     out
 }
 
-fn setup() -> (Arc<TestGateway>, FakeAgent) {
+pub fn setup() -> (Arc<TestGateway>, FakeAgent) {
     let gw = Arc::new(start());
     let key = gw.key("Warehouse");
     let agent = FakeAgent::connect(&gw, &key, "Warehouse");
@@ -36,7 +36,7 @@ fn ask(gw: &Arc<TestGateway>) -> thread::JoinHandle<Result<gateway::QueryOutcome
     })
 }
 
-fn buffered(
+pub fn buffered(
     cmd: &mini_connector::protocol::Command,
     key: &str,
     chunks: u32,
@@ -134,31 +134,54 @@ fn tampered_wrong_key_and_wrong_seq_chunks_are_401_and_not_stored() {
     assert_eq!(gw.buffered_results(), 0, "nothing stored");
 }
 
+/// Sends a query without waiting and returns it with the command the agent received.
+pub fn pending(
+    gw: &TestGateway,
+    agent: &mut FakeAgent,
+    connector: &str,
+) -> (gateway::PendingQuery, mini_connector::protocol::Command) {
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.wait = WAIT;
+    let pending = gw.submit(connector, req).unwrap();
+    let cmd = agent.expect_command();
+    assert_eq!(cmd.command_id, pending.command_id());
+    (pending, cmd)
+}
+
 #[test]
 fn gaps_are_409_and_bad_requests_are_refused() {
     let _w = watchdog("gaps");
-    let (gw, agent) = setup();
+    let (gw, mut agent) = setup();
     let (conn, key) = (agent.connection_id(), agent.hmac_key());
+    let (_q2, cmd2) = pending(&gw, &mut agent, "Warehouse");
+    let (_q3, cmd3) = pending(&gw, &mut agent, "Warehouse");
+    let (_q4, cmd4) = pending(&gw, &mut agent, "Warehouse");
+    let (c2, c3, c4) = (cmd2.command_id.as_str(), cmd3.command_id.as_str(), cmd4.command_id.as_str());
     let raw = stream(10);
-    let (status, body) = Chunk::signed(&key, &conn, "cmd-2", 1, false, &raw).post(&gw);
+    let (status, body) = Chunk::signed(&key, &conn, c2, 1, false, &raw).post(&gw);
     assert_eq!(status, 409, "{body}");
-    assert_eq!(Chunk::signed(&key, &conn, "cmd-2", 0, false, &raw).post(&gw).0, 200);
-    assert_eq!(Chunk::signed(&key, &conn, "cmd-2", 2, true, &raw).post(&gw).0, 409);
+    assert_eq!(body["retryable"], false);
+    assert_eq!(Chunk::signed(&key, &conn, c2, 0, false, &raw).post(&gw).0, 200);
+    assert_eq!(Chunk::signed(&key, &conn, c2, 2, true, &raw).post(&gw).0, 409);
+    assert_eq!(gw.buffered_results(), 0, "a gap ends the result: its buffer is freed");
+    assert_eq!(Chunk::signed(&key, &conn, c2, 0, false, &raw).post(&gw).0, 200);
     // Same seq, different bytes: conflict.
-    assert_eq!(Chunk::signed(&key, &conn, "cmd-2", 0, false, b"other").post(&gw).0, 409);
+    assert_eq!(Chunk::signed(&key, &conn, c2, 0, false, b"other").post(&gw).0, 409);
 
     // Not zlib.
-    let mut plain = Chunk::signed(&key, &conn, "cmd-3", 0, true, b"");
+    let mut plain = Chunk::signed(&key, &conn, c3, 0, true, b"");
     plain.body = b"not zlib at all".to_vec();
     plain.signature =
-        hex::encode(mini_connector::protocol::chunk_signature(&key, &conn, "cmd-3", 0, true, &plain.body));
+        hex::encode(mini_connector::protocol::chunk_signature(&key, &conn, c3, 0, true, &plain.body));
     assert_eq!(plain.post(&gw).0, 400);
 
     // A zip bomb: decompresses far beyond 4 x max_chunk_bytes.
     let bomb_plain = vec![0u8; 8 * 1024 * 1024];
-    let bomb = Chunk::signed(&key, &conn, "cmd-4", 0, true, &bomb_plain);
+    let bomb = Chunk::signed(&key, &conn, c4, 0, true, &bomb_plain);
     let (status, body) = bomb.post(&gw);
     assert_eq!((status, body["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")));
+    assert_eq!(body["retryable"], false);
+    assert_eq!((gw.buffered_results(), gw.buffered_bytes()), (0, 0), "nothing kept");
 
     // No Content-Length.
     let mut s = tls_connect(&gw);

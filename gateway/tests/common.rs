@@ -125,11 +125,16 @@ pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// Opens a TLS connection to the gateway, verifying its certificate.
 pub fn tls_connect(gw: &TestGateway) -> Tls {
-    let tcp = TcpStream::connect(gw.local_addr()).unwrap();
+    tls_connect_to(gw.local_addr(), gw.tls())
+}
+
+/// Opens a TLS connection to a gateway at `addr` (on loopback) trusting `tls`'s roots.
+pub fn tls_connect_to(addr: std::net::SocketAddr, tls: Arc<ClientConfig>) -> Tls {
+    let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp.set_write_timeout(Some(WAIT)).unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    let conn = ClientConnection::new(gw.tls(), name).unwrap();
+    let conn = ClientConnection::new(tls, name).unwrap();
     StreamOwned::new(conn, tcp)
 }
 
@@ -141,13 +146,15 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     pub fn open(gw: &TestGateway) -> Self {
-        let stream = tls_connect(gw);
-        let (ws, response) = tungstenite::client::client_with_config(
-            gw.ws_url(),
-            stream,
-            Some(mini_connector::wsio::ws_config()),
-        )
-        .unwrap();
+        Self::open_at(gw.local_addr(), &gw.ws_url(), gw.tls())
+    }
+
+    /// Opens a WebSocket to the gateway at `addr` (`ws_url` is its `wss://` URL).
+    pub fn open_at(addr: std::net::SocketAddr, ws_url: &str, tls: Arc<ClientConfig>) -> Self {
+        let stream = tls_connect_to(addr, tls);
+        let (ws, response) =
+            tungstenite::client::client_with_config(ws_url, stream, Some(mini_connector::wsio::ws_config()))
+                .unwrap();
         assert_eq!(response.status().as_u16(), 101);
         Self { ws, connected: None }
     }
@@ -382,6 +389,12 @@ impl<'a> Chunk<'a> {
     /// POSTs on a fresh connection.
     pub fn post(&self, gw: &TestGateway) -> (u16, serde_json::Value) {
         let mut stream = tls_connect(gw);
+        http_request(&mut stream, &self.head(false), &self.body)
+    }
+
+    /// POSTs on a fresh connection to the gateway at `addr`.
+    pub fn post_to(&self, addr: std::net::SocketAddr, tls: Arc<ClientConfig>) -> (u16, serde_json::Value) {
+        let mut stream = tls_connect_to(addr, tls);
         http_request(&mut stream, &self.head(false), &self.body)
     }
 }

@@ -4,7 +4,9 @@ mod common;
 
 mod admin;
 mod chunks;
+mod limits;
 mod offline;
+mod process;
 mod query;
 mod session;
 mod storage;
