@@ -12,6 +12,7 @@ mod cli_schema;
 mod cli_service;
 mod cli_sql_check;
 mod e2e_auth;
+mod e2e_differential;
 mod e2e_gate;
 mod e2e_hostile;
 mod e2e_postgres;
