@@ -45,6 +45,7 @@
 mod ast;
 mod deny;
 mod dialect;
+pub mod functions;
 mod lex;
 mod placeholders;
 mod policy;
