@@ -783,7 +783,9 @@ impl Visitor for Walker<'_> {
                 }
             }
             TableFactor::Function { name, args, .. } => {
-                if let Err(reason) = self.deny_call(name).and_then(|()| functions::cost_check_call(name, args)) {
+                if let Err(reason) =
+                    self.deny_call(name).and_then(|()| functions::cost_check_call(name, args))
+                {
                     return ControlFlow::Break(reason);
                 }
                 if let Some(a) = alias {

@@ -159,7 +159,9 @@ pub(crate) fn oracle_package_function(parts: &[&str]) -> bool {
         return false;
     }
     let (pkg, f) = (parts[n - 2], parts[n - 1]);
-    ORACLE_ALLOWED.iter().any(|(p, fns)| pkg.eq_ignore_ascii_case(p) && fns.iter().any(|x| f.eq_ignore_ascii_case(x)))
+    ORACLE_ALLOWED
+        .iter()
+        .any(|(p, fns)| pkg.eq_ignore_ascii_case(p) && fns.iter().any(|x| f.eq_ignore_ascii_case(x)))
 }
 
 fn starts_with_ci(s: &str, prefix: &str) -> bool {

@@ -17,8 +17,8 @@
 //! measured.
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, UnaryOperator,
-    Value,
+    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
+    UnaryOperator, Value,
 };
 
 /// The largest result, in bytes (or characters), a call with constant arguments may ask for:
@@ -105,7 +105,9 @@ fn eval(e: &Expr) -> Option<Const> {
             let (l, r) = (eval(left)?, eval(right)?);
             match (l, op, r) {
                 (Const::Int(a), BinaryOperator::Plus, Const::Int(b)) => Some(Const::Int(a.saturating_add(b))),
-                (Const::Int(a), BinaryOperator::Minus, Const::Int(b)) => Some(Const::Int(a.saturating_sub(b))),
+                (Const::Int(a), BinaryOperator::Minus, Const::Int(b)) => {
+                    Some(Const::Int(a.saturating_sub(b)))
+                }
                 (Const::Int(a), BinaryOperator::Multiply, Const::Int(b)) => {
                     Some(Const::Int(a.saturating_mul(b)))
                 }

@@ -53,8 +53,8 @@ use crate::deny;
 use crate::policy::suffix_match;
 use crate::{Dialect, Policy};
 
-pub(crate) use cost::{check as cost_check, check_call as cost_check_call};
 pub use cost::{MAX_RESULT_BYTES, MAX_SERIES_ROWS};
+pub(crate) use cost::{check as cost_check, check_call as cost_check_call};
 
 /// The generated list of `dialect` (from its catalogue), if it has one.
 fn generated_text(dialect: Dialect) -> Option<&'static str> {
@@ -212,13 +212,48 @@ mod tests {
     #[test]
     fn never_allowed_categories_are_off_every_list() {
         let never = [
-            "pg_sleep", "sleep", "benchmark", "lo_import", "lo_from_bytea", "lo_put", "lo_unlink", "lo_get",
-            "pg_advisory_lock", "pg_try_advisory_xact_lock", "get_lock", "release_lock", "is_free_lock",
-            "release_all_locks", "pg_terminate_backend", "pg_cancel_backend", "pg_read_file", "pg_ls_dir",
-            "pg_stat_file", "pg_read_binary_file", "load_file", "readfile", "writefile", "set_config",
-            "nextval", "setval", "currval", "lastval", "txid_current", "pg_notify", "dblink",
-            "query_to_xml", "table_to_xml", "cursor_to_xml", "ts_stat", "load_extension", "fts3_tokenizer",
-            "master_pos_wait", "last_insert_id", "setseed", "pg_switch_wal", "pg_backup_start",
+            "pg_sleep",
+            "sleep",
+            "benchmark",
+            "lo_import",
+            "lo_from_bytea",
+            "lo_put",
+            "lo_unlink",
+            "lo_get",
+            "pg_advisory_lock",
+            "pg_try_advisory_xact_lock",
+            "get_lock",
+            "release_lock",
+            "is_free_lock",
+            "release_all_locks",
+            "pg_terminate_backend",
+            "pg_cancel_backend",
+            "pg_read_file",
+            "pg_ls_dir",
+            "pg_stat_file",
+            "pg_read_binary_file",
+            "load_file",
+            "readfile",
+            "writefile",
+            "set_config",
+            "nextval",
+            "setval",
+            "currval",
+            "lastval",
+            "txid_current",
+            "pg_notify",
+            "dblink",
+            "query_to_xml",
+            "table_to_xml",
+            "cursor_to_xml",
+            "ts_stat",
+            "load_extension",
+            "fts3_tokenizer",
+            "master_pos_wait",
+            "last_insert_id",
+            "setseed",
+            "pg_switch_wal",
+            "pg_backup_start",
         ];
         for d in Dialect::ALL {
             for name in never {
