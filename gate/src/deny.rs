@@ -155,7 +155,7 @@ const ORACLE_ALLOWED: &[(&str, &[&str])] = &[
 /// (`DBMS_LOB.SUBSTR`, `SYS.DBMS_LOB.SUBSTR`).
 pub(crate) fn oracle_package_function(parts: &[&str]) -> bool {
     let n = parts.len();
-    if n < 2 || n > 3 || (n == 3 && !parts[0].eq_ignore_ascii_case("sys")) {
+    if !(2..=3).contains(&n) || (n == 3 && !parts[0].eq_ignore_ascii_case("sys")) {
         return false;
     }
     let (pkg, f) = (parts[n - 2], parts[n - 1]);
