@@ -202,3 +202,53 @@ pub(crate) fn check_call(name: &ObjectName, args: &[FunctionArg]) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn verdict(expr: &str) -> Result<(), String> {
+        let e = Parser::new(&PostgreSqlDialect {}).try_with_sql(expr).unwrap().parse_expr().unwrap();
+        let Expr::Function(f) = e else { panic!("{expr} is not a call") };
+        check(&f)
+    }
+
+    #[test]
+    fn measured_names_are_sorted_lower_case() {
+        for pair in MEASURED.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        assert!(MEASURED.iter().all(|m| *m == m.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn bounds_and_unknowns() {
+        assert!(verdict("repeat('x', 1048576)").is_ok());
+        assert!(verdict("repeat('xy', 1048576)").is_err());
+        assert!(verdict("REPEAT('x', 99999999999999999999999999999999999999999)").is_err(), "huge literal");
+        assert!(verdict("repeat('x', -5)").is_ok());
+        assert!(verdict("repeat('x', 2.5e6)").is_err(), "exponent notation");
+        assert!(verdict("repeat('x', (1 << 30))").is_ok(), "shift is not evaluated: unknown size");
+        assert!(verdict("repeat('x', n)").is_ok(), "not constant");
+        assert!(verdict("lpad('x', 1024 * 1024 + 1)").is_err());
+        assert!(verdict("lpad('x', -1)").is_ok());
+        assert!(verdict("generate_series(1, 10000000)").is_ok());
+        assert!(verdict("generate_series(0, 10000000)").is_err());
+        assert!(verdict("generate_series(1, 100000000, 10)").is_ok());
+        assert!(verdict("generate_series(1, 100000000, 0)").is_ok(), "the server refuses a zero step");
+        assert!(verdict("generate_series(-9223372036854775808, 9223372036854775807)").is_err());
+        assert!(
+            verdict("generate_series(now(), now() + interval '1 year', '1 second')").is_ok(),
+            "not measured"
+        );
+        assert!(verdict("concat('a', repeat('b', 1048576))").is_err());
+        assert!(verdict("concat('a', name)").is_ok());
+        let err = verdict("zeroblob(2000000)").unwrap_err();
+        assert_eq!(
+            err,
+            "zeroblob would build a value of 2000000 bytes; at most 1048576 are allowed with constant arguments"
+        );
+    }
+}
