@@ -6,7 +6,7 @@
 //!
 //! A call is judged in this order:
 //!
-//! 1. **Never allowed** ([`crate::deny`]): sleeps, locks, signals, server files and large
+//! 1. **Never allowed** (`gate/src/deny.rs`): sleeps, locks, signals, server files and large
 //!    objects, settings, sequences, notifications, remote and dynamic SQL, replication admin.
 //!    Refused with the category's reason even when the customer approved the name.
 //! 2. **Approved by the customer**: the name matches an entry of `approved_functions`
@@ -39,9 +39,29 @@
 //!
 //! Calls whose result size is set by an argument are refused when the arguments are constants
 //! and the result would be larger than [`MAX_RESULT_BYTES`] (1 MiB) or, for
-//! `generate_series`, yield more than [`MAX_SERIES_ROWS`] (10,000,000) rows. See [`cost`].
+//! `generate_series`, yield more than [`MAX_SERIES_ROWS`] (10,000,000) rows:
+//!
+//! | call | refused when |
+//! |------|--------------|
+//! | `repeat(s, n)`, `replicate(s, n)` (T-SQL) | `len(s) * n` > 1 MiB; with `s` not constant, `n` > 1 MiB |
+//! | `lpad(s, n, ..)`, `rpad(s, n, ..)` (and MariaDB's `*_oracle`) | `n` > 1 MiB |
+//! | `space(n)`, `randomblob(n)`, `zeroblob(n)` | `n` > 1 MiB |
+//! | `concat(..)` of constant-length parts | the sum > 1 MiB |
+//! | `generate_series(a, b [, step])` with integer bounds, in FROM or as a value | more than 10,000,000 rows |
+//!
+//! "Constant" means literals and expressions of them (unary minus, `+ - * /` on integers,
+//! `||` on strings, parentheses, casts, and the calls above, so nesting is measured as a whole).
 //! Arguments that are not constants (columns, parameters) are left to the database's own
-//! limits and the agent's result-size cap.
+//! limits and the agent's result-size cap; series over dates or timestamps are not measured.
+//!
+//! # Limits
+//!
+//! The allow-list is applied to the calls in sqlparser's tree. The lexer's text backstop
+//! (`lex.rs`) re-checks only the never-allowed list. What a call can reach *indirectly* is not
+//! judged here: a user-defined operator, cast or type input function runs whatever its owner
+//! wrote, and on PostgreSQL a user's overload of a built-in name in a schema on the search path
+//! can be chosen over the built-in; only roles that may create objects in the database can set
+//! those up, not the text of a query.
 //!
 //! Lookup is a binary search in a sorted slice built once per dialect from the embedded files.
 
