@@ -18,6 +18,10 @@ pub struct SchemaPolicy {
     /// When set (by `schema approve`), the only tables the cloud may see and query.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_tables: Option<BTreeSet<String>>,
+    /// Functions outside the gate's built-in allow-list that the operator declares free of side
+    /// effects (their own functions, extensions), e.g. `["public.calc_tax"]`.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub approved_functions: BTreeSet<String>,
 }
 
 impl SchemaPolicy {
@@ -27,6 +31,7 @@ impl SchemaPolicy {
             private_tables: self.private_tables.clone(),
             private_columns: self.private_columns.clone(),
             approved_tables: self.approved_tables.clone(),
+            approved_functions: self.approved_functions.clone(),
         }
     }
 }
@@ -68,4 +73,28 @@ pub fn visible_schema(schema: &drivers::DatabaseSchema, policy: &gate::Policy) -
         });
     }
     out
+}
+
+#[cfg(test)]
+mod approved_functions_tests {
+    use super::SchemaPolicy;
+
+    #[test]
+    fn approved_functions_reach_the_gate() {
+        let policy: SchemaPolicy =
+            serde_json::from_str(r#"{"approvedFunctions": ["public.calc_tax", "pg_sleep"]}"#).unwrap();
+        let gate_policy = policy.to_gate();
+        assert!(gate_policy.is_empty(), "approved functions are not a privacy restriction");
+        let check = |sql: &str| gate::check(sql, gate::Dialect::Postgres, &gate_policy);
+        assert!(check("SELECT calc_tax(total) FROM orders").is_ok());
+        assert!(check("SELECT public.calc_tax(total) FROM orders").is_ok());
+        let err = check("SELECT other_fn(1)").unwrap_err();
+        assert!(err.reason.contains("`other_fn` is not on the read-only allow-list"), "{err}");
+        // Never-allowed functions stay refused even when approved.
+        assert!(check("SELECT pg_sleep(1)").unwrap_err().reason.contains("it sleeps"));
+        // Round trip: written back under the same camelCase key, left out when empty.
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(json["approvedFunctions"], serde_json::json!(["pg_sleep", "public.calc_tax"]));
+        assert!(serde_json::to_value(SchemaPolicy::default()).unwrap().get("approvedFunctions").is_none());
+    }
 }

@@ -58,7 +58,7 @@ fn privacy_policy() -> Policy {
     Policy {
         private_tables: BTreeSet::from(["payroll".to_owned(), "hr.salaries".to_owned()]),
         private_columns: BTreeMap::from([("customers".to_owned(), BTreeSet::from(["ssn".to_owned()]))]),
-        approved_tables: None,
+        ..Policy::default()
     }
 }
 

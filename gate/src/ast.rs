@@ -17,7 +17,7 @@ use sqlparser::ast::{
 };
 
 use crate::Dialect;
-use crate::deny;
+use crate::functions;
 use crate::lex::TSQL_LOCK_HINTS;
 use crate::policy::{Policy, eq_ci, normalize};
 
@@ -295,10 +295,7 @@ impl Walker<'_> {
                 }
             }
         }
-        match deny::function(&parts, self.dialect) {
-            Some(why) => Err(format!("function {name} is not allowed: {why}")),
-            None => Ok(()),
-        }
+        functions::check(&parts, name, self.dialect, self.policy)
     }
 
     fn add_table(&mut self, parts: Vec<String>) -> usize {
@@ -744,8 +741,10 @@ impl Visitor for Walker<'_> {
                         .collect(),
                     _ => None,
                 };
-                if args.is_some() && legacy_hints.is_none() {
-                    if let Err(reason) = self.deny_call(name) {
+                if let Some(call_args) = args.as_ref().filter(|_| legacy_hints.is_none()) {
+                    if let Err(reason) =
+                        self.deny_call(name).and_then(|()| functions::cost_check_call(name, &call_args.args))
+                    {
                         return ControlFlow::Break(reason);
                     }
                     if let Some(a) = alias {
@@ -783,8 +782,10 @@ impl Visitor for Walker<'_> {
                     }
                 }
             }
-            TableFactor::Function { name, .. } => {
-                if let Err(reason) = self.deny_call(name) {
+            TableFactor::Function { name, args, .. } => {
+                if let Err(reason) =
+                    self.deny_call(name).and_then(|()| functions::cost_check_call(name, args))
+                {
                     return ControlFlow::Break(reason);
                 }
                 if let Some(a) = alias {
@@ -812,7 +813,7 @@ impl Visitor for Walker<'_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
         match expr {
             Expr::Function(f) => {
-                if let Err(reason) = self.deny_call(&f.name) {
+                if let Err(reason) = self.deny_call(&f.name).and_then(|()| functions::cost_check(f)) {
                     return ControlFlow::Break(reason);
                 }
                 if self.privacy

@@ -1,6 +1,9 @@
-//! Functions with side effects that a read-only transaction does not stop: they sleep, take
-//! advisory locks, signal other sessions, read server files, change settings, notify, reach
-//! other servers, run SQL given as text, administer replication or advance sequences.
+//! Functions that are **never** allowed, whatever the allow-lists say and even when the customer
+//! approves them by name ([`crate::functions`]): they have side effects that a read-only
+//! transaction does not stop. They sleep, take advisory locks, signal other sessions, read
+//! server files or large objects, change settings, notify, reach other servers, run SQL given as
+//! text, administer replication or advance sequences. The lexer's text backstop checks this list
+//! too, on calls the parser may not have seen.
 //!
 //! Names are matched case-insensitively on the last part of the (possibly qualified) name, so
 //! `pg_catalog.pg_sleep` and `"PG_SLEEP"` are both caught. Oracle's `DBMS_*` and `UTL_*`
@@ -147,6 +150,19 @@ const ORACLE_ALLOWED: &[(&str, &[&str])] = &[
     ("dbms_random", &["value", "string", "normal", "random"]),
     ("dbms_utility", &["get_hash_value", "get_time"]),
 ];
+
+/// Whether `parts` names one of the read-only functions of an Oracle package
+/// (`DBMS_LOB.SUBSTR`, `SYS.DBMS_LOB.SUBSTR`).
+pub(crate) fn oracle_package_function(parts: &[&str]) -> bool {
+    let n = parts.len();
+    if !(2..=3).contains(&n) || (n == 3 && !parts[0].eq_ignore_ascii_case("sys")) {
+        return false;
+    }
+    let (pkg, f) = (parts[n - 2], parts[n - 1]);
+    ORACLE_ALLOWED
+        .iter()
+        .any(|(p, fns)| pkg.eq_ignore_ascii_case(p) && fns.iter().any(|x| f.eq_ignore_ascii_case(x)))
+}
 
 fn starts_with_ci(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())

@@ -32,8 +32,8 @@ pub enum Dialect {
     Oracle,
     /// SAP HANA.
     Hana,
-    /// Unknown target: sqlparser's generic dialect, lexed conservatively, and every dialect's
-    /// function deny-list applies.
+    /// Unknown target: sqlparser's generic dialect, lexed conservatively; only standard
+    /// functions are allowed, and every dialect's never-allowed functions are refused.
     #[default]
     Generic,
 }

@@ -9,11 +9,13 @@
 //!    MySQL executable comments (`/*!`, `/*M!`) and optimizer hints (`/*+`) are refused here too.
 //! 2. **AST check**: the text must parse (sqlparser, in the target's dialect) as exactly one
 //!    query (`SELECT`/`WITH`/`VALUES`) or an `EXPLAIN` of one (never `EXPLAIN ANALYZE`), and
-//!    nothing in the whole tree may write, lock rows, sleep, take advisory locks, signal
-//!    sessions, read files, change settings, notify, reach other servers, run SQL given as text,
-//!    assign variables or advance sequences → `WRITE_OPERATION_REJECTED`. A text scan then
-//!    re-checks function calls and lock clauses on the lexer's tokens, in case sqlparser and
-//!    the server disagree about where a string or comment ends.
+//!    nothing in the whole tree may write, lock rows, assign variables, or call a function
+//!    that is not on the dialect's allow-list of side-effect-free built-ins or approved by the
+//!    customer ([`functions`]; sleeps, locks, signals, files, large objects, settings and
+//!    sequences are never allowed), or ask for more than the bound with constant arguments
+//!    (`repeat`, `lpad`, `generate_series`...) → `WRITE_OPERATION_REJECTED`. A text scan then
+//!    re-checks calls to never-allowed functions and lock clauses on the lexer's tokens, in
+//!    case sqlparser and the server disagree about where a string or comment ends.
 //! 3. **Schema privacy** ([`Policy`]): private tables, private columns (named, or reached through
 //!    `*`, `t.*` or a whole-row reference) and tables outside the approved schema →
 //!    `SCHEMA_ACCESS_DENIED`, with a reason that never names what is private.
@@ -45,6 +47,7 @@
 mod ast;
 mod deny;
 mod dialect;
+pub mod functions;
 mod lex;
 mod placeholders;
 mod policy;

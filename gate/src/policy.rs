@@ -22,6 +22,11 @@ pub struct Policy {
     pub private_columns: BTreeMap<String, BTreeSet<String>>,
     /// When set, only these tables may be named (CTE names and derived tables are not tables).
     pub approved_tables: Option<BTreeSet<String>>,
+    /// Functions outside the built-in allow-list that the customer declares free of side effects
+    /// (their own functions, extensions). Matched like table names: case-insensitive, by common
+    /// trailing parts. Never-allowed functions (sleeps, locks, files...) stay refused. Not part of
+    /// [`Policy::is_empty`], which is about privacy.
+    pub approved_functions: BTreeSet<String>,
 }
 
 impl Policy {
