@@ -1,6 +1,11 @@
 //! Where the agent's secrets live and how they are fetched: the vault directory, the API key
 //! behind `apiKeyRef`, and the database passwords (vault id `db:<connection name>`).
 //!
+//! The vault's key material is split: the vault directory (`vaultDir`) holds the encrypted file
+//! and the install id; the install secret lives in a separate owner-only key directory
+//! (`vaultKeyDir`, see [`AgentConfig::vault_key_dir`]), so a copy or backup of the vault
+//! directory alone decrypts nothing.
+//!
 //! This module is the only one in `src/` that opens the [`vault`]. Plaintext leaves it only as
 //! zeroizing values ([`ApiKey`](crate::protocol::ApiKey), [`drivers::Secret`]) handed straight
 //! to the `auth` frame or a driver's connect call. The vault is opened per use (PBKDF2 each
@@ -15,7 +20,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use vault::{ApiKeyStore, SystemIdentity, Vault, VaultError};
+use vault::{ApiKeyStore, SecretStore, SystemIdentity, Vault, VaultError};
 use zeroize::Zeroizing;
 
 use crate::config::{AgentConfig, ConfigError};
@@ -49,11 +54,54 @@ impl AgentConfig {
         }
     }
 
-    /// Opens the vault, creating it (directory, install id, empty file) on first use.
+    /// Where the vault's install secret is kept (outside [`Self::vault_dir`]): `vaultKeyDir`
+    /// (relative to the config file's directory), else `$STATE_DIRECTORY/vault-keys` when
+    /// systemd runs the agent, else the user's state directory:
+    /// `$XDG_STATE_HOME/mini-connector/vault-keys` (default `~/.local/state/...`) on Unix,
+    /// `%LOCALAPPDATA%\MiniConnector\vault-keys` on Windows. Without any of those, a
+    /// `vault-keys/` directory next to the config file.
+    pub fn vault_key_dir(&self) -> PathBuf {
+        match &self.vault_key_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => self.config_dir().join(dir),
+            None => state_directory()
+                .map(|dir| dir.join(VAULT_KEY_DIR_NAME))
+                .or_else(user_key_dir)
+                .unwrap_or_else(|| self.config_dir().join(VAULT_KEY_DIR_NAME)),
+        }
+    }
+
+    /// The store of the vault's install secret: files in [`Self::vault_key_dir`] (DPAPI-sealed
+    /// on Windows); on macOS the login Keychain unless `vaultKeyDir` is set or systemd-like
+    /// state directories are in use.
+    pub fn secret_store(&self) -> SecretStore {
+        if self.vault_key_dir.is_some() || state_directory().is_some() {
+            SecretStore::files(self.vault_key_dir())
+        } else {
+            vault::default_secret_store(self.vault_key_dir())
+        }
+    }
+
+    /// Where the vault's install secret is, for messages (a path or a Keychain item).
+    pub fn secret_location(&self, vault: &Vault) -> String {
+        self.secret_store().location(vault.install_id())
+    }
+
+    /// Opens the vault, creating it (directory, install id, install secret, empty file) on first
+    /// use; an old-format vault is migrated to the install secret on the way.
     pub fn open_vault(&self) -> Result<Vault, ConfigError> {
         let dir = self.vault_dir();
-        Vault::open(&dir, &SystemIdentity).map_err(|source| ConfigError::Vault {
+        Vault::open(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| ConfigError::Vault {
             what: format!("opening the vault {}", dir.display()),
+            source,
+        })
+    }
+
+    /// [`Vault::reset`] of this configuration's vault (after `VAULT_DECRYPT_ERROR`).
+    pub fn reset_vault(&self) -> Result<(Vault, Option<PathBuf>), ConfigError> {
+        let dir = self.vault_dir();
+        Vault::reset(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| ConfigError::Vault {
+            what: format!("resetting the vault {}", dir.display()),
             source,
         })
     }
@@ -87,15 +135,32 @@ impl AgentConfig {
     }
 }
 
-/// `$STATE_DIRECTORY/vault` (the first directory systemd lists) or `<config dir>/vault`.
-fn default_vault_dir(config_dir: &Path) -> PathBuf {
-    let state = std::env::var_os("STATE_DIRECTORY")
+/// Name of the install-secret directory under a state directory.
+const VAULT_KEY_DIR_NAME: &str = "vault-keys";
+
+/// The first directory systemd lists in `$STATE_DIRECTORY`, if it runs the agent.
+fn state_directory() -> Option<PathBuf> {
+    std::env::var_os("STATE_DIRECTORY")
         .and_then(|dirs| std::env::split_paths(&dirs).next())
-        .filter(|dir| dir.is_absolute());
-    match state {
+        .filter(|dir| dir.is_absolute())
+}
+
+/// `$STATE_DIRECTORY/vault` or `<config dir>/vault`.
+fn default_vault_dir(config_dir: &Path) -> PathBuf {
+    match state_directory() {
         Some(dir) => dir.join("vault"),
         None => config_dir.join("vault"),
     }
+}
+
+/// The per-user key directory: XDG state dir on Unix, `%LOCALAPPDATA%` (not roaming) on Windows.
+fn user_key_dir() -> Option<PathBuf> {
+    let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    if cfg!(windows) {
+        return absolute("LOCALAPPDATA").map(|dir| dir.join("MiniConnector").join(VAULT_KEY_DIR_NAME));
+    }
+    let state = absolute("XDG_STATE_HOME").or_else(|| absolute("HOME").map(|home| home.join(".local/state")));
+    state.map(|dir| dir.join("mini-connector").join(VAULT_KEY_DIR_NAME))
 }
 
 /// Checks the form of an `apiKeyRef` (without reading the key).

@@ -66,7 +66,8 @@ pub const HARDWARE_ID_CREDENTIAL: &str = "product_uuid";
 
 /// The first readable, non-empty value of `credential` then `sysfs`, trimmed and lowercased.
 /// Unreadable (not root, no DMI in containers) is `None`, not an error: the vault records
-/// whether it was bound to it.
+/// whether it was bound to it. The credential `none` is the unit's `SetCredential=` default for
+/// machines without the file: also `None`.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn read_hardware_id(
     credential: Option<&std::path::Path>,
@@ -75,7 +76,7 @@ fn read_hardware_id(
     credential.into_iter().chain(std::iter::once(sysfs)).find_map(|path| {
         let text = Zeroizing::new(std::fs::read_to_string(path).ok()?);
         let id = text.trim();
-        (!id.is_empty()).then(|| Zeroizing::new(id.to_ascii_lowercase()))
+        (!id.is_empty() && id != "none").then(|| Zeroizing::new(id.to_ascii_lowercase()))
     })
 }
 
@@ -259,7 +260,12 @@ mod tests {
             read_hardware_id(Some(&credential), &sysfs).unwrap().as_str(),
             "11111111-2222-3333-4444-555555555555"
         );
-        // An empty credential (the unit's SetCredential= fallback) means "none here".
+        // The unit's SetCredential= default means "none here"; so does an empty file.
+        std::fs::write(&credential, "none\n").unwrap();
+        assert_eq!(
+            read_hardware_id(Some(&credential), &sysfs).unwrap().as_str(),
+            "4c4c4544-0042-3510-8052-b4c04f4e3732"
+        );
         std::fs::write(&credential, "").unwrap();
         assert_eq!(
             read_hardware_id(Some(&credential), &sysfs).unwrap().as_str(),

@@ -102,14 +102,36 @@ impl SecretStore {
     }
 
     /// Copies the install secret of the vault in `vault_dir` from this store into `to` (e.g.
-    /// when a service takes the vault over). `Ok(false)` when the vault has no install id or
-    /// this store holds no secret for it (an old-format vault: nothing to copy). Existing
-    /// secrets in `to` are replaced.
-    pub fn copy_secret(&self, vault_dir: &Path, to: &SecretStore) -> Result<bool, VaultError> {
-        let Some(install_id) = crate::vault::read_install_id(vault_dir)? else { return Ok(false) };
-        let Some(secret) = self.load(&install_id)? else { return Ok(false) };
-        to.save(&install_id, &secret)?;
-        Ok(true)
+    /// when a service takes the vault over). Returns the vault's install id, or `None` when the
+    /// vault has no install id or this store holds no secret for it (an old-format vault:
+    /// nothing to copy). An existing secret in `to` is replaced.
+    pub fn copy_secret(&self, vault_dir: &Path, to: &SecretStore) -> Result<Option<String>, VaultError> {
+        let Some(install_id) = crate::vault::read_install_id(vault_dir)? else { return Ok(None) };
+        let Some(secret) = self.load(&install_id)? else { return Ok(None) };
+        if self != to {
+            to.save(&install_id, &secret)?;
+        }
+        Ok(Some(install_id.to_string()))
+    }
+
+    /// Deletes the secret of vault `install_id` from this store (after [`copy_secret`] moved
+    /// it); `Ok(false)` when there was none. The vault it belongs to can no longer be opened
+    /// with this store.
+    ///
+    /// [`copy_secret`]: Self::copy_secret
+    pub fn delete_secret(&self, install_id: &str) -> Result<bool, VaultError> {
+        check_install_id(install_id)?;
+        match self {
+            Self::Files { dir } => {
+                let path = dir.join(file_name(install_id));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(VaultError::io(path)(e)),
+                }
+            }
+            Self::Keychain => keychain::delete(install_id),
+        }
     }
 
     /// Refuses a key directory that is the vault directory (the secret would travel with it).
@@ -349,6 +371,14 @@ mod keychain {
     pub(super) fn set(install_id: &str, secret: &InstallSecret) -> Result<(), VaultError> {
         entry(install_id)?.set_secret(secret.bytes()).map_err(fail)
     }
+
+    pub(super) fn delete(install_id: &str) -> Result<bool, VaultError> {
+        match entry(install_id)?.delete_credential() {
+            Ok(()) => Ok(true),
+            Err(Error::NoEntry) => Ok(false),
+            Err(e) => Err(fail(e)),
+        }
+    }
 }
 
 #[cfg(not(target_os = "macos"))]
@@ -367,6 +397,10 @@ mod keychain {
     }
 
     pub(super) fn set(_install_id: &str, _secret: &InstallSecret) -> Result<(), VaultError> {
+        Err(unavailable())
+    }
+
+    pub(super) fn delete(_install_id: &str) -> Result<bool, VaultError> {
         Err(unavailable())
     }
 }

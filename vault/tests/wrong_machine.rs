@@ -176,3 +176,26 @@ fn a_vault_made_without_a_hardware_id_ignores_one_later() {
     assert_eq!(as_root.get("db").unwrap().expose(), b"pw");
     assert_eq!(open(&dir).unwrap().get("db").unwrap().expose(), b"pw");
 }
+
+/// What `service install` does when the service takes a vault over: the vault files go to the
+/// service's directory, the install secret to the service's key directory.
+#[test]
+fn a_secret_copied_with_its_vault_opens_it_and_deleting_the_old_one_is_safe() {
+    let tmp = TempDir::new("takeover");
+    let dir = tmp.vault_dir();
+    open(&dir).unwrap().put("db", b"pw").unwrap();
+    let service_dir = tmp.path().join("service-vault");
+    copy_dir(&dir, &service_dir);
+    let service_keys = SecretStore::files(tmp.path().join("service-keys"));
+    let id = crate::support::keys(&dir).copy_secret(&service_dir, &service_keys).unwrap().unwrap();
+    let moved =
+        Vault::open_with_test_iterations(&service_dir, &service_keys, &here(), TEST_ITERATIONS).unwrap();
+    assert_eq!(moved.get("db").unwrap().expose(), b"pw");
+    assert!(crate::support::keys(&dir).delete_secret(&id).unwrap());
+    assert!(!crate::support::keys(&dir).delete_secret(&id).unwrap());
+    assert!(matches!(open(&dir), Err(VaultError::KeyMaterialMissing { .. })));
+    // Nothing to copy for a directory without a vault.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_eq!(service_keys.copy_secret(&empty, &crate::support::keys(&dir)).unwrap(), None);
+}
