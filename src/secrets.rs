@@ -54,28 +54,33 @@ impl AgentConfig {
         }
     }
 
-    /// Where the vault's install secret is kept (outside [`Self::vault_dir`]): `vaultKeyDir`
-    /// (relative to the config file's directory), else `$STATE_DIRECTORY/vault-keys` when
-    /// systemd runs the agent, else the user's state directory:
-    /// `$XDG_STATE_HOME/mini-connector/vault-keys` (default `~/.local/state/...`) on Unix,
-    /// `%LOCALAPPDATA%\MiniConnector\vault-keys` on Windows. Without any of those, a
-    /// `vault-keys/` directory next to the config file.
+    /// Where the vault's install secret is kept (outside [`Self::vault_dir`]):
+    ///
+    /// 1. `vaultKeyDir` (relative to the config file's directory);
+    /// 2. with `vaultDir` set, or under systemd (`$STATE_DIRECTORY`): `vault-keys/` beside the
+    ///    vault directory (`/var/lib/mini-connector/vault-keys` for the service), so the service
+    ///    and an administrator's CLI find the same place even before `service install` pinned it;
+    /// 3. else the user's state directory: `$XDG_STATE_HOME/mini-connector/vault-keys` (default
+    ///    `~/.local/state/...`) on Unix, `%LOCALAPPDATA%\MiniConnector\vault-keys` on Windows;
+    ///    without one, `vault-keys/` next to the config file.
     pub fn vault_key_dir(&self) -> PathBuf {
         match &self.vault_key_dir {
             Some(dir) if dir.is_absolute() => dir.clone(),
             Some(dir) => self.config_dir().join(dir),
-            None => state_directory()
-                .map(|dir| dir.join(VAULT_KEY_DIR_NAME))
-                .or_else(user_key_dir)
-                .unwrap_or_else(|| self.config_dir().join(VAULT_KEY_DIR_NAME)),
+            None if self.beside_the_vault() => self.vault_dir().with_file_name(VAULT_KEY_DIR_NAME),
+            None => user_key_dir().unwrap_or_else(|| self.config_dir().join(VAULT_KEY_DIR_NAME)),
         }
     }
 
+    /// Whether the default key directory is beside the vault directory (rule 2 above).
+    fn beside_the_vault(&self) -> bool {
+        self.vault_dir.is_some() || state_directory().is_some()
+    }
+
     /// The store of the vault's install secret: files in [`Self::vault_key_dir`] (DPAPI-sealed
-    /// on Windows); on macOS the login Keychain unless `vaultKeyDir` is set or systemd-like
-    /// state directories are in use.
+    /// on Windows); on macOS the login Keychain when the key directory is the per-user default.
     pub fn secret_store(&self) -> SecretStore {
-        if self.vault_key_dir.is_some() || state_directory().is_some() {
+        if self.vault_key_dir.is_some() || self.beside_the_vault() {
             SecretStore::files(self.vault_key_dir())
         } else {
             vault::default_secret_store(self.vault_key_dir())
@@ -281,6 +286,40 @@ mod tests {
         }
         for bad in ["", "file:", "env:", "vault://other", "keychain://x", "vmc_acme_abcdefghijkl_12345"] {
             assert!(check_api_key_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn config(extra: serde_json::Value) -> AgentConfig {
+        let mut value = serde_json::json!({
+            "connectorName": "t",
+            "apiKeyRef": "vault://apikey",
+            "cloudUrl": "wss://example.com/ws",
+        });
+        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut config: AgentConfig = serde_json::from_value(value).unwrap();
+        config.source = Some(PathBuf::from("/etc/mc/config.json"));
+        config
+    }
+
+    #[test]
+    fn the_install_secret_is_never_in_the_vault_directory() {
+        // Pinned (service install), relative to the config.
+        let pinned = config(serde_json::json!({"vaultKeyDir": "keys"}));
+        assert_eq!(pinned.vault_key_dir(), Path::new("/etc/mc/keys"));
+        assert!(matches!(pinned.secret_store(), SecretStore::Files { .. }));
+        // An explicit vaultDir (the service layout before vaultKeyDir was pinned): beside it, so
+        // the service and an administrator's CLI agree.
+        let service = config(serde_json::json!({"vaultDir": "/var/lib/mini-connector/vault"}));
+        assert_eq!(service.vault_key_dir(), Path::new("/var/lib/mini-connector/vault-keys"));
+        assert_eq!(service.secret_store(), SecretStore::files("/var/lib/mini-connector/vault-keys"));
+        // The per-user default is outside the vault directory (next to the config).
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            let user = config(serde_json::json!({}));
+            assert!(
+                !user.vault_key_dir().starts_with(user.vault_dir()),
+                "{}",
+                user.vault_key_dir().display()
+            );
         }
     }
 

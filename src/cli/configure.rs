@@ -49,8 +49,8 @@ pub struct ConfigureArgs {
     #[arg(long, value_name = "DIR")]
     vault_dir: Option<PathBuf>,
     /// Directory of the vault's install secret, kept apart from the vault so a copy of the
-    /// vault directory cannot be decrypted (default: the user's state directory, e.g.
-    /// ~/.local/state/mini-connector/vault-keys, or $STATE_DIRECTORY/vault-keys under systemd).
+    /// vault directory cannot be decrypted (default: vault-keys/ beside --vault-dir when that is
+    /// set, else the user's state directory, e.g. ~/.local/state/mini-connector/vault-keys).
     #[arg(long, value_name = "DIR")]
     vault_key_dir: Option<PathBuf>,
     #[command(flatten)]
