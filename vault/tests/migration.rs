@@ -140,3 +140,84 @@ fn migration_binds_to_the_hardware_id_when_readable() {
     assert!(matches!(open(&dir, &keys, &identity()), Err(VaultError::HardwareIdUnavailable)));
     assert_golden_content(&open(&dir, &keys, &root).unwrap());
 }
+
+/// A version 1 file built by hand from the documented version 1 construction, with the
+/// production iteration count, so production `Vault::open` (which refuses test counts) migrates it.
+fn write_v1(dir: &Path, machine_id: &str, install_id: &str, iterations: u32, entries: &[(&str, &[u8])]) {
+    use aes_gcm::Aes256Gcm;
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    let salt = [0x5a; 16];
+    let mut password = b"mini-connector/vault/v1\0".to_vec();
+    for part in [machine_id.as_bytes(), install_id.as_bytes()] {
+        password.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        password.extend_from_slice(part);
+    }
+    let mut master = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(
+        &password,
+        &[&crate::secrecy::APP_SALT[..], &salt].concat(),
+        iterations,
+        &mut master,
+    );
+    let sub = |label: &[u8]| -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&master).unwrap();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    };
+    let (enc, mac_key) = (sub(b"mini-connector/vault/enc"), sub(b"mini-connector/vault/mac"));
+    let mut out = b"MCVAULT\0\0\x01\x01".to_vec();
+    out.extend_from_slice(&iterations.to_be_bytes());
+    out.extend_from_slice(&salt);
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    let mut sorted = entries.to_vec();
+    sorted.sort();
+    for (i, (id, plaintext)) in sorted.iter().enumerate() {
+        let nonce = [i as u8; 12];
+        let mut buffer = plaintext.to_vec();
+        Aes256Gcm::new_from_slice(&enc)
+            .unwrap()
+            .encrypt_in_place(&nonce.into(), id.as_bytes(), &mut buffer)
+            .unwrap();
+        out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&(buffer.len() as u32).to_be_bytes());
+        out.extend_from_slice(&buffer);
+    }
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&mac_key).unwrap();
+    mac.update(&out);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(Vault::FILE_NAME), out).unwrap();
+    std::fs::write(dir.join(Vault::INSTALL_ID_FILE_NAME), format!("{install_id}\n")).unwrap();
+}
+
+#[test]
+fn production_open_migrates_a_production_old_vault() {
+    let tmp = TempDir::new("migrate-production");
+    let dir = tmp.path().join("vault");
+    let machine = crate::support::here();
+    let machine_id = vault::MachineIdentity::machine_id(&machine).unwrap();
+    write_v1(
+        &dir,
+        &machine_id,
+        "8bb24228-93b6-4194-8eda-cc7c89d91298",
+        vault::PBKDF2_ITERATIONS,
+        &[("db:erp", b"erp-password"), ("@apikey", b"vmc_acme_abcdefghijkl_00000")],
+    );
+    let keys = SecretStore::files(tmp.path().join("keys"));
+    let started = std::time::Instant::now();
+    let vault = Vault::open(&dir, &keys, &machine).unwrap();
+    eprintln!("production migration (2 x 600,000 iterations) took {:?}", started.elapsed());
+    assert_eq!(version(&dir), 2);
+    assert_eq!(vault.ids().unwrap(), ["db:erp"]);
+    assert_eq!(vault.get("db:erp").unwrap().expose(), b"erp-password");
+    assert_eq!(vault::ApiKeyStore::Vault.load(&vault).unwrap().expose(), b"vmc_acme_abcdefghijkl_00000");
+    let started = std::time::Instant::now();
+    let again = Vault::open(&dir, &keys, &machine).unwrap();
+    eprintln!("production open after migration took {:?}", started.elapsed());
+    assert_eq!(again.get("db:erp").unwrap().expose(), b"erp-password");
+}
