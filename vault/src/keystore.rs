@@ -134,14 +134,13 @@ impl SecretStore {
         }
     }
 
-    /// Refuses a key directory that is the vault directory (the secret would travel with it).
+    /// Refuses a key directory that is the vault directory or inside it (the secret would
+    /// travel with every copy of the vault directory).
     pub(crate) fn check_outside(&self, vault_dir: &Path) -> Result<(), VaultError> {
         if let Self::Files { dir } = self {
-            let same = match (dir.canonicalize(), vault_dir.canonicalize()) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => dir == vault_dir,
-            };
-            if same {
+            let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+            let inside = dir.starts_with(vault_dir) || canonical(dir).starts_with(canonical(vault_dir));
+            if inside {
                 return Err(VaultError::KeyStore {
                     reason: format!(
                         "the install secret must be kept outside the vault directory {}",

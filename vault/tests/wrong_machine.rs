@@ -130,6 +130,9 @@ fn the_install_secret_never_lives_in_the_vault_directory() {
     let err = Vault::open_with_test_iterations(&dir, &SecretStore::files(&dir), &here(), TEST_ITERATIONS)
         .unwrap_err();
     assert!(matches!(err, VaultError::KeyStore { .. }), "{err:?}");
+    let inside = SecretStore::files(dir.join("keys"));
+    let err = Vault::open_with_test_iterations(&dir, &inside, &here(), TEST_ITERATIONS).unwrap_err();
+    assert!(matches!(err, VaultError::KeyStore { .. }), "{err:?}");
     assert!(!dir.join("vault.bin").exists());
 }
 
