@@ -30,10 +30,10 @@ Linux, without --unit-dir (needs root): creates the service user (default mini-c
 /var/lib/mini-connector, pins the service's paths into the configuration when unset
 (vaultDir=/var/lib/mini-connector/vault, copying an existing vault there;
 vaultKeyDir=/var/lib/mini-connector/vault-keys, moving the vault's install secret there;
-controlSocket in /run/mini-connector; logDir=/var/log/mini-connector), makes the configuration readable by the
-service user, writes /etc/systemd/system/mini-connector.service, checks it with
-`systemd-analyze verify`, then `systemctl daemon-reload` and `systemctl enable --now` (unless
---no-start). The binary and the configuration must not be under /home, /root or /run/user
+controlSocket in /run/mini-connector; logDir=/var/log/mini-connector), makes the
+configuration readable by the service user, writes /etc/systemd/system/mini-connector.service,
+checks it with `systemd-analyze verify`, then `systemctl daemon-reload` and
+`systemctl enable --now` (unless --no-start). The binary and the configuration must not be under /home, /root or /run/user
 (ProtectHome=yes hides them): install the binary to /usr/local/bin first.
 macOS: ~/Library/LaunchAgents/com.miniconnector.agent.plist, then `launchctl bootstrap`.
 Windows (elevated prompt): the MiniConnector service (LocalSystem, automatic start, restart on
