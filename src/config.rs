@@ -148,6 +148,13 @@ pub struct AgentConfig {
     /// A relative path is relative to the config file's directory. See [`Self::vault_dir`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_dir: Option<PathBuf>,
+    /// Directory of the vault's install secret, key material kept outside `vaultDir` so a copy
+    /// of the vault directory does not decrypt. When absent: `vault-keys/` beside the vault
+    /// directory if `vaultDir` is set or under systemd, else the user's state directory
+    /// (`$XDG_STATE_HOME/mini-connector/vault-keys`, `%LOCALAPPDATA%\MiniConnector\vault-keys`;
+    /// the login Keychain on macOS). `service install` pins it. See [`Self::vault_key_dir`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_key_dir: Option<PathBuf>,
     /// The file this configuration was loaded from (absolute; not part of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,

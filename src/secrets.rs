@@ -1,6 +1,11 @@
 //! Where the agent's secrets live and how they are fetched: the vault directory, the API key
 //! behind `apiKeyRef`, and the database passwords (vault id `db:<connection name>`).
 //!
+//! The vault's key material is split: the vault directory (`vaultDir`) holds the encrypted file
+//! and the install id; the install secret lives in a separate owner-only key directory
+//! (`vaultKeyDir`, see [`AgentConfig::vault_key_dir`]), so a copy or backup of the vault
+//! directory alone decrypts nothing.
+//!
 //! This module is the only one in `src/` that opens the [`vault`]. Plaintext leaves it only as
 //! zeroizing values ([`ApiKey`](crate::protocol::ApiKey), [`drivers::Secret`]) handed straight
 //! to the `auth` frame or a driver's connect call. The vault is opened per use (PBKDF2 each
@@ -15,7 +20,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use vault::{ApiKeyStore, SystemIdentity, Vault, VaultError};
+use vault::{ApiKeyStore, SecretStore, SystemIdentity, Vault, VaultError};
 use zeroize::Zeroizing;
 
 use crate::config::{AgentConfig, ConfigError};
@@ -49,11 +54,59 @@ impl AgentConfig {
         }
     }
 
-    /// Opens the vault, creating it (directory, install id, empty file) on first use.
+    /// Where the vault's install secret is kept (outside [`Self::vault_dir`]):
+    ///
+    /// 1. `vaultKeyDir` (relative to the config file's directory);
+    /// 2. with `vaultDir` set, or under systemd (`$STATE_DIRECTORY`): `vault-keys/` beside the
+    ///    vault directory (`/var/lib/mini-connector/vault-keys` for the service), so the service
+    ///    and an administrator's CLI find the same place even before `service install` pinned it;
+    /// 3. else the user's state directory: `$XDG_STATE_HOME/mini-connector/vault-keys` (default
+    ///    `~/.local/state/...`) on Unix, `%LOCALAPPDATA%\MiniConnector\vault-keys` on Windows;
+    ///    without one, `vault-keys/` next to the config file.
+    pub fn vault_key_dir(&self) -> PathBuf {
+        match &self.vault_key_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => self.config_dir().join(dir),
+            None if self.beside_the_vault() => self.vault_dir().with_file_name(VAULT_KEY_DIR_NAME),
+            None => user_key_dir().unwrap_or_else(|| self.config_dir().join(VAULT_KEY_DIR_NAME)),
+        }
+    }
+
+    /// Whether the default key directory is beside the vault directory (rule 2 above).
+    fn beside_the_vault(&self) -> bool {
+        self.vault_dir.is_some() || state_directory().is_some()
+    }
+
+    /// The store of the vault's install secret: files in [`Self::vault_key_dir`] (DPAPI-sealed
+    /// on Windows); on macOS the login Keychain when the key directory is the per-user default.
+    pub fn secret_store(&self) -> SecretStore {
+        if self.vault_key_dir.is_some() || self.beside_the_vault() {
+            SecretStore::files(self.vault_key_dir())
+        } else {
+            vault::default_secret_store(self.vault_key_dir())
+        }
+    }
+
+    /// Where the vault's install secret is, for messages (a path or a Keychain item).
+    pub fn secret_location(&self, vault: &Vault) -> String {
+        self.secret_store().location(vault.install_id())
+    }
+
+    /// Opens the vault, creating it (directory, install id, install secret, empty file) on first
+    /// use; an old-format vault is migrated to the install secret on the way.
     pub fn open_vault(&self) -> Result<Vault, ConfigError> {
         let dir = self.vault_dir();
-        Vault::open(&dir, &SystemIdentity).map_err(|source| ConfigError::Vault {
+        Vault::open(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| ConfigError::Vault {
             what: format!("opening the vault {}", dir.display()),
+            source,
+        })
+    }
+
+    /// [`Vault::reset`] of this configuration's vault (after `VAULT_DECRYPT_ERROR`).
+    pub fn reset_vault(&self) -> Result<(Vault, Option<PathBuf>), ConfigError> {
+        let dir = self.vault_dir();
+        Vault::reset(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| ConfigError::Vault {
+            what: format!("resetting the vault {}", dir.display()),
             source,
         })
     }
@@ -87,15 +140,32 @@ impl AgentConfig {
     }
 }
 
-/// `$STATE_DIRECTORY/vault` (the first directory systemd lists) or `<config dir>/vault`.
-fn default_vault_dir(config_dir: &Path) -> PathBuf {
-    let state = std::env::var_os("STATE_DIRECTORY")
+/// Name of the install-secret directory under a state directory.
+const VAULT_KEY_DIR_NAME: &str = "vault-keys";
+
+/// The first directory systemd lists in `$STATE_DIRECTORY`, if it runs the agent.
+fn state_directory() -> Option<PathBuf> {
+    std::env::var_os("STATE_DIRECTORY")
         .and_then(|dirs| std::env::split_paths(&dirs).next())
-        .filter(|dir| dir.is_absolute());
-    match state {
+        .filter(|dir| dir.is_absolute())
+}
+
+/// `$STATE_DIRECTORY/vault` or `<config dir>/vault`.
+fn default_vault_dir(config_dir: &Path) -> PathBuf {
+    match state_directory() {
         Some(dir) => dir.join("vault"),
         None => config_dir.join("vault"),
     }
+}
+
+/// The per-user key directory: XDG state dir on Unix, `%LOCALAPPDATA%` (not roaming) on Windows.
+fn user_key_dir() -> Option<PathBuf> {
+    let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    if cfg!(windows) {
+        return absolute("LOCALAPPDATA").map(|dir| dir.join("MiniConnector").join(VAULT_KEY_DIR_NAME));
+    }
+    let state = absolute("XDG_STATE_HOME").or_else(|| absolute("HOME").map(|home| home.join(".local/state")));
+    state.map(|dir| dir.join("mini-connector").join(VAULT_KEY_DIR_NAME))
 }
 
 /// Checks the form of an `apiKeyRef` (without reading the key).
@@ -216,6 +286,40 @@ mod tests {
         }
         for bad in ["", "file:", "env:", "vault://other", "keychain://x", "vmc_acme_abcdefghijkl_12345"] {
             assert!(check_api_key_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn config(extra: serde_json::Value) -> AgentConfig {
+        let mut value = serde_json::json!({
+            "connectorName": "t",
+            "apiKeyRef": "vault://apikey",
+            "cloudUrl": "wss://example.com/ws",
+        });
+        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut config: AgentConfig = serde_json::from_value(value).unwrap();
+        config.source = Some(PathBuf::from("/etc/mc/config.json"));
+        config
+    }
+
+    #[test]
+    fn the_install_secret_is_never_in_the_vault_directory() {
+        // Pinned (service install), relative to the config.
+        let pinned = config(serde_json::json!({"vaultKeyDir": "keys"}));
+        assert_eq!(pinned.vault_key_dir(), Path::new("/etc/mc/keys"));
+        assert!(matches!(pinned.secret_store(), SecretStore::Files { .. }));
+        // An explicit vaultDir (the service layout before vaultKeyDir was pinned): beside it, so
+        // the service and an administrator's CLI agree.
+        let service = config(serde_json::json!({"vaultDir": "/var/lib/mini-connector/vault"}));
+        assert_eq!(service.vault_key_dir(), Path::new("/var/lib/mini-connector/vault-keys"));
+        assert_eq!(service.secret_store(), SecretStore::files("/var/lib/mini-connector/vault-keys"));
+        // The per-user default is outside the vault directory (next to the config).
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            let user = config(serde_json::json!({}));
+            assert!(
+                !user.vault_key_dir().starts_with(user.vault_dir()),
+                "{}",
+                user.vault_key_dir().display()
+            );
         }
     }
 

@@ -178,6 +178,64 @@ fn configure_keeps_the_key_in_the_vault_and_only_a_reference_in_the_config() {
     sandbox.assert_nowhere(key.expose());
 }
 
+/// The sandbox user's default key directory (`$XDG_STATE_HOME/mini-connector/vault-keys`).
+const KEY_DIR: &str = "home/.local/state/mini-connector/vault-keys";
+
+/// Issue 8, hole 6: the vault directory plus `/etc/machine-id` used to decrypt every credential.
+/// Now the install secret lives in the user's state directory, outside the vault directory; a
+/// copy of the vault directory on this very machine fails with a message naming the missing
+/// file (never the secret), and `vault status` says where the key material is.
+#[test]
+fn a_copied_vault_directory_without_its_install_secret_does_not_open() {
+    let sandbox = Sandbox::new("vault-copy");
+    let key = sandbox.configure(URL);
+    let status = sandbox.run(&["vault", "status", "--json"], None).ok().json();
+    let key_dir = sandbox.path(KEY_DIR);
+    assert_eq!(status["keyDir"], key_dir.to_string_lossy().as_ref());
+    let install_id = std::fs::read_to_string(sandbox.path("etc/vault/install-id")).unwrap();
+    let secret_file = key_dir.join(format!("{}.key", install_id.trim()));
+    assert_eq!(status["installSecret"], secret_file.to_string_lossy().as_ref());
+    assert_eq!(status["hardwareBound"], false, "no product_uuid readable in this sandbox");
+    assert!(secret_file.is_file());
+    assert!(
+        !files_under(&sandbox.path("etc/vault")).iter().any(|f| f.extension().is_some_and(|e| e == "key"))
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key_dir), 0o700);
+        assert_eq!(mode(&secret_file), 0o600);
+    }
+    let secret = std::fs::read(&secret_file).unwrap();
+
+    // The same vault directory and config, as another user on this machine (or a restored
+    // backup of the directory) would have them: a new HOME, so no install secret.
+    let thief = Sandbox::new("vault-copy-thief");
+    std::fs::create_dir_all(thief.path("etc")).unwrap();
+    std::fs::copy(&sandbox.config, &thief.config).unwrap();
+    for file in files_under(&sandbox.path("etc/vault")) {
+        let to = thief.path("etc/vault").join(file.file_name().unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+    let out = thief.run(&["key", "show"], None);
+    assert_eq!(out.code, Some(4), "{out:?}");
+    let expected = thief.path(KEY_DIR).join(format!("{}.key", install_id.trim()));
+    assert!(out.stderr.contains("install secret is missing"), "{out:?}");
+    assert!(out.stderr.contains(&expected.display().to_string()), "{out:?}");
+    assert!(out.stderr.contains("VAULT_DECRYPT_ERROR"), "{out:?}");
+    assert!(!out.stderr.contains(key.expose()) && !out.stdout.contains(key.expose()));
+    let hex: String = secret[9..].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!out.stderr.contains(&hex));
+    assert!(!thief.path(KEY_DIR).exists(), "no secret invented for a copied vault");
+
+    // With the key file restored next to it, the copy reads again.
+    std::fs::create_dir_all(thief.path(KEY_DIR)).unwrap();
+    std::fs::copy(&secret_file, &expected).unwrap();
+    assert_eq!(thief.run(&["key", "show", "--json"], None).ok().json()["masked"], key.masked());
+}
+
 #[test]
 fn a_malformed_key_is_refused_before_anything_is_written() {
     let sandbox = Sandbox::new("configure-bad-key");
@@ -289,9 +347,11 @@ fn the_agent_authenticates_with_the_key_stored_by_configure() {
     sandbox
         .run(&["db", "add", "--name", "erp", "--type", "sqlite", "--path", erp.to_str().unwrap()], None)
         .ok();
-    // Keep the agent's logs in the sandbox.
+    // Keep the agent's logs in the sandbox; the agent runs without the sandbox's HOME, so it is
+    // told where the vault's install secret is (the sandbox user's state directory).
     let mut config = sandbox.config_json();
     config["logDir"] = sandbox.path("logs").to_string_lossy().into();
+    config["vaultKeyDir"] = sandbox.path(KEY_DIR).to_string_lossy().into();
     std::fs::write(&sandbox.config, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 
     let events = world.gateway.subscribe();

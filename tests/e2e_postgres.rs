@@ -59,6 +59,8 @@ fn headless_setup_with_postgres_answers_queries_and_keeps_secrets_local() {
     let config = dir.join("config.json");
     let config_arg = config.to_str().unwrap();
     let ca = world.gateway.ca_cert_path();
+    // The vault's install secret stays in the sandbox too (not in the real user's state dir).
+    let key_dir = dir.join("vault-keys");
 
     let (code, out) = run(
         &[
@@ -71,6 +73,8 @@ fn headless_setup_with_postgres_answers_queries_and_keeps_secrets_local() {
             &world.gateway.ws_url(),
             "--ca-cert",
             ca.to_str().unwrap(),
+            "--vault-key-dir",
+            key_dir.to_str().unwrap(),
             "--api-key-stdin",
         ],
         &format!("{}\n", key.expose()),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use mini_connector::config::AgentConfig;
 use mini_connector::protocol::ApiKey;
 use serde_json::json;
-use vault::{ApiKeyStore, SystemIdentity, Vault};
+use vault::{ApiKeyStore, Vault};
 use zeroize::Zeroizing;
 
 use super::{ConfigArg, Fail, Outcome, absolute, print_json, secret_from_prompt, secret_from_stdin};
@@ -48,6 +48,11 @@ pub struct ConfigureArgs {
     /// or `$STATE_DIRECTORY/vault` under systemd).
     #[arg(long, value_name = "DIR")]
     vault_dir: Option<PathBuf>,
+    /// Directory of the vault's install secret, kept apart from the vault so a copy of the
+    /// vault directory cannot be decrypted (default: vault-keys/ beside --vault-dir when that is
+    /// set, else the user's state directory, e.g. ~/.local/state/mini-connector/vault-keys).
+    #[arg(long, value_name = "DIR")]
+    vault_key_dir: Option<PathBuf>,
     #[command(flatten)]
     key: KeyInput,
 }
@@ -117,7 +122,8 @@ pub enum VaultCmd {
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print JSON: {"dir", "exists", "readable", "apiKeyStored", "credentials", "error"}.
+        /// Print JSON: {"dir", "keyDir", "installSecret", "hardwareBound", "exists", "readable",
+        /// "apiKeyStored", "credentials", "error"}.
         #[arg(long)]
         json: bool,
     },
@@ -212,6 +218,9 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
     if let Some(dir) = args.vault_dir.take() {
         config.vault_dir = Some(absolute(&dir));
     }
+    if let Some(dir) = args.vault_key_dir.take() {
+        config.vault_key_dir = Some(absolute(&dir));
+    }
     let key = match args.key.take()? {
         Some(text) => Some(parse_key(&text)?),
         None if !existing => {
@@ -240,6 +249,7 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         None => println!("API key:    unchanged ({})", config.api_key_ref),
     }
     println!("vault:      {}", config.vault_dir().display());
+    println!("vault keys: {}", config.vault_key_dir().display());
     old_reference_note(old_reference.as_deref());
     if !existing {
         println!("next:       mini-connector db add --name NAME --type ... ; mini-connector start --daemon");
@@ -312,9 +322,17 @@ pub fn vault(command: VaultCmd) -> Outcome {
                     (false, Vec::new(), None, Some(e.to_string()), code)
                 }
             };
+            let (secret, hardware_bound) = match &opened {
+                Some(Ok(vault)) => (Some(config.secret_location(vault)), Some(vault.hardware_bound())),
+                _ => (None, None),
+            };
+            let key_dir = config.vault_key_dir();
             if json {
                 print_json(&json!({
                     "dir": dir,
+                    "keyDir": key_dir,
+                    "installSecret": secret,
+                    "hardwareBound": hardware_bound,
                     "exists": exists,
                     "readable": readable,
                     "apiKeyStored": api_key_stored,
@@ -323,6 +341,13 @@ pub fn vault(command: VaultCmd) -> Outcome {
                 }));
             } else {
                 println!("vault:        {}", dir.display());
+                println!(
+                    "key material: {}",
+                    secret.as_deref().map_or_else(|| key_dir.display().to_string(), str::to_owned)
+                );
+                if let Some(bound) = hardware_bound {
+                    println!("hardware id:  {}", if bound { "bound (product_uuid)" } else { "not bound" });
+                }
                 println!(
                     "state:        {}",
                     if !exists {
@@ -365,12 +390,7 @@ pub fn vault(command: VaultCmd) -> Outcome {
                 Err(e) if e.is_vault_decrypt() => {}
                 Err(e) => return Err(e.into()),
             }
-            let (_, aside) = Vault::reset(&dir, &SystemIdentity).map_err(|source| {
-                Fail::from(mini_connector::config::ConfigError::Vault {
-                    what: format!("resetting the vault {}", dir.display()),
-                    source,
-                })
-            })?;
+            let (_, aside) = config.reset_vault()?;
             println!("started an empty vault in {}", dir.display());
             if let Some(aside) = aside {
                 println!("the unreadable file was moved to {}", aside.display());

@@ -28,15 +28,18 @@ Examples:
 
 Linux, without --unit-dir (needs root): creates the service user (default mini-connector) and
 /var/lib/mini-connector, pins the service's paths into the configuration when unset
-(vaultDir=/var/lib/mini-connector/vault, copying an existing vault there; controlSocket in
-/run/mini-connector; logDir=/var/log/mini-connector), makes the configuration readable by the
-service user, writes /etc/systemd/system/mini-connector.service, checks it with
-`systemd-analyze verify`, then `systemctl daemon-reload` and `systemctl enable --now` (unless
---no-start). The binary and the configuration must not be under /home, /root or /run/user
+(vaultDir=/var/lib/mini-connector/vault, copying an existing vault there;
+vaultKeyDir=/var/lib/mini-connector/vault-keys, moving the vault's install secret there;
+controlSocket in /run/mini-connector; logDir=/var/log/mini-connector), makes the
+configuration readable by the service user, writes /etc/systemd/system/mini-connector.service,
+checks it with `systemd-analyze verify`, then `systemctl daemon-reload` and
+`systemctl enable --now` (unless --no-start). The binary and the configuration must not be under /home, /root or /run/user
 (ProtectHome=yes hides them): install the binary to /usr/local/bin first.
 macOS: ~/Library/LaunchAgents/com.miniconnector.agent.plist, then `launchctl bootstrap`.
 Windows (elevated prompt): the MiniConnector service (LocalSystem, automatic start, restart on
-failure); an API key in the Credential Manager is moved into the vault so the service can read it.
+failure); the vault's install secret is copied to %ProgramData%\\MiniConnector\\vault-keys
+(vaultKeyDir) and an API key in the Credential Manager is moved into the vault, so the service can
+read both.
 
 Exit codes: 0 ok; 1 the service manager failed; 2 bad configuration or usage (e.g. not root).")]
     Install {
@@ -433,6 +436,8 @@ pub mod systemd {
         // The CLI (run by an administrator) and the service must use the same places.
         let mut pinned = Vec::new();
         let mut moved_from = None;
+        // Where the install secret was before (the administrator's own key directory).
+        let old_keys = config.secret_store();
         if config.vault_dir.is_none() {
             let old = config.vault_dir();
             let new = Path::new(STATE_DIR).join("vault");
@@ -449,6 +454,21 @@ pub mod systemd {
             }
             config.vault_dir = Some(new);
             pinned.push("vaultDir");
+        }
+        // The install secret follows the vault: the service cannot read the administrator's key
+        // directory (and must not: it is outside the service's state directory).
+        let mut secret_moved = None;
+        if config.vault_key_dir.is_none() {
+            let new_keys = Path::new(STATE_DIR).join("vault-keys");
+            let to = vault::SecretStore::files(&new_keys);
+            let copied = old_keys.copy_secret(&config.vault_dir(), &to).map_err(|e| {
+                fail(format!("copying the vault's install secret to {}: {e}", new_keys.display()))
+            })?;
+            if moved_from.is_some() {
+                secret_moved = copied;
+            }
+            config.vault_key_dir = Some(new_keys);
+            pinned.push("vaultKeyDir");
         }
         if config.control_socket.is_none() {
             config.control_socket = Some(Path::new(RUNTIME_DIR).join("agent.sock"));
@@ -469,6 +489,14 @@ pub mod systemd {
             }
             let _ = std::fs::remove_dir(&old);
             println!("moved the vault {} to {}", old.display(), config.vault_dir().display());
+        }
+        if let Some(install_id) = secret_moved {
+            let _ = old_keys.delete_secret(&install_id);
+            println!(
+                "moved the vault's install secret {} to {}",
+                old_keys.location(&install_id),
+                config.vault_key_dir().display()
+            );
         }
         // root:<service group> 0640; and the configuration directory if it is ours.
         let group_read = |path: &Path, mode: u32| -> Result<(), Fail> {
@@ -553,6 +581,12 @@ pub mod systemd {
             );
             assert!(unit.contains("User=mc"));
             assert!(unit.contains("Restart=on-failure"));
+            // The root-only hardware id reaches the unprivileged service under the name and
+            // from the path the vault reads.
+            let credential =
+                format!("LoadCredential={}:{}", vault::HARDWARE_ID_CREDENTIAL, vault::PRODUCT_UUID);
+            assert!(unit.contains(&credential), "{unit}");
+            assert!(unit.contains(&format!("SetCredential={}:none", vault::HARDWARE_ID_CREDENTIAL)));
             let (exe, config) = registered(&unit);
             assert_eq!(exe.unwrap(), Path::new("/opt/mini connector/bin"));
             assert_eq!(config.unwrap(), Path::new("/etc/mc/config.json"));
@@ -784,6 +818,25 @@ mod windows {
     fn install(config_arg: &ConfigArg, no_start: bool) -> Outcome {
         let config_path = config_arg.path();
         let mut config = config_arg.load()?;
+        // The install secret defaults to the administrator's %LOCALAPPDATA%, which LocalSystem
+        // does not see: pin a machine-wide key directory and copy the secret there (DPAPI in
+        // machine scope, so SYSTEM can unseal what the administrator sealed; ACL admin + SYSTEM).
+        if config.vault_key_dir.is_none() {
+            let program_data = std::env::var_os("ProgramData")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
+            let new_keys = program_data.join("MiniConnector").join("vault-keys");
+            let to = vault::SecretStore::files(&new_keys);
+            config.secret_store().copy_secret(&config.vault_dir(), &to).map_err(|source| {
+                Fail::from(mini_connector::config::ConfigError::Vault {
+                    what: format!("copying the vault's install secret to {}", new_keys.display()),
+                    source,
+                })
+            })?;
+            config.vault_key_dir = Some(new_keys);
+            config.save(&config_path)?;
+            println!("set vaultKeyDir to {}", config.vault_key_dir().display());
+        }
         // The Credential Manager is per account: LocalSystem would not see the key stored by the
         // administrator. Move it into the vault, whose ACL admits the writer and SYSTEM.
         if let Ok(store @ ApiKeyStore::Keyring { .. }) = ApiKeyStore::parse(&config.api_key_ref) {

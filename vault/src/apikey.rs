@@ -121,7 +121,7 @@ impl FromStr for ApiKeyStore {
 }
 
 #[cfg(any(windows, target_os = "macos"))]
-mod os_store {
+pub(crate) mod os_store {
     use std::sync::{Arc, OnceLock};
 
     use keyring_core::{CredentialStore, Entry, Error};
@@ -129,7 +129,7 @@ mod os_store {
 
     use crate::{Secret, VaultError};
 
-    fn store() -> Result<&'static Arc<CredentialStore>, VaultError> {
+    pub(crate) fn store() -> Result<&'static Arc<CredentialStore>, VaultError> {
         static STORE: OnceLock<Result<Arc<CredentialStore>, String>> = OnceLock::new();
         let store = STORE.get_or_init(|| {
             #[cfg(windows)]
@@ -179,7 +179,7 @@ mod os_store {
     }
 
     /// A message without the stored bytes some variants carry (they are wiped here).
-    fn describe(e: Error) -> String {
+    pub(crate) fn describe(e: Error) -> String {
         match e {
             Error::BadEncoding(mut bytes) => {
                 bytes.zeroize();

@@ -1,13 +1,20 @@
 //! Key derivation, per-credential AES-256-GCM, and the whole-file MAC.
 //!
 //! ```text
-//! password = "mini-connector/vault/v1\0"
-//!            || u32be(len machine_id) || machine_id || u32be(len install_id) || install_id
+//! lp(x)    = u32be(len x) || x
+//! password = "mini-connector/vault/v2\0" || u8 binding
+//!            || lp(machine_id) || lp(install_id) || lp(install_secret) || lp(hardware_id or "")
+//!            (format version 2; version 1 files, read only to migrate them, used
+//!             "mini-connector/vault/v1\0" || lp(machine_id) || lp(install_id))
 //! master   = PBKDF2-HMAC-SHA256(password, APP_SALT || file_salt, iterations, 32 bytes)
 //! enc_key  = HMAC-SHA256(master, "mini-connector/vault/enc")   AES-256-GCM, one per vault
 //! mac_key  = HMAC-SHA256(master, "mini-connector/vault/mac")   HMAC over the whole file
 //! entry    = AES-256-GCM(enc_key, random 96-bit nonce, plaintext, aad = credential id)
 //! ```
+//!
+//! `binding` is the header's key-material byte (see the `format` module). The install secret is
+//! 32 random bytes kept outside the vault directory (`keystore`); the hardware id is Linux's
+//! root-only `product_uuid` when the vault was created where it could be read.
 //!
 //! Splitting the master key with HMAC costs two hash calls; asking PBKDF2 for 64 bytes instead
 //! would double its 600,000 iterations.
@@ -38,7 +45,8 @@ pub(crate) const APP_SALT: [u8; 32] = [
     0x25, 0x2a, 0x27, 0x4a, 0xe3, 0xd6, 0x64, 0x2e, 0x4b, 0xa7, 0xbc, 0xbd, 0x96, 0x68, 0xb5,
 ];
 
-const PASSWORD_LABEL: &[u8] = b"mini-connector/vault/v1\0";
+const PASSWORD_LABEL_V1: &[u8] = b"mini-connector/vault/v1\0";
+const PASSWORD_LABEL_V2: &[u8] = b"mini-connector/vault/v2\0";
 const ENC_LABEL: &[u8] = b"mini-connector/vault/enc";
 const MAC_LABEL: &[u8] = b"mini-connector/vault/mac";
 
@@ -55,20 +63,50 @@ pub(crate) struct Sealed {
     pub(crate) ciphertext: Vec<u8>,
 }
 
-/// Derives the vault keys (the slow step: `iterations` rounds of PBKDF2).
-pub(crate) fn derive_keys(
-    machine_id: &str,
-    install_id: &str,
-    salt: &[u8; SALT_LEN],
-    iterations: u32,
-) -> Keys {
-    let mut password =
-        Zeroizing::new(Vec::with_capacity(PASSWORD_LABEL.len() + 8 + machine_id.len() + install_id.len()));
-    password.extend_from_slice(PASSWORD_LABEL);
-    for part in [machine_id.as_bytes(), install_id.as_bytes()] {
-        password.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        password.extend_from_slice(part);
+/// What the vault key is derived from.
+pub(crate) enum Material<'a> {
+    /// Format version 1 (read only, to migrate): machine id and install id.
+    V1 { machine_id: &'a str, install_id: &'a str },
+    /// Format version 2.
+    V2 {
+        binding: u8,
+        machine_id: &'a str,
+        install_id: &'a str,
+        install_secret: &'a [u8],
+        hardware_id: Option<&'a str>,
+    },
+}
+
+impl Material<'_> {
+    fn password(&self) -> Zeroizing<Vec<u8>> {
+        fn put(out: &mut Vec<u8>, part: &[u8]) {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        // Capacity up front: no reallocation may leave a copy of key material behind.
+        let mut out = Zeroizing::new(Vec::with_capacity(1024));
+        match *self {
+            Self::V1 { machine_id, install_id } => {
+                out.extend_from_slice(PASSWORD_LABEL_V1);
+                put(&mut out, machine_id.as_bytes());
+                put(&mut out, install_id.as_bytes());
+            }
+            Self::V2 { binding, machine_id, install_id, install_secret, hardware_id } => {
+                out.extend_from_slice(PASSWORD_LABEL_V2);
+                out.push(binding);
+                put(&mut out, machine_id.as_bytes());
+                put(&mut out, install_id.as_bytes());
+                put(&mut out, install_secret);
+                put(&mut out, hardware_id.unwrap_or_default().as_bytes());
+            }
+        }
+        out
     }
+}
+
+/// Derives the vault keys (the slow step: `iterations` rounds of PBKDF2).
+pub(crate) fn derive_keys(material: &Material<'_>, salt: &[u8; SALT_LEN], iterations: u32) -> Keys {
+    let password = material.password();
     let mut full_salt = [0u8; APP_SALT.len() + SALT_LEN];
     full_salt[..APP_SALT.len()].copy_from_slice(&APP_SALT);
     full_salt[APP_SALT.len()..].copy_from_slice(salt);
@@ -143,8 +181,17 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), VaultError> {
 mod tests {
     use super::*;
 
+    fn v1<'a>(machine_id: &'a str, install_id: &'a str) -> Material<'a> {
+        Material::V1 { machine_id, install_id }
+    }
+
+    fn v2<'a>(machine_id: &'a str, secret: &'a [u8], hardware_id: Option<&'a str>) -> Material<'a> {
+        let binding = if hardware_id.is_some() { 3 } else { 1 };
+        Material::V2 { binding, machine_id, install_id: "i", install_secret: secret, hardware_id }
+    }
+
     fn keys() -> Keys {
-        derive_keys("machine", "install", &[7; SALT_LEN], 2)
+        derive_keys(&v1("machine", "install"), &[7; SALT_LEN], 2)
     }
 
     #[test]
@@ -167,19 +214,36 @@ mod tests {
 
     #[test]
     fn every_input_changes_the_keys() {
-        let base = derive_keys("m", "i", &[1; SALT_LEN], 2);
+        let base = derive_keys(&v1("m", "i"), &[1; SALT_LEN], 2);
         let others = [
-            derive_keys("m2", "i", &[1; SALT_LEN], 2),
-            derive_keys("m", "i2", &[1; SALT_LEN], 2),
-            derive_keys("m", "i", &[2; SALT_LEN], 2),
-            derive_keys("m", "i", &[1; SALT_LEN], 3),
+            derive_keys(&v1("m2", "i"), &[1; SALT_LEN], 2),
+            derive_keys(&v1("m", "i2"), &[1; SALT_LEN], 2),
+            derive_keys(&v1("m", "i"), &[2; SALT_LEN], 2),
+            derive_keys(&v1("m", "i"), &[1; SALT_LEN], 3),
             // Length prefixes: moving a byte between the two inputs changes the key.
-            derive_keys("mi", "", &[1; SALT_LEN], 2),
+            derive_keys(&v1("mi", ""), &[1; SALT_LEN], 2),
+            // Version 2 with the same machine and install id is another key.
+            derive_keys(&v2("m", &[0; 32], None), &[1; SALT_LEN], 2),
         ];
         for other in others {
             assert_ne!(*base.enc, *other.enc);
             assert_ne!(*base.mac, *other.mac);
         }
         assert_ne!(*base.enc, *base.mac);
+    }
+
+    #[test]
+    fn the_install_secret_and_the_hardware_id_change_the_keys() {
+        let base = derive_keys(&v2("m", &[0; 32], None), &[1; SALT_LEN], 2);
+        let mut other_secret = [0; 32];
+        other_secret[31] = 1;
+        for other in [
+            derive_keys(&v2("m", &other_secret, None), &[1; SALT_LEN], 2),
+            derive_keys(&v2("m", &[0; 32], Some("hw")), &[1; SALT_LEN], 2),
+            derive_keys(&v2("m", &[0; 32], Some("")), &[1; SALT_LEN], 2),
+            derive_keys(&v2("m2", &[0; 32], None), &[1; SALT_LEN], 2),
+        ] {
+            assert_ne!(*base.enc, *other.enc);
+        }
     }
 }

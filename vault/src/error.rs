@@ -10,8 +10,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VaultError {
-    /// The vault cannot be decrypted here: it was copied from another machine, the install id
-    /// next to it is missing or changed, or the file was altered. Wire code `VAULT_DECRYPT_ERROR`.
+    /// The vault cannot be decrypted here: it was copied from another machine (or its install
+    /// secret comes from another vault or machine), or the file was altered. Wire code
+    /// `VAULT_DECRYPT_ERROR`.
     #[error(
         "vault cannot be decrypted on this machine (copied from another machine, or damaged); \
          re-enter the database credentials"
@@ -60,6 +61,33 @@ pub enum VaultError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// Key material this vault needs is gone: its install secret (kept outside the vault
+    /// directory, so a copy of the directory does not carry it) or its install id. `location`
+    /// names the file or Keychain item, never its content. Wire code `VAULT_DECRYPT_ERROR`.
+    #[error(
+        "the vault's {what} is missing: {location} (the vault directory was copied or restored \
+         without it, or it was deleted); restore it, or re-enter the database credentials"
+    )]
+    KeyMaterialMissing {
+        /// Which piece: "install secret" or "install id file".
+        what: &'static str,
+        /// Where it should be: a path or a Keychain item.
+        location: String,
+    },
+    /// The vault is bound to this machine's hardware id (Linux
+    /// `/sys/class/dmi/id/product_uuid`, root-only), which this process cannot read.
+    #[error(
+        "the vault is bound to this machine's hardware id (/sys/class/dmi/id/product_uuid), which \
+         this process cannot read: open it as root, or from the service (its unit passes the id \
+         with LoadCredential=product_uuid; re-run `mini-connector service install` after an upgrade)"
+    )]
+    HardwareIdUnavailable,
+    /// The store of the install secret failed (a bad key directory, DPAPI).
+    #[error("vault key store: {reason}")]
+    KeyStore {
+        /// What failed; never a secret.
+        reason: String,
     },
     /// This machine's identity could not be read.
     #[error("cannot read this machine's identity: {reason}")]
@@ -112,9 +140,13 @@ impl VaultError {
 
     /// Whether the stored credentials are lost for good on this machine, so the user has to
     /// re-enter them after [`Vault::reset`](crate::Vault::reset): wrong machine, damaged file,
-    /// weak key derivation. `false` for failures that may pass (I/O, a newer format, a race).
+    /// weak key derivation, missing key material (unless it is restored). `false` for failures
+    /// that may pass (I/O, a newer format, a race, a hardware id this process cannot read).
     pub fn needs_reentry(&self) -> bool {
-        matches!(self, Self::Decrypt | Self::Format { .. } | Self::WeakKdf { .. })
+        matches!(
+            self,
+            Self::Decrypt | Self::Format { .. } | Self::WeakKdf { .. } | Self::KeyMaterialMissing { .. }
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {

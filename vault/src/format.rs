@@ -1,21 +1,25 @@
-//! The vault file format, version 1. Pure functions: bytes in, bytes out, no I/O.
+//! The vault file format, version 2 (version 1 is still read, to migrate it). Pure functions:
+//! bytes in, bytes out, no I/O.
 //!
 //! ```text
 //! offset  size  field (integers big-endian)
 //!      0     8  magic  "MCVAULT\0"
-//!      8     2  format version = 1
+//!      8     2  format version = 2
 //!     10     1  KDF id = 1 (PBKDF2-HMAC-SHA256)
 //!     11     4  KDF iterations (600,000 in production)
 //!     15    16  salt (random, per vault)
-//!     31     4  entry count
-//!     35     …  entries, sorted by id (bytewise), ids unique:
+//!     31     1  key material (version 2 only): bit 0 install secret (always set),
+//!               bit 1 hardware id; other bits must be 0
+//!     32     4  entry count                                   (version 1: at offset 31)
+//!     36     …  entries, sorted by id (bytewise), ids unique:
 //!                 u16 id length, id (UTF-8), 12-byte nonce, u32 ciphertext length, ciphertext+tag
 //!  end-32   32  HMAC-SHA256(mac key, every byte before it)
 //! ```
 //!
 //! The same entries always serialize to the same bytes. The trailing MAC authenticates the
-//! header, the count, the order and every entry, so a changed, dropped, added, reordered or
-//! truncated byte anywhere is detected before any entry is used.
+//! header (key-material byte included), the count, the order and every entry, so a changed,
+//! dropped, added, reordered or truncated byte anywhere is detected before any entry is used.
+//! Version 1 had no key-material byte: its key came from the machine id and install id only.
 
 use std::collections::BTreeMap;
 
@@ -24,12 +28,18 @@ use crate::crypto::{Keys, MAC_LEN, NONCE_LEN, SALT_LEN, Sealed, TAG_LEN};
 
 /// File magic.
 pub(crate) const MAGIC: [u8; 8] = *b"MCVAULT\0";
-/// The format version this code writes and reads.
-pub(crate) const VERSION: u16 = 1;
+/// The format version this code writes.
+pub(crate) const VERSION: u16 = 2;
+/// The old format version this code reads, only to migrate it.
+pub(crate) const LEGACY_VERSION: u16 = 1;
 /// KDF id for PBKDF2-HMAC-SHA256.
 pub(crate) const KDF_PBKDF2_SHA256: u8 = 1;
-/// Bytes before the entry count.
-pub(crate) const HEADER_LEN: usize = 8 + 2 + 1 + 4 + SALT_LEN;
+/// Key-material bit: the install secret (kept outside the vault directory).
+pub(crate) const BIND_INSTALL_SECRET: u8 = 1;
+/// Key-material bit: the hardware id (Linux `product_uuid`).
+pub(crate) const BIND_HARDWARE_ID: u8 = 2;
+/// Bytes before the entry count in version 1.
+const LEGACY_HEADER_LEN: usize = 8 + 2 + 1 + 4 + SALT_LEN;
 /// Longest credential id, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 255;
 /// Largest secret the vault stores.
@@ -37,11 +47,26 @@ pub(crate) const MAX_SECRET_LEN: usize = 1 << 20;
 /// Largest vault file this code reads.
 pub(crate) const MAX_FILE_LEN: u64 = 64 << 20;
 
-/// The unauthenticated header: what is needed to derive the keys.
+/// The header, authenticated only by the trailing MAC: what is needed to derive the keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
+    pub(crate) version: u16,
     pub(crate) iterations: u32,
     pub(crate) salt: [u8; SALT_LEN],
+    /// Key-material bits (`BIND_*`); 0 in version 1.
+    pub(crate) binding: u8,
+}
+
+impl Header {
+    /// Bytes before the entry count.
+    pub(crate) fn len(&self) -> usize {
+        if self.version == LEGACY_VERSION { LEGACY_HEADER_LEN } else { LEGACY_HEADER_LEN + 1 }
+    }
+
+    /// Whether this is a version 1 file, to be migrated.
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.version == LEGACY_VERSION
+    }
 }
 
 /// Credentials by id, in file order.
@@ -73,7 +98,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, VaultError> {
     let mut r = Reader(&bytes[MAGIC.len()..]);
     let version = r.u16().ok_or(damaged("truncated header"))?;
     match version {
-        VERSION => {}
+        VERSION | LEGACY_VERSION => {}
         0 => return Err(damaged("format version 0")),
         found => return Err(VaultError::UnsupportedVersion { found }),
     }
@@ -83,21 +108,30 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, VaultError> {
     }
     let iterations = r.u32().ok_or(damaged("truncated header"))?;
     let salt = r.take(SALT_LEN).ok_or(damaged("truncated header"))?;
-    Ok(Header { iterations, salt: salt.try_into().expect("SALT_LEN bytes") })
+    let binding = if version == LEGACY_VERSION {
+        0
+    } else {
+        let binding = r.u8().ok_or(damaged("truncated header"))?;
+        if binding & BIND_INSTALL_SECRET == 0 || binding & !(BIND_INSTALL_SECRET | BIND_HARDWARE_ID) != 0 {
+            return Err(damaged("unknown key material"));
+        }
+        binding
+    };
+    Ok(Header { version, iterations, salt: salt.try_into().expect("SALT_LEN bytes"), binding })
 }
 
 /// Splits a whole file into (authenticated bytes, MAC). The file must hold at least a header,
 /// an entry count and a MAC.
-pub(crate) fn split_mac(bytes: &[u8]) -> Result<(&[u8], &[u8]), VaultError> {
-    if bytes.len() < HEADER_LEN + 4 + MAC_LEN {
+pub(crate) fn split_mac<'a>(header: &Header, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), VaultError> {
+    if bytes.len() < header.len() + 4 + MAC_LEN {
         return Err(damaged("truncated"));
     }
     Ok(bytes.split_at(bytes.len() - MAC_LEN))
 }
 
 /// Parses the entries of an authenticated file body (`split_mac`'s first part).
-pub(crate) fn parse_entries(authenticated: &[u8]) -> Result<Entries, VaultError> {
-    let mut r = Reader(authenticated.get(HEADER_LEN..).ok_or(damaged("truncated"))?);
+pub(crate) fn parse_entries(header: &Header, authenticated: &[u8]) -> Result<Entries, VaultError> {
+    let mut r = Reader(authenticated.get(header.len()..).ok_or(damaged("truncated"))?);
     let count = r.u32().ok_or(damaged("truncated entry count"))?;
     let mut entries = Entries::new();
     let mut previous: Option<String> = None;
@@ -124,15 +158,18 @@ pub(crate) fn parse_entries(authenticated: &[u8]) -> Result<Entries, VaultError>
     Ok(entries)
 }
 
-/// Serializes a whole file, MAC included.
+/// Serializes a whole file, MAC included. Always the current version: a version 1 header
+/// never reaches here (it is migrated first).
 pub(crate) fn serialize(header: &Header, entries: &Entries, keys: &Keys) -> Vec<u8> {
+    debug_assert_eq!(header.version, VERSION, "only the current version is written");
     let body: usize = entries.iter().map(|(id, s)| 2 + id.len() + NONCE_LEN + 4 + s.ciphertext.len()).sum();
-    let mut out = Vec::with_capacity(HEADER_LEN + 4 + body + MAC_LEN);
+    let mut out = Vec::with_capacity(header.len() + 4 + body + MAC_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_be_bytes());
     out.push(KDF_PBKDF2_SHA256);
     out.extend_from_slice(&header.iterations.to_be_bytes());
     out.extend_from_slice(&header.salt);
+    out.push(header.binding);
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for (id, sealed) in entries {
         // Lengths were checked on the way in (check_id, MAX_SECRET_LEN).
@@ -173,11 +210,12 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::derive_keys;
+    use crate::crypto::{Material, derive_keys};
 
     fn sample() -> (Header, Entries, Keys) {
-        let keys = derive_keys("m", "i", &[3; SALT_LEN], 2);
-        let header = Header { iterations: 2, salt: [3; SALT_LEN] };
+        let keys = derive_keys(&Material::V1 { machine_id: "m", install_id: "i" }, &[3; SALT_LEN], 2);
+        let header =
+            Header { version: VERSION, iterations: 2, salt: [3; SALT_LEN], binding: BIND_INSTALL_SECRET };
         let mut entries = Entries::new();
         entries.insert("b".into(), keys.seal("b", b"two").unwrap());
         entries.insert("a".into(), keys.seal("a", b"one").unwrap());
@@ -190,9 +228,9 @@ mod tests {
         let bytes = serialize(&header, &entries, &keys);
         assert_eq!(bytes, serialize(&header, &entries, &keys));
         assert_eq!(parse_header(&bytes).unwrap(), header);
-        let (body, mac) = split_mac(&bytes).unwrap();
+        let (body, mac) = split_mac(&header, &bytes).unwrap();
         keys.verify_file_mac(body, mac).unwrap();
-        assert_eq!(parse_entries(body).unwrap(), entries);
+        assert_eq!(parse_entries(&header, body).unwrap(), entries);
         // "a" sorts before "b" in the file.
         let a = bytes.windows(3).position(|w| w == [0, 1, b'a']).unwrap();
         let b = bytes.windows(3).position(|w| w == [0, 1, b'b']).unwrap();
@@ -203,17 +241,17 @@ mod tests {
     fn parser_refuses_out_of_order_and_trailing_bytes() {
         let (header, entries, keys) = sample();
         let bytes = serialize(&header, &entries, &keys);
-        let (body, _) = split_mac(&bytes).unwrap();
+        let (body, _) = split_mac(&header, &bytes).unwrap();
         let mut trailing = body.to_vec();
         trailing.push(0);
-        assert!(matches!(parse_entries(&trailing), Err(VaultError::Format { .. })));
+        assert!(matches!(parse_entries(&header, &trailing), Err(VaultError::Format { .. })));
         // Swap the two single-letter ids: same lengths, now out of order.
         let mut swapped = body.to_vec();
         let a = swapped.windows(3).position(|w| w == [0, 1, b'a']).unwrap();
         let b = swapped.windows(3).position(|w| w == [0, 1, b'b']).unwrap();
         swapped[a + 2] = b'b';
         swapped[b + 2] = b'a';
-        assert!(matches!(parse_entries(&swapped), Err(VaultError::Format { .. })));
+        assert!(matches!(parse_entries(&header, &swapped), Err(VaultError::Format { .. })));
     }
 
     #[test]
@@ -229,9 +267,18 @@ mod tests {
     fn header_errors_are_specific() {
         let (header, entries, keys) = sample();
         let mut bytes = serialize(&header, &entries, &keys);
-        bytes[9] = 2;
-        assert!(matches!(parse_header(&bytes), Err(VaultError::UnsupportedVersion { found: 2 })));
+        bytes[9] = 3;
+        assert!(matches!(parse_header(&bytes), Err(VaultError::UnsupportedVersion { found: 3 })));
         bytes[9] = 1;
+        let legacy = parse_header(&bytes).unwrap();
+        assert!(legacy.is_legacy() && legacy.binding == 0 && legacy.len() == 31);
+        bytes[9] = 2;
+        for binding in [0, 4, 0x80, BIND_HARDWARE_ID] {
+            bytes[31] = binding;
+            assert!(matches!(parse_header(&bytes), Err(VaultError::Format { .. })), "{binding}");
+        }
+        bytes[31] = BIND_INSTALL_SECRET | BIND_HARDWARE_ID;
+        assert_eq!(parse_header(&bytes).unwrap().len(), 32);
         bytes[10] = 9;
         assert!(matches!(parse_header(&bytes), Err(VaultError::Format { .. })));
         assert!(matches!(parse_header(b"MCVAULT"), Err(VaultError::Format { .. })));

@@ -144,6 +144,27 @@ pub(crate) fn tighten(path: &Path) -> Result<(), VaultError> {
     Ok(())
 }
 
+/// Removes group and other permissions from an existing directory this process owns (Unix): a
+/// key directory that was created loose, or loosened, is made owner-only again. A directory
+/// owned by someone else is left as it is.
+pub(crate) fn tighten_dir(dir: &Path) -> Result<(), VaultError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(dir).map_err(VaultError::io(dir))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+                // Not ours: not ours to change.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                other => other.map_err(VaultError::io(dir))?,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Renames a file that can no longer be read out of the way, keeping it for inspection.
 pub(crate) fn set_aside(path: &Path) -> Result<Option<PathBuf>, VaultError> {
     if !path.exists() {

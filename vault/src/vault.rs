@@ -1,14 +1,16 @@
-//! The vault: a directory holding `vault.bin`, `install-id` and `vault.lock`.
+//! The vault: a directory holding `vault.bin`, `install-id` and `vault.lock`, plus an install
+//! secret kept outside it (a [`SecretStore`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{Keys, SALT_LEN, derive_keys, fill_random};
-use crate::format::{self, Entries, Header, MAX_SECRET_LEN};
+use crate::crypto::{Keys, Material, SALT_LEN, derive_keys, fill_random};
+use crate::format::{self, BIND_HARDWARE_ID, BIND_INSTALL_SECRET, Entries, Header, MAX_SECRET_LEN};
+use crate::keystore::{InstallSecret, check_install_id};
 use crate::sys::{self, Lock};
-use crate::{MachineIdentity, Secret, VaultError};
+use crate::{MachineIdentity, Secret, SecretStore, VaultError};
 
 /// PBKDF2-HMAC-SHA256 iterations for every vault production code writes, and the least it reads.
 pub const PBKDF2_ITERATIONS: u32 = 600_000;
@@ -17,8 +19,6 @@ pub const PBKDF2_ITERATIONS: u32 = 600_000;
 const MAX_ITERATIONS: u32 = 10_000_000;
 /// Credential ids starting with this are the crate's own (the API key); callers cannot use them.
 pub(crate) const RESERVED_PREFIX: char = '@';
-/// Longest install id read back (a UUID is 36 characters).
-const MAX_INSTALL_ID_LEN: usize = 128;
 
 /// Which iteration counts a handle writes and accepts.
 #[derive(Debug, Clone, Copy)]
@@ -49,13 +49,16 @@ impl KdfPolicy {
 
 /// An open credential vault bound to this machine.
 ///
-/// The key is derived once, in [`open`](Self::open), and held in zeroizing memory until the
-/// handle is dropped; it is never written anywhere. Every call reads the file afresh, so a
-/// handle sees credentials another process stored after it was opened. Writes take an
-/// exclusive lock on `vault.lock` around read-modify-write, so concurrent writers (the agent,
+/// The key is derived once, in [`open`](Self::open), from the machine identity, the install id
+/// next to the vault, the install secret in a [`SecretStore`] outside the vault directory and,
+/// when the vault was created where it could be read, the hardware id. It is held in zeroizing
+/// memory until the handle is dropped and never written anywhere. Every call reads the file
+/// afresh, so a handle sees credentials another process stored after it was opened. Writes take
+/// an exclusive lock on `vault.lock` around read-modify-write, so concurrent writers (the agent,
 /// the CLI, several threads) never lose each other's entries. `Vault` is `Send + Sync`.
 pub struct Vault {
     dir: PathBuf,
+    install_id: String,
     header: Header,
     keys: Keys,
 }
@@ -66,25 +69,39 @@ impl Vault {
     /// Name of the install id file inside the vault directory (not secret on its own).
     pub const INSTALL_ID_FILE_NAME: &'static str = "install-id";
 
-    /// Opens the vault in `dir`, creating the directory, the install id and an empty vault on
-    /// first use. Derives the key (PBKDF2, 600,000 iterations: ~63 ms in release builds).
+    /// Opens the vault in `dir`, creating the directory, the install id, the install secret (in
+    /// `store`) and an empty vault on first use. Derives the key (PBKDF2, 600,000 iterations:
+    /// ~63 ms in release builds).
+    ///
+    /// A vault in the old format (version 1: key from machine id and install id only) is read
+    /// with its old key once and rewritten with the new key material, atomically: until the
+    /// new file replaces the old one, the old one is untouched and a later `open` migrates again.
     ///
     /// `dir` should be dedicated to the vault (e.g. `<config dir>/vault`): the crate creates it
-    /// owner-only. Refuses a vault recorded with fewer than [`PBKDF2_ITERATIONS`] iterations.
+    /// owner-only. `store` must be outside it. Refuses a vault recorded with fewer than
+    /// [`PBKDF2_ITERATIONS`] iterations.
     ///
     /// # Errors
-    /// [`VaultError::Decrypt`] when the vault was written on another machine, its install id is
-    /// gone or changed, or the file was altered; [`VaultError::Format`] when it is structurally
-    /// damaged; others for I/O, an unreadable machine identity, or a newer format.
-    pub fn open(dir: &Path, identity: &dyn MachineIdentity) -> Result<Self, VaultError> {
-        Self::open_with(dir, identity, KdfPolicy::PRODUCTION)
+    /// [`VaultError::Decrypt`] when the vault was written on another machine or the file was
+    /// altered; [`VaultError::KeyMaterialMissing`] when its install secret or install id is gone
+    /// (naming where it should be); [`VaultError::HardwareIdUnavailable`] when the vault is bound
+    /// to a hardware id this process cannot read; [`VaultError::Format`] when a file is
+    /// structurally damaged; others for I/O, an unreadable machine identity, or a newer format.
+    pub fn open(dir: &Path, store: &SecretStore, identity: &dyn MachineIdentity) -> Result<Self, VaultError> {
+        Self::open_with(dir, store, identity, KdfPolicy::PRODUCTION)
     }
 
     /// Moves an unreadable vault file aside (`vault.bin.unreadable-<unix time>`) and starts an
     /// empty vault: the "re-enter credentials" path after [`VaultError::needs_reentry`].
-    /// Returns the new handle and where the old file went, if there was one.
-    pub fn reset(dir: &Path, identity: &dyn MachineIdentity) -> Result<(Self, Option<PathBuf>), VaultError> {
-        Self::reset_with(dir, identity, KdfPolicy::PRODUCTION)
+    /// Returns the new handle and where the old file went, if there was one. When the install
+    /// secret of the old vault is missing, a new install id (the old one moved aside too) and a
+    /// new secret are made.
+    pub fn reset(
+        dir: &Path,
+        store: &SecretStore,
+        identity: &dyn MachineIdentity,
+    ) -> Result<(Self, Option<PathBuf>), VaultError> {
+        Self::reset_with(dir, store, identity, KdfPolicy::PRODUCTION)
     }
 
     /// Tests only: [`open`](Self::open) with a custom iteration count, so suites do not spend
@@ -93,29 +110,37 @@ impl Vault {
     #[doc(hidden)]
     pub fn open_with_test_iterations(
         dir: &Path,
+        store: &SecretStore,
         identity: &dyn MachineIdentity,
         iterations: u32,
     ) -> Result<Self, VaultError> {
-        Self::open_with(dir, identity, KdfPolicy::exactly(iterations))
+        Self::open_with(dir, store, identity, KdfPolicy::exactly(iterations))
     }
 
     /// Tests only: [`reset`](Self::reset) with a custom iteration count.
     #[doc(hidden)]
     pub fn reset_with_test_iterations(
         dir: &Path,
+        store: &SecretStore,
         identity: &dyn MachineIdentity,
         iterations: u32,
     ) -> Result<(Self, Option<PathBuf>), VaultError> {
-        Self::reset_with(dir, identity, KdfPolicy::exactly(iterations))
+        Self::reset_with(dir, store, identity, KdfPolicy::exactly(iterations))
     }
 
-    fn open_with(dir: &Path, identity: &dyn MachineIdentity, policy: KdfPolicy) -> Result<Self, VaultError> {
+    fn open_with(
+        dir: &Path,
+        store: &SecretStore,
+        identity: &dyn MachineIdentity,
+        policy: KdfPolicy,
+    ) -> Result<Self, VaultError> {
+        store.check_outside(dir)?;
         let machine_id = identity.machine_id()?;
         sys::ensure_dir(dir)?;
         let path = dir.join(Self::FILE_NAME);
         let (install_id, bytes) = {
-            // Exclusive: two processes opening a fresh directory must agree on one install id
-            // and one salt, so creation happens under the lock.
+            // Exclusive: two processes opening a fresh directory must agree on one install id,
+            // one install secret and one salt, so creation (and migration) happens under the lock.
             let _lock = Lock::acquire(dir, true)?;
             let install_id = read_install_id(dir)?;
             let Some(bytes) = sys::read_optional(&path)? else {
@@ -123,50 +148,145 @@ impl Vault {
                     Some(id) => id,
                     None => create_install_id(dir)?,
                 };
-                return Self::create(dir, &machine_id, &install_id, policy.create);
+                let secret = store.load_or_create(&install_id)?;
+                let hardware_id = identity.hardware_id()?;
+                let fresh =
+                    Self::derive_new(dir, &machine_id, &install_id, &secret, hardware_id, policy.create)?;
+                fresh.write(&Entries::new())?;
+                return Ok(fresh);
             };
             sys::tighten(&path)?;
+            let header = format::parse_header(&bytes)?;
+            policy.check(header.iterations)?;
+            // A vault without its install id can never be decrypted again; do not invent a new id.
+            let install_id = install_id.ok_or_else(|| missing_install_id(dir))?;
+            if header.is_legacy() {
+                return Self::migrate(dir, &bytes, header, &machine_id, &install_id, store, identity, policy);
+            }
             (install_id, bytes)
         };
         // The slow part runs without the lock: the bytes in hand are one complete file.
         let header = format::parse_header(&bytes)?;
-        policy.check(header.iterations)?;
-        // A vault without its install id can never be decrypted again; do not invent a new id.
-        let install_id = install_id.ok_or(VaultError::Decrypt)?;
-        let keys = derive_keys(&machine_id, &install_id, &header.salt, header.iterations);
-        let vault = Self { dir: dir.to_owned(), header, keys };
+        let secret = store.require(&install_id)?;
+        let hardware_id = if header.binding & BIND_HARDWARE_ID != 0 {
+            Some(identity.hardware_id()?.ok_or(VaultError::HardwareIdUnavailable)?)
+        } else {
+            None
+        };
+        let material = Material::V2 {
+            binding: header.binding,
+            machine_id: &machine_id,
+            install_id: &install_id,
+            install_secret: secret.bytes(),
+            hardware_id: hardware_id.as_deref().map(String::as_str),
+        };
+        let keys = derive_keys(&material, &header.salt, header.iterations);
+        let vault = Self { dir: dir.to_owned(), install_id: install_id.to_string(), header, keys };
         vault.authenticate(&bytes)?;
         Ok(vault)
     }
 
+    /// Rewrites a version 1 vault with the current key material. Call with the exclusive lock
+    /// held. Order matters for interruptions: the old file is authenticated first (another
+    /// machine's vault is refused untouched), the install secret is stored durably next, and the
+    /// new file replaces the old one last, atomically. Stopped anywhere before the rename, the
+    /// old file is intact and the next open migrates again with the stored secret.
+    #[allow(clippy::too_many_arguments, reason = "one private step of `open_with`")]
+    fn migrate(
+        dir: &Path,
+        bytes: &[u8],
+        header: Header,
+        machine_id: &str,
+        install_id: &str,
+        store: &SecretStore,
+        identity: &dyn MachineIdentity,
+        policy: KdfPolicy,
+    ) -> Result<Self, VaultError> {
+        let keys = derive_keys(&Material::V1 { machine_id, install_id }, &header.salt, header.iterations);
+        let old = Self { dir: dir.to_owned(), install_id: install_id.to_owned(), header, keys };
+        let entries = old.authenticate(bytes)?;
+        let secret = store.load_or_create(install_id)?;
+        let hardware_id = identity.hardware_id()?;
+        let new = Self::derive_new(dir, machine_id, install_id, &secret, hardware_id, policy.create)?;
+        let mut resealed = Entries::new();
+        for (id, sealed) in &entries {
+            let plaintext = old.keys.open(id, sealed)?;
+            resealed.insert(id.clone(), new.keys.seal(id, &plaintext)?);
+        }
+        new.write(&resealed)?;
+        Ok(new)
+    }
+
     fn reset_with(
         dir: &Path,
+        store: &SecretStore,
         identity: &dyn MachineIdentity,
         policy: KdfPolicy,
     ) -> Result<(Self, Option<PathBuf>), VaultError> {
+        store.check_outside(dir)?;
         let machine_id = identity.machine_id()?;
         sys::ensure_dir(dir)?;
         let _lock = Lock::acquire(dir, true)?;
         let aside = sys::set_aside(&dir.join(Self::FILE_NAME))?;
-        // Keep a readable install id (the set-aside file stays decryptable if the machine
-        // identity comes back); replace a missing or damaged one.
-        let install_id = match read_install_id(dir) {
-            Ok(Some(id)) => id,
-            Ok(None) | Err(_) => create_install_id(dir)?,
+        // Keep a readable install id whose secret is still there (the set-aside file stays
+        // decryptable if the machine identity comes back). Otherwise start a new pair: a new
+        // secret under the old id would make the old secret, if restored later, clash with it.
+        let kept = match read_install_id(dir) {
+            Ok(Some(id)) => match store.load(&id) {
+                Ok(Some(secret)) => Some((id, secret)),
+                _ => None,
+            },
+            _ => None,
         };
-        let vault = Self::create(dir, &machine_id, &install_id, policy.create)?;
+        let (install_id, secret) = match kept {
+            Some(pair) => pair,
+            None => {
+                sys::set_aside(&dir.join(Self::INSTALL_ID_FILE_NAME))?;
+                let id = create_install_id(dir)?;
+                let secret = store.load_or_create(&id)?;
+                (id, secret)
+            }
+        };
+        let hardware_id = identity.hardware_id()?;
+        let vault = Self::derive_new(dir, &machine_id, &install_id, &secret, hardware_id, policy.create)?;
+        vault.write(&Entries::new())?;
         Ok((vault, aside))
     }
 
-    /// Writes a new empty vault. Call with the exclusive lock held.
-    fn create(dir: &Path, machine_id: &str, install_id: &str, iterations: u32) -> Result<Self, VaultError> {
+    /// A handle for a new file (fresh salt), bound to the hardware id when one is readable.
+    /// Nothing is written.
+    fn derive_new(
+        dir: &Path,
+        machine_id: &str,
+        install_id: &str,
+        secret: &InstallSecret,
+        hardware_id: Option<Zeroizing<String>>,
+        iterations: u32,
+    ) -> Result<Self, VaultError> {
         let mut salt = [0u8; SALT_LEN];
         fill_random(&mut salt)?;
-        let header = Header { iterations, salt };
-        let keys = derive_keys(machine_id, install_id, &salt, iterations);
-        let vault = Self { dir: dir.to_owned(), header, keys };
-        vault.write(&Entries::new())?;
-        Ok(vault)
+        let binding = BIND_INSTALL_SECRET | if hardware_id.is_some() { BIND_HARDWARE_ID } else { 0 };
+        let header = Header { version: format::VERSION, iterations, salt, binding };
+        let material = Material::V2 {
+            binding,
+            machine_id,
+            install_id,
+            install_secret: secret.bytes(),
+            hardware_id: hardware_id.as_deref().map(String::as_str),
+        };
+        let keys = derive_keys(&material, &salt, iterations);
+        Ok(Self { dir: dir.to_owned(), install_id: install_id.to_owned(), header, keys })
+    }
+
+    /// The vault's install id (not secret): it names the install secret in its store, see
+    /// [`SecretStore::location`].
+    pub fn install_id(&self) -> &str {
+        &self.install_id
+    }
+
+    /// Whether the key includes the hardware id (Linux `product_uuid`).
+    pub fn hardware_bound(&self) -> bool {
+        self.header.binding & BIND_HARDWARE_ID != 0
     }
 
     /// The vault directory.
@@ -243,9 +363,9 @@ impl Vault {
 
     /// Checks the whole-file MAC, then parses the entries. Nothing is used before the MAC holds.
     fn authenticate(&self, bytes: &[u8]) -> Result<Entries, VaultError> {
-        let (body, mac) = format::split_mac(bytes)?;
+        let (body, mac) = format::split_mac(&self.header, bytes)?;
         self.keys.verify_file_mac(body, mac)?;
-        format::parse_entries(body)
+        format::parse_entries(&self.header, body)
     }
 
     /// Replaces the file. Call with the exclusive lock held.
@@ -259,7 +379,9 @@ impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vault")
             .field("dir", &self.dir)
+            .field("version", &self.header.version)
             .field("iterations", &self.header.iterations)
+            .field("hardware_bound", &self.hardware_bound())
             .finish_non_exhaustive()
     }
 }
@@ -272,20 +394,25 @@ fn check_public_id(id: &str) -> Result<(), VaultError> {
 }
 
 /// The install id, or `None` when the file is missing or empty.
-fn read_install_id(dir: &Path) -> Result<Option<Zeroizing<String>>, VaultError> {
+pub(crate) fn read_install_id(dir: &Path) -> Result<Option<Zeroizing<String>>, VaultError> {
     let path = dir.join(Vault::INSTALL_ID_FILE_NAME);
     let Some(bytes) = sys::read_optional(&path)? else { return Ok(None) };
     let bytes = Zeroizing::new(bytes);
-    // Read as opaque text: a changed id simply derives another key (→ Decrypt).
+    // Read as opaque text; it also names the install secret, so only a file name is accepted.
     let text = String::from_utf8_lossy(&bytes);
     let id = text.trim();
     if id.is_empty() {
         return Ok(None);
     }
-    if id.len() > MAX_INSTALL_ID_LEN {
-        return Err(VaultError::Format { reason: "install id file is damaged" });
-    }
+    check_install_id(id)?;
     Ok(Some(Zeroizing::new(id.to_owned())))
+}
+
+fn missing_install_id(dir: &Path) -> VaultError {
+    VaultError::KeyMaterialMissing {
+        what: "install id file",
+        location: dir.join(Vault::INSTALL_ID_FILE_NAME).display().to_string(),
+    }
 }
 
 /// Creates a random install id next to the vault. Call with the exclusive lock held.

@@ -2,7 +2,7 @@ use std::time::Instant;
 
 use vault::{PBKDF2_ITERATIONS, Vault, VaultError};
 
-use crate::support::{TempDir, here, open};
+use crate::support::{TempDir, here, keys, open};
 
 fn recorded_iterations(dir: &std::path::Path) -> u32 {
     let bytes = std::fs::read(dir.join(Vault::FILE_NAME)).unwrap();
@@ -15,7 +15,7 @@ fn production_open_refuses_a_low_iteration_vault() {
     let dir = tmp.vault_dir();
     open(&dir).unwrap().put("db", b"pw").unwrap();
     assert_eq!(recorded_iterations(&dir), crate::support::TEST_ITERATIONS);
-    let err = Vault::open(&dir, &here()).unwrap_err();
+    let err = Vault::open(&dir, &keys(&dir), &here()).unwrap_err();
     assert!(matches!(err, VaultError::WeakKdf { iterations: 10 }), "{err:?}");
     assert!(err.needs_reentry());
     // Refused before any key derivation or write: the file is untouched.
@@ -28,7 +28,7 @@ fn production_open_writes_and_reads_600_000_iterations() {
     let tmp = TempDir::new("production");
     let dir = tmp.vault_dir();
     let started = Instant::now();
-    let vault = Vault::open(&dir, &here()).unwrap();
+    let vault = Vault::open(&dir, &keys(&dir), &here()).unwrap();
     eprintln!("production open (600,000 iterations) took {:?}", started.elapsed());
     vault.put("db", b"pw").unwrap();
     assert_eq!(recorded_iterations(&dir), 600_000);

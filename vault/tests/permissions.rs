@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{TempDir, open};
+use crate::support::{TempDir, key_dir, open};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -18,6 +18,31 @@ fn vault_files_are_0600_and_a_created_directory_0700() {
     for name in ["vault.bin", "install-id", "vault.lock"] {
         assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
     }
+    // The install secret: its own owner-only directory, an owner-only file, no temporary left.
+    let keys = key_dir(&dir);
+    assert_eq!(mode(&keys), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&keys).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files, [keys.join(format!("{}.key", vault.install_id()))]);
+    assert_eq!(mode(&files[0]), 0o600);
+}
+
+#[test]
+fn a_loosened_key_directory_and_key_file_are_tightened() {
+    let tmp = TempDir::new("loose-keys");
+    let dir = tmp.vault_dir();
+    let vault = open(&dir).unwrap();
+    let keys = key_dir(&dir);
+    let file = keys.join(format!("{}.key", vault.install_id()));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    open(&dir).unwrap();
+    assert_eq!(mode(&file), 0o600);
+    // A key directory that exists already (created loose by someone else's tool) is tightened
+    // when a secret is written into it.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(key_dir(&other)).unwrap();
+    std::fs::set_permissions(key_dir(&other), std::fs::Permissions::from_mode(0o755)).unwrap();
+    open(&other).unwrap();
+    assert_eq!(mode(&key_dir(&other)), 0o700);
 }
 
 #[test]
@@ -49,7 +74,15 @@ fn files_root_creates_in_another_users_directory_go_to_that_user() {
     let vault = open(&dir).unwrap();
     vault.put("db", b"pw").unwrap();
     crate::support::open(&dir).unwrap().get("db").unwrap();
-    for path in [dir.clone(), dir.join("vault.bin"), dir.join("install-id"), dir.join("vault.lock")] {
+    let secret = key_dir(&dir).join(format!("{}.key", vault.install_id()));
+    for path in [
+        dir.clone(),
+        dir.join("vault.bin"),
+        dir.join("install-id"),
+        dir.join("vault.lock"),
+        key_dir(&dir),
+        secret,
+    ] {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (SERVICE_UID, SERVICE_UID), "{}", path.display());
     }

@@ -60,7 +60,7 @@ fn reset_starts_over_and_keeps_the_old_file_aside() {
     let tmp = TempDir::new("reset");
     let dir = tmp.vault_dir();
     open(&dir).unwrap().put("db", b"pw").unwrap();
-    let (vault, aside) = vault::Vault::reset_with_test_iterations(&dir, &crate::support::here(), 10).unwrap();
+    let (vault, aside) = crate::support::reset(&dir).unwrap();
     let aside = aside.expect("old vault moved aside");
     assert!(aside.file_name().unwrap().to_string_lossy().starts_with("vault.bin.unreadable-"));
     assert!(aside.exists());
@@ -75,7 +75,7 @@ fn a_handle_opened_before_a_reset_is_stale_not_wrong() {
     let dir = tmp.vault_dir();
     let old = open(&dir).unwrap();
     old.put("db", b"pw").unwrap();
-    vault::Vault::reset_with_test_iterations(&dir, &crate::support::here(), 10).unwrap();
+    crate::support::reset(&dir).unwrap();
     assert!(matches!(old.get("db"), Err(VaultError::Stale)));
     assert!(matches!(old.put("db", b"x"), Err(VaultError::Stale)));
 }
@@ -102,7 +102,7 @@ fn reset_replaces_a_damaged_install_id() {
     open(&dir).unwrap().put("db", b"pw").unwrap();
     std::fs::write(dir.join("install-id"), "x".repeat(500)).unwrap();
     assert!(matches!(open(&dir), Err(VaultError::Format { .. })));
-    let (vault, _) = vault::Vault::reset_with_test_iterations(&dir, &crate::support::here(), 10).unwrap();
+    let (vault, _) = crate::support::reset(&dir).unwrap();
     vault.put("db", b"again").unwrap();
     assert_eq!(std::fs::read_to_string(dir.join("install-id")).unwrap().trim().len(), 36);
     assert_eq!(open(&dir).unwrap().get("db").unwrap().expose(), b"again");

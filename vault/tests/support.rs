@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use vault::{FixedIdentity, Vault, VaultError};
+use vault::{FixedIdentity, SecretStore, Vault, VaultError};
 
 /// Iterations for test vaults: fast, and refused by production `open`.
 pub const TEST_ITERATIONS: u32 = 10;
@@ -18,8 +18,40 @@ pub fn elsewhere() -> FixedIdentity {
     FixedIdentity::new("0f5e2b8a9c6d4e1f8a7b6c5d4e3f2a1b")
 }
 
+/// Where a test vault's install secret lives: `<vault dir>.keys`, beside the vault directory,
+/// never inside it. A copied vault directory has its own (empty until copied) key directory.
+pub fn key_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".keys");
+    PathBuf::from(name)
+}
+
+/// The install secret store of the vault in `dir`.
+pub fn keys(dir: &Path) -> SecretStore {
+    SecretStore::files(key_dir(dir))
+}
+
 pub fn open(dir: &Path) -> Result<Vault, VaultError> {
-    Vault::open_with_test_iterations(dir, &here(), TEST_ITERATIONS)
+    Vault::open_with_test_iterations(dir, &keys(dir), &here(), TEST_ITERATIONS)
+}
+
+/// `open` as `identity`.
+pub fn open_as(dir: &Path, identity: &FixedIdentity) -> Result<Vault, VaultError> {
+    Vault::open_with_test_iterations(dir, &keys(dir), identity, TEST_ITERATIONS)
+}
+
+/// `Vault::reset` of the vault in `dir`, on "this machine".
+pub fn reset(dir: &Path) -> Result<(Vault, Option<PathBuf>), VaultError> {
+    Vault::reset_with_test_iterations(dir, &keys(dir), &here(), TEST_ITERATIONS)
+}
+
+/// Copies a vault directory and its key directory: the whole installation, as a full-disk
+/// backup or image would hold it.
+pub fn copy_installation(from: &Path, to: &Path) {
+    copy_dir(from, to);
+    if key_dir(from).is_dir() {
+        copy_dir(&key_dir(from), &key_dir(to));
+    }
 }
 
 /// A directory under the system temp dir, removed on drop.

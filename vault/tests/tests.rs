@@ -6,6 +6,7 @@ mod apikey;
 mod concurrency;
 mod golden;
 mod kdf;
+mod migration;
 #[cfg(unix)]
 mod permissions;
 mod roundtrip;
