@@ -14,6 +14,8 @@
 
 use gate::{Limits, Placeholders, Policy, Target};
 
+use crate::support::server_url;
+
 /// Texts generated per engine.
 const TEXTS: usize = 4000;
 
@@ -159,19 +161,6 @@ fn generate(rng: &mut Rng, extra: &[&str], payload: &str, suffix: &str) -> Strin
         text.push_str(suffix);
     }
     text
-}
-
-fn server_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var("MC_REQUIRE_DB_SERVERS").as_deref() != Ok("1"),
-                "MC_REQUIRE_DB_SERVERS=1 but {var} is not set: start scripts/db-servers.sh"
-            );
-            None
-        }
-    }
 }
 
 /// The generated texts the gate allows, each with its parameter count.

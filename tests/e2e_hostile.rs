@@ -12,22 +12,7 @@ use mini_connector::protocol::{ErrorBody, ErrorCode, Outbound};
 use serde_json::{Value, json};
 
 use crate::e2e_query::request;
-use crate::support::{AgentProc, World, connected_agent, wait_event};
-
-/// A server URL from the environment `scripts/db-servers.sh env` prints.
-fn server_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var("MC_REQUIRE_DB_SERVERS").as_deref() != Ok("1"),
-                "MC_REQUIRE_DB_SERVERS=1 but {var} is not set: start scripts/db-servers.sh"
-            );
-            eprintln!("skipping: {var} not set (run scripts/db-servers.sh start)");
-            None
-        }
-    }
-}
+use crate::support::{AgentProc, World, connected_agent, server_url, wait_event};
 
 /// `scheme://user:password@host:port/database` → its parts.
 struct Url {
@@ -84,6 +69,14 @@ fn owner_agent(world: &World, name: &str, kind: &str, url: &str, extra: Value) -
         }
     }
     connected_agent(world, name, config)
+}
+
+/// The `invoices` table and `customers.email` are private on connection `erp`.
+fn private_policy() -> Value {
+    json!({ "schemaPolicy": { "erp": {
+        "privateTables": ["invoices"],
+        "privateColumns": { "customers": ["email"] }
+    } } })
 }
 
 fn with_params(sql: &str, params: Vec<Value>) -> gateway::QueryRequest {
@@ -272,11 +265,7 @@ fn postgres_private_data_does_not_leak_through_statistics_views_or_catalogues() 
     let _views = PgViews::create(&url);
     let world = World::new("hostile-privacy");
     let events = world.gateway.subscribe();
-    let policy = json!({ "schemaPolicy": { "erp": {
-        "privateTables": ["invoices"],
-        "privateColumns": { "customers": ["email"] }
-    } } });
-    let _agent = owner_agent(&world, "PgPrivate", "postgres", &url, policy);
+    let _agent = owner_agent(&world, "PgPrivate", "postgres", &url, private_policy());
     let schema = wait_event(&events, |e| match e {
         GatewayEvent::Frame { frame: Outbound::SchemaDiscovery(s), .. } => Some(s.schema.clone()),
         _ => None,
@@ -314,11 +303,7 @@ fn postgres_private_data_does_not_leak_through_statistics_views_or_catalogues() 
 fn mariadb_private_data_does_not_leak_through_statistics_or_catalogues() {
     let Some(url) = server_url("MC_TEST_MYSQL_OWNER_URL") else { return };
     let world = World::new("hostile-my-privacy");
-    let policy = json!({ "schemaPolicy": { "erp": {
-        "privateTables": ["invoices"],
-        "privateColumns": { "customers": ["email"] }
-    } } });
-    let _agent = owner_agent(&world, "MyPrivate", "mysql", &url, policy);
+    let _agent = owner_agent(&world, "MyPrivate", "mysql", &url, private_policy());
     for sql in [
         "SELECT min_value, max_value FROM mysql.column_stats",
         "SELECT HISTOGRAM FROM information_schema.COLUMN_STATISTICS",

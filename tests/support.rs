@@ -194,3 +194,19 @@ pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A database server URL from the environment `scripts/db-servers.sh env` prints; `None` (the
+/// test skips) when it is not set, a failure when `MC_REQUIRE_DB_SERVERS=1` (CI).
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var("MC_REQUIRE_DB_SERVERS").as_deref() != Ok("1"),
+                "MC_REQUIRE_DB_SERVERS=1 but {var} is not set: start scripts/db-servers.sh"
+            );
+            eprintln!("skipping: {var} not set (run scripts/db-servers.sh start)");
+            None
+        }
+    }
+}
