@@ -1,5 +1,11 @@
 //! Per-connection schema policy: what the operator keeps private, what is approved, and how the
 //! agent applies it — to commands (through the `gate` crate) and to schema broadcasts.
+//!
+//! The configured policy names tables and columns; a view reading them would leak them, so the
+//! agent gates and broadcasts with the [`effective_policy`], derived from the configured one and
+//! the discovered schema (the view dependencies `drivers` resolves): views over private objects,
+//! and views whose dependencies are unknown, are private too. Until a connection with private
+//! objects is discovered, [`before_discovery`] lets nothing named through.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +37,131 @@ impl SchemaPolicy {
     }
 }
 
+/// Whether `policy` keeps anything private (private tables or columns). Approval alone hides
+/// names but keeps nothing from being read through a view.
+pub fn has_private_objects(policy: &gate::Policy) -> bool {
+    !policy.private_tables.is_empty() || policy.private_columns.values().any(|c| !c.is_empty())
+}
+
+/// The gate policy of a connection whose schema is not discovered yet. Without private objects
+/// it is the configured one. With private objects no view is known to be safe yet, so nothing
+/// that names a table or view may run (fail closed; `SCHEMA_ACCESS_DENIED`) until
+/// [`effective_policy`] replaces it after the first discovery.
+pub fn before_discovery(configured: &gate::Policy) -> gate::Policy {
+    if !has_private_objects(configured) {
+        return configured.clone();
+    }
+    gate::Policy { approved_tables: Some(BTreeSet::new()), ..configured.clone() }
+}
+
+/// A view the policy keeps private although the operator did not mark it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateView {
+    /// `schema.view`, or `view` in the implicit namespace.
+    pub name: String,
+    /// Local explanation (for the log; names what is private, so never sent to the cloud).
+    pub reason: String,
+    /// Private because its dependencies are unknown (fail closed), not because of what it reads.
+    pub unresolved: bool,
+}
+
+/// The views of `schema` that read something private under `configured`: a private table, a
+/// table with a private column (the whole view: column use is not resolved), a view that is
+/// private itself — at any depth — or whose dependencies discovery could not resolve (fail
+/// closed: it may read anything). Empty when the policy has no private objects.
+pub fn private_views(configured: &gate::Policy, schema: &drivers::DatabaseSchema) -> Vec<PrivateView> {
+    if !has_private_objects(configured) {
+        return Vec::new();
+    }
+    // Every name a view may not read: private tables, tables with private columns, private
+    // views (growing below). Matched the gate's way (case-insensitive name suffixes).
+    let mut private = gate::Policy {
+        private_tables: configured
+            .private_tables
+            .iter()
+            .cloned()
+            .chain(configured.private_columns.iter().filter(|(_, c)| !c.is_empty()).map(|(t, _)| t.clone()))
+            .collect(),
+        ..gate::Policy::default()
+    };
+    let mut out: Vec<PrivateView> = Vec::new();
+    let views: Vec<&drivers::Table> =
+        schema.tables.iter().filter(|t| t.kind == drivers::TableKind::View).collect();
+    // The reads are transitive already; repeating until nothing changes also covers a view
+    // that is private only through another derived one.
+    loop {
+        let mut changed = false;
+        for view in &views {
+            let name = qualified(view.schema.as_deref(), &view.name);
+            if private.private_tables.contains(&name) {
+                continue;
+            }
+            if private.hides_table(view.schema.as_deref(), &view.name) {
+                // Marked private by the operator: already in the configured policy.
+                private.private_tables.insert(name);
+                changed = true;
+                continue;
+            }
+            let reason = match &view.reads {
+                None => Some("its dependencies are unknown (not discovered)".to_owned()),
+                Some(drivers::ViewReads::Unresolved(why)) => {
+                    Some(format!("its dependencies could not be resolved: {why}"))
+                }
+                Some(drivers::ViewReads::Resolved(reads)) => reads
+                    .iter()
+                    .find(|r| private.hides_table(r.schema.as_deref(), &r.name))
+                    .map(|r| format!("it reads `{r}`, which is private or has private columns")),
+            };
+            if let Some(reason) = reason {
+                private.private_tables.insert(name.clone());
+                let unresolved = !matches!(view.reads, Some(drivers::ViewReads::Resolved(_)));
+                out.push(PrivateView { name, reason, unresolved });
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    out
+}
+
+/// The gate policy of a connection once its schema is discovered: the configured policy plus
+/// every view of [`private_views`] as a private table; and, when the connection has private
+/// objects and the operator approved no list, only the discovered tables and views may be
+/// named at all — a relation discovery did not see (a view created since, a system catalogue
+/// such as `pg_stats` or `information_schema`) could read something private. Without private
+/// objects the configured policy is returned unchanged. Logs the views made private.
+pub fn effective_policy(configured: &gate::Policy, schema: &drivers::DatabaseSchema) -> gate::Policy {
+    if !has_private_objects(configured) {
+        return configured.clone();
+    }
+    let mut policy = configured.clone();
+    let views = private_views(configured, schema);
+    for view in &views {
+        if view.unresolved {
+            tracing::warn!(connection = %schema.connection, view = %view.name, reason = %view.reason,
+                "view treated as private: its dependencies could not be resolved");
+        } else {
+            tracing::info!(connection = %schema.connection, view = %view.name, reason = %view.reason,
+                "view treated as private");
+        }
+        policy.private_tables.insert(view.name.clone());
+    }
+    if policy.approved_tables.is_none() {
+        policy.approved_tables =
+            Some(schema.tables.iter().map(|t| qualified(t.schema.as_deref(), &t.name)).collect());
+    }
+    policy
+}
+
+fn qualified(schema: Option<&str>, name: &str) -> String {
+    match schema {
+        Some(schema) => format!("{schema}.{name}"),
+        None => name.to_owned(),
+    }
+}
+
 /// The gate dialect for a database.
 pub fn gate_dialect(dialect: drivers::OdbcDialect) -> gate::Dialect {
     use drivers::OdbcDialect as D;
@@ -56,7 +187,8 @@ pub fn rejection_code(code: gate::RejectCode) -> crate::protocol::ErrorCode {
 }
 
 /// The schema as the cloud may see it: private tables, private columns and tables outside the
-/// approved set are left out, and so are foreign keys that point at what was left out.
+/// approved set are left out, and so are foreign keys that point at what was left out. Pass
+/// the [`effective_policy`] so that views over private objects are left out too.
 pub fn visible_schema(schema: &drivers::DatabaseSchema, policy: &gate::Policy) -> drivers::DatabaseSchema {
     let mut out = schema.clone();
     if policy.is_empty() {

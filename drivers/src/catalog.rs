@@ -229,12 +229,14 @@ pub(crate) fn assemble(
             primary_key: b.pk.into_iter().map(|(_, c)| c).collect(),
             foreign_keys,
             row_count_estimate: b.rows,
+            reads: None,
         });
         if (i + 1) % 100 == 0 || i + 1 == total {
             progress(DiscoveryProgress { done: i + 1, total: Some(total) });
         }
     }
     out.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    crate::views::resolve(rows, dialect, &mut out);
     Ok(DatabaseSchema { connection: connection.to_owned(), db_type, tables: out })
 }
 

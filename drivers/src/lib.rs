@@ -84,6 +84,7 @@ mod schema;
 mod secret;
 mod sqlite;
 mod temporal;
+mod views;
 
 pub use cell::{Cell, RowSink};
 pub use database::{
@@ -97,5 +98,7 @@ pub use privileges::suggested_sql;
 pub use query::{
     CancelToken, QueryOptions, QueryStats, check_read_only_statement, check_read_only_statement_in,
 };
-pub use schema::{Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Table, TableKind, WireType};
+pub use schema::{
+    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, RelationName, Table, TableKind, ViewReads, WireType,
+};
 pub use secret::{Password, Secret};
