@@ -210,3 +210,122 @@ pub fn visible_schema(schema: &drivers::DatabaseSchema, policy: &gate::Policy) -
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use drivers::{DatabaseSchema, DbKind, RelationName, Table, TableKind, ViewReads};
+
+    use super::*;
+
+    fn table(name: &str, kind: TableKind, reads: Option<ViewReads>) -> Table {
+        Table {
+            schema: Some("public".into()),
+            name: name.into(),
+            kind,
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            foreign_keys: Vec::new(),
+            row_count_estimate: None,
+            reads,
+        }
+    }
+
+    fn view(name: &str, reads: &[&str]) -> Table {
+        let reads = reads.iter().map(|r| RelationName::new(Some("public"), r)).collect();
+        table(name, TableKind::View, Some(ViewReads::Resolved(reads)))
+    }
+
+    fn schema() -> DatabaseSchema {
+        DatabaseSchema {
+            connection: "erp".into(),
+            db_type: DbKind::Postgres,
+            tables: vec![
+                table("payroll", TableKind::Table, None),
+                table("people", TableKind::Table, None),
+                table("orders", TableKind::Table, None),
+                view("v_pay", &["payroll"]),
+                view("v_people", &["people"]),
+                view("v_over_pay", &["v_pay", "payroll", "orders"]),
+                view("v_orders", &["orders"]),
+                table("v_unknown", TableKind::View, Some(ViewReads::Unresolved("no definition".into()))),
+                table("v_saved", TableKind::View, None),
+            ],
+        }
+    }
+
+    fn configured() -> gate::Policy {
+        let mut p = gate::Policy::default();
+        p.private_tables.insert("payroll".into());
+        p.private_columns.entry("public.people".into()).or_default().insert("ssn".into());
+        p
+    }
+
+    #[test]
+    fn views_over_private_tables_and_columns_are_private_and_unknown_ones_fail_closed() {
+        let names: Vec<String> =
+            private_views(&configured(), &schema()).into_iter().map(|v| v.name).collect();
+        assert_eq!(
+            names,
+            ["public.v_pay", "public.v_people", "public.v_over_pay", "public.v_unknown", "public.v_saved"]
+        );
+        // Nothing private: no view is.
+        assert!(private_views(&gate::Policy::default(), &schema()).is_empty());
+    }
+
+    #[test]
+    fn a_view_the_operator_marks_private_makes_views_over_it_private() {
+        let mut p = gate::Policy::default();
+        p.private_tables.insert("v_orders".into());
+        let mut s = schema();
+        s.tables.push(view("v_over_orders", &["v_orders", "orders"]));
+        s.tables.retain(|t| !matches!(t.name.as_str(), "v_unknown" | "v_saved"));
+        let names: Vec<String> = private_views(&p, &s).into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["public.v_over_orders"]);
+    }
+
+    #[test]
+    fn effective_policy_hides_and_denies_private_views_and_unknown_relations() {
+        let effective = effective_policy(&configured(), &schema());
+        let visible = visible_schema(&schema(), &effective);
+        let names: Vec<&str> = visible.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["people", "orders", "v_orders"]);
+
+        let pg = gate::Dialect::Postgres;
+        for sql in [
+            "SELECT * FROM v_pay",
+            "SELECT id FROM public.v_people",
+            "SELECT 1 FROM orders JOIN v_over_pay USING (id)",
+            "SELECT * FROM v_unknown",
+            "SELECT * FROM v_saved",
+            // Not discovered: a view created since, or a system catalogue.
+            "SELECT * FROM v_created_later",
+            "SELECT * FROM pg_stats",
+        ] {
+            let rejection = gate::check(sql, pg, &effective).expect_err(sql);
+            assert_eq!(rejection.code, gate::RejectCode::SchemaAccessDenied, "{sql}");
+        }
+        for sql in
+            ["SELECT * FROM v_orders", "SELECT o.id FROM public.orders o", "SELECT id, name FROM people"]
+        {
+            assert!(gate::check(sql, pg, &effective).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn without_private_objects_nothing_changes() {
+        let mut approved = gate::Policy::default();
+        approved.approved_tables = Some(["v_pay".to_owned()].into());
+        assert_eq!(effective_policy(&approved, &schema()), approved);
+        assert_eq!(before_discovery(&approved), approved);
+        assert_eq!(effective_policy(&gate::Policy::default(), &schema()), gate::Policy::default());
+    }
+
+    #[test]
+    fn before_discovery_nothing_named_runs_on_a_connection_with_private_objects() {
+        let policy = before_discovery(&configured());
+        let pg = gate::Dialect::Postgres;
+        let rejection = gate::check("SELECT * FROM orders", pg, &policy).unwrap_err();
+        assert_eq!(rejection.code, gate::RejectCode::SchemaAccessDenied);
+        assert!(gate::check("SELECT 1", pg, &policy).is_ok());
+    }
+}

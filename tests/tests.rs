@@ -16,3 +16,4 @@ mod e2e_gate;
 mod e2e_postgres;
 mod e2e_query;
 mod protocol_golden;
+mod view_privacy;

@@ -99,6 +99,7 @@ pub use query::{
     CancelToken, QueryOptions, QueryStats, check_read_only_statement, check_read_only_statement_in,
 };
 pub use schema::{
-    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, RelationName, Table, TableKind, ViewReads, WireType,
+    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, RelationName, Table, TableKind, ViewReads,
+    WireType,
 };
 pub use secret::{Password, Secret};

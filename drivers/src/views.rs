@@ -13,8 +13,8 @@
 //!   the view unresolved, as does reading `pg_catalog`/`information_schema`.
 //! * MySQL/MariaDB: `INFORMATION_SCHEMA.VIEWS.VIEW_DEFINITION` parsed (MariaDB 10.11 has no
 //!   `VIEW_TABLE_USAGE`); an empty definition (no `SHOW VIEW`), a call of a stored function
-//!   (the canonical text qualifies those with their database) or a system database make it
-//!   unresolved.
+//!   (the canonical text quotes those, and only those: `` `f`() ``, `` `db`.`f`() ``) or a
+//!   system database make it unresolved.
 //! * SQLite: the view's `CREATE VIEW` text from `sqlite_schema`, parsed; CTE names are not
 //!   relations (with their scope: a CTE does not hide a table of the same name inside its own
 //!   body unless it is recursive); `sqlite_*` tables and `pragma_*` table functions are
@@ -214,7 +214,10 @@ pub(crate) const POSTGRES_VIEW_DEPENDENCIES: &str = "\
 
 fn postgres_catalog(r: &RelationName) -> bool {
     r.schema.as_deref().is_some_and(|s| {
-        s == "pg_catalog" || s == "information_schema" || s.starts_with("pg_toast") || s.starts_with("pg_temp")
+        s == "pg_catalog"
+            || s == "information_schema"
+            || s.starts_with("pg_toast")
+            || s.starts_with("pg_temp")
     })
 }
 
@@ -275,7 +278,10 @@ pub(crate) const MYSQL_VIEW_DEFINITIONS: &str = "SELECT IF(TABLE_SCHEMA = DATABA
 
 fn mysql_catalog(r: &RelationName) -> bool {
     r.schema.as_deref().is_some_and(|s| {
-        matches!(s.to_ascii_lowercase().as_str(), "mysql" | "sys" | "information_schema" | "performance_schema")
+        matches!(
+            s.to_ascii_lowercase().as_str(),
+            "mysql" | "sys" | "information_schema" | "performance_schema"
+        )
     })
 }
 
@@ -317,7 +323,8 @@ fn mysql(rows: &mut dyn TextRows) -> Result<BTreeMap<RelationName, Direct>, Driv
 // SQLite
 
 /// Views of the main database with their `CREATE VIEW` text.
-pub(crate) const SQLITE_VIEW_DEFINITIONS: &str = "SELECT '', name, sql FROM sqlite_master WHERE type = 'view'";
+pub(crate) const SQLITE_VIEW_DEFINITIONS: &str =
+    "SELECT '', name, sql FROM sqlite_master WHERE type = 'view'";
 
 fn sqlite_catalog(r: &RelationName) -> bool {
     let name = r.name.to_ascii_lowercase();
@@ -341,7 +348,9 @@ pub(crate) fn sqlite_direct(create_view: &str) -> Direct {
     for parts in names {
         let read = match parts.as_slice() {
             [name] => RelationName { schema: None, name: name.clone() },
-            [schema, name] if schema.eq_ignore_ascii_case("main") => RelationName { schema: None, name: name.clone() },
+            [schema, name] if schema.eq_ignore_ascii_case("main") => {
+                RelationName { schema: None, name: name.clone() }
+            }
             [schema, name] => RelationName { schema: Some(schema.clone()), name: name.clone() },
             _ => return Err(format!("reads `{}`, a name of unexpected form", parts.join("."))),
         };
@@ -367,7 +376,9 @@ pub(crate) enum Source {
 
 /// The relation names (as name parts) a view's query reads, CTE names excluded, in order of
 /// appearance; or why they cannot be told. `qualified_calls_are_user`: a function called by a
-/// qualified name is a stored (user-defined) function, which may read anything.
+/// qualified or quoted name is a stored (user-defined) function, which may read anything —
+/// MariaDB's canonical view text prints stored functions quoted (and qualified when in another
+/// database) and built-ins bare.
 pub(crate) fn parse_reads(
     sql: &str,
     dialect: &dyn Dialect,
@@ -376,9 +387,10 @@ pub(crate) fn parse_reads(
 ) -> Result<Vec<Vec<String>>, String> {
     let parsed = match source {
         Source::CreateView => Parser::parse_sql(dialect, sql),
-        Source::Query => Parser::new(dialect).try_with_sql(sql).and_then(|mut p| p.parse_query()).map(|q| {
-            vec![Statement::Query(q)]
-        }),
+        Source::Query => Parser::new(dialect)
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_query())
+            .map(|q| vec![Statement::Query(q)]),
     }
     .map_err(|e| format!("the view's SQL does not parse: {e}"))?;
     let query = match parsed.as_slice() {
@@ -502,7 +514,8 @@ impl Visitor for Reads {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if self.qualified_calls_are_user
             && let Expr::Function(f) = expr
-            && f.name.0.len() > 1
+            && (f.name.0.len() > 1
+                || f.name.0.iter().any(|p| p.as_ident().is_none_or(|i| i.quote_style.is_some())))
         {
             self.problem.get_or_insert_with(|| format!("calls the stored function `{}`", f.name));
         }
@@ -516,7 +529,8 @@ mod tests {
 
     /// The relations read, sorted.
     fn reads(create_view: &str) -> Vec<String> {
-        let mut names: Vec<String> = sqlite_direct(create_view).unwrap().into_iter().map(|r| r.to_string()).collect();
+        let mut names: Vec<String> =
+            sqlite_direct(create_view).unwrap().into_iter().map(|r| r.to_string()).collect();
         names.sort();
         names
     }
@@ -599,6 +613,7 @@ mod tests {
             [vec!["shop".to_owned(), "orders".to_owned()], vec!["other".to_owned(), "c".to_owned()]]
         );
         assert!(parse_reads("select `shop`.`secret_of`(1) AS `x`", &d, Source::Query, true).is_err());
+        assert!(parse_reads("select `secret_of`(1) AS `x`", &d, Source::Query, true).is_err());
         assert!(parse_reads("select concat('a', 'b') AS `x`", &d, Source::Query, true).is_ok());
     }
 
@@ -635,7 +650,10 @@ mod tests {
         let tables = crate::sqlite::discover_tables(&conn, &mut |_| {}).unwrap();
         let get = |n: &str| tables.iter().find(|t| t.name == n).unwrap().reads.clone();
         assert_eq!(get("payroll"), None);
-        assert_eq!(get("v_over"), Some(ViewReads::Resolved(vec![rel("orders"), rel("payroll"), rel("v_pay")])));
+        assert_eq!(
+            get("v_over"),
+            Some(ViewReads::Resolved(vec![rel("orders"), rel("payroll"), rel("v_pay")]))
+        );
         assert!(matches!(get("v_cat"), Some(ViewReads::Unresolved(_))));
     }
 }
