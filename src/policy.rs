@@ -313,8 +313,8 @@ mod tests {
 
     #[test]
     fn without_private_objects_nothing_changes() {
-        let mut approved = gate::Policy::default();
-        approved.approved_tables = Some(["v_pay".to_owned()].into());
+        let approved =
+            gate::Policy { approved_tables: Some(["v_pay".to_owned()].into()), ..Default::default() };
         assert_eq!(effective_policy(&approved, &schema()), approved);
         assert_eq!(before_discovery(&approved), approved);
         assert_eq!(effective_policy(&gate::Policy::default(), &schema()), gate::Policy::default());
