@@ -269,3 +269,39 @@ fn mariadb_views_over_private_objects_are_hidden_and_refused() {
         check(&odbc, "odbc mariadb", gate::Dialect::Mysql, &configured, &q);
     }
 }
+
+/// Through the real agent and gateway on the sample SQLite database: `v_open_orders` reads
+/// `customers`, which has a private column, so the view is neither broadcast nor runnable.
+#[test]
+fn the_agent_hides_and_refuses_a_view_over_a_table_with_a_private_column() {
+    use gateway::{GatewayEvent, QueryError};
+    use mini_connector::protocol::{ErrorCode, Outbound};
+
+    use crate::e2e_query::request;
+    use crate::support::{World, connected_agent, wait_event};
+
+    let world = World::new("view-privacy");
+    let events = world.gateway.subscribe();
+    let policy =
+        serde_json::json!({ "schemaPolicy": { "erp": { "privateColumns": { "customers": ["email"] } } } });
+    let _agent = connected_agent(&world, "Views", policy);
+    let schema = wait_event(&events, |e| match e {
+        GatewayEvent::Frame { frame: Outbound::SchemaDiscovery(s), .. } => Some(s.schema.clone()),
+        _ => None,
+    });
+    let names: Vec<&str> = schema[0].tables.iter().map(|t| t.name.as_str()).collect();
+    assert!(!names.contains(&"v_open_orders"), "the view was broadcast: {names:?}");
+    assert!(names.contains(&"orders") && names.contains(&"customers"), "{names:?}");
+
+    for sql in ["SELECT * FROM v_open_orders", "SELECT order_id FROM main.v_open_orders LIMIT 1"] {
+        match world.gateway.query("Views", request(sql)) {
+            Err(QueryError::Remote(body)) => {
+                assert_eq!(body.code, ErrorCode::SchemaAccessDenied, "{sql}: {}", body.message);
+                assert!(!body.message.contains("v_open_orders"), "{}", body.message);
+            }
+            other => panic!("{sql}: expected SCHEMA_ACCESS_DENIED, got {other:?}"),
+        }
+    }
+    let ok = world.gateway.query("Views", request("SELECT id FROM orders ORDER BY id LIMIT 1")).unwrap();
+    assert_eq!(ok.row_count, 1);
+}
