@@ -1,9 +1,10 @@
 //! Schema discovery from catalogue rows, shared by every network driver.
 //!
 //! A driver runs the [`CatalogSql`] of its dialect through [`TextRows`] (cells as text) and
-//! [`assemble`] builds the sorted [`DatabaseSchema`]. Rows are consumed as they stream in;
-//! only the schema itself is held, so catalogues of tens of thousands of tables finish in five
-//! queries whatever their size.
+//! [`assemble`] builds the sorted [`DatabaseSchema`], then has `views` resolve what each view
+//! reads (one more catalogue query). Rows are consumed as they stream in; only the schema
+//! itself is held, so catalogues of tens of thousands of tables finish in six queries whatever
+//! their size.
 
 use std::collections::BTreeMap;
 
