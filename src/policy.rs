@@ -138,16 +138,25 @@ pub fn effective_policy(configured: &gate::Policy, schema: &drivers::DatabaseSch
     }
     let mut policy = configured.clone();
     let views = private_views(configured, schema);
-    for view in &views {
-        if view.unresolved {
-            tracing::warn!(connection = %schema.connection, view = %view.name, reason = %view.reason,
-                "view treated as private: its dependencies could not be resolved");
+    // One line per kind (a catalogue without dependency support may have thousands of views),
+    // with a few names and reasons; every view at debug level.
+    for unresolved in [true, false] {
+        let of_kind: Vec<&PrivateView> = views.iter().filter(|v| v.unresolved == unresolved).collect();
+        let Some(first) = of_kind.first() else { continue };
+        let names: Vec<&str> = of_kind.iter().take(5).map(|v| v.name.as_str()).collect();
+        if unresolved {
+            tracing::warn!(connection = %schema.connection, count = of_kind.len(), views = ?names,
+                example = %first.reason, "views treated as private: their dependencies could not be resolved");
         } else {
-            tracing::info!(connection = %schema.connection, view = %view.name, reason = %view.reason,
+            tracing::info!(connection = %schema.connection, count = of_kind.len(), views = ?names,
+                example = %first.reason, "views treated as private: they read private tables or columns");
+        }
+        for view in of_kind {
+            tracing::debug!(connection = %schema.connection, view = %view.name, reason = %view.reason,
                 "view treated as private");
         }
-        policy.private_tables.insert(view.name.clone());
     }
+    policy.private_tables.extend(views.into_iter().map(|v| v.name));
     if policy.approved_tables.is_none() {
         policy.approved_tables =
             Some(schema.tables.iter().map(|t| qualified(t.schema.as_deref(), &t.name)).collect());

@@ -104,7 +104,7 @@ fn check(
             .find(|t| t.name == name)
             .unwrap_or_else(|| panic!("{label}: {name} not discovered"))
     };
-    let private = ["v_pay", "v_people", "v_pay_total", "v_cte", "v_fn", "v_catalog"];
+    let private = ["v_pay", "v_people", "v_pay_total", "v_cte", "v_sub", "v_fn", "v_catalog"];
 
     // What discovery resolved (local only).
     let total = find(&q("v_pay_total").replace("vp.", ""));
@@ -192,6 +192,8 @@ const PG_SETUP: &str = "
     CREATE VIEW vp.v_people AS SELECT id, name FROM vp.people;
     CREATE VIEW vp.v_pay_total AS SELECT sum(salary) AS total FROM vp.v_pay;
     CREATE VIEW vp.v_cte AS WITH p AS (SELECT * FROM vp.payroll) SELECT count(*) AS n FROM p;
+    CREATE VIEW vp.v_sub AS SELECT id, (SELECT max(salary) FROM vp.payroll) AS m FROM vp.things
+        UNION ALL SELECT 0, 0;
     CREATE FUNCTION vp.top_salary() RETURNS int LANGUAGE sql AS 'SELECT max(salary) FROM vp.payroll';
     CREATE VIEW vp.v_fn AS SELECT vp.top_salary() AS s;
     CREATE VIEW vp.v_catalog AS SELECT attname, histogram_bounds::text AS bounds FROM pg_stats
@@ -223,7 +225,8 @@ fn postgres_views_over_private_objects_are_hidden_and_refused() {
 }
 
 const MY_TEARDOWN: &[&str] = &[
-    "DROP VIEW IF EXISTS vp_v_pay_total, vp_v_pay, vp_v_people, vp_v_cte, vp_v_fn, vp_v_catalog, vp_v_things",
+    "DROP VIEW IF EXISTS vp_v_pay_total, vp_v_pay, vp_v_people, vp_v_cte, vp_v_sub, vp_v_fn, vp_v_catalog, \
+     vp_v_things",
     "DROP FUNCTION IF EXISTS vp_top_salary",
     "DROP TABLE IF EXISTS vp_payroll, vp_people, vp_things",
 ];
@@ -239,6 +242,8 @@ const MY_SETUP: &[&str] = &[
     "CREATE VIEW vp_v_people AS SELECT id, name FROM vp_people",
     "CREATE VIEW vp_v_pay_total AS SELECT sum(salary) AS total FROM vp_v_pay",
     "CREATE VIEW vp_v_cte AS WITH p AS (SELECT * FROM vp_payroll) SELECT count(*) AS n FROM p",
+    "CREATE VIEW vp_v_sub AS SELECT id, (SELECT max(salary) FROM vp_payroll) AS m FROM vp_things \
+     UNION ALL SELECT 0, 0",
     "CREATE FUNCTION vp_top_salary() RETURNS int READS SQL DATA RETURN (SELECT max(salary) FROM vp_payroll)",
     "CREATE VIEW vp_v_fn AS SELECT vp_top_salary() AS s",
     "CREATE VIEW vp_v_catalog AS SELECT table_name FROM information_schema.tables",
