@@ -137,7 +137,10 @@ pub struct Supervisor {
     jobs: Sender<Job>,
     board: Arc<StatusBoard>,
     databases: Vec<Database>,
-    /// Schema policy per connection name (absent: nothing private).
+    /// Schema policy per connection name as configured (absent: nothing private).
+    configured_policies: HashMap<String, gate::Policy>,
+    /// The policy the gate and the broadcasts apply: the configured one plus what discovery
+    /// found (views over private objects); `policy::before_discovery` until then.
     policies: HashMap<String, gate::Policy>,
     limits: crate::config::CommandLimits,
     upload: Option<Arc<UploadTarget>>,
@@ -199,7 +202,8 @@ impl Supervisor {
             jobs,
             board,
             databases,
-            policies,
+            policies: policies.iter().map(|(k, p)| (k.clone(), crate::policy::before_discovery(p))).collect(),
+            configured_policies: policies,
             limits,
             upload: None,
             upload_policy: crate::uploader::UploadPolicy::deny_all(),
@@ -392,6 +396,12 @@ impl Supervisor {
                 self.discovering = false;
                 match result {
                     Ok(schema) => {
+                        for db in &schema {
+                            if let Some(configured) = self.configured_policies.get(&db.connection) {
+                                let effective = crate::policy::effective_policy(configured, db);
+                                self.policies.insert(db.connection.clone(), effective);
+                            }
+                        }
                         self.schema = Some(schema.clone());
                         self.send_schema(schema);
                     }

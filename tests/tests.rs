@@ -19,3 +19,4 @@ mod e2e_postgres;
 mod e2e_query;
 mod e2e_upload;
 mod protocol_golden;
+mod view_privacy;

@@ -87,6 +87,7 @@ mod schema;
 mod secret;
 mod sqlite;
 mod temporal;
+mod views;
 
 pub use cell::{Cell, RowSink};
 pub use database::{
@@ -98,5 +99,8 @@ pub use diff::{ColumnChange, SchemaDiff, TableChange, diff};
 pub use error::{DriverError, SinkError};
 pub use privileges::suggested_sql;
 pub use query::{CancelToken, QueryOptions, QueryStats};
-pub use schema::{Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Table, TableKind, WireType};
+pub use schema::{
+    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, RelationName, Table, TableKind, ViewReads,
+    WireType,
+};
 pub use secret::{Password, Secret};

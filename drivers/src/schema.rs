@@ -132,6 +132,60 @@ pub struct Table {
     /// Approximate number of rows (from statistics when available); `None` for views.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub row_count_estimate: Option<u64>,
+    /// For a view: what it reads, as discovery resolved it. `None` for tables, and for views
+    /// whose schema did not come from a discovery (a saved or received schema), which the
+    /// privacy policy treats like [`ViewReads::Unresolved`]. Local only: never serialized, so
+    /// the `schema_discovery` frame does not carry it.
+    #[serde(skip)]
+    pub reads: Option<ViewReads>,
+}
+
+/// The relations a view reads, directly or through the views it reads (never broadcast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewReads {
+    /// Every table and view the view reads, transitively, sorted and without duplicates.
+    Resolved(Vec<RelationName>),
+    /// Discovery could not tell, with the reason (no visible definition, SQL that does not
+    /// parse, a user-defined function, a system catalogue, an engine without dependency
+    /// support). The privacy policy treats such a view as private whenever the connection
+    /// has private objects: it may read any of them.
+    Unresolved(String),
+}
+
+impl ViewReads {
+    /// The relations read, when resolved.
+    pub fn relations(&self) -> Option<&[RelationName]> {
+        match self {
+            Self::Resolved(r) => Some(r),
+            Self::Unresolved(_) => None,
+        }
+    }
+}
+
+/// A table or view name as the catalogue spells it; `schema` is `None` for the connection's
+/// implicit namespace (SQLite `main`, the MySQL connection's database), as in [`Table`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelationName {
+    /// Namespace, when not the implicit one.
+    pub schema: Option<String>,
+    /// Table or view name.
+    pub name: String,
+}
+
+impl RelationName {
+    /// A name in `schema` (`None`: the implicit namespace).
+    pub fn new(schema: Option<&str>, name: &str) -> Self {
+        Self { schema: schema.map(str::to_owned), name: name.to_owned() }
+    }
+}
+
+impl fmt::Display for RelationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
 }
 
 /// A column of a table or view.

@@ -336,7 +336,7 @@ struct Listed {
     without_rowid: bool,
 }
 
-fn discover_tables(
+pub(crate) fn discover_tables(
     conn: &Connection,
     progress: &mut dyn FnMut(DiscoveryProgress),
 ) -> rusqlite::Result<Vec<Table>> {
@@ -372,6 +372,7 @@ fn discover_tables(
         progress(DiscoveryProgress { done: i + 1, total: Some(total) });
     }
     tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    crate::views::resolve_sqlite(conn, &mut tables);
     Ok(tables)
 }
 
@@ -430,6 +431,7 @@ fn describe_table(conn: &Connection, t: &Listed, has_stat1: bool) -> rusqlite::R
         primary_key: pk.iter().map(|(_, name, _)| (*name).to_owned()).collect(),
         foreign_keys,
         row_count_estimate,
+        reads: None,
     })
 }
 

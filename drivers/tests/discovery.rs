@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use drivers::fixture::{FixtureStats, create_sample_erp};
-use drivers::{Database, DbKind, DriverError, ForeignKey, PoolSettings, Table, TableKind, WireType};
+use drivers::{
+    Database, DbKind, DriverError, ForeignKey, PoolSettings, RelationName, Table, TableKind, ViewReads,
+    WireType,
+};
 
 use crate::common::{Owned, Scratch, sample_db, scalar, spec};
 
@@ -156,9 +159,21 @@ fn discovered_schema_matches_golden_file() {
         "discovered schema differs from {}; rerun with UPDATE_GOLDEN=1 if intended\n{json}",
         golden.display()
     );
-    // The golden file also deserializes back to the same value.
+    // The golden file also deserializes back to the same value, but for the view dependencies,
+    // which stay local (never serialized).
     let parsed: drivers::DatabaseSchema = serde_json::from_str(&expected).unwrap();
+    let mut schema = schema;
+    let view = schema.tables.iter_mut().find(|t| t.name == "v_open_orders").unwrap();
+    let reads = view.reads.take();
     assert_eq!(parsed, schema);
+    assert_eq!(
+        reads,
+        Some(ViewReads::Resolved(vec![
+            RelationName::new(None, "customers"),
+            RelationName::new(None, "order_lines"),
+            RelationName::new(None, "orders"),
+        ]))
+    );
 }
 
 #[test]

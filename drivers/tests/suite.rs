@@ -475,6 +475,10 @@ pub fn discovery_matches_the_golden_file(b: &Backend) {
         golden.display()
     );
     let parsed: drivers::DatabaseSchema = serde_json::from_str(&expected).unwrap();
+    // View dependencies are local only: the JSON does not carry them.
+    for t in &mut schema.tables {
+        t.reads = None;
+    }
     assert_eq!(parsed, schema);
     assert!(drivers::diff(&parsed, &schema).is_empty());
 }
