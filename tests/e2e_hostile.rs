@@ -245,7 +245,7 @@ impl PgViews {
                  CREATE VIEW mc_e2e_views.invoice_copy AS SELECT * FROM public.invoices;
                  CREATE VIEW mc_e2e_views.contact_list AS SELECT name, email FROM public.customers;
                  CREATE VIEW mc_e2e_views.nested AS SELECT * FROM mc_e2e_views.contact_list;
-                 CREATE VIEW mc_e2e_views.harmless AS SELECT id, name FROM public.customers;
+                 CREATE VIEW mc_e2e_views.harmless AS SELECT id, status FROM public.orders;
                  ANALYZE public.customers;",
             )
             .unwrap();
@@ -274,7 +274,9 @@ fn postgres_private_data_does_not_leak_through_statistics_views_or_catalogues() 
     for hidden in ["invoices", "\"email\"", "invoice_copy", "contact_list", "nested"] {
         assert!(!text.contains(hidden), "`{hidden}` was broadcast");
     }
-    assert!(text.contains("harmless"), "a view over public columns is still broadcast");
+    // A view over a table with no private column is still broadcast. (A view over only the
+    // public columns of `customers` is private too: views are judged by the tables they read.)
+    assert!(text.contains("harmless"), "a view over public data is still broadcast");
 
     for sql in [
         // Statistics views carry real column values.
@@ -294,8 +296,10 @@ fn postgres_private_data_does_not_leak_through_statistics_views_or_catalogues() 
         assert_eq!(body.code, ErrorCode::SchemaAccessDenied, "{sql}: {}", body.message);
         assert!(!body.message.contains("email") && !body.message.contains("invoice"), "{}", body.message);
     }
-    let ok =
-        world.gateway.query("PgPrivate", request("SELECT name FROM mc_e2e_views.harmless LIMIT 1")).unwrap();
+    let ok = world
+        .gateway
+        .query("PgPrivate", request("SELECT status FROM mc_e2e_views.harmless LIMIT 1"))
+        .unwrap();
     assert_eq!(ok.row_count, 1);
 }
 

@@ -155,7 +155,7 @@ fn check(
         // The database itself serves the data: the view really leaks without the policy.
         if !name.ends_with("catalog") {
             let mut rows = Count::default();
-            query_unpoliced(&db, &sql, &mut rows).unwrap_or_else(|e| panic!("{label}: {sql}: {e}"));
+            query_unpoliced(db, &sql, &mut rows).unwrap_or_else(|e| panic!("{label}: {sql}: {e}"));
             assert!(rows.0 > 0, "{label}: {sql} returned nothing");
         }
         let rejection = gate::check(&sql, dialect, &effective).expect_err(&sql);
@@ -171,7 +171,7 @@ fn check(
     {
         assert!(gate::check(&sql, dialect, &effective).is_ok(), "{label}: {sql}");
         let mut rows = Count::default();
-        query_unpoliced(&db, &sql, &mut rows).unwrap_or_else(|e| panic!("{label}: {sql}: {e}"));
+        query_unpoliced(db, &sql, &mut rows).unwrap_or_else(|e| panic!("{label}: {sql}: {e}"));
     }
 }
 
