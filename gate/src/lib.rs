@@ -43,8 +43,10 @@
 #![forbid(unsafe_code)]
 
 mod ast;
+mod catalog;
 mod deny;
 mod dialect;
+mod judged;
 mod lex;
 mod placeholders;
 mod policy;
@@ -63,18 +65,41 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 /// The default [`Limits::max_sql_bytes`]: 256 KiB.
 pub const DEFAULT_MAX_SQL_BYTES: usize = 256 << 10;
 
+/// The default [`Limits::max_tokens`]: 50 000 code tokens (an `IN` list of 25 000 values).
+pub const DEFAULT_MAX_TOKENS: usize = 50_000;
+
+/// The default [`Limits::max_depth`]: 32 levels of brackets.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+
 /// What one text may cost the gate. Texts over a limit are refused with
-/// `WRITE_OPERATION_REJECTED` and a reason naming the limit, before work proportional to the
-/// text is done.
+/// `WRITE_OPERATION_REJECTED` and a reason naming the limit (`query text is larger than N
+/// bytes`, `query has more than N tokens`, `query nests brackets deeper than N levels`) before
+/// it is parsed: only the lexer has run, which is linear in the text and allocates at most
+/// 12 bytes per token it keeps.
+///
+/// Within the limits every step of the gate is linear in the text (or `n log n`), so the
+/// limits bound time and memory together: the parsed tree is at most a few hundred bytes per
+/// token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
-    /// Longest text, in bytes (capped at [`MAX_SQL_BYTES`]).
+    /// Longest text, in bytes (capped at [`MAX_SQL_BYTES`]). Default [`DEFAULT_MAX_SQL_BYTES`].
     pub max_sql_bytes: usize,
+    /// Most code tokens (words, quoted names, literals, operators; not comments or
+    /// whitespace), the measure of the tree's size. Default [`DEFAULT_MAX_TOKENS`].
+    pub max_tokens: usize,
+    /// Deepest nesting of `(` and `[` (subqueries, calls, expressions), the measure of the
+    /// tree's depth. Default [`DEFAULT_MAX_DEPTH`]; sqlparser itself refuses nesting much
+    /// deeper than 50.
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_sql_bytes: DEFAULT_MAX_SQL_BYTES }
+        Limits {
+            max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -212,20 +237,28 @@ pub fn check_with(
         return Err(too_large(MAX_SQL_BYTES));
     }
     let outcome = if sql.len() <= DEEP_TEXT_BYTES {
-        check_text(&sql, dialect, policy)
+        check_text(&sql, dialect, policy, limits)
     } else {
         // At most one tree level per two bytes of text, at most ~80 bytes of stack per level
         // (debug build): 64 bytes of stack per byte of text, plus 1 MiB. The pages are only
         // touched as deep as the tree actually goes.
         let stack = sql.len().saturating_mul(64).saturating_add(1 << 20);
-        stacker::grow(stack, || check_text(&sql, dialect, policy))
+        stacker::grow(stack, || check_text(&sql, dialect, policy, limits))
     }?;
     Ok(Checked { sql: sql.into_owned(), dialect, ..outcome })
 }
 
-fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Rejection> {
+fn check_text(sql: &str, dialect: Dialect, policy: &Policy, limits: &Limits) -> Result<Checked, Rejection> {
+    // Cost: the token limit stops the lexer; the depth is counted on its tokens.
+    let lexed = lex::lex_bounded(sql, &lex::Rules::of(dialect), limits.max_tokens);
+    if lexed.truncated {
+        return Err(Rejection::write(format!("query has more than {} tokens", limits.max_tokens)));
+    }
+    if let Some(depth) = too_deep(&lexed.tokens, limits.max_depth) {
+        return Err(Rejection::write(format!("query nests brackets deeper than {depth} levels")));
+    }
+
     // Layer 1.
-    let lexed = lex::lex(sql, &lex::Rules::of(dialect));
     let scan = lex::scan(sql, &lexed, dialect, true);
     prefilter(&lexed, &scan)?;
 
@@ -238,7 +271,8 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
     if semicolons > 1 || (semicolons == 1 && !trailing_only) {
         return Err(Rejection::write("only one statement is allowed (at most one trailing `;`)"));
     }
-    let statements = dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, sql)).map_err(|e| {
+    let judged = judged::text(sql, &lexed, dialect);
+    let statements = dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, &judged)).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg);
         Rejection::write(format!("could not parse the query as {dialect} SQL: {msg}"))
@@ -262,6 +296,19 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
     Ok(Checked { tables: outcome.tables, explain: outcome.explain, sql: String::new(), dialect })
 }
 
+/// Parses `sql` as the gate's AST layer does: with [`Dialect::with_sqlparser_dialect`], after
+/// reading `TABLE t` as `SELECT * FROM t` (PostgreSQL, MySQL) and Oracle `AS OF TIMESTAMP` /
+/// `AS OF SCN` as `FOR SYSTEM_TIME AS OF`. For tools and tests that want to see the tree the
+/// gate judged.
+pub fn parse(
+    sql: &str,
+    dialect: Dialect,
+) -> Result<Vec<sqlparser::ast::Statement>, sqlparser::parser::ParserError> {
+    let lexed = lex::lex(sql, &lex::Rules::of(dialect));
+    let judged = judged::text(sql, &lexed, dialect);
+    dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, &judged))
+}
+
 /// The keyword pre-filter alone (spec layer "regex"), lexing like sqlparser's generic dialect
 /// but conservatively: no nested comments, no backslash escapes, no dollar quoting, so that it
 /// never hides what any server reads as code. Use [`keyword_prefilter_for`] when the target is
@@ -282,6 +329,24 @@ pub fn keyword_prefilter_for(sql: &str, dialect: Dialect) -> Result<(), Rejectio
     prefilter(&lexed, &lex::scan(sql, &lexed, dialect, false))
 }
 
+/// `Some(max)` when `(`/`[` nest deeper than `max`.
+fn too_deep(tokens: &[lex::Token], max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for t in tokens {
+        match t.kind {
+            lex::Kind::Punct('(' | '[') => {
+                depth += 1;
+                if depth > max {
+                    return Some(max);
+                }
+            }
+            lex::Kind::Punct(')' | ']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn too_large(max: usize) -> Rejection {
     Rejection::write(format!("query text is larger than {max} bytes"))
 }
@@ -298,6 +363,12 @@ fn prefilter(lexed: &lex::Lexed, scan: &lex::Scan) -> Result<(), Rejection> {
             RejectCode::WriteKeywordDetected,
             format!("write keyword {keyword} found outside strings and comments"),
         ));
+    }
+    if let Some((ch, place)) = lexed.bad_char {
+        return Err(Rejection::write(place.reason(ch)));
+    }
+    if let Some(reason) = &lexed.bad_hint {
+        return Err(Rejection::write(reason.clone()));
     }
     Ok(())
 }
@@ -340,7 +411,7 @@ mod tests {
         let err = check(&sql, Dialect::Generic, &Policy::default()).unwrap_err();
         assert_eq!(err.reason, format!("query text is larger than {DEFAULT_MAX_SQL_BYTES} bytes"));
         // A configured maximum above the hard ceiling is capped to it.
-        let limits = Limits { max_sql_bytes: usize::MAX };
+        let limits = Limits { max_sql_bytes: usize::MAX, ..Limits::default() };
         let sql = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
         let err = check_with(&sql, 0, Dialect::Generic, &Policy::default(), &limits).unwrap_err();
         assert!(err.reason.contains(&MAX_SQL_BYTES.to_string()), "{err}");
