@@ -1,15 +1,18 @@
-//! Check time per query: `cargo bench -p gate` (optionally `-- <iterations>`).
+//! Check time per query: `cargo bench -p gate` (optionally `-- <iterations>`; `-- shapes` runs
+//! only the pathological shapes, e.g. under `/usr/bin/time -v` for the peak memory).
 //!
 //! Times `gate::check` over a set of typical reporting queries per dialect (with an empty
 //! policy and with a small privacy policy), the keyword pre-filter alone and sqlparser's parse
-//! alone (the floor), and prints p50, p99 and mean in microseconds per query. No harness:
-//! plain `Instant` timing.
+//! alone (the floor), and prints p50, p99 and mean in microseconds per query. Then times the
+//! pathological shapes of `shapes()` (the 20,000-CTE text of issue 8 and others), each under
+//! the default limits and with the limits raised to the hard ceiling. No harness: plain
+//! `Instant` timing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::time::Instant;
 
-use gate::{Dialect, Policy, check, keyword_prefilter_for};
+use gate::{Dialect, Limits, MAX_SQL_BYTES, Policy, check, check_with, keyword_prefilter_for};
 use sqlparser::parser::Parser;
 
 const PORTABLE: &[&str] = &[
@@ -58,7 +61,7 @@ fn privacy_policy() -> Policy {
     Policy {
         private_tables: BTreeSet::from(["payroll".to_owned(), "hr.salaries".to_owned()]),
         private_columns: BTreeMap::from([("customers".to_owned(), BTreeSet::from(["ssn".to_owned()]))]),
-        approved_tables: None,
+        ..Policy::default()
     }
 }
 
@@ -86,9 +89,54 @@ fn measure(queries: &[&str], iterations: usize, mut f: impl FnMut(&str)) -> Stat
     Stats { p50: samples[samples.len() / 2], p99: samples[samples.len() * 99 / 100], mean }
 }
 
+/// Texts built to make a gate do work out of proportion to their size: name, text.
+fn shapes() -> Vec<(&'static str, String)> {
+    let ctes: Vec<String> = (0..20_000)
+        .map(|i| if i == 0 { "c0 AS (SELECT 1 AS x)".to_owned() } else { format!("c{i} AS (SELECT x FROM c{})", i - 1) })
+        .collect();
+    let joins: String = (0..4_000).map(|i| format!(", customers c{i}")).collect();
+    let cols: String = (0..4_000).map(|i| format!("c{i}.id, ")).collect();
+    vec![
+        ("20,000 CTEs", format!("WITH {} SELECT x FROM c19999", ctes.join(", "))),
+        ("4,000 CTEs", format!("WITH {} SELECT x FROM c3999", ctes[..4_000].join(", "))),
+        ("IN list of 100,000", format!("SELECT id FROM orders WHERE id IN ({})", vec!["1"; 100_000].join(","))),
+        ("4,000 joins x 4,000 columns", format!("SELECT {cols}1 FROM orders o{joins}")),
+        ("4,000 q.* x 4,000 tables", format!("SELECT {}1 FROM orders o{joins}", "o.*, ".repeat(4_000))),
+        ("50,000 x + 1", format!("SELECT x{} FROM t", " + 1".repeat(50_000))),
+        ("100,000 comments", format!("SELECT 1 {}", "/**/ ".repeat(100_000))),
+    ]
+}
+
+fn run_shapes(policy: &Policy) {
+    println!("pathological shapes, ms per check (release build; default limits, then raised to the ceiling)");
+    let raised = Limits { max_sql_bytes: MAX_SQL_BYTES, max_tokens: usize::MAX, max_depth: 1_000 };
+    for (name, sql) in shapes() {
+        for (label, limits) in [("default", Limits::default()), ("raised", raised)] {
+            let t = Instant::now();
+            let got = check_with(black_box(&sql), 0, Dialect::Postgres, policy, &limits);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let verdict = match &got {
+                Ok(_) => "allowed".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            println!("  {name:<28} {:>8} KB  {label:<7} {ms:>9.2} ms  {verdict}", sql.len() / 1000);
+        }
+        let t = Instant::now();
+        let parsed = stacker::grow(64 << 20, || {
+            Dialect::Postgres.with_sqlparser_dialect(|d| Parser::parse_sql(d, black_box(&sql))).is_ok()
+        });
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        println!("  {name:<28} {:>8} KB  {:<7} {ms:>9.2} ms  parsed: {parsed}", sql.len() / 1000, "parse");
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a number sets the iterations.
     let iterations = std::env::args().skip(1).find_map(|a| a.parse::<usize>().ok()).unwrap_or(2_000);
+    if std::env::args().any(|a| a == "shapes") {
+        run_shapes(&privacy_policy());
+        return;
+    }
     let empty = Policy::default();
     let private = privacy_policy();
     println!("gate::check, µs per query ({iterations} rounds over each dialect's queries)");
@@ -133,4 +181,6 @@ fn main() {
     let worst_p50 = all.iter().map(|s| s.p50).fold(0.0, f64::max);
     let worst_mean = all.iter().map(|s| s.mean).fold(0.0, f64::max);
     println!("worst dialect: p50 {worst_p50:.1} µs, mean {worst_mean:.1} µs (target ≤ 50 µs)");
+    println!();
+    run_shapes(&private);
 }

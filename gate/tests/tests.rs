@@ -1,4 +1,5 @@
 //! Integration tests of the gate: one test binary, one module per topic.
 
 mod corpus;
+mod cost;
 mod props;
