@@ -92,14 +92,23 @@ fn measure(queries: &[&str], iterations: usize, mut f: impl FnMut(&str)) -> Stat
 /// Texts built to make a gate do work out of proportion to their size: name, text.
 fn shapes() -> Vec<(&'static str, String)> {
     let ctes: Vec<String> = (0..20_000)
-        .map(|i| if i == 0 { "c0 AS (SELECT 1 AS x)".to_owned() } else { format!("c{i} AS (SELECT x FROM c{})", i - 1) })
+        .map(|i| {
+            if i == 0 {
+                "c0 AS (SELECT 1 AS x)".to_owned()
+            } else {
+                format!("c{i} AS (SELECT x FROM c{})", i - 1)
+            }
+        })
         .collect();
     let joins: String = (0..4_000).map(|i| format!(", customers c{i}")).collect();
     let cols: String = (0..4_000).map(|i| format!("c{i}.id, ")).collect();
     vec![
         ("20,000 CTEs", format!("WITH {} SELECT x FROM c19999", ctes.join(", "))),
         ("4,000 CTEs", format!("WITH {} SELECT x FROM c3999", ctes[..4_000].join(", "))),
-        ("IN list of 100,000", format!("SELECT id FROM orders WHERE id IN ({})", vec!["1"; 100_000].join(","))),
+        (
+            "IN list of 100,000",
+            format!("SELECT id FROM orders WHERE id IN ({})", vec!["1"; 100_000].join(",")),
+        ),
         ("4,000 joins x 4,000 columns", format!("SELECT {cols}1 FROM orders o{joins}")),
         ("4,000 q.* x 4,000 tables", format!("SELECT {}1 FROM orders o{joins}", "o.*, ".repeat(4_000))),
         ("50,000 x + 1", format!("SELECT x{} FROM t", " + 1".repeat(50_000))),

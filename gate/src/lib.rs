@@ -3,20 +3,42 @@
 //! Every text is hostile until proven otherwise. [`check`] runs three layers, cheapest first,
 //! and the first that objects decides the verdict:
 //!
+//! 0. **Cost** ([`Limits`]): longer than `max_sql_bytes`, more than `max_tokens` code tokens or
+//!    brackets nested deeper than `max_depth` → `WRITE_OPERATION_REJECTED` before anything is
+//!    parsed. Within the limits every step is linear in the text (CTE names, aliases and
+//!    column checks are hash lookups), so one text cannot hold the supervisor for seconds.
 //! 1. **Keyword pre-filter** (spec layer "regex", [`keyword_prefilter`]): a lexer that knows the
 //!    target's comments, string literals and quoted identifiers looks for write keywords
-//!    (`INSERT`, `UPDATE`, `DELETE`, `DROP`, ... `INTO`) in the code → `WRITE_KEYWORD_DETECTED`.
-//!    MySQL executable comments (`/*!`, `/*M!`) and optimizer hints (`/*+`) are refused here too.
+//!    (`INSERT`, `UPDATE`, `DELETE`, `DROP`, ... `INTO`) in the code → `WRITE_KEYWORD_DETECTED`
+//!    (not a member name right after a dot, `t.update`, except in T-SQL). MySQL executable
+//!    comments (`/*!`, `/*M!`) are refused here, and optimizer hints (`/*+`) except in MySQL and
+//!    Oracle, where a hint body may hold only names, numbers, `( ) , . @` and spaces and no hint
+//!    that changes settings (`SET_VAR`, `RESOURCE_GROUP`). The same lexer **fails closed on
+//!    characters engines lex differently**: outside string literals and quoted identifiers
+//!    only printable ASCII, tab, line feed, carriage return and non-ASCII letters and digits
+//!    may appear (no U+00A0 or other Unicode space, no BOM or zero-width character, no control
+//!    character, `\v` and `\f` included); inside comments no control character or Unicode line
+//!    break, nor a carriage return without a line feed in a line comment, and the character
+//!    right after `--` must be plain (MariaDB reads `--<U+00A0>` as code); NUL nowhere →
+//!    `WRITE_OPERATION_REJECTED`, "character U+00A0 outside strings is not allowed".
 //! 2. **AST check**: the text must parse (sqlparser, in the target's dialect) as exactly one
-//!    query (`SELECT`/`WITH`/`VALUES`) or an `EXPLAIN` of one (never `EXPLAIN ANALYZE`), and
-//!    nothing in the whole tree may write, lock rows, sleep, take advisory locks, signal
-//!    sessions, read files, change settings, notify, reach other servers, run SQL given as text,
-//!    assign variables or advance sequences → `WRITE_OPERATION_REJECTED`. A text scan then
+//!    query (`SELECT`/`WITH`/`VALUES`, PostgreSQL and MySQL `TABLE t`, judged as `SELECT *
+//!    FROM t`) or an `EXPLAIN` of one (`EXPLAIN ANALYZE` only on PostgreSQL, where it runs the
+//!    checked query), and nothing in the whole tree may write, lock rows, sleep, take advisory
+//!    locks, signal sessions, read files, change settings, notify, reach other servers, run SQL
+//!    given as text, assign variables or advance sequences → `WRITE_OPERATION_REJECTED`. Oracle
+//!    flashback (`AS OF TIMESTAMP`/`AS OF SCN`) is parsed as a table version. A text scan then
 //!    re-checks function calls and lock clauses on the lexer's tokens, in case sqlparser and
 //!    the server disagree about where a string or comment ends.
 //! 3. **Schema privacy** ([`Policy`]): private tables, private columns (named, or reached through
 //!    `*`, `t.*` or a whole-row reference) and tables outside the approved schema →
-//!    `SCHEMA_ACCESS_DENIED`, with a reason that never names what is private.
+//!    `SCHEMA_ACCESS_DENIED`, with a reason that never names what is private. Statistics views
+//!    and other catalogues that show values, other sessions' SQL or credentials (`pg_stats`,
+//!    `pg_statistic`, `pg_stat_activity`, `mysql.column_stats`, `sqlite_stat1`..`4`, ...) are
+//!    denied on **every** connection; when the policy restricts anything, every system
+//!    catalogue (`pg_catalog`, `information_schema`, `mysql`, `performance_schema`, `sys`,
+//!    `sqlite_schema`, SQL Server `sys.*`, Oracle `ALL_*`/`V$*`, ...) and the table functions
+//!    that read them are denied too (module `catalog` has the lists).
 //!
 //! The gate is pure: no I/O, no knowledge of the network or the drivers. Parameters are bound
 //! by the drivers, never spliced, so the gate only ever sees the text. The database session is

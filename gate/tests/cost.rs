@@ -22,9 +22,8 @@ fn timed(sql: &str, limits: &Limits, policy: &Policy) -> (Result<(), Rejection>,
 
 /// The 20,000-CTE text of issue 8 (about 900 KB).
 fn issue_8_ctes() -> String {
-    let ctes: Vec<String> = (0..20_000)
-        .map(|i| format!("cte{i:05} AS (SELECT x, y, z FROM cte{:05})", i.max(1) - 1))
-        .collect();
+    let ctes: Vec<String> =
+        (0..20_000).map(|i| format!("cte{i:05} AS (SELECT x, y, z FROM cte{:05})", i.max(1) - 1)).collect();
     format!("WITH RECURSIVE {} SELECT * FROM cte19999", ctes.join(",\n"))
 }
 
@@ -67,7 +66,13 @@ fn the_issue_8_cte_text_is_refused_before_it_is_parsed() {
 /// Shapes that made a quadratic gate slow, at the size the default limits allow.
 fn shapes() -> Vec<(&'static str, String)> {
     let ctes: Vec<String> = (0..5_000)
-        .map(|i| if i == 0 { "c0 AS (SELECT 1 AS x)".to_owned() } else { format!("c{i} AS (SELECT x FROM c{})", i - 1) })
+        .map(|i| {
+            if i == 0 {
+                "c0 AS (SELECT 1 AS x)".to_owned()
+            } else {
+                format!("c{i} AS (SELECT x FROM c{})", i - 1)
+            }
+        })
         .collect();
     let joins: String = (0..2_500).map(|i| format!(", customers c{i}")).collect();
     let cols: String = (0..2_500).map(|i| format!("c{i}.id, ")).collect();

@@ -253,7 +253,11 @@ fn deep_nesting_does_not_overflow_the_stack() {
 /// The gate's rule for characters outside strings and quoted identifiers (`lex::odd_char`):
 /// printable ASCII, tab, line feed, carriage return and non-ASCII letters and digits only.
 fn odd(c: char) -> bool {
-    if c.is_ascii() { (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f' } else { !c.is_alphanumeric() }
+    if c.is_ascii() {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f'
+    } else {
+        !c.is_alphanumeric()
+    }
 }
 
 /// Characters that engines lex differently, weighted towards the ones seen in attacks.
@@ -275,7 +279,9 @@ fn odd_only_in_literals(sql: &str, d: Dialect) -> bool {
     use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
     let Ok(tokens) = d.with_sqlparser_dialect(|pd| Tokenizer::new(pd, sql).tokenize()) else { return true };
     // In a comment: no control character or line break, and a plain character after `--`.
-    let comment_ok = |c: char| !(c.is_control() && !matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{2028}' | '\u{2029}');
+    let comment_ok = |c: char| {
+        !(c.is_control() && !matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{2028}' | '\u{2029}')
+    };
     tokens.iter().all(|t| match t {
         Token::Whitespace(Whitespace::SingleLineComment { comment, prefix }) => {
             comment.chars().all(comment_ok) && !(prefix == "--" && comment.chars().next().is_some_and(odd))
