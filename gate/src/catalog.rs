@@ -213,7 +213,11 @@ fn mssql(n: &Name, function: bool) -> Option<Catalog> {
         "sysusers",
     ];
     let last = n.last.as_str();
-    if n.in_schema_or_bare(&["sys"]) && VALUES.contains(&last) {
+    // Catalogue views and DMVs need `sys.`; the old `sys*` views and `fn_*` functions resolve
+    // without it.
+    let reachable =
+        n.schema_is(&["sys"]) || (n.schema.is_none() && (last.starts_with("sys") || last.starts_with("fn_")));
+    if reachable && VALUES.contains(&last) {
         return Some(Catalog::Values);
     }
     let system = n.schema_is(&["sys", "information_schema"])
@@ -370,6 +374,9 @@ mod tests {
             ("master..sysobjects", Dialect::Mssql, Some(System)),
             ("INFORMATION_SCHEMA.COLUMNS", Dialect::Mssql, Some(System)),
             ("dbo.Orders", Dialect::Mssql, None),
+            ("credentials", Dialect::Mssql, None),
+            ("sys.credentials", Dialect::Mssql, Some(Values)),
+            ("syslogins", Dialect::Mssql, Some(Values)),
             ("ALL_TAB_HISTOGRAMS", Dialect::Oracle, Some(Values)),
             ("user_tab_columns", Dialect::Oracle, Some(Values)),
             ("V$SQL", Dialect::Oracle, Some(Values)),
