@@ -595,26 +595,20 @@ impl Index {
             aliases: HashMap::new(),
             suffixes: HashMap::new(),
         };
-        // The private columns of each distinct table, computed once per name.
-        let mut distinct: HashMap<Vec<String>, Vec<String>> = HashMap::new();
-        let mut cols_of: Vec<usize> = Vec::with_capacity(w.tables.len());
-        let mut cols: Vec<Vec<String>> = Vec::new();
-        let mut by_name: HashMap<Vec<String>, usize> = HashMap::new();
-        for parts in &w.tables {
-            let key = lower_parts(parts);
-            let id = match by_name.get(&key) {
-                Some(&id) => id,
-                None => {
-                    let private: Vec<String> = w.policy.private_columns_of(parts).map(normalize).collect();
-                    let id = cols.len();
-                    cols.push(private.clone());
-                    by_name.insert(key.clone(), id);
-                    distinct.insert(key, private);
-                    id
-                }
-            };
-            cols_of.push(id);
-        }
+        // Each distinct table name (lower case) once, with its private columns.
+        let mut ids: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut distinct: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let id_of: Vec<usize> = w
+            .tables
+            .iter()
+            .map(|parts| {
+                let key = lower_parts(parts);
+                *ids.entry(key.clone()).or_insert_with(|| {
+                    distinct.push((key, w.policy.private_columns_of(parts).map(normalize).collect()));
+                    distinct.len() - 1
+                })
+            })
+            .collect();
         for (key, private) in &distinct {
             index.any_private |= !private.is_empty();
             index.all.extend(private.iter().cloned());
@@ -626,7 +620,7 @@ impl Index {
         for (alias, target) in &w.aliases {
             let info = index.aliases.entry(alias.to_lowercase()).or_default();
             if let Some(t) = target {
-                info.add(&cols[cols_of[*t]]);
+                info.add(&distinct[id_of[*t]].1);
             }
         }
         index
