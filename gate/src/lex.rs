@@ -700,7 +700,8 @@ pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bo
                     && let Some(found) = member(&WRITE_KEYWORDS, up)
                 {
                     let called = toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
-                    if !(called && ALSO_FUNCTIONS.contains(&found)) && !member_name(sql, toks, n, dialect) {
+                    let function_spelling = called && ALSO_FUNCTIONS.contains(&found);
+                    if !(function_spelling || member_name(sql, toks, n, dialect)) {
                         out.keyword = Some(found);
                         return out;
                     }

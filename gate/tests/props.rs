@@ -280,7 +280,9 @@ fn odd_only_in_literals(sql: &str, d: Dialect) -> bool {
     let Ok(tokens) = d.with_sqlparser_dialect(|pd| Tokenizer::new(pd, sql).tokenize()) else { return true };
     // In a comment: no control character or line break, and a plain character after `--`.
     let comment_ok = |c: char| {
-        !(c.is_control() && !matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{2028}' | '\u{2029}')
+        let line_break = matches!(c, '\u{2028}' | '\u{2029}');
+        let control = c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+        !(line_break || control)
     };
     tokens.iter().all(|t| match t {
         Token::Whitespace(Whitespace::SingleLineComment { comment, prefix }) => {
