@@ -1,15 +1,18 @@
-//! Check time per query: `cargo bench -p gate` (optionally `-- <iterations>`).
+//! Check time per query: `cargo bench -p gate` (optionally `-- <iterations>`; `-- shapes` runs
+//! only the pathological shapes, e.g. under `/usr/bin/time -v` for the peak memory).
 //!
 //! Times `gate::check` over a set of typical reporting queries per dialect (with an empty
 //! policy and with a small privacy policy), the keyword pre-filter alone and sqlparser's parse
-//! alone (the floor), and prints p50, p99 and mean in microseconds per query. No harness:
-//! plain `Instant` timing.
+//! alone (the floor), and prints p50, p99 and mean in microseconds per query. Then times the
+//! pathological shapes of `shapes()` (the 20,000-CTE text of issue 8 and others), each under
+//! the default limits and with the limits raised to the hard ceiling. No harness: plain
+//! `Instant` timing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::time::Instant;
 
-use gate::{Dialect, Policy, check, keyword_prefilter_for};
+use gate::{Dialect, Limits, MAX_SQL_BYTES, Policy, check, check_with, keyword_prefilter_for};
 use sqlparser::parser::Parser;
 
 const PORTABLE: &[&str] = &[
@@ -66,6 +69,15 @@ struct Stats {
     p50: f64,
     p99: f64,
     mean: f64,
+    /// Mean CPU time of this thread per query (µs), from `/proc/thread-self/schedstat`: close to
+    /// the uncontended cost even when the machine is oversubscribed (wall-clock times are not).
+    cpu: f64,
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux), if known.
+fn thread_cpu_ns() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Per-query times (µs) of `f` over `queries`, `iterations` rounds after a warm-up.
@@ -74,6 +86,7 @@ fn measure(queries: &[&str], iterations: usize, mut f: impl FnMut(&str)) -> Stat
         f(q);
     }
     let mut samples = Vec::with_capacity(queries.len() * iterations);
+    let cpu_start = thread_cpu_ns();
     for _ in 0..iterations {
         for q in queries {
             let t = Instant::now();
@@ -81,20 +94,98 @@ fn measure(queries: &[&str], iterations: usize, mut f: impl FnMut(&str)) -> Stat
             samples.push(t.elapsed().as_nanos() as f64 / 1000.0);
         }
     }
+    let cpu = match (cpu_start, thread_cpu_ns()) {
+        (Some(a), Some(b)) => (b - a) / 1000.0 / samples.len() as f64,
+        _ => f64::NAN,
+    };
     samples.sort_by(f64::total_cmp);
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
-    Stats { p50: samples[samples.len() / 2], p99: samples[samples.len() * 99 / 100], mean }
+    Stats { p50: samples[samples.len() / 2], p99: samples[samples.len() * 99 / 100], mean, cpu }
+}
+
+/// Texts built to make a gate do work out of proportion to their size: name, text.
+fn shapes() -> Vec<(&'static str, String)> {
+    let ctes: Vec<String> = (0..20_000)
+        .map(|i| {
+            if i == 0 {
+                "c0 AS (SELECT 1 AS x)".to_owned()
+            } else {
+                format!("c{i} AS (SELECT x FROM c{})", i - 1)
+            }
+        })
+        .collect();
+    let joins: String = (0..4_000).map(|i| format!(", customers c{i}")).collect();
+    let cols: String = (0..4_000).map(|i| format!("c{i}.id, ")).collect();
+    vec![
+        ("20,000 CTEs", format!("WITH {} SELECT x FROM c19999", ctes.join(", "))),
+        ("4,000 CTEs", format!("WITH {} SELECT x FROM c3999", ctes[..4_000].join(", "))),
+        (
+            "IN list of 100,000",
+            format!("SELECT id FROM orders WHERE id IN ({})", vec!["1"; 100_000].join(",")),
+        ),
+        ("4,000 joins x 4,000 columns", format!("SELECT {cols}1 FROM orders o{joins}")),
+        ("4,000 q.* x 4,000 tables", format!("SELECT {}1 FROM orders o{joins}", "o.*, ".repeat(4_000))),
+        ("50,000 x + 1", format!("SELECT x{} FROM t", " + 1".repeat(50_000))),
+        ("100,000 comments", format!("SELECT 1 {}", "/**/ ".repeat(100_000))),
+    ]
+}
+
+fn run_shapes(policy: &Policy, default_only: bool) {
+    println!("pathological shapes, ms per check (release build; default limits, then raised to the ceiling)");
+    let raised = Limits { max_sql_bytes: MAX_SQL_BYTES, max_tokens: usize::MAX, max_depth: 1_000 };
+    let limits: &[(&str, Limits)] = if default_only {
+        &[("default", Limits::default())]
+    } else {
+        &[("default", Limits::default()), ("raised", raised)]
+    };
+    for (name, sql) in shapes() {
+        for &(label, limits) in limits {
+            let t = Instant::now();
+            let got = check_with(black_box(&sql), 0, Dialect::Postgres, policy, &limits);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let verdict = match &got {
+                Ok(_) => "allowed".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            println!("  {name:<28} {:>8} KB  {label:<7} {ms:>9.2} ms  {verdict}", sql.len() / 1000);
+        }
+        if default_only {
+            continue;
+        }
+        let t = Instant::now();
+        let parsed = stacker::grow(64 << 20, || {
+            Dialect::Postgres.with_sqlparser_dialect(|d| Parser::parse_sql(d, black_box(&sql))).is_ok()
+        });
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        println!("  {name:<28} {:>8} KB  {:<7} {ms:>9.2} ms  parsed: {parsed}", sql.len() / 1000, "parse");
+    }
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; a number sets the iterations.
     let iterations = std::env::args().skip(1).find_map(|a| a.parse::<usize>().ok()).unwrap_or(2_000);
+    // `shapes`: only the pathological shapes; `shapes-default`: only under the default limits
+    // (for the peak memory of what an agent with the default configuration may do).
+    if let Some(mode) = std::env::args().find(|a| a.starts_with("shapes")) {
+        run_shapes(&privacy_policy(), mode == "shapes-default");
+        return;
+    }
     let empty = Policy::default();
     let private = privacy_policy();
     println!("gate::check, µs per query ({iterations} rounds over each dialect's queries)");
     println!(
-        "{:<9} {:>3}  {:>7} {:>7} {:>7}   {:>11} {:>11}   {:>9}   {:>10}",
-        "dialect", "n", "p50", "p99", "mean", "policy p50", "policy mean", "prefilter", "parse only"
+        "{:<9} {:>3}  {:>7} {:>7} {:>7} {:>8}   {:>11} {:>11}   {:>9}   {:>10} {:>9}",
+        "dialect",
+        "n",
+        "p50",
+        "p99",
+        "mean",
+        "cpu mean",
+        "policy p50",
+        "policy mean",
+        "prefilter",
+        "parse only",
+        "parse cpu"
     );
     let mut all = Vec::new();
     for d in Dialect::ALL {
@@ -117,20 +208,27 @@ fn main() {
             let _ = black_box(d.with_sqlparser_dialect(|pd| Parser::parse_sql(pd, black_box(q))));
         });
         println!(
-            "{:<9} {:>3}  {:>7.1} {:>7.1} {:>7.1}   {:>11.1} {:>11.1}   {:>9.2}   {:>10.1}",
+            "{:<9} {:>3}  {:>7.1} {:>7.1} {:>7.1} {:>8.1}   {:>11.1} {:>11.1}   {:>9.2}   {:>10.1} {:>9.1}",
             d.as_str(),
             queries.len(),
             s.p50,
             s.p99,
             s.mean,
+            s.cpu,
             p.p50,
             p.mean,
             k.mean,
-            parse.mean
+            parse.mean,
+            parse.cpu
         );
         all.push(s);
     }
     let worst_p50 = all.iter().map(|s| s.p50).fold(0.0, f64::max);
     let worst_mean = all.iter().map(|s| s.mean).fold(0.0, f64::max);
-    println!("worst dialect: p50 {worst_p50:.1} µs, mean {worst_mean:.1} µs (target ≤ 50 µs)");
+    let worst_cpu = all.iter().map(|s| s.cpu).fold(0.0, f64::max);
+    println!(
+        "worst dialect: p50 {worst_p50:.1} µs, mean {worst_mean:.1} µs, CPU mean {worst_cpu:.1} µs (target ≤ 50 µs)"
+    );
+    println!();
+    run_shapes(&private, false);
 }

@@ -17,6 +17,7 @@ use sqlparser::ast::{
 };
 
 use crate::Dialect;
+use crate::catalog::{self, Catalog};
 use crate::functions;
 use crate::lex::TSQL_LOCK_HINTS;
 use crate::policy::{Policy, eq_ci, normalize};
@@ -48,11 +49,13 @@ pub(crate) fn check(stmt: &Statement, dialect: Dialect, policy: &Policy) -> Resu
         colrefs: Vec::new(),
         deferred_wildcards: Vec::new(),
         privacy_denied: false,
+        values_denied: false,
     };
     if let ControlFlow::Break(reason) = stmt.visit(&mut w) {
         return Err(reason);
     }
-    let privacy_denied = w.privacy && (w.privacy_denied || (w.columns && w.columns_denied(stmt)));
+    let privacy_denied =
+        w.values_denied || (w.privacy && (w.privacy_denied || (w.columns && w.columns_denied(stmt))));
     let mut seen = HashSet::new();
     let mut tables: Vec<String> = Vec::with_capacity(w.tables.len());
     for parts in &w.tables {
@@ -64,7 +67,8 @@ pub(crate) fn check(stmt: &Statement, dialect: Dialect, policy: &Policy) -> Resu
     Ok(Outcome { tables, explain, privacy_denied })
 }
 
-/// Accepts a query, or an `EXPLAIN` (without `ANALYZE`) of a query where `EXPLAIN` only plans.
+/// Accepts a query, or an `EXPLAIN` of a query where `EXPLAIN` only plans (PostgreSQL: also
+/// `EXPLAIN ANALYZE`).
 fn root_kind(stmt: &Statement, dialect: Dialect) -> Result<bool, String> {
     match stmt {
         Statement::Query(_) => Ok(false),
@@ -77,7 +81,10 @@ fn root_kind(stmt: &Statement, dialect: Dialect) -> Result<bool, String> {
             let analyze_option = options.iter().flatten().any(|o| {
                 o.name.value.eq_ignore_ascii_case("analyze") || o.name.value.eq_ignore_ascii_case("analyse")
             });
-            if *analyze || analyze_option {
+            // PostgreSQL's EXPLAIN ANALYZE runs the query: as safe as the query, which the
+            // walk checks like any other. Elsewhere it is refused (MySQL's runs it too, but is
+            // not needed; MariaDB's ANALYZE is a statement of its own).
+            if (*analyze || analyze_option) && dialect != Dialect::Postgres {
                 return Err("EXPLAIN ANALYZE is not allowed: it runs the query".into());
             }
             match statement.as_ref() {
@@ -155,14 +162,26 @@ const TSQL_RESERVED: [&str; 184] = [
     "USE", "USER", "VALUES", "VARYING", "VIEW", "WAITFOR", "WHEN", "WHERE", "WHILE", "WITH", "WRITETEXT",
 ];
 
-/// CTE names visible while walking one query's `WITH`.
+/// CTE names visible while walking one query's `WITH`. Hash lookups: a text may define
+/// thousands of CTEs, each naming the one before.
+#[derive(Default)]
 struct Frame {
-    /// CTE names and the address of each body (to know which body the walk is in).
-    ctes: Vec<(String, *const Query)>,
+    /// CTE name (lower case) and the position of the first CTE of that name.
+    names: HashMap<String, usize>,
+    /// The address of each body and its position (to know which body the walk is in).
+    bodies: HashMap<*const Query, usize>,
+    /// How many CTEs.
+    len: usize,
     /// `WITH RECURSIVE`: every name is visible in every body.
     recursive: bool,
-    /// How many of `ctes` are visible now (the walk may be inside the body of one of them).
+    /// How many CTEs, in order, are visible now (the walk may be inside the body of one).
     visible: usize,
+}
+
+impl Frame {
+    fn sees(&self, name: &str) -> bool {
+        with_lower(name, |name| self.names.get(name).is_some_and(|&i| i < self.visible))
+    }
 }
 
 struct Walker<'p> {
@@ -185,7 +204,13 @@ struct Walker<'p> {
     /// `q.*` (as a select item or function argument) resolved after the walk.
     deferred_wildcards: Vec<Vec<String>>,
     privacy_denied: bool,
+    /// A statistics view or other value-exposing catalogue is named (denied on every
+    /// connection).
+    values_denied: bool,
 }
+
+/// Most parts a table name may have (T-SQL four-part names are refused for another reason).
+const MAX_NAME_PARTS: usize = 4;
 
 fn ident_parts(name: &ObjectName) -> Result<Vec<String>, String> {
     name.0
@@ -241,7 +266,11 @@ struct Local {
 impl Walker<'_> {
     fn is_cte(&self, name: &ObjectName) -> bool {
         let [ObjectNamePart::Identifier(id)] = name.0.as_slice() else { return false };
-        self.frames.iter().rev().any(|f| f.ctes[..f.visible].iter().any(|(n, _)| eq_ci(n, &id.value)))
+        self.cte_visible(&id.value)
+    }
+
+    fn cte_visible(&self, name: &str) -> bool {
+        self.frames.iter().rev().any(|f| f.sees(name))
     }
 
     /// Dialects where a CTE may refer to itself without `RECURSIVE`.
@@ -298,39 +327,59 @@ impl Walker<'_> {
         functions::check(&parts, name, self.dialect, self.policy)
     }
 
-    fn add_table(&mut self, parts: Vec<String>) -> usize {
+    fn add_table(&mut self, parts: Vec<String>) -> Result<usize, String> {
+        if parts.len() > MAX_NAME_PARTS {
+            return Err(format!("table names have at most {MAX_NAME_PARTS} parts; found {}", parts.len()));
+        }
         if self.privacy && self.policy.table_denied(&parts) {
             self.privacy_denied = true;
         }
+        self.catalog(catalog::relation(&parts, self.dialect));
         self.tables.push(parts);
-        self.tables.len() - 1
+        Ok(self.tables.len() - 1)
     }
 
-    fn set_expr_tables(&mut self, body: &SetExpr) {
+    /// Statistics views are denied on every connection, other catalogues under a policy.
+    fn catalog(&mut self, kind: Option<Catalog>) {
+        match kind {
+            Some(Catalog::Values) => self.values_denied = true,
+            Some(Catalog::System) if self.privacy => self.privacy_denied = true,
+            _ => {}
+        }
+    }
+
+    /// A table function in FROM (`FROM pg_get_keywords()`, `pragma_table_info('t')`).
+    fn table_function(&mut self, tf: &TableFactor) {
+        let name = match tf {
+            TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => name,
+            _ => return,
+        };
+        let parts = name_strings(name);
+        self.catalog(catalog::function(&parts, self.dialect).max(catalog::relation(&parts, self.dialect)));
+    }
+
+    fn set_expr_tables(&mut self, body: &SetExpr) -> Result<(), String> {
         match body {
             SetExpr::Table(t) => {
                 if let Some(name) = &t.table_name {
                     let parts: Vec<String> =
                         t.schema_name.iter().chain(Some(name)).map(|i| i.value.clone()).collect();
-                    let is_cte = t.schema_name.is_none()
-                        && self
-                            .frames
-                            .iter()
-                            .any(|f| f.ctes[..f.visible].iter().any(|(n, _)| eq_ci(n, &name.value)));
+                    let is_cte = t.schema_name.is_none() && self.cte_visible(&name.value);
                     if !is_cte {
                         if self.privacy && self.policy.table_has_private_columns(&parts) {
                             self.privacy_denied = true; // `TABLE t` is `SELECT * FROM t`
                         }
-                        self.add_table(parts);
+                        self.add_table(parts)?;
                     }
                 }
             }
             SetExpr::SetOperation { left, right, .. } => {
-                self.set_expr_tables(left);
-                self.set_expr_tables(right);
+                self.set_expr_tables(left)?;
+                self.set_expr_tables(right)?;
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// The FROM entries of one SELECT (joins and nested joins flattened).
@@ -378,16 +427,36 @@ impl Walker<'_> {
         let mut locals = Vec::new();
         self.locals(&select.from, &mut locals);
         let private = |l: &Local| l.table.as_ref().is_some_and(|t| self.policy.table_has_private_columns(t));
+        let private_locals: Vec<bool> = locals.iter().map(private).collect();
+        let any_private = private_locals.iter().any(|&p| p);
+        // FROM entries by alias, or by last name part when unaliased (lower case), built on the
+        // first `q.*`: `SELECT a.*, b.*, ...` over a long FROM list stays linear.
+        let mut by_name: Option<HashMap<String, Vec<usize>>> = None;
         for item in &select.projection {
             match item {
-                SelectItem::Wildcard(_) if locals.iter().any(private) => self.privacy_denied = true,
+                SelectItem::Wildcard(_) if any_private => self.privacy_denied = true,
                 SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
                     let q = name_strings(name);
-                    let matching: Vec<&Local> = locals.iter().filter(|l| local_matches(l, &q)).collect();
-                    if matching.is_empty() {
-                        self.deferred_wildcards.push(q);
-                    } else if matching.into_iter().any(private) {
-                        self.privacy_denied = true;
+                    let by_name = by_name.get_or_insert_with(|| {
+                        let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+                        for (i, l) in locals.iter().enumerate() {
+                            let key = l.alias.as_ref().or_else(|| l.table.as_ref().and_then(|t| t.last()));
+                            if let Some(key) = key {
+                                map.entry(key.to_lowercase()).or_default().push(i);
+                            }
+                        }
+                        map
+                    });
+                    let candidates = q.last().and_then(|last| by_name.get(&last.to_lowercase()));
+                    let mut matching =
+                        candidates.into_iter().flatten().filter(|&&i| local_matches(&locals[i], &q));
+                    match matching.next() {
+                        None => self.deferred_wildcards.push(q),
+                        Some(&first) => {
+                            if private_locals[first] || matching.any(|&i| private_locals[i]) {
+                                self.privacy_denied = true;
+                            }
+                        }
                     }
                 }
                 SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::Expr(_), _) => {
@@ -399,7 +468,7 @@ impl Walker<'_> {
         for twj in &select.from {
             for join in &twj.joins {
                 match join_constraint(&join.join_operator) {
-                    Some(JoinConstraint::Natural) if locals.iter().any(private) => self.privacy_denied = true,
+                    Some(JoinConstraint::Natural) if any_private => self.privacy_denied = true,
                     Some(JoinConstraint::Using(names) | JoinConstraint::UsingAlias(names, _)) => {
                         for n in names {
                             if let Some(col) = n.0.last().and_then(|p| p.as_ident()) {
@@ -416,31 +485,26 @@ impl Walker<'_> {
     /// The column checks, once the walk knows every table and alias of the statement.
     fn columns_denied(&self, stmt: &Statement) -> bool {
         let index = Index::new(self);
-        if index.private.is_empty() {
+        if index.all.is_empty() && !index.any_private {
             return false; // no table of the query has private columns
         }
-        let has_private = |i: usize| index.private.contains_key(&i);
         if self.colrefs.iter().any(|(q, name)| index.denies(q, name)) {
             return true;
         }
-        if self
-            .deferred_wildcards
-            .iter()
-            .any(|q| q.is_empty() || index.resolve_any(q, has_private) != Some(false))
-        {
+        if self.deferred_wildcards.iter().any(|q| q.is_empty() || index.qualifier_private(q) != Some(false)) {
             return true;
         }
-        // Every column reference in the tree, in a second walk (nothing to allocate per node).
+        // Every column reference in the tree, in a second walk.
         stmt.visit(&mut ColumnPass { index: &index }).is_break()
     }
 }
 
 /// Second walk: each column reference against the [`Index`].
-struct ColumnPass<'i, 'w> {
-    index: &'i Index<'w>,
+struct ColumnPass<'i> {
+    index: &'i Index,
 }
 
-impl Visitor for ColumnPass<'_, '_> {
+impl Visitor for ColumnPass<'_> {
     type Break = ();
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
@@ -487,64 +551,101 @@ fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
     }
 }
 
-/// Lookups for the column checks, built once after the walk (queries may be large).
-struct Index<'w> {
-    tables: &'w [Vec<String>],
-    /// Private column names (lower case) of each table of the query that has any.
-    private: HashMap<usize, Vec<String>>,
-    /// Alias (lower case) and the real tables behind it (empty: CTE or derived table).
-    aliases: HashMap<String, Vec<usize>>,
-    /// Last name part (lower case) of each real table.
-    by_last: HashMap<String, Vec<usize>>,
+/// What the real tables behind a name have.
+#[derive(Debug, Default)]
+struct Info {
+    /// One of them has private columns.
+    has_private: bool,
+    /// Their private column names, lower case.
+    cols: HashSet<String>,
 }
 
-impl<'w> Index<'w> {
-    fn new(w: &'w Walker<'_>) -> Self {
+impl Info {
+    fn add(&mut self, cols: &[String]) {
+        self.has_private |= !cols.is_empty();
+        self.cols.extend(cols.iter().cloned());
+    }
+}
+
+/// Lookups for the column checks, built once after the walk: every question is one or two
+/// hash lookups, so a query with thousands of tables and column references stays linear.
+struct Index {
+    /// Every private column name (lower case) of every table of the query.
+    all: HashSet<String>,
+    /// Some table of the query has private columns.
+    any_private: bool,
+    /// Alias (lower case) and the real tables behind it (CTEs and derived tables add none).
+    aliases: HashMap<String, Info>,
+    /// Every trailing part sequence of every table name (lower case: `c`, `b.c`, `a.b.c`).
+    suffixes: HashMap<Vec<String>, Info>,
+}
+
+fn lower_parts<S: AsRef<str>>(parts: &[S]) -> Vec<String> {
+    parts.iter().map(|p| p.as_ref().to_lowercase()).collect()
+}
+
+impl Index {
+    fn new(w: &Walker<'_>) -> Self {
         let mut index = Index {
-            tables: &w.tables,
-            private: HashMap::new(),
+            all: HashSet::new(),
+            any_private: false,
             aliases: HashMap::new(),
-            by_last: HashMap::new(),
+            suffixes: HashMap::new(),
         };
-        for (i, parts) in w.tables.iter().enumerate() {
-            let cols: Vec<String> = w.policy.private_columns_of(parts).map(normalize).collect();
-            if !cols.is_empty() {
-                index.private.insert(i, cols);
-            }
-            if let Some(last) = parts.last() {
-                index.by_last.entry(last.to_lowercase()).or_default().push(i);
+        // Each distinct table name (lower case) once, with its private columns.
+        let mut ids: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut distinct: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let id_of: Vec<usize> = w
+            .tables
+            .iter()
+            .map(|parts| {
+                let key = lower_parts(parts);
+                *ids.entry(key.clone()).or_insert_with(|| {
+                    distinct.push((key, w.policy.private_columns_of(parts).map(normalize).collect()));
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        for (key, private) in &distinct {
+            index.any_private |= !private.is_empty();
+            index.all.extend(private.iter().cloned());
+            // Names have at most MAX_NAME_PARTS parts: a bounded number of suffixes each.
+            for k in 0..key.len() {
+                index.suffixes.entry(key[k..].to_vec()).or_default().add(private);
             }
         }
         for (alias, target) in &w.aliases {
-            index.aliases.entry(alias.to_lowercase()).or_default().extend(*target);
+            let info = index.aliases.entry(alias.to_lowercase()).or_default();
+            if let Some(t) = target {
+                info.add(&distinct[id_of[*t]].1);
+            }
         }
         index
     }
 
-    /// Whether `pred` holds for a real table the qualifier `q` may stand for. `None`: `q`
-    /// matches nothing known (the caller then assumes any table); `Some(false)` also when it
-    /// stands only for CTEs or derived tables.
-    fn resolve_any<S: AsRef<str>>(&self, q: &[S], pred: impl Fn(usize) -> bool) -> Option<bool> {
-        let last = q.last()?;
-        with_lower(last.as_ref(), |last| {
-            let mut found = false;
-            let mut any = false;
-            if q.len() == 1
-                && let Some(targets) = self.aliases.get(last)
-            {
-                found = true;
-                any |= targets.iter().any(|&i| pred(i));
-            }
-            if let Some(tables) = self.by_last.get(last) {
-                for &i in tables {
-                    if is_suffix(q, &self.tables[i]) {
-                        found = true;
-                        any |= pred(i);
-                    }
-                }
-            }
-            found.then_some(any)
-        })
+    /// What the qualifier `q` may stand for: an alias (one part) and every table it is a
+    /// trailing part of. Empty when it matches nothing known.
+    fn infos<S: AsRef<str>>(&self, q: &[S]) -> impl Iterator<Item = &Info> {
+        let alias = match q {
+            [one] => with_lower(one.as_ref(), |a| self.aliases.get(a)),
+            _ => None,
+        };
+        let table =
+            if q.is_empty() || q.len() > MAX_NAME_PARTS { None } else { self.suffixes.get(&lower_parts(q)) };
+        alias.into_iter().chain(table)
+    }
+
+    /// Whether `q` stands for a table with private columns: `None` when it matches nothing
+    /// known (the caller then assumes any table), `Some(false)` also when it stands only for
+    /// CTEs or derived tables.
+    fn qualifier_private<S: AsRef<str>>(&self, q: &[S]) -> Option<bool> {
+        let mut found = false;
+        let mut any = false;
+        for info in self.infos(q) {
+            found = true;
+            any |= info.has_private;
+        }
+        found.then_some(any)
     }
 
     /// Whether the column reference `q.name` (bare when `q` is empty) may name a private
@@ -552,26 +653,29 @@ impl<'w> Index<'w> {
     /// (`SELECT c FROM customers c`, `row_to_json(c)`).
     fn denies<S: AsRef<str>>(&self, q: &[S], name: &str) -> bool {
         with_lower(name, |name| {
-            let private_col =
-                |i: usize| self.private.get(&i).is_some_and(|cols| cols.iter().any(|c| c == name));
-            let named = if q.is_empty() { None } else { self.resolve_any(q, private_col) };
-            // Unqualified, or a qualifier that matches nothing known: any table of the query.
-            if named.unwrap_or_else(|| self.private.values().any(|cols| cols.iter().any(|c| c == name))) {
+            if q.is_empty() {
+                return self.all.contains(name)
+                    || self.aliases.get(name).is_some_and(|i| i.has_private)
+                    || self.suffixes.get([name.to_owned()].as_slice()).is_some_and(|i| i.has_private);
+            }
+            let mut found = false;
+            for info in self.infos(q) {
+                found = true;
+                if info.cols.contains(name) {
+                    return true;
+                }
+            }
+            // A qualifier that matches nothing known: any table of the query.
+            if !found && self.all.contains(name) {
                 return true;
             }
-            let has_private = |i: &usize| self.private.contains_key(i);
-            if q.is_empty() {
-                self.aliases.get(name).is_some_and(|t| t.iter().any(has_private))
-                    || self.by_last.get(name).is_some_and(|t| t.iter().any(has_private))
-            } else {
-                // `schema.table` or `table` used as a value.
-                self.by_last.get(name).is_some_and(|t| {
-                    t.iter().any(|i| {
-                        let parts = &self.tables[*i];
-                        has_private(i) && parts.len() > q.len() && is_suffix(q, &parts[..parts.len() - 1])
-                    })
-                })
+            // `schema.table` or `table` used as a value.
+            if q.len() < MAX_NAME_PARTS {
+                let mut whole: Vec<String> = lower_parts(q);
+                whole.push(name.to_owned());
+                return self.suffixes.get(&whole).is_some_and(|i| i.has_private);
             }
+            false
         })
     }
 }
@@ -642,10 +746,10 @@ impl Visitor for Walker<'_> {
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
         let implicit = self.implicit_recursion();
         if let Some(top) = self.frames.last_mut()
-            && let Some(i) = top.ctes.iter().position(|(_, body)| std::ptr::eq(*body, query))
+            && let Some(&i) = top.bodies.get(&(query as *const Query))
         {
             top.visible = if top.recursive {
-                top.ctes.len()
+                top.len
             } else if implicit {
                 i + 1
             } else {
@@ -658,28 +762,32 @@ impl Visitor for Walker<'_> {
         if query.settings.is_some() || query.format_clause.is_some() || !query.pipe_operators.is_empty() {
             return ControlFlow::Break("SETTINGS, FORMAT and pipe clauses are not allowed".into());
         }
-        let mut frame = Frame { ctes: Vec::new(), recursive: false, visible: 0 };
+        let mut frame = Frame::default();
         if let Some(with) = &query.with {
             frame.recursive = with.recursive;
-            for cte in &with.cte_tables {
+            for (i, cte) in with.cte_tables.iter().enumerate() {
                 if let Err(reason) = self.alias_rule(&cte.alias.name) {
                     return ControlFlow::Break(reason);
                 }
-                frame.ctes.push((cte.alias.name.value.clone(), &*cte.query as *const Query));
+                frame.names.entry(cte.alias.name.value.to_lowercase()).or_insert(i);
+                frame.bodies.insert(&*cte.query as *const Query, i);
             }
-            frame.visible = frame.ctes.len();
+            frame.len = with.cte_tables.len();
+            frame.visible = frame.len;
         }
         self.frames.push(frame);
-        self.set_expr_tables(&query.body);
+        if let Err(reason) = self.set_expr_tables(&query.body) {
+            return ControlFlow::Break(reason);
+        }
         ControlFlow::Continue(())
     }
 
     fn post_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
         self.frames.pop();
         if let Some(top) = self.frames.last_mut()
-            && top.ctes.iter().any(|(_, body)| std::ptr::eq(*body, query))
+            && top.bodies.contains_key(&(query as *const Query))
         {
-            top.visible = top.ctes.len();
+            top.visible = top.len;
         }
         ControlFlow::Continue(())
     }
@@ -690,7 +798,8 @@ impl Visitor for Walker<'_> {
                 "SELECT ... INTO is not allowed: it writes a table or variables".into(),
             );
         }
-        if !select.optimizer_hints.is_empty() {
+        // MySQL and Oracle: the lexer has checked every `/*+ ... */` body (plain names only).
+        if !select.optimizer_hints.is_empty() && !matches!(self.dialect, Dialect::Mysql | Dialect::Oracle) {
             return ControlFlow::Break("optimizer hints are not allowed".into());
         }
         for item in &select.projection {
@@ -718,6 +827,7 @@ impl Visitor for Walker<'_> {
             return ControlFlow::Break(reason);
         }
         let alias = alias_of(tf).map(|a| a.name.value.clone());
+        self.table_function(tf);
         match tf {
             TableFactor::Table { name, args, with_hints, alias: table_alias, .. } => {
                 let parts = match ident_parts(name) {
@@ -759,7 +869,10 @@ impl Visitor for Walker<'_> {
                     if self.privacy && renames_columns && self.policy.table_has_private_columns(&parts) {
                         self.privacy_denied = true;
                     }
-                    let idx = self.add_table(parts);
+                    let idx = match self.add_table(parts) {
+                        Ok(idx) => idx,
+                        Err(reason) => return ControlFlow::Break(reason),
+                    };
                     if let Some(a) = alias {
                         self.aliases.push((a, Some(idx)));
                     }
@@ -792,9 +905,9 @@ impl Visitor for Walker<'_> {
                     self.aliases.push((a, None));
                 }
             }
-            TableFactor::SemanticView { name, .. } => match ident_parts(name) {
-                Ok(parts) => {
-                    let idx = self.add_table(parts);
+            TableFactor::SemanticView { name, .. } => match ident_parts(name).and_then(|p| self.add_table(p))
+            {
+                Ok(idx) => {
                     if let Some(a) = alias {
                         self.aliases.push((a, Some(idx)));
                     }

@@ -5,8 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::dialect::{
-    Dialect as SqlDialect, GenericDialect, MsSqlDialect, MySqlDialect, OracleDialect, PostgreSqlDialect,
-    SQLiteDialect,
+    Dialect as SqlDialect, GenericDialect, MsSqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect,
 };
 
 /// The SQL dialect of the database a query will run on.
@@ -109,7 +108,8 @@ impl Dialect {
     /// that want to parse exactly as the gate does).
     ///
     /// Oracle uses sqlparser's Oracle dialect (non-nested comments, `q'[..]'` strings, no
-    /// backticks, like the server). HANA has no sqlparser dialect: it is the generic one without
+    /// backticks, like the server) with table versions (`FOR SYSTEM_TIME AS OF`), the form the
+    /// gate judges Oracle flashback queries in. HANA has no sqlparser dialect: it is the generic one without
     /// the features HANA's own lexer lacks (nested comments, `E'..'` and `q'..'` strings), so that
     /// the parser never reads as a string or comment what the server reads as code.
     pub fn with_sqlparser_dialect<R>(self, f: impl FnOnce(&dyn SqlDialect) -> R) -> R {
@@ -118,7 +118,7 @@ impl Dialect {
             Dialect::Mysql => f(&MySqlDialect {}),
             Dialect::Sqlite => f(&SQLiteDialect {}),
             Dialect::Mssql => f(&MsSqlDialect {}),
-            Dialect::Oracle => f(&OracleDialect),
+            Dialect::Oracle => f(&oracle::OracleFlashback::new()),
             Dialect::Hana => f(&hana::HanaDialect::new()),
             Dialect::Generic => f(&GenericDialect {}),
         }
@@ -128,6 +128,15 @@ impl Dialect {
     pub(crate) fn bit(self) -> u8 {
         1 << (self as u8)
     }
+}
+
+mod oracle {
+    use sqlparser::derive_dialect;
+    use sqlparser::dialect::OracleDialect;
+
+    derive_dialect!(OracleFlashback, OracleDialect, preserve_type_id = true, overrides = {
+        supports_table_versioning = true,
+    });
 }
 
 mod hana {

@@ -43,6 +43,8 @@ pub(crate) struct Rules {
     q_quotes: bool,
     /// `--+` is an optimizer hint (Oracle).
     dash_hint: bool,
+    /// `/*+ ... */` optimizer hints are allowed when their body is plain (MySQL 8, Oracle).
+    hint_comments: bool,
     /// Characters that may start a word besides letters and `_` (T-SQL `@var`, `#temp`).
     word_start_extra: &'static [char],
     /// Characters that may continue a word besides letters, digits and `_`.
@@ -64,6 +66,7 @@ impl Rules {
             backticks: false,
             q_quotes: false,
             dash_hint: false,
+            hint_comments: false,
             word_start_extra: &[],
             word_part_extra: &['$'],
         };
@@ -81,6 +84,7 @@ impl Rules {
                 backslash_escapes: true,
                 double_quote_string: true,
                 backticks: true,
+                hint_comments: true,
                 ..base
             },
             Dialect::Sqlite => Rules { brackets: true, backticks: true, ..base },
@@ -91,9 +95,13 @@ impl Rules {
                 word_part_extra: &['$', '@', '#'],
                 ..base
             },
-            Dialect::Oracle => {
-                Rules { q_quotes: true, dash_hint: true, word_part_extra: &['$', '#'], ..base }
-            }
+            Dialect::Oracle => Rules {
+                q_quotes: true,
+                dash_hint: true,
+                hint_comments: true,
+                word_part_extra: &['$', '#'],
+                ..base
+            },
             Dialect::Hana => Rules { word_part_extra: &['$', '#'], ..base },
             // Unknown server: hide as little as possible. `U&"..."` is still flagged.
             Dialect::Generic => Rules { unicode_idents: true, ..base },
@@ -134,10 +142,17 @@ pub(crate) struct Lexed {
     pub(crate) tokens: Vec<Token>,
     /// `/*!` or `/*M!` (MySQL/MariaDB executable comment) was seen.
     pub(crate) exec_comment: Option<&'static str>,
-    /// `/*+` (or Oracle `--+`) optimizer hint was seen.
+    /// `/*+` (or Oracle `--+`) optimizer hint was seen where hints are not allowed.
     pub(crate) hint: Option<&'static str>,
+    /// An allowed `/*+ ... */` hint whose body is not plain, or names a hint that changes
+    /// settings: why it is refused.
+    pub(crate) bad_hint: Option<String>,
+    /// The first character that engines may lex differently (see [`odd_char`]), and where.
+    pub(crate) bad_char: Option<(char, Place)>,
     /// PostgreSQL `U&"..."` identifier was seen.
     pub(crate) unicode_ident: bool,
+    /// Lexing stopped after the token limit.
+    pub(crate) truncated: bool,
 }
 
 struct Cursor<'a> {
@@ -186,28 +201,107 @@ fn is_word_part(c: char, rules: &Rules) -> bool {
     }
 }
 
-/// Splits `sql` into code tokens under `rules`.
+/// Where an odd character was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Anywhere in the text, strings included (NUL: the PostgreSQL protocol ends the text
+    /// there, MariaDB and SQLite end a line comment there).
+    Anywhere,
+    /// In code, in a comment, or right after `--` (where it decides whether MySQL reads a
+    /// comment).
+    OutsideStrings,
+    /// A carriage return not followed by a line feed inside a line comment: PostgreSQL ends
+    /// the comment there, MySQL and SQLite do not.
+    LineComment,
+}
+
+impl Place {
+    pub(crate) fn reason(self, ch: char) -> String {
+        let code = ch as u32;
+        match self {
+            Place::Anywhere => format!("character U+{code:04X} is not allowed"),
+            Place::OutsideStrings => format!("character U+{code:04X} outside strings is not allowed"),
+            Place::LineComment => {
+                format!(
+                    "character U+{code:04X} without a following line feed in a line comment is not allowed"
+                )
+            }
+        }
+    }
+}
+
+/// Whether `ch`, outside string literals and quoted identifiers, is one that engines lex
+/// differently, so that the gate must refuse the text rather than guess.
+///
+/// Allowed in code: printable ASCII, space, tab, line feed, carriage return, and non-ASCII
+/// letters and digits (identifiers). Everything else is odd: other ASCII control characters
+/// (`\v` and `\f` too: whitespace to MariaDB and SQLite, not to PostgreSQL 15), every non-ASCII
+/// space (U+00A0, U+0085, U+2000..U+200A, U+3000, ...), line and paragraph separators,
+/// byte-order mark and zero-width or other format characters, symbols and punctuation outside
+/// ASCII. MariaDB reads `--` followed by U+00A0 as two minus signs and PostgreSQL reads U+00A0
+/// as part of an identifier, where a Unicode-aware lexer sees a space.
+pub(crate) fn odd_char(ch: char) -> bool {
+    if ch.is_ascii() {
+        (ch as u32) < 0x20 && !matches!(ch, '\t' | '\n' | '\r') || ch == '\x7f'
+    } else {
+        !ch.is_alphanumeric()
+    }
+}
+
+/// Whether `ch` is odd even inside a comment: control characters other than tab, line feed
+/// and carriage return, and Unicode line breaks (U+0085, U+2028, U+2029). An engine that ends
+/// a comment at one of them would run what the gate reads as comment.
+fn odd_in_comment(ch: char) -> bool {
+    (ch.is_control() && !matches!(ch, '\t' | '\n' | '\r')) || matches!(ch, '\u{2028}' | '\u{2029}')
+}
+
+fn flag(out: &mut Lexed, ch: char, place: Place) {
+    out.bad_char.get_or_insert((ch, place));
+}
+
+/// Splits `sql` into code tokens under `rules`, stopping (with `truncated`) after
+/// `max_tokens` tokens.
 pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
-    let mut out = Lexed { tokens: Vec::with_capacity(sql.len() / 2 + 8), ..Lexed::default() };
+    lex_bounded(sql, rules, usize::MAX)
+}
+
+/// [`lex`] that stops after `max_tokens` code tokens (then [`Lexed::truncated`] is set).
+pub(crate) fn lex_bounded(sql: &str, rules: &Rules, max_tokens: usize) -> Lexed {
+    let capacity = (sql.len() / 2 + 8).min(max_tokens.saturating_add(1));
+    let mut out = Lexed { tokens: Vec::with_capacity(capacity), ..Lexed::default() };
+    if sql.as_bytes().contains(&0) {
+        flag(&mut out, '\0', Place::Anywhere);
+    }
     let mut c = Cursor { s: sql, b: sql.as_bytes(), i: 0 };
     while let Some((ch, len)) = c.current() {
+        if out.tokens.len() > max_tokens {
+            out.truncated = true;
+            break;
+        }
         let start = c.i;
         match ch {
             '-' if c.byte(start + 1) == Some(b'-') => {
                 let third = c.peek_at(2);
-                let is_comment =
-                    !rules.dash_needs_space || third.is_none_or(|t| t.is_whitespace() || t.is_control());
+                if let Some(t) = third
+                    && odd_char(t)
+                {
+                    flag(&mut out, t, Place::OutsideStrings);
+                }
+                // MySQL and MariaDB: a comment only when the next byte is ASCII whitespace or a
+                // control character (`my_isspace || my_iscntrl` on one byte), or at the end.
+                let is_comment = !rules.dash_needs_space
+                    || third.is_none_or(|t| t.is_ascii() && (t as u32 <= 0x20 || t == '\x7f'));
                 if is_comment {
                     if rules.dash_hint && third == Some('+') {
                         out.hint.get_or_insert("--+");
                     }
-                    skip_line(&mut c);
+                    skip_line(&mut c, &mut out);
                 } else {
                     push(&mut out, Kind::Punct('-'), start, start + 1);
                     c.i += 1;
                 }
             }
-            '#' if rules.hash_comment => skip_line(&mut c),
+            '#' if rules.hash_comment => skip_line(&mut c, &mut out),
             '/' if c.byte(start + 1) == Some(b'*') => {
                 match (c.byte(start + 2), c.byte(start + 3)) {
                     (Some(b'!'), _) => {
@@ -216,12 +310,19 @@ pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
                     (Some(b'M' | b'm'), Some(b'!')) => {
                         out.exec_comment.get_or_insert("/*M!");
                     }
+                    (Some(b'+'), _) if rules.hint_comments => {}
                     (Some(b'+'), _) => {
                         out.hint.get_or_insert("/*+");
                     }
                     _ => {}
                 }
-                skip_block_comment(&mut c, rules.nested_comments);
+                let body_start = start + 2;
+                skip_block_comment(&mut c, &mut out, rules.nested_comments);
+                if rules.hint_comments && c.byte(body_start) == Some(b'+') && out.bad_hint.is_none() {
+                    let body_end = if sql[..c.i].ends_with("*/") { c.i - 2 } else { c.i };
+                    let body = sql.get(body_start + 1..body_end.max(body_start + 1)).unwrap_or("");
+                    out.bad_hint = hint_problem(body, body_end == c.i);
+                }
             }
             '\'' => {
                 c.i += 1;
@@ -236,7 +337,9 @@ pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
             '"' => quoted_ident(&mut c, &mut out, b'"', b'"'),
             '`' if rules.backticks => quoted_ident(&mut c, &mut out, b'`', b'`'),
             '[' if rules.brackets => quoted_ident(&mut c, &mut out, b'[', b']'),
-            '$' if rules.dollar_quotes && dollar_quote(&mut c) => push(&mut out, Kind::Str, start, c.i),
+            '$' if rules.dollar_quotes && dollar_quote(&mut c, &mut out) => {
+                push(&mut out, Kind::Str, start, c.i)
+            }
             '0'..='9' => skip_number(&mut c),
             _ if is_word_start(ch, rules) => {
                 c.i += len;
@@ -270,7 +373,13 @@ pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
                     push(&mut out, Kind::Word, start, c.i);
                 }
             }
-            _ if ch.is_whitespace() => c.i += len,
+            ' ' | '\t' | '\n' | '\r' => c.i += 1,
+            _ if odd_char(ch) => {
+                // Refused (after the keyword pre-filter); lexed as a separator meanwhile so
+                // that words on either side are still seen.
+                flag(&mut out, ch, Place::OutsideStrings);
+                c.i += len;
+            }
             _ => {
                 push(&mut out, Kind::Punct(ch), start, start + len);
                 c.i += len;
@@ -280,22 +389,73 @@ pub(crate) fn lex(sql: &str, rules: &Rules) -> Lexed {
     out
 }
 
+/// Optimizer hint names that change settings or resources for the statement (MySQL 8).
+const SETTING_HINTS: [&str; 2] = ["RESOURCE_GROUP", "SET_VAR"];
+
+/// Why the body of an allowed `/*+ ... */` hint is refused, if it is: it may hold only hint
+/// names, identifiers, numbers, `( ) , . @ $ _` and spaces, so that no quote, comment opener or
+/// `*` can make an engine's hint scanner end the comment somewhere else than the gate does.
+fn hint_problem(body: &str, unterminated: bool) -> Option<String> {
+    if unterminated {
+        return Some("optimizer hint comment /*+ is not terminated".into());
+    }
+    let plain = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'(' | b')' | b',' | b'.' | b'@' | b'$' | b'_')
+    };
+    if let Some(b) = body.bytes().find(|&b| !plain(b)) {
+        let shown =
+            if b.is_ascii_graphic() { format!("`{}`", b as char) } else { "a non-ASCII character".into() };
+        return Some(format!(
+            "optimizer hint comment /*+ may only contain hint names, identifiers, numbers, `( ) , . @` \
+             and spaces; found {shown}"
+        ));
+    }
+    body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| SETTING_HINTS.iter().any(|h| h.eq_ignore_ascii_case(w)))
+        .map(|w| {
+            format!("optimizer hint {} is not allowed: it changes session settings", w.to_ascii_uppercase())
+        })
+}
+
 fn push(out: &mut Lexed, kind: Kind, start: usize, end: usize) {
     // Texts longer than u32::MAX are rejected before lexing (MAX_SQL_BYTES).
     out.tokens.push(Token { kind, start: start as u32, end: end as u32 });
 }
 
-fn skip_line(c: &mut Cursor<'_>) {
+/// The non-ASCII character starting at byte `i` when it is odd even in a comment.
+fn odd_comment_char(c: &Cursor<'_>, i: usize) -> Option<char> {
+    let ch = c.s.get(i..)?.chars().next()?;
+    odd_in_comment(ch).then_some(ch)
+}
+
+/// Skips a line comment: to the line feed. A carriage return is flagged unless a line feed
+/// follows (PostgreSQL ends the comment at it, MySQL and SQLite do not) and ends the comment
+/// there, so the gate never hides what any of them reads as code.
+fn skip_line(c: &mut Cursor<'_>, out: &mut Lexed) {
     while let Some(b) = c.byte(c.i) {
         c.i += 1;
-        if b == b'\n' || b == b'\r' {
-            break;
+        match b {
+            b'\n' => break,
+            b'\r' if c.byte(c.i) == Some(b'\n') => {}
+            b'\r' => {
+                flag(out, '\r', Place::LineComment);
+                break;
+            }
+            b'\t' => {}
+            0..0x20 | 0x7f => flag(out, b as char, Place::OutsideStrings),
+            0xc2 | 0xe2 => {
+                if let Some(ch) = odd_comment_char(c, c.i - 1) {
+                    flag(out, ch, Place::OutsideStrings);
+                }
+            }
+            _ => {}
         }
     }
 }
 
 /// Skips `/* ... */` starting at the cursor; an unterminated comment runs to the end.
-fn skip_block_comment(c: &mut Cursor<'_>, nested: bool) {
+fn skip_block_comment(c: &mut Cursor<'_>, out: &mut Lexed, nested: bool) {
     c.i += 2;
     let mut depth = 1usize;
     while let Some(b) = c.byte(c.i) {
@@ -309,6 +469,16 @@ fn skip_block_comment(c: &mut Cursor<'_>, nested: bool) {
             c.i += 2;
             depth += 1;
         } else {
+            match b {
+                b'\t' | b'\n' | b'\r' => {}
+                0..0x20 | 0x7f => flag(out, b as char, Place::OutsideStrings),
+                0xc2 | 0xe2 => {
+                    if let Some(ch) = odd_comment_char(c, c.i) {
+                        flag(out, ch, Place::OutsideStrings);
+                    }
+                }
+                _ => {}
+            }
             c.i += 1;
         }
     }
@@ -369,7 +539,7 @@ fn skip_number(c: &mut Cursor<'_>) {
 
 /// PostgreSQL `$tag$ ... $tag$` at the cursor (`$`). Returns false (cursor unchanged) when the
 /// `$` does not open a dollar quote (`$1`, a lone `$`).
-fn dollar_quote(c: &mut Cursor<'_>) -> bool {
+fn dollar_quote(c: &mut Cursor<'_>, out: &mut Lexed) -> bool {
     let open_start = c.i;
     let mut j = c.i + 1;
     let tag_start = j;
@@ -389,6 +559,10 @@ fn dollar_quote(c: &mut Cursor<'_>) -> bool {
     }
     let delim = &c.s[open_start..=j];
     debug_assert!(delim.len() >= 2 && tag_start <= j);
+    // The tag is part of the delimiter, not of the string: the same rule as code.
+    if let Some(odd) = c.s.get(tag_start..j).and_then(|tag| tag.chars().find(|&ch| odd_char(ch))) {
+        flag(out, odd, Place::OutsideStrings);
+    }
     let body_start = j + 1;
     match c.s.get(body_start..).and_then(|rest| rest.find(delim)) {
         Some(k) => c.i = body_start + k + delim.len(),
@@ -526,7 +700,8 @@ pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bo
                     && let Some(found) = member(&WRITE_KEYWORDS, up)
                 {
                     let called = toks.get(n + 1).is_some_and(|t| t.kind == Kind::Punct('('));
-                    if !(called && ALSO_FUNCTIONS.contains(&found)) {
+                    let function_spelling = called && ALSO_FUNCTIONS.contains(&found);
+                    if !(function_spelling || member_name(sql, toks, n, dialect)) {
                         out.keyword = Some(found);
                         return out;
                     }
@@ -594,6 +769,30 @@ pub(crate) fn scan(sql: &str, lexed: &Lexed, dialect: Dialect, with_backstop: bo
         }
     }
     out
+}
+
+/// Whether the word `toks[n]` is a member name, `t.update`: the `.` directly between it and a
+/// name (or a quoted name's closing quote), no space. PostgreSQL, MySQL, SQLite, Oracle and
+/// HANA read any word after such a dot as an identifier, never as the start of a statement.
+/// Not for T-SQL: it needs no `;` between statements, and its reserved words after a dot
+/// must be bracketed anyway.
+fn member_name(sql: &str, toks: &[Token], n: usize, dialect: Dialect) -> bool {
+    if dialect == Dialect::Mssql || n < 2 {
+        return false;
+    }
+    let (dot, name, word) = (&toks[n - 1], &toks[n - 2], &toks[n]);
+    if dot.kind != Kind::Punct('.') || dot.end != word.start {
+        return false;
+    }
+    match name.kind {
+        Kind::Word => name.end == dot.start,
+        // The quoted name's range is its content: its closing quote sits right before the dot.
+        Kind::Quoted => {
+            name.end as usize + 1 == dot.start as usize
+                && sql.as_bytes().get(name.end as usize).is_some_and(|&q| matches!(q, b'"' | b'`' | b']'))
+        }
+        _ => false,
+    }
 }
 
 /// Backstop rules on one upper-cased word.
@@ -726,8 +925,13 @@ mod tests {
         assert_eq!(words("SELECT 1 -- x\n", Dialect::Mysql), ["SELECT"]);
         let lexed = lex("SELECT /*! 1 */ 2", &Rules::of(Dialect::Postgres));
         assert_eq!(lexed.exec_comment, Some("/*!"));
-        let lexed = lex("SELECT /*+ INDEX(t) */ 2", &Rules::of(Dialect::Oracle));
+        let lexed = lex("SELECT /*+ INDEX(t) */ 2", &Rules::of(Dialect::Postgres));
         assert_eq!(lexed.hint, Some("/*+"));
+        // MySQL 8 and Oracle: allowed when the body is plain.
+        for d in [Dialect::Mysql, Dialect::Oracle] {
+            let lexed = lex("SELECT /*+ INDEX(t) */ 2", &Rules::of(d));
+            assert_eq!((lexed.hint, lexed.bad_hint), (None, None), "{d}");
+        }
         let lexed = lex("SELECT U&\"\\0061\" FROM t", &Rules::of(Dialect::Postgres));
         assert!(lexed.unicode_ident);
     }

@@ -3,22 +3,44 @@
 //! Every text is hostile until proven otherwise. [`check`] runs three layers, cheapest first,
 //! and the first that objects decides the verdict:
 //!
+//! 0. **Cost** ([`Limits`]): longer than `max_sql_bytes`, more than `max_tokens` code tokens or
+//!    brackets nested deeper than `max_depth` → `WRITE_OPERATION_REJECTED` before anything is
+//!    parsed. Within the limits every step is linear in the text (CTE names, aliases and
+//!    column checks are hash lookups), so one text cannot hold the supervisor for seconds.
 //! 1. **Keyword pre-filter** (spec layer "regex", [`keyword_prefilter`]): a lexer that knows the
 //!    target's comments, string literals and quoted identifiers looks for write keywords
-//!    (`INSERT`, `UPDATE`, `DELETE`, `DROP`, ... `INTO`) in the code → `WRITE_KEYWORD_DETECTED`.
-//!    MySQL executable comments (`/*!`, `/*M!`) and optimizer hints (`/*+`) are refused here too.
+//!    (`INSERT`, `UPDATE`, `DELETE`, `DROP`, ... `INTO`) in the code → `WRITE_KEYWORD_DETECTED`
+//!    (not a member name right after a dot, `t.update`, except in T-SQL). MySQL executable
+//!    comments (`/*!`, `/*M!`) are refused here, and optimizer hints (`/*+`) except in MySQL and
+//!    Oracle, where a hint body may hold only names, numbers, `( ) , . @` and spaces and no hint
+//!    that changes settings (`SET_VAR`, `RESOURCE_GROUP`). The same lexer **fails closed on
+//!    characters engines lex differently**: outside string literals and quoted identifiers
+//!    only printable ASCII, tab, line feed, carriage return and non-ASCII letters and digits
+//!    may appear (no U+00A0 or other Unicode space, no BOM or zero-width character, no control
+//!    character, `\v` and `\f` included); inside comments no control character or Unicode line
+//!    break, nor a carriage return without a line feed in a line comment, and the character
+//!    right after `--` must be plain (MariaDB reads `--<U+00A0>` as code); NUL nowhere →
+//!    `WRITE_OPERATION_REJECTED`, "character U+00A0 outside strings is not allowed".
 //! 2. **AST check**: the text must parse (sqlparser, in the target's dialect) as exactly one
-//!    query (`SELECT`/`WITH`/`VALUES`) or an `EXPLAIN` of one (never `EXPLAIN ANALYZE`), and
-//!    nothing in the whole tree may write, lock rows, assign variables, or call a function
-//!    that is not on the dialect's allow-list of side-effect-free built-ins or approved by the
-//!    customer ([`functions`]; sleeps, locks, signals, files, large objects, settings and
-//!    sequences are never allowed), or ask for more than the bound with constant arguments
-//!    (`repeat`, `lpad`, `generate_series`...) → `WRITE_OPERATION_REJECTED`. A text scan then
+//!    query (`SELECT`/`WITH`/`VALUES`, PostgreSQL and MySQL `TABLE t`, judged as `SELECT *
+//!    FROM t`) or an `EXPLAIN` of one (`EXPLAIN ANALYZE` only on PostgreSQL, where it runs the
+//!    checked query), and nothing in the whole tree may write, lock rows, assign variables, or
+//!    call a function that is not on the dialect's allow-list of side-effect-free built-ins or
+//!    approved by the customer ([`functions`]; sleeps, locks, signals, files, large objects,
+//!    settings and sequences are never allowed), or ask for more than the bound with constant
+//!    arguments (`repeat`, `lpad`, `generate_series`...) → `WRITE_OPERATION_REJECTED`. Oracle
+//!    flashback (`AS OF TIMESTAMP`/`AS OF SCN`) is parsed as a table version. A text scan then
 //!    re-checks calls to never-allowed functions and lock clauses on the lexer's tokens, in
 //!    case sqlparser and the server disagree about where a string or comment ends.
 //! 3. **Schema privacy** ([`Policy`]): private tables, private columns (named, or reached through
 //!    `*`, `t.*` or a whole-row reference) and tables outside the approved schema →
-//!    `SCHEMA_ACCESS_DENIED`, with a reason that never names what is private.
+//!    `SCHEMA_ACCESS_DENIED`, with a reason that never names what is private. Statistics views
+//!    and other catalogues that show values, other sessions' SQL or credentials (`pg_stats`,
+//!    `pg_statistic`, `pg_stat_activity`, `mysql.column_stats`, `sqlite_stat1`..`4`, ...) are
+//!    denied on **every** connection; when the policy restricts anything, every system
+//!    catalogue (`pg_catalog`, `information_schema`, `mysql`, `performance_schema`, `sys`,
+//!    `sqlite_schema`, SQL Server `sys.*`, Oracle `ALL_*`/`V$*`, ...) and the table functions
+//!    that read them are denied too (module `catalog` has the lists).
 //!
 //! The gate is pure: no I/O, no knowledge of the network or the drivers. Parameters are bound
 //! by the drivers, never spliced, so the gate only ever sees the text. The database session is
@@ -45,9 +67,11 @@
 #![forbid(unsafe_code)]
 
 mod ast;
+mod catalog;
 mod deny;
 mod dialect;
 pub mod functions;
+mod judged;
 mod lex;
 mod placeholders;
 mod policy;
@@ -66,18 +90,41 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 /// The default [`Limits::max_sql_bytes`]: 256 KiB.
 pub const DEFAULT_MAX_SQL_BYTES: usize = 256 << 10;
 
+/// The default [`Limits::max_tokens`]: 50 000 code tokens (an `IN` list of 25 000 values).
+pub const DEFAULT_MAX_TOKENS: usize = 50_000;
+
+/// The default [`Limits::max_depth`]: 32 levels of brackets.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+
 /// What one text may cost the gate. Texts over a limit are refused with
-/// `WRITE_OPERATION_REJECTED` and a reason naming the limit, before work proportional to the
-/// text is done.
+/// `WRITE_OPERATION_REJECTED` and a reason naming the limit (`query text is larger than N
+/// bytes`, `query has more than N tokens`, `query nests brackets deeper than N levels`) before
+/// it is parsed: only the lexer has run, which is linear in the text and allocates at most
+/// 12 bytes per token it keeps.
+///
+/// Within the limits every step of the gate is linear in the text (or `n log n`), so the
+/// limits bound time and memory together: the parsed tree is at most a few hundred bytes per
+/// token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
-    /// Longest text, in bytes (capped at [`MAX_SQL_BYTES`]).
+    /// Longest text, in bytes (capped at [`MAX_SQL_BYTES`]). Default [`DEFAULT_MAX_SQL_BYTES`].
     pub max_sql_bytes: usize,
+    /// Most code tokens (words, quoted names, literals, operators; not comments or
+    /// whitespace), the measure of the tree's size. Default [`DEFAULT_MAX_TOKENS`].
+    pub max_tokens: usize,
+    /// Deepest nesting of `(` and `[` (subqueries, calls, expressions), the measure of the
+    /// tree's depth. Default [`DEFAULT_MAX_DEPTH`]; sqlparser itself refuses nesting much
+    /// deeper than 50.
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_sql_bytes: DEFAULT_MAX_SQL_BYTES }
+        Limits {
+            max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -232,13 +279,13 @@ pub fn check_with(
         ));
     }
     let outcome = if sql.len() <= DEEP_TEXT_BYTES {
-        check_text(&sql, dialect, policy)
+        check_text(&sql, dialect, policy, limits)
     } else {
         // At most one tree level per two bytes of text, at most ~80 bytes of stack per level
         // (debug build): 64 bytes of stack per byte of text, plus 1 MiB. The pages are only
         // touched as deep as the tree actually goes.
         let stack = sql.len().saturating_mul(64).saturating_add(1 << 20);
-        stacker::grow(stack, || check_text(&sql, dialect, policy))
+        stacker::grow(stack, || check_text(&sql, dialect, policy, limits))
     }?;
     let sql = match target.placeholders {
         Placeholders::Dollar => sql.into_owned(),
@@ -247,9 +294,17 @@ pub fn check_with(
     Ok(Checked { sql, target, ..outcome })
 }
 
-fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, Rejection> {
+fn check_text(sql: &str, dialect: Dialect, policy: &Policy, limits: &Limits) -> Result<Checked, Rejection> {
+    // Cost: the token limit stops the lexer; the depth is counted on its tokens.
+    let lexed = lex::lex_bounded(sql, &lex::Rules::of(dialect), limits.max_tokens);
+    if lexed.truncated {
+        return Err(Rejection::write(format!("query has more than {} tokens", limits.max_tokens)));
+    }
+    if let Some(depth) = too_deep(&lexed.tokens, limits.max_depth) {
+        return Err(Rejection::write(format!("query nests brackets deeper than {depth} levels")));
+    }
+
     // Layer 1.
-    let lexed = lex::lex(sql, &lex::Rules::of(dialect));
     let scan = lex::scan(sql, &lexed, dialect, true);
     prefilter(&lexed, &scan)?;
 
@@ -262,7 +317,8 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
     if semicolons > 1 || (semicolons == 1 && !trailing_only) {
         return Err(Rejection::write("only one statement is allowed (at most one trailing `;`)"));
     }
-    let statements = dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, sql)).map_err(|e| {
+    let judged = judged::text(sql, &lexed, dialect);
+    let statements = dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, &judged)).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg);
         Rejection::write(format!("could not parse the query as {dialect} SQL: {msg}"))
@@ -291,6 +347,19 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy) -> Result<Checked, R
     })
 }
 
+/// Parses `sql` as the gate's AST layer does: with [`Dialect::with_sqlparser_dialect`], after
+/// reading `TABLE t` as `SELECT * FROM t` (PostgreSQL, MySQL) and Oracle `AS OF TIMESTAMP` /
+/// `AS OF SCN` as `FOR SYSTEM_TIME AS OF`. For tools and tests that want to see the tree the
+/// gate judged.
+pub fn parse(
+    sql: &str,
+    dialect: Dialect,
+) -> Result<Vec<sqlparser::ast::Statement>, sqlparser::parser::ParserError> {
+    let lexed = lex::lex(sql, &lex::Rules::of(dialect));
+    let judged = judged::text(sql, &lexed, dialect);
+    dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, &judged))
+}
+
 /// The keyword pre-filter alone (spec layer "regex"), lexing like sqlparser's generic dialect
 /// but conservatively: no nested comments, no backslash escapes, no dollar quoting, so that it
 /// never hides what any server reads as code. Use [`keyword_prefilter_for`] when the target is
@@ -311,6 +380,24 @@ pub fn keyword_prefilter_for(sql: &str, dialect: Dialect) -> Result<(), Rejectio
     prefilter(&lexed, &lex::scan(sql, &lexed, dialect, false))
 }
 
+/// `Some(max)` when `(`/`[` nest deeper than `max`.
+fn too_deep(tokens: &[lex::Token], max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for t in tokens {
+        match t.kind {
+            lex::Kind::Punct('(' | '[') => {
+                depth += 1;
+                if depth > max {
+                    return Some(max);
+                }
+            }
+            lex::Kind::Punct(')' | ']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn too_large(max: usize) -> Rejection {
     Rejection::write(format!("query text is larger than {max} bytes"))
 }
@@ -327,6 +414,12 @@ fn prefilter(lexed: &lex::Lexed, scan: &lex::Scan) -> Result<(), Rejection> {
             RejectCode::WriteKeywordDetected,
             format!("write keyword {keyword} found outside strings and comments"),
         ));
+    }
+    if let Some((ch, place)) = lexed.bad_char {
+        return Err(Rejection::write(place.reason(ch)));
+    }
+    if let Some(reason) = &lexed.bad_hint {
+        return Err(Rejection::write(reason.clone()));
     }
     Ok(())
 }
@@ -369,7 +462,7 @@ mod tests {
         let err = check(&sql, Dialect::Generic, &Policy::default()).unwrap_err();
         assert_eq!(err.reason, format!("query text is larger than {DEFAULT_MAX_SQL_BYTES} bytes"));
         // A configured maximum above the hard ceiling is capped to it.
-        let limits = Limits { max_sql_bytes: usize::MAX };
+        let limits = Limits { max_sql_bytes: usize::MAX, ..Limits::default() };
         let sql = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
         let err = check_with(&sql, 0, Dialect::Generic, &Policy::default(), &limits).unwrap_err();
         assert!(err.reason.contains(&MAX_SQL_BYTES.to_string()), "{err}");

@@ -2,4 +2,5 @@
 
 mod catalogue;
 mod corpus;
+mod cost;
 mod props;
