@@ -84,6 +84,7 @@ mod schema;
 mod secret;
 mod sqlite;
 mod temporal;
+mod tls;
 
 pub use cell::{Cell, RowSink};
 pub use database::{

@@ -6,7 +6,9 @@
 //! [`PoolSettings::health_check_interval`] (default 2 min), so a busy pool does not pay a round
 //! trip per query while a connection that sat idle is always proven before use. A connection
 //! whose query failed at the transport level, or that a cancel may have hit late, is flagged
-//! `broken` and r2d2 drops it on return.
+//! `broken` and r2d2 drops it on return. Every other connection has its session state reset
+//! on return ([`Session::reset`]: locks released, settings back to the pinned values); when the
+//! reset fails the connection is dropped instead, so no session state outlives its query.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,12 @@ pub(crate) trait Session: Send + 'static {
     /// Whether the client library already knows the connection is dead.
     fn is_closed(&self) -> bool {
         false
+    }
+    /// Brings the session back to its state at connect before the connection is reused:
+    /// releases locks the last statement may have left, resets settings and re-applies the
+    /// pinned ones. Runs each time a connection returns to the pool; an error drops it.
+    fn reset(&mut self) -> Result<(), DriverError> {
+        Ok(())
     }
 }
 
@@ -56,8 +64,19 @@ impl<C: Session> ManageConnection for Manager<C> {
         Ok(())
     }
 
+    /// Called by r2d2 as each connection comes back: broken ones are dropped, the others are
+    /// reset (see [`Session::reset`]) and dropped if that fails.
     fn has_broken(&self, pooled: &mut Pooled<C>) -> bool {
-        pooled.broken || pooled.conn.is_closed()
+        if pooled.broken || pooled.conn.is_closed() {
+            return true;
+        }
+        match pooled.conn.reset() {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::info!(error = %e, "session reset failed; connection closed");
+                true
+            }
+        }
     }
 }
 
