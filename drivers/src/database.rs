@@ -202,11 +202,11 @@ impl ConnectionSpec {
             DbKind::Odbc if self.dsn.is_none() && cs.is_none() => {
                 Err("`dsn` or `connectionString` is required for odbc".into())
             }
-            DbKind::Odbc if self.ssl_mode.requires_tls() || self.ssl_root_cert.is_some() => Err(
-                "odbc connections take TLS settings from the ODBC driver's own options (e.g. psqlODBC \
+            DbKind::Odbc if self.ssl_mode.requires_tls() || self.ssl_root_cert.is_some() => {
+                Err("odbc connections take TLS settings from the ODBC driver's own options (e.g. psqlODBC \
                  `SSLMode=verify-full`, MariaDB `SSLVERIFY=1`), not `sslMode`/`sslRootCert`"
-                    .into(),
-            ),
+                    .into())
+            }
             DbKind::Odbc => Ok(()),
         }
     }
@@ -215,14 +215,15 @@ impl ConnectionSpec {
     fn validate_tls(&self) -> Result<(), String> {
         match (self.ssl_mode, &self.ssl_root_cert) {
             (SslMode::VerifyCa, None) => {
-                Err("sslMode verify-ca needs `sslRootCert` (the CA the server certificate must chain to)".into())
+                Err("sslMode verify-ca needs `sslRootCert` (the CA the server certificate must chain to)"
+                    .into())
             }
-            (SslMode::VerifyCa, Some(_)) if self.kind == DbKind::Mysql => Err(
-                "sslMode verify-ca is not available for mysql: the MySQL client also trusts the public \
+            (SslMode::VerifyCa, Some(_)) if self.kind == DbKind::Mysql => {
+                Err("sslMode verify-ca is not available for mysql: the MySQL client also trusts the public \
                  Web PKI roots, so a chain-only check would accept any publicly issued certificate; \
                  use verify-full (with `sslRootCert`)"
-                    .into(),
-            ),
+                    .into())
+            }
             (SslMode::Disable | SslMode::Prefer | SslMode::Require, Some(_)) => Err(format!(
                 "`sslRootCert` is only used by sslMode verify-ca and verify-full, not {}",
                 self.ssl_mode

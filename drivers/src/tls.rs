@@ -46,7 +46,8 @@ pub(crate) fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<C
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(AnyCertificate { algorithms }),
         SslMode::VerifyCa => {
-            let path = root_cert.ok_or_else(|| DriverError::Open("sslMode verify-ca needs sslRootCert".into()))?;
+            let path =
+                root_cert.ok_or_else(|| DriverError::Open("sslMode verify-ca needs sslRootCert".into()))?;
             Arc::new(ChainOnly { roots: Arc::new(load_roots(path)?), algorithms })
         }
         SslMode::VerifyFull => {

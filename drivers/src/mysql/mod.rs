@@ -136,7 +136,10 @@ impl MyDb {
 
 /// The connection options, plus for `prefer` the plain fallback used when the server offers no
 /// TLS; `target` names the server in error messages.
-fn opts(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Opts, Option<Opts>, String), DriverError> {
+fn opts(
+    spec: &ConnectionSpec,
+    password: Option<&Secret>,
+) -> Result<(Opts, Option<Opts>, String), DriverError> {
     let base = match &spec.connection_string {
         Some(cs) => OptsBuilder::from_opts(Opts::from_url(cs.expose()).map_err(|_| {
             DriverError::Open("mysql: the connection string is not a valid mysql:// URL".into())
@@ -163,10 +166,14 @@ fn opts(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Opts, Optio
         SslMode::Disable => None,
         // Encryption only: any certificate, any name.
         SslMode::Prefer | SslMode::Require => Some(
-            SslOpts::default().with_danger_accept_invalid_certs(true).with_danger_skip_domain_validation(true),
+            SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
         ),
         SslMode::VerifyCa => {
-            return Err(DriverError::Open("mysql: sslMode verify-ca is not available; use verify-full".into()));
+            return Err(DriverError::Open(
+                "mysql: sslMode verify-ca is not available; use verify-full".into(),
+            ));
         }
         SslMode::VerifyFull => {
             if let Some(path) = &spec.ssl_root_cert {
@@ -214,10 +221,14 @@ fn connect_error(e: &mysql::Error, target: &str, mode: SslMode) -> DriverError {
                 .to_owned()
         }
         mysql::Error::TlsError(tls) => format!("TLS (sslMode {mode}) failed: {tls}"),
-        mysql::Error::IoError(io) if io.to_string().contains("certificate") || io.kind() == std::io::ErrorKind::InvalidData => {
+        mysql::Error::IoError(io)
+            if io.to_string().contains("certificate") || io.kind() == std::io::ErrorKind::InvalidData =>
+        {
             format!("TLS (sslMode {mode}) failed: {io}")
         }
         mysql::Error::IoError(io) => format!("cannot reach the server: {io}"),
+        // rustls reports a refused certificate from inside the stream (`CodecError`/`IoError`).
+        other if other.to_string().contains("certificate") => format!("TLS (sslMode {mode}) failed: {other}"),
         mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(Some((_, detail, _)))) => {
             format!("cannot reach the server: {detail}")
         }

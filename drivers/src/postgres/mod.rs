@@ -83,8 +83,9 @@ impl PgDb {
         let password = spec.password.resolve()?;
         let (config, target, mode) = config(spec, password.as_ref())?;
         let tls = MakeRustlsConnect::new(crate::tls::client_config(mode, spec.ssl_root_cert.as_deref())?);
-        let probe = (!spec.allow_cleartext_password && !mode.requires_tls() && config.get_password().is_some())
-            .then(|| cleartext_probe(&config, mode));
+        let probe =
+            (!spec.allow_cleartext_password && !mode.requires_tls() && config.get_password().is_some())
+                .then(|| cleartext_probe(&config, mode));
         let secrets: Vec<Secret> = password.into_iter().chain(spec.connection_string.clone()).collect();
         let database = config.get_dbname().or(config.get_user()).unwrap_or_default().to_owned();
         let pool = DbPool::open(&spec.pool, move || {
@@ -134,7 +135,10 @@ fn cleartext_probe(config: &Config, mode: SslMode) -> probe::CleartextProbe {
 
 /// Builds the client configuration; `target` names the server in error messages. The TLS
 /// mode is the stronger of `sslMode` and an explicit `sslmode=` in the connection string.
-fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, String, SslMode), DriverError> {
+fn config(
+    spec: &ConnectionSpec,
+    password: Option<&Secret>,
+) -> Result<(Config, String, SslMode), DriverError> {
     let mut config = match &spec.connection_string {
         Some(cs) => cs.expose().parse::<Config>().map_err(|_| {
             // The parser's message may quote the string, password included.
@@ -163,7 +167,10 @@ fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, S
     if config.get_user().is_none() {
         return Err(DriverError::Open("postgres: no user given".into()));
     }
-    let explicit = spec.connection_string.as_ref().is_some_and(|cs| cs.expose().to_ascii_lowercase().contains("sslmode"));
+    let explicit = spec
+        .connection_string
+        .as_ref()
+        .is_some_and(|cs| cs.expose().to_ascii_lowercase().contains("sslmode"));
     let from_string = match config.get_ssl_mode() {
         postgres::config::SslMode::Disable => SslMode::Disable,
         postgres::config::SslMode::Require => SslMode::Require,
@@ -208,7 +215,9 @@ fn connect_error(e: &postgres::Error, target: &str, mode: SslMode) -> DriverErro
             c if *c == SqlState::INVALID_PASSWORD => format!("authentication failed: {message}"),
             c if *c == SqlState::INVALID_CATALOG_NAME => message.to_owned(),
             c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION && message.contains("no encryption") => {
-                format!("the server requires TLS ({message}); set sslMode require or verify-full (now {mode})")
+                format!(
+                    "the server requires TLS ({message}); set sslMode require or verify-full (now {mode})"
+                )
             }
             c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!("access denied: {message}"),
             c => format!("{message} (SQLSTATE {})", c.code()),
