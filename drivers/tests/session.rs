@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use drivers::{Database, DbKind};
+use drivers::{Database, DbKind, OdbcDialect};
 use mysql::prelude::Queryable;
 
 use crate::common::{Owned, run, scalar};
-use crate::servers::{env_or_skip, exclusive, parse_url, shared, url_spec};
+use crate::servers::{env_or_skip, exclusive, odbc_spec, parse_url, shared, url_spec};
 
 fn single(kind: DbKind, url: &str) -> Database {
     let spec = url_spec(kind, &parse_url(url));
@@ -178,4 +178,40 @@ fn mariadb_locks_and_variables_do_not_outlive_their_query() {
     assert_eq!(scalar(&db, "SELECT @@SESSION.tx_read_only"), Owned::Int(1), "read-only again after reset");
     assert_eq!(scalar(&db, "SELECT @@SESSION.time_zone"), Owned::Text("+00:00".into()));
     assert_eq!(scalar(&db, "SELECT CONNECTION_ID()"), id, "the same pooled connection all along");
+}
+
+#[test]
+fn odbc_sessions_release_locks_and_keep_the_pins() {
+    let (Some(pg), Some(my)) = (env_or_skip("MC_TEST_ODBC_PG"), env_or_skip("MC_TEST_ODBC_MYSQL")) else {
+        return;
+    };
+    let _servers = shared();
+    let single = |cs: String, dialect| {
+        Database::open(&drivers::ConnectionSpec {
+            pool: drivers::PoolSettings {
+                min_connections: 1,
+                max_connections: 1,
+                ..drivers::PoolSettings::default()
+            },
+            ..odbc_spec(cs, dialect)
+        })
+        .unwrap()
+    };
+    let db = single(pg, OdbcDialect::Postgres);
+    scalar(&db, "SELECT pg_try_advisory_lock(424243)");
+    let advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()";
+    assert_eq!(scalar(&db, advisory), Owned::Int(0));
+    scalar(&db, "SELECT set_config('standard_conforming_strings', 'off', false)");
+    assert_eq!(
+        scalar(&db, "SELECT current_setting('standard_conforming_strings')"),
+        Owned::Text("on".into())
+    );
+    scalar(&db, "SELECT set_config('search_path', 'pg_catalog', false)");
+    assert_eq!(scalar(&db, "SELECT current_setting('search_path')"), Owned::Text("\"$user\", public".into()));
+
+    let db = single(my, OdbcDialect::Mysql);
+    scalar(&db, "SELECT GET_LOCK('mc_odbc_session_test', 0)");
+    assert_eq!(scalar(&db, "SELECT IS_USED_LOCK('mc_odbc_session_test')"), Owned::Null);
+    let mode = text(scalar(&db, "SELECT @@SESSION.sql_mode"));
+    assert!(!mode.contains("ANSI_QUOTES") && !mode.contains("NO_BACKSLASH_ESCAPES"), "{mode}");
 }

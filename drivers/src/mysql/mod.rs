@@ -1,6 +1,6 @@
 //! MySQL / MariaDB: an r2d2 pool of `mysql` connections in read-only sessions.
 //!
-//! Session layer: every connection runs [`SESSION_SETUP`]: `SET SESSION TRANSACTION READ
+//! Session layer: every connection runs [`session_setup`]: `SET SESSION TRANSACTION READ
 //! ONLY`, `time_zone = '+00:00'` (so `TIMESTAMP` values are UTC instants), and a `sql_mode`
 //! without `NO_BACKSLASH_ESCAPES` and `ANSI_QUOTES` (nor the combination modes that imply
 //! them), whatever the server's global mode: the gate lexes backslash escapes and
@@ -54,17 +54,21 @@ mod code {
     pub const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 }
 
-/// The session setup of every connection, at connect and after each reset (one round trip).
-/// The `sql_mode` list loses the two modes that change how string literals and double quotes
-/// lex, and the combination modes that would bring them back; everything else is kept.
-const SESSION_SETUP: &str = "SET SESSION TRANSACTION READ ONLY; \
-     SET time_zone = '+00:00', NAMES utf8mb4, SESSION sql_mode = TRIM(BOTH ',' FROM \
+/// Takes out of the session's `sql_mode` the two modes that change how string literals and
+/// double quotes lex, and the combination modes that would bring them back; everything else
+/// is kept. Also run on ODBC connections with the MySQL dialect.
+pub(crate) const PIN_SQL_MODE: &str = "SET SESSION sql_mode = TRIM(BOTH ',' FROM \
      REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE( \
      CONCAT(',', @@SESSION.sql_mode, ','), \
      ',NO_BACKSLASH_ESCAPES,', ','), ',ANSI_QUOTES,', ','), ',ANSI,', ','), ',ORACLE,', ','), \
      ',MSSQL,', ','), ',DB2,', ','), ',POSTGRESQL,', ','), ',MAXDB,', ','))";
 
-/// Modes the gate's lexer cannot live with; checked after [`SESSION_SETUP`] at connect.
+/// The session setup of every connection, at connect and after each reset (one round trip).
+fn session_setup() -> String {
+    format!("SET SESSION TRANSACTION READ ONLY; SET time_zone = '+00:00', NAMES utf8mb4; {PIN_SQL_MODE}")
+}
+
+/// Modes the gate's lexer cannot live with; checked after [`session_setup`] at connect.
 const FORBIDDEN_MODES: [&str; 2] = ["NO_BACKSLASH_ESCAPES", "ANSI_QUOTES"];
 
 pub(crate) struct MySession {
@@ -78,7 +82,7 @@ impl Session for MySession {
     }
 
     /// `COM_RESET_CONNECTION` (releases `GET_LOCK` locks, drops user variables and session
-    /// settings), then the crate re-runs the init commands, i.e. [`SESSION_SETUP`].
+    /// settings), then the crate re-runs the init commands, i.e. [`session_setup`].
     fn reset(&mut self) -> Result<(), DriverError> {
         self.conn.reset().map_err(|e| DriverError::Query(e.to_string()))
     }
@@ -161,7 +165,7 @@ fn opts(
         .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
         .tcp_keepalive_time_ms(Some(60_000))
         .stmt_cache_size(Some(32))
-        .init(vec![SESSION_SETUP]);
+        .init(vec![session_setup()]);
     let ssl = match spec.ssl_mode {
         SslMode::Disable => None,
         // Encryption only: any certificate, any name.
