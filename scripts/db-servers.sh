@@ -48,6 +48,7 @@ install_if_missing() {
     [ -f "$ODBC_LIB/libmaodbc.so" ] || missing+=(odbc-mariadb)
     [ -f "$ODBC_LIB/libsqlite3odbc.so" ] || missing+=(libsqliteodbc)
     command -v isql >/dev/null || missing+=(unixodbc)
+    command -v openssl >/dev/null || missing+=(openssl)
     [ -f /usr/include/sql.h ] || missing+=(unixodbc-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"

@@ -214,20 +214,14 @@ fn connect_error(e: &mysql::Error, target: &str, mode: SslMode) -> DriverError {
         mysql::Error::DriverError(mysql::DriverError::TlsNotSupported) => {
             format!("the server does not offer TLS (sslMode {mode})")
         }
-        mysql::Error::DriverError(mysql::DriverError::CleartextPluginDisabled)
-        | mysql::Error::DriverError(mysql::DriverError::UnknownAuthPlugin(_))
-            if matches!(e, mysql::Error::DriverError(mysql::DriverError::CleartextPluginDisabled))
-                || e.to_string().contains("mysql_clear_password") =>
+        mysql::Error::DriverError(mysql::DriverError::CleartextPluginDisabled) => cleartext_refused(),
+        mysql::Error::DriverError(mysql::DriverError::UnknownAuthPlugin(name))
+            if name == "mysql_clear_password" =>
         {
-            "the server asks for the password in clear text (mysql_clear_password) on a connection \
-             without TLS; refused so the password is not sent readable on the network. Use sslMode \
-             require or verify-full, or set allowCleartextPassword: true to accept the risk"
-                .to_owned()
+            cleartext_refused()
         }
         mysql::Error::TlsError(tls) => format!("TLS (sslMode {mode}) failed: {tls}"),
-        mysql::Error::IoError(io)
-            if io.to_string().contains("certificate") || io.kind() == std::io::ErrorKind::InvalidData =>
-        {
+        mysql::Error::IoError(io) if io.to_string().contains("certificate") => {
             format!("TLS (sslMode {mode}) failed: {io}")
         }
         mysql::Error::IoError(io) => format!("cannot reach the server: {io}"),
@@ -242,6 +236,13 @@ fn connect_error(e: &mysql::Error, target: &str, mode: SslMode) -> DriverError {
         other => format!("cannot connect: {other}"),
     };
     DriverError::Open(format!("mysql {target}: {specific}"))
+}
+
+fn cleartext_refused() -> String {
+    "the server asks for the password in clear text (mysql_clear_password) on a connection without \
+     TLS; refused so the password is not sent readable on the network. Use sslMode require or \
+     verify-full, or set allowCleartextPassword: true to accept the risk"
+        .to_owned()
 }
 
 fn query_error(e: &mysql::Error, interrupt: &Interrupt) -> DriverError {
@@ -672,5 +673,45 @@ impl TextRows for MyText<'_> {
             Ok(_) => Ok(()),
             Err(e) => Err(sink.unwrap_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbKind;
+
+    fn spec(ssl_mode: SslMode, allow: bool) -> ConnectionSpec {
+        ConnectionSpec {
+            kind: DbKind::Mysql,
+            host: Some("db".into()),
+            user: Some("ro".into()),
+            ssl_mode,
+            allow_cleartext_password: allow,
+            ..ConnectionSpec::default()
+        }
+    }
+
+    /// `mysql_clear_password` only inside TLS, or where the connection allows it.
+    #[test]
+    fn the_cleartext_plugin_needs_tls_or_consent() {
+        let cleartext = |mode, allow| {
+            let (opts, plain, _) = opts(&spec(mode, allow), None).unwrap();
+            (opts.get_enable_cleartext_plugin(), plain.map(|p| p.get_enable_cleartext_plugin()))
+        };
+        assert_eq!(cleartext(SslMode::Disable, false), (false, None));
+        assert_eq!(cleartext(SslMode::Disable, true), (true, None));
+        // `prefer`: the TLS attempt may (it fails without TLS), the plain fallback may not.
+        assert_eq!(cleartext(SslMode::Prefer, false), (true, Some(false)));
+        assert_eq!(cleartext(SslMode::Prefer, true), (true, Some(true)));
+        assert_eq!(cleartext(SslMode::Require, false), (true, None));
+        assert_eq!(cleartext(SslMode::VerifyFull, false), (true, None));
+        let (require, _, _) = opts(&spec(SslMode::Require, false), None).unwrap();
+        assert!(require.get_ssl_opts().is_some_and(|s| s.accept_invalid_certs()));
+        let (full, _, _) = opts(&spec(SslMode::VerifyFull, false), None).unwrap();
+        assert!(
+            full.get_ssl_opts().is_some_and(|s| !s.accept_invalid_certs() && !s.skip_domain_validation())
+        );
+        assert!(full.get_init().iter().any(|i| i.contains("NO_BACKSLASH_ESCAPES")));
     }
 }
