@@ -82,10 +82,11 @@ impl PgDb {
     pub(crate) fn open(spec: &ConnectionSpec) -> Result<Self, DriverError> {
         let password = spec.password.resolve()?;
         let (config, target, mode) = config(spec, password.as_ref())?;
-        let tls = MakeRustlsConnect::new(crate::tls::client_config(mode, spec.ssl_root_cert.as_deref())?);
+        let tls_config = crate::tls::client_config(mode, spec.ssl_root_cert.as_deref())?;
         let probe =
             (!spec.allow_cleartext_password && !mode.requires_tls() && config.get_password().is_some())
-                .then(|| cleartext_probe(&config, mode));
+                .then(|| cleartext_probe(&config, mode, &tls_config));
+        let tls = MakeRustlsConnect::new(tls_config);
         let secrets: Vec<Secret> = password.into_iter().chain(spec.connection_string.clone()).collect();
         let database = config.get_dbname().or(config.get_user()).unwrap_or_default().to_owned();
         let pool = DbPool::open(&spec.pool, move || {
@@ -107,7 +108,7 @@ impl PgDb {
 
 /// The cleartext probe for the servers `config` names (TCP hosts only: a Unix socket does
 /// not cross the network).
-fn cleartext_probe(config: &Config, mode: SslMode) -> probe::CleartextProbe {
+fn cleartext_probe(config: &Config, mode: SslMode, tls: &rustls::ClientConfig) -> probe::CleartextProbe {
     let ports = config.get_ports();
     let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
     let targets = if config.get_hostaddrs().is_empty() {
@@ -128,7 +129,7 @@ fn cleartext_probe(config: &Config, mode: SslMode) -> probe::CleartextProbe {
         targets,
         user: config.get_user().unwrap_or_default().to_owned(),
         database: config.get_dbname().map(str::to_owned),
-        prefer_tls: mode == SslMode::Prefer,
+        prefer_tls: (mode == SslMode::Prefer).then(|| std::sync::Arc::new(tls.clone())),
         timeout: config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT),
     }
 }

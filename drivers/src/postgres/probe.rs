@@ -7,7 +7,9 @@
 //! authentication request; when the server would ask for the password in clear text, the
 //! connection is refused unless `allowCleartextPassword` is set. With `prefer` the probe first
 //! asks for TLS as the client will: a server that accepts TLS is not probed further (the
-//! password then travels inside TLS).
+//! password then travels inside TLS); the probe completes the TLS handshake and closes it
+//! cleanly so the server logs nothing. Every probe ends its connection after reading one whole
+//! message, which the server also treats as a silent disconnect.
 //!
 //! Limit: the probe and the real connection are two TCP connections. It stops a server that
 //! is configured for `password` authentication (and anyone passively listening to it) from
@@ -15,8 +17,11 @@
 //! TLS with `verify-full` stops that.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use crate::DriverError;
 
@@ -34,8 +39,8 @@ pub(crate) struct CleartextProbe {
     pub targets: Vec<(String, u16)>,
     pub user: String,
     pub database: Option<String>,
-    /// `sslMode prefer`: ask for TLS first, as the client will.
-    pub prefer_tls: bool,
+    /// `sslMode prefer`: ask for TLS first, as the client will (with this configuration).
+    pub prefer_tls: Option<Arc<rustls::ClientConfig>>,
     pub timeout: Duration,
 }
 
@@ -65,15 +70,20 @@ impl CleartextProbe {
         let mut stream = self.connect(host, port)?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
-        if self.prefer_tls {
+        if let Some(tls) = &self.prefer_tls {
             let mut request = Vec::with_capacity(8);
             request.extend_from_slice(&8u32.to_be_bytes());
             request.extend_from_slice(&SSL_REQUEST.to_be_bytes());
             stream.write_all(&request)?;
             let mut answer = [0u8; 1];
             stream.read_exact(&mut answer)?;
+            if answer[0] == b'S' {
+                // The client will use TLS: nothing to check. Leave quietly.
+                close_tls(tls.clone(), host, stream);
+                return Ok(false);
+            }
             if answer[0] != b'N' {
-                // 'S': the client will use TLS. Anything else: the real client reports it.
+                // Anything else: the real client reports it.
                 return Ok(false);
             }
         }
@@ -87,6 +97,10 @@ impl CleartextProbe {
         }
         let mut code = [0u8; 4];
         stream.read_exact(&mut code)?;
+        // Read the rest (e.g. the SASL mechanism list) so closing sends FIN, not RST.
+        let rest = u64::from(len.saturating_sub(8)).min(4096);
+        io::copy(&mut (&mut stream).take(rest), &mut io::sink())?;
+        let _ = stream.shutdown(Shutdown::Both);
         Ok(u32::from_be_bytes(code) == AUTH_CLEARTEXT)
     }
 
@@ -101,6 +115,21 @@ impl CleartextProbe {
         }
         Err(last)
     }
+}
+
+/// Completes the TLS handshake the server expects after `S` and closes it with
+/// `close_notify` (an unanswered `S` is logged by the server as a failed TLS connection).
+fn close_tls(config: Arc<rustls::ClientConfig>, host: &str, mut stream: TcpStream) {
+    let Ok(name) = ServerName::try_from(host.to_owned()) else { return };
+    let Ok(mut conn) = rustls::ClientConnection::new(config, name) else { return };
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut stream).is_err() {
+            return;
+        }
+    }
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut stream);
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 fn startup_message(user: &str, database: Option<&str>) -> Vec<u8> {
@@ -159,6 +188,8 @@ mod tests {
     }
 
     fn probe(port: u16, prefer_tls: bool) -> CleartextProbe {
+        let prefer_tls =
+            prefer_tls.then(|| Arc::new(crate::tls::client_config(crate::SslMode::Prefer, None).unwrap()));
         CleartextProbe {
             targets: vec![("127.0.0.1".into(), port)],
             user: "ro".into(),
