@@ -69,7 +69,8 @@ pub enum SslMode {
     /// Web PKI roots, which would make a chain-only check accept any public certificate.
     VerifyCa,
     /// TLS, a certificate chaining to `ssl_root_cert` (or, without it, to the public Web PKI
-    /// roots), issued for the host name connected to.
+    /// roots), issued for the host name connected to. The MySQL client trusts the public roots
+    /// in addition to `ssl_root_cert`.
     VerifyFull,
 }
 
