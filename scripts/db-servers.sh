@@ -9,7 +9,11 @@
 #   scripts/db-servers.sh status
 #
 # Each server gets a fixture owner (read-write, loads the data) and a read-only user that the
-# tests connect as. Ports and the directory can be overridden:
+# tests connect as. Both servers also speak TLS (a throw-away CA and a server certificate for
+# the name `localhost` only, made with openssl into $DIR/tls; `env` exports the CA as
+# MC_DB_CA) while still accepting plain connections. PostgreSQL has one more login,
+# `mc_clear`, whose pg_hba method is `password` (the password travels in clear unless the
+# link is TLS), for the cleartext-refusal tests. Ports and the directory can be overridden:
 #   MC_DB_DIR (default /tmp/mc-db-servers), MC_PG_PORT (55432), MC_MY_PORT (53306).
 # Servers run as the `postgres` / `mysql` system users (PostgreSQL refuses root); the data
 # directories live under /tmp so those users can reach them. Passwords below are test-only.
@@ -24,12 +28,15 @@ OWNER=mc_owner
 OWNER_PW=owner-test-pw
 RO=mc_ro
 RO_PW=ro-test-pw
+CLEAR=mc_clear
+CLEAR_PW=clear-test-pw
 ODBC_LIB=/usr/lib/x86_64-linux-gnu/odbc
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 PG_DATA=$DIR/pg
 MY_DATA=$DIR/mysql
 ODBC_DIR=$DIR/odbc
+TLS_DIR=$DIR/tls
 
 log() { echo "db-servers: $*" >&2; }
 
@@ -41,6 +48,7 @@ install_if_missing() {
     [ -f "$ODBC_LIB/libmaodbc.so" ] || missing+=(odbc-mariadb)
     [ -f "$ODBC_LIB/libsqlite3odbc.so" ] || missing+=(libsqliteodbc)
     command -v isql >/dev/null || missing+=(unixodbc)
+    command -v openssl >/dev/null || missing+=(openssl)
     [ -f /usr/include/sql.h ] || missing+=(unixodbc-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
@@ -61,6 +69,40 @@ fixture_sql() {
     (cd "$ROOT" && cargo run -q -j2 -p drivers --example erp_sql -- "$@")
 }
 
+# A throw-away CA and a server certificate for `localhost` (DNS name only, no IP address, so
+# verify-full to 127.0.0.1 is a name mismatch while verify-ca to it passes). Made once.
+make_tls() {
+    if [ -f "$TLS_DIR/server.pem" ] && [ -f "$TLS_DIR/ca.pem" ]; then return; fi
+    rm -rf "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+            -keyout ca-key.pem -out ca.pem -days 3650 -subj "/CN=mini-connector test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            2>/dev/null
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+            -keyout server-key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+            "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost" > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -out server.pem -days 3650 -extfile server.ext 2>/dev/null
+        rm -f server.csr server.ext ca.srl
+    )
+    chmod 0755 "$TLS_DIR"
+    chmod 0644 "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem"
+    chmod 0600 "$TLS_DIR/ca-key.pem" "$TLS_DIR/server-key.pem"
+    log "TLS CA and server certificate made in $TLS_DIR"
+}
+
+# Copies the server key and certificates where a server user can read them (key 0600).
+install_tls() {
+    local dest=$1 owner=$2
+    install -o "$owner" -g "$owner" -m 0600 "$TLS_DIR/server-key.pem" "$dest/server-key.pem"
+    install -o "$owner" -g "$owner" -m 0644 "$TLS_DIR/server.pem" "$dest/server.pem"
+    install -o "$owner" -g "$owner" -m 0644 "$TLS_DIR/ca.pem" "$dest/ca.pem"
+}
+
 pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && kill -0 "$(head -1 "$PG_DATA/postmaster.pid")" 2>/dev/null; }
 my_running() { [ -f "$MY_DATA/m.pid" ] && kill -0 "$(cat "$MY_DATA/m.pid")" 2>/dev/null; }
 
@@ -75,16 +117,22 @@ start_pg() {
         rm -rf "$PG_DATA"
         install -d -o postgres -g postgres -m 0700 "$PG_DATA"
         as_user postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-        # Local socket: trust (admin only); TCP: passwords, so bad-password tests mean something.
-        cat > "$PG_DATA/pg_hba.conf" <<EOF
+    fi
+    # Local socket: trust (admin only); TCP: passwords, so bad-password tests mean something.
+    # `mc_clear` authenticates with `password` (cleartext), TLS or not. Written on every start
+    # so data directories made by older versions of this script get the new line too.
+    cat > "$PG_DATA/pg_hba.conf" <<EOF
 local all all trust
+host  all $CLEAR 127.0.0.1/32 password
 host  all all 127.0.0.1/32 scram-sha-256
 host  all all ::1/128      scram-sha-256
 EOF
-    fi
+    chown postgres:postgres "$PG_DATA/pg_hba.conf"
+    install_tls "$PG_DATA" postgres
+    local tls="-c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server-key.pem -c ssl_ca_file=ca.pem"
     as_user postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -l "$PG_DATA/server.log" \
-        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DATA -c max_connections=200" start >/dev/null
-    log "postgres up on 127.0.0.1:$PG_PORT"
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DATA -c max_connections=200 $tls" start >/dev/null
+    log "postgres up on 127.0.0.1:$PG_PORT (TLS on)"
     if [ $fresh = 1 ]; then
         psql_admin -d postgres <<EOF
 CREATE ROLE $OWNER LOGIN PASSWORD '$OWNER_PW';
@@ -101,6 +149,15 @@ GRANT USAGE ON SEQUENCE invoice_no_seq TO $RO;
 EOF
         log "postgres fixture loaded into $DB"
     fi
+    # The cleartext-password login (idempotent: older data directories lack it).
+    psql_admin -d postgres <<EOF
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$CLEAR') THEN
+    CREATE ROLE $CLEAR LOGIN PASSWORD '$CLEAR_PW';
+  END IF;
+END \$\$;
+GRANT CONNECT ON DATABASE $DB TO $CLEAR;
+EOF
 }
 
 start_my() {
@@ -113,8 +170,10 @@ start_my() {
         mariadb-install-db --no-defaults --user=mysql --datadir="$MY_DATA" --skip-test-db >/dev/null 2>&1
     fi
     # Started through `runuser`'s parent shell so it survives this script; logs in the data dir.
+    install_tls "$MY_DATA" mysql
     nohup mariadbd --no-defaults --user=mysql --datadir="$MY_DATA" --bind-address=127.0.0.1 \
         --port="$MY_PORT" --socket="$MY_DATA/s.sock" --pid-file="$MY_DATA/m.pid" \
+        --ssl-cert="$MY_DATA/server.pem" --ssl-key="$MY_DATA/server-key.pem" --ssl-ca="$MY_DATA/ca.pem" \
         --log-error="$MY_DATA/error.log" --character-set-server=utf8mb4 \
         --collation-server=utf8mb4_unicode_ci --max-connections=300 >/dev/null 2>&1 &
     for _ in $(seq 1 100); do
@@ -122,7 +181,7 @@ start_my() {
         sleep 0.1
     done
     mariadb-admin --no-defaults --socket="$MY_DATA/s.sock" -uroot ping >/dev/null
-    log "mariadb up on 127.0.0.1:$MY_PORT"
+    log "mariadb up on 127.0.0.1:$MY_PORT (TLS on)"
     if [ $fresh = 1 ]; then
         my_admin <<EOF
 CREATE DATABASE $DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
@@ -195,6 +254,8 @@ export MC_TEST_ODBC_SQLITE='DSN=mc_sqlite'
 export ODBCSYSINI='$ODBC_DIR'
 export ODBCINI='$ODBC_DIR/odbc.ini'
 export MC_DB_SERVERS='$ROOT/scripts/db-servers.sh'
+export MC_DB_CA='$TLS_DIR/ca.pem'
+export MC_TEST_PG_CLEAR_URL='postgres://$CLEAR:$CLEAR_PW@127.0.0.1:$PG_PORT/$DB'
 EOF
 }
 
@@ -223,6 +284,7 @@ case "${1:-}" in
         mkdir -p "$DIR"
         chmod 0755 "$DIR"
         install_if_missing
+        make_tls
         start_pg
         start_my
         write_odbc
@@ -230,8 +292,8 @@ case "${1:-}" in
     env) print_env ;;
     restart)
         case "${2:-}" in
-            pg) stop_pg; start_pg ;;
-            mysql) stop_my; start_my ;;
+            pg) stop_pg; make_tls; start_pg ;;
+            mysql) stop_my; make_tls; start_my ;;
             *) echo "usage: $0 restart pg|mysql" >&2; exit 2 ;;
         esac
         ;;

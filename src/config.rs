@@ -205,9 +205,18 @@ pub struct ConnectionConfig {
     /// ODBC: data source name from odbc.ini.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsn: Option<String>,
-    /// `disable`, `prefer` (default) or `require`.
+    /// PostgreSQL / MySQL TLS: `disable`, `prefer` (default), `require`, `verify-ca` or
+    /// `verify-full` (see `drivers::SslMode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<drivers::SslMode>,
+    /// PEM file of the CA certificate(s) the server's certificate must chain to, for
+    /// `verify-ca` (required) and `verify-full` (default: the public Web PKI roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Let the password travel in clear text when the server asks for it on a connection
+    /// without TLS (PostgreSQL `password`, MySQL `mysql_clear_password`); refused by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_cleartext_password: bool,
     /// ODBC: `sqlserver`, `oracle`, `hana`, `postgres`, `mysql`, `sqlite` or `generic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialect: Option<drivers::OdbcDialect>,
@@ -472,6 +481,8 @@ impl AgentConfig {
             connection_string: connection.connection_string.clone().map(drivers::Secret::new),
             dsn: connection.dsn.clone(),
             ssl_mode: connection.ssl_mode.unwrap_or_default(),
+            ssl_root_cert: connection.ssl_root_cert.clone(),
+            allow_cleartext_password: connection.allow_cleartext_password,
             dialect: connection.dialect,
         }
     }

@@ -243,3 +243,48 @@ fn db_add_and_test_a_real_server_with_the_password_from_the_vault() {
         sandbox.assert_nowhere(&password);
     }
 }
+
+#[test]
+fn tls_settings_are_stored_validated_and_used() {
+    let (Some((user, password, _, port, database)), Ok(ca)) =
+        (server("MC_TEST_PG_URL"), std::env::var("MC_DB_CA"))
+    else {
+        eprintln!(
+            "skipping: MC_TEST_PG_URL / MC_DB_CA not set (scripts/db-servers.sh start; eval \"$(scripts/db-servers.sh env)\")"
+        );
+        return;
+    };
+    let sandbox = Sandbox::new("db-tls");
+    sandbox.configure(URL);
+    let base = ["--type", "postgres", "--port", &port, "--database", &database, "--user", &user];
+    let add = |name: &str, extra: &[&str]| {
+        let mut argv = vec!["db", "add", "--name", name, "--password-stdin"];
+        argv.extend(base);
+        argv.extend(extra);
+        sandbox.run(&argv, Some(&format!("{password}\n")))
+    };
+    // The test servers' certificate names `localhost` and comes from the CA in MC_DB_CA.
+    let out = add("erp", &["--host", "localhost", "--ssl-mode", "verify-full", "--ssl-root-cert", &ca]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let stored = &sandbox.config_json()["connections"][0];
+    assert_eq!(
+        (stored["sslMode"].as_str(), stored["sslRootCert"].as_str()),
+        (Some("verify-full"), Some(ca.as_str()))
+    );
+    // The same certificate does not name 127.0.0.1: the connection test says why.
+    let out = add("by-ip", &["--host", "127.0.0.1", "--ssl-mode", "verify-full", "--ssl-root-cert", &ca]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("TLS") && out.stderr.contains("127.0.0.1"), "{out:?}");
+    let out = add("bad", &["--host", "h", "--ssl-mode", "verify-everything", "--no-test"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("verify-full"), "{out:?}");
+    let out = add("bad", &["--host", "h", "--ssl-mode", "verify-ca", "--no-test"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("sslRootCert"), "{out:?}");
+    let out =
+        add("clear", &["--host", "127.0.0.1", "--allow-cleartext-password", "true", "--ssl-mode", "disable"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let stored = &sandbox.config_json()["connections"][1];
+    assert_eq!(stored["allowCleartextPassword"], true, "{stored}");
+    sandbox.assert_nowhere(&password);
+}

@@ -45,20 +45,71 @@ impl Default for PoolSettings {
     }
 }
 
-/// Whether a network connection uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Whether a PostgreSQL or MySQL/MariaDB connection uses TLS, and what it checks (the
+/// libpq modes; config spelling `disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
+///
+/// TLS runs on rustls (TLS 1.3 preferred, 1.2 accepted). Only the `verify-*` modes stop an
+/// active man in the middle (`verify-ca` only while the CA signs nothing but database
+/// servers): `prefer` and `require` encrypt without checking who answers, and `prefer` falls
+/// back to a plain connection when the server (or someone in between) says it has no TLS.
+/// ODBC connections set TLS in the ODBC driver's own options instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Never use TLS.
     Disable,
-    /// Use TLS when the driver and server offer it (today: plain connections; see below).
+    /// TLS when the server offers it, without checking its certificate; plain otherwise.
     #[default]
     Prefer,
-    /// Refuse to connect without TLS.
-    ///
-    /// This build has no TLS backend for the PostgreSQL and MySQL clients, so `require`
-    /// fails at open with a clear message; ODBC leaves TLS to the ODBC driver's own options.
+    /// TLS or no connection; the certificate is not checked (encryption against passive
+    /// eavesdroppers only).
     Require,
+    /// TLS, and the server's certificate must chain to the CA in `ssl_root_cert` (required);
+    /// the host name is not compared. PostgreSQL only: the MySQL client also trusts the public
+    /// Web PKI roots, which would make a chain-only check accept any public certificate.
+    VerifyCa,
+    /// TLS, a certificate chaining to `ssl_root_cert` (or, without it, to the public Web PKI
+    /// roots), issued for the host name connected to. The MySQL client trusts the public roots
+    /// in addition to `ssl_root_cert`.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode, weakest first.
+    pub const ALL: [SslMode; 5] =
+        [SslMode::Disable, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the connection fails rather than run without TLS.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        SslMode::ALL.into_iter().find(|m| m.as_str() == s.to_ascii_lowercase()).ok_or_else(|| {
+            format!("unknown sslMode `{s}` (expected disable, prefer, require, verify-ca or verify-full)")
+        })
+    }
 }
 
 /// Everything needed to open one configured database.
@@ -91,8 +142,15 @@ pub struct ConnectionSpec {
     pub connection_string: Option<Secret>,
     /// ODBC: data source name from `odbc.ini`.
     pub dsn: Option<String>,
-    /// TLS policy.
+    /// PostgreSQL / MySQL: TLS policy.
     pub ssl_mode: SslMode,
+    /// PostgreSQL / MySQL: PEM file of the CA certificate(s) the server's certificate must
+    /// chain to (`sslRootCert`); for `verify-ca` and `verify-full` only.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// PostgreSQL / MySQL: whether the password may be sent in clear text (PostgreSQL
+    /// `password` authentication, MySQL `mysql_clear_password`) over a connection without TLS
+    /// (`allowCleartextPassword`). Off by default: such a server is refused at connect.
+    pub allow_cleartext_password: bool,
     /// ODBC: which database is behind the DSN (catalogue SQL, session setup, type names).
     pub dialect: Option<OdbcDialect>,
 }
@@ -112,6 +170,8 @@ impl Default for ConnectionSpec {
             connection_string: None,
             dsn: None,
             ssl_mode: SslMode::default(),
+            ssl_root_cert: None,
+            allow_cleartext_password: false,
             dialect: None,
         }
     }
@@ -138,12 +198,38 @@ impl ConnectionSpec {
                 if self.dsn.is_some() || self.dialect.is_some() {
                     return Err(format!("`dsn` and `dialect` are for odbc connections, not {}", self.kind));
                 }
-                Ok(())
+                self.validate_tls()
             }
             DbKind::Odbc if self.dsn.is_none() && cs.is_none() => {
                 Err("`dsn` or `connectionString` is required for odbc".into())
             }
+            DbKind::Odbc if self.ssl_mode.requires_tls() || self.ssl_root_cert.is_some() => {
+                Err("odbc connections take TLS settings from the ODBC driver's own options (e.g. psqlODBC \
+                 `SSLMode=verify-full`, MariaDB `SSLVERIFY=1`), not `sslMode`/`sslRootCert`"
+                    .into())
+            }
             DbKind::Odbc => Ok(()),
+        }
+    }
+
+    /// The TLS settings of a PostgreSQL / MySQL connection fit together.
+    fn validate_tls(&self) -> Result<(), String> {
+        match (self.ssl_mode, &self.ssl_root_cert) {
+            (SslMode::VerifyCa, None) => {
+                Err("sslMode verify-ca needs `sslRootCert` (the CA the server certificate must chain to)"
+                    .into())
+            }
+            (SslMode::VerifyCa, Some(_)) if self.kind == DbKind::Mysql => {
+                Err("sslMode verify-ca is not available for mysql: the MySQL client also trusts the public \
+                 Web PKI roots, so a chain-only check would accept any publicly issued certificate; \
+                 use verify-full (with `sslRootCert`)"
+                    .into())
+            }
+            (SslMode::Disable | SslMode::Prefer | SslMode::Require, Some(_)) => Err(format!(
+                "`sslRootCert` is only used by sslMode verify-ca and verify-full, not {}",
+                self.ssl_mode
+            )),
+            _ => Ok(()),
         }
     }
 }

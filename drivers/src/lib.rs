@@ -20,6 +20,13 @@
 //! server: SQLite's progress handler, PostgreSQL's cancel request and `statement_timeout`,
 //! MySQL's `KILL QUERY` and `max_statement_time`/`max_execution_time`, ODBC's `SQLCancel`.
 //!
+//! Network sessions are pinned to the settings the gate lexes under (PostgreSQL
+//! `standard_conforming_strings=on`, MySQL/MariaDB `sql_mode` without `NO_BACKSLASH_ESCAPES`
+//! and `ANSI_QUOTES`) and reset each time they return to the pool (locks released, settings
+//! back to the pinned values), or closed. PostgreSQL and MySQL/MariaDB connections use TLS per
+//! [`SslMode`] (rustls with ring; a CA file in `ssl_root_cert`), and refuse to send a password
+//! in clear text over a link without TLS unless `allow_cleartext_password` says so.
+//!
 //! ```
 //! use drivers::{
 //!     Cell, ColumnMeta, ConnectionSpec, Database, DbKind, QueryOptions, RowSink, SinkError,
@@ -87,6 +94,7 @@ mod schema;
 mod secret;
 mod sqlite;
 mod temporal;
+mod tls;
 mod views;
 
 pub use cell::{Cell, RowSink};

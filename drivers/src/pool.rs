@@ -6,8 +6,11 @@
 //! [`PoolSettings::health_check_interval`] (default 2 min), so a busy pool does not pay a round
 //! trip per query while a connection that sat idle is always proven before use. A connection
 //! whose query failed at the transport level, or that a cancel may have hit late, is flagged
-//! `broken` and r2d2 drops it on return.
+//! `broken` and r2d2 drops it on return. Every other connection has its session state reset
+//! on return ([`Session::reset`]: locks released, settings back to the pinned values); when the
+//! reset fails the connection is dropped instead, so no session state outlives its query.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
@@ -21,6 +24,12 @@ pub(crate) trait Session: Send + 'static {
     /// Whether the client library already knows the connection is dead.
     fn is_closed(&self) -> bool {
         false
+    }
+    /// Brings the session back to its state at connect before the connection is reused:
+    /// releases locks the last statement may have left, resets settings and re-applies the
+    /// pinned ones. Runs each time a connection returns to the pool; an error drops it.
+    fn reset(&mut self) -> Result<(), DriverError> {
+        Ok(())
     }
 }
 
@@ -37,6 +46,10 @@ type Connect<C> = Box<dyn Fn() -> Result<C, DriverError> + Send + Sync>;
 pub(crate) struct Manager<C> {
     connect: Connect<C>,
     health_check_interval: Duration,
+    /// The connection [`DbPool::open`] made to prove the settings; the pool's first connect
+    /// takes it instead of opening another (a TLS + SCRAM login costs real time), unless it
+    /// sat unused past the health-check interval.
+    first: Mutex<Option<(C, Instant)>>,
 }
 
 impl<C: Session> ManageConnection for Manager<C> {
@@ -44,7 +57,12 @@ impl<C: Session> ManageConnection for Manager<C> {
     type Error = DriverError;
 
     fn connect(&self) -> Result<Pooled<C>, DriverError> {
-        Ok(Pooled { conn: (self.connect)()?, broken: false, last_ok: Instant::now() })
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let conn = match first {
+            Some((conn, opened)) if opened.elapsed() < self.health_check_interval => conn,
+            _ => (self.connect)()?,
+        };
+        Ok(Pooled { conn, broken: false, last_ok: Instant::now() })
     }
 
     fn is_valid(&self, pooled: &mut Pooled<C>) -> Result<(), DriverError> {
@@ -56,8 +74,19 @@ impl<C: Session> ManageConnection for Manager<C> {
         Ok(())
     }
 
+    /// Called by r2d2 as each connection comes back: broken ones are dropped, the others are
+    /// reset (see [`Session::reset`]) and dropped if that fails.
     fn has_broken(&self, pooled: &mut Pooled<C>) -> bool {
-        pooled.broken || pooled.conn.is_closed()
+        if pooled.broken || pooled.conn.is_closed() {
+            return true;
+        }
+        match pooled.conn.reset() {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::info!(error = %e, "session reset failed; connection closed");
+                true
+            }
+        }
     }
 }
 
@@ -81,15 +110,18 @@ pub(crate) struct DbPool<C: Session> {
 
 impl<C: Session> DbPool<C> {
     /// Opens one connection now (so a bad host or password fails at once with the driver's
-    /// specific error), then builds the pool around it.
+    /// specific error), then builds the pool around it (it becomes the pool's first).
     pub(crate) fn open(
         settings: &PoolSettings,
         connect: impl Fn() -> Result<C, DriverError> + Send + Sync + 'static,
     ) -> Result<Self, DriverError> {
         validate(settings)?;
         let first = connect()?;
-        let manager =
-            Manager { connect: Box::new(connect), health_check_interval: settings.health_check_interval };
+        let manager = Manager {
+            connect: Box::new(connect),
+            health_check_interval: settings.health_check_interval,
+            first: Mutex::new(Some((first, Instant::now()))),
+        };
         let non_zero = |d: Duration| (!d.is_zero()).then_some(d);
         let pool = Pool::builder()
             .max_size(settings.max_connections)
@@ -99,7 +131,6 @@ impl<C: Session> DbPool<C> {
             .idle_timeout(non_zero(settings.idle_timeout))
             .error_handler(Box::new(LogErrors))
             .build_unchecked(manager);
-        drop(first);
         Ok(Self { pool, acquire_timeout: settings.acquire_timeout })
     }
 

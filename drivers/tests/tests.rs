@@ -9,4 +9,6 @@ mod params;
 mod query_cells;
 mod read_only;
 mod servers;
+mod session;
 mod suite;
+mod tls;

@@ -137,9 +137,17 @@ pub struct ConnFields {
     /// use --password, which goes to the vault.
     #[arg(long, value_name = "STRING")]
     connection_string: Option<String>,
-    /// TLS: disable, prefer, require.
+    /// PostgreSQL / MySQL TLS: disable, prefer, require, verify-ca, verify-full.
     #[arg(long, value_name = "MODE")]
     ssl_mode: Option<String>,
+    /// PEM file of the CA the server certificate must chain to (verify-ca, verify-full);
+    /// stored as an absolute path; "" removes it.
+    #[arg(long, value_name = "FILE")]
+    ssl_root_cert: Option<PathBuf>,
+    /// Let the password travel in clear text when the server asks for it on a connection
+    /// without TLS (true/false; default false).
+    #[arg(long, value_name = "BOOL")]
+    allow_cleartext_password: Option<bool>,
     /// ODBC: the database behind the DSN: sqlserver, oracle, hana, postgres, mysql, sqlite,
     /// generic.
     #[arg(long, value_name = "NAME")]
@@ -419,6 +427,9 @@ fn apply(mut object: Map<String, Value>, fields: &ConnFields) -> Result<Connecti
         Some(Value::String(s)) if s.is_empty() => {
             object.remove(key);
         }
+        Some(Value::Bool(false)) => {
+            object.remove(key);
+        }
         Some(Value::Number(n)) if n.as_u64() == Some(0) && key == "port" => {
             object.remove(key);
         }
@@ -444,9 +455,15 @@ fn apply(mut object: Map<String, Value>, fields: &ConnFields) -> Result<Connecti
         ));
     }
     if let Some(mode) = &fields.ssl_mode
-        && !["disable", "prefer", "require", ""].contains(&mode.as_str())
+        && !mode.is_empty()
+        && mode.parse::<drivers::SslMode>().is_err()
     {
-        return Err(Fail::usage("--ssl-mode must be disable, prefer or require"));
+        return Err(Fail::usage("--ssl-mode must be disable, prefer, require, verify-ca or verify-full"));
+    }
+    if let Some(path) = &fields.ssl_root_cert {
+        let path =
+            if path.as_os_str().is_empty() { String::new() } else { absolute(path).display().to_string() };
+        set("sslRootCert", Some(json!(path)));
     }
     let given = [
         ("host", fields.host.as_ref().map(|v| json!(v)), "--host"),
@@ -455,7 +472,12 @@ fn apply(mut object: Map<String, Value>, fields: &ConnFields) -> Result<Connecti
         ("user", fields.user.as_ref().map(|v| json!(v)), "--user"),
         ("dsn", fields.dsn.as_ref().map(|v| json!(v)), "--dsn"),
         ("connectionString", fields.connection_string.as_ref().map(|v| json!(v)), "--connection-string"),
-        ("sslMode", fields.ssl_mode.as_ref().map(|v| json!(v)), "--ssl-mode"),
+        ("sslMode", fields.ssl_mode.as_ref().map(|v| json!(v.to_ascii_lowercase())), "--ssl-mode"),
+        (
+            "allowCleartextPassword",
+            fields.allow_cleartext_password.map(|v| json!(v)),
+            "--allow-cleartext-password",
+        ),
         ("dialect", fields.dialect.as_ref().map(|v| json!(v.to_ascii_lowercase())), "--dialect"),
         ("poolMin", fields.pool_min.map(|v| json!(v)), "--pool-min"),
         ("poolMax", fields.pool_max.map(|v| json!(v)), "--pool-max"),
@@ -468,7 +490,9 @@ fn apply(mut object: Map<String, Value>, fields: &ConnFields) -> Result<Connecti
     // A field this build's ConnectionConfig does not have would vanish here: refuse instead.
     let back = serde_json::to_value(&connection).map_err(Fail::runtime)?;
     for (key, value, flag) in &given {
-        let wanted = value.as_ref().is_some_and(|v| v != &json!("") && !(key == &"port" && v == &json!(0)));
+        let wanted = value
+            .as_ref()
+            .is_some_and(|v| v != &json!("") && v != &json!(false) && !(key == &"port" && v == &json!(0)));
         if wanted && back.get(*key).is_none_or(Value::is_null) {
             return Err(Fail::usage(format!("{flag} is not supported by this build's connection settings")));
         }

@@ -1,19 +1,32 @@
 //! MySQL / MariaDB: an r2d2 pool of `mysql` connections in read-only sessions.
 //!
-//! Session layer: every connection runs `SET SESSION TRANSACTION READ ONLY` (and
-//! `time_zone = '+00:00'`, so `TIMESTAMP` values are UTC instants); every query runs in
-//! `START TRANSACTION READ ONLY` with the server-side limit set to the time left before its
-//! deadline (`max_statement_time` on MariaDB, `max_execution_time` on MySQL). A write that
-//! slips past the text check fails with error 1792; cancel runs `KILL QUERY <id>` from a
-//! second connection. Queries always go through the binary protocol (prepared statements),
-//! which never runs more than one statement, and rows stream one by one from the socket.
+//! Session layer: every connection runs [`session_setup`]: `SET SESSION TRANSACTION READ
+//! ONLY`, `time_zone = '+00:00'` (so `TIMESTAMP` values are UTC instants), and a `sql_mode`
+//! without `NO_BACKSLASH_ESCAPES` and `ANSI_QUOTES` (nor the combination modes that imply
+//! them), whatever the server's global mode: the gate lexes backslash escapes and
+//! double-quoted strings the default way. Every query runs in `START TRANSACTION READ ONLY`
+//! with the server-side limit set to the time left before its deadline (`max_statement_time`
+//! on MariaDB, `max_execution_time` on MySQL). A write that slips past the text check fails
+//! with error 1792; cancel runs `KILL QUERY <id>` from a second connection. When a connection
+//! returns to the pool it is reset (`COM_RESET_CONNECTION`: `GET_LOCK` locks, user variables
+//! and session settings go) and the session setup runs again. Queries always go through the
+//! binary protocol (prepared statements), which never runs more than one statement, and rows
+//! stream one by one from the socket.
+//!
+//! TLS: the `mysql` crate's rustls support (ring), per [`SslMode`]: `prefer` tries TLS and
+//! falls back to plain only when the server has none; `verify-ca` is refused at validation
+//! (the crate always adds the public Web PKI roots, so a chain-only check would pass any
+//! public certificate). The `mysql_clear_password` plugin is enabled only on TLS connections
+//! or with `allow_cleartext_password`. Known limit: `caching_sha2_password` (MySQL 8) on a
+//! plain connection encrypts the password with a public key the server sends, which an active
+//! man in the middle can replace; use TLS.
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use mysql::consts::{ColumnFlags, ColumnType};
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts, OptsBuilder, Value};
+use mysql::{Conn, Opts, OptsBuilder, SslOpts, Value};
 
 use crate::alarm::Alarm;
 use crate::catalog::{TextRows, TextSink};
@@ -41,6 +54,23 @@ mod code {
     pub const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 }
 
+/// Takes out of the session's `sql_mode` the two modes that change how string literals and
+/// double quotes lex, and the combination modes that would bring them back; everything else
+/// is kept. Also run on ODBC connections with the MySQL dialect.
+pub(crate) const PIN_SQL_MODE: &str = "SET SESSION sql_mode = TRIM(BOTH ',' FROM \
+     REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE( \
+     CONCAT(',', @@SESSION.sql_mode, ','), \
+     ',NO_BACKSLASH_ESCAPES,', ','), ',ANSI_QUOTES,', ','), ',ANSI,', ','), ',ORACLE,', ','), \
+     ',MSSQL,', ','), ',DB2,', ','), ',POSTGRESQL,', ','), ',MAXDB,', ','))";
+
+/// The session setup of every connection, at connect and after each reset (one round trip).
+fn session_setup() -> String {
+    format!("SET SESSION TRANSACTION READ ONLY; SET time_zone = '+00:00', NAMES utf8mb4; {PIN_SQL_MODE}")
+}
+
+/// Modes the gate's lexer cannot live with; checked after [`session_setup`] at connect.
+const FORBIDDEN_MODES: [&str; 2] = ["NO_BACKSLASH_ESCAPES", "ANSI_QUOTES"];
+
 pub(crate) struct MySession {
     conn: Conn,
     mariadb: bool,
@@ -50,6 +80,26 @@ impl Session for MySession {
     fn ping(&mut self) -> Result<(), DriverError> {
         self.conn.query_drop("SELECT 1").map_err(|e| DriverError::Query(e.to_string()))
     }
+
+    /// `COM_RESET_CONNECTION` (releases `GET_LOCK` locks, drops user variables and session
+    /// settings), then the crate re-runs the init commands, i.e. [`session_setup`].
+    fn reset(&mut self) -> Result<(), DriverError> {
+        self.conn.reset().map_err(|e| DriverError::Query(e.to_string()))
+    }
+}
+
+/// Fails when the session still has a mode the gate cannot lex under.
+fn check_sql_mode(conn: &mut Conn, target: &str) -> Result<(), DriverError> {
+    let mode: Option<String> = conn
+        .query_first("SELECT @@SESSION.sql_mode")
+        .map_err(|e| DriverError::Open(format!("mysql {target}: reading sql_mode: {e}")))?;
+    let mode = mode.unwrap_or_default();
+    if let Some(bad) = mode.split(',').find(|m| FORBIDDEN_MODES.contains(&m.trim())) {
+        return Err(DriverError::Open(format!(
+            "mysql {target}: the session keeps sql_mode {bad} after setup ({mode}); refused"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) struct MyDb {
@@ -61,16 +111,25 @@ pub(crate) struct MyDb {
 impl MyDb {
     pub(crate) fn open(spec: &ConnectionSpec) -> Result<Self, DriverError> {
         let password = spec.password.resolve()?;
-        let (opts, target) = opts(spec, password.as_ref())?;
+        let (opts, plain, target) = opts(spec, password.as_ref())?;
         let secrets: Vec<Secret> = password.into_iter().chain(spec.connection_string.clone()).collect();
         let database = opts.get_db_name().unwrap_or_default().to_owned();
         let connect_opts = opts.clone();
+        let mode = spec.ssl_mode;
         let pool = DbPool::open(&spec.pool, move || {
             let refs: Vec<&Secret> = secrets.iter().collect();
-            let mut conn = Conn::new(connect_opts.clone()).map_err(|e| match connect_error(&e, &target) {
+            let scrubbed = |e: mysql::Error| match connect_error(&e, &target, mode) {
                 DriverError::Open(m) => DriverError::Open(scrub(m, &refs)),
                 other => other,
-            })?;
+            };
+            let mut conn = match (Conn::new(connect_opts.clone()), &plain) {
+                // `prefer`: plain only when the server does not offer TLS at all.
+                (Err(mysql::Error::DriverError(mysql::DriverError::TlsNotSupported)), Some(plain)) => {
+                    Conn::new(plain.clone()).map_err(scrubbed)?
+                }
+                (result, _) => result.map_err(scrubbed)?,
+            };
+            check_sql_mode(&mut conn, &target)?;
             let version: Option<String> =
                 conn.query_first("SELECT VERSION()").map_err(|e| DriverError::Open(e.to_string()))?;
             Ok(MySession { conn, mariadb: version.is_some_and(|v| v.contains("MariaDB")) })
@@ -79,7 +138,12 @@ impl MyDb {
     }
 }
 
-fn opts(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Opts, String), DriverError> {
+/// The connection options, plus for `prefer` the plain fallback used when the server offers no
+/// TLS; `target` names the server in error messages.
+fn opts(
+    spec: &ConnectionSpec,
+    password: Option<&Secret>,
+) -> Result<(Opts, Option<Opts>, String), DriverError> {
     let base = match &spec.connection_string {
         Some(cs) => OptsBuilder::from_opts(Opts::from_url(cs.expose()).map_err(|_| {
             DriverError::Open("mysql: the connection string is not a valid mysql:// URL".into())
@@ -96,38 +160,73 @@ fn opts(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Opts, Strin
     if let Some(password) = password {
         builder = builder.pass(Some(password.expose().to_owned()));
     }
-    if spec.ssl_mode == SslMode::Require {
-        return Err(DriverError::Open(
-            "mysql: sslMode require: TLS for MySQL connections is not available in this build".into(),
-        ));
-    }
     let builder = builder
         .prefer_socket(false)
         .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
         .tcp_keepalive_time_ms(Some(60_000))
         .stmt_cache_size(Some(32))
-        .init(vec!["SET SESSION TRANSACTION READ ONLY", "SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
-    let opts = Opts::from(builder);
+        .init(vec![session_setup()]);
+    let ssl = match spec.ssl_mode {
+        SslMode::Disable => None,
+        // Encryption only: any certificate, any name.
+        SslMode::Prefer | SslMode::Require => Some(
+            SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        ),
+        SslMode::VerifyCa => {
+            return Err(DriverError::Open(
+                "mysql: sslMode verify-ca is not available; use verify-full".into(),
+            ));
+        }
+        SslMode::VerifyFull => {
+            if let Some(path) = &spec.ssl_root_cert {
+                // The crate reads the file at each connect; check it now for a clear error.
+                crate::tls::load_roots(path)?;
+            }
+            Some(SslOpts::default().with_root_cert_path(spec.ssl_root_cert.clone()))
+        }
+    };
+    // The password in clear only inside TLS, or where the connection allows it.
+    let plain = (spec.ssl_mode == SslMode::Prefer)
+        .then(|| Opts::from(builder.clone().enable_cleartext_plugin(spec.allow_cleartext_password)));
+    let cleartext = spec.allow_cleartext_password || ssl.is_some();
+    let opts = Opts::from(builder.ssl_opts(ssl).enable_cleartext_plugin(cleartext));
     let target = format!("{}:{}", opts.get_ip_or_hostname(), opts.get_tcp_port());
-    Ok((opts, target))
+    Ok((opts, plain, target))
 }
 
-fn connect_error(e: &mysql::Error, target: &str) -> DriverError {
+fn connect_error(e: &mysql::Error, target: &str, mode: SslMode) -> DriverError {
     let specific = match e {
         mysql::Error::MySqlError(m) => match m.code {
             code::ACCESS_DENIED => format!("authentication failed: {}", m.message),
             code::BAD_DB => m.message.clone(),
             code::SECURE_TRANSPORT_REQUIRED => format!(
-                "the server requires TLS ({}); TLS for MySQL connections is not available in this build",
+                "the server requires TLS ({}); set sslMode require or verify-full (now {mode})",
                 m.message
             ),
             _ if m.message.contains("insecure transport") || m.message.contains("SSL") => format!(
-                "the server requires TLS ({}); TLS for MySQL connections is not available in this build",
+                "the server requires TLS ({}); set sslMode require or verify-full (now {mode})",
                 m.message
             ),
             c => format!("{} (error {c})", m.message),
         },
+        mysql::Error::DriverError(mysql::DriverError::TlsNotSupported) => {
+            format!("the server does not offer TLS (sslMode {mode})")
+        }
+        mysql::Error::DriverError(mysql::DriverError::CleartextPluginDisabled) => cleartext_refused(),
+        mysql::Error::DriverError(mysql::DriverError::UnknownAuthPlugin(name))
+            if name == "mysql_clear_password" =>
+        {
+            cleartext_refused()
+        }
+        mysql::Error::TlsError(tls) => format!("TLS (sslMode {mode}) failed: {tls}"),
+        mysql::Error::IoError(io) if io.to_string().contains("certificate") => {
+            format!("TLS (sslMode {mode}) failed: {io}")
+        }
         mysql::Error::IoError(io) => format!("cannot reach the server: {io}"),
+        // rustls reports a refused certificate from inside the stream (`CodecError`/`IoError`).
+        other if other.to_string().contains("certificate") => format!("TLS (sslMode {mode}) failed: {other}"),
         mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(Some((_, detail, _)))) => {
             format!("cannot reach the server: {detail}")
         }
@@ -137,6 +236,13 @@ fn connect_error(e: &mysql::Error, target: &str) -> DriverError {
         other => format!("cannot connect: {other}"),
     };
     DriverError::Open(format!("mysql {target}: {specific}"))
+}
+
+fn cleartext_refused() -> String {
+    "the server asks for the password in clear text (mysql_clear_password) on a connection without \
+     TLS; refused so the password is not sent readable on the network. Use sslMode require or \
+     verify-full, or set allowCleartextPassword: true to accept the risk"
+        .to_owned()
 }
 
 fn query_error(e: &mysql::Error, interrupt: &Interrupt) -> DriverError {
@@ -567,5 +673,45 @@ impl TextRows for MyText<'_> {
             Ok(_) => Ok(()),
             Err(e) => Err(sink.unwrap_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbKind;
+
+    fn spec(ssl_mode: SslMode, allow: bool) -> ConnectionSpec {
+        ConnectionSpec {
+            kind: DbKind::Mysql,
+            host: Some("db".into()),
+            user: Some("ro".into()),
+            ssl_mode,
+            allow_cleartext_password: allow,
+            ..ConnectionSpec::default()
+        }
+    }
+
+    /// `mysql_clear_password` only inside TLS, or where the connection allows it.
+    #[test]
+    fn the_cleartext_plugin_needs_tls_or_consent() {
+        let cleartext = |mode, allow| {
+            let (opts, plain, _) = opts(&spec(mode, allow), None).unwrap();
+            (opts.get_enable_cleartext_plugin(), plain.map(|p| p.get_enable_cleartext_plugin()))
+        };
+        assert_eq!(cleartext(SslMode::Disable, false), (false, None));
+        assert_eq!(cleartext(SslMode::Disable, true), (true, None));
+        // `prefer`: the TLS attempt may (it fails without TLS), the plain fallback may not.
+        assert_eq!(cleartext(SslMode::Prefer, false), (true, Some(false)));
+        assert_eq!(cleartext(SslMode::Prefer, true), (true, Some(true)));
+        assert_eq!(cleartext(SslMode::Require, false), (true, None));
+        assert_eq!(cleartext(SslMode::VerifyFull, false), (true, None));
+        let (require, _, _) = opts(&spec(SslMode::Require, false), None).unwrap();
+        assert!(require.get_ssl_opts().is_some_and(|s| s.accept_invalid_certs()));
+        let (full, _, _) = opts(&spec(SslMode::VerifyFull, false), None).unwrap();
+        assert!(
+            full.get_ssl_opts().is_some_and(|s| !s.accept_invalid_certs() && !s.skip_domain_validation())
+        );
+        assert!(full.get_init().iter().any(|i| i.contains("NO_BACKSLASH_ESCAPES")));
     }
 }

@@ -61,6 +61,43 @@ impl Session for OdbcSession {
     fn is_closed(&self) -> bool {
         self.conn.is_dead().unwrap_or(true)
     }
+
+    /// What ODBC allows without the native protocol's reset: release the dialect's locks,
+    /// then re-apply the session setup and pins (see [`session_pins`]).
+    fn reset(&mut self) -> Result<(), DriverError> {
+        for statement in session_reset(self.dialect).iter().chain(self.dialect.odbc_session_setup()) {
+            self.conn.execute(statement, (), None).map_err(|e| DriverError::Query(message(&e)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings the gate relies on, applied after the dialect's session setup at connect and after
+/// each reset: PostgreSQL string literals without backslash escapes; MySQL/MariaDB a
+/// `sql_mode` without `NO_BACKSLASH_ESCAPES` / `ANSI_QUOTES`.
+fn session_pins(dialect: OdbcDialect) -> &'static [&'static str] {
+    match dialect {
+        OdbcDialect::Postgres => &["SET standard_conforming_strings = on"],
+        OdbcDialect::Mysql => &[crate::mysql::PIN_SQL_MODE],
+        _ => &[],
+    }
+}
+
+/// Run when a connection returns to the pool, before the session setup and pins again.
+/// PostgreSQL: advisory locks released, `search_path` and role back to their defaults
+/// (not `RESET ALL`: psqlODBC sets its own session settings at connect). MySQL/MariaDB:
+/// `GET_LOCK` locks released (`RELEASE_ALL_LOCKS`, MariaDB 10.5+ / MySQL 5.7+). Not possible
+/// over ODBC: MySQL user variables (no `COM_RESET_CONNECTION`) and other settings a statement
+/// changed; the native drivers reset those.
+fn session_reset(dialect: OdbcDialect) -> Vec<&'static str> {
+    let reset: &[&str] = match dialect {
+        OdbcDialect::Postgres => {
+            &["SELECT pg_advisory_unlock_all()", "RESET search_path", "RESET ROLE", "CLOSE ALL", "UNLISTEN *"]
+        }
+        OdbcDialect::Mysql => &["DO RELEASE_ALL_LOCKS()"],
+        _ => &[],
+    };
+    reset.iter().chain(session_pins(dialect)).copied().collect()
 }
 
 pub(crate) struct OdbcDb {
@@ -91,7 +128,7 @@ impl OdbcDb {
             };
             let conn = ffi::connect_read_only(env, connection_string.expose(), options)
                 .map_err(|e| DriverError::Open(scrub(connect_error(&e, &target), &refs)))?;
-            for statement in dialect.odbc_session_setup() {
+            for statement in dialect.odbc_session_setup().iter().chain(session_pins(dialect)) {
                 conn.execute(statement, (), None).map_err(|e| {
                     DriverError::Open(format!(
                         "odbc {target}: session setup `{statement}` failed: {}",

@@ -1,13 +1,23 @@
 //! PostgreSQL: an r2d2 pool of `postgres` clients in read-only sessions.
 //!
-//! Session layer: every connection starts with `default_transaction_read_only=on` (startup
-//! option), and every query runs in `BEGIN READ ONLY` with `SET LOCAL statement_timeout` set to
-//! the time left before its deadline, so a write that slips past the text check fails with
-//! SQLSTATE 25006 and a runaway query is stopped by the server (57014 → `Timeout`). Cancel
-//! sends a cancel request on the connection's cancel token. Rows stream with `query_raw`
-//! (binary format, tokio-postgres' one-message channel gives back-pressure) and are never
-//! buffered.
+//! Session layer: every connection starts with `default_transaction_read_only=on` and
+//! `standard_conforming_strings=on` (startup options, which override role and database
+//! defaults; the gate lexes string literals on that assumption), and every query runs in
+//! `BEGIN READ ONLY` with `SET LOCAL statement_timeout` set to the time left before its
+//! deadline, so a write that slips past the text check fails with SQLSTATE 25006 and a
+//! runaway query is stopped by the server (57014 → `Timeout`). When a connection goes back to
+//! the pool its session state is reset ([`RESET_SESSION`]: advisory locks released, every
+//! setting — `search_path` included — back to its value at connect, cursors closed,
+//! `LISTEN`s dropped); a connection whose reset fails is closed. Cancel sends a cancel request
+//! on the connection's cancel token. Rows stream with `query_raw` (binary format,
+//! tokio-postgres' one-message channel gives back-pressure) and are never buffered.
+//!
+//! TLS: rustls through `tokio-postgres-rustls`, per [`SslMode`] (see `crate::tls`); SCRAM
+//! uses channel binding when the link is TLS. Before a connection that may run without TLS
+//! carries a password, [`probe::CleartextProbe`] refuses a server that would ask for it in
+//! clear text (unless `allow_cleartext_password`).
 
+mod probe;
 mod types;
 
 use std::sync::{Arc, Mutex};
@@ -15,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::alarm::Alarm;
 use crate::catalog::{TextRows, TextSink};
@@ -35,6 +46,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// When a cancel request is sent a second time (see `stream`).
 const RESEND: Duration = Duration::from_millis(250);
 
+/// Run when a connection returns to the pool: what `DISCARD ALL` does except `DEALLOCATE ALL`
+/// (the client's prepared statements stay valid) and the temporary-object parts (a read-only
+/// session cannot create any). `RESET ALL` brings every setting back to its value at connect,
+/// i.e. the startup options above (`standard_conforming_strings`, read-only default) and the
+/// role's or database's `search_path`.
+pub(crate) const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all()";
+
 pub(crate) struct PgSession {
     client: Client,
 }
@@ -47,6 +66,10 @@ impl Session for PgSession {
     fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
+
+    fn reset(&mut self) -> Result<(), DriverError> {
+        self.client.batch_execute(RESET_SESSION).map_err(|e| DriverError::Query(e.to_string()))
+    }
 }
 
 pub(crate) struct PgDb {
@@ -57,13 +80,21 @@ pub(crate) struct PgDb {
 impl PgDb {
     pub(crate) fn open(spec: &ConnectionSpec) -> Result<Self, DriverError> {
         let password = spec.password.resolve()?;
-        let (config, target) = config(spec, password.as_ref())?;
+        let (config, target, mode) = config(spec, password.as_ref())?;
+        let tls_config = crate::tls::client_config(mode, spec.ssl_root_cert.as_deref())?;
+        let probe =
+            (!spec.allow_cleartext_password && !mode.requires_tls() && config.get_password().is_some())
+                .then(|| cleartext_probe(&config, mode, &tls_config));
+        let tls = MakeRustlsConnect::new(tls_config);
         let secrets: Vec<Secret> = password.into_iter().chain(spec.connection_string.clone()).collect();
         let database = config.get_dbname().or(config.get_user()).unwrap_or_default().to_owned();
         let pool = DbPool::open(&spec.pool, move || {
-            let client = config.connect(NoTls).map_err(|e| {
+            if let Some(probe) = &probe {
+                probe.check()?;
+            }
+            let client = config.connect(tls.clone()).map_err(|e| {
                 let refs: Vec<&Secret> = secrets.iter().collect();
-                match connect_error(&e, &target) {
+                match connect_error(&e, &target, mode) {
                     DriverError::Open(m) => DriverError::Open(scrub(m, &refs)),
                     other => other,
                 }
@@ -74,13 +105,47 @@ impl PgDb {
     }
 }
 
-/// Builds the client configuration; `target` names the server in error messages.
-fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, String), DriverError> {
+/// The cleartext probe for the servers `config` names (TCP hosts only: a Unix socket does
+/// not cross the network).
+fn cleartext_probe(config: &Config, mode: SslMode, tls: &rustls::ClientConfig) -> probe::CleartextProbe {
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let targets = if config.get_hostaddrs().is_empty() {
+        config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match h {
+                postgres::config::Host::Tcp(h) => Some((h.clone(), port(i))),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(_) => None,
+            })
+            .collect()
+    } else {
+        config.get_hostaddrs().iter().enumerate().map(|(i, a)| (a.to_string(), port(i))).collect()
+    };
+    probe::CleartextProbe {
+        targets,
+        user: config.get_user().unwrap_or_default().to_owned(),
+        database: config.get_dbname().map(str::to_owned),
+        prefer_tls: (mode == SslMode::Prefer).then(|| std::sync::Arc::new(tls.clone())),
+        timeout: config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT),
+    }
+}
+
+/// Builds the client configuration; `target` names the server in error messages. The TLS
+/// mode is the stronger of `sslMode` and an explicit `sslmode=` in the connection string.
+fn config(
+    spec: &ConnectionSpec,
+    password: Option<&Secret>,
+) -> Result<(Config, String, SslMode), DriverError> {
     let mut config = match &spec.connection_string {
         Some(cs) => cs.expose().parse::<Config>().map_err(|_| {
             // The parser's message may quote the string, password included.
             DriverError::Open(
-                "postgres: the connection string is not valid (key=value or postgres:// URL)".into(),
+                "postgres: the connection string is not valid (key=value or postgres:// URL; \
+                 give verify-ca / verify-full with the sslMode setting, not in the string)"
+                    .into(),
             )
         })?,
         None => {
@@ -102,24 +167,34 @@ fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, S
     if config.get_user().is_none() {
         return Err(DriverError::Open("postgres: no user given".into()));
     }
-    let require =
-        spec.ssl_mode == SslMode::Require || config.get_ssl_mode() == postgres::config::SslMode::Require;
-    if require {
-        return Err(DriverError::Open(
-            "postgres: sslMode require: TLS for PostgreSQL connections is not available in this build".into(),
-        ));
-    }
-    config.ssl_mode(postgres::config::SslMode::Disable);
+    let explicit = spec
+        .connection_string
+        .as_ref()
+        .is_some_and(|cs| cs.expose().to_ascii_lowercase().contains("sslmode"));
+    let from_string = match config.get_ssl_mode() {
+        postgres::config::SslMode::Disable => SslMode::Disable,
+        postgres::config::SslMode::Require => SslMode::Require,
+        _ => SslMode::Prefer,
+    };
+    let mode = if explicit { spec.ssl_mode.max(from_string) } else { spec.ssl_mode };
+    config.ssl_mode(match mode {
+        SslMode::Disable => postgres::config::SslMode::Disable,
+        SslMode::Prefer => postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
+    });
     config.application_name("mini-connector");
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(60));
-    // Session layer: every transaction of this session is read-only by default.
+    // Session layer: every transaction of this session is read-only by default, and string
+    // literals follow the standard (backslashes are not escapes), as the gate lexes them.
+    // Given last, these win over the same settings in user-supplied options.
+    const PINNED: &str = "-c default_transaction_read_only=on -c standard_conforming_strings=on";
     let options = match config.get_options() {
-        Some(o) if !o.is_empty() => format!("{o} -c default_transaction_read_only=on"),
-        _ => "-c default_transaction_read_only=on".to_owned(),
+        Some(o) if !o.is_empty() => format!("{o} {PINNED}"),
+        _ => PINNED.to_owned(),
     };
     config.options(&options);
     let host = match config.get_hosts().first() {
@@ -129,11 +204,11 @@ fn config(spec: &ConnectionSpec, password: Option<&Secret>) -> Result<(Config, S
         None => "localhost".into(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    Ok((config, format!("{host}:{port}")))
+    Ok((config, format!("{host}:{port}"), mode))
 }
 
 /// A specific, password-free message for a failed connection attempt.
-fn connect_error(e: &postgres::Error, target: &str) -> DriverError {
+fn connect_error(e: &postgres::Error, target: &str, mode: SslMode) -> DriverError {
     if let Some(db) = e.as_db_error() {
         let message = db.message();
         let specific = match db.code() {
@@ -141,7 +216,7 @@ fn connect_error(e: &postgres::Error, target: &str) -> DriverError {
             c if *c == SqlState::INVALID_CATALOG_NAME => message.to_owned(),
             c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION && message.contains("no encryption") => {
                 format!(
-                    "the server requires TLS ({message}); TLS for PostgreSQL connections is not available in this build"
+                    "the server requires TLS ({message}); set sslMode require or verify-full (now {mode})"
                 )
             }
             c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!("access denied: {message}"),
@@ -159,6 +234,11 @@ fn connect_error(e: &postgres::Error, target: &str) -> DriverError {
         source = s.source();
     }
     let text = text.strip_prefix("error connecting to server: ").unwrap_or(&text).to_owned();
+    if text.contains("TLS") {
+        // "error performing TLS handshake: server does not support TLS", "... invalid peer
+        // certificate: ..." (unknown issuer, name mismatch, expired).
+        return DriverError::Open(format!("postgres {target}: TLS (sslMode {mode}) failed: {text}"));
+    }
     DriverError::Open(format!("postgres {target}: cannot reach the server: {text}"))
 }
 
