@@ -11,7 +11,7 @@ use std::time::Duration;
 use drivers::{Database, DbKind, OdbcDialect};
 use mysql::prelude::Queryable;
 
-use crate::common::{Owned, run, scalar};
+use crate::common::{Owned, Recorder, run, scalar};
 use crate::servers::{env_or_skip, exclusive, odbc_spec, parse_url, shared, url_spec};
 
 fn single(kind: DbKind, url: &str) -> Database {
@@ -26,6 +26,70 @@ fn single(kind: DbKind, url: &str) -> Database {
         ..spec
     })
     .unwrap()
+}
+
+/// Runs `sql` with `functions` approved by name (as a customer would approve a function in
+/// `approvedFunctions`) and returns its single value. The session-state tests need a query that
+/// leaves something behind — the gate refuses every built-in that does — so each server gets
+/// wrapper functions (`mc_leak_*`) whose side effects the customer "did not know about"; the
+/// reset on return must clean up after them.
+fn leaky(db: &Database, sql: &str) -> Owned {
+    let policy = gate::Policy {
+        approved_functions: ["mc_leak_lock", "mc_leak_set", "mc_leak_var"].map(String::from).into(),
+        ..gate::Policy::default()
+    };
+    let checked = gate::check_with(sql, 0, db.gate_target(), &policy, &gate::Limits::default())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut sink = Recorder::default();
+    db.query(&checked, &[], &drivers::QueryOptions::default(), &mut sink)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sink.rows[0][0].clone()
+}
+
+/// The PostgreSQL wrappers, made by the fixture owner (executable by everyone, as PostgreSQL
+/// functions are by default).
+fn postgres_leak_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(make_postgres_leak_functions);
+}
+
+fn make_postgres_leak_functions() {
+    let Some(url) = env_or_skip("MC_TEST_PG_OWNER_URL") else { return };
+    let mut owner = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    owner
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION public.mc_leak_lock(bigint) RETURNS boolean LANGUAGE sql \
+               AS 'SELECT pg_try_advisory_lock($1)';
+             CREATE OR REPLACE FUNCTION public.mc_leak_set(text, text) RETURNS text LANGUAGE sql \
+               AS 'SELECT set_config($1, $2, false)';",
+        )
+        .unwrap();
+}
+
+/// The MariaDB wrappers, made by root over the socket, with EXECUTE for the read-only user.
+fn mariadb_leak_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(make_mariadb_leak_functions);
+}
+
+/// Who holds the named lock, as root sees it (the gate refuses lock functions to a console).
+fn lock_holder(name: &str) -> Option<u64> {
+    let mut root = mariadb_root()?;
+    root.query_first::<Option<u64>, _>(format!("SELECT IS_USED_LOCK('{name}')")).unwrap().flatten()
+}
+
+fn make_mariadb_leak_functions() {
+    let Some(mut root) = mariadb_root() else { return };
+    for sql in [
+        "CREATE OR REPLACE FUNCTION mc_test.mc_leak_lock(n VARCHAR(64)) RETURNS INT NOT DETERMINISTIC \
+         RETURN GET_LOCK(n, 0)",
+        "CREATE OR REPLACE FUNCTION mc_test.mc_leak_var() RETURNS INT NOT DETERMINISTIC \
+         BEGIN SET @mc_leftover = 7; RETURN 7; END",
+        "GRANT EXECUTE ON mc_test.* TO 'mc_ro'@'127.0.0.1'",
+        "GRANT EXECUTE ON mc_test.* TO 'mc_ro'@'localhost'",
+    ] {
+        root.query_drop(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 fn text(value: Owned) -> String {
@@ -138,21 +202,22 @@ fn postgres_sessions_keep_standard_conforming_strings_whatever_the_database_defa
 fn postgres_locks_and_settings_do_not_outlive_their_query() {
     let Some(url) = env_or_skip("MC_TEST_PG_URL") else { return };
     let _servers = shared();
+    postgres_leak_functions();
     let db = single(DbKind::Postgres, &url);
     let pid = scalar(&db, "SELECT pg_backend_pid()");
     let search_path = scalar(&db, "SELECT current_setting('search_path')");
     let advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()";
 
-    assert_eq!(scalar(&db, "SELECT pg_try_advisory_lock(424242)"), Owned::Bool(true));
+    assert_eq!(leaky(&db, "SELECT mc_leak_lock(424242)"), Owned::Bool(true));
     assert_eq!(scalar(&db, advisory), Owned::Int(0), "advisory lock released on return");
-    scalar(&db, "SELECT set_config('search_path', 'pg_catalog', false)");
+    leaky(&db, "SELECT mc_leak_set('search_path', 'pg_catalog')");
     assert_eq!(scalar(&db, "SELECT current_setting('search_path')"), search_path);
-    scalar(&db, "SELECT set_config('standard_conforming_strings', 'off', false)");
+    leaky(&db, "SELECT mc_leak_set('standard_conforming_strings', 'off')");
     assert_eq!(
         scalar(&db, "SELECT current_setting('standard_conforming_strings')"),
         Owned::Text("on".into())
     );
-    scalar(&db, "SELECT set_config('default_transaction_read_only', 'off', false)");
+    leaky(&db, "SELECT mc_leak_set('default_transaction_read_only', 'off')");
     assert_eq!(
         scalar(&db, "SELECT current_setting('default_transaction_read_only')"),
         Owned::Text("on".into())
@@ -164,16 +229,13 @@ fn postgres_locks_and_settings_do_not_outlive_their_query() {
 fn mariadb_locks_and_variables_do_not_outlive_their_query() {
     let Some(url) = env_or_skip("MC_TEST_MYSQL_URL") else { return };
     let _servers = shared();
+    mariadb_leak_functions();
     let db = single(DbKind::Mysql, &url);
     let id = scalar(&db, "SELECT CONNECTION_ID()");
 
-    assert_eq!(scalar(&db, "SELECT GET_LOCK('mc_session_test', 0)"), Owned::Int(1));
-    assert_eq!(
-        scalar(&db, "SELECT IS_USED_LOCK('mc_session_test')"),
-        Owned::Null,
-        "GET_LOCK released on return"
-    );
-    assert_eq!(scalar(&db, "SELECT @mc_leftover := 7"), Owned::Int(7));
+    assert_eq!(leaky(&db, "SELECT mc_leak_lock('mc_session_test')"), Owned::Int(1));
+    assert_eq!(lock_holder("mc_session_test"), None, "GET_LOCK released on return");
+    assert_eq!(leaky(&db, "SELECT mc_leak_var()"), Owned::Int(7));
     assert_eq!(scalar(&db, "SELECT @mc_leftover"), Owned::Null, "user variables dropped on return");
     assert_eq!(scalar(&db, "SELECT @@SESSION.tx_read_only"), Owned::Int(1), "read-only again after reset");
     assert_eq!(scalar(&db, "SELECT @@SESSION.time_zone"), Owned::Text("+00:00".into()));
@@ -197,21 +259,23 @@ fn odbc_sessions_release_locks_and_keep_the_pins() {
         })
         .unwrap()
     };
+    postgres_leak_functions();
+    mariadb_leak_functions();
     let db = single(pg, OdbcDialect::Postgres);
-    scalar(&db, "SELECT pg_try_advisory_lock(424243)");
+    leaky(&db, "SELECT mc_leak_lock(424243)");
     let advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()";
     assert_eq!(scalar(&db, advisory), Owned::Int(0));
-    scalar(&db, "SELECT set_config('standard_conforming_strings', 'off', false)");
+    leaky(&db, "SELECT mc_leak_set('standard_conforming_strings', 'off')");
     assert_eq!(
         scalar(&db, "SELECT current_setting('standard_conforming_strings')"),
         Owned::Text("on".into())
     );
-    scalar(&db, "SELECT set_config('search_path', 'pg_catalog', false)");
+    leaky(&db, "SELECT mc_leak_set('search_path', 'pg_catalog')");
     assert_eq!(scalar(&db, "SELECT current_setting('search_path')"), Owned::Text("\"$user\", public".into()));
 
     let db = single(my, OdbcDialect::Mysql);
-    scalar(&db, "SELECT GET_LOCK('mc_odbc_session_test', 0)");
-    assert_eq!(scalar(&db, "SELECT IS_USED_LOCK('mc_odbc_session_test')"), Owned::Null);
+    leaky(&db, "SELECT mc_leak_lock('mc_odbc_session_test')");
+    assert_eq!(lock_holder("mc_odbc_session_test"), None);
     let mode = text(scalar(&db, "SELECT @@SESSION.sql_mode"));
     assert!(!mode.contains("ANSI_QUOTES") && !mode.contains("NO_BACKSLASH_ESCAPES"), "{mode}");
 }
