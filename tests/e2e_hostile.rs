@@ -327,7 +327,7 @@ fn queries_the_gate_used_to_refuse_run_end_to_end() {
     for sql in [
         "EXPLAIN SELECT id FROM customers",
         "EXPLAIN ANALYZE SELECT id FROM customers",
-        "SELECT t.update, t.call FROM (SELECT 1 AS update, 2 AS call) AS t",
+        "SELECT t.update, t.call FROM (SELECT 1 AS \"update\", 2 AS \"call\") AS t",
         "TABLE customers",
     ] {
         let outcome = world.gateway.query("PgAllowed", request(sql));
