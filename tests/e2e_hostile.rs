@@ -291,6 +291,9 @@ fn postgres_private_data_does_not_leak_through_statistics_views_or_catalogues() 
         "SELECT table_name FROM information_schema.tables",
         "SELECT relname FROM pg_class",
         "SELECT attname FROM pg_catalog.pg_attribute",
+        // Catalogue functions tell private names too (a view's definition, a table's existence).
+        "SELECT pg_get_viewdef('mc_e2e_views.invoice_copy'::regclass)",
+        "SELECT to_regclass('public.invoices') IS NOT NULL",
     ] {
         let body = refused(&world, "PgPrivate", request(sql));
         assert_eq!(body.code, ErrorCode::SchemaAccessDenied, "{sql}: {}", body.message);

@@ -929,6 +929,9 @@ impl Visitor for Walker<'_> {
                 if let Err(reason) = self.deny_call(&f.name).and_then(|()| functions::cost_check(f)) {
                     return ControlFlow::Break(reason);
                 }
+                if self.privacy && catalog::introspects(&name_strings(&f.name), self.dialect) {
+                    self.privacy_denied = true;
+                }
                 if self.privacy
                     && let FunctionArguments::List(list) = &f.args
                 {
@@ -952,6 +955,11 @@ impl Visitor for Walker<'_> {
                     "{} is not allowed: it advances a sequence",
                     name.join(".")
                 ));
+            }
+            Expr::Cast { data_type, .. }
+                if self.privacy && catalog::lookup_type(&data_type.to_string(), self.dialect) =>
+            {
+                self.privacy_denied = true;
             }
             Expr::BinaryOp { op: BinaryOperator::Assignment, .. } => {
                 return ControlFlow::Break("assignment to a variable (`:=`) is not allowed".into());

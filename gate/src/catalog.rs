@@ -97,6 +97,47 @@ pub(crate) fn function<S: AsRef<str>>(parts: &[S], dialect: Dialect) -> Option<C
     }
 }
 
+/// Whether a function called in an expression reads the catalogues by name — a relation's
+/// existence, definition, size, comment or privileges (`pg_get_viewdef`, `to_regclass`,
+/// `has_table_privilege`, `obj_description`, `OBJECT_DEFINITION`, ...). Harmless on a connection
+/// with nothing private; with private objects it would tell their names, so it is refused there.
+/// Every function that is a catalogue in `FROM` counts too (PostgreSQL: every `pg_*`).
+pub(crate) fn introspects<S: AsRef<str>>(parts: &[S], dialect: Dialect) -> bool {
+    if function(parts, dialect).is_some() {
+        return true;
+    }
+    let Some(n) = Name::new(parts) else { return false };
+    let last = n.last.as_str();
+    let postgres = || {
+        (last.starts_with("has_") && last.ends_with("_privilege"))
+            || last.starts_with("to_reg")
+            || ["obj_description", "col_description", "shobj_description"].contains(&last)
+    };
+    let mssql = || {
+        last.starts_with("object")
+            || last.starts_with("col_")
+            || last.starts_with("type_")
+            || last.starts_with("schema_")
+            || last.ends_with("property")
+            || last.ends_with("propertyex")
+            || ["has_perms_by_name", "permissions", "index_col", "ident_current", "db_name", "db_id"]
+                .contains(&last)
+    };
+    match dialect {
+        Dialect::Postgres => postgres(),
+        Dialect::Mssql => mssql(),
+        Dialect::Generic => postgres() || mssql(),
+        Dialect::Mysql | Dialect::Sqlite | Dialect::Oracle | Dialect::Hana => false,
+    }
+}
+
+/// Whether a cast to `type_name` looks a name up in the catalogues (PostgreSQL `regclass`,
+/// `regproc`, ...: `'payroll'::regclass` tells whether `payroll` exists).
+pub(crate) fn lookup_type(type_name: &str, dialect: Dialect) -> bool {
+    matches!(dialect, Dialect::Postgres | Dialect::Generic)
+        && type_name.to_ascii_lowercase().starts_with("reg")
+}
+
 fn postgres(n: &Name, function: bool) -> Option<Catalog> {
     const VALUES: &[&str] = &[
         "pg_stats",
