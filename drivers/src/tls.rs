@@ -44,11 +44,13 @@ pub(crate) fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<C
     let provider = provider();
     let algorithms = provider.signature_verification_algorithms;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(AnyCertificate { algorithms }),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+            Arc::new(NameBlind { roots: None, algorithms })
+        }
         SslMode::VerifyCa => {
             let path =
                 root_cert.ok_or_else(|| DriverError::Open("sslMode verify-ca needs sslRootCert".into()))?;
-            Arc::new(ChainOnly { roots: Arc::new(load_roots(path)?), algorithms })
+            Arc::new(NameBlind { roots: Some(Arc::new(load_roots(path)?)), algorithms })
         }
         SslMode::VerifyFull => {
             let roots = match root_cert {
@@ -69,56 +71,16 @@ pub(crate) fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<C
     Ok(config)
 }
 
-/// `prefer` / `require`: any certificate; the handshake must still be signed by its key.
+/// `prefer` / `require` (`roots: None`): any certificate; `verify-ca` (`roots: Some`): the
+/// certificate must chain to one of `roots` and be valid now. The host name is never compared,
+/// and the handshake must still be signed by the certificate's key.
 #[derive(Debug)]
-struct AnyCertificate {
+struct NameBlind {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the certificate must chain to one of `roots` and be valid now; the host name
-/// is not compared.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameBlind {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -127,14 +89,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
