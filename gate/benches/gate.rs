@@ -15,6 +15,10 @@ use std::time::Instant;
 use gate::{Dialect, Limits, MAX_SQL_BYTES, Policy, check, check_with, keyword_prefilter_for};
 use sqlparser::parser::Parser;
 
+#[path = "../tests/chained_ctes.rs"]
+mod chained_ctes;
+use chained_ctes::chained_ctes;
+
 const PORTABLE: &[&str] = &[
     "SELECT c.id, c.name, COUNT(o.id) AS orders, SUM(o.total) AS revenue FROM customers c LEFT JOIN orders o ON o.customer_id = c.id WHERE o.status IN ('paid', 'shipped') GROUP BY c.id, c.name HAVING COUNT(o.id) > 3 ORDER BY revenue DESC",
     "WITH big AS (SELECT customer_id, SUM(total) AS spent FROM orders GROUP BY customer_id) SELECT c.name, b.spent FROM big b JOIN customers c ON c.id = b.customer_id WHERE b.spent > 1000 ORDER BY b.spent DESC",
@@ -105,15 +109,7 @@ fn measure(queries: &[&str], iterations: usize, mut f: impl FnMut(&str)) -> Stat
 
 /// Texts built to make a gate do work out of proportion to their size: name, text.
 fn shapes() -> Vec<(&'static str, String)> {
-    let ctes: Vec<String> = (0..20_000)
-        .map(|i| {
-            if i == 0 {
-                "c0 AS (SELECT 1 AS x)".to_owned()
-            } else {
-                format!("c{i} AS (SELECT x FROM c{})", i - 1)
-            }
-        })
-        .collect();
+    let ctes = chained_ctes(20_000);
     let joins: String = (0..4_000).map(|i| format!(", customers c{i}")).collect();
     let cols: String = (0..4_000).map(|i| format!("c{i}.id, ")).collect();
     vec![

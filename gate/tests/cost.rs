@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::chained_ctes::chained_ctes;
 use gate::{
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKENS, Dialect, Limits, MAX_SQL_BYTES, Policy, RejectCode, Rejection,
     check_with,
@@ -65,15 +66,7 @@ fn the_issue_8_cte_text_is_refused_before_it_is_parsed() {
 
 /// Shapes that made a quadratic gate slow, at the size the default limits allow.
 fn shapes() -> Vec<(&'static str, String)> {
-    let ctes: Vec<String> = (0..5_000)
-        .map(|i| {
-            if i == 0 {
-                "c0 AS (SELECT 1 AS x)".to_owned()
-            } else {
-                format!("c{i} AS (SELECT x FROM c{})", i - 1)
-            }
-        })
-        .collect();
+    let ctes = chained_ctes(5_000);
     let joins: String = (0..2_500).map(|i| format!(", customers c{i}")).collect();
     let cols: String = (0..2_500).map(|i| format!("c{i}.id, ")).collect();
     let schemas: String = (0..2_500).map(|i| format!(", s{i}.customers")).collect();

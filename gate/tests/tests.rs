@@ -1,6 +1,7 @@
 //! Integration tests of the gate: one test binary, one module per topic.
 
 mod catalogue;
+mod chained_ctes;
 mod corpus;
 mod cost;
 mod props;
