@@ -12,36 +12,12 @@ use mini_connector::protocol::{ErrorBody, ErrorCode, Outbound};
 use serde_json::{Value, json};
 
 use crate::e2e_query::request;
-use crate::support::{AgentProc, World, connected_agent, server_url, wait_event};
-
-/// `scheme://user:password@host:port/database` → its parts.
-struct Url {
-    user: String,
-    password: String,
-    host: String,
-    port: u16,
-    database: String,
-}
-
-fn parse(url: &str) -> Url {
-    let rest = url.split_once("://").unwrap().1;
-    let (credentials, rest) = rest.split_once('@').unwrap();
-    let (user, password) = credentials.split_once(':').unwrap();
-    let (host_port, database) = rest.split_once('/').unwrap();
-    let (host, port) = host_port.split_once(':').unwrap();
-    Url {
-        user: user.into(),
-        password: password.into(),
-        host: host.into(),
-        port: port.parse().unwrap(),
-        database: database.into(),
-    }
-}
+use crate::support::{AgentProc, DbUrl, World, connected_agent, server_url, wait_event};
 
 /// An agent whose one connection `erp` is the server at `url` (owner account), with `extra`
 /// merged into its config. The password goes through a 0600 file reference.
 fn owner_agent(world: &World, name: &str, kind: &str, url: &str, extra: Value) -> AgentProc {
-    let u = parse(url);
+    let u = DbUrl::parse(url);
     let secret = world.dir.0.join(format!("{name}-password"));
     std::fs::write(&secret, &u.password).unwrap();
     #[cfg(unix)]

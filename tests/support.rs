@@ -210,3 +210,29 @@ pub fn server_url(var: &str) -> Option<String> {
         }
     }
 }
+
+/// `scheme://user:password@host:port/database`, as `scripts/db-servers.sh env` prints them.
+pub struct DbUrl {
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Self {
+        let rest = url.split_once("://").unwrap().1;
+        let (credentials, rest) = rest.rsplit_once('@').unwrap();
+        let (user, password) = credentials.split_once(':').unwrap();
+        let (host_port, database) = rest.split_once('/').unwrap();
+        let (host, port) = host_port.rsplit_once(':').unwrap();
+        DbUrl {
+            user: user.into(),
+            password: password.into(),
+            host: host.into(),
+            port: port.parse().unwrap(),
+            database: database.into(),
+        }
+    }
+}

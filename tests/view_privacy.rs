@@ -15,35 +15,19 @@ use drivers::{
 };
 use mini_connector::policy::{effective_policy, visible_schema};
 
-fn env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("MC_REQUIRE_DB_SERVERS").as_deref() != Ok("1"),
-                "MC_REQUIRE_DB_SERVERS=1 but {var} is not set: start scripts/db-servers.sh"
-            );
-            eprintln!("skipping: {var} not set (run scripts/db-servers.sh start)");
-            None
-        }
-    }
-}
+use crate::support::{DbUrl, server_url as env};
 
 /// `scheme://user:password@host:port/database` as a connection spec.
 fn url_spec(kind: DbKind, url: &str) -> ConnectionSpec {
-    let rest = url.split_once("://").unwrap().1;
-    let (auth, rest) = rest.rsplit_once('@').unwrap();
-    let (user, password) = auth.split_once(':').unwrap();
-    let (host_port, database) = rest.split_once('/').unwrap();
-    let (host, port) = host_port.rsplit_once(':').unwrap();
+    let u = DbUrl::parse(url);
     ConnectionSpec {
         name: "erp".into(),
         kind,
-        host: Some(host.into()),
-        port: Some(port.parse().unwrap()),
-        database: Some(database.into()),
-        user: Some(user.into()),
-        password: Password::Value(Secret::new(password.to_owned())),
+        host: Some(u.host),
+        port: Some(u.port),
+        database: Some(u.database),
+        user: Some(u.user),
+        password: Password::Value(Secret::new(u.password)),
         ..ConnectionSpec::default()
     }
 }
