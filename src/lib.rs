@@ -27,13 +27,16 @@ pub mod https;
 pub mod link;
 pub mod logging;
 pub mod policy;
-pub mod protocol;
 pub mod secrets;
 pub mod supervisor;
 pub mod tls;
 pub mod uploader;
 pub mod worker;
-pub mod wsio;
+
+/// The wire types, shared with the reference gateway (the `protocol` crate).
+pub use ::protocol;
+/// The polled WebSocket both ends use.
+pub use ::protocol::wsio;
 
 use std::thread::JoinHandle;
 

@@ -234,6 +234,8 @@ impl LinkThread {
                 connector_name: self.settings.connector_name.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 protocol_version: PROTOCOL_VERSION,
+                instance_id: None,
+                max_in_flight: None,
             });
             let text = zeroize::Zeroizing::new(auth.encode());
             ws.send(tungstenite::Message::text(text.as_str())).map_err(|e| fail("sending auth", &e))?;

@@ -379,7 +379,7 @@ fn chunk_signature_matches_the_test_vector() {
 // Error codes and wire types in the doc
 
 /// Every error code, in declaration order.
-const ALL_CODES: [ErrorCode; 21] = [
+const ALL_CODES: [ErrorCode; 24] = [
     ErrorCode::AuthFailed,
     ErrorCode::DuplicateConnection,
     ErrorCode::WriteOperationRejected,
@@ -401,6 +401,9 @@ const ALL_CODES: [ErrorCode; 21] = [
     ErrorCode::ConnectorOffline,
     ErrorCode::AgentPaused,
     ErrorCode::InternalError,
+    ErrorCode::DatabaseUnavailable,
+    ErrorCode::CommandInterrupted,
+    ErrorCode::ResultUnavailable,
 ];
 
 /// Position of a code in [`ALL_CODES`]. Exhaustive on purpose: a new variant does not compile
@@ -428,6 +431,9 @@ fn code_index(code: ErrorCode) -> usize {
         ErrorCode::ConnectorOffline => 18,
         ErrorCode::AgentPaused => 19,
         ErrorCode::InternalError => 20,
+        ErrorCode::DatabaseUnavailable => 21,
+        ErrorCode::CommandInterrupted => 22,
+        ErrorCode::ResultUnavailable => 23,
     }
 }
 

@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mini_connector::protocol::{ErrorCode, Inbound, SchemaRequest};
+use protocol::{ErrorCode, Inbound, SchemaRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

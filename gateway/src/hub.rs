@@ -12,11 +12,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use mini_connector::protocol::{
+use protocol::wsio::Waker;
+use protocol::{
     AgentStatus, Command, CommandPayload, DatabaseSchema, ErrorBody, ErrorCode, ExecutionResult, Frame as _,
     Inbound, Operation, Outbound, ResultPayload, SecretBytes,
 };
-use mini_connector::wsio::Waker;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -627,7 +627,7 @@ impl Hub {
                 None => return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`"))),
             }
         };
-        let cancel = mini_connector::protocol::Cancel { execution_id, reason };
+        let cancel = protocol::Cancel { execution_id, reason };
         self.send_frame(&connector, &Inbound::Cancel(cancel))
     }
 
@@ -646,7 +646,7 @@ impl Hub {
     pub fn on_frame(&self, connector: &str, key_id: &str, frame: &Outbound) -> FrameAction {
         let mut action = FrameAction::default();
         match frame {
-            Outbound::Auth(_) => action.reply.push(Inbound::Error(mini_connector::protocol::CloudError {
+            Outbound::Auth(_) => action.reply.push(Inbound::Error(protocol::CloudError {
                 code: ErrorCode::MalformedMessage,
                 message: "already authenticated".into(),
                 command_id: None,
@@ -655,7 +655,7 @@ impl Hub {
                 {
                     let mut connectors = self.connectors.lock().unwrap();
                     let state = connectors.entry(connector.to_owned()).or_default();
-                    state.last_heartbeat = Some(mini_connector::protocol::now_rfc3339());
+                    state.last_heartbeat = Some(protocol::now_rfc3339());
                     state.status = Some(hb.status);
                     state.active_commands = hb.active_commands;
                 }
@@ -702,7 +702,7 @@ impl Hub {
             round_trip: sent.map(|at| received.saturating_duration_since(at)).unwrap_or_default(),
             buffered,
         };
-        let ack = Inbound::Ack(mini_connector::protocol::Ack { command_id: command_id.clone() });
+        let ack = Inbound::Ack(protocol::Ack { command_id: command_id.clone() });
         match &result.result {
             ResultPayload::Inline { columns, rows } => {
                 let (columns, rows) = (columns.clone(), rows.clone());
@@ -745,8 +745,7 @@ impl Hub {
         chunk_count: u32,
         byte_count: u64,
         sha256: &str,
-    ) -> Result<(Vec<u8>, Vec<mini_connector::protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError>
-    {
+    ) -> Result<(Vec<u8>, Vec<protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
         let taken = self.uploads.lock().unwrap().take(buffer_key, connector, command_id);
         let buffer = match taken {
             Ok(Some(b)) => b,

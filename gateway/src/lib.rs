@@ -7,7 +7,7 @@
 //! gateway. API keys live hashed (salted SHA-256) in `<data-dir>/gateway.db`.
 //!
 //! Threads, all named: an accept thread per listener, one thread per connection. A WebSocket
-//! session thread sleeps in [`mini_connector::wsio::PolledWebSocket::wait`]; other threads put
+//! session thread sleeps in [`protocol::wsio::PolledWebSocket::wait`]; other threads put
 //! frames on its channel and wake it ("send, then wake"), so a command is written at once and
 //! an idle session costs no CPU.
 //!
@@ -52,7 +52,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mini_connector::protocol::{Inbound, SchemaRequest, WS_PATH};
+use protocol::{Inbound, SchemaRequest, WS_PATH};
 
 pub use error::GatewayError;
 pub use hub::{ConnectorInfo, GatewayEvent, PendingQuery};
@@ -186,7 +186,7 @@ impl Gateway {
         let admin_token = config
             .admin_token
             .clone()
-            .unwrap_or_else(|| hex::encode(mini_connector::protocol::SecretBytes::random(24).expose()));
+            .unwrap_or_else(|| hex::encode(protocol::SecretBytes::random(24).expose()));
 
         let hub = Arc::new_cyclic(|weak: &std::sync::Weak<hub::Hub>| {
             let weak = weak.clone();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mini_connector::protocol::{ColumnMeta, ErrorBody, ErrorCode};
+use protocol::{ColumnMeta, ErrorBody, ErrorCode};
 use serde::Deserialize;
 
 /// A read-only SQL command for one connector.

@@ -15,8 +15,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mini_connector::protocol::{ErrorCode, MAX_CHUNK_BYTES, WS_PATH};
-use mini_connector::wsio::{PolledWebSocket, ws_config};
+use protocol::wsio::{PolledWebSocket, ws_config};
+use protocol::{ErrorCode, MAX_CHUNK_BYTES, WS_PATH};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::WebSocket;
 use tungstenite::handshake::derive_accept_key;
@@ -212,7 +212,7 @@ fn upload_request(
     buf: &mut Vec<u8>,
     head: &RequestHead,
 ) -> io::Result<bool> {
-    let command = head.header(mini_connector::protocol::headers::COMMAND).unwrap_or_default();
+    let command = head.header(protocol::headers::COMMAND).unwrap_or_default();
     let len = match head.content_length() {
         Ok(Some(len)) => len,
         Ok(None) => {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mini_connector::protocol::{
+use protocol::wsio::{Incoming, PolledWebSocket, Waker};
+use protocol::{
     Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
     UploadGrant, now_rfc3339,
 };
-use mini_connector::wsio::{Incoming, PolledWebSocket, Waker};
 
 use crate::hub::{GatewayEvent, Hub, SessionHandle, SessionMsg};
 
@@ -73,8 +73,11 @@ pub(crate) fn run<S: Read + Write>(
                         break;
                     }
                     SessionMsg::Shutdown { reason: why, grace_ms } => {
-                        let frame =
-                            Inbound::Shutdown(Shutdown { reason: Some(why.clone()), grace_period: grace_ms });
+                        let frame = Inbound::Shutdown(Shutdown {
+                            reason: Some(why.clone()),
+                            grace_period: grace_ms,
+                            mode: Default::default(),
+                        });
                         let _ = ws.send_text(frame.encode());
                         ws.close(&why);
                         reason = format!("gateway shutdown: {why}");

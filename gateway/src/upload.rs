@@ -20,7 +20,7 @@ use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use flate2::read::ZlibDecoder;
-use mini_connector::protocol::{ErrorCode, headers, verify_chunk_signature};
+use protocol::{ErrorCode, headers, verify_chunk_signature};
 use sha2::{Digest, Sha256};
 
 use crate::http::{RequestHead, error_body};

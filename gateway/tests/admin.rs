@@ -6,9 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use gateway::AdminClient;
-use mini_connector::protocol::{
-    ErrorBody, ErrorCode, ExecutionError, Inbound, Outbound, SchemaDiscovery, now_rfc3339,
-};
+use protocol::{ErrorBody, ErrorCode, ExecutionError, Inbound, Outbound, SchemaDiscovery, now_rfc3339};
 use serde_json::json;
 
 use crate::common::{FakeAgent, TestGateway, WAIT, col, schema as db_schema, start_with, watchdog};
@@ -86,7 +84,7 @@ fn cli_keys_query_connectors_schema_and_revoke() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = created["apiKey"].as_str().unwrap().to_owned();
-    assert!(mini_connector::protocol::ApiKey::parse(&key).is_ok());
+    assert!(protocol::ApiKey::parse(&key).is_ok());
 
     let out = cli(&gw, &["keys", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::thread;
 
 use gateway::{GatewayEvent, QueryError, QueryRequest};
-use mini_connector::protocol::{ErrorCode, ExecutionResult, Outbound, ResultPayload};
+use protocol::{ErrorCode, ExecutionResult, Outbound, ResultPayload};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -36,13 +36,7 @@ fn ask(gw: &Arc<TestGateway>) -> thread::JoinHandle<Result<gateway::QueryOutcome
     })
 }
 
-pub fn buffered(
-    cmd: &mini_connector::protocol::Command,
-    key: &str,
-    chunks: u32,
-    raw: &[u8],
-    rows: u64,
-) -> Outbound {
+pub fn buffered(cmd: &protocol::Command, key: &str, chunks: u32, raw: &[u8], rows: u64) -> Outbound {
     Outbound::ExecutionResult(ExecutionResult {
         command_id: cmd.command_id.clone(),
         execution_id: cmd.execution_id.clone(),
@@ -139,7 +133,7 @@ pub fn pending(
     gw: &TestGateway,
     agent: &mut FakeAgent,
     connector: &str,
-) -> (gateway::PendingQuery, mini_connector::protocol::Command) {
+) -> (gateway::PendingQuery, protocol::Command) {
     let mut req = QueryRequest::new("SELECT * FROM big");
     req.wait = WAIT;
     let pending = gw.submit(connector, req).unwrap();
@@ -171,8 +165,7 @@ fn gaps_are_409_and_bad_requests_are_refused() {
     // Not zlib.
     let mut plain = Chunk::signed(&key, &conn, c3, 0, true, b"");
     plain.body = b"not zlib at all".to_vec();
-    plain.signature =
-        hex::encode(mini_connector::protocol::chunk_signature(&key, &conn, c3, 0, true, &plain.body));
+    plain.signature = hex::encode(protocol::chunk_signature(&key, &conn, c3, 0, true, &plain.body));
     assert_eq!(plain.post(&gw).0, 400);
 
     // A zip bomb: decompresses far beyond 4 x max_chunk_bytes.

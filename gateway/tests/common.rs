@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use gateway::{Gateway, GatewayConfig, GatewayEvent};
-use mini_connector::protocol::{
+use protocol::{
     AgentStatus, ColumnMeta, Connected, DatabaseSchema, ErrorCode, ExecutionResult, Frame as _, Heartbeat,
     Inbound, Outbound, ResultPayload, chunk_signature, headers, now_rfc3339,
 };
@@ -153,7 +153,7 @@ impl FakeAgent {
     pub fn open_at(addr: std::net::SocketAddr, ws_url: &str, tls: Arc<ClientConfig>) -> Self {
         let stream = tls_connect_to(addr, tls);
         let (ws, response) =
-            tungstenite::client::client_with_config(ws_url, stream, Some(mini_connector::wsio::ws_config()))
+            tungstenite::client::client_with_config(ws_url, stream, Some(protocol::wsio::ws_config()))
                 .unwrap();
         assert_eq!(response.status().as_u16(), 101);
         Self { ws, connected: None }
@@ -245,7 +245,7 @@ impl FakeAgent {
     }
 
     /// Expects a `command` frame.
-    pub fn expect_command(&mut self) -> mini_connector::protocol::Command {
+    pub fn expect_command(&mut self) -> protocol::Command {
         match self.recv() {
             Inbound::Command(c) => c,
             other => panic!("expected command, got {other:?}"),
@@ -262,7 +262,7 @@ impl FakeAgent {
     /// Answers a command inline.
     pub fn answer_inline(
         &mut self,
-        cmd: &mini_connector::protocol::Command,
+        cmd: &protocol::Command,
         columns: Vec<ColumnMeta>,
         rows: Vec<Vec<serde_json::Value>>,
     ) {

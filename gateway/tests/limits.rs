@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use gateway::{GatewayEvent, QueryError};
-use mini_connector::protocol::{ErrorBody, ErrorCode, ExecutionError, Outbound};
+use protocol::{ErrorBody, ErrorCode, ExecutionError, Outbound};
 
 use crate::chunks::{buffered, pending, stream};
 use crate::common::{Chunk, FakeAgent, http_request, start_with, tls_connect, watchdog};
@@ -29,8 +29,7 @@ pub fn bomb<'a>(hmac: &[u8], conn: &'a str, cmd: &'a str, seq: u32, len: usize) 
             body
         }
     };
-    let signature =
-        hex::encode(mini_connector::protocol::chunk_signature(hmac, conn, cmd, seq, false, &body));
+    let signature = hex::encode(protocol::chunk_signature(hmac, conn, cmd, seq, false, &body));
     Chunk { connection: conn, command: cmd, seq, last: false, body, signature }
 }
 

@@ -5,7 +5,7 @@ use std::thread;
 use std::time::Duration;
 
 use gateway::{QueryError, QueryRequest};
-use mini_connector::protocol::ErrorCode;
+use protocol::ErrorCode;
 use serde_json::json;
 
 use crate::common::{FakeAgent, WAIT, col, start, watchdog};

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway::AdminClient;
-use mini_connector::protocol::Inbound;
+use protocol::Inbound;
 
 use crate::common::{FakeAgent, temp_dir, watchdog};
 use crate::limits::{BOMB, bomb};

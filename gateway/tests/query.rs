@@ -4,9 +4,7 @@ use std::thread;
 use std::time::Duration;
 
 use gateway::{GatewayEvent, QueryError, QueryRequest};
-use mini_connector::protocol::{
-    ErrorBody, ErrorCode, ExecutionError, Inbound, Outbound, SchemaDiscovery, now_rfc3339,
-};
+use protocol::{ErrorBody, ErrorCode, ExecutionError, Inbound, Outbound, SchemaDiscovery, now_rfc3339};
 use serde_json::json;
 
 use crate::common::{FakeAgent, WAIT, col, schema as db_schema, start, watchdog};

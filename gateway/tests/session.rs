@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gateway::GatewayEvent;
-use mini_connector::protocol::{ApiKey, ErrorCode, Inbound, Outbound};
+use protocol::{ApiKey, ErrorCode, Inbound, Outbound};
 
 use crate::common::{FakeAgent, start, start_with, watchdog};
 

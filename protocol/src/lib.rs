@@ -7,6 +7,10 @@
 //!
 //! Large results do not travel over the WebSocket: they are POSTed as signed, compressed chunks
 //! to the upload URL handed out in [`Connected`]; [`chunk_signature`] is the MAC both sides use.
+//!
+//! This crate is small on purpose: the agent and the reference gateway both depend on it, and the
+//! gateway builds nothing else of the agent (no drivers, vault or ODBC). [`schema`] holds the
+//! schema types `schema_discovery` carries; [`wsio`] the polled WebSocket both ends drive.
 
 use std::fmt;
 
@@ -16,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub use drivers::{ColumnMeta, DatabaseSchema};
+pub mod schema;
+pub mod wsio;
+
+pub use schema::{ColumnMeta, DatabaseSchema};
 
 /// Version of this wire contract, sent in `auth`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -94,6 +101,16 @@ pub enum ErrorCode {
     AgentPaused,
     /// A bug or an unexpected failure on the sending side.
     InternalError,
+    /// The target database cannot be reached (down, refusing connections, bad credentials at
+    /// connect time). The agent keeps serving its other databases and retries this one.
+    DatabaseUnavailable,
+    /// The agent stopped (crash, `kill -9`, power loss) while the command ran, and the first run
+    /// could not be proven stopped on the database server, so it is not run again. Send it with
+    /// a new idempotency key to run it again.
+    CommandInterrupted,
+    /// The command was answered and acknowledged before; its stored answer has since been
+    /// purged (offline queue size cap), so a repeat cannot be answered and is not run again.
+    ResultUnavailable,
 }
 
 impl ErrorCode {
@@ -108,6 +125,7 @@ impl ErrorCode {
                 | Self::ConnectorOffline
                 | Self::AgentPaused
                 | Self::InternalError
+                | Self::DatabaseUnavailable
         )
     }
 
@@ -135,6 +153,9 @@ impl ErrorCode {
             Self::ConnectorOffline => "CONNECTOR_OFFLINE",
             Self::AgentPaused => "AGENT_PAUSED",
             Self::InternalError => "INTERNAL_ERROR",
+            Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            Self::CommandInterrupted => "COMMAND_INTERRUPTED",
+            Self::ResultUnavailable => "RESULT_UNAVAILABLE",
         }
     }
 }
@@ -357,6 +378,17 @@ pub struct Auth {
     pub agent_version: String,
     /// [`PROTOCOL_VERSION`] of the agent.
     pub protocol_version: u32,
+    /// Stable id of this agent installation (kept in its queue database, so it survives
+    /// restarts and `kill -9`). A gateway that still holds a session for this connector from
+    /// the same instance lets the new one take it over at once (the old one went silent);
+    /// from another instance it answers `DUPLICATE_CONNECTION` unless the old session no
+    /// longer answers a ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// How many commands the agent accepts at once (running + waiting in its durable queue).
+    /// The gateway paces its backlog to this many unanswered commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
 }
 
 /// `heartbeat`.
@@ -594,6 +626,21 @@ pub struct Shutdown {
     /// Milliseconds the agent may take to finish running commands.
     #[serde(default)]
     pub grace_period: u64,
+    /// `restart` (the default): the gateway is going away for a while (redeploy); drain, close
+    /// and reconnect with backoff. `decommission`: this connector is retired; drain and exit.
+    #[serde(default)]
+    pub mode: ShutdownMode,
+}
+
+/// What a `shutdown` asks of the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownMode {
+    /// Drain, disconnect, reconnect: the agent keeps running.
+    #[default]
+    Restart,
+    /// Drain and exit: the connector is retired.
+    Decommission,
 }
 
 /// `error` (inbound).

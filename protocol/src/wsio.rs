@@ -15,7 +15,7 @@ use polling::{Event, Events, PollMode, Poller};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-use crate::protocol::MAX_FRAME_BYTES;
+use crate::MAX_FRAME_BYTES;
 
 const KEY: usize = 1;
 
