@@ -3,6 +3,7 @@
 mod common;
 mod connect;
 mod dialects;
+mod durable;
 mod discovery;
 mod limits;
 mod params;
