@@ -675,10 +675,12 @@ mod tests {
                 );
                 let sql = format!("CREATE VIEW v AS SELECT {chain} AS x FROM orders");
                 assert_eq!(sqlite_direct(&sql).unwrap(), [rel("orders")]);
-                let err = parse_reads(&format!("select {nested} AS `x`"), &my, Source::Query, true).unwrap_err();
+                let err =
+                    parse_reads(&format!("select {nested} AS `x`"), &my, Source::Query, true).unwrap_err();
                 assert!(err.contains("does not parse"), "{err}");
                 assert!(sqlite_direct(&format!("CREATE VIEW v AS SELECT {nested} AS x")).is_err());
-                let err = parse_reads(&format!("select {huge} AS `x`"), &my, Source::Query, true).unwrap_err();
+                let err =
+                    parse_reads(&format!("select {huge} AS `x`"), &my, Source::Query, true).unwrap_err();
                 assert!(err.contains("not parsed"), "{err}");
             })
             .unwrap()

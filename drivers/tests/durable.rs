@@ -129,10 +129,8 @@ impl Gather {
         let mut arrived = self.arrived.lock().unwrap();
         *arrived += 1;
         self.all.notify_all();
-        let (arrived, timeout) = self
-            .all
-            .wait_timeout_while(arrived, Duration::from_secs(20), |n| *n < self.expected)
-            .unwrap();
+        let (arrived, timeout) =
+            self.all.wait_timeout_while(arrived, Duration::from_secs(20), |n| *n < self.expected).unwrap();
         if timeout.timed_out() {
             return Err(SinkError(format!("only {} of {} queries ran at once", *arrived, self.expected)));
         }
@@ -157,12 +155,15 @@ fn a_database_that_is_down_opens_and_answers_unavailable_until_it_is_back() {
     for b in backends() {
         let port = closed_port();
         let spec = ConnectionSpec { port: Some(port), ..b.spec() };
-        let db = Database::open(&spec).unwrap_or_else(|e| panic!("{:?}: open of a down database: {e}", b.engine));
+        let db =
+            Database::open(&spec).unwrap_or_else(|e| panic!("{:?}: open of a down database: {e}", b.engine));
         assert_eq!(db.gate_target(), b.db().gate_target(), "the gate target needs no connection");
         let started = Instant::now();
         let err = run(&db, "SELECT 1", &[]).unwrap_err();
         match &err {
-            DriverError::Unavailable(m) => assert!(m.contains("cannot reach the server"), "{:?}: {m}", b.engine),
+            DriverError::Unavailable(m) => {
+                assert!(m.contains("cannot reach the server"), "{:?}: {m}", b.engine)
+            }
             other => panic!("{:?}: expected Unavailable, got {other:?}", b.engine),
         }
         assert!(err.is_retryable());
@@ -185,7 +186,8 @@ fn a_database_that_is_down_opens_and_answers_unavailable_until_it_is_back() {
 #[test]
 fn an_unknown_host_opens_and_answers_unavailable() {
     let Some(b) = Backend::get(Engine::Postgres) else { return };
-    let db = Database::open(&ConnectionSpec { host: Some("no-such-host.invalid".into()), ..b.spec() }).unwrap();
+    let db =
+        Database::open(&ConnectionSpec { host: Some("no-such-host.invalid".into()), ..b.spec() }).unwrap();
     assert!(matches!(run(&db, "SELECT 1", &[]), Err(DriverError::Unavailable(_))));
 }
 
@@ -198,7 +200,10 @@ fn running_on_server(engine: Engine, session: &str) -> bool {
             let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             let pid: i32 = session.split(':').nth(1).unwrap().parse().unwrap();
             let row = client
-                .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", &[&pid])
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    &[&pid],
+                )
                 .unwrap();
             row.get::<_, i64>(0) > 0
         }
@@ -290,7 +295,8 @@ fn the_pool_starts_at_two_grows_to_ten_under_load_and_shrinks_when_idle() {
             let (db, gather) = (db.clone(), gather.clone());
             std::thread::spawn(move || {
                 let mut sink = SessionSink { gather: Some(gather), ..SessionSink::default() };
-                db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).map(|_| sink.started)
+                db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink)
+                    .map(|_| sink.started)
             })
         })
         .collect();

@@ -3,8 +3,8 @@
 mod common;
 mod connect;
 mod dialects;
-mod durable;
 mod discovery;
+mod durable;
 mod limits;
 mod params;
 mod query_cells;

@@ -325,7 +325,8 @@ impl Driver for PgDb {
                 DriverError::Query(e.to_string())
             }
         };
-        let matching = format!("FROM pg_catalog.pg_stat_activity a WHERE a.pid = $1 AND {BACKEND_START_US} = $2");
+        let matching =
+            format!("FROM pg_catalog.pg_stat_activity a WHERE a.pid = $1 AND {BACKEND_START_US} = $2");
         let outcome = (|| {
             let client = &mut pooled.conn.client;
             let terminate = format!("SELECT pg_catalog.pg_terminate_backend(a.pid) {matching}");
