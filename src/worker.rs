@@ -95,7 +95,7 @@ pub fn start(
                 for job in jobs {
                     let msg = match job {
                         Job::Query(job) => {
-                            let frame = run_query(&job, &uploader, slot.sizes());
+                            let frame = run_query(&job, &uploader, slot.sizes(), &supervisor);
                             SupMsg::Finished {
                                 command_id: job.command.command_id.clone(),
                                 frame: Box::new(frame),
@@ -103,7 +103,7 @@ pub fn start(
                         }
                         Job::Discover(dbs) => SupMsg::Discovered(discover(&dbs)),
                         Job::CancelStale { command_id, db, session } => {
-                            let (proven, detail) = match pending_drivers_cancel(&db, &session) {
+                            let (proven, detail) = match db.cancel_server_session(&session) {
                                 Ok(true) => (true, "no longer running on the server".to_owned()),
                                 Ok(false) => (false, "the server cannot tell".to_owned()),
                                 Err(e) => (false, e.to_string()),
@@ -126,9 +126,14 @@ fn discover(dbs: &[Database]) -> Vec<(String, Result<drivers::DatabaseSchema, St
 
 /// Runs one query to completion and returns the frame that reports it. `sizes` are the
 /// current session's (see [`UploadSlot::sizes`]).
-pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>, sizes: ResultSizes) -> Outbound {
+pub fn run_query(
+    job: &QueryJob,
+    uploader: &Sender<Chunk>,
+    sizes: ResultSizes,
+    supervisor: &Sender<SupMsg>,
+) -> Outbound {
     let command = &job.command;
-    let mut sink = ResultSink::new(job, uploader, sizes);
+    let mut sink = ResultSink::new(job, uploader, sizes, supervisor);
     let options = QueryOptions { timeout: Some(job.timeout), cancel: job.cancel.clone() };
     let outcome = job.db.query(&job.checked, &command.payload.params, &options, &mut sink);
     let too_large = sink.too_large;
@@ -180,6 +185,7 @@ fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
             (ErrorCode::ConnectionPoolExhausted, "no database connection became free in time".to_owned())
         }
         DriverError::WriteRejected(reason) => (ErrorCode::WriteOperationRejected, reason.clone()),
+        DriverError::Unavailable(reason) => (ErrorCode::DatabaseUnavailable, reason.clone()),
         DriverError::Sink(e) => (ErrorCode::UploadFailed, e.0.clone()),
         other => (ErrorCode::QueryFailed, other.to_string()),
     };
@@ -190,6 +196,8 @@ fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
 struct ResultSink<'a> {
     job: &'a QueryJob,
     uploader: &'a Sender<Chunk>,
+    /// Told where the statement runs before it is sent (`SupMsg::Started`).
+    supervisor: &'a Sender<SupMsg>,
     sizes: ResultSizes,
     columns: Vec<ColumnMeta>,
     /// Encoded bytes not yet shipped.
@@ -207,10 +215,16 @@ struct ResultSink<'a> {
 }
 
 impl<'a> ResultSink<'a> {
-    fn new(job: &'a QueryJob, uploader: &'a Sender<Chunk>, sizes: ResultSizes) -> Self {
+    fn new(
+        job: &'a QueryJob,
+        uploader: &'a Sender<Chunk>,
+        sizes: ResultSizes,
+        supervisor: &'a Sender<SupMsg>,
+    ) -> Self {
         Self {
             job,
             uploader,
+            supervisor,
             sizes,
             columns: Vec::new(),
             buf: Vec::with_capacity(16 * 1024),
@@ -286,6 +300,20 @@ impl<'a> ResultSink<'a> {
 }
 
 impl RowSink for ResultSink<'_> {
+    /// The statement is about to be sent: the supervisor writes where it runs to the store
+    /// first, so after a crash the agent knows which server session to stop — and a command
+    /// found running without one was never sent.
+    fn started(&mut self, server_session: Option<&str>) -> Result<(), SinkError> {
+        let (recorded, written) = crossbeam_channel::bounded(1);
+        let started = SupMsg::Started {
+            command_id: self.job.command.command_id.clone(),
+            session: server_session.map(str::to_owned),
+            recorded,
+        };
+        self.supervisor.send(started).map_err(|_| SinkError("the agent is stopping".into()))?;
+        written.recv().map_err(|_| SinkError("the agent is stopping".into()))
+    }
+
     fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), SinkError> {
         self.columns = columns.to_vec();
         serde_json::to_writer(&mut self.buf, &serde_json::json!({ "columns": columns }))
@@ -312,7 +340,3 @@ impl RowSink for ResultSink<'_> {
     }
 }
 
-// TEMPORARY until the drivers branch lands `Database::cancel_server_session`.
-fn pending_drivers_cancel(_db: &Database, _session: &str) -> Result<bool, DriverError> {
-    Ok(false)
-}
