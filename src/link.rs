@@ -256,7 +256,7 @@ impl LinkThread {
                         let delay = backoff.auth_delay();
                         tracing::warn!(
                             retry_in_s = delay.as_secs(),
-                            "the cloud rejected the API key; retrying slowly (the key is re-read each time)"
+                            "authentication failed; retrying slowly (the key is re-read each time)"
                         );
                         delay
                     } else {
