@@ -321,14 +321,7 @@ impl LinkThread {
         // Authenticate: the key lives only for the duration of this block.
         {
             let key = (self.load_key)().map_err(|e| End::Rejected(ErrorCode::AuthFailed, e))?;
-            let auth = Outbound::Auth(Auth {
-                api_key: key,
-                connector_name: self.settings.connector_name.clone(),
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                protocol_version: PROTOCOL_VERSION,
-                instance_id: self.settings.instance_id.clone(),
-                max_in_flight: self.settings.max_in_flight,
-            });
+            let auth = auth_frame(&self.settings, key);
             let text = zeroize::Zeroizing::new(auth.encode());
             ws.send(tungstenite::Message::text(text.as_str())).map_err(|e| fail("sending auth", &e))?;
         }
@@ -443,6 +436,18 @@ impl LinkThread {
             }
         }
     }
+}
+
+/// The `auth` frame for `settings`, carrying `key`.
+fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
+    Outbound::Auth(Auth {
+        api_key: key,
+        connector_name: settings.connector_name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol_version: PROTOCOL_VERSION,
+        instance_id: settings.instance_id.clone(),
+        max_in_flight: settings.max_in_flight,
+    })
 }
 
 fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
@@ -567,6 +572,34 @@ mod tests {
             backoff.connected();
             assert!(backoff.auth_delay() <= cap.max(AUTH_RETRY_FLOOR) * 5 / 4);
         }
+    }
+
+    #[test]
+    fn auth_carries_the_instance_id_and_max_in_flight_from_the_settings() {
+        let mut settings = super::LinkSettings {
+            url: "wss://127.0.0.1:1/ws".into(),
+            connector_name: "Warehouse".into(),
+            proxy: None,
+            tls: crate::tls::client_config(None).unwrap(),
+            reconnect_max: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30),
+            instance_id: Some("inst-7".into()),
+            max_in_flight: Some(40),
+        };
+        let key = || crate::protocol::ApiKey::generate("acme").unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::protocol::Frame::encode(&super::auth_frame(&settings, key())))
+                .unwrap();
+        assert_eq!(json["type"], "auth");
+        assert_eq!(json["instanceId"], "inst-7");
+        assert_eq!(json["maxInFlight"], 40);
+        settings.instance_id = None;
+        settings.max_in_flight = None;
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::protocol::Frame::encode(&super::auth_frame(&settings, key())))
+                .unwrap();
+        assert!(json.get("instanceId").is_none_or(|v| v.is_null()), "{json}");
+        assert!(json.get("maxInFlight").is_none_or(|v| v.is_null()), "{json}");
     }
 
     #[test]
