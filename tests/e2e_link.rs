@@ -97,6 +97,35 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
     let _ = from.shutdown(Shutdown::Both);
 }
 
+/// A link to the gateway through `relay`, its supervisor inbox read by the test.
+fn start_link(
+    world: &World,
+    relay: &Relay,
+    tag: &str,
+    key: mini_connector::protocol::ApiKey,
+    heartbeat: Duration,
+    reconnect_max: Duration,
+) -> (Link, Receiver<SupMsg>) {
+    let tls = mini_connector::tls::client_config(Some(&world.gateway.ca_cert_path())).unwrap();
+    let (tx, inbox) = crossbeam_channel::unbounded();
+    let link = Link::start(
+        LinkSettings {
+            url: format!("wss://127.0.0.1:{}/ws", relay.addr.port()),
+            connector_name: tag.into(),
+            proxy: None,
+            tls,
+            reconnect_max,
+            heartbeat_interval: heartbeat,
+            instance_id: Some(format!("{tag}-instance")),
+            max_in_flight: Some(16),
+        },
+        Box::new(move || Ok(key.clone())),
+        tx,
+    )
+    .unwrap();
+    (link, inbox)
+}
+
 struct Rig {
     world: World,
     relay: Relay,
@@ -109,23 +138,7 @@ impl Rig {
         let world = World::new(tag);
         let key = world.key(tag);
         let relay = Relay::start(world.gateway.local_addr());
-        let tls = mini_connector::tls::client_config(Some(&world.gateway.ca_cert_path())).unwrap();
-        let (tx, inbox) = crossbeam_channel::unbounded();
-        let link = Link::start(
-            LinkSettings {
-                url: format!("wss://127.0.0.1:{}/ws", relay.addr.port()),
-                connector_name: tag.into(),
-                proxy: None,
-                tls,
-                reconnect_max,
-                heartbeat_interval: heartbeat,
-                instance_id: Some(format!("{tag}-instance")),
-                max_in_flight: Some(16),
-            },
-            Box::new(move || Ok(key.clone())),
-            tx,
-        )
-        .unwrap();
+        let (link, inbox) = start_link(&world, &relay, tag, key, heartbeat, reconnect_max);
         Self { world, relay, link: Some(link), inbox }
     }
 
@@ -174,7 +187,8 @@ fn a_silent_peer_is_dropped_within_two_heartbeats_and_a_quiet_one_is_not() {
     };
     let took = down_at - frozen_at;
     eprintln!("dead peer detected after {took:?} (heartbeat {heartbeat:?}): {reason}");
-    assert!(took <= heartbeat * 2 + Duration::from_millis(250), "took {took:?}");
+    // Two intervals from the last byte received (at or before the freeze), plus scheduling slack.
+    assert!(took <= heartbeat * 2 + Duration::from_millis(300), "took {took:?}");
     assert!(reason.contains("two heartbeat intervals"), "{reason}");
     // And it comes back once the path works again.
     rig.relay.freeze(false);
@@ -260,4 +274,48 @@ fn a_revoked_key_is_retried_slowly_not_in_a_storm() {
     while let Ok(msg) = rig.inbox.recv_deadline(quiet_until) {
         assert!(!matches!(msg, SupMsg::LinkConnecting | SupMsg::LinkUp(_)), "retried at once: {msg:?}");
     }
+}
+
+#[test]
+fn duplicate_connection_is_retried_on_the_normal_backoff() {
+    // reconnectMaxMs of a minute: before, DUPLICATE_CONNECTION waited all of it.
+    let reconnect_max = Duration::from_secs(60);
+    let heartbeat = Duration::from_secs(5);
+    let world = World::new("dup");
+    let key = world.key("dup");
+    let relay = Relay::start(world.gateway.local_addr());
+    let (first, first_inbox) = start_link(&world, &relay, "dup", key.clone(), heartbeat, reconnect_max);
+    loop {
+        match first_inbox.recv_timeout(WATCHDOG) {
+            Ok(SupMsg::LinkUp(_)) => break,
+            Ok(_) => {}
+            Err(_) => panic!("the first agent never got in"),
+        }
+    }
+    // Another agent with the same key (a different instance): refused while the first lives.
+    let (second, inbox) = start_link(&world, &relay, "dup", key, heartbeat, reconnect_max);
+    loop {
+        match inbox.recv_timeout(WATCHDOG) {
+            Ok(SupMsg::LinkDown { rejected: Some(code), .. }) => {
+                assert_eq!(code, ErrorCode::DuplicateConnection);
+                break;
+            }
+            Ok(SupMsg::LinkUp(_)) => panic!("two sessions for one connector"),
+            Ok(_) => {}
+            Err(_) => panic!("no DUPLICATE_CONNECTION"),
+        }
+    }
+    // The first agent goes away; the second gets in after a few short retries, not a minute.
+    first.stop();
+    let gone = Instant::now();
+    let took = loop {
+        match inbox.recv_timeout(WATCHDOG) {
+            Ok(SupMsg::LinkUp(_)) => break gone.elapsed(),
+            Ok(_) => {}
+            Err(_) => panic!("the second agent never got in"),
+        }
+    };
+    eprintln!("after DUPLICATE_CONNECTION, connected {took:?} after the other session ended");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    second.stop();
 }
