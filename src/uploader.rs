@@ -301,14 +301,15 @@ pub fn start(
     chunks: Receiver<Chunk>,
 ) -> std::io::Result<JoinHandle<()>> {
     crate::spawn_named("uploader", move || {
-        // Commands whose upload failed: their remaining chunks are answered without being
-        // sent. The worker stops producing after a failure, so a final chunk may never come:
-        // keep only a few.
-        let mut failed: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        // Results whose upload failed, by their reply channel (one per run of a command, so a
+        // re-run of the same command starts clean): their remaining chunks are answered
+        // without being sent. The worker stops producing after a failure, so a final chunk may
+        // never come: keep only a few.
+        let mut failed: std::collections::VecDeque<Sender<ChunkReply>> = std::collections::VecDeque::new();
         for chunk in chunks {
-            if failed.contains(&chunk.command_id) {
+            if failed.iter().any(|run| run.same_channel(&chunk.reply)) {
                 if chunk.last {
-                    failed.retain(|id| id != &chunk.command_id);
+                    failed.retain(|run| !run.same_channel(&chunk.reply));
                 }
                 let _ = chunk.reply.send(ChunkReply::Failed {
                     seq: chunk.seq,
@@ -325,7 +326,7 @@ pub fn start(
                         if failed.len() == 64 {
                             failed.pop_front();
                         }
-                        failed.push_back(chunk.command_id.clone());
+                        failed.push_back(chunk.reply.clone());
                     }
                     ChunkReply::Failed { seq: chunk.seq, error, retryable }
                 }
@@ -543,6 +544,21 @@ mod tests {
             patience: Duration,
         ) -> Receiver<ChunkReply> {
             let (reply, replies) = crossbeam_channel::unbounded();
+            self.send_on(&reply, command, seq, last, cancel, patience);
+            replies
+        }
+
+        /// Sends a chunk whose answer goes to `reply` (one channel per run of a command).
+        fn send_on(
+            &self,
+            reply: &crossbeam_channel::Sender<ChunkReply>,
+            command: &str,
+            seq: u32,
+            last: bool,
+            cancel: &CancelToken,
+            patience: Duration,
+        ) {
+            let reply = reply.clone();
             let data = format!("[{seq}, \"row of {command}\"]\n").repeat(50).into_bytes();
             let chunk = Chunk {
                 command_id: command.into(),
@@ -554,7 +570,6 @@ mod tests {
                 reply,
             };
             self.chunks.as_ref().unwrap().send(chunk).unwrap();
-            replies
         }
     }
 
@@ -666,16 +681,36 @@ mod tests {
         let rig = Rig::new("lost");
         rig.slot.set(Some(rig.endpoint.new_session("s1")));
         // The gateway restarted and holds nothing: chunk 3 is ahead (409, nextSeq 0).
-        let (error, retryable) =
-            failed(rig.send("c1", 3, false, &CancelToken::new(), WATCHDOG).recv_timeout(WATCHDOG).unwrap());
+        let (run, replies) = crossbeam_channel::unbounded();
+        let cancel = CancelToken::new();
+        rig.send_on(&run, "c1", 3, false, &cancel, WATCHDOG);
+        let (error, retryable) = failed(replies.recv_timeout(WATCHDOG).unwrap());
         assert!(retryable);
         assert!(error.contains("expects chunk 0"), "{error}");
-        // Every later chunk of that result is answered too, without a request.
+        // Every later chunk of that run is answered too, without a request.
         let requests = rig.endpoint.seen().len();
-        let (error, retryable) =
-            failed(rig.send("c1", 4, true, &CancelToken::new(), WATCHDOG).recv_timeout(WATCHDOG).unwrap());
+        rig.send_on(&run, "c1", 4, true, &cancel, WATCHDOG);
+        let (error, retryable) = failed(replies.recv_timeout(WATCHDOG).unwrap());
         assert!(retryable && error.contains("earlier chunk"), "{error}");
         assert_eq!(rig.endpoint.seen().len(), requests);
+    }
+
+    #[test]
+    fn a_re_run_of_a_command_whose_upload_failed_uploads_again() {
+        let rig = Rig::new("rerun");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        // The first run fails on a non-final chunk and is abandoned (no final chunk comes).
+        let (error, _) =
+            failed(rig.send("c1", 2, false, &CancelToken::new(), WATCHDOG).recv_timeout(WATCHDOG).unwrap());
+        assert!(error.contains("expects chunk 0"), "{error}");
+        // The command runs again (re-delivered): its chunks are sent, not answered from the
+        // failure of the first run.
+        let (run, replies) = crossbeam_channel::unbounded();
+        rig.send_on(&run, "c1", 0, false, &CancelToken::new(), WATCHDOG);
+        rig.send_on(&run, "c1", 1, true, &CancelToken::new(), WATCHDOG);
+        stored(replies.recv_timeout(WATCHDOG).unwrap());
+        stored(replies.recv_timeout(WATCHDOG).unwrap());
+        assert_eq!(rig.endpoint.state.lock().unwrap().stored["c1"].len(), 2);
     }
 
     #[test]
