@@ -15,6 +15,7 @@ mod e2e_auth;
 mod e2e_differential;
 mod e2e_gate;
 mod e2e_hostile;
+mod e2e_link;
 mod e2e_postgres;
 mod e2e_query;
 mod e2e_upload;
