@@ -378,3 +378,21 @@ fn query_text_is_hashed_unless_asked_for() {
     assert!(!store.audit_records(Some(since)).unwrap().is_empty());
     assert!(store.verify_audit().unwrap().ok);
 }
+
+#[test]
+fn an_8_mib_answer_round_trips_through_the_file() {
+    let dir = TempDir::new("big");
+    let mut store = open(&dir.db());
+    store.receive(&cmd("big", Some("big"), "{}")).unwrap();
+    store.start("big").unwrap();
+    let a = answer("big", 8 << 20);
+    store.finish("big", &answered(&a)).unwrap();
+    drop(store);
+    let mut store = open(&dir.db());
+    assert_eq!(store.unacknowledged().unwrap()[0].answer_json.len(), a.len());
+    assert_eq!(store.unacknowledged_limited(0).unwrap().len(), 0);
+    match store.receive(&cmd("big-again", Some("big"), "{}")).unwrap() {
+        Receipt::Known(e) => assert_eq!(e.answer_json.as_deref(), Some(a.as_str())),
+        other => panic!("{other:?}"),
+    }
+}
