@@ -682,13 +682,16 @@ impl Store {
     }
 
     /// `Received` commands whose `expiresAt` is at or before `now_ms` → `Expired`, without an
-    /// answer body (use [`Store::expire_due_with`] to store the `COMMAND_EXPIRED` answer).
+    /// answer body and marked acknowledged (nothing stored to send; a repeat is `Known` as
+    /// `Expired`). Use [`Store::expire_due_with`] to store the `COMMAND_EXPIRED` answer frame
+    /// so it is sent again until acknowledged.
     pub fn expire_due(&mut self, now_ms: i64) -> Result<Vec<String>, QueueError> {
         self.expire_due_with(now_ms, |_| None)
     }
 
     /// Like [`Store::expire_due`], storing the answer frame `answer` builds for each (sent
-    /// until acknowledged), code `COMMAND_EXPIRED`; one transaction for all of them.
+    /// until acknowledged; `None`: nothing to send, marked acknowledged), code
+    /// `COMMAND_EXPIRED`; one transaction for all of them.
     pub fn expire_due_with(
         &mut self,
         now_ms: i64,
@@ -705,8 +708,8 @@ impl Store {
         for cmd in &due {
             let body = answer(cmd);
             tx.prepare_cached(
-                "UPDATE commands SET state = 'expired', finished_at = ?2, answer_json = ?3, code = 'COMMAND_EXPIRED' \
-                 WHERE command_id = ?1",
+                "UPDATE commands SET state = 'expired', finished_at = ?2, answer_json = ?3, code = 'COMMAND_EXPIRED', \
+                 acked_at = CASE WHEN ?3 IS NULL THEN ?2 END WHERE command_id = ?1",
             )?
             .execute(params![cmd.command_id, now_ms, body])?;
             audit::append(
