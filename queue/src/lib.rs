@@ -48,10 +48,12 @@
 //!
 //! The cap (`offlineQueueMaxMB`, default 500 MiB) is checked in bytes against the pages in
 //! use. When a new command or answer would pass it, the frame and answer bodies of finished
-//! **and acknowledged** commands are dropped oldest-first (metadata kept); only if that is not
-//! enough, the oldest such metadata rows go too. If only unfinished work is left,
-//! [`Store::receive`] fails with [`QueueError::Full`] (answer `AGENT_BUSY`); an answer is always
-//! stored (its command was accepted). [`Usage::warn`] is set at 80 % (spec §8.3).
+//! **and acknowledged** commands are dropped oldest-first (metadata kept, so a repeat is still
+//! known); only if that is not enough and deleting them does make room, the oldest such
+//! metadata rows go too (a repeat of one of those would run again). If only unfinished work
+//! (or the audit log) is left, [`Store::receive`] fails with [`QueueError::Full`] (answer
+//! `AGENT_BUSY`); an answer is always stored (its command was accepted). [`Usage::warn`] is set
+//! at 80 % (spec §8.3); [`Store::purge`] brings the file back under that line.
 //!
 //! # Never purged
 //!
