@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cli_audit;
 mod cli_configure;
 mod cli_control;
 mod cli_db;
