@@ -387,7 +387,9 @@ impl Database {
     /// seconds, this login may not end it, or the engine has no server sessions: SQLite, ODBC).
     /// PostgreSQL (`pg:<pid>:<backend start>`) ends the backend with `pg_terminate_backend`
     /// only when both its pid and its start time match, so a recycled pid is never hit; MySQL /
-    /// MariaDB (`mysql:<connection id>`) runs `KILL CONNECTION` and watches the process list.
+    /// MariaDB (`mysql:<connection id>:<server start>`) answers `true` at once when the server
+    /// restarted since (connection ids start again from 1 then), else runs `KILL CONNECTION`
+    /// and watches the process list.
     /// Both work for the connection's own (non-superuser) login, which owns the sessions its
     /// queries ran in. An id that is not of this engine's form is [`DriverError::Bind`]; a
     /// database that cannot be reached is [`DriverError::Unavailable`].

@@ -211,7 +211,7 @@ fn running_on_server(engine: Engine, session: &str) -> bool {
             use mysql::prelude::Queryable;
             let url = std::env::var("MC_TEST_MYSQL_URL").unwrap();
             let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
-            let id: u64 = session.strip_prefix("mysql:").unwrap().parse().unwrap();
+            let id: u64 = session.split(':').nth(1).unwrap().parse().unwrap();
             let n: Option<u64> = conn
                 .exec_first(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND COMMAND = 'Execute'",
@@ -239,6 +239,8 @@ fn a_statement_whose_client_died_is_stopped_on_the_server_by_its_session_id() {
         let session = sessions.recv_timeout(Duration::from_secs(20)).unwrap().expect("a server session id");
         let prefix = if b.engine == Engine::Postgres { "pg:" } else { "mysql:" };
         assert!(session.starts_with(prefix), "{session}");
+        // The number and the start of the session (backend start, server start).
+        assert_eq!(session.split(':').count(), 3, "{session}");
 
         let other = b.db();
         wait_until("the slow query runs on the server", Duration::from_secs(10), || {
@@ -263,20 +265,47 @@ fn a_statement_whose_client_died_is_stopped_on_the_server_by_its_session_id() {
     }
 }
 
+/// Whether the server lists `session` at all (idle or not).
+fn listed_on_server(engine: Engine, session: &str) -> bool {
+    let id: i64 = session.split(':').nth(1).unwrap().parse().unwrap();
+    match engine {
+        Engine::Postgres => {
+            let url = std::env::var("MC_TEST_PG_URL").unwrap();
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let pid = i32::try_from(id).unwrap();
+            let row =
+                client.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid]).unwrap();
+            row.get::<_, i64>(0) > 0
+        }
+        _ => {
+            use mysql::prelude::Queryable;
+            let url = std::env::var("MC_TEST_MYSQL_URL").unwrap();
+            let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+            let n: Option<u64> = conn
+                .exec_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))
+                .unwrap();
+            n.unwrap_or(0) > 0
+        }
+    }
+}
+
+/// An id whose pid / connection id now belongs to another session (a recycled PostgreSQL pid,
+/// a MariaDB connection id counted again after a server restart) is not that session: it is
+/// reported gone and the live session is left alone.
 #[test]
-fn a_recycled_postgres_pid_is_not_terminated() {
-    let Some(b) = Backend::get(Engine::Postgres) else { return };
-    let db = b.db();
-    let mut sink = SessionSink::default();
-    db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).unwrap();
-    let session = sink.started[0].clone().unwrap();
-    // Same pid, another start time: not the same session, so nothing is terminated.
-    let (pid, start) = session.strip_prefix("pg:").unwrap().split_once(':').unwrap();
-    let other_start: i64 = start.parse::<i64>().unwrap() - 1;
-    assert!(db.cancel_server_session(&format!("pg:{pid}:{other_start}")).unwrap());
-    // The backend with that pid still serves.
-    for _ in 0..3 {
-        assert_eq!(scalar(&db, "SELECT 1 + 1"), Owned::Int(2));
+fn an_id_of_an_earlier_session_spares_the_session_that_now_has_its_number() {
+    for b in backends() {
+        let db = b.db();
+        let mut sink = SessionSink::default();
+        db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).unwrap();
+        let session = sink.started[0].clone().unwrap();
+        let (number_part, start) = session.rsplit_once(':').unwrap();
+        let earlier = format!("{number_part}:{}", start.parse::<i64>().unwrap() - 1000);
+        assert!(db.cancel_server_session(&earlier).unwrap(), "{:?}", b.engine);
+        assert!(listed_on_server(b.engine, &session), "{:?}: the live session is untouched", b.engine);
+        for _ in 0..3 {
+            assert_eq!(scalar(&db, "SELECT 1 + 1"), Owned::Int(2));
+        }
     }
 }
 
