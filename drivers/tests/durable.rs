@@ -350,3 +350,48 @@ fn engines_without_server_sessions_cannot_tell() {
     assert_eq!(sink.started, [None]);
     assert!(!db.cancel_server_session("pg:1:2").unwrap());
 }
+
+/// ODBC: the dialect and the gate target come from the configuration, so an ODBC database
+/// that cannot be reached opens, is gated as usual, and answers `Unavailable`.
+#[test]
+fn an_odbc_source_that_cannot_be_reached_opens_and_answers_unavailable() {
+    let Some(backend) = Backend::get(Engine::OdbcPostgres) else { return };
+    let spec = crate::servers::odbc_spec("DSN=mc_no_such_dsn".into(), drivers::OdbcDialect::Postgres);
+    let db = Database::open(&spec).unwrap();
+    assert_eq!(db.dialect(), drivers::OdbcDialect::Postgres);
+    assert_eq!(db.gate_target(), backend.db().gate_target());
+    match run(&db, "SELECT 1", &[]) {
+        Err(DriverError::Unavailable(m)) => assert!(m.contains("data source name"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// A sink that refuses in `started` stops the query before the statement is sent.
+struct RefuseStart;
+
+impl RowSink for RefuseStart {
+    fn started(&mut self, _: Option<&str>) -> Result<(), SinkError> {
+        Err(SinkError("cannot record the session".into()))
+    }
+
+    fn columns(&mut self, _: &[ColumnMeta]) -> Result<(), SinkError> {
+        panic!("columns after a refused start")
+    }
+
+    fn row(&mut self, _: &[Cell<'_>]) -> Result<(), SinkError> {
+        panic!("row after a refused start")
+    }
+}
+
+#[test]
+fn a_sink_that_refuses_the_start_stops_the_query_before_it_is_sent() {
+    let mut dbs = vec![crate::common::sample_db()];
+    dbs.extend(backends().iter().map(Backend::db));
+    for db in dbs {
+        let err =
+            db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut RefuseStart).unwrap_err();
+        assert!(matches!(&err, DriverError::Sink(e) if e.0.contains("record")), "{:?}: {err:?}", db.kind());
+        // The connection is fine for the next query.
+        assert_eq!(scalar(&db, "SELECT 1 + 1"), Owned::Int(2), "{:?}", db.kind());
+    }
+}
