@@ -168,6 +168,7 @@ fn a_database_that_is_down_opens_and_answers_unavailable_until_it_is_back() {
         }
         assert!(err.is_retryable());
         assert!(!err.to_string().contains("ro-test-pw"), "{err}");
+        eprintln!("measured: {:?} refused connection → Unavailable in {:?}", b.engine, started.elapsed());
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}: a refused connection answers at once, not after the acquire timeout ({:?})",
@@ -255,6 +256,7 @@ fn a_statement_whose_client_died_is_stopped_on_the_server_by_its_session_id() {
         // A new process, another pool: stop it by the recorded id.
         let started = Instant::now();
         assert!(other.cancel_server_session(&session).unwrap(), "{:?}", b.engine);
+        eprintln!("measured: {:?} cancel_server_session proven in {:?}", b.engine, started.elapsed());
         assert!(!running_on_server(b.engine, &session), "{:?}: gone once cancel says so", b.engine);
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}: {:?}", b.engine, started.elapsed());
         // Again: the session is not there any more, which is proof enough.
@@ -336,10 +338,13 @@ fn the_pool_starts_at_two_grows_to_ten_under_load_and_shrinks_when_idle() {
         .collect();
     assert_eq!(sessions.len(), 10, "ten queries at once on ten server sessions: {sessions:?}");
     let grown = db.pool_status();
+    eprintln!("measured: pool after 10 concurrent queries: {grown:?}");
+    let shrinking = Instant::now();
     assert!(grown.connections <= 10 && grown.connections >= 2, "{grown:?}");
     // r2d2's reaper looks every 30 s; idle connections past the idle timeout are closed down
     // to the minimum.
     wait_until("the pool shrinks back to two", Duration::from_secs(45), || db.pool_status().connections == 2);
+    eprintln!("measured: pool back to {:?} after {:?}", db.pool_status(), shrinking.elapsed());
 }
 
 #[test]
