@@ -17,9 +17,11 @@ use crate::{
 /// Connection pool limits of one database (spec §5.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Connections kept open even when idle (clamped to `max_connections`).
+    /// Connections kept open even when idle (clamped to `max_connections`); opened in the
+    /// background after [`Database::open`], so a database that is down does not stop it.
     pub min_connections: u32,
-    /// Upper bound on open connections; at least 1.
+    /// Upper bound on open connections; at least 1. The pool grows towards it one connection
+    /// per query waiting for one, and closes idle ones again after `idle_timeout`.
     pub max_connections: u32,
     /// How long a query waits for a free connection before [`DriverError::PoolExhausted`];
     /// must not be zero.
