@@ -244,6 +244,24 @@ impl FakeAgent {
         self.ws.get_ref().sock.set_read_timeout(Some(WAIT)).unwrap();
     }
 
+    /// Reads for `span`, answering pings (tungstenite queues the pong; the flush sends it);
+    /// panics on any text frame.
+    pub fn answer_pings_for(&mut self, span: Duration) {
+        let deadline = Instant::now() + span;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            self.ws.get_ref().sock.set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => {
+                    let _ = self.ws.flush();
+                }
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                other => panic!("expected only pings, got {other:?}"),
+            }
+        }
+        self.ws.get_ref().sock.set_read_timeout(Some(WAIT)).unwrap();
+    }
+
     /// Expects a `command` frame.
     pub fn expect_command(&mut self) -> protocol::Command {
         match self.recv() {
