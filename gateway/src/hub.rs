@@ -12,7 +12,7 @@
 //! **Lock order:** `commands` before `sessions` before `uploads`; no other lock is taken while
 //! one of these is held, except `subscribers` and the command store's connection (leaves).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -294,12 +294,58 @@ struct Commands {
     /// Outcomes no caller took (see [`OUTCOMES_KEPT`]), oldest first in `kept_order`.
     kept: HashMap<String, Reply>,
     kept_order: VecDeque<String>,
+    /// connector -> its commands not written to a session (`sent == None`), by `seq`.
+    queues: HashMap<String, BTreeMap<u64, String>>,
+    /// connector -> its commands written to a session and not answered (`sent != None`).
+    in_flight: HashMap<String, usize>,
 }
 
 impl Commands {
+    /// Adds a command, not sent yet.
+    fn add(&mut self, pending: PendingCommand) {
+        let id = pending.command.command_id.clone();
+        self.queues.entry(pending.connector.clone()).or_default().insert(pending.seq, id.clone());
+        self.by_id.insert(id, pending);
+    }
+
+    /// Records that a queued command was written to `connection_id`.
+    fn mark_sent(&mut self, command_id: &str, connection_id: &str) {
+        let Some(p) = self.by_id.get_mut(command_id) else { return };
+        if p.sent.is_none() {
+            if let Some(queue) = self.queues.get_mut(&p.connector) {
+                queue.remove(&p.seq);
+            }
+            *self.in_flight.entry(p.connector.clone()).or_default() += 1;
+        }
+        p.sent = Some((connection_id.to_owned(), Instant::now()));
+    }
+
+    /// Puts every command written to `connection_id` and not answered back in its queue.
+    fn unsend(&mut self, connection_id: &str) {
+        for p in self.by_id.values_mut() {
+            if p.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) {
+                p.sent = None;
+                self.queues
+                    .entry(p.connector.clone())
+                    .or_default()
+                    .insert(p.seq, p.command.command_id.clone());
+                if let Some(n) = self.in_flight.get_mut(&p.connector) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     /// Removes a command that is answered now and remembers its id.
     fn retire(&mut self, command_id: &str) -> Option<PendingCommand> {
         let pending = self.by_id.remove(command_id)?;
+        if pending.sent.is_some() {
+            if let Some(n) = self.in_flight.get_mut(&pending.connector) {
+                *n = n.saturating_sub(1);
+            }
+        } else if let Some(queue) = self.queues.get_mut(&pending.connector) {
+            queue.remove(&pending.seq);
+        }
         if self.answered.len() == ANSWERED_REMEMBERED
             && let Some(old) = self.answered.pop_front()
         {
@@ -323,7 +369,7 @@ impl Commands {
 
     /// Unanswered commands of `connector` written to a session.
     fn in_flight(&self, connector: &str) -> usize {
-        self.by_id.values().filter(|p| p.connector == connector && p.sent.is_some()).count()
+        self.in_flight.get(connector).copied().unwrap_or(0)
     }
 }
 
@@ -394,17 +440,14 @@ impl Hub {
                 expired.push((stored.connector, stored.command.command_id));
                 continue;
             }
-            commands.by_id.insert(
-                stored.command.command_id.clone(),
-                PendingCommand {
-                    connector: stored.connector,
-                    command: stored.command,
-                    sent: None,
-                    expires: stored.expires,
-                    seq: stored.seq,
-                    tx: None,
-                },
-            );
+            commands.add(PendingCommand {
+                connector: stored.connector,
+                command: stored.command,
+                sent: None,
+                expires: stored.expires,
+                seq: stored.seq,
+                tx: None,
+            });
         }
         for (connector, id) in expired {
             tracing::info!(connector, command = %id, "queued command expired while the gateway was down");
@@ -537,15 +580,11 @@ impl Hub {
         {
             let mut commands = self.commands.lock().unwrap();
             let mut sessions = self.sessions.lock().unwrap();
-            if !sessions.get(&key.connector).is_some_and(|s| s.connection_id == old.connection_id) {
+            if sessions.get(&key.connector).is_none_or(|s| s.connection_id != old.connection_id) {
                 return false;
             }
             sessions.insert(key.connector.clone(), handle.clone());
-            for pending in commands.by_id.values_mut() {
-                if pending.sent.as_ref().is_some_and(|(conn, _)| *conn == old.connection_id) {
-                    pending.sent = None;
-                }
-            }
+            commands.unsend(&old.connection_id);
         }
         old.send(SessionMsg::Replaced { reason: reason.to_owned() });
         self.set_connected(key, agent_version, &handle);
@@ -572,11 +611,7 @@ impl Hub {
             let mut sessions = self.sessions.lock().unwrap();
             if sessions.get(connector).is_some_and(|s| s.connection_id == connection_id) {
                 sessions.remove(connector);
-                for pending in commands.by_id.values_mut() {
-                    if pending.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) {
-                        pending.sent = None;
-                    }
-                }
+                commands.unsend(connection_id);
                 true
             } else {
                 false
@@ -691,7 +726,7 @@ impl Hub {
     pub fn live_counts(&self) -> (usize, usize) {
         let commands = self.commands.lock().unwrap();
         let sessions = self.sessions.lock().unwrap();
-        let in_flight = commands.by_id.values().filter(|p| p.sent.is_some()).count();
+        let in_flight = commands.in_flight.values().sum();
         (sessions.len(), in_flight)
     }
 
@@ -811,7 +846,7 @@ impl Hub {
             seq,
             tx: Some(tx),
         };
-        commands.by_id.insert(command_id.clone(), pending);
+        commands.add(pending);
         self.pump(&mut commands, connector);
         drop(commands);
         Ok(PendingQuery {
@@ -831,36 +866,43 @@ impl Hub {
     }
 
     /// Writes queued commands of `connector`, oldest first, to its live session while fewer
-    /// than its `max_in_flight` are unanswered there; queued commands past their TTL complete
-    /// with `COMMAND_EXPIRED` instead. Nothing is written to a draining session or while the
-    /// gateway stops.
+    /// than its `max_in_flight` are unanswered there; a queued command past its TTL met on the
+    /// way completes with `COMMAND_EXPIRED` instead. Nothing is written to a draining session
+    /// or while the gateway stops.
     fn pump(&self, commands: &mut Commands, connector: &str) {
-        let session = self.session(connector).filter(|s| !s.draining.load(Ordering::SeqCst));
+        let session =
+            self.session(connector).filter(|s| !s.draining.load(Ordering::SeqCst) && !self.is_stopping());
         let now = SystemTime::now();
-        let mut queued: Vec<(u64, String)> = commands
-            .by_id
-            .iter()
-            .filter(|(_, p)| p.connector == connector && p.sent.is_none())
-            .map(|(id, p)| (p.seq, id.clone()))
-            .collect();
-        queued.sort();
-        let mut in_flight = commands.in_flight(connector);
-        let stopping = self.is_stopping();
-        for (_, id) in queued {
-            if commands.by_id[&id].expires <= now {
-                if let Some(p) = self.retire(commands, &id, "expired") {
-                    tracing::info!(connector, command = %id, "queued command expired");
-                    Self::reply(commands, p, Err(expired_error(&id)));
-                }
+        while let Some((_, id)) = commands.queues.get(connector).and_then(|q| q.first_key_value()) {
+            let id = id.clone();
+            if commands.by_id.get(&id).is_none_or(|p| p.expires <= now) {
+                self.expire(commands, &id);
                 continue;
             }
-            let Some(session) = session.as_ref().filter(|s| !stopping && in_flight < s.max_in_flight) else {
-                continue;
+            let Some(session) = session.as_ref().filter(|s| commands.in_flight(connector) < s.max_in_flight)
+            else {
+                break;
             };
-            let Some(pending) = commands.by_id.get_mut(&id) else { continue };
-            if session.send(SessionMsg::Frame(Inbound::Command(pending.command.clone()).encode())) {
-                pending.sent = Some((session.connection_id.clone(), Instant::now()));
-                in_flight += 1;
+            let frame = Inbound::Command(commands.by_id[&id].command.clone()).encode();
+            if !session.send(SessionMsg::Frame(frame)) {
+                break;
+            }
+            commands.mark_sent(&id, &session.connection_id);
+        }
+    }
+
+    /// Answers a queued command `COMMAND_EXPIRED` (its TTL passed).
+    fn expire(&self, commands: &mut Commands, command_id: &str) {
+        match self.retire(commands, command_id, "expired") {
+            Some(p) => {
+                tracing::info!(connector = %p.connector, command = command_id, "queued command expired");
+                Self::reply(commands, p, Err(expired_error(command_id)));
+            }
+            None => {
+                // Not a pending command (cannot happen): do not loop on it.
+                for queue in commands.queues.values_mut() {
+                    queue.retain(|_, id| id != command_id);
+                }
             }
         }
     }
@@ -875,7 +917,7 @@ impl Hub {
         reply: impl FnOnce(Option<Instant>) -> Reply,
     ) -> bool {
         let mut commands = self.commands.lock().unwrap();
-        if !commands.by_id.get(command_id).is_some_and(|p| p.connector == connector) {
+        if commands.by_id.get(command_id).is_none_or(|p| p.connector != connector) {
             return false;
         }
         let Some(p) = self.retire(&mut commands, command_id, outcome) else { return false };
@@ -920,8 +962,7 @@ impl Hub {
             if p.expires > SystemTime::now() {
                 return CommandStatus::Queued;
             }
-            let connector = p.connector.clone();
-            self.pump(&mut commands, &connector);
+            self.expire(&mut commands, command_id);
         }
         if let Some(reply) = commands.kept.get(command_id) {
             return CommandStatus::Answered(Some(reply.clone()));
@@ -953,6 +994,8 @@ impl Hub {
     /// `gateway.db` and are delivered after the next start.
     pub fn fail_all(&self, message: &str) {
         let mut commands = self.commands.lock().unwrap();
+        commands.queues.clear();
+        commands.in_flight.clear();
         for (_, p) in commands.by_id.drain() {
             if let Some(tx) = p.tx {
                 let _ = tx.send(Err(offline_error(message)));

@@ -60,7 +60,8 @@ pub use hub::{CommandStatus, ConnectorInfo, GatewayEvent, PendingQuery};
 pub use keys::{KeyInfo, KeyRecord, KeyState, KeyStore, ROTATION_GRACE};
 pub use query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
 
-/// How long [`Gateway::shutdown`] waits for answers beyond the grace period it announced.
+/// How long [`Gateway::shutdown`] waits for answers beyond the grace period it announced (at
+/// most the grace period again).
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
 /// Gateway settings. [`GatewayConfig::new`] gives the defaults.
@@ -368,7 +369,7 @@ impl Gateway {
         self.hub.stopping.store(true, Ordering::SeqCst);
         let grace = self.hub.config.shutdown_grace;
         self.hub.shutdown_sessions(reason, grace.as_millis() as u64, protocol::ShutdownMode::Restart);
-        let deadline = Instant::now() + grace + SHUTDOWN_SLACK;
+        let deadline = Instant::now() + grace + SHUTDOWN_SLACK.min(grace);
         loop {
             let (sessions, in_flight) = self.hub.live_counts();
             if sessions == 0 || in_flight == 0 || Instant::now() >= deadline {

@@ -75,7 +75,7 @@ impl CommandStore {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         crate::tls::make_private(&path)?;
         for suffix in ["-wal", "-shm"] {
@@ -177,5 +177,39 @@ impl CommandStore {
                 r.get(0)
             })
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_and_answers_are_remembered() {
+        let dir = std::env::temp_dir().join(format!("gw-store-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = CommandStore::open(&dir).unwrap();
+        let command: Command = serde_json::from_value(serde_json::json!({
+            "commandId": "c0", "executionId": "e", "activityId": "a", "operation": "query",
+            "payload": {"query": "SELECT 1", "idempotencyKey": "k"}
+        }))
+        .unwrap();
+        let expires = SystemTime::now() + Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        for i in 0..200u64 {
+            let mut c = command.clone();
+            c.command_id = format!("c{i}");
+            store.insert("A", i, &c, expires).unwrap();
+        }
+        eprintln!("200 inserts: {:?}", started.elapsed());
+        store.answer("c0", "A", "result").unwrap();
+        drop(store);
+        let store = CommandStore::open(&dir).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.len(), 199);
+        assert_eq!(loaded[0].command.command_id, "c1");
+        assert_eq!(store.answered("c0").unwrap().as_deref(), Some("result"));
+        assert_eq!(store.answered("c1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

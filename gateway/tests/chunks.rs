@@ -74,7 +74,11 @@ fn buffered_result_in_several_signed_chunks_is_reassembled_byte_exact() {
         assert_eq!(body["seq"], seq);
         buffer_key = body["bufferKey"].as_str().unwrap().to_owned();
     }
-    assert_eq!(buffer_key, format!("Warehouse:{}", cmd.command_id), "bound to the connector, not the session");
+    assert_eq!(
+        buffer_key,
+        format!("Warehouse:{}", cmd.command_id),
+        "bound to the connector, not the session"
+    );
     // A retried chunk with the same bytes is accepted again (idempotent).
     let again = Chunk::signed(&key, &conn, &cmd.command_id, 1, false, pieces[1]);
     assert_eq!(again.post(&gw).0, 200);
