@@ -9,5 +9,6 @@ mod limits;
 mod offline;
 mod process;
 mod query;
+mod restart;
 mod session;
 mod storage;
