@@ -170,6 +170,10 @@ pub struct ConnectorInfo {
     pub status: Option<AgentStatus>,
     /// `activeCommands` of the last heartbeat.
     pub active_commands: u32,
+    /// Commands waiting in the gateway's queue (offline, or paced).
+    pub queued_commands: usize,
+    /// Commands written to the session and not answered yet.
+    pub in_flight_commands: usize,
     /// Latest `schema_discovery` payload.
     pub schema: Option<Vec<DatabaseSchema>>,
 }
@@ -776,6 +780,17 @@ impl Hub {
     }
 
     pub fn connectors(&self) -> Vec<ConnectorInfo> {
+        let counts: HashMap<String, (usize, usize)> = {
+            let commands = self.commands.lock().unwrap();
+            let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+            for (name, queue) in &commands.queues {
+                counts.entry(name.clone()).or_default().0 = queue.len();
+            }
+            for (name, n) in &commands.in_flight {
+                counts.entry(name.clone()).or_default().1 = *n;
+            }
+            counts
+        };
         let known = self.keys.connectors().unwrap_or_default();
         let states = self.connectors.lock().unwrap().clone();
         let mut names: Vec<(String, String)> = known;
@@ -789,7 +804,10 @@ impl Hub {
             .into_iter()
             .map(|(name, tenant)| {
                 let state = states.get(&name).cloned().unwrap_or_default();
+                let (queued_commands, in_flight_commands) = counts.get(&name).copied().unwrap_or_default();
                 ConnectorInfo {
+                    queued_commands,
+                    in_flight_commands,
                     connected: state.connection_id.is_some(),
                     connection_id: state.connection_id,
                     agent_version: state.agent_version,

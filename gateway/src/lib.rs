@@ -11,16 +11,25 @@
 //! frames on its channel and wake it ("send, then wake"), so a command is written at once and
 //! an idle session costs no CPU.
 //!
-//! Limits (see [`GatewayConfig`]): chunks only for commands sent to that connection and not yet
-//! answered; buffered results capped, decompressed, per result, per connection and in total;
-//! at most `max_connections` connections; deadlines for the TLS handshake, request heads and
-//! bodies. `gateway.db`, `admin.json` and the generated key are owner-only (0600) in directories
-//! the gateway creates 0700.
+//! Limits (see [`GatewayConfig`]): chunks only for commands of that connector not yet
+//! answered, signed with the key of its current session; buffered results capped,
+//! decompressed, per result, per connector and in total; at most `max_connections`
+//! connections; deadlines for the TLS handshake, request heads and bodies. `gateway.db`, its
+//! WAL, `admin.json` and the generated key are owner-only (0600) in directories the gateway
+//! creates 0700.
 //!
-//! Queries ([`Gateway::query`]) are commands with a TTL: a connector that is offline gets them
-//! when it connects (the offline queue); a command written to a session that then drops goes
-//! back into the queue and is delivered again, with the same command id and idempotency key,
-//! when the connector reconnects — until the caller's wait time or the command's TTL runs out.
+//! Queries ([`Gateway::query`], [`Gateway::submit`]) are commands with a TTL, persisted in
+//! `gateway.db` before they are accepted: a connector that is offline gets them when it
+//! connects, also after a gateway restart; a command written to a session that then drops (or
+//! is taken over) goes back into the queue and is delivered again, with the same command id
+//! and idempotency key, until it is answered or its TTL runs out (`COMMAND_EXPIRED`). The first
+//! answer of a command wins; later ones are dropped and acknowledged. At most
+//! `min(auth.maxInFlight or 32, max_in_flight)` commands per connector are unanswered on the
+//! wire; the rest wait. Results live in memory only ([`Gateway::command_status`]).
+//!
+//! [`Gateway::shutdown`] (SIGTERM on `serve`) tells agents `shutdown {mode: "restart"}` and
+//! waits for running answers; [`Gateway::decommission`] is the only way to tell an agent to
+//! exit.
 //!
 //! ```
 //! use gateway::{Gateway, GatewayConfig};
@@ -94,7 +103,8 @@ pub struct GatewayConfig {
     pub upload_url: Option<String>,
     /// Largest reassembled (decompressed) result kept for one command.
     pub max_buffer_bytes: u64,
-    /// Most decompressed bytes buffered for one connection (all its results together).
+    /// Most decompressed bytes buffered for one connector (all its results together, across
+    /// its sessions).
     pub max_connection_buffer_bytes: u64,
     /// Most decompressed bytes buffered for all connections together.
     pub max_total_buffer_bytes: u64,

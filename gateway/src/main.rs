@@ -118,7 +118,7 @@ struct ServeArgs {
     /// Largest decompressed result buffered for one command (e.g. 256MiB).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_buffer_bytes: u64,
-    /// Most decompressed result bytes buffered for one agent connection.
+    /// Most decompressed result bytes buffered for one connector (across its sessions).
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     max_connection_buffer_bytes: u64,
     /// Most decompressed result bytes buffered in total.

@@ -6,12 +6,13 @@
 //! dropped (and acknowledged) instead of completing anything twice. Results themselves are not
 //! stored: they stay in memory for the caller ([`crate::Gateway::command_status`]).
 //!
-//! WAL with `synchronous = FULL`: a command is on disk before [`crate::Gateway::submit`]
-//! returns, so a power loss (not only `kill -9`) cannot lose a command a caller was told was
-//! accepted. The cost is one fsync of the WAL per accepted or answered command (see
-//! `docs/BENCHMARKS.md`-style numbers in the gateway's tests: ~1,000 per second on a laptop SSD),
-//! acceptable for a reference gateway. `gw_answered` rows older than
-//! [`ANSWERED_RETENTION`] are purged at start.
+//! WAL with `synchronous = NORMAL`: a command is in the WAL (the OS's page cache) before
+//! [`crate::Gateway::submit`] returns, so a crash or `kill -9` of the gateway loses nothing; a
+//! power loss or kernel crash may lose the last commits before a checkpoint. `FULL` (an fsync per
+//! accepted and per answered command) cost ~10 ms per command on the test machine: 1,000 queued
+//! commands took 9.7 s to accept instead of 1.1 s, too slow for the backlog the gateway paces;
+//! a reference gateway that is restarted and redeployed (not power-cut) is what the tests cover.
+//! `gw_answered` rows older than [`ANSWERED_RETENTION`] are purged at start.
 
 use std::path::Path;
 use std::sync::Mutex;

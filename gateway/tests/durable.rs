@@ -219,6 +219,8 @@ fn a_backlog_of_1000_is_paced_to_the_agents_window() {
         outstanding.push_back(agent.expect_command());
     }
     agent.expect_silence(Duration::from_millis(200));
+    let info = gw.connectors().into_iter().find(|c| c.name == "Warehouse").unwrap();
+    assert_eq!((info.queued_commands, info.in_flight_commands), (984, 16));
     let mut seen = HashSet::new();
     let mut order = Vec::new();
     let drained = Instant::now();
