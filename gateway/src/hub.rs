@@ -248,7 +248,7 @@ pub(crate) enum Registration {
     Occupied(SessionHandle),
 }
 
-/// Where a command stands ([`Hub::command_status`]).
+/// Where a command stands ([`crate::Gateway::command_status`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CommandStatus {
@@ -390,6 +390,9 @@ pub(crate) struct Hub {
     pub keys: KeyStore,
     pub uploads: Mutex<UploadStore>,
     pub stopping: AtomicBool,
+    /// Set once the shutdown's grace period is over: the HTTPS accept loop ends. (Until then
+    /// uploads of answers still arrive.)
+    pub closing_listener: AtomicBool,
     store: CommandStore,
     commands: Mutex<Commands>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
@@ -466,6 +469,7 @@ impl Hub {
             keys,
             uploads: Mutex::default(),
             stopping: AtomicBool::new(false),
+            closing_listener: AtomicBool::new(false),
             store,
             commands: Mutex::new(commands),
             sessions: Mutex::default(),

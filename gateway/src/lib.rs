@@ -394,6 +394,7 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.hub.close_sessions(reason);
+        self.hub.closing_listener.store(true, Ordering::SeqCst);
         self.hub.fail_all(reason);
         // Unblock the accept loops.
         let _ = TcpStream::connect_timeout(&reachable(self.local_addr), Duration::from_secs(1));

@@ -282,13 +282,19 @@ fn graceful_shutdown_sends_restart_and_waits_for_running_answers() {
     let mut agent = FakeAgent::connect(&gw, &key, "Warehouse");
     let id = submit(&gw, "Warehouse", "SELECT 1");
     let cmd = agent.expect_command();
+    let (addr, tls) = (gw.local_addr(), gw.tls());
     let answerer = std::thread::spawn(move || {
         match agent.recv() {
             Inbound::Shutdown(s) => assert_eq!((s.mode, s.grace_period), (ShutdownMode::Restart, 5000)),
             other => panic!("expected shutdown, got {other:?}"),
         }
-        // The running command finishes during the grace period and is acknowledged.
-        agent.answer_inline(&cmd, vec![col("x", "integer")], vec![vec![json!(1)]]);
+        // The running command finishes during the grace period: its chunked result is
+        // uploaded and acknowledged.
+        let raw = stream(100);
+        let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
+        let (status, body) = Chunk::signed(&hmac, &conn, &cmd.command_id, 0, true, &raw).post_to(addr, tls);
+        assert_eq!(status, 200, "{body}");
+        agent.send(&buffered(&cmd, body["bufferKey"].as_str().unwrap(), 1, &raw, 100));
         agent.expect_ack(&cmd.command_id);
         agent.close();
     });
