@@ -311,6 +311,10 @@ impl Supervisor {
             Ok(interrupted) => {
                 for stored in interrupted {
                     let id = stored.command_id.clone();
+                    // Started by this process (it arrived before the first discovery ended).
+                    if self.running.contains_key(&id) {
+                        continue;
+                    }
                     match stored.server_session.as_deref() {
                         // Never reached the server (the session is written before the statement
                         // is sent), or ran inside this process: it stopped with the agent.
