@@ -1126,21 +1126,28 @@ impl Hub {
                         Some(ack)
                     }
                     Ok(None) => {
-                        // No chunk of it is here: the gateway restarted after the upload and lost
-                        // the buffer. The agent cannot upload it again (its rows are streamed,
-                        // not kept), so the command is answered UPLOAD_FAILED (retryable: the
-                        // caller may run it again) and the answer acknowledged.
-                        tracing::warn!(
-                            connector,
-                            command = %command_id,
-                            "buffered result names {buffer_key}, which holds no chunks (lost in a gateway restart); answered UPLOAD_FAILED"
-                        );
-                        let lost = protocol::ErrorBody::new(
-                            protocol::ErrorCode::UploadFailed,
-                            "the result's chunks were lost when the gateway restarted; run the command again",
-                        );
-                        if !self.complete(connector, &command_id, "failed", |_| Err(QueryError::Remote(lost)))
-                        {
+                        // No chunk of it is here. Either the gateway restarted after the upload
+                        // and lost the buffer, or the answer is the agent's stored answer to an
+                        // earlier command with the same idempotency key, whose buffer was handed
+                        // out with that command's answer. The agent cannot upload it again (its
+                        // rows are streamed, not kept), so the command is answered and the answer
+                        // acknowledged — never left pending, never re-sent in a loop.
+                        let own = buffer_key == &format!("{connector}:{command_id}");
+                        let body = if own {
+                            protocol::ErrorBody::new(
+                                protocol::ErrorCode::UploadFailed,
+                                "the result's chunks were lost when the gateway restarted; run the command again",
+                            )
+                        } else {
+                            protocol::ErrorBody::new(
+                                protocol::ErrorCode::ResultUnavailable,
+                                format!(
+                                    "this idempotency key was answered before, with the result buffer {buffer_key}, which was delivered and released; send a new idempotency key to run the query again"
+                                ),
+                            )
+                        };
+                        tracing::warn!(connector, command = %command_id, code = %body.code, "buffered result names {buffer_key}, which holds no chunks");
+                        if !self.complete(connector, &command_id, "failed", |_| Err(QueryError::Remote(body))) {
                             self.drop_answer(connector, &command_id);
                         }
                         Some(ack)
