@@ -284,8 +284,10 @@ struct PendingCommand {
     sent: Option<(String, Instant)>,
     expires: SystemTime,
     seq: u64,
-    /// The waiting caller; `None` for a command reloaded after a restart.
-    tx: Option<Sender<Reply>>,
+    /// The waiting callers: the one that submitted it, and any that submitted the same
+    /// idempotency key for the same connector while it was pending (they share its answer;
+    /// none for a command reloaded after a restart).
+    waiters: Vec<Sender<Reply>>,
 }
 
 #[derive(Debug, Default)]
@@ -453,7 +455,7 @@ impl Hub {
                 sent: None,
                 expires: stored.expires,
                 seq: stored.seq,
-                tx: None,
+                waiters: Vec::new(),
             });
         }
         for (connector, id) in expired {
@@ -694,13 +696,12 @@ impl Hub {
     /// Hands a reply to the waiting caller, or keeps it for [`Hub::command_status`].
     fn reply(commands: &mut Commands, pending: PendingCommand, reply: Reply) {
         let id = pending.command.command_id;
-        match pending.tx {
-            Some(tx) => {
-                if let Err(unsent) = tx.send(reply) {
-                    commands.keep(&id, unsent.into_inner());
-                }
-            }
-            None => commands.keep(&id, reply),
+        let mut delivered = false;
+        for waiter in &pending.waiters {
+            delivered |= waiter.send(reply.clone()).is_ok();
+        }
+        if !delivered {
+            commands.keep(&id, reply);
         }
     }
 
@@ -837,6 +838,28 @@ impl Hub {
         if !self.is_known(connector) {
             return Err(QueryError::UnknownConnector(connector.to_owned()));
         }
+        // The same idempotency key for the same connector while a command with it is pending
+        // (a caller that gave up waiting and asks again): wait for that command's answer
+        // instead of sending another command — the key means "the same work".
+        if let Some(key) = &req.idempotency_key {
+            let mut commands = self.commands.lock().unwrap();
+            let pending = commands
+                .by_id
+                .values_mut()
+                .find(|p| p.connector == connector && &p.command.payload.idempotency_key == key);
+            if let Some(p) = pending {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                p.waiters.push(tx);
+                return Ok(PendingQuery {
+                    hub: self.clone(),
+                    command_id: p.command.command_id.clone(),
+                    execution_id: p.command.execution_id.clone(),
+                    expires: p.expires,
+                    deadline: Instant::now() + req.wait,
+                    rx,
+                });
+            }
+        }
         let command_id = uuid::Uuid::new_v4().to_string();
         let execution_id = uuid::Uuid::new_v4().to_string();
         let ttl = req.ttl.unwrap_or(self.config.default_command_ttl);
@@ -866,7 +889,7 @@ impl Hub {
             sent: None,
             expires,
             seq,
-            tx: Some(tx),
+            waiters: vec![tx],
         };
         commands.add(pending);
         self.pump(&mut commands, connector);
@@ -1019,8 +1042,8 @@ impl Hub {
         commands.queues.clear();
         commands.in_flight.clear();
         for (_, p) in commands.by_id.drain() {
-            if let Some(tx) = p.tx {
-                let _ = tx.send(Err(offline_error(message)));
+            for waiter in p.waiters {
+                let _ = waiter.send(Err(offline_error(message)));
             }
         }
         self.uploads.lock().unwrap().clear();
@@ -1147,7 +1170,8 @@ impl Hub {
                             )
                         };
                         tracing::warn!(connector, command = %command_id, code = %body.code, "buffered result names {buffer_key}, which holds no chunks");
-                        if !self.complete(connector, &command_id, "failed", |_| Err(QueryError::Remote(body))) {
+                        if !self.complete(connector, &command_id, "failed", |_| Err(QueryError::Remote(body)))
+                        {
                             self.drop_answer(connector, &command_id);
                         }
                         Some(ack)
@@ -1258,11 +1282,9 @@ impl PendingQuery {
                 return Err(expired_error(&self.command_id));
             }
             if Instant::now() >= self.deadline {
-                // The caller gives up: the command is answered (`timeout`) for the gateway, its
-                // place in the connector's window goes to the next one.
-                if let Some(p) = self.hub.retire(&mut commands, &self.command_id, "timeout") {
-                    self.hub.pump(&mut commands, &p.connector);
-                }
+                // The caller gives up waiting; the command does not: it stays pending (the
+                // agent may be running it), its answer is kept for `command_status` and for a
+                // caller that asks again with the same idempotency key.
                 return Err(QueryError::Timeout);
             }
         }
