@@ -1,0 +1,454 @@
+//! Crashes and restarts (issue 9): `kill -9` of the agent mid-query and mid-upload, `kill -9`
+//! of the gateway mid-stream and with queued commands, gateway stop/start, a database down at
+//! agent start, a queue over its cap.
+//!
+//! Real processes: the agent binary, the `connector-gateway` binary where the gateway must die
+//! (in process otherwise), PostgreSQL, and the relay of `tests/relay.rs` (it also stands in
+//! front of PostgreSQL as a "database server that is down": it refuses connections). Executions
+//! on the database are counted from PostgreSQL's statement log (see `e2e_faults`).
+
+use std::time::{Duration, Instant};
+
+use gateway::{AdminClient, KeyStore, QueryError};
+use serde_json::{Value, json};
+
+use crate::e2e_faults::{
+    GatewayProc, Load, PgLog, Rig, agent_alive, agent_extra, find_queue_db, finish_report, integrity,
+    pg_connection, pg_urls, run_id, run_load, wait_until,
+};
+use crate::relay::Relay;
+use crate::support::{AgentProc, TempDir, WATCHDOG, sample_erp};
+
+/// A query that runs for minutes on PostgreSQL unless cancelled (3·10⁹ rows counted).
+fn slow_sql(tag: &str) -> String {
+    format!("SELECT '{tag}' AS tag, count(*) FROM generate_series(1, 3000000) a, generate_series(1, 1000) b")
+}
+
+/// Answers the gateway may give for a command whose run was cut short by a crash.
+const REPORTED: &[&str] = &["COMMAND_INTERRUPTED", "COMMAND_EXPIRED", "QUERY_TIMEOUT", "COMMAND_CANCELLED"];
+
+fn kill9(agent: &mut AgentProc) {
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+}
+
+#[test]
+fn agent_killed_mid_query_never_runs_it_twice_at_once_and_reports_it() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let rig = Rig::new("kill-mid-query", "Crashy");
+    let mut log = PgLog::open(&owner);
+    let config = rig.agent_config(&logged, json!({}));
+    let mut agent = rig.start_agent(&config);
+    let tag = run_id("mck");
+
+    let mut req = gateway::QueryRequest::new(slow_sql(&tag));
+    req.timeout_ms = Some(120_000);
+    req.wait = Duration::from_secs(90);
+    let pending = rig.gateway.submit("Crashy", req).unwrap();
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || done_tx.send(pending.wait()));
+    wait_until(WATCHDOG, "the slow query running on the server", || !log.running(&tag).is_empty());
+    let first_pid = log.running(&tag)[0].0;
+    kill9(&mut agent);
+    // The server still runs it: nobody told it to stop (kill -9).
+    assert_eq!(log.running(&tag).len(), 1, "the first run should outlive a kill -9 of its client");
+
+    let queue = find_queue_db(&config).expect("the agent keeps a queue database next to its config");
+    assert_eq!(integrity(&queue), "ok", "queue database after kill -9");
+
+    let restarted = AgentProc::start(&config);
+    // Until the command is settled, never two runs at once, and a second run only after the
+    // first is gone from the server.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let answer = loop {
+        let running = log.running(&tag);
+        assert!(running.len() <= 1, "two runs of one command on the server at once: {running:?}");
+        if let Some((pid, ..)) = running.first() {
+            if *pid != first_pid {
+                assert!(
+                    !log.running(&tag).iter().any(|(p, ..)| *p == first_pid),
+                    "a second run started while the first still runs"
+                );
+            }
+        }
+        if let Ok(answer) = done.try_recv() {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the interrupted command was never answered nor reported");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    match &answer {
+        Ok(o) => assert_eq!(o.row_count, 1),
+        Err(QueryError::Remote(body)) => {
+            assert!(
+                REPORTED.contains(&body.code.as_str()),
+                "unexpected code for an interrupted command: {body:?}"
+            )
+        }
+        Err(e) => panic!("no coded answer: {e}"),
+    }
+    // Settled: nothing of it runs on the server any more.
+    if answer.is_err() {
+        wait_until(WATCHDOG, "the interrupted run gone from the server", || log.running(&tag).is_empty());
+    }
+    let runs = log.executions(&tag).get(&tag).copied().unwrap_or(0);
+    assert!((1..=2).contains(&runs), "runs on the server: {runs}");
+    assert!(agent_alive(&restarted));
+    log.cancel_all(&tag);
+    drop(restarted);
+    assert_eq!(integrity(&queue), "ok");
+}
+
+#[test]
+fn agent_killed_mid_upload_resumes_or_reports_every_command() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let rig = Rig::new("kill-mid-upload", "Uploader");
+    let mut log = PgLog::open(&owner);
+    let config = rig.agent_config(&logged, json!({}));
+    let mut agent = rig.start_agent(&config);
+    // Slow the link so an upload of ~13 MB takes a while.
+    rig.relay.set_latency(Duration::from_millis(30));
+    let tag = run_id("mcu");
+    let sql =
+        format!("SELECT '{tag}' AS tag, g, repeat('y', 240) AS pad FROM generate_series(1, 50000) AS g");
+    let mut req = gateway::QueryRequest::new(sql);
+    req.wait = Duration::from_secs(120);
+    req.idempotency_key = Some(format!("key-{tag}"));
+    let pending = rig.gateway.submit("Uploader", req).unwrap();
+    // Mid-upload: the gateway holds part of the result.
+    wait_until(WATCHDOG, "part of the upload at the gateway", || rig.gateway.buffered_bytes() > 0);
+    kill9(&mut agent);
+    let queue = find_queue_db(&config).expect("queue database");
+    assert_eq!(integrity(&queue), "ok");
+    rig.relay.set_latency(Duration::ZERO);
+    let _restarted = AgentProc::start(&config);
+    match pending.wait() {
+        Ok(o) => {
+            assert_eq!(o.row_count, 50_000);
+            assert!(o.rows.iter().all(|r| r[0] == json!(tag)));
+        }
+        Err(QueryError::Remote(body)) => {
+            assert!(
+                REPORTED.contains(&body.code.as_str()) || body.code.as_str() == "RESULT_UNAVAILABLE",
+                "{body:?}"
+            )
+        }
+        Err(e) => panic!("the command was neither completed nor reported: {e}"),
+    }
+    let runs = log.executions(&tag).get(&tag).copied().unwrap_or(0);
+    assert!(runs <= 2, "ran {runs} times");
+}
+
+/// A binary gateway on `dir` with a key for `name`; returns (gateway, key).
+fn binary_gateway(dir: &std::path::Path, name: &str) -> (GatewayProc, String) {
+    let gw = GatewayProc::start(dir, 0, "3s");
+    let key = KeyStore::open(dir).unwrap().create("acme", name).unwrap().1.expose().to_owned();
+    (gw, key)
+}
+
+/// Agent config for a binary gateway behind `relay`.
+fn config_for(
+    dir: &std::path::Path,
+    name: &str,
+    key: &str,
+    gw_dir: &std::path::Path,
+    pg: &str,
+    relay: &Relay,
+) -> std::path::PathBuf {
+    let agent_dir = dir.join(format!("agent-{name}"));
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let key_path = agent_dir.join("api-key");
+    std::fs::write(&key_path, key).unwrap();
+    let mut config = json!({
+        "connectorName": name,
+        "apiKeyRef": format!("file:{}", key_path.display()),
+        "caCertPath": gw_dir.join("tls").join("cert.pem"),
+        "logLevel": "info",
+        "logDir": agent_dir.join("logs"),
+    });
+    for (k, v) in agent_extra(&agent_dir, pg, &relay.ws_url()).as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let path = agent_dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+fn connected(admin: &AdminClient, name: &str) -> bool {
+    matches!(admin.call("GET", "/admin/connectors", None, Duration::from_secs(5)),
+        Ok((200, Value::Array(list))) if list.iter().any(|c| c["name"] == json!(name) && c["connected"] == json!(true)))
+}
+
+#[test]
+fn gateway_killed_with_queued_commands_delivers_them_after_restart() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let dir = TempDir::new("gw-kill-queued");
+    let gw_dir = dir.0.join("gateway");
+    let (mut gw, key) = binary_gateway(&gw_dir, "Queued");
+    let relay = Relay::start(gw.addr);
+    let mut log = PgLog::open(&owner);
+    let config = config_for(&dir.0, "Queued", &key, &gw_dir, &logged, &relay);
+    // The agent is offline: commands wait in the gateway's queue.
+    let load = Load {
+        run: run_id("mcq"),
+        commands: 20,
+        chunked_per_mille: 0,
+        callers: 20,
+        deadline: Duration::from_secs(120),
+    };
+    let admin = gw.admin.clone();
+    let load2 = load.clone();
+    let callers = std::thread::spawn(move || {
+        // These calls die with the gateway; their commands must not.
+        std::thread::scope(|s| {
+            for n in 0..load2.commands {
+                let (admin, load2) = (&admin, &load2);
+                s.spawn(move || {
+                    let body = json!({ "connector": "Queued", "sql": load2.sql(n),
+                        "idempotencyKey": format!("key-{}", load2.tag(n)), "ttlMs": 600_000, "waitMs": 60_000 });
+                    let _ = admin.call("POST", "/admin/query", Some(&body), Duration::from_secs(70));
+                });
+            }
+        })
+    });
+    // Every call has reached the gateway: 20 admin connections are open and waiting (the
+    // gateway queues a command as soon as it has read the request).
+    let admin_port = gw.admin_addr().port();
+    wait_until(WATCHDOG, "20 admin calls waiting at the gateway", || established_to(admin_port) >= 20);
+    gw.kill9();
+    let _ = callers.join();
+    let gw2 = GatewayProc::start(&gw_dir, 0, "3s");
+    relay.set_upstream(gw2.addr);
+    let agent = AgentProc::start(&config);
+    wait_until(WATCHDOG, "agent connected to the restarted gateway", || connected(&gw2.admin, "Queued"));
+    // Every queued command runs exactly once, without anybody asking again.
+    wait_until(Duration::from_secs(60), "every queued command executed", || {
+        let ex = log.executions(&load.run);
+        (0..load.commands).all(|n| ex.contains_key(&load.tag(n)))
+    });
+    let ex = log.executions(&load.run);
+    let doubled: Vec<_> = ex.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(doubled.is_empty(), "queued commands ran twice: {doubled:?}");
+    assert!(agent_alive(&agent));
+}
+
+#[test]
+fn gateway_killed_mid_stream_answers_every_command_once_after_restart() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let dir = TempDir::new("gw-kill-stream");
+    let gw_dir = dir.0.join("gateway");
+    let (gw, key) = binary_gateway(&gw_dir, "Streamy");
+    let relay = Relay::start(gw.addr);
+    let mut log = PgLog::open(&owner);
+    let config = config_for(&dir.0, "Streamy", &key, &gw_dir, &logged, &relay);
+    let agent = AgentProc::start(&config);
+    wait_until(WATCHDOG, "agent connected", || connected(&gw.admin, "Streamy"));
+    let load = Load {
+        run: run_id("mcg"),
+        commands: 120,
+        chunked_per_mille: 216,
+        callers: 8,
+        deadline: Duration::from_secs(150),
+    };
+    // The callers follow the gateway through its restart: admin.json names the new admin API.
+    let gw = std::sync::Mutex::new(gw);
+    let log_start = log.start();
+    let report = std::thread::scope(|s| {
+        let killer = s.spawn(|| {
+            // Mid-stream: a third of the commands have run on the database.
+            let mut watch = PgLog::open_at(&owner, log_start);
+            wait_until(Duration::from_secs(120), "a third of the commands run", || {
+                watch.executions(&load.run).len() >= load.commands / 3
+            });
+            let mut g = gw.lock().unwrap();
+            g.kill9();
+            let g2 = GatewayProc::start(&gw_dir, 0, "3s");
+            relay.set_upstream(g2.addr);
+            *g = g2;
+        });
+        let report = run_load_following(&gw_dir, "Streamy", &load);
+        killer.join().unwrap();
+        report
+    });
+    let mut report = report;
+    finish_report(&mut report, &load, &mut log);
+    eprintln!("gateway kill mid-stream: {}", report.summary());
+    report.assert_exactly_once();
+    assert!(agent_alive(&agent), "the agent exited after a gateway crash:\n{}", agent.log_text());
+}
+
+/// Established TCP connections whose local port is `port` (server side), from /proc/net/tcp.
+fn established_to(port: u16) -> usize {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "01"
+                })
+                .count()
+        })
+        .sum::<usize>()
+}
+
+/// [`run_load`] with an admin client re-read from `admin.json` whenever a call fails (the
+/// gateway restarted on a new admin port).
+fn run_load_following(gw_dir: &std::path::Path, name: &str, load: &Load) -> crate::e2e_faults::LoadReport {
+    let admin = Following { dir: gw_dir.to_owned() };
+    crate::e2e_faults::run_load_with(&|body, timeout| admin.call(body, timeout), name, load)
+}
+
+struct Following {
+    dir: std::path::PathBuf,
+}
+
+impl Following {
+    fn call(&self, body: &Value, timeout: Duration) -> Result<(u16, Value), String> {
+        let admin =
+            AdminClient::from_data_dir(&self.dir).map_err(|e| e.to_string())?.ok_or("no admin.json")?;
+        admin.call("POST", "/admin/query", Some(body), timeout).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn gateway_stop_and_start_the_agent_reconnects_by_itself_and_keeps_running() {
+    let dir = TempDir::new("gw-restart");
+    let gw_dir = dir.0.join("gateway");
+    let (mut gw, key) = binary_gateway(&gw_dir, "Loyal");
+    let relay = Relay::start(gw.addr);
+    // SQLite only: this test needs no database server.
+    let agent_dir = dir.0.join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    std::fs::write(agent_dir.join("api-key"), &key).unwrap();
+    let config = agent_dir.join("config.json");
+    let doc = json!({
+        "connectorName": "Loyal",
+        "apiKeyRef": format!("file:{}", agent_dir.join("api-key").display()),
+        "cloudUrl": relay.ws_url(),
+        "caCertPath": gw_dir.join("tls").join("cert.pem"),
+        "heartbeatIntervalMs": 1000,
+        "reconnectMaxMs": 2000,
+        "logLevel": "info",
+        "logDir": agent_dir.join("logs"),
+        "connections": [{ "name": "erp", "type": "sqlite", "path": sample_erp() }]
+    });
+    std::fs::write(&config, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let agent = AgentProc::start(&config);
+    wait_until(WATCHDOG, "agent connected", || connected(&gw.admin, "Loyal"));
+
+    assert_eq!(gw.terminate(), Some(0), "gateway SIGTERM:\n{}", gw.log_text());
+    // The agent keeps trying (through the relay) and does not exit.
+    let tries = relay.stats().accepted;
+    wait_until(WATCHDOG, "the agent retrying", || relay.stats().accepted > tries);
+    assert!(agent_alive(&agent), "the agent exited when the gateway stopped:\n{}", agent.log_text());
+
+    let gw2 = GatewayProc::start(&gw_dir, 0, "3s");
+    relay.set_upstream(gw2.addr);
+    wait_until(Duration::from_secs(30), "agent reconnected by itself", || connected(&gw2.admin, "Loyal"));
+    let (status, answer) = gw2
+        .admin
+        .call(
+            "POST",
+            "/admin/query",
+            Some(&json!({ "connector": "Loyal", "sql": "SELECT 1 AS one" })),
+            WATCHDOG,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(agent_alive(&agent), "agent log:\n{}", agent.log_text());
+}
+
+#[test]
+fn a_database_down_at_start_is_unavailable_then_served_once_back() {
+    let Some((logged, _owner)) = pg_urls() else { return };
+    let rig = Rig::new("db-down", "HalfUp");
+    // PostgreSQL behind a relay that refuses connections: "the server is down".
+    let pg = crate::support::DbUrl::parse(&logged);
+    let pg_relay = Relay::start(format!("{}:{}", pg.host, pg.port).parse().unwrap());
+    pg_relay.refuse(true);
+    let down_url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/{}",
+        pg.user,
+        pg.password,
+        pg_relay.addr().port(),
+        pg.database
+    );
+    let agent_dir = rig.dir.0.join("conns");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let config = rig.agent_config(
+        &logged,
+        json!({ "connections": [
+            { "name": "erp", "type": "sqlite", "path": sample_erp() },
+            pg_connection(&agent_dir, "pg", &down_url),
+        ] }),
+    );
+    let agent = rig.start_agent(&config);
+
+    let mut sqlite = gateway::QueryRequest::new("SELECT count(*) AS n FROM customers");
+    sqlite.connection = Some("erp".into());
+    assert!(rig.gateway.query("HalfUp", sqlite.clone()).is_ok(), "the healthy database is served");
+
+    let mut down = gateway::QueryRequest::new("SELECT 1 AS one");
+    down.connection = Some("pg".into());
+    match rig.gateway.query("HalfUp", down.clone()) {
+        Err(QueryError::Remote(body)) => {
+            assert_eq!(body.code.as_str(), "DATABASE_UNAVAILABLE", "{body:?}");
+            assert!(body.retryable, "a down database is worth retrying: {body:?}");
+        }
+        other => panic!("expected DATABASE_UNAVAILABLE, got {other:?}"),
+    }
+    pg_relay.refuse(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rig.gateway.query("HalfUp", down.clone()) {
+            Ok(o) => {
+                assert_eq!(o.row_count, 1);
+                break;
+            }
+            Err(QueryError::Remote(body)) if body.retryable && Instant::now() < deadline => {
+                // The agent retries the server on its own schedule; ask again like a console.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => panic!("the database came back but is not served: {other:?}"),
+        }
+    }
+    assert!(agent_alive(&agent));
+}
+
+#[test]
+fn a_queue_over_its_cap_gives_a_clear_error_and_stays_intact() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let rig = Rig::new("queue-cap", "Capped");
+    let mut log = PgLog::open(&owner);
+    let config = rig.agent_config(&logged, json!({ "offlineQueueMaxMB": 1 }));
+    let agent = rig.start_agent(&config);
+    // Many commands at once, each with a ~1.3 MB result: far over a 1 MB queue.
+    let load = Load {
+        run: run_id("mcc"),
+        commands: 40,
+        chunked_per_mille: 500,
+        callers: 20,
+        deadline: Duration::from_secs(120),
+    };
+    let events = rig.gateway.subscribe();
+    let mut report = run_load(&rig.admin, "Capped", &load, Some(&events));
+    finish_report(&mut report, &load, &mut log);
+    eprintln!("queue cap: {}", report.summary());
+    // Every command is answered or refused with a code that says why; none is lost or doubled.
+    assert!(
+        report.lost.is_empty() && report.doubled.is_empty() && report.double_executed.is_empty(),
+        "{}",
+        report.summary()
+    );
+    for (tag, error) in &report.failed {
+        assert!(error.contains("AGENT_BUSY") || error.contains("queue"), "{tag}: unclear error {error}");
+    }
+    assert!(agent_alive(&agent));
+    let queue = find_queue_db(&config).expect("queue database");
+    drop(agent);
+    assert_eq!(integrity(&queue), "ok");
+}
