@@ -83,16 +83,21 @@ impl Agent {
                 tls: tls.clone(),
                 reconnect_max: Duration::from_millis(config.reconnect_max_ms),
                 heartbeat_interval: config.heartbeat_interval(),
+                instance_id: None,
+                max_in_flight: None,
             },
             Box::new(move || key_config.load_api_key().map_err(|e| e.to_string())),
             inbox.clone(),
         )?;
 
         let http = crate::https::agent(tls, config.proxy_url.as_deref(), Duration::from_secs(60))?;
+        // The current session's upload target: set by the supervisor, read by workers and uploader.
+        let upload_slot = Arc::new(crate::uploader::UploadSlot::new());
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded(CHUNK_QUEUE);
-        let uploader = crate::uploader::start(http, chunk_rx)?;
+        let uploader = crate::uploader::start(http, upload_slot.clone(), chunk_rx)?;
         let (job_tx, job_rx) = crossbeam_channel::bounded(config.workers as usize * JOBS_PER_WORKER);
-        let workers = crate::worker::start(config.workers, job_rx, chunk_tx, inbox.clone())?;
+        let workers =
+            crate::worker::start(config.workers, job_rx, chunk_tx, upload_slot.clone(), inbox.clone())?;
         let heartbeat = HeartbeatHandle::start(config.heartbeat_interval(), board.clone(), link.sender())?;
 
         let supervisor = Supervisor::new(
@@ -104,6 +109,7 @@ impl Agent {
             config.schema_policy.iter().map(|(name, policy)| (name.clone(), policy.to_gate())).collect(),
             config.command_limits(),
         )
+        .with_upload_slot(upload_slot)
         .with_upload_policy(
             crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)
                 .map_err(|reason| anyhow::anyhow!("invalid config field `uploadHosts`: {reason}"))?,

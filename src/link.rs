@@ -4,9 +4,19 @@
 //! authenticates, then drives the connection with [`PolledWebSocket`]: it sleeps until the
 //! socket has data, or another thread queued a frame and woke it. Inbound frames are decoded and
 //! handed to the supervisor; outbound frames come from anyone holding a [`LinkSender`].
-//! When the connection drops it reconnects with exponential backoff and jitter.
+//!
+//! **No backlog.** Frames queued while offline are dropped: results are kept by the
+//! supervisor's store and re-sent after the next `connected`, so the link never holds them.
+//!
+//! **Reconnecting** ([`Backoff`]): exponential backoff with full jitter, reset as soon as a
+//! session is healthy (`connected` received). `AUTH_FAILED` (a revoked or rotated key) retries
+//! slowly ([`Backoff::auth_delay`]: about `reconnectMaxMs` first, never more often than every
+//! 30 s, the key re-read each time); `DUPLICATE_CONNECTION` takes the normal backoff (the
+//! gateway lets the same `instanceId` take a stale session over).
+//!
+//! **Dead peer.** A session silent for one heartbeat interval is pinged; silent for two, it is
+//! dropped.
 
-use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -24,17 +34,23 @@ use crate::wsio::{Incoming, PolledWebSocket, Waker, ws_config};
 
 /// How long dialling, TLS, the WebSocket handshake and authentication may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames kept while offline; heartbeats and status frames are not kept.
-const OFFLINE_BACKLOG: usize = 1024;
-/// First reconnection delay.
+/// Ceiling of the first reconnection delay after a failed attempt; doubled per failure.
 const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Ceiling of the first delay after a healthy session dropped: a link that is cut often comes
+/// back at once, while a gateway that refuses every dial still sees the doubling backoff.
+const FIRST_RETRY_CEILING: Duration = Duration::from_millis(100);
+/// `AUTH_FAILED` is never retried more often than this.
+const AUTH_RETRY_FLOOR: Duration = Duration::from_secs(30);
+/// Longest wait between `AUTH_FAILED` retries.
+const AUTH_RETRY_CAP: Duration = Duration::from_secs(30 * 60);
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
 /// Messages the link thread accepts.
 #[derive(Debug)]
 pub enum LinkMsg {
-    /// Write a frame to the cloud (kept for later if it is a result and the link is down).
+    /// Write a frame to the cloud (dropped if the link is down: the supervisor's store re-sends
+    /// results after the next `connected`).
     Send(Outbound),
     /// Drop the current connection and dial again now.
     Reconnect,
@@ -55,8 +71,13 @@ pub struct LinkSettings {
     pub tls: Arc<ClientConfig>,
     /// Longest backoff between attempts.
     pub reconnect_max: Duration,
-    /// Heartbeat period; a connection silent for three of these is considered dead.
+    /// Heartbeat period: a connection silent for one is pinged, for two is dropped.
     pub heartbeat_interval: Duration,
+    /// Sent in `auth` as `instanceId`: the gateway lets a new session of the same instance
+    /// replace a stale one at once.
+    pub instance_id: Option<String>,
+    /// Sent in `auth` as `maxInFlight`: how many unanswered commands the gateway may send.
+    pub max_in_flight: Option<u32>,
 }
 
 /// A cheap handle that queues a frame for the link and wakes it ("send, then wake").
@@ -67,6 +88,13 @@ pub struct LinkSender {
 }
 
 impl LinkSender {
+    /// A sender without a link thread: the messages land in the returned receiver. For driving
+    /// the supervisor by messages in tests.
+    pub fn channel() -> (Self, Receiver<LinkMsg>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Self { tx, waker: Arc::new(Mutex::new(None)) }, rx)
+    }
+
     /// Queues a message and wakes the link thread. Returns false if the link has stopped.
     pub fn send(&self, msg: LinkMsg) -> bool {
         let ok = self.tx.send(msg).is_ok();
@@ -97,13 +125,12 @@ impl Link {
         load_key: Box<dyn Fn() -> Result<ApiKey, String> + Send>,
         supervisor: Sender<SupMsg>,
     ) -> io::Result<Self> {
-        // Unbounded on purpose: producers (supervisor, heartbeat, workers) must never block on a
-        // slow network; the backlog kept while offline is capped at OFFLINE_BACKLOG instead.
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let sender = LinkSender { tx, waker: Arc::new(Mutex::new(None)) };
+        // Unbounded on purpose: producers (supervisor, heartbeat) must never block on a slow
+        // network. Offline, the link drops what it is sent, so nothing accumulates there.
+        let (sender, rx) = LinkSender::channel();
         let waker_slot = sender.waker.clone();
         let thread = crate::spawn_named("link", move || {
-            LinkThread { settings, load_key, supervisor, rx, waker_slot, backlog: VecDeque::new() }.run();
+            LinkThread { settings, load_key, supervisor, rx, waker_slot }.run();
         })?;
         Ok(Self { sender, thread: Some(thread) })
     }
@@ -128,43 +155,112 @@ struct LinkThread {
     supervisor: Sender<SupMsg>,
     rx: Receiver<LinkMsg>,
     waker_slot: Arc<Mutex<Option<Waker>>>,
-    backlog: VecDeque<Outbound>,
 }
 
 /// Why a session ended.
 enum End {
     Shutdown,
     Reconnect(String),
-    /// Rejected by the cloud (`AUTH_FAILED`, `DUPLICATE_CONNECTION`): back off to the maximum.
+    /// Rejected by the cloud (`AUTH_FAILED`, `DUPLICATE_CONNECTION`).
     Rejected(ErrorCode, String),
+}
+
+/// Reconnection delays: exponential backoff with full jitter.
+///
+/// After `n` failed attempts in a row the next delay is uniform in
+/// `[0, min(cap, 500 ms · 2^(n-1))]`; the first attempt after a healthy session (one that
+/// received `connected`) waits uniform `[0, 100 ms]`. [`Backoff::connected`] resets the count.
+/// `AUTH_FAILED` has its own slow schedule ([`Backoff::auth_delay`]).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    cap: Duration,
+    /// Attempts that failed since the last healthy session.
+    failures: u32,
+    /// `AUTH_FAILED` answers in a row.
+    auth_failures: u32,
+}
+
+impl Backoff {
+    /// A backoff whose delays never exceed `cap` (`reconnectMaxMs`).
+    pub fn new(cap: Duration) -> Self {
+        Self { cap, failures: 0, auth_failures: 0 }
+    }
+
+    /// A session is healthy: the next drop reconnects quickly again.
+    pub fn connected(&mut self) {
+        self.failures = 0;
+        self.auth_failures = 0;
+    }
+
+    /// The upper bound of the next [`Backoff::delay`].
+    pub fn ceiling(&self) -> Duration {
+        if self.failures == 0 {
+            return FIRST_RETRY_CEILING.min(self.cap);
+        }
+        let doubled = BACKOFF_START.saturating_mul(1u32 << (self.failures - 1).min(20));
+        doubled.min(self.cap)
+    }
+
+    /// The delay before the next attempt after a dropped session or a failed dial (and
+    /// `DUPLICATE_CONNECTION`): uniform in `[0, ceiling]`. Counts one failure.
+    pub fn delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.failures = self.failures.saturating_add(1);
+        uniform(Duration::ZERO, ceiling)
+    }
+
+    /// The delay after `AUTH_FAILED`: about `cap` (±25 %) the first time, doubling per
+    /// rejection in a row up to 30 min, and never less than 30 s, so a revoked key never
+    /// storms the gateway and a rotated one is picked up on a later try.
+    pub fn auth_delay(&mut self) -> Duration {
+        let base = self.cap.saturating_mul(1u32 << self.auth_failures.min(20)).min(AUTH_RETRY_CAP);
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        self.failures = self.failures.saturating_add(1);
+        uniform(base.mul_f64(0.75), base.mul_f64(1.25)).max(AUTH_RETRY_FLOOR)
+    }
+}
+
+/// Uniform in `[low, high]`.
+fn uniform(low: Duration, high: Duration) -> Duration {
+    use rand::RngExt as _;
+    if high <= low {
+        return low;
+    }
+    let nanos = rand::rng().random_range(low.as_nanos() as u64..=high.as_nanos() as u64);
+    Duration::from_nanos(nanos)
 }
 
 impl LinkThread {
     fn run(mut self) {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new(self.settings.reconnect_max);
         loop {
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
-            let started = Instant::now();
             let end = match self.connect() {
-                Ok((ws, tcp)) => self.session(ws, &tcp),
+                Ok((ws, tcp)) => {
+                    // `connected` arrived: the session is healthy, the backoff starts over.
+                    backoff.connected();
+                    self.session(ws, &tcp)
+                }
                 Err(end) => end,
             };
             let delay = match end {
                 End::Shutdown => return,
                 End::Reconnect(reason) => {
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
-                    // A session that lasted a while restarts the backoff.
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff = BACKOFF_START;
-                    }
-                    let delay = jitter(backoff);
-                    backoff = (backoff * 2).min(self.settings.reconnect_max);
-                    delay
+                    backoff.delay()
                 }
                 End::Rejected(code, reason) => {
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: Some(code) });
-                    backoff = self.settings.reconnect_max;
-                    jitter(backoff)
+                    if code == ErrorCode::AuthFailed {
+                        let delay = backoff.auth_delay();
+                        tracing::warn!(
+                            retry_in_s = delay.as_secs(),
+                            "the cloud rejected the API key; retrying slowly (the key is re-read each time)"
+                        );
+                        delay
+                    } else {
+                        backoff.delay()
+                    }
                 }
             };
             if self.sleep_offline(delay).is_err() {
@@ -173,27 +269,22 @@ impl LinkThread {
         }
     }
 
-    /// Waits out a backoff delay while still taking messages. `Err` means shut down.
+    /// Waits out a backoff delay while still taking messages. `Err` means shut down. Frames
+    /// sent meanwhile are dropped (the supervisor re-sends results after `connected`).
     fn sleep_offline(&mut self, delay: Duration) -> Result<(), ()> {
         let deadline = Instant::now() + delay;
-        loop {
+        let mut dropped = 0u32;
+        let result = loop {
             match self.rx.recv_deadline(deadline) {
-                Ok(LinkMsg::Send(frame)) => self.keep(frame),
-                Ok(LinkMsg::Reconnect) | Err(RecvTimeoutError::Timeout) => return Ok(()),
-                Ok(LinkMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Err(()),
+                Ok(LinkMsg::Send(_)) => dropped += 1,
+                Ok(LinkMsg::Reconnect) | Err(RecvTimeoutError::Timeout) => break Ok(()),
+                Ok(LinkMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break Err(()),
             }
+        };
+        if dropped > 0 {
+            tracing::debug!(frames = dropped, "dropped frames queued while offline");
         }
-    }
-
-    /// Keeps a frame for the next connection if it is worth delivering late.
-    fn keep(&mut self, frame: Outbound) {
-        if matches!(frame, Outbound::ExecutionResult(_) | Outbound::ExecutionError(_)) {
-            if self.backlog.len() == OFFLINE_BACKLOG {
-                tracing::warn!("offline backlog full; dropping the oldest undelivered result");
-                self.backlog.pop_front();
-            }
-            self.backlog.push_back(frame);
-        }
+        result
     }
 
     /// Dials, handshakes and authenticates. On success the socket is still in blocking mode.
@@ -234,8 +325,8 @@ impl LinkThread {
                 connector_name: self.settings.connector_name.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 protocol_version: PROTOCOL_VERSION,
-                instance_id: None,
-                max_in_flight: None,
+                instance_id: self.settings.instance_id.clone(),
+                max_in_flight: self.settings.max_in_flight,
             });
             let text = zeroize::Zeroizing::new(auth.encode());
             ws.send(tungstenite::Message::text(text.as_str())).map_err(|e| fail("sending auth", &e))?;
@@ -283,13 +374,10 @@ impl LinkThread {
     }
 
     fn drive(&mut self, ws: &mut PolledWebSocket<TlsStream>) -> End {
-        while let Some(frame) = self.backlog.pop_front() {
-            if let Err(e) = ws.send_text(frame.encode()) {
-                self.backlog.push_front(frame);
-                return End::Reconnect(format!("write failed: {e}"));
-            }
-        }
-        let silence_limit = self.settings.heartbeat_interval * 3;
+        let interval = self.settings.heartbeat_interval;
+        // Silent for one interval: ping; for two: the peer is dead.
+        let silence_limit = interval * 2;
+        let mut pinged = false;
         let mut incoming = Vec::new();
         loop {
             // Drain everything queued before sleeping.
@@ -297,7 +385,6 @@ impl LinkThread {
                 match self.rx.try_recv() {
                     Ok(LinkMsg::Send(frame)) => {
                         if let Err(e) = ws.send_text(frame.encode()) {
-                            self.keep(frame);
                             return End::Reconnect(format!("write failed: {e}"));
                         }
                     }
@@ -336,25 +423,25 @@ impl LinkThread {
             }
             let idle = ws.idle_for();
             if idle >= silence_limit {
-                return End::Reconnect(format!("no data from the cloud for {}s", idle.as_secs()));
+                return End::Reconnect(format!(
+                    "no data from the cloud for {} ms (two heartbeat intervals)",
+                    idle.as_millis()
+                ));
             }
-            if idle >= self.settings.heartbeat_interval
-                && let Err(e) = ws.ping()
-            {
-                return End::Reconnect(format!("write failed: {e}"));
+            if idle < interval {
+                pinged = false;
+            } else if !pinged {
+                if let Err(e) = ws.ping() {
+                    return End::Reconnect(format!("write failed: {e}"));
+                }
+                pinged = true;
             }
-            let timeout = self.settings.heartbeat_interval.min(silence_limit - idle);
+            let timeout = if idle < interval { interval - idle } else { silence_limit - idle };
             if let Err(e) = ws.wait(Some(timeout)) {
                 return End::Reconnect(format!("poll failed: {e}"));
             }
         }
     }
-}
-
-fn jitter(delay: Duration) -> Duration {
-    use rand::RngExt as _;
-    let factor: f64 = rand::rng().random_range(0.8..1.2);
-    delay.mul_f64(factor)
 }
 
 fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {

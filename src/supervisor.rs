@@ -17,6 +17,7 @@ use crate::protocol::{
     AgentStatus, Command, Connected, DecodeError, ErrorBody, ErrorCode, ExecutionError, Inbound, Outbound,
     SchemaDiscovery, StatusUpdate, now_rfc3339,
 };
+use crate::uploader::UploadSlot;
 use crate::worker::{Job, QueryJob, UploadTarget};
 
 /// Entries kept in the in-memory idempotency cache.
@@ -143,7 +144,8 @@ pub struct Supervisor {
     /// found (views over private objects); `policy::before_discovery` until then.
     policies: HashMap<String, gate::Policy>,
     limits: crate::config::CommandLimits,
-    upload: Option<Arc<UploadTarget>>,
+    /// The current session's upload target, shared with the workers and the uploader.
+    upload: Arc<UploadSlot>,
     /// Where chunks may be uploaded (`cloudUrl`'s host, `uploadHosts`).
     upload_policy: crate::uploader::UploadPolicy,
     in_flight: HashMap<String, InFlight>,
@@ -205,7 +207,7 @@ impl Supervisor {
             policies: policies.iter().map(|(k, p)| (k.clone(), crate::policy::before_discovery(p))).collect(),
             configured_policies: policies,
             limits,
-            upload: None,
+            upload: Arc::new(UploadSlot::new()),
             upload_policy: crate::uploader::UploadPolicy::deny_all(),
             in_flight: HashMap::new(),
             schema: None,
@@ -233,6 +235,13 @@ impl Supervisor {
     /// Sets where chunks may be uploaded; without it every upload URL is refused.
     pub fn with_upload_policy(mut self, policy: crate::uploader::UploadPolicy) -> Self {
         self.upload_policy = policy;
+        self
+    }
+
+    /// Shares the upload slot with the workers and the uploader (set on `connected`, cleared
+    /// on link down).
+    pub fn with_upload_slot(mut self, slot: Arc<UploadSlot>) -> Self {
+        self.upload = slot;
         self
     }
 
@@ -309,7 +318,7 @@ impl Supervisor {
                          legitimate, list it in `uploadHosts` in the configuration"
                     );
                 }
-                self.upload = Some(Arc::new(UploadTarget {
+                self.upload.set(Some(UploadTarget {
                     url,
                     connection_id: connected.connection_id.clone(),
                     key: upload.hmac_key.clone(),
@@ -339,7 +348,7 @@ impl Supervisor {
             }
             SupMsg::LinkDown { reason, rejected } => {
                 self.board.connected.store(false, Ordering::Relaxed);
-                self.upload = None;
+                self.upload.set(None);
                 self.counters.connected_since = None;
                 self.counters.last_error = Some(match rejected {
                     Some(code) => format!("{code}: {reason}"),
@@ -663,9 +672,6 @@ impl Supervisor {
                 );
             }
         };
-        let Some(upload) = self.upload.clone() else {
-            return self.reject(&command, ErrorCode::InternalError, "no upload grant for this session");
-        };
         let cancel = CancelToken::default();
         // A command may ask for any timeout up to the configured cap; beyond it, the cap.
         let timeout = command
@@ -687,7 +693,6 @@ impl Supervisor {
             cancel,
             timeout,
             received,
-            upload,
             max_result_bytes,
         }));
         match self.jobs.try_send(job) {

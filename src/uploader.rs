@@ -1,9 +1,20 @@
 //! The uploader thread: compresses result chunks, signs them and POSTs them over HTTPS.
 //!
 //! It uses the same TLS 1.3 configuration as the link (see [`crate::https`]). Each chunk is
-//! zlib-compressed, signed with the connection's HMAC key over its position and bytes, and sent
-//! with up to three attempts and exponential backoff. Chunks are taken from a bounded channel in
-//! order, so the sequence numbers of one result arrive in order.
+//! zlib-compressed, signed with the *current* session's HMAC key over its position and bytes,
+//! and sent with up to three attempts and exponential backoff per session. Chunks are taken
+//! from a bounded channel in order, so the sequence numbers of one result arrive in order.
+//! Every chunk gets exactly one [`ChunkReply`].
+//!
+//! **Uploads survive a reconnect.** The session's upload target lives in the [`UploadSlot`],
+//! set by the supervisor on `connected` and cleared when the link drops. When a chunk cannot be
+//! delivered on the current session (transport error after its attempts, `401`/`403` for an
+//! unknown or ended session, or no session at all), the uploader waits for the next session
+//! (until the chunk's deadline, at most [`UPLOAD_PATIENCE`] after the command started, or its
+//! cancel) and re-sends the same chunk, re-signed with the new session's key. The gateway takes a
+//! re-sent identical chunk idempotently (`200`); a chunk ahead of what it holds is `409` with
+//! `{"nextSeq": n}`: the uploader resumes when `n` is the chunk it holds, else the result fails
+//! with `UPLOAD_FAILED` (retryable).
 //!
 //! **Where chunks may go.** The cloud names the upload URL in `connected`; the agent does not
 //! take its word for it. [`UploadPolicy`] accepts only `https` to the host and port of
@@ -14,9 +25,9 @@
 //! [`crate::https`]), so an accepted URL cannot bounce a chunk elsewhere either.
 
 use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use drivers::CancelToken;
@@ -30,12 +41,107 @@ use crate::worker::UploadTarget;
 pub const ATTEMPTS: u32 = 3;
 /// Delay before the second attempt; doubled before each further one.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// The longest a result's chunks wait for a session that takes them, from the command's start.
+pub const UPLOAD_PATIENCE: Duration = Duration::from_secs(600);
+/// How often a wait for the next session looks at the command's cancel token.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+/// Result sizes while no session says otherwise (the gateway's defaults).
+const DEFAULT_MAX_CHUNK_BYTES: usize = 1 << 20;
+const DEFAULT_MAX_INLINE_BYTES: usize = 256 * 1024;
+
+/// The current session's upload target, shared by the supervisor (writer), the workers (result
+/// sizes) and the uploader (where to POST, which key signs).
+///
+/// Every [`UploadSlot::set`] bumps a generation, so the uploader can wait for a session *newer*
+/// than the one that failed it.
+#[derive(Debug, Default)]
+pub struct UploadSlot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    generation: u64,
+    target: Option<Arc<UploadTarget>>,
+}
+
+/// Result sizes a worker uses for one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultSizes {
+    /// Target uncompressed chunk size.
+    pub max_chunk_bytes: usize,
+    /// Largest result sent inline.
+    pub max_inline_bytes: usize,
+}
+
+impl Default for ResultSizes {
+    fn default() -> Self {
+        Self { max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES, max_inline_bytes: DEFAULT_MAX_INLINE_BYTES }
+    }
+}
+
+impl UploadSlot {
+    /// An empty slot (no session).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the session's target (`connected`) or clears it (link down), and wakes every
+    /// upload waiting for a session.
+    pub fn set(&self, target: Option<UploadTarget>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.generation += 1;
+        state.target = target.map(Arc::new);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// The generation and target now (`None`: no session).
+    pub fn current(&self) -> (u64, Option<Arc<UploadTarget>>) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.generation, state.target.clone())
+    }
+
+    /// The result sizes of the current session, or the defaults while offline.
+    pub fn sizes(&self) -> ResultSizes {
+        match self.current().1 {
+            Some(target) => ResultSizes {
+                max_chunk_bytes: target.max_chunk_bytes,
+                max_inline_bytes: target.max_inline_bytes,
+            },
+            None => ResultSizes::default(),
+        }
+    }
+
+    /// Waits for a target of a generation newer than `after`; `None` when `deadline` passes or
+    /// `cancel` fires first.
+    pub fn wait_newer(
+        &self,
+        after: u64,
+        deadline: Instant,
+        cancel: &CancelToken,
+    ) -> Option<(u64, Arc<UploadTarget>)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if state.generation > after
+                && let Some(target) = &state.target
+            {
+                return Some((state.generation, target.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline || cancel.is_cancelled() {
+                return None;
+            }
+            let wait = (deadline - now).min(CANCEL_POLL);
+            state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
 
 /// One slice of a result stream, uncompressed.
 #[derive(Debug)]
 pub struct Chunk {
-    /// Upload settings of the connection the command came on.
-    pub target: Arc<UploadTarget>,
     /// The command whose result this is.
     pub command_id: String,
     /// Position, from 0.
@@ -46,6 +152,8 @@ pub struct Chunk {
     pub data: Vec<u8>,
     /// Stops retries when the command is cancelled.
     pub cancel: CancelToken,
+    /// Waiting for a session that takes the chunk ends here (`UPLOAD_FAILED`, retryable).
+    pub deadline: Instant,
     /// Where to report the outcome.
     pub reply: Sender<ChunkReply>,
 }
@@ -187,19 +295,29 @@ impl UploadError {
 }
 
 /// Starts the uploader. It ends when every `Sender<Chunk>` is dropped.
-pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<JoinHandle<()>> {
+pub fn start(
+    agent: ureq::Agent,
+    slot: Arc<UploadSlot>,
+    chunks: Receiver<Chunk>,
+) -> std::io::Result<JoinHandle<()>> {
     crate::spawn_named("uploader", move || {
-        // Commands whose upload failed: their remaining chunks are dropped unsent. The worker
-        // stops producing after a failure, so a final chunk may never come: keep only a few.
+        // Commands whose upload failed: their remaining chunks are answered without being
+        // sent. The worker stops producing after a failure, so a final chunk may never come:
+        // keep only a few.
         let mut failed: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         for chunk in chunks {
             if failed.contains(&chunk.command_id) {
                 if chunk.last {
                     failed.retain(|id| id != &chunk.command_id);
                 }
+                let _ = chunk.reply.send(ChunkReply::Failed {
+                    seq: chunk.seq,
+                    error: "an earlier chunk of this result failed".into(),
+                    retryable: true,
+                });
                 continue;
             }
-            let reply = match upload(&agent, &chunk) {
+            let reply = match upload(&agent, &slot, &chunk) {
                 Ok(buffer_key) => ChunkReply::Stored { seq: chunk.seq, buffer_key },
                 Err(UploadError { message: error, retryable }) => {
                     tracing::warn!(command = %chunk.command_id, seq = chunk.seq, %error, "chunk upload failed");
@@ -217,27 +335,94 @@ pub fn start(agent: ureq::Agent, chunks: Receiver<Chunk>) -> std::io::Result<Joi
     })
 }
 
-fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, UploadError> {
-    let target = &chunk.target;
-    // No request at all to a URL the policy refused (checked when the session started).
-    let url =
-        target.url.as_ref().map_err(|reason| UploadError::fatal(format!("upload refused: {reason}")))?;
+/// How one session dealt with a chunk.
+#[derive(Debug)]
+enum SessionOutcome {
+    Stored(String),
+    /// This session cannot take it (gone, unreachable, refused as unknown): try the next one.
+    NextSession(String),
+    Failed(UploadError),
+}
+
+/// Delivers one chunk on the current session, or the next ones, until it is stored, refused
+/// for good, cancelled, or its deadline passes.
+fn upload(agent: &ureq::Agent, slot: &UploadSlot, chunk: &Chunk) -> Result<String, UploadError> {
     let mut encoder = ZlibEncoder::new(Vec::with_capacity(chunk.data.len() / 4), Compression::fast());
     encoder.write_all(&chunk.data).map_err(|e| UploadError::retryable(e.to_string()))?;
     let body = encoder.finish().map_err(|e| UploadError::retryable(e.to_string()))?;
+    let (mut generation, mut target) = slot.current();
+    let mut last_error = String::from("no session to upload to");
+    loop {
+        if chunk.cancel.is_cancelled() {
+            return Err(UploadError::retryable("command cancelled"));
+        }
+        let current = match target.take() {
+            Some(current) => current,
+            None => match slot.wait_newer(generation, chunk.deadline, &chunk.cancel) {
+                Some((newer, current)) => {
+                    generation = newer;
+                    current
+                }
+                None if chunk.cancel.is_cancelled() => {
+                    return Err(UploadError::retryable("command cancelled"));
+                }
+                None => {
+                    return Err(UploadError::retryable(format!(
+                        "chunk {} not delivered before its deadline: {last_error}",
+                        chunk.seq
+                    )));
+                }
+            },
+        };
+        match send_on_session(agent, slot, generation, &current, chunk, &body) {
+            SessionOutcome::Stored(key) => return Ok(key),
+            SessionOutcome::Failed(error) => return Err(error),
+            SessionOutcome::NextSession(why) => {
+                tracing::info!(
+                    command = %chunk.command_id,
+                    seq = chunk.seq,
+                    reason = %why,
+                    "chunk waits for the next session"
+                );
+                last_error = why;
+            }
+        }
+    }
+}
+
+/// Up to [`ATTEMPTS`] POSTs of one chunk on one session (`generation` of the slot).
+fn send_on_session(
+    agent: &ureq::Agent,
+    slot: &UploadSlot,
+    generation: u64,
+    target: &UploadTarget,
+    chunk: &Chunk,
+    body: &[u8],
+) -> SessionOutcome {
+    // No request at all to a URL the policy refused (checked when the session started).
+    let url = match &target.url {
+        Ok(url) => url,
+        Err(reason) => {
+            return SessionOutcome::Failed(UploadError::fatal(format!("upload refused: {reason}")));
+        }
+    };
     let signature = hex::encode(chunk_signature(
         target.key.expose(),
         &target.connection_id,
         &chunk.command_id,
         chunk.seq,
         chunk.last,
-        &body,
+        body,
     ));
     let mut delay = FIRST_RETRY_DELAY;
     let mut last_error = String::new();
     for attempt in 1..=ATTEMPTS {
         if chunk.cancel.is_cancelled() {
-            return Err(UploadError::retryable("command cancelled"));
+            return SessionOutcome::Failed(UploadError::retryable("command cancelled"));
+        }
+        // A newer session came up meanwhile: re-sign for it instead of knocking on the old one.
+        if slot.current().0 != generation {
+            return SessionOutcome::NextSession("the session changed".into());
         }
         let response = agent
             .post(url.as_str())
@@ -248,35 +433,16 @@ fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, UploadError> {
             .header(headers::SEQ, chunk.seq.to_string())
             .header(headers::FINAL, if chunk.last { "1" } else { "0" })
             .header(headers::SIGNATURE, &signature)
-            .send(&body[..]);
+            .send(body);
         match response {
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 let text = response.body_mut().read_to_string().unwrap_or_default();
-                if status == 200 {
-                    let value: serde_json::Value = serde_json::from_str(&text)
-                        .map_err(|e| UploadError::retryable(format!("bad upload response: {e}")))?;
-                    return value["bufferKey"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| UploadError::retryable("upload response has no bufferKey"));
+                if let Some(outcome) = judge(status, &text, chunk.seq) {
+                    return outcome;
                 }
                 last_error =
                     format!("gateway answered {status}: {}", text.chars().take(300).collect::<String>());
-                // Redirects are not followed: the chunk goes to the accepted URL or nowhere.
-                if (300..400).contains(&status) {
-                    return Err(UploadError::fatal(format!("{last_error} (redirects are not followed)")));
-                }
-                // 4xx: the gateway refused this chunk; retrying the same bytes cannot help.
-                // Its error body says whether the command may be retried (`retryable: false`
-                // for a result over the gateway's caps).
-                if (400..500).contains(&status) && status != 408 && status != 429 {
-                    let flag = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| v["retryable"].as_bool());
-                    let retryable = flag.unwrap_or(status != 413);
-                    return Err(UploadError { message: last_error, retryable });
-                }
             }
             Err(e) => last_error = format!("attempt {attempt}: {e}"),
         }
@@ -285,7 +451,57 @@ fn upload(agent: &ureq::Agent, chunk: &Chunk) -> Result<String, UploadError> {
             delay *= 2;
         }
     }
-    Err(UploadError::retryable(format!("chunk {} failed after {ATTEMPTS} attempts: {last_error}", chunk.seq)))
+    SessionOutcome::NextSession(format!("chunk {} failed after {ATTEMPTS} attempts: {last_error}", chunk.seq))
+}
+
+/// What an HTTP answer to chunk `seq` means; `None`: worth another attempt on this session.
+fn judge(status: u16, text: &str, seq: u32) -> Option<SessionOutcome> {
+    let answer = || format!("gateway answered {status}: {}", text.chars().take(300).collect::<String>());
+    let json = serde_json::from_str::<serde_json::Value>(text).ok();
+    if status == 200 {
+        let key = json.as_ref().and_then(|v| v["bufferKey"].as_str()).map(str::to_owned);
+        return Some(match key {
+            Some(key) => SessionOutcome::Stored(key),
+            None => SessionOutcome::Failed(UploadError::retryable(format!(
+                "bad upload response (no bufferKey): {}",
+                answer()
+            ))),
+        });
+    }
+    // Redirects are not followed: the chunk goes to the accepted URL or nowhere.
+    if (300..400).contains(&status) {
+        return Some(SessionOutcome::Failed(UploadError::fatal(format!(
+            "{} (redirects are not followed)",
+            answer()
+        ))));
+    }
+    let code = json.as_ref().and_then(|v| v["code"].as_str()).unwrap_or_default();
+    // The session is unknown or ended at the gateway (a signature that does not match is our
+    // fault, not the session's, and would fail again).
+    if matches!(status, 401 | 403) && code != "CHUNK_SIGNATURE_INVALID" {
+        return Some(SessionOutcome::NextSession(answer()));
+    }
+    // The gateway holds a different prefix of this result than we assumed.
+    if status == 409
+        && let Some(next) = json.as_ref().and_then(|v| v["nextSeq"].as_u64())
+    {
+        if next == u64::from(seq) {
+            // It wants exactly this chunk: send it again (within this session's attempts).
+            return None;
+        }
+        return Some(SessionOutcome::Failed(UploadError::retryable(format!(
+            "the gateway expects chunk {next} of this result and the agent holds only chunk {seq}: {}",
+            answer()
+        ))));
+    }
+    // 4xx: the gateway refused this chunk; retrying the same bytes cannot help. Its error body
+    // says whether the command may be retried (`retryable: false` for a result over its caps).
+    if (400..500).contains(&status) && status != 408 && status != 429 {
+        let flag = json.as_ref().and_then(|v| v["retryable"].as_bool());
+        let retryable = flag.unwrap_or(status != 413);
+        return Some(SessionOutcome::Failed(UploadError { message: answer(), retryable }));
+    }
+    None
 }
 
 #[cfg(test)]

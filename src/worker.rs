@@ -5,7 +5,9 @@
 //! then one JSON array per row). A result that stays under `maxInlineBytes` travels inline in
 //! `execution_result`; a larger one is cut into ~`maxChunkBytes` chunks at row boundaries and
 //! handed to the uploader through a bounded channel, so a slow upload slows the database cursor
-//! instead of growing memory.
+//! instead of growing memory. The sizes come from the [`UploadSlot`] when the job starts (the
+//! gateway's defaults while offline); the chunks are signed for whichever session is current
+//! when they are sent, so a result survives a reconnect.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,9 +21,10 @@ use crate::protocol::{
     Command, ErrorBody, ErrorCode, ExecutionError, ExecutionResult, Outbound, ResultPayload, SecretBytes,
 };
 use crate::supervisor::SupMsg;
-use crate::uploader::{Chunk, ChunkReply};
+use crate::uploader::{Chunk, ChunkReply, ResultSizes, UPLOAD_PATIENCE, UploadSlot};
 
-/// Where and how large results are uploaded, from the current connection's `connected` frame.
+/// Where and how large results are uploaded, from the current connection's `connected` frame
+/// (kept in the [`UploadSlot`] while that session lasts).
 #[derive(Debug)]
 pub struct UploadTarget {
     /// HTTPS URL for chunks, if [`crate::uploader::UploadPolicy`] accepted the one the cloud
@@ -63,8 +66,6 @@ pub struct QueryJob {
     pub received: Instant,
     /// The result may not grow beyond this many NDJSON bytes (before compression).
     pub max_result_bytes: u64,
-    /// Upload settings of the connection the command came on.
-    pub upload: Arc<UploadTarget>,
 }
 
 /// Starts `count` workers. They end when every `Sender<Job>` is dropped.
@@ -72,16 +73,18 @@ pub fn start(
     count: u32,
     jobs: Receiver<Job>,
     uploader: Sender<Chunk>,
+    slot: Arc<UploadSlot>,
     supervisor: Sender<SupMsg>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..count)
         .map(|i| {
             let (jobs, uploader, supervisor) = (jobs.clone(), uploader.clone(), supervisor.clone());
+            let slot = slot.clone();
             crate::spawn_named(&format!("worker-{i}"), move || {
                 for job in jobs {
                     let msg = match job {
                         Job::Query(job) => {
-                            let frame = run_query(&job, &uploader);
+                            let frame = run_query(&job, &uploader, slot.sizes());
                             SupMsg::Finished {
                                 command_id: job.command.command_id.clone(),
                                 frame: Box::new(frame),
@@ -102,10 +105,11 @@ fn discover(dbs: &[Database]) -> Result<Vec<drivers::DatabaseSchema>, String> {
     dbs.iter().map(|db| db.discover().map_err(|e| format!("{}: {e}", db.name()))).collect()
 }
 
-/// Runs one query to completion and returns the frame that reports it.
-pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>) -> Outbound {
+/// Runs one query to completion and returns the frame that reports it. `sizes` are the
+/// current session's (see [`UploadSlot::sizes`]).
+pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>, sizes: ResultSizes) -> Outbound {
     let command = &job.command;
-    let mut sink = ResultSink::new(job, uploader);
+    let mut sink = ResultSink::new(job, uploader, sizes);
     let options = QueryOptions { timeout: Some(job.timeout), cancel: job.cancel.clone() };
     let outcome = job.db.query(&job.checked, &command.payload.params, &options, &mut sink);
     let too_large = sink.too_large;
@@ -167,6 +171,7 @@ fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
 struct ResultSink<'a> {
     job: &'a QueryJob,
     uploader: &'a Sender<Chunk>,
+    sizes: ResultSizes,
     columns: Vec<ColumnMeta>,
     /// Encoded bytes not yet shipped.
     buf: Vec<u8>,
@@ -183,10 +188,11 @@ struct ResultSink<'a> {
 }
 
 impl<'a> ResultSink<'a> {
-    fn new(job: &'a QueryJob, uploader: &'a Sender<Chunk>) -> Self {
+    fn new(job: &'a QueryJob, uploader: &'a Sender<Chunk>, sizes: ResultSizes) -> Self {
         Self {
             job,
             uploader,
+            sizes,
             columns: Vec::new(),
             buf: Vec::with_capacity(16 * 1024),
             chunked: false,
@@ -206,17 +212,16 @@ impl<'a> ResultSink<'a> {
             self.upload_retryable = retryable;
             return Err(SinkError(error));
         }
-        let data =
-            std::mem::replace(&mut self.buf, Vec::with_capacity(self.job.upload.max_chunk_bytes + 4096));
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.sizes.max_chunk_bytes + 4096));
         self.hasher.update(&data);
         self.total_bytes += data.len() as u64;
         let chunk = Chunk {
-            target: self.job.upload.clone(),
             command_id: self.job.command.command_id.clone(),
             seq: self.seq,
             last,
             data,
             cancel: self.job.cancel.clone(),
+            deadline: self.job.received + UPLOAD_PATIENCE,
             reply: reply_tx.clone(),
         };
         self.seq += 1;
@@ -239,9 +244,10 @@ impl<'a> ResultSink<'a> {
         let Some((_, replies)) = self.replies.take() else {
             return Err(upload_failed("no chunk was sent".into()));
         };
-        // The uploader answers every chunk in order; the last answer carries the buffer key.
+        // The uploader answers every chunk, in order (it waits for a session at most until the
+        // chunk's deadline); the last answer carries the buffer key.
         loop {
-            match replies.recv_timeout(Duration::from_secs(600)) {
+            match replies.recv() {
                 Ok(ChunkReply::Stored { seq, buffer_key }) if seq + 1 == chunk_count => {
                     return Ok(ResultPayload::Buffered {
                         buffer_key,
@@ -254,7 +260,7 @@ impl<'a> ResultSink<'a> {
                 Ok(ChunkReply::Failed { error, retryable, .. }) => {
                     return Err(ErrorBody { retryable, ..upload_failed(error) });
                 }
-                Err(_) => return Err(upload_failed("uploader did not answer".into())),
+                Err(_) => return Err(upload_failed("the uploader stopped".into())),
             }
         }
     }
@@ -277,10 +283,10 @@ impl RowSink for ResultSink<'_> {
             self.buf = Vec::new();
             return Err(SinkError("result too large".into()));
         }
-        if !self.chunked && self.buf.len() > self.job.upload.max_inline_bytes {
+        if !self.chunked && self.buf.len() > self.sizes.max_inline_bytes {
             self.chunked = true;
         }
-        if self.chunked && self.buf.len() >= self.job.upload.max_chunk_bytes {
+        if self.chunked && self.buf.len() >= self.sizes.max_chunk_bytes {
             self.ship(false)?;
         }
         Ok(())

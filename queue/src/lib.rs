@@ -1,0 +1,93 @@
+//! The agent's durable command store and its hash-chained audit log, in one SQLite file.
+//!
+//! Every command is written here on receipt, before anything else happens to it, and the
+//! store is the only place a command's fate is recorded. Frames and answers are opaque JSON
+//! text: this crate knows nothing of the wire protocol, the drivers or the gate.
+//!
+//! # States
+//!
+//! ```text
+//!   receive ──► Received ──start──► Running ──finish──► Answered | Failed | Cancelled | Expired
+//!                  │  ▲                │                         │
+//!                  │  └───requeue──────┘ (after a crash)         └─acknowledge─► (purgeable)
+//!                  └──expire_due / finish──► Expired | Cancelled | Failed
+//! ```
+//!
+//! A repeat (same idempotency key, or same `commandId`) is [`Receipt::Known`]: still queued
+//! or running (attach to it), or finished (answer from the stored frame; `purged` when the body
+//! was dropped for space, metadata kept). A failure with `retryable: true` frees its key: a
+//! repeat runs again (the row is reused, attempts keep counting). A `Running` command found
+//! on open was interrupted by a crash: [`Store::interrupted`] lists it with its attempts and
+//! the server-side session the driver reported ([`Store::set_server_session`]), so the caller
+//! can cancel it on the server before [`Store::requeue`] or [`Store::finish`].
+//!
+//! # Durability
+//!
+//! WAL journal with `synchronous = NORMAL` (default; [`Synchronous::Full`] is available). Every
+//! change is one `BEGIN IMMEDIATE` transaction, so nothing is ever half-written. In WAL mode
+//! `NORMAL` survives any crash of the process (`kill -9`, panic, abort): a committed
+//! transaction is in the WAL file, which the OS keeps. Only a power loss or OS crash can lose
+//! the newest commits (never corrupt the file): a lost receipt is harmless because the gateway
+//! keeps a command until it is answered and delivers it again; a lost `running` mark means the
+//! database session died with the machine's TCP connections anyway. `FULL` adds an fsync per
+//! commit, three per command (receive, start, finish): see `benches/queue.rs` for the cost.
+//! `busy_timeout` is 5 s so the read-only `audit` CLI never makes the agent fail.
+//!
+//! # On disk
+//!
+//! One file (mode 0600, its directory created 0700) plus its `-wal` and `-shm` files, schema
+//! version in `PRAGMA user_version`, `quick_check` on open. Tables: `meta` (instance id made
+//! on first open, audit head), `commands` (one row per command: ids, idempotency key,
+//! connection, query SHA-256, the frame, state, attempts, timestamps, server session, the
+//! answer frame, outcome code, row count, result size, buffer key, result SHA-256, duration,
+//! acknowledged/purged marks) and `audit`.
+//!
+//! # Size cap and purge
+//!
+//! The cap (`offlineQueueMaxMB`, default 500 MiB) is checked in bytes against the pages in
+//! use. When a new command or answer would pass it, the frame and answer bodies of finished
+//! **and acknowledged** commands are dropped oldest-first (metadata kept); only if that is not
+//! enough, the oldest such metadata rows go too. If only unfinished work is left,
+//! [`Store::receive`] fails with [`QueueError::Full`] (answer `AGENT_BUSY`); an answer is always
+//! stored (its command was accepted). [`Usage::warn`] is set at 80 % (spec §8.3).
+//!
+//! # Never purged
+//!
+//! `Received` and `Running` commands, unacknowledged answers, and the audit log. The audit
+//! log (spec §7.3) gets one record per state change in the same transaction as the change
+//! (received, started, executed, failed, cancelled, expired, interrupted) plus
+//! [`Store::audit_note`] events; the query text is kept only as its SHA-256 unless
+//! `audit_query_text`. Records are hash-chained and the head is kept in `meta`, so an edited,
+//! deleted, reordered or cut-off record is found by [`Store::verify_audit`]. The chain has no
+//! secret key: it detects changes made without recomputing every later hash and the head, not
+//! a deliberate rewrite by someone who can write the file. It counts toward the cap.
+//!
+//! ```no_run
+//! use queue::{Finish, NewCommand, Receipt, State, Store, StoreConfig};
+//! # fn main() -> Result<(), queue::QueueError> {
+//! let mut store = Store::open(std::path::Path::new("/var/lib/mini-connector/queue.db"), StoreConfig::default())?;
+//! let cmd = NewCommand { command_id: "c1", execution_id: Some("e1"), activity_id: None,
+//!     idempotency_key: Some("k1"), connection: Some("erp"), query: "SELECT 1",
+//!     frame_json: r#"{"type":"query"}"#, expires_at_ms: None, received_at_ms: queue::now_ms() };
+//! if store.receive(&cmd)? == Receipt::New {
+//!     store.start("c1")?;
+//!     store.finish("c1", &Finish { state: State::Answered, answer_json: r#"{"type":"result"}"#,
+//!         code: Some("ok"), retryable: false, row_count: Some(1), result_bytes: Some(9),
+//!         buffer_key: None, sha256: None, duration_ms: 3 })?;
+//!     store.acknowledge("c1")?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod audit;
+mod error;
+mod store;
+mod types;
+
+pub use audit::rfc3339_ms;
+pub use error::QueueError;
+pub use store::{SCHEMA_VERSION, Store, now_ms, query_hash};
+pub use types::{
+    AuditEvent, AuditRecord, AuditReport, Counts, Existing, Finish, NewCommand, PurgeReport, Receipt, State,
+    StoreConfig, StoredAnswer, StoredCommand, Synchronous, Usage,
+};

@@ -1,0 +1,856 @@
+//! [`Store`]: the commands table, its state machine, the size cap, and the audit appends.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, TransactionBehavior, params};
+use sha2::{Digest as _, Sha256};
+
+use crate::audit::{self, Entry};
+use crate::{
+    AuditEvent, AuditRecord, AuditReport, Counts, Existing, Finish, NewCommand, PurgeReport, QueueError,
+    Receipt, State, StoreConfig, StoredAnswer, StoredCommand, Synchronous, Usage,
+};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection (the `audit` CLI).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The WAL file is truncated back to this after a checkpoint (a big answer grows it).
+const JOURNAL_SIZE_LIMIT: i64 = 32 << 20;
+
+/// Room counted for a row's metadata, indexes and its audit record, beyond the bodies.
+const ROW_OVERHEAD: u64 = 1024;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE commands (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    command_id     TEXT NOT NULL UNIQUE,
+    execution_id   TEXT,
+    activity_id    TEXT,
+    idem_key       TEXT,
+    connection     TEXT,
+    query_hash     TEXT NOT NULL,
+    frame_json     TEXT,
+    state          TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    received_at    INTEGER NOT NULL,
+    started_at     INTEGER,
+    finished_at    INTEGER,
+    expires_at     INTEGER,
+    server_session TEXT,
+    answer_json    TEXT,
+    code           TEXT,
+    retryable      INTEGER NOT NULL DEFAULT 0,
+    row_count      INTEGER,
+    result_bytes   INTEGER,
+    buffer_key     TEXT,
+    sha256         TEXT,
+    duration_ms    INTEGER,
+    acked_at       INTEGER,
+    purged_at      INTEGER
+);
+CREATE UNIQUE INDEX commands_idem_key ON commands (idem_key) WHERE idem_key IS NOT NULL;
+CREATE INDEX commands_state ON commands (state, seq);
+CREATE INDEX commands_expiry ON commands (expires_at) WHERE state = 'received' AND expires_at IS NOT NULL;
+CREATE INDEX commands_purgeable ON commands (seq) WHERE acked_at IS NOT NULL;
+CREATE TABLE audit (
+    seq          INTEGER PRIMARY KEY,
+    ts           INTEGER NOT NULL,
+    event        TEXT NOT NULL,
+    command_id   TEXT,
+    execution_id TEXT,
+    connection   TEXT,
+    row_count    INTEGER,
+    duration_ms  INTEGER,
+    outcome      TEXT,
+    query_hash   TEXT,
+    query_text   TEXT,
+    detail       TEXT,
+    prev_hash    TEXT NOT NULL,
+    hash         TEXT NOT NULL
+);
+CREATE INDEX audit_ts ON audit (ts);
+";
+
+const COLUMNS: &str = "command_id, execution_id, activity_id, idem_key, connection, query_hash, frame_json, state, \
+    attempts, received_at, started_at, finished_at, expires_at, server_session, answer_json, code, retryable, \
+    row_count, result_bytes, buffer_key, sha256, duration_ms, acked_at, purged_at";
+
+/// The durable command store and audit log: one SQLite connection, owned by one thread (it is
+/// `Send`, not `Sync`). See the crate overview.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    cfg: StoreConfig,
+    instance_id: String,
+    read_only: bool,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// SHA-256 of a query text, lowercase hex.
+pub fn query_hash(query: &str) -> String {
+    hex::encode(Sha256::digest(query.as_bytes()))
+}
+
+/// A stored text that must be JSON (a frame or an answer).
+fn json_text(value: Option<String>, what: &str) -> Result<Option<String>, QueueError> {
+    match value {
+        Some(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            Ok(_) => Ok(Some(text)),
+            Err(_) => Err(QueueError::Corrupt(format!("a stored {what} is not JSON"))),
+        },
+        None => Ok(None),
+    }
+}
+
+fn opt_u64(value: Option<i64>, what: &str) -> Result<Option<u64>, QueueError> {
+    value.map(|v| u64::try_from(v).map_err(|_| QueueError::Corrupt(format!("negative {what}")))).transpose()
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn read_command(r: &Row<'_>) -> Result<StoredCommand, QueueError> {
+    let state: String = r.get(7)?;
+    let attempts: i64 = r.get(8)?;
+    Ok(StoredCommand {
+        command_id: r.get(0)?,
+        execution_id: r.get(1)?,
+        activity_id: r.get(2)?,
+        idempotency_key: r.get(3)?,
+        connection: r.get(4)?,
+        query_hash: r.get(5)?,
+        frame_json: json_text(r.get(6)?, "command frame")?,
+        state: state.parse()?,
+        attempts: u32::try_from(attempts).map_err(|_| QueueError::Corrupt("attempts out of range".into()))?,
+        received_at_ms: r.get(9)?,
+        started_at_ms: r.get(10)?,
+        finished_at_ms: r.get(11)?,
+        expires_at_ms: r.get(12)?,
+        server_session: r.get(13)?,
+        answer_json: json_text(r.get(14)?, "answer")?,
+        code: r.get(15)?,
+        retryable: r.get::<_, i64>(16)? != 0,
+        row_count: opt_u64(r.get(17)?, "row count")?,
+        result_bytes: opt_u64(r.get(18)?, "result size")?,
+        buffer_key: r.get(19)?,
+        sha256: r.get(20)?,
+        duration_ms: opt_u64(r.get(21)?, "duration")?,
+        acknowledged: r.get::<_, Option<i64>>(22)?.is_some(),
+        purged: r.get::<_, Option<i64>>(23)?.is_some(),
+    })
+}
+
+fn query_commands(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredCommand>, QueueError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM commands {filter}"))?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read_command(r)?);
+    }
+    Ok(out)
+}
+
+fn get_command(conn: &Connection, command_id: &str) -> Result<Option<StoredCommand>, QueueError> {
+    Ok(query_commands(conn, "WHERE command_id = ?1", [command_id])?.pop())
+}
+
+/// Bytes of pages in use: what the file needs (free pages are reused before it grows).
+fn used_bytes(conn: &Connection) -> Result<u64, QueueError> {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let (size, count, free) = (pragma("page_size")?, pragma("page_count")?, pragma("freelist_count")?);
+    Ok(u64::try_from(size.saturating_mul(count.saturating_sub(free))).unwrap_or(0))
+}
+
+/// Purges oldest-first until the pages in use are at most `target` bytes: first the frame and
+/// answer bodies of finished, acknowledged commands (metadata kept), then, only if that is not
+/// enough, the metadata rows of the oldest purged ones. Never an unfinished or unacknowledged
+/// command, never the audit log.
+fn purge_to(conn: &Connection, target: u64, report: &mut PurgeReport) -> Result<(), QueueError> {
+    let now = now_ms();
+    for _ in 0..100_000 {
+        let used = used_bytes(conn)?;
+        if used <= target {
+            return Ok(());
+        }
+        let excess = used - target;
+        let mut freed = 0u64;
+        let mut ids = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, coalesce(length(CAST(frame_json AS BLOB)), 0) + coalesce(length(CAST(answer_json AS BLOB)), 0) \
+                 FROM commands WHERE acked_at IS NOT NULL AND purged_at IS NULL ORDER BY seq LIMIT 256",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (seq, size): (i64, i64) = (r.get(0)?, r.get(1)?);
+                ids.push(seq);
+                freed += u64::try_from(size).unwrap_or(0);
+                if freed >= excess {
+                    break;
+                }
+            }
+        }
+        if !ids.is_empty() {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE commands SET frame_json = NULL, answer_json = NULL, purged_at = ?2 WHERE seq = ?1",
+            )?;
+            for seq in &ids {
+                stmt.execute(params![seq, now])?;
+            }
+            report.bodies_purged += ids.len() as u64;
+            continue;
+        }
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM commands WHERE seq IN (SELECT seq FROM commands \
+                 WHERE acked_at IS NOT NULL AND purged_at IS NOT NULL ORDER BY seq LIMIT 256)",
+            )?
+            .execute([])?;
+        if deleted == 0 {
+            return Ok(());
+        }
+        report.rows_deleted += deleted as u64;
+    }
+    Ok(())
+}
+
+/// Creates `path`'s directory (0700) and the file itself (0600) when missing; tightens an
+/// existing file that others can read.
+fn prepare_file(path: &Path) -> Result<(), QueueError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| QueueError::io(dir, e))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| QueueError::io(path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = file.metadata().map_err(|e| QueueError::io(path, e))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| QueueError::io(path, e))?;
+        }
+    }
+    drop(file);
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating or migrating) the store at `path`: WAL, `synchronous` as configured,
+    /// `busy_timeout`, file mode 0600, `quick_check`. Makes the instance id on first open.
+    pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, QueueError> {
+        prepare_file(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(QueueError::Corrupt(format!("quick_check: {check}")));
+        }
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(QueueError::TooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        if version == 0 {
+            // Only possible on a new file: set before the first table exists, so purged pages
+            // can be handed back to the file system.
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(QueueError::Corrupt(format!(
+                "cannot switch the queue database to WAL (it is {mode})"
+            )));
+        }
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match cfg.synchronous {
+                Synchronous::Normal => "NORMAL",
+                Synchronous::Full => "FULL",
+            },
+        )?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mut conn = conn;
+        if version == 0 {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA_V1)?;
+            let id = uuid::Uuid::new_v4().to_string();
+            tx.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?1)", [&id])?;
+            tx.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?1)", [now_ms().to_string()])?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            tracing::info!(path = %path.display(), "queue database created");
+        }
+        let instance_id = read_instance_id(&conn)?;
+        Ok(Store { conn, path: path.to_owned(), cfg, instance_id, read_only: false })
+    }
+
+    /// Opens an existing store read-only (the `audit` command while the agent runs). Every
+    /// change fails with [`QueueError::ReadOnly`].
+    pub fn open_read_only(path: &Path) -> Result<Store, QueueError> {
+        std::fs::metadata(path).map_err(|e| QueueError::io(path, e))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(QueueError::TooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        if version == 0 {
+            return Err(QueueError::Corrupt("not a queue database (no schema)".into()));
+        }
+        let instance_id = read_instance_id(&conn)?;
+        Ok(Store { conn, path: path.to_owned(), cfg: StoreConfig::default(), instance_id, read_only: true })
+    }
+
+    /// The random id made on first open (kept across restarts; sent in `auth`).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    fn writable(&self) -> Result<(), QueueError> {
+        if self.read_only { Err(QueueError::ReadOnly) } else { Ok(()) }
+    }
+
+    fn audit_entry<'a>(
+        &self,
+        query_hash: Option<&'a str>,
+        query: Option<&'a str>,
+    ) -> (Option<&'a str>, Option<&'a str>) {
+        (query_hash, if self.cfg.audit_query_text { query } else { None })
+    }
+
+    /// Persists a command on receipt, in one transaction with its `received` audit record.
+    ///
+    /// A known idempotency key or command id gives [`Receipt::Known`] (nothing inserted):
+    /// still queued or running, or finished (with its answer, or `purged`). A command whose
+    /// earlier run failed retryably is not known: it is queued again (same row, attempts kept).
+    /// Over the cap after purging finished work: [`QueueError::Full`].
+    pub fn receive(&mut self, c: &NewCommand<'_>) -> Result<Receipt, QueueError> {
+        self.writable()?;
+        let qhash = query_hash(c.query);
+        let (qh, qtext) = self.audit_entry(Some(&qhash), Some(c.query));
+        let cap = self.cfg.max_bytes;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let by_key = match c.idempotency_key {
+            Some(key) => query_commands(&tx, "WHERE idem_key = ?1", [key])?.pop(),
+            None => None,
+        };
+        let by_id = get_command(&tx, c.command_id)?;
+        let known = by_key.or_else(|| by_id.clone().filter(|cmd| !cmd.state.is_final() || !cmd.retryable));
+        if let Some(cmd) = known {
+            return Ok(Receipt::Known(Existing {
+                command_id: cmd.command_id,
+                state: cmd.state,
+                answer_json: cmd.answer_json,
+                purged: cmd.purged,
+                code: cmd.code,
+            }));
+        }
+        let needed = c.frame_json.len() as u64 + ROW_OVERHEAD;
+        if used_bytes(&tx)? + needed > cap {
+            let mut report = PurgeReport::default();
+            purge_to(&tx, cap.saturating_sub(needed), &mut report)?;
+            let used = used_bytes(&tx)?;
+            if used + needed > cap {
+                // Nothing of the purge is kept either: the caller answers AGENT_BUSY.
+                return Err(QueueError::Full { used_bytes: used, cap_bytes: cap });
+            }
+        }
+        let again = by_id.is_some();
+        if again {
+            tx.prepare_cached(
+                "UPDATE commands SET execution_id = ?2, activity_id = ?3, idem_key = ?4, connection = ?5, \
+                 query_hash = ?6, frame_json = ?7, state = 'received', received_at = ?8, started_at = NULL, \
+                 finished_at = NULL, expires_at = ?9, server_session = NULL, answer_json = NULL, code = NULL, \
+                 retryable = 0, row_count = NULL, result_bytes = NULL, buffer_key = NULL, sha256 = NULL, \
+                 duration_ms = NULL, acked_at = NULL, purged_at = NULL WHERE command_id = ?1",
+            )?
+            .execute(params![
+                c.command_id,
+                c.execution_id,
+                c.activity_id,
+                c.idempotency_key,
+                c.connection,
+                qhash,
+                c.frame_json,
+                c.received_at_ms,
+                c.expires_at_ms
+            ])?;
+        } else {
+            tx.prepare_cached(
+                "INSERT INTO commands (command_id, execution_id, activity_id, idem_key, connection, query_hash, \
+                 frame_json, state, received_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9)",
+            )?
+            .execute(params![
+                c.command_id,
+                c.execution_id,
+                c.activity_id,
+                c.idempotency_key,
+                c.connection,
+                qhash,
+                c.frame_json,
+                c.received_at_ms,
+                c.expires_at_ms
+            ])?;
+        }
+        audit::append(
+            &tx,
+            &Entry {
+                ts_ms: c.received_at_ms,
+                event: "received",
+                command_id: Some(c.command_id),
+                execution_id: c.execution_id,
+                connection: c.connection,
+                query_hash: qh,
+                query_text: qtext,
+                detail: again.then_some("again after a retryable failure"),
+                ..Entry::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(Receipt::New)
+    }
+
+    /// `Received` → `Running`: counts the attempt and records `started`. Returns the attempts
+    /// so far, this one included.
+    pub fn start(&mut self, command_id: &str) -> Result<u32, QueueError> {
+        self.writable()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cmd = get_command(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
+        if cmd.state != State::Received {
+            return Err(QueueError::Transition {
+                command_id: command_id.to_owned(),
+                from: cmd.state,
+                to: State::Running,
+            });
+        }
+        let attempts = cmd.attempts.saturating_add(1);
+        let now = now_ms();
+        tx.prepare_cached(
+            "UPDATE commands SET state = 'running', attempts = ?2, started_at = ?3, server_session = NULL \
+             WHERE command_id = ?1",
+        )?
+        .execute(params![command_id, attempts, now])?;
+        let detail = format!("attempt {attempts}");
+        audit::append(
+            &tx,
+            &Entry {
+                ts_ms: now,
+                event: "started",
+                command_id: Some(command_id),
+                execution_id: cmd.execution_id.as_deref(),
+                connection: cmd.connection.as_deref(),
+                query_hash: Some(&cmd.query_hash),
+                detail: Some(&detail),
+                ..Entry::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(attempts)
+    }
+
+    /// Records the server-side session (opaque driver text) running a `Running` command, so it
+    /// can be cancelled there after a crash.
+    pub fn set_server_session(&mut self, command_id: &str, session: &str) -> Result<(), QueueError> {
+        self.writable()?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE commands SET server_session = ?2 WHERE command_id = ?1 AND state = 'running'",
+            )?
+            .execute(params![command_id, session])?;
+        if changed == 0 {
+            return Err(match self.get(command_id)? {
+                None => QueueError::NotFound(command_id.to_owned()),
+                Some(cmd) => QueueError::Transition {
+                    command_id: command_id.to_owned(),
+                    from: cmd.state,
+                    to: State::Running,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// `Running` (after a crash) → `Received`, to run it again once its first run is known to
+    /// be gone from the server. Records `interrupted`.
+    pub fn requeue(&mut self, command_id: &str) -> Result<(), QueueError> {
+        self.writable()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cmd = get_command(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
+        if cmd.state != State::Running {
+            return Err(QueueError::Transition {
+                command_id: command_id.to_owned(),
+                from: cmd.state,
+                to: State::Received,
+            });
+        }
+        tx.prepare_cached(
+            "UPDATE commands SET state = 'received', server_session = NULL WHERE command_id = ?1",
+        )?
+        .execute([command_id])?;
+        audit::append(
+            &tx,
+            &Entry {
+                ts_ms: now_ms(),
+                event: "interrupted",
+                command_id: Some(command_id),
+                execution_id: cmd.execution_id.as_deref(),
+                connection: cmd.connection.as_deref(),
+                detail: Some("queued again"),
+                ..Entry::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `Running`|`Received` → a final state, with the answer frame to send (kept until
+    /// acknowledged) and the result's metadata; records `executed`/`failed`/`cancelled`/`expired`.
+    /// A retryable failure frees the idempotency key: a repeat runs again. Purges old answers to
+    /// make room, but never refuses to store an answer for the cap (the command was accepted).
+    pub fn finish(&mut self, command_id: &str, f: &Finish<'_>) -> Result<(), QueueError> {
+        self.writable()?;
+        let cap = self.cfg.max_bytes;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cmd = get_command(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
+        if cmd.state.is_final() || !f.state.is_final() {
+            return Err(QueueError::Transition {
+                command_id: command_id.to_owned(),
+                from: cmd.state,
+                to: f.state,
+            });
+        }
+        let needed = f.answer_json.len() as u64 + ROW_OVERHEAD;
+        let mut purged = PurgeReport::default();
+        if used_bytes(&tx)? + needed > cap {
+            purge_to(&tx, cap.saturating_sub(needed), &mut purged)?;
+        }
+        let now = now_ms();
+        tx.prepare_cached(
+            "UPDATE commands SET state = ?2, finished_at = ?3, answer_json = ?4, code = ?5, retryable = ?6, \
+             row_count = ?7, result_bytes = ?8, buffer_key = ?9, sha256 = ?10, duration_ms = ?11, \
+             idem_key = CASE WHEN ?6 THEN NULL ELSE idem_key END WHERE command_id = ?1",
+        )?
+        .execute(params![
+            command_id,
+            f.state.as_str(),
+            now,
+            f.answer_json,
+            f.code,
+            f.retryable,
+            f.row_count.map(to_i64),
+            f.result_bytes.map(to_i64),
+            f.buffer_key,
+            f.sha256,
+            to_i64(f.duration_ms)
+        ])?;
+        let detail = f.retryable.then_some("retryable");
+        audit::append(
+            &tx,
+            &Entry {
+                ts_ms: now,
+                event: f.state.audit_event(),
+                command_id: Some(command_id),
+                execution_id: cmd.execution_id.as_deref(),
+                connection: cmd.connection.as_deref(),
+                row_count: f.row_count.map(to_i64),
+                duration_ms: Some(to_i64(f.duration_ms)),
+                outcome: f.code,
+                query_hash: Some(&cmd.query_hash),
+                detail,
+                ..Entry::default()
+            },
+        )?;
+        tx.commit()?;
+        if purged.bodies_purged + purged.rows_deleted > 0 {
+            self.shrink();
+        }
+        Ok(())
+    }
+
+    /// The cloud acknowledged the answer: it is no longer sent again and may be purged.
+    /// False when the command is unknown, unfinished or acknowledged already.
+    pub fn acknowledge(&mut self, command_id: &str) -> Result<bool, QueueError> {
+        self.writable()?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE commands SET acked_at = ?2 WHERE command_id = ?1 AND acked_at IS NULL \
+                 AND state NOT IN ('received', 'running')",
+            )?
+            .execute(params![command_id, now_ms()])?;
+        Ok(changed > 0)
+    }
+
+    /// A finished command whose error was retryable must not answer repeats: frees its key so a
+    /// repeat runs again (the row stays for the audit and until acknowledged). True if changed.
+    pub fn forget_retryable(&mut self, command_id: &str) -> Result<bool, QueueError> {
+        self.writable()?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE commands SET retryable = 1, idem_key = NULL WHERE command_id = ?1 \
+                 AND state NOT IN ('received', 'running')",
+            )?
+            .execute([command_id])?;
+        Ok(changed > 0)
+    }
+
+    /// Finished commands whose answer is not acknowledged, oldest first (to send again).
+    pub fn unacknowledged(&self) -> Result<Vec<StoredAnswer>, QueueError> {
+        self.unacknowledged_limited(usize::MAX)
+    }
+
+    /// Like [`Store::unacknowledged`], at most `limit` (answers can be megabytes each).
+    pub fn unacknowledged_limited(&self, limit: usize) -> Result<Vec<StoredAnswer>, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let cmds = query_commands(
+            &self.conn,
+            "WHERE acked_at IS NULL AND answer_json IS NOT NULL AND state NOT IN ('received', 'running') \
+             ORDER BY finished_at, seq LIMIT ?1",
+            [limit],
+        )?;
+        cmds.into_iter()
+            .map(|c| {
+                Ok(StoredAnswer {
+                    finished_at_ms: c.finished_at_ms.unwrap_or(c.received_at_ms),
+                    state: c.state,
+                    answer_json: c.answer_json.unwrap_or_default(),
+                    command_id: c.command_id,
+                })
+            })
+            .collect()
+    }
+
+    /// Commands waiting to run (`Received`), oldest first, with their frames.
+    pub fn queued(&self, limit: usize) -> Result<Vec<StoredCommand>, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_commands(&self.conn, "WHERE state = 'received' ORDER BY seq LIMIT ?1", [limit])
+    }
+
+    /// Commands found `Running` (after a crash: their first run may still be on the server),
+    /// with attempts and server session, oldest first.
+    pub fn interrupted(&self) -> Result<Vec<StoredCommand>, QueueError> {
+        query_commands(&self.conn, "WHERE state = 'running' ORDER BY seq", [])
+    }
+
+    /// One command.
+    pub fn get(&self, command_id: &str) -> Result<Option<StoredCommand>, QueueError> {
+        get_command(&self.conn, command_id)
+    }
+
+    /// `Received` commands whose `expiresAt` is at or before `now_ms` → `Expired`, without an
+    /// answer body (use [`Store::expire_due_with`] to store the `COMMAND_EXPIRED` answer).
+    pub fn expire_due(&mut self, now_ms: i64) -> Result<Vec<String>, QueueError> {
+        self.expire_due_with(now_ms, |_| None)
+    }
+
+    /// Like [`Store::expire_due`], storing the answer frame `answer` builds for each (sent
+    /// until acknowledged), code `COMMAND_EXPIRED`; one transaction for all of them.
+    pub fn expire_due_with(
+        &mut self,
+        now_ms: i64,
+        mut answer: impl FnMut(&StoredCommand) -> Option<String>,
+    ) -> Result<Vec<String>, QueueError> {
+        self.writable()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let due = query_commands(
+            &tx,
+            "WHERE state = 'received' AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY seq",
+            [now_ms],
+        )?;
+        let mut ids = Vec::with_capacity(due.len());
+        for cmd in &due {
+            let body = answer(cmd);
+            tx.prepare_cached(
+                "UPDATE commands SET state = 'expired', finished_at = ?2, answer_json = ?3, code = 'COMMAND_EXPIRED' \
+                 WHERE command_id = ?1",
+            )?
+            .execute(params![cmd.command_id, now_ms, body])?;
+            audit::append(
+                &tx,
+                &Entry {
+                    ts_ms: now_ms,
+                    event: "expired",
+                    command_id: Some(&cmd.command_id),
+                    execution_id: cmd.execution_id.as_deref(),
+                    connection: cmd.connection.as_deref(),
+                    outcome: Some("COMMAND_EXPIRED"),
+                    query_hash: Some(&cmd.query_hash),
+                    ..Entry::default()
+                },
+            )?;
+            ids.push(cmd.command_id.clone());
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Commands per state, unacknowledged and purged answers.
+    pub fn counts(&self) -> Result<Counts, QueueError> {
+        let mut counts = Counts::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, count(*), count(*) FILTER (WHERE acked_at IS NULL AND state NOT IN ('received', 'running')), \
+             count(purged_at) FROM commands GROUP BY state",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let state: State = r.get::<_, String>(0)?.parse()?;
+            let n = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+            counts.unacknowledged += u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+            counts.purged += u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0);
+            match state {
+                State::Received => counts.received += n,
+                State::Running => counts.running += n,
+                State::Answered => counts.answered += n,
+                State::Failed => counts.failed += n,
+                State::Cancelled => counts.cancelled += n,
+                State::Expired => counts.expired += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Space used against the cap; `warn` at `warn_ratio` (spec §8.3).
+    pub fn usage(&self) -> Result<Usage, QueueError> {
+        let used = used_bytes(&self.conn)?;
+        let file_len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let disk = file_len(&self.path) + file_len(Path::new(&wal));
+        let cap = self.cfg.max_bytes;
+        let ratio = if cap == 0 { 1.0 } else { used as f64 / cap as f64 };
+        Ok(Usage {
+            disk_bytes: disk,
+            used_bytes: used,
+            cap_bytes: cap,
+            ratio,
+            warn: ratio >= self.cfg.warn_ratio,
+        })
+    }
+
+    /// Purges finished, acknowledged work oldest-first until the database is under the warning
+    /// line (`warn_ratio` × cap), and hands the freed pages back to the file system. Never an
+    /// unfinished or unacknowledged command, never the audit log.
+    pub fn purge(&mut self) -> Result<PurgeReport, QueueError> {
+        self.writable()?;
+        let target = (self.cfg.max_bytes as f64 * self.cfg.warn_ratio.clamp(0.0, 1.0)) as u64;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut report = PurgeReport { used_before: used_bytes(&tx)?, ..PurgeReport::default() };
+        purge_to(&tx, target, &mut report)?;
+        if report.bodies_purged + report.rows_deleted > 0 {
+            let detail =
+                format!("{} answers purged, {} old rows deleted", report.bodies_purged, report.rows_deleted);
+            audit::append(
+                &tx,
+                &Entry { ts_ms: now_ms(), event: "purged", detail: Some(&detail), ..Entry::default() },
+            )?;
+        }
+        tx.commit()?;
+        if report.bodies_purged + report.rows_deleted > 0 {
+            self.shrink();
+        }
+        report.used_after = used_bytes(&self.conn)?;
+        Ok(report)
+    }
+
+    /// Returns free pages to the file system (best effort: a failure only leaves them free).
+    fn shrink(&mut self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum") {
+            tracing::warn!(error = %e, "queue database: incremental vacuum failed");
+        }
+    }
+
+    /// Audit records with `ts >= since_ms` (all when None), oldest first.
+    pub fn audit_records(&self, since_ms: Option<i64>) -> Result<Vec<AuditRecord>, QueueError> {
+        audit::records(&self.conn, since_ms)
+    }
+
+    /// Checks the whole chain and the head. A broken chain is `Ok` with `ok: false` and the
+    /// first bad seq; `Err` only when the database cannot be read.
+    pub fn verify_audit(&self) -> Result<AuditReport, QueueError> {
+        audit::verify(&self.conn)
+    }
+
+    /// Appends an event that changes no command state (rejected by the gate, cancel asked,
+    /// agent started/stopped, ...).
+    pub fn audit_note(&mut self, ev: &AuditEvent<'_>) -> Result<(), QueueError> {
+        self.writable()?;
+        if ev.event.is_empty() {
+            return Err(QueueError::Corrupt("an audit event needs a name".into()));
+        }
+        let qhash = ev.query.map(query_hash);
+        let (qh, qtext) = self.audit_entry(qhash.as_deref(), ev.query);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        audit::append(
+            &tx,
+            &Entry {
+                ts_ms: now_ms(),
+                event: ev.event,
+                command_id: ev.command_id,
+                execution_id: ev.execution_id,
+                connection: ev.connection,
+                outcome: ev.outcome,
+                query_hash: qh,
+                query_text: qtext,
+                detail: ev.detail,
+                ..Entry::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check` (slow on a big file: for tests and diagnostics).
+    pub fn integrity_check(&self) -> Result<String, QueueError> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+fn read_instance_id(conn: &Connection) -> Result<String, QueueError> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get::<_, String>(0))
+        .optional()?
+        .ok_or_else(|| QueueError::Corrupt("the instance id is missing".into()))
+}
