@@ -766,6 +766,12 @@ pub fn agent_alive(agent: &AgentProc) -> bool {
 }
 
 #[test]
+fn the_harness_counts_every_command_once_on_a_clean_link() {
+    // The control: no faults, 100 commands (22 chunked). A failure here is the harness's.
+    exactly_once_under("clean", None, Duration::ZERO, 100);
+}
+
+#[test]
 fn every_command_answered_once_and_run_at_most_once_with_cuts_every_200ms() {
     // 1,000 commands (216 chunked through the upload path), the link cut every 200 ms.
     exactly_once_under(
