@@ -779,13 +779,11 @@ fn the_harness_counts_every_command_once_on_a_clean_link() {
 
 #[test]
 fn every_command_answered_once_and_run_at_most_once_with_cuts_every_200ms() {
-    // 1,000 commands (216 chunked through the upload path), the link cut every 200 ms.
-    exactly_once_under(
-        "cuts-200ms",
-        Some(Chaos::Periodic { every: Duration::from_millis(200) }),
-        Duration::ZERO,
-        1000,
-    );
+    // 1,000 commands (60 chunked through the upload path: ~1.3 MB each costs ~1 s of CPU in a
+    // debug build, so the 216 per 1,000 would not fit the CI budget; the soak bench
+    // runs 216), the link cut every 200 ms.
+    let every = Duration::from_millis(200);
+    exactly_once_under("cuts-200ms", Some(Chaos::Periodic { every }), Duration::ZERO, 1000, 60);
 }
 
 #[test]
