@@ -343,7 +343,9 @@ fn gateway_stop_and_start_the_agent_reconnects_by_itself_and_keeps_running() {
     assert_eq!(gw.terminate(), Some(0), "gateway SIGTERM:\n{}", gw.log_text());
     // The agent keeps trying (through the relay) and does not exit.
     let tries = relay.stats().accepted;
-    wait_until(WATCHDOG, "the agent retrying", || relay.stats().accepted > tries);
+    wait_until(WATCHDOG, "the agent retrying, or exiting", || {
+        relay.stats().accepted > tries || !agent_alive(&agent)
+    });
     assert!(agent_alive(&agent), "the agent exited when the gateway stopped:\n{}", agent.log_text());
 
     let gw2 = GatewayProc::start(&gw_dir, 0, "3s");
