@@ -454,3 +454,78 @@ fn a_queue_over_its_cap_gives_a_clear_error_and_stays_intact() {
     drop(agent);
     assert_eq!(integrity(&queue), "ok");
 }
+
+/// A 2 MiB tmpfs at `<dir>/small` (needs root); unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn small_tmpfs(dir: &std::path::Path) -> Result<Tmpfs, String> {
+    let mount_point = dir.join("small");
+    std::fs::create_dir_all(&mount_point).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
+        .arg(&mount_point)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("mount failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(Tmpfs(mount_point))
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_leaves_the_queue_intact() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let rig = Rig::new("disk-full", "DiskFull");
+    let tmpfs = match small_tmpfs(&rig.dir.0) {
+        Ok(t) => t,
+        Err(why) => {
+            // Mounting a 2 MiB tmpfs needs root (CAP_SYS_ADMIN).
+            eprintln!("SKIPPED a_full_disk_gives_a_clear_error_and_leaves_the_queue_intact: {why}");
+            return;
+        }
+    };
+    let mut log = PgLog::open(&owner);
+    // The config (and so the queue database next to it) on the 2 MiB disk; logs elsewhere.
+    let built = rig.agent_config(&logged, json!({ "logDir": rig.dir.0.join("disk-full-logs") }));
+    let config = tmpfs.0.join("config.json");
+    std::fs::copy(&built, &config).unwrap();
+    let agent = rig.start_agent(&config);
+    // 200 KB inline answers: a dozen fill the disk.
+    let run = run_id("mcd");
+    let (mut rows, mut errors) = (0, Vec::new());
+    for n in 0..30 {
+        let tag = format!("{run}-{n}");
+        let mut req =
+            gateway::QueryRequest::new(format!("SELECT '{tag}' AS tag, repeat('z', 200000) AS pad"));
+        req.wait = WATCHDOG;
+        req.idempotency_key = Some(format!("key-{tag}"));
+        match rig.gateway.query("DiskFull", req) {
+            Ok(o) => {
+                assert_eq!(o.rows[0][0], json!(tag));
+                rows += 1;
+            }
+            Err(QueryError::Remote(body)) => errors.push(format!("{}: {}", body.code.as_str(), body.message)),
+            Err(e) => panic!("command {n} got no coded answer on a full disk: {e}"),
+        }
+    }
+    eprintln!("disk full: {rows} answered, errors {errors:?}");
+    assert!(agent_alive(&agent), "the agent died on a full disk:\n{}", agent.log_text());
+    assert!(!errors.is_empty(), "30 answers of 200 KB fit on a 2 MiB disk?");
+    for e in &errors {
+        assert!(
+            e.to_lowercase().contains("disk") || e.starts_with("AGENT_BUSY"),
+            "unclear error on a full disk: {e}"
+        );
+    }
+    let runs = log.executions(&run);
+    assert!(runs.values().all(|c| *c == 1), "ran twice: {runs:?}");
+    let queue = find_queue_db(&config).expect("queue database on the small disk");
+    drop(agent);
+    assert_eq!(integrity(&queue), "ok");
+}
