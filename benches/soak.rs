@@ -12,10 +12,9 @@
 //! Knobs: `MC_SOAK_COMMANDS` (10000), `MC_FAULT_SEED` (clock), `MC_SOAK_CALLERS` (16),
 //! `MC_SOAK_MINUTES` (deadline, 60). Exit code 1 when anything was lost, doubled or run twice.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/e2e_faults.rs"]
 mod e2e_faults;
-#[allow(dead_code)]
 #[path = "../tests/relay.rs"]
 mod relay;
 #[allow(dead_code)]

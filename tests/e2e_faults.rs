@@ -251,10 +251,10 @@ impl GatewayProc {
         let deadline = Instant::now() + WATCHDOG;
         let doc = loop {
             let text = std::fs::read_to_string(data_dir.join("admin.json")).unwrap_or_default();
-            if let Ok(doc) = serde_json::from_str::<Value>(&text) {
-                if doc["pid"].as_u64() == Some(u64::from(child.id())) {
-                    break doc;
-                }
+            if let Ok(doc) = serde_json::from_str::<Value>(&text)
+                && doc["pid"].as_u64() == Some(u64::from(child.id()))
+            {
+                break doc;
             }
             assert!(
                 Instant::now() < deadline,

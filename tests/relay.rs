@@ -427,11 +427,11 @@ fn pump(
         }
         drop(tx);
         // EOF or error on one side: close the whole connection (unless silently dropped).
-        if !dead.load(Ordering::SeqCst) {
-            if let Some(conn) = shared.conns.lock().unwrap().remove(&id) {
-                let _ = conn.client.shutdown(Shutdown::Both);
-                let _ = conn.server.shutdown(Shutdown::Both);
-            }
+        if !dead.load(Ordering::SeqCst)
+            && let Some(conn) = shared.conns.lock().unwrap().remove(&id)
+        {
+            let _ = conn.client.shutdown(Shutdown::Both);
+            let _ = conn.server.shutdown(Shutdown::Both);
         }
     });
     let _ = std::thread::Builder::new().name(format!("{name}-write")).spawn(move || {
