@@ -20,10 +20,12 @@ use crossbeam_channel::Sender;
 use crate::config::AgentConfig;
 use crate::heartbeat::HeartbeatHandle;
 use crate::link::{Link, LinkSettings};
-use crate::supervisor::{StatusBoard, SupMsg, Supervisor};
+use crate::supervisor::{StatusBoard, SupMsg, Supervisor, SupervisorSettings};
 
-/// Capacity of the worker queue per worker thread.
-const JOBS_PER_WORKER: usize = 8;
+/// Jobs that may wait for a worker per worker thread: the supervisor hands a query to the
+/// workers only when one is free (the rest wait in the durable queue), so this only leaves
+/// room for discovery and recovery jobs beside them.
+const JOBS_PER_WORKER: usize = 2;
 /// Chunks that may wait for the uploader: a few MB of memory at most.
 const CHUNK_QUEUE: usize = 2;
 
@@ -46,6 +48,11 @@ impl Agent {
         // Fail before dialling if the key is missing or malformed.
         drop(config.load_api_key()?);
         let tls = crate::tls::client_config(config.ca_cert_path.as_deref())?;
+        // The durable queue first: a second agent on the same files stops here, and the link
+        // needs the instance id.
+        let queue_path = config.queue_path();
+        let store = crate::store::ResultStore::open(&queue_path, config.store_config())
+            .with_context(|| format!("opening the offline queue {}", queue_path.display()))?;
         let databases = config
             .connections
             .iter()
@@ -83,8 +90,8 @@ impl Agent {
                 tls: tls.clone(),
                 reconnect_max: Duration::from_millis(config.reconnect_max_ms),
                 heartbeat_interval: config.heartbeat_interval(),
-                instance_id: None,
-                max_in_flight: None,
+                instance_id: Some(store.instance_id().to_owned()),
+                max_in_flight: Some(config.workers.saturating_add(config.max_queued_commands)),
             },
             Box::new(move || key_config.load_api_key().map_err(|e| e.to_string())),
             inbox.clone(),
@@ -105,9 +112,18 @@ impl Agent {
             link.sender(),
             job_tx,
             board,
-            databases,
-            config.schema_policy.iter().map(|(name, policy)| (name.clone(), policy.to_gate())).collect(),
-            config.command_limits(),
+            store,
+            SupervisorSettings {
+                databases,
+                policies: config
+                    .schema_policy
+                    .iter()
+                    .map(|(name, policy)| (name.clone(), policy.to_gate()))
+                    .collect(),
+                limits: config.command_limits(),
+                capacity: config.workers as usize,
+                max_waiting: config.max_queued_commands as usize,
+            },
         )
         .with_upload_slot(upload_slot)
         .with_upload_policy(

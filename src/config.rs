@@ -133,9 +133,23 @@ pub struct AgentConfig {
     /// Directory for the rotating log files; the platform's log directory when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
-    /// Number of query worker threads.
+    /// Number of query worker threads: how many commands run at once (default 10, the
+    /// largest pool of spec §5.3, so the pools grow from `poolMin` to `poolMax` with the queue).
     #[serde(default = "defaults::workers")]
     pub workers: u32,
+    /// Commands that may wait in the durable queue for a free worker (default 1000); beyond it
+    /// a command is refused with `AGENT_BUSY` (retryable).
+    #[serde(default = "defaults::max_queued_commands")]
+    pub max_queued_commands: u32,
+    /// The durable command queue and audit log (SQLite). When absent: `$STATE_DIRECTORY/queue.db`
+    /// under systemd, else `queue.db` next to the config file. Relative to the config file's
+    /// directory. See [`Self::queue_path`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_path: Option<PathBuf>,
+    /// Keep each command's full query text in the audit log (default false: its SHA-256 only,
+    /// since a query can carry data in literals).
+    #[serde(default)]
+    pub audit_query_text: bool,
     /// Longest wait between reconnection attempts.
     #[serde(default = "defaults::reconnect_max_ms")]
     pub reconnect_max_ms: u64,
@@ -257,7 +271,10 @@ mod defaults {
         true
     }
     pub fn workers() -> u32 {
-        4
+        10
+    }
+    pub fn max_queued_commands() -> u32 {
+        1000
     }
     pub fn reconnect_max_ms() -> u64 {
         60_000
@@ -372,6 +389,12 @@ impl AgentConfig {
         if !(1..=64).contains(&self.workers) {
             return field("workers", "must be between 1 and 64");
         }
+        if !(1..=100_000).contains(&self.max_queued_commands) {
+            return field("maxQueuedCommands", "must be between 1 and 100000");
+        }
+        if !(1..=1 << 20).contains(&self.offline_queue_max_mb) {
+            return field("offlineQueueMaxMB", "must be between 1 and 1048576");
+        }
         if let Some(proxy) = &self.proxy_url
             && !proxy.starts_with("http://")
         {
@@ -414,6 +437,25 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+
+    /// Where the durable queue is: `queuePath` (relative to the config file's directory), else
+    /// `$STATE_DIRECTORY/queue.db` when systemd runs the agent, else `queue.db` next to the config.
+    pub fn queue_path(&self) -> PathBuf {
+        match &self.queue_path {
+            Some(path) if path.is_absolute() => path.clone(),
+            Some(path) => self.config_dir().join(path),
+            None => crate::secrets::state_directory().unwrap_or_else(|| self.config_dir()).join("queue.db"),
+        }
+    }
+
+    /// Settings of the durable queue.
+    pub fn store_config(&self) -> queue::StoreConfig {
+        queue::StoreConfig {
+            max_bytes: self.offline_queue_max_mb.saturating_mul(1 << 20),
+            audit_query_text: self.audit_query_text,
+            ..queue::StoreConfig::default()
+        }
     }
 
     /// Heartbeat period.

@@ -28,6 +28,7 @@ pub mod link;
 pub mod logging;
 pub mod policy;
 pub mod secrets;
+pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod uploader;

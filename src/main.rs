@@ -351,9 +351,24 @@ fn print_status(s: &serde_json::Value) {
         text(&s["commandsFailed"]),
         text(&s["rowsReturned"])
     );
+    println!(
+        "queue:          {} waiting, {} unacknowledged answers, {} of {} MiB{}",
+        text(&s["waitingCommands"]),
+        text(&s["queue"]["unacknowledged"]),
+        s["queue"]["usedBytes"].as_u64().map_or("-".into(), |b| (b >> 20).to_string()),
+        s["queue"]["capBytes"].as_u64().map_or("-".into(), |b| (b >> 20).to_string()),
+        if s["queue"]["warning"] == true { " (over 80 %)" } else { "" }
+    );
     let dbs: Vec<String> = s["databases"]
         .as_array()
-        .map(|a| a.iter().map(|d| format!("{} ({})", text(&d["name"]), text(&d["type"]))).collect())
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let health = if d["healthy"] == false { ", unreachable" } else { "" };
+                    format!("{} ({}{health})", text(&d["name"]), text(&d["type"]))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     println!("databases:      {}", if dbs.is_empty() { "-".to_owned() } else { dbs.join(", ") });
     println!("last error:     {}", text(&s["lastError"]));

@@ -144,7 +144,7 @@ impl AgentConfig {
 const VAULT_KEY_DIR_NAME: &str = "vault-keys";
 
 /// The first directory systemd lists in `$STATE_DIRECTORY`, if it runs the agent.
-fn state_directory() -> Option<PathBuf> {
+pub(crate) fn state_directory() -> Option<PathBuf> {
     std::env::var_os("STATE_DIRECTORY")
         .and_then(|dirs| std::env::split_paths(&dirs).next())
         .filter(|dir| dir.is_absolute())

@@ -45,8 +45,19 @@ pub struct UploadTarget {
 pub enum Job {
     /// Run one command.
     Query(Box<QueryJob>),
-    /// Discover the schema of these databases and report it.
+    /// Discover the schema of these databases and report it (each on its own: one database
+    /// that is down does not hide the others).
     Discover(Vec<Database>),
+    /// Stop, on the database server, the first run of a command that was running when the agent
+    /// stopped (`session` as the driver described it when the statement was sent).
+    CancelStale {
+        /// The command.
+        command_id: String,
+        /// Its database.
+        db: Database,
+        /// The server session that ran it.
+        session: String,
+    },
 }
 
 /// One command to run.
@@ -91,6 +102,14 @@ pub fn start(
                             }
                         }
                         Job::Discover(dbs) => SupMsg::Discovered(discover(&dbs)),
+                        Job::CancelStale { command_id, db, session } => {
+                            let (proven, detail) = match pending_drivers_cancel(&db, &session) {
+                                Ok(true) => (true, "no longer running on the server".to_owned()),
+                                Ok(false) => (false, "the server cannot tell".to_owned()),
+                                Err(e) => (false, e.to_string()),
+                            };
+                            SupMsg::StaleCancelled { command_id, proven, detail }
+                        }
                     };
                     if supervisor.send(msg).is_err() {
                         return;
@@ -101,8 +120,8 @@ pub fn start(
         .collect()
 }
 
-fn discover(dbs: &[Database]) -> Result<Vec<drivers::DatabaseSchema>, String> {
-    dbs.iter().map(|db| db.discover().map_err(|e| format!("{}: {e}", db.name()))).collect()
+fn discover(dbs: &[Database]) -> Vec<(String, Result<drivers::DatabaseSchema, String>)> {
+    dbs.iter().map(|db| (db.name().to_owned(), db.discover().map_err(|e| e.to_string()))).collect()
 }
 
 /// Runs one query to completion and returns the frame that reports it. `sizes` are the
@@ -291,4 +310,9 @@ impl RowSink for ResultSink<'_> {
         }
         Ok(())
     }
+}
+
+// TEMPORARY until the drivers branch lands `Database::cancel_server_session`.
+fn pending_drivers_cancel(_db: &Database, _session: &str) -> Result<bool, DriverError> {
+    Ok(false)
 }

@@ -159,12 +159,16 @@ fn agent_retries_until_the_gateway_comes_up() {
 }
 
 #[test]
-fn gateway_shutdown_stops_the_agent_cleanly() {
+fn a_gateway_shutdown_is_a_restart_the_agent_keeps_running() {
+    // A gateway redeploy sends `shutdown` (mode `restart`); the agent drains, drops the link
+    // and keeps dialling. Before, it exited 0 and `Restart=on-failure` never brought it back.
     let world = World::new("shutdown");
     let mut agent = connected_agent(&world, "Stopper", serde_json::json!({}));
     world.gateway.shutdown();
-    assert_eq!(agent.wait_exit(), Some(0), "{}", agent.log_text());
-    assert!(agent.log_text().contains("agent stopped"));
+    agent.wait_log("the cloud is restarting");
+    agent.wait_log("reconnecting");
+    agent.wait_log("disconnected from the cloud");
+    assert_eq!(agent.try_exit(), None, "the agent exited: {}", agent.log_text());
 }
 
 #[test]

@@ -131,6 +131,11 @@ impl AgentProc {
         panic!("agent log never contained {needle:?}:\n{}", self.log_text());
     }
 
+    /// The exit code if the process has ended, without waiting (`Some(-1)` for a signal).
+    pub fn try_exit(&mut self) -> Option<i32> {
+        self.child.try_wait().unwrap().map(|status| status.code().unwrap_or(-1))
+    }
+
     /// Waits for the process to exit and returns its code.
     pub fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + WATCHDOG;

@@ -51,6 +51,19 @@ impl Serialize for Cell<'_> {
 /// The driver never buffers the result; a sink that returns an error aborts the query
 /// with [`DriverError::Sink`](crate::DriverError::Sink).
 pub trait RowSink {
+    /// Called once per query, right before the statement is sent to the database, with an
+    /// opaque id of the server session that will run it: `pg:<pid>:<backend start>` on
+    /// PostgreSQL, `mysql:<connection id>` on MySQL/MariaDB, `None` where the engine has no
+    /// server session to stop from outside (SQLite runs in-process; ODBC). Record it durably
+    /// to stop the statement with [`Database::cancel_server_session`] if this process dies
+    /// while it runs. An error aborts the query before it is sent
+    /// ([`DriverError::Sink`](crate::DriverError::Sink)).
+    ///
+    /// [`Database::cancel_server_session`]: crate::Database::cancel_server_session
+    fn started(&mut self, server_session: Option<&str>) -> Result<(), SinkError> {
+        let _ = server_session;
+        Ok(())
+    }
     /// Called once, before the first row (also for an empty result).
     fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), SinkError>;
     /// Called for every row; `cells` has one entry per column.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pool::PoolStatus;
 use crate::query::Interrupt;
 use crate::sqlite::SqliteDb;
 use crate::{
@@ -278,7 +279,13 @@ pub struct PrivilegeReport {
 
 /// What every engine implements; [`Database`] dispatches to it.
 pub(crate) trait Driver: Send + Sync {
+    /// One cheap round trip; `Unavailable` when no connection can be made.
     fn ping(&self) -> Result<(), DriverError>;
+    /// See [`Database::cancel_server_session`]; engines without server sessions cannot tell.
+    fn cancel_server_session(&self, _session: &str) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+    fn pool_status(&self) -> PoolStatus;
     fn query(
         &self,
         sql: &str,
@@ -311,13 +318,19 @@ struct Inner {
 }
 
 impl Database {
-    /// Opens the pool and checks that the database answers.
+    /// Checks the settings and opens the pool; a network database is not contacted here.
     ///
-    /// Errors are specific and never contain the password: a missing SQLite file fails with
-    /// `DriverError::Open("database file not found: ...")` (files are never created); network
-    /// databases name the cause (`cannot reach host ...`, `authentication failed for user ...`,
-    /// `database "x" does not exist`, `the server requires TLS ...`, `ODBC driver ... not
-    /// found`).
+    /// A PostgreSQL, MySQL/MariaDB or ODBC database that is down, unreachable or refuses the
+    /// login does not fail `open`: the pool connects in the background, and a query (or
+    /// [`check_health`](Self::check_health)) made while no connection can be made fails with
+    /// [`DriverError::Unavailable`] naming the cause (`cannot reach the server ...`,
+    /// `authentication failed ...`, `database "x" does not exist`, `the server requires TLS
+    /// ...`, `ODBC driver ... not found`), never the password. Once the database is back the
+    /// same handle works again, no reopening needed. `open` itself fails with
+    /// [`DriverError::Open`] only for what no server can fix: settings that do not fit
+    /// together, an unreadable CA file or password reference, a connection string that does not
+    /// parse, a missing SQLite file (`database file not found: ...`; files are never created)
+    /// or one that is not a database.
     pub fn open(spec: &ConnectionSpec) -> Result<Database, DriverError> {
         spec.validate().map_err(|e| DriverError::Open(format!("{}: {e}", spec.name)))?;
         let driver: Box<dyn Driver> = match spec.kind {
@@ -350,9 +363,41 @@ impl Database {
         self.inner.driver.sql_dialect()
     }
 
-    /// Checks that a pooled connection answers `SELECT 1`.
+    /// Checks that a pooled connection answers `SELECT 1`; the same as
+    /// [`check_health`](Self::check_health).
     pub fn ping(&self) -> Result<(), DriverError> {
         self.inner.driver.ping()
+    }
+
+    /// One cheap round trip (`SELECT 1`, or the dialect's ping) to tell whether the database
+    /// can be used now: [`DriverError::Unavailable`] when no connection can be made (the agent
+    /// retries unhealthy databases with it). Dead pooled connections (server restart) are
+    /// replaced on the way, so a database that is back answers `Ok` at the first call.
+    pub fn check_health(&self) -> Result<(), DriverError> {
+        self.inner.driver.ping()
+    }
+
+    /// Stops, on the server, whatever the server session `session` still runs — the id a
+    /// [`RowSink::started`] call received, e.g. from a run of an agent process that crashed —
+    /// and says whether that is proven.
+    ///
+    /// `Ok(true)`: no statement of that session runs any more (it was ended and is gone from
+    /// the server's session list, or it was not there at all: finished, or the server
+    /// restarted). `Ok(false)`: it cannot be told (the session is still listed after a few
+    /// seconds, this login may not end it, or the engine has no server sessions: SQLite, ODBC).
+    /// PostgreSQL (`pg:<pid>:<backend start>`) ends the backend with `pg_terminate_backend`
+    /// only when both its pid and its start time match, so a recycled pid is never hit; MySQL /
+    /// MariaDB (`mysql:<connection id>`) runs `KILL CONNECTION` and watches the process list.
+    /// Both work for the connection's own (non-superuser) login, which owns the sessions its
+    /// queries ran in. An id that is not of this engine's form is [`DriverError::Bind`]; a
+    /// database that cannot be reached is [`DriverError::Unavailable`].
+    pub fn cancel_server_session(&self, session: &str) -> Result<bool, DriverError> {
+        self.inner.driver.cancel_server_session(session)
+    }
+
+    /// Open and idle connections of the pool now.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.inner.driver.pool_status()
     }
 
     /// Reads tables, views, columns, keys and row count estimates; never reads row data.

@@ -18,6 +18,15 @@ pub enum DriverError {
     /// No pooled connection became free within the acquire timeout.
     #[error("connection pool exhausted")]
     PoolExhausted,
+    /// The database cannot be reached right now: no connection could be made (connection
+    /// refused, unknown host, TLS handshake, authentication at connect, a pool that waited out
+    /// its acquire timeout without one connection succeeding). Distinct from a failing query:
+    /// the same request may succeed once the database is back; [`Database::check_health`]
+    /// tells when. The message names the cause and never holds a secret.
+    ///
+    /// [`Database::check_health`]: crate::Database::check_health
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The statement is not a single read-only query; the reason names what was found.
     #[error("write rejected: {0}")]
     WriteRejected(String),
@@ -47,10 +56,11 @@ pub enum DriverError {
 impl DriverError {
     /// Whether the same request may succeed if retried later unchanged.
     ///
-    /// True for [`PoolExhausted`](Self::PoolExhausted) and [`Timeout`](Self::Timeout):
-    /// both depend on load, not on the request itself.
+    /// True for [`PoolExhausted`](Self::PoolExhausted), [`Timeout`](Self::Timeout) and
+    /// [`Unavailable`](Self::Unavailable): they depend on load or on the database being up, not
+    /// on the request itself.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::PoolExhausted | Self::Timeout)
+        matches!(self, Self::PoolExhausted | Self::Timeout | Self::Unavailable(_))
     }
 }
 
@@ -67,6 +77,8 @@ mod tests {
     fn retryable_only_for_load_dependent_errors() {
         assert!(DriverError::PoolExhausted.is_retryable());
         assert!(DriverError::Timeout.is_retryable());
+        assert!(DriverError::Unavailable("refused".into()).is_retryable());
+        assert!(!DriverError::Open("bad setting".into()).is_retryable());
         assert!(!DriverError::Cancelled.is_retryable());
         assert!(!DriverError::WriteRejected("x".into()).is_retryable());
         assert!(!DriverError::Sink(SinkError("x".into())).is_retryable());

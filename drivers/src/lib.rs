@@ -105,6 +105,7 @@ pub use database::{
 pub use dialect::{CatalogSql, OdbcDialect};
 pub use diff::{ColumnChange, SchemaDiff, TableChange, diff};
 pub use error::{DriverError, SinkError};
+pub use pool::PoolStatus;
 pub use privileges::suggested_sql;
 pub use query::{CancelToken, QueryOptions, QueryStats};
 pub use schema::{

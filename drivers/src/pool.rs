@@ -2,6 +2,18 @@
 //!
 //! Spec §5.3: 2–10 connections, 30 min lifetime, 5 min idle timeout, 10 s acquire timeout
 //! ([`DriverError::PoolExhausted`]), a `SELECT 1` health check, broken connections replaced.
+//! The pool starts with `min_connections` (opened in the background) and grows one connection
+//! per waiting caller up to `max_connections`; connections idle past the idle timeout are
+//! closed again down to `min_connections` (r2d2's reaper looks every 30 s).
+//!
+//! Opening connects nothing: [`DbPool::open`] validates the settings and builds the pool
+//! lazily, so a database that is down does not stop the agent. A caller that finds no
+//! connection to take while the pool has none at all, or while connecting keeps failing,
+//! connects itself instead of waiting out the acquire timeout: a database that is down answers
+//! [`DriverError::Unavailable`] at once with the reason (the connection made is handed to the
+//! pool). Connect failures are logged once when they start (`warn`) and once when a connection
+//! succeeds again (`info`), not at every retry.
+//!
 //! The health check runs when a connection is checked out after it has been idle longer than
 //! [`PoolSettings::health_check_interval`] (default 2 min), so a busy pool does not pay a round
 //! trip per query while a connection that sat idle is always proven before use. A connection
@@ -10,7 +22,7 @@
 //! on return ([`Session::reset`]: locks released, settings back to the pinned values); when the
 //! reset fails the connection is dropped instead, so no session state outlives its query.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
@@ -33,6 +45,15 @@ pub(crate) trait Session: Send + 'static {
     }
 }
 
+/// How many connections a pool holds right now (for tests, status and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    /// Open connections, in use or idle.
+    pub connections: u32,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+}
+
 /// A connection plus its pool bookkeeping.
 pub(crate) struct Pooled<C> {
     pub(crate) conn: C,
@@ -43,13 +64,55 @@ pub(crate) struct Pooled<C> {
 
 type Connect<C> = Box<dyn Fn() -> Result<C, DriverError> + Send + Sync>;
 
-pub(crate) struct Manager<C> {
+/// Makes connections, remembers whether the last attempt failed, and keeps the connections a
+/// caller made outside the pool until the pool takes them.
+struct Connector<C> {
     connect: Connect<C>,
+    /// The message of the last failed attempt, until one succeeds.
+    failing: Mutex<Option<String>>,
+    /// Connections made by [`DbPool::acquire`] for the pool's next connects (at most
+    /// `max_connections`; one older than the health-check interval is closed, not used).
+    spare: Mutex<Vec<(C, Instant)>>,
+    max_spare: usize,
+}
+
+impl<C> Connector<C> {
+    /// One connection attempt; a failure is [`DriverError::Unavailable`].
+    fn connect(&self) -> Result<C, DriverError> {
+        match (self.connect)() {
+            Ok(conn) => {
+                if lock(&self.failing).take().is_some() {
+                    tracing::info!("database reachable again; connection made");
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                let message = match e {
+                    DriverError::Open(m) | DriverError::Unavailable(m) | DriverError::Query(m) => m,
+                    other => other.to_string(),
+                };
+                if lock(&self.failing).replace(message.clone()).is_none() {
+                    tracing::warn!(error = %message, "cannot connect to the database; retrying in the background");
+                } else {
+                    tracing::debug!(error = %message, "still cannot connect to the database");
+                }
+                Err(DriverError::Unavailable(message))
+            }
+        }
+    }
+
+    fn failing(&self) -> Option<String> {
+        lock(&self.failing).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct Manager<C> {
+    connector: Arc<Connector<C>>,
     health_check_interval: Duration,
-    /// The connection [`DbPool::open`] made to prove the settings; the pool's first connect
-    /// takes it instead of opening another (a TLS + SCRAM login costs real time), unless it
-    /// sat unused past the health-check interval.
-    first: Mutex<Option<(C, Instant)>>,
 }
 
 impl<C: Session> ManageConnection for Manager<C> {
@@ -57,10 +120,14 @@ impl<C: Session> ManageConnection for Manager<C> {
     type Error = DriverError;
 
     fn connect(&self) -> Result<Pooled<C>, DriverError> {
-        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let conn = match first {
-            Some((conn, opened)) if opened.elapsed() < self.health_check_interval => conn,
-            _ => (self.connect)()?,
+        let spare = {
+            let mut spare = lock(&self.connector.spare);
+            spare.retain(|(_, made)| made.elapsed() < self.health_check_interval);
+            spare.pop()
+        };
+        let conn = match spare {
+            Some((conn, _)) => conn,
+            None => self.connector.connect()?,
         };
         Ok(Pooled { conn, broken: false, last_ok: Instant::now() })
     }
@@ -90,38 +157,31 @@ impl<C: Session> ManageConnection for Manager<C> {
     }
 }
 
-/// Logs connection failures of the background pool filler (messages never hold passwords).
-#[derive(Debug)]
-struct LogErrors;
-
-impl r2d2::HandleError<DriverError> for LogErrors {
-    fn handle_error(&self, error: DriverError) {
-        tracing::warn!(error = %error, "pool could not open a connection");
-    }
-}
-
 /// What r2d2 says when the wait simply ran out (no connection error recorded).
 const R2D2_TIMEOUT: &str = "timed out waiting for connection";
 
 pub(crate) struct DbPool<C: Session> {
     pool: Pool<Manager<C>>,
+    connector: Arc<Connector<C>>,
     acquire_timeout: Duration,
 }
 
 impl<C: Session> DbPool<C> {
-    /// Opens one connection now (so a bad host or password fails at once with the driver's
-    /// specific error), then builds the pool around it (it becomes the pool's first).
+    /// Builds the pool without connecting (the first connections are made in the background);
+    /// only the settings are checked here.
     pub(crate) fn open(
         settings: &PoolSettings,
         connect: impl Fn() -> Result<C, DriverError> + Send + Sync + 'static,
     ) -> Result<Self, DriverError> {
         validate(settings)?;
-        let first = connect()?;
-        let manager = Manager {
+        let connector = Arc::new(Connector {
             connect: Box::new(connect),
-            health_check_interval: settings.health_check_interval,
-            first: Mutex::new(Some((first, Instant::now()))),
-        };
+            failing: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
+            max_spare: settings.max_connections as usize,
+        });
+        let manager =
+            Manager { connector: connector.clone(), health_check_interval: settings.health_check_interval };
         let non_zero = |d: Duration| (!d.is_zero()).then_some(d);
         let pool = Pool::builder()
             .max_size(settings.max_connections)
@@ -129,9 +189,10 @@ impl<C: Session> DbPool<C> {
             .connection_timeout(settings.acquire_timeout)
             .max_lifetime(non_zero(settings.max_lifetime))
             .idle_timeout(non_zero(settings.idle_timeout))
-            .error_handler(Box::new(LogErrors))
+            // `Connector::connect` logs failures (once per outage, not per retry).
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
-        Ok(Self { pool, acquire_timeout: settings.acquire_timeout })
+        Ok(Self { pool, connector, acquire_timeout: settings.acquire_timeout })
     }
 
     /// Most connections the pool holds (how many stale ones a server restart can leave).
@@ -139,19 +200,69 @@ impl<C: Session> DbPool<C> {
         self.pool.max_size()
     }
 
+    /// Open and idle connections now.
+    pub(crate) fn status(&self) -> PoolStatus {
+        let state = self.pool.state();
+        PoolStatus { connections: state.connections, idle: state.idle_connections }
+    }
+
     /// Takes a connection, waiting at most the acquire timeout or the time left before the
-    /// query's deadline, whichever is shorter (the latter ends in `Timeout`).
+    /// query's deadline, whichever is shorter (the latter ends in `Timeout`). With no idle
+    /// connection while the pool holds none or cannot connect, the caller connects itself:
+    /// [`DriverError::Unavailable`] at once when the database is down.
     pub(crate) fn acquire(
         &self,
         deadline_left: Option<Duration>,
     ) -> Result<PooledConnection<Manager<C>>, DriverError> {
-        acquire_within(&self.pool, self.acquire_timeout, deadline_left)
+        let state = self.pool.state();
+        if state.idle_connections == 0 && (state.connections == 0 || self.connector.failing().is_some()) {
+            let conn = self.connector.connect()?;
+            let mut spare = lock(&self.connector.spare);
+            if spare.len() < self.connector.max_spare {
+                spare.push((conn, Instant::now()));
+            }
+        }
+        acquire_within(&self.pool, self.acquire_timeout, deadline_left).map_err(|e| match e {
+            DriverError::PoolExhausted => match self.connector.failing() {
+                Some(m) => DriverError::Unavailable(m),
+                None => DriverError::PoolExhausted,
+            },
+            other => other,
+        })
+    }
+
+    /// One cheap round trip (`SELECT 1` or the dialect's ping) on a pooled connection. A
+    /// connection that fails it is dropped and the next one tried (a server restart leaves
+    /// every pooled connection dead), so only a database that cannot be reached at all fails,
+    /// with [`DriverError::Unavailable`].
+    pub(crate) fn check_health(&self) -> Result<(), DriverError> {
+        let mut last = None;
+        for _ in 0..=self.max_size() {
+            let mut pooled = self.acquire(None)?;
+            match pooled.conn.ping() {
+                Ok(()) => {
+                    pooled.last_ok = Instant::now();
+                    return Ok(());
+                }
+                Err(e) => {
+                    pooled.broken = true;
+                    last = Some(e);
+                }
+            }
+        }
+        let message = match last {
+            Some(DriverError::Query(m)) => m,
+            Some(other) => other.to_string(),
+            None => "no connection answered".into(),
+        };
+        Err(DriverError::Unavailable(message))
     }
 }
 
 /// Takes a connection from any r2d2 pool, waiting at most `acquire_timeout` or the time left
 /// before the query's deadline, whichever is shorter. Running out of the deadline is `Timeout`,
-/// of the acquire timeout `PoolExhausted`; a pool that cannot open a connection is `Open`.
+/// of the acquire timeout `PoolExhausted`; a pool that cannot open a connection is
+/// `Unavailable`.
 pub(crate) fn acquire_within<M: ManageConnection>(
     pool: &Pool<M>,
     acquire_timeout: Duration,
@@ -170,7 +281,7 @@ pub(crate) fn acquire_within<M: ManageConnection>(
         } else {
             // The pool could not open a new connection (server down, file removed, password
             // changed...).
-            DriverError::Open(
+            DriverError::Unavailable(
                 msg.strip_prefix("timed out waiting for connection: ").unwrap_or(&msg).to_owned(),
             )
         }

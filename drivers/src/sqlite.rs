@@ -111,7 +111,14 @@ impl Driver for SqliteDb {
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, DriverError> {
         let conn = self.acquire(interrupt.remaining())?;
+        // In-process: the statement dies with the agent, there is nothing to stop from outside.
+        sink.started(None)?;
         run_query(&conn, sql, params, interrupt, sink)
+    }
+
+    fn pool_status(&self) -> crate::PoolStatus {
+        let state = self.pool.state();
+        crate::PoolStatus { connections: state.connections, idle: state.idle_connections }
     }
 
     fn discover(
@@ -503,29 +510,33 @@ fn enum_values(conn: &Connection, table: &str) -> rusqlite::Result<BTreeMap<Stri
     let Some(sql) = sql else {
         return Ok(found);
     };
-    let Ok(statements) = Parser::parse_sql(&SQLiteDialect {}, &sql) else {
-        return Ok(found);
-    };
-    let Some(SqlStatement::CreateTable(create)) = statements.first() else {
-        return Ok(found);
-    };
-    for column in &create.columns {
-        for option in &column.options {
-            if let ColumnOption::Check(check) = &option.option
-                && let Some((_, values)) = in_list(&check.expr)
-            {
-                found.insert(column.name.value.to_ascii_lowercase(), values);
+    // A long CHECK expression is a deep tree: parse, walk and drop it on a stack sized for it.
+    let found = crate::views::on_deep_stack(&sql, || {
+        let Ok(statements) = Parser::parse_sql(&SQLiteDialect {}, &sql) else {
+            return found;
+        };
+        let Some(SqlStatement::CreateTable(create)) = statements.first() else {
+            return found;
+        };
+        for column in &create.columns {
+            for option in &column.options {
+                if let ColumnOption::Check(check) = &option.option
+                    && let Some((_, values)) = in_list(&check.expr)
+                {
+                    found.insert(column.name.value.to_ascii_lowercase(), values);
+                }
             }
         }
-    }
-    for constraint in &create.constraints {
-        if let TableConstraint::Check(check) = constraint
-            && let Some((column, values)) = in_list(&check.expr)
-        {
-            found.insert(column.to_ascii_lowercase(), values);
+        for constraint in &create.constraints {
+            if let TableConstraint::Check(check) = constraint
+                && let Some((column, values)) = in_list(&check.expr)
+            {
+                found.insert(column.to_ascii_lowercase(), values);
+            }
         }
-    }
-    Ok(found)
+        found
+    });
+    Ok(found.unwrap_or_default())
 }
 
 /// `col IN ('a', 'b', ...)` → `(col, [a, b, ...])`.

@@ -385,6 +385,43 @@ pub(crate) fn parse_reads(
     source: Source,
     qualified_calls_are_user: bool,
 ) -> Result<Vec<Vec<String>>, String> {
+    on_deep_stack(sql, || parse_reads_here(sql, dialect, source, qualified_calls_are_user))
+        .unwrap_or_else(|| Err(format!("the view's SQL is longer than {MAX_PARSED_BYTES} bytes; not parsed")))
+}
+
+/// The longest SQL text discovery parses (view definitions, `CHECK` constraints); longer
+/// ones are not parsed and the view stays unresolved (fail closed).
+pub(crate) const MAX_PARSED_BYTES: usize = 1 << 20;
+
+/// Texts longer than this are parsed on a stack sized for them, as the gate does: sqlparser
+/// builds long operator and `UNION` chains as left-deep trees without hitting its recursion
+/// limit (which bounds bracket nesting), and walking or dropping such a tree recurses once per
+/// level (~80 bytes of stack per level in a debug build), which would overflow a worker's
+/// 2 MiB stack for a 200 KB `SELECT 1+1+…`.
+const DEEP_TEXT_BYTES: usize = 8 << 10;
+
+/// Runs `parse` — which parses `sql`, walks the tree and drops it — on a stack large enough
+/// for the deepest tree `sql` can produce; `None` (not run) for a text over
+/// [`MAX_PARSED_BYTES`].
+pub(crate) fn on_deep_stack<R>(sql: &str, parse: impl FnOnce() -> R) -> Option<R> {
+    if sql.len() > MAX_PARSED_BYTES {
+        return None;
+    }
+    if sql.len() <= DEEP_TEXT_BYTES {
+        return Some(parse());
+    }
+    // At most one tree level per two bytes of text, at most ~80 bytes of stack per level:
+    // 64 bytes per byte of text plus 1 MiB (the pages are touched only as deep as the tree goes).
+    let stack = sql.len().saturating_mul(64).saturating_add(1 << 20);
+    Some(stacker::grow(stack, parse))
+}
+
+fn parse_reads_here(
+    sql: &str,
+    dialect: &dyn Dialect,
+    source: Source,
+    qualified_calls_are_user: bool,
+) -> Result<Vec<Vec<String>>, String> {
     let parsed = match source {
         Source::CreateView => Parser::parse_sql(dialect, sql),
         Source::Query => Parser::new(dialect)
@@ -615,6 +652,40 @@ mod tests {
         assert!(parse_reads("select `shop`.`secret_of`(1) AS `x`", &d, Source::Query, true).is_err());
         assert!(parse_reads("select `secret_of`(1) AS `x`", &d, Source::Query, true).is_err());
         assert!(parse_reads("select concat('a', 'b') AS `x`", &d, Source::Query, true).is_ok());
+    }
+
+    /// A worker thread's default stack (2 MiB) survives view definitions built to be deep: a
+    /// 200 KB `1+1+…` chain (a left-deep tree sqlparser's recursion limit does not bound) and
+    /// 5,000 nested brackets, in both engines' sources; the deep one resolves, the nested one
+    /// and a text past the parse limit stay unresolved.
+    #[test]
+    fn deep_view_definitions_do_not_overflow_a_worker_stack() {
+        let chain = format!("1{}", "+1".repeat(100_000));
+        let nested = format!("{}1{}", "(".repeat(5_000), ")".repeat(5_000));
+        let huge = format!("1{}", "+1".repeat(MAX_PARSED_BYTES / 2 + 1));
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let my = MySqlDialect {};
+                let sql = format!("select {chain} AS `x` from `shop`.`orders`");
+                assert!(sql.len() > 200_000);
+                assert_eq!(
+                    parse_reads(&sql, &my, Source::Query, true).unwrap(),
+                    [vec!["shop".to_owned(), "orders".to_owned()]]
+                );
+                let sql = format!("CREATE VIEW v AS SELECT {chain} AS x FROM orders");
+                assert_eq!(sqlite_direct(&sql).unwrap(), [rel("orders")]);
+                let err =
+                    parse_reads(&format!("select {nested} AS `x`"), &my, Source::Query, true).unwrap_err();
+                assert!(err.contains("does not parse"), "{err}");
+                assert!(sqlite_direct(&format!("CREATE VIEW v AS SELECT {nested} AS x")).is_err());
+                let err =
+                    parse_reads(&format!("select {huge} AS `x`"), &my, Source::Query, true).unwrap_err();
+                assert!(err.contains("not parsed"), "{err}");
+            })
+            .unwrap()
+            .join()
+            .expect("parsing deep view definitions must not crash the thread");
     }
 
     #[test]

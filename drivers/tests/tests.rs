@@ -4,6 +4,7 @@ mod common;
 mod connect;
 mod dialects;
 mod discovery;
+mod durable;
 mod limits;
 mod params;
 mod query_cells;

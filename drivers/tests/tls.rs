@@ -8,11 +8,14 @@ use drivers::{ConnectionSpec, Database, DbKind, DriverError, SslMode};
 use crate::common::{Owned, scalar};
 use crate::servers::{env_or_skip, parse_url, shared, url_spec};
 
+/// Why the database cannot be used: a setting refused at open (`Open`), or — the server
+/// being contacted only once the pool needs a connection — what the first connection attempt
+/// met (`Unavailable`, from `check_health`).
 fn open_err(spec: &ConnectionSpec) -> String {
-    match Database::open(spec) {
-        Err(DriverError::Open(message)) => message,
-        Err(other) => panic!("expected an open error, got {other:?}"),
-        Ok(_) => panic!("expected an open error, connection succeeded ({:?})", spec.ssl_mode),
+    match Database::open(spec).map(|db| db.check_health()) {
+        Err(DriverError::Open(message)) | Ok(Err(DriverError::Unavailable(message))) => message,
+        Err(other) | Ok(Err(other)) => panic!("expected an open or unavailable error, got {other:?}"),
+        Ok(Ok(())) => panic!("expected an error, connection succeeded ({:?})", spec.ssl_mode),
     }
 }
 

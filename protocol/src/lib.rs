@@ -26,7 +26,7 @@ pub mod wsio;
 pub use schema::{ColumnMeta, DatabaseSchema};
 
 /// Version of this wire contract, sent in `auth`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest WebSocket frame either side accepts; larger frames get `PAYLOAD_TOO_LARGE`.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;

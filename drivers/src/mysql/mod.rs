@@ -43,11 +43,17 @@ use crate::{
 
 const BACKSTOP: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Driver::cancel_server_session`] waits for a killed session to leave the process
+/// list, and how often it looks.
+const SESSION_GONE_WITHIN: Duration = Duration::from_secs(5);
+const SESSION_POLL: Duration = Duration::from_millis(50);
 
 /// MySQL error codes the driver maps.
 mod code {
     pub const ACCESS_DENIED: u16 = 1045;
     pub const BAD_DB: u16 = 1049;
+    pub const UNKNOWN_THREAD: u16 = 1094;
+    pub const NOT_OWNER: u16 = 1095;
     pub const QUERY_INTERRUPTED: u16 = 1317;
     pub const MARIADB_STATEMENT_TIMEOUT: u16 = 1969;
     pub const MYSQL_QUERY_TIMEOUT: u16 = 3024;
@@ -119,7 +125,7 @@ impl MyDb {
         let pool = DbPool::open(&spec.pool, move || {
             let refs: Vec<&Secret> = secrets.iter().collect();
             let scrubbed = |e: mysql::Error| match connect_error(&e, &target, mode) {
-                DriverError::Open(m) => DriverError::Open(scrub(m, &refs)),
+                DriverError::Open(m) => DriverError::Unavailable(scrub(m, &refs)),
                 other => other,
             };
             let mut conn = match (Conn::new(connect_opts.clone()), &plain) {
@@ -131,7 +137,7 @@ impl MyDb {
             };
             check_sql_mode(&mut conn, &target)?;
             let version: Option<String> =
-                conn.query_first("SELECT VERSION()").map_err(|e| DriverError::Open(e.to_string()))?;
+                conn.query_first("SELECT VERSION()").map_err(|e| DriverError::Unavailable(e.to_string()))?;
             Ok(MySession { conn, mariadb: version.is_some_and(|v| v.contains("MariaDB")) })
         })?;
         Ok(Self { pool, opts, database })
@@ -294,10 +300,15 @@ impl MyDb {
                 Ok(()) => return Ok(pooled),
                 Err(e) => {
                     pooled.broken = true;
-                    if retries > 0 && is_connection_error(&e) {
-                        tracing::info!(error = %e, "stale mysql connection replaced");
-                        retries -= 1;
-                        continue;
+                    if is_connection_error(&e) {
+                        if retries > 0 {
+                            tracing::info!(error = %e, "stale mysql connection replaced");
+                            retries -= 1;
+                            continue;
+                        }
+                        return Err(DriverError::Unavailable(format!(
+                            "mysql: every connection failed before the query started: {e}"
+                        )));
                     }
                     return Err(query_error(&e, interrupt));
                 }
@@ -316,8 +327,57 @@ fn kill_query(opts: &Opts, id: u32) {
 
 impl Driver for MyDb {
     fn ping(&self) -> Result<(), DriverError> {
+        self.pool.check_health()
+    }
+
+    fn pool_status(&self) -> crate::PoolStatus {
+        self.pool.status()
+    }
+
+    /// `KILL CONNECTION <id>`, then waits until the id is gone from the process list (a
+    /// killed thread is listed as `Killed` until it has stopped).
+    fn cancel_server_session(&self, session: &str) -> Result<bool, DriverError> {
+        let id: u64 = session
+            .strip_prefix("mysql:")
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| DriverError::Bind(format!("`{session}` is not a mysql server session id")))?;
         let mut pooled = self.pool.acquire(None)?;
-        pooled.conn.ping().inspect_err(|_| pooled.broken = true)
+        let conn = &mut pooled.conn.conn;
+        if u64::from(conn.connection_id()) == id {
+            // The session is this idle pooled connection: nothing runs on it.
+            return Ok(true);
+        }
+        let outcome = (|| {
+            match conn.query_drop(format!("KILL CONNECTION {id}")) {
+                Ok(()) => {}
+                Err(mysql::Error::MySqlError(m)) if m.code == code::UNKNOWN_THREAD => return Ok(true),
+                Err(mysql::Error::MySqlError(m)) if m.code == code::NOT_OWNER => {
+                    tracing::warn!(id, "KILL refused: the session belongs to another user");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+            let deadline = std::time::Instant::now() + SESSION_GONE_WITHIN;
+            loop {
+                let listed: Option<u64> = conn
+                    .exec_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))?;
+                if listed == Some(0) {
+                    return Ok(true);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(SESSION_POLL);
+            }
+        })();
+        outcome.map_err(|e| {
+            if is_connection_error(&e) {
+                pooled.broken = true;
+                DriverError::Unavailable(format!("mysql: the connection was lost: {e}"))
+            } else {
+                DriverError::Query(e.to_string())
+            }
+        })
     }
 
     fn query(
@@ -387,6 +447,12 @@ fn run(
     sink: &mut dyn RowSink,
 ) -> Result<QueryStats, DriverError> {
     let id = pooled.conn.conn.connection_id();
+    if let Err(e) = sink.started(Some(&format!("mysql:{id}"))) {
+        if pooled.conn.conn.query_drop("ROLLBACK").is_err() {
+            pooled.broken = true;
+        }
+        return Err(e.into());
+    }
     let kill_opts = opts.clone();
     let hook = interrupt.cancel.on_cancel(move || kill_query(&kill_opts, id));
     let alarm = interrupt.deadline.map(|deadline| {

@@ -232,8 +232,11 @@ fn query_error(e: &odbc_api::Error, interrupt: &Interrupt) -> DriverError {
 
 impl Driver for OdbcDb {
     fn ping(&self) -> Result<(), DriverError> {
-        let mut pooled = self.pool.acquire(None)?;
-        pooled.conn.ping().inspect_err(|_| pooled.broken = true)
+        self.pool.check_health()
+    }
+
+    fn pool_status(&self) -> crate::PoolStatus {
+        self.pool.status()
     }
 
     fn query(
@@ -245,6 +248,8 @@ impl Driver for OdbcDb {
     ) -> Result<QueryStats, DriverError> {
         let params = crate::query::convert_params(params, to_param)?;
         let mut pooled = self.pool.acquire(interrupt.remaining())?;
+        // ODBC hides the server's session id behind the driver; no dialect is asked for it.
+        sink.started(None)?;
         run(&mut pooled, sql, &params, interrupt, sink)
     }
 

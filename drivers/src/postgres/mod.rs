@@ -43,6 +43,10 @@ use crate::{
 /// `statement_timeout` did not stop (e.g. a stalled network).
 const BACKSTOP: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Driver::cancel_server_session`] waits for an ended session to leave the
+/// server's session list, and how often it looks.
+const SESSION_GONE_WITHIN: Duration = Duration::from_secs(5);
+const SESSION_POLL: Duration = Duration::from_millis(50);
 /// When a cancel request is sent a second time (see `stream`).
 const RESEND: Duration = Duration::from_millis(250);
 
@@ -54,8 +58,36 @@ const RESEND: Duration = Duration::from_millis(250);
 pub(crate) const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
      UNLISTEN *; SELECT pg_advisory_unlock_all()";
 
+/// The backend's start as whole microseconds since the Unix epoch (an exact integer, whatever
+/// the session's `TimeZone` or `DateStyle`), of the `pg_stat_activity` row aliased `a`.
+const BACKEND_START_US: &str = "floor(extract(epoch from a.backend_start) * 1000000)::int8";
+
 pub(crate) struct PgSession {
     client: Client,
+    /// `pg:<pid>:<backend start in µs>`, read once at connect (see [`RowSink::started`]).
+    server_session: String,
+}
+
+/// The pid and start of the backend behind `client` (one round trip, at connect).
+fn server_session(client: &mut Client) -> Result<String, postgres::Error> {
+    let row = client.query_one(
+        &format!(
+            "SELECT pg_catalog.pg_backend_pid(), {BACKEND_START_US} \
+             FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()"
+        ),
+        &[],
+    )?;
+    let (pid, start): (i32, i64) = (row.get(0), row.get(1));
+    Ok(format!("pg:{pid}:{start}"))
+}
+
+/// The pid and start of a `pg:<pid>:<start>` session id.
+fn parse_session(session: &str) -> Result<(i32, i64), DriverError> {
+    session
+        .strip_prefix("pg:")
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(pid, start)| Some((pid.parse().ok()?, start.parse().ok()?)))
+        .ok_or_else(|| DriverError::Bind(format!("`{session}` is not a postgres server session id")))
 }
 
 impl Session for PgSession {
@@ -92,14 +124,14 @@ impl PgDb {
             if let Some(probe) = &probe {
                 probe.check()?;
             }
-            let client = config.connect(tls.clone()).map_err(|e| {
-                let refs: Vec<&Secret> = secrets.iter().collect();
-                match connect_error(&e, &target, mode) {
-                    DriverError::Open(m) => DriverError::Open(scrub(m, &refs)),
-                    other => other,
-                }
-            })?;
-            Ok(PgSession { client })
+            let refs: Vec<&Secret> = secrets.iter().collect();
+            let scrubbed = |e: postgres::Error| match connect_error(&e, &target, mode) {
+                DriverError::Open(m) => DriverError::Unavailable(scrub(m, &refs)),
+                other => other,
+            };
+            let mut client = config.connect(tls.clone()).map_err(scrubbed)?;
+            let server_session = server_session(&mut client).map_err(scrubbed)?;
+            Ok(PgSession { client, server_session })
         })?;
         Ok(Self { pool, database })
     }
@@ -269,8 +301,57 @@ fn is_connection_error(e: &postgres::Error) -> bool {
 
 impl Driver for PgDb {
     fn ping(&self) -> Result<(), DriverError> {
+        self.pool.check_health()
+    }
+
+    fn pool_status(&self) -> crate::PoolStatus {
+        self.pool.status()
+    }
+
+    /// `pg_terminate_backend` of the pid only while its `backend_start` matches, then waits
+    /// until the backend is gone from `pg_stat_activity`. Each statement runs in its own
+    /// transaction: `pg_stat_activity` is a snapshot per transaction.
+    fn cancel_server_session(&self, session: &str) -> Result<bool, DriverError> {
+        let (pid, start) = parse_session(session)?;
         let mut pooled = self.pool.acquire(None)?;
-        pooled.conn.ping().inspect_err(|_| pooled.broken = true)
+        if pooled.conn.server_session == session {
+            // The session is this idle pooled connection: nothing runs on it.
+            return Ok(true);
+        }
+        let failed = |e: postgres::Error| {
+            if is_connection_error(&e) {
+                DriverError::Unavailable(format!("postgres: the connection was lost: {e}"))
+            } else {
+                DriverError::Query(e.to_string())
+            }
+        };
+        let matching =
+            format!("FROM pg_catalog.pg_stat_activity a WHERE a.pid = $1 AND {BACKEND_START_US} = $2");
+        let outcome = (|| {
+            let client = &mut pooled.conn.client;
+            let terminate = format!("SELECT pg_catalog.pg_terminate_backend(a.pid) {matching}");
+            let Some(row) = client.query_opt(&terminate, &[&pid, &start]).map_err(failed)? else {
+                return Ok(true);
+            };
+            if !row.get::<_, bool>(0) {
+                tracing::warn!(pid, "pg_terminate_backend refused (another role's session?)");
+            }
+            let still_there = format!("SELECT 1 {matching}");
+            let deadline = Instant::now() + SESSION_GONE_WITHIN;
+            loop {
+                if client.query_opt(&still_there, &[&pid, &start]).map_err(failed)?.is_none() {
+                    return Ok(true);
+                }
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(SESSION_POLL);
+            }
+        })();
+        if matches!(outcome, Err(DriverError::Unavailable(_))) {
+            pooled.broken = true;
+        }
+        outcome
     }
 
     fn query(
@@ -335,10 +416,15 @@ impl PgDb {
                 Ok(()) => return Ok(pooled),
                 Err(e) => {
                     pooled.broken = true;
-                    if retries > 0 && is_connection_error(&e) {
-                        tracing::info!(error = %e, "stale postgres connection replaced");
-                        retries -= 1;
-                        continue;
+                    if is_connection_error(&e) {
+                        if retries > 0 {
+                            tracing::info!(error = %e, "stale postgres connection replaced");
+                            retries -= 1;
+                            continue;
+                        }
+                        return Err(DriverError::Unavailable(format!(
+                            "postgres: every connection failed before the query started: {e}"
+                        )));
                     }
                     return Err(query_error(&e, interrupt));
                 }
@@ -356,6 +442,12 @@ fn run(
     interrupt: &Interrupt,
     sink: &mut dyn RowSink,
 ) -> Result<QueryStats, DriverError> {
+    if let Err(e) = sink.started(Some(&pooled.conn.server_session)) {
+        if pooled.conn.client.batch_execute("ROLLBACK").is_err() {
+            pooled.broken = true;
+        }
+        return Err(e.into());
+    }
     let client = &mut pooled.conn.client;
     let (outcome, fired) = stream(client, sql, params, interrupt, sink);
     match outcome {

@@ -1,0 +1,424 @@
+//! The supervisor and its store, driven by messages only: no network, no worker threads. The
+//! link is a channel ([`LinkSender::channel`]), the workers are this test taking `Job`s from
+//! the job queue and answering with `SupMsg::Finished`, and the store is a real queue database
+//! in a temporary directory, reopened to play a restart.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{StatusBoard, SupMsg, Supervisor, SupervisorSettings};
+use crate::link::{LinkMsg, LinkSender};
+use crate::protocol::{ErrorCode, Frame as _, Inbound, Outbound};
+use crate::store::ResultStore;
+use crate::worker::Job;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A temporary directory with the sample ERP (SQLite) and room for the queue database.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mc-sup-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        drivers::fixture::create_sample_erp(&dir.join("erp.db"), 1).unwrap();
+        Self(dir)
+    }
+
+    fn store(&self) -> ResultStore {
+        ResultStore::open(&self.0.join("queue.db"), queue::StoreConfig::default()).unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A supervisor on its own thread, with the test in the roles of link and workers.
+struct Harness {
+    inbox: Sender<SupMsg>,
+    link: Receiver<LinkMsg>,
+    jobs: Receiver<Job>,
+    thread: Option<JoinHandle<String>>,
+}
+
+impl Harness {
+    fn start(dir: &Dir, capacity: usize, max_waiting: usize) -> Self {
+        let db = drivers::Database::open(&drivers::ConnectionSpec {
+            name: "erp".into(),
+            kind: drivers::DbKind::Sqlite,
+            path: dir.0.join("erp.db"),
+            ..Default::default()
+        })
+        .unwrap();
+        let (inbox, inbox_rx) = crossbeam_channel::unbounded();
+        let (link, link_rx) = LinkSender::channel();
+        let (jobs_tx, jobs) = crossbeam_channel::bounded(capacity * 2);
+        let supervisor = Supervisor::new(
+            inbox_rx,
+            link,
+            jobs_tx,
+            std::sync::Arc::new(StatusBoard::default()),
+            dir.store(),
+            SupervisorSettings {
+                databases: vec![db],
+                policies: Default::default(),
+                limits: crate::config::CommandLimits::default(),
+                capacity,
+                max_waiting,
+            },
+        );
+        let thread = std::thread::spawn(move || supervisor.run());
+        let harness = Self { inbox, link: link_rx, jobs, thread: Some(thread) };
+        // The first job is the schema discovery every start runs.
+        match harness.job() {
+            Job::Discover(_) => harness.send(SupMsg::Discovered(Vec::new())),
+            other => panic!("expected discovery first, got {other:?}"),
+        }
+        harness
+    }
+
+    fn send(&self, msg: SupMsg) {
+        self.inbox.send(msg).unwrap();
+    }
+
+    fn command(&self, id: &str, key: &str, execution: &str) {
+        self.send(SupMsg::Inbound(Box::new(command(id, key, execution, None))));
+    }
+
+    fn job(&self) -> Job {
+        self.jobs.recv_timeout(WAIT).expect("a job")
+    }
+
+    fn query_job(&self) -> Box<crate::worker::QueryJob> {
+        match self.job() {
+            Job::Query(job) => job,
+            other => panic!("expected a query job, got {other:?}"),
+        }
+    }
+
+    /// The next execution answer the link is asked to send.
+    fn answer(&self) -> Outbound {
+        loop {
+            if let LinkMsg::Send(frame @ (Outbound::ExecutionResult(_) | Outbound::ExecutionError(_))) =
+                self.link.recv_timeout(WAIT).expect("an answer on the link")
+            {
+                return frame;
+            }
+        }
+    }
+
+    /// Asks for a status snapshot: a round trip that proves every earlier message was handled.
+    fn status(&self) -> serde_json::Value {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(SupMsg::Control { cmd: crate::control::ControlCmd::Status, reply });
+        answer.recv_timeout(WAIT).unwrap()
+    }
+
+    /// Nothing was sent to the link or the workers (checked after a status round trip).
+    fn quiet(&self) {
+        self.status();
+        while let Ok(msg) = self.link.try_recv() {
+            assert!(
+                !matches!(msg, LinkMsg::Send(Outbound::ExecutionResult(_) | Outbound::ExecutionError(_))),
+                "unexpected answer {msg:?}"
+            );
+        }
+        assert!(self.jobs.try_recv().is_err(), "unexpected job");
+    }
+
+    fn finish_ok(&self, job: &crate::worker::QueryJob) {
+        let frame = Outbound::ExecutionResult(crate::protocol::ExecutionResult {
+            command_id: job.command.command_id.clone(),
+            execution_id: job.command.execution_id.clone(),
+            activity_id: job.command.activity_id.clone(),
+            result: crate::protocol::ResultPayload::Inline {
+                columns: Vec::new(),
+                rows: vec![vec![1.into()]],
+            },
+            row_count: 1,
+            duration_ms: 3,
+        });
+        self.send(SupMsg::Finished { command_id: job.command.command_id.clone(), frame: Box::new(frame) });
+    }
+
+    fn stop(mut self, grace: Duration) -> String {
+        self.send(SupMsg::Shutdown { reason: "test".into(), grace });
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.inbox.send(SupMsg::Shutdown { reason: "test end".into(), grace: Duration::ZERO });
+            // Answer what the drain may cancel, so the thread ends.
+            while let Ok(job) = self.jobs.try_recv() {
+                drop(job);
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+fn command(id: &str, key: &str, execution: &str, expires_at: Option<String>) -> Inbound {
+    let mut json = serde_json::json!({
+        "type": "command",
+        "commandId": id,
+        "executionId": execution,
+        "activityId": "act",
+        "operation": "query",
+        "payload": { "query": "SELECT 1", "params": [], "idempotencyKey": key, "connection": "erp" }
+    });
+    if let Some(at) = expires_at {
+        json["payload"]["expiresAt"] = at.into();
+    }
+    Inbound::decode(&json.to_string()).unwrap()
+}
+
+fn ids(frame: &Outbound) -> (String, Option<ErrorCode>) {
+    match frame {
+        Outbound::ExecutionResult(r) => (r.command_id.clone(), None),
+        Outbound::ExecutionError(e) => (e.command_id.clone().unwrap_or_default(), Some(e.error.code)),
+        other => panic!("not an answer: {other:?}"),
+    }
+}
+
+fn connected() -> Box<crate::protocol::Connected> {
+    match Inbound::decode(include_str!("../../tests/fixtures/protocol/inbound_connected.json")).unwrap() {
+        Inbound::Connected(c) => Box::new(c),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_command_is_persisted_run_once_and_its_answer_kept_until_acked() {
+    let dir = Dir::new("once");
+    let h = Harness::start(&dir, 2, 10);
+    h.command("c1", "k1", "e1");
+    let job = h.query_job();
+    assert_eq!(job.command.command_id, "c1");
+    h.finish_ok(&job);
+    assert_eq!(ids(&h.answer()), ("c1".into(), None));
+    // The same delivery again: answered from the store, not run.
+    h.command("c1", "k1", "e1");
+    assert_eq!(ids(&h.answer()), ("c1".into(), None));
+    h.quiet();
+    // Unacknowledged answers are sent again on the next connection; acknowledged ones are not.
+    h.send(SupMsg::LinkUp(connected()));
+    assert_eq!(ids(&h.answer()), ("c1".into(), None));
+    h.send(SupMsg::Inbound(Box::new(Inbound::decode(r#"{"type":"ack","commandId":"c1"}"#).unwrap())));
+    h.send(SupMsg::LinkUp(connected()));
+    h.quiet();
+}
+
+#[test]
+fn a_repeat_while_running_attaches_to_the_running_execution() {
+    let dir = Dir::new("attach");
+    let h = Harness::start(&dir, 2, 10);
+    h.command("c1", "k1", "e1");
+    let job = h.query_job();
+    h.command("c2", "k1", "e1");
+    h.quiet();
+    h.finish_ok(&job);
+    let mut answered = vec![ids(&h.answer()).0, ids(&h.answer()).0];
+    answered.sort();
+    assert_eq!(answered, ["c1", "c2"]);
+    h.quiet();
+}
+
+#[test]
+fn a_repeat_after_a_restart_is_answered_from_disk() {
+    let dir = Dir::new("restart");
+    let h = Harness::start(&dir, 2, 10);
+    h.command("c1", "k1", "e1");
+    let job = h.query_job();
+    h.finish_ok(&job);
+    h.answer();
+    h.stop(Duration::ZERO);
+    let h = Harness::start(&dir, 2, 10);
+    h.command("c9", "k1", "e1");
+    assert_eq!(ids(&h.answer()), ("c9".into(), None));
+    h.quiet();
+}
+
+#[test]
+fn commands_beyond_the_workers_wait_and_beyond_the_bound_are_busy() {
+    let dir = Dir::new("busy");
+    let h = Harness::start(&dir, 1, 2);
+    for i in 0..4 {
+        h.command(&format!("c{i}"), &format!("k{i}"), "e1");
+    }
+    let first = h.query_job();
+    assert_eq!(first.command.command_id, "c0");
+    let busy = h.answer();
+    assert_eq!(ids(&busy), ("c3".into(), Some(ErrorCode::AgentBusy)));
+    let Outbound::ExecutionError(e) = &busy else { unreachable!() };
+    assert!(e.error.retryable);
+    assert_eq!(h.status()["waitingCommands"], 2);
+    h.finish_ok(&first);
+    assert_eq!(ids(&h.answer()).0, "c0");
+    assert_eq!(h.query_job().command.command_id, "c1");
+    // The busy answer was retryable: the same key runs when sent again.
+    h.command("c3b", "k3", "e1");
+    h.quiet();
+    assert_eq!(h.status()["waitingCommands"], 2);
+}
+
+#[test]
+fn cancel_answers_waiting_commands_and_cancels_running_ones() {
+    let dir = Dir::new("cancel");
+    let h = Harness::start(&dir, 1, 10);
+    h.command("c1", "k1", "e1");
+    let running = h.query_job();
+    h.command("c2", "k2", "e2");
+    h.send(SupMsg::Inbound(Box::new(
+        Inbound::decode(r#"{"type":"cancel","executionId":"e2","reason":"user"}"#).unwrap(),
+    )));
+    assert_eq!(ids(&h.answer()), ("c2".into(), Some(ErrorCode::CommandCancelled)));
+    assert!(!running.cancel.is_cancelled());
+    h.send(SupMsg::Inbound(Box::new(Inbound::decode(r#"{"type":"cancel","executionId":"e1"}"#).unwrap())));
+    h.status();
+    assert!(running.cancel.is_cancelled());
+}
+
+#[test]
+fn a_command_that_expires_while_waiting_is_answered_expired() {
+    let dir = Dir::new("expire");
+    let h = Harness::start(&dir, 1, 10);
+    h.command("c1", "k1", "e1");
+    let running = h.query_job();
+    let expires = SystemTime::now() + Duration::from_millis(300);
+    let at = humantime::format_rfc3339_millis(expires).to_string();
+    h.send(SupMsg::Inbound(Box::new(command("c2", "k2", "e1", Some(at)))));
+    h.quiet();
+    while SystemTime::now() <= expires {
+        std::thread::yield_now();
+    }
+    h.finish_ok(&running);
+    assert_eq!(ids(&h.answer()).0, "c1");
+    assert_eq!(ids(&h.answer()), ("c2".into(), Some(ErrorCode::CommandExpired)));
+}
+
+#[test]
+fn a_local_stop_puts_running_commands_back_and_the_next_start_runs_them() {
+    let dir = Dir::new("drain");
+    let h = Harness::start(&dir, 1, 10);
+    h.command("c1", "k1", "e1");
+    let running = h.query_job();
+    h.command("c2", "k2", "e1");
+    let jobs = h.jobs.clone();
+    let inbox = h.inbox.clone();
+    // The "worker": reports the cancel the drain sends.
+    let worker = std::thread::spawn(move || {
+        while !running.cancel.is_cancelled() {
+            std::thread::yield_now();
+        }
+        let frame = crate::store::error_frame(&running.command, ErrorCode::CommandCancelled, "cancelled");
+        inbox
+            .send(SupMsg::Finished { command_id: running.command.command_id.clone(), frame: Box::new(frame) })
+            .unwrap();
+        drop(jobs);
+    });
+    assert_eq!(h.stop(Duration::ZERO), "test");
+    worker.join().unwrap();
+    let h = Harness::start(&dir, 1, 10);
+    assert_eq!(h.query_job().command.command_id, "c1");
+    h.quiet();
+}
+
+#[test]
+fn after_a_crash_a_command_runs_again_only_when_its_first_run_is_proven_stopped() {
+    let dir = Dir::new("crash");
+    {
+        // What a crash leaves: commands marked running, with what the workers recorded.
+        let mut store = dir.store();
+        for (id, session) in [
+            ("never-sent", None),
+            ("local", Some("local")),
+            ("odbc", Some("unknown")),
+            ("pg", Some("pg:77:t")),
+        ] {
+            let Inbound::Command(c) = command(id, &format!("k-{id}"), "e1", None) else { unreachable!() };
+            assert!(store.receive(&c).unwrap().is_none());
+            store.start(id).unwrap();
+            if let Some(session) = session {
+                store.set_server_session(id, session).unwrap();
+            }
+        }
+    }
+    let h = Harness::start(&dir, 4, 10);
+    let mut started = Vec::new();
+    let mut cancel_asked = None;
+    for _ in 0..3 {
+        match h.job() {
+            Job::Query(job) => started.push(job.command.command_id.clone()),
+            Job::CancelStale { command_id, session, .. } => cancel_asked = Some((command_id, session)),
+            other => panic!("{other:?}"),
+        }
+    }
+    started.sort();
+    assert_eq!(started, ["local", "never-sent"]);
+    assert_eq!(cancel_asked, Some(("pg".into(), "pg:77:t".into())));
+    assert_eq!(ids(&h.answer()), ("odbc".into(), Some(ErrorCode::CommandInterrupted)));
+    // The server confirms the first run is gone: it runs again.
+    h.send(SupMsg::StaleCancelled { command_id: "pg".into(), proven: true, detail: "gone".into() });
+    assert_eq!(h.query_job().command.command_id, "pg");
+    h.quiet();
+}
+
+#[test]
+fn a_command_whose_first_run_cannot_be_stopped_is_reported_not_rerun() {
+    let dir = Dir::new("unproven");
+    {
+        let mut store = dir.store();
+        let Inbound::Command(c) = command("pg", "k", "e1", None) else { unreachable!() };
+        store.receive(&c).unwrap();
+        store.start("pg").unwrap();
+        store.set_server_session("pg", "pg:1:t").unwrap();
+    }
+    let h = Harness::start(&dir, 2, 10);
+    assert!(matches!(h.job(), Job::CancelStale { .. }));
+    h.send(SupMsg::StaleCancelled {
+        command_id: "pg".into(),
+        proven: false,
+        detail: "permission denied".into(),
+    });
+    let answer = h.answer();
+    assert_eq!(ids(&answer), ("pg".into(), Some(ErrorCode::CommandInterrupted)));
+    h.quiet();
+}
+
+#[test]
+fn a_gateway_restart_reconnects_and_only_a_decommission_stops_the_agent() {
+    let dir = Dir::new("shutdown");
+    let h = Harness::start(&dir, 2, 10);
+    h.send(SupMsg::Inbound(Box::new(
+        Inbound::decode(r#"{"type":"shutdown","reason":"redeploy","gracePeriod":0}"#).unwrap(),
+    )));
+    loop {
+        if let LinkMsg::Reconnect = h.link.recv_timeout(WAIT).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(h.status()["ok"], true, "the agent keeps running");
+    let mut h = h;
+    h.send(SupMsg::Inbound(Box::new(
+        Inbound::decode(r#"{"type":"shutdown","reason":"retired","gracePeriod":0,"mode":"decommission"}"#)
+            .unwrap(),
+    )));
+    let reason = h.thread.take().unwrap().join().unwrap();
+    assert!(reason.contains("decommissioned"), "{reason}");
+}
