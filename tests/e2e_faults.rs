@@ -767,10 +767,20 @@ fn exactly_once_under(
         rss_kib(agent.child.id())
     );
     assert!(agent_alive(&agent), "the agent exited:\n{}", agent.log_text());
+    keep_agent_log(&agent, tag);
     if chaos.is_some() {
         assert!(rig.relay.stats().cuts + rig.relay.stats().silent_drops > 0, "no fault was injected");
     }
     report.assert_exactly_once();
+}
+
+/// Copies the agent's log out of the scratch dir (removed at the end) for a post-mortem, and
+/// says where.
+pub fn keep_agent_log(agent: &AgentProc, tag: &str) {
+    let kept = std::env::temp_dir().join(format!("mc-faults-{tag}-{}-agent.log", std::process::id()));
+    if std::fs::copy(&agent.log, &kept).is_ok() {
+        eprintln!("{tag}: agent log kept at {}", kept.display());
+    }
 }
 
 pub fn agent_alive(agent: &AgentProc) -> bool {
