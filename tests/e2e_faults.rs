@@ -691,6 +691,11 @@ fn one_command(
                 // 504 = the caller's wait ran out, not an answer: ask again.
                 if error["retryable"].as_bool() == Some(true) || status == 504 {
                     *report.lock().unwrap().retryable_codes.entry(code).or_insert(0) += 1;
+                    // A console backs off before asking again (an immediate retry of a
+                    // retryable error is a storm, not a test).
+                    if status != 504 {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                     continue;
                 }
                 return Answer::Failed(last);
@@ -699,7 +704,7 @@ fn one_command(
                 // The admin connection itself broke (a gateway restart): ask again.
                 last = format!("admin call failed: {e}");
                 *report.lock().unwrap().retryable_codes.entry("ADMIN_CALL_FAILED".into()).or_insert(0) += 1;
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
