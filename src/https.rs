@@ -22,6 +22,9 @@ use ureq::unversioned::transport::{
     TcpConnector, Transport, TransportAdapter,
 };
 
+/// Longest TCP connect (plus proxy CONNECT) of one request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds a ureq agent on `tls`, optionally through an HTTP CONNECT proxy.
 pub fn agent(
     tls: Arc<ClientConfig>,
@@ -32,6 +35,9 @@ pub fn agent(
     let config = ureq::Agent::config_builder()
         .proxy(proxy)
         .timeout_global(Some(timeout))
+        // A host that does not answer fails the attempt early (the uploader then retries or
+        // waits for the next session) instead of using up the whole request budget.
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
         .http_status_as_error(false)
         .max_redirects(0)
         .build();

@@ -210,10 +210,11 @@ impl Backoff {
     }
 
     /// The delay after `AUTH_FAILED`: about `cap` (±25 %) the first time, doubling per
-    /// rejection in a row up to 30 min, and never less than 30 s, so a revoked key never
+    /// rejection in a row up to 30 min (or `cap` if longer), and never less than 30 s, so a revoked key never
     /// storms the gateway and a rotated one is picked up on a later try.
     pub fn auth_delay(&mut self) -> Duration {
-        let base = self.cap.saturating_mul(1u32 << self.auth_failures.min(20)).min(AUTH_RETRY_CAP);
+        let longest = AUTH_RETRY_CAP.max(self.cap);
+        let base = self.cap.saturating_mul(1u32 << self.auth_failures.min(20)).min(longest);
         self.auth_failures = self.auth_failures.saturating_add(1);
         self.failures = self.failures.saturating_add(1);
         uniform(base.mul_f64(0.75), base.mul_f64(1.25)).max(AUTH_RETRY_FLOOR)
@@ -255,7 +256,7 @@ impl LinkThread {
                         let delay = backoff.auth_delay();
                         tracing::warn!(
                             retry_in_s = delay.as_secs(),
-                            "the cloud rejected the API key; retrying slowly (the key is re-read each time)"
+                            "authentication failed; retrying slowly (the key is re-read each time)"
                         );
                         delay
                     } else {
@@ -320,14 +321,7 @@ impl LinkThread {
         // Authenticate: the key lives only for the duration of this block.
         {
             let key = (self.load_key)().map_err(|e| End::Rejected(ErrorCode::AuthFailed, e))?;
-            let auth = Outbound::Auth(Auth {
-                api_key: key,
-                connector_name: self.settings.connector_name.clone(),
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                protocol_version: PROTOCOL_VERSION,
-                instance_id: self.settings.instance_id.clone(),
-                max_in_flight: self.settings.max_in_flight,
-            });
+            let auth = auth_frame(&self.settings, key);
             let text = zeroize::Zeroizing::new(auth.encode());
             ws.send(tungstenite::Message::text(text.as_str())).map_err(|e| fail("sending auth", &e))?;
         }
@@ -444,6 +438,18 @@ impl LinkThread {
     }
 }
 
+/// The `auth` frame for `settings`, carrying `key`.
+fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
+    Outbound::Auth(Auth {
+        api_key: key,
+        connector_name: settings.connector_name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol_version: PROTOCOL_VERSION,
+        instance_id: settings.instance_id.clone(),
+        max_in_flight: settings.max_in_flight,
+    })
+}
+
 fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
     for addr in (host, port).to_socket_addrs()? {
@@ -484,4 +490,129 @@ fn connect_via_proxy(proxy: &str, host: &str, port: u16, deadline: Instant) -> i
         return Err(io::Error::other("proxy sent data before the tunnel opened"));
     }
     Ok(tcp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{AUTH_RETRY_FLOOR, Backoff, LinkMsg, LinkSender};
+    use crate::protocol::{Outbound, StatusUpdate};
+
+    #[test]
+    fn delays_are_full_jitter_under_a_doubling_ceiling() {
+        let cap = Duration::from_secs(60);
+        let mut backoff = Backoff::new(cap);
+        // First retry after a healthy session: quick.
+        assert_eq!(backoff.ceiling(), Duration::from_millis(100));
+        let _ = backoff.delay();
+        let mut expected = Duration::from_millis(500);
+        for _ in 0..12 {
+            assert_eq!(backoff.ceiling(), expected.min(cap));
+            let _ = backoff.delay();
+            expected *= 2;
+        }
+        assert_eq!(backoff.ceiling(), cap, "the ceiling stops at reconnectMaxMs");
+        // Full jitter: uniform over [0, ceiling], so both ends of the range show up.
+        let mut backoff = Backoff::new(cap);
+        for _ in 0..3 {
+            let _ = backoff.delay();
+        }
+        let ceiling = backoff.ceiling();
+        assert_eq!(ceiling, Duration::from_secs(2));
+        let samples: Vec<Duration> = (0..2000)
+            .map(|_| {
+                let mut b = backoff.clone();
+                b.delay()
+            })
+            .collect();
+        assert!(samples.iter().all(|d| *d <= ceiling));
+        assert!(samples.iter().any(|d| *d < ceiling / 10), "no delay near 0");
+        assert!(samples.iter().any(|d| *d > ceiling * 9 / 10), "no delay near the ceiling");
+        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+        assert!(mean > ceiling * 2 / 5 && mean < ceiling * 3 / 5, "mean {mean:?} of uniform(0, {ceiling:?})");
+    }
+
+    #[test]
+    fn a_healthy_session_resets_the_backoff() {
+        let mut backoff = Backoff::new(Duration::from_secs(60));
+        for _ in 0..10 {
+            let _ = backoff.delay();
+        }
+        assert_eq!(backoff.ceiling(), Duration::from_secs(60));
+        backoff.connected();
+        assert_eq!(backoff.ceiling(), Duration::from_millis(100));
+        assert!(backoff.delay() <= Duration::from_millis(100));
+        // A cap below the start is respected from the first try.
+        let mut small = Backoff::new(Duration::from_millis(50));
+        for _ in 0..5 {
+            assert!(small.delay() <= Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn a_rejected_key_is_retried_slowly() {
+        for cap in [Duration::from_secs(1), Duration::from_secs(60), Duration::from_secs(3600)] {
+            let mut backoff = Backoff::new(cap);
+            let first = backoff.auth_delay();
+            assert!(first >= AUTH_RETRY_FLOOR, "{first:?} < 30 s");
+            if cap >= AUTH_RETRY_FLOOR * 2 {
+                assert!(first >= cap * 3 / 4 && first <= cap * 5 / 4, "first retry {first:?}, cap {cap:?}");
+            }
+            let mut previous_base = first;
+            for _ in 0..20 {
+                let delay = backoff.auth_delay();
+                assert!(delay >= AUTH_RETRY_FLOOR);
+                assert!(delay <= super::AUTH_RETRY_CAP.max(cap) * 5 / 4, "{delay:?}");
+                previous_base = delay;
+            }
+            let longest = super::AUTH_RETRY_CAP.max(cap);
+            assert!(previous_base >= longest * 3 / 4, "does not slow down: {previous_base:?}");
+            // Once the key works again, everything starts over.
+            backoff.connected();
+            assert!(backoff.auth_delay() <= cap.max(AUTH_RETRY_FLOOR) * 5 / 4);
+        }
+    }
+
+    #[test]
+    fn auth_carries_the_instance_id_and_max_in_flight_from_the_settings() {
+        let mut settings = super::LinkSettings {
+            url: "wss://127.0.0.1:1/ws".into(),
+            connector_name: "Warehouse".into(),
+            proxy: None,
+            tls: crate::tls::client_config(None).unwrap(),
+            reconnect_max: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30),
+            instance_id: Some("inst-7".into()),
+            max_in_flight: Some(40),
+        };
+        let key = || crate::protocol::ApiKey::generate("acme").unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::protocol::Frame::encode(&super::auth_frame(&settings, key())))
+                .unwrap();
+        assert_eq!(json["type"], "auth");
+        assert_eq!(json["instanceId"], "inst-7");
+        assert_eq!(json["maxInFlight"], 40);
+        settings.instance_id = None;
+        settings.max_in_flight = None;
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::protocol::Frame::encode(&super::auth_frame(&settings, key())))
+                .unwrap();
+        assert!(json.get("instanceId").is_none_or(|v| v.is_null()), "{json}");
+        assert!(json.get("maxInFlight").is_none_or(|v| v.is_null()), "{json}");
+    }
+
+    #[test]
+    fn a_link_sender_without_a_thread_delivers_to_its_receiver() {
+        let (sender, rx) = LinkSender::channel();
+        assert!(sender.frame(Outbound::Status(StatusUpdate {
+            status: crate::protocol::AgentStatus::Ready,
+            reason: None
+        })));
+        assert!(sender.send(LinkMsg::Reconnect));
+        assert!(matches!(rx.try_recv(), Ok(LinkMsg::Send(Outbound::Status(_)))));
+        assert!(matches!(rx.try_recv(), Ok(LinkMsg::Reconnect)));
+        drop(rx);
+        assert!(!sender.send(LinkMsg::Shutdown), "a stopped link says so");
+    }
 }

@@ -44,6 +44,7 @@ Examples:
   mini-connector stop
   mini-connector sample-erp ./erp.db
   mini-connector config check --config ./config.json
+  mini-connector audit --since 24h --verify
 
 Exit codes: 0 ok; 1 runtime failure; 2 bad configuration, API key or usage;
 3 no agent running (status, pause, resume, reconnect, stop) / service not registered;
@@ -123,6 +124,8 @@ enum Cmd {
         #[command(subcommand)]
         command: cli::service::ServiceCmd,
     },
+    /// The local audit log: every command received and executed (`--since`, `--json`, `--verify`).
+    Audit(cli::audit::AuditArgs),
     /// Create the sample ERP database (SQLite) used by the demo and the tests.
     SampleErp {
         /// Where to write the database file (replaced if it exists).
@@ -263,6 +266,7 @@ fn main() -> ExitCode {
         Cmd::Schema { command } => cli::schema::schema(command),
         Cmd::Vault { command } => finish(cli::configure::vault(command)),
         Cmd::Service { command } => finish(cli::service::service(command)),
+        Cmd::Audit(args) => finish(cli::audit::audit(&args)),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {
                 println!("created {}: {stats:?}", path.display());

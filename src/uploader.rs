@@ -301,14 +301,15 @@ pub fn start(
     chunks: Receiver<Chunk>,
 ) -> std::io::Result<JoinHandle<()>> {
     crate::spawn_named("uploader", move || {
-        // Commands whose upload failed: their remaining chunks are answered without being
-        // sent. The worker stops producing after a failure, so a final chunk may never come:
-        // keep only a few.
-        let mut failed: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        // Results whose upload failed, by their reply channel (one per run of a command, so a
+        // re-run of the same command starts clean): their remaining chunks are answered
+        // without being sent. The worker stops producing after a failure, so a final chunk may
+        // never come: keep only a few.
+        let mut failed: std::collections::VecDeque<Sender<ChunkReply>> = std::collections::VecDeque::new();
         for chunk in chunks {
-            if failed.contains(&chunk.command_id) {
+            if failed.iter().any(|run| run.same_channel(&chunk.reply)) {
                 if chunk.last {
-                    failed.retain(|id| id != &chunk.command_id);
+                    failed.retain(|run| !run.same_channel(&chunk.reply));
                 }
                 let _ = chunk.reply.send(ChunkReply::Failed {
                     seq: chunk.seq,
@@ -325,7 +326,7 @@ pub fn start(
                         if failed.len() == 64 {
                             failed.pop_front();
                         }
-                        failed.push_back(chunk.command_id.clone());
+                        failed.push_back(chunk.reply.clone());
                     }
                     ChunkReply::Failed { seq: chunk.seq, error, retryable }
                 }
@@ -506,7 +507,255 @@ fn judge(status: u16, text: &str, seq: u32) -> Option<SessionOutcome> {
 
 #[cfg(test)]
 mod tests {
-    use super::UploadPolicy;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crossbeam_channel::Receiver;
+    use drivers::CancelToken;
+
+    use super::test_endpoint::Endpoint;
+    use super::{Chunk, ChunkReply, UploadPolicy, UploadSlot};
+
+    /// Longest any single wait in these tests may take.
+    const WATCHDOG: Duration = Duration::from_secs(20);
+
+    struct Rig {
+        endpoint: Endpoint,
+        slot: Arc<UploadSlot>,
+        chunks: Option<crossbeam_channel::Sender<Chunk>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Rig {
+        fn new(tag: &str) -> Self {
+            let endpoint = Endpoint::start(tag);
+            let slot = Arc::new(UploadSlot::new());
+            let (tx, rx) = crossbeam_channel::bounded(2);
+            let thread = super::start(endpoint.agent(), slot.clone(), rx).unwrap();
+            Self { endpoint, slot, chunks: Some(tx), thread: Some(thread) }
+        }
+
+        fn send(
+            &self,
+            command: &str,
+            seq: u32,
+            last: bool,
+            cancel: &CancelToken,
+            patience: Duration,
+        ) -> Receiver<ChunkReply> {
+            let (reply, replies) = crossbeam_channel::unbounded();
+            self.send_on(&reply, command, seq, last, cancel, patience);
+            replies
+        }
+
+        /// Sends a chunk whose answer goes to `reply` (one channel per run of a command).
+        fn send_on(
+            &self,
+            reply: &crossbeam_channel::Sender<ChunkReply>,
+            command: &str,
+            seq: u32,
+            last: bool,
+            cancel: &CancelToken,
+            patience: Duration,
+        ) {
+            let reply = reply.clone();
+            let data = format!("[{seq}, \"row of {command}\"]\n").repeat(50).into_bytes();
+            let chunk = Chunk {
+                command_id: command.into(),
+                seq,
+                last,
+                data,
+                cancel: cancel.clone(),
+                deadline: Instant::now() + patience,
+                reply,
+            };
+            self.chunks.as_ref().unwrap().send(chunk).unwrap();
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.chunks.take();
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+
+    fn stored(reply: ChunkReply) -> String {
+        match reply {
+            ChunkReply::Stored { buffer_key, .. } => buffer_key,
+            ChunkReply::Failed { error, .. } => panic!("chunk failed: {error}"),
+        }
+    }
+
+    fn failed(reply: ChunkReply) -> (String, bool) {
+        match reply {
+            ChunkReply::Failed { error, retryable, .. } => (error, retryable),
+            ChunkReply::Stored { seq, .. } => panic!("chunk {seq} was stored"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_made_while_offline_waits_for_the_next_session() {
+        let rig = Rig::new("offline");
+        let replies = rig.send("c1", 0, true, &CancelToken::new(), WATCHDOG);
+        assert!(replies.recv_timeout(Duration::from_millis(300)).is_err(), "answered with no session");
+        assert!(rig.endpoint.seen().is_empty(), "a request was made with no session");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        assert_eq!(stored(replies.recv_timeout(WATCHDOG).unwrap()), "buf:c1");
+        let seen = rig.endpoint.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].connection.as_str(), seen[0].command.as_str(), seen[0].status),
+            ("s1", "c1", 200)
+        );
+    }
+
+    #[test]
+    fn a_chunk_refused_by_an_ended_session_is_re_signed_for_the_next_one() {
+        let rig = Rig::new("resign");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        let cancel = CancelToken::new();
+        stored(rig.send("c1", 0, false, &cancel, WATCHDOG).recv_timeout(WATCHDOG).unwrap());
+        // The gateway has a new session (the link was cut); the agent has not heard yet.
+        let next = rig.endpoint.new_session("s2");
+        let replies = rig.send("c1", 1, true, &cancel, WATCHDOG);
+        let deadline = Instant::now() + WATCHDOG;
+        while !rig.endpoint.seen().iter().any(|s| s.seq == 1 && s.status == 401) {
+            assert!(Instant::now() < deadline, "chunk 1 never tried the ended session");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(replies.try_recv().is_err(), "answered before a new session came up");
+        rig.slot.set(None);
+        rig.slot.set(Some(next));
+        assert_eq!(stored(replies.recv_timeout(WATCHDOG).unwrap()), "buf:c1");
+        let seen: Vec<_> =
+            rig.endpoint.seen().iter().map(|s| (s.connection.clone(), s.seq, s.status)).collect();
+        assert_eq!(
+            seen,
+            [("s1".into(), 0, 200), ("s1".into(), 1, 401), ("s2".into(), 1, 200)],
+            "one refusal, then the same chunk on the new session"
+        );
+        assert_eq!(rig.endpoint.state.lock().unwrap().stored["c1"].len(), 2);
+    }
+
+    #[test]
+    fn a_chunk_that_fails_every_attempt_waits_for_the_next_session() {
+        let rig = Rig::new("attempts");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        rig.endpoint.state.lock().unwrap().forced = vec![503; super::ATTEMPTS as usize];
+        let replies = rig.send("c1", 0, true, &CancelToken::new(), WATCHDOG);
+        let deadline = Instant::now() + WATCHDOG;
+        while rig.endpoint.seen().len() < super::ATTEMPTS as usize {
+            assert!(Instant::now() < deadline, "fewer than {} attempts", super::ATTEMPTS);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(replies.recv_timeout(Duration::from_millis(300)).is_err(), "gave up on a transient error");
+        assert_eq!(rig.endpoint.seen().len(), super::ATTEMPTS as usize, "more attempts on the same session");
+        rig.slot.set(Some(rig.endpoint.new_session("s2")));
+        stored(replies.recv_timeout(WATCHDOG).unwrap());
+        let last = rig.endpoint.seen().pop().unwrap();
+        assert_eq!((last.connection.as_str(), last.status), ("s2", 200));
+    }
+
+    #[test]
+    fn an_unreachable_upload_host_waits_for_the_next_session() {
+        let rig = Rig::new("unreachable");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let policy = UploadPolicy::new(&format!("wss://127.0.0.1:{port}/ws"), &[]).unwrap();
+        let mut dead = rig.endpoint.target("s1", crate::protocol::SecretBytes::random(32));
+        dead.url = policy.check(&format!("https://127.0.0.1:{port}/upload"));
+        rig.slot.set(Some(dead));
+        let replies = rig.send("c1", 0, true, &CancelToken::new(), WATCHDOG);
+        // Three attempts take 250 + 500 ms of backoff; then the chunk waits.
+        assert!(replies.recv_timeout(Duration::from_millis(1200)).is_err(), "gave up on a dead host");
+        rig.slot.set(Some(rig.endpoint.new_session("s2")));
+        stored(replies.recv_timeout(WATCHDOG).unwrap());
+    }
+
+    #[test]
+    fn a_gateway_that_lost_earlier_chunks_fails_the_result_retryable() {
+        let rig = Rig::new("lost");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        // The gateway restarted and holds nothing: chunk 3 is ahead (409, nextSeq 0).
+        let (run, replies) = crossbeam_channel::unbounded();
+        let cancel = CancelToken::new();
+        rig.send_on(&run, "c1", 3, false, &cancel, WATCHDOG);
+        let (error, retryable) = failed(replies.recv_timeout(WATCHDOG).unwrap());
+        assert!(retryable);
+        assert!(error.contains("expects chunk 0"), "{error}");
+        // Every later chunk of that run is answered too, without a request.
+        let requests = rig.endpoint.seen().len();
+        rig.send_on(&run, "c1", 4, true, &cancel, WATCHDOG);
+        let (error, retryable) = failed(replies.recv_timeout(WATCHDOG).unwrap());
+        assert!(retryable && error.contains("earlier chunk"), "{error}");
+        assert_eq!(rig.endpoint.seen().len(), requests);
+    }
+
+    #[test]
+    fn a_re_run_of_a_command_whose_upload_failed_uploads_again() {
+        let rig = Rig::new("rerun");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        // The first run fails on a non-final chunk and is abandoned (no final chunk comes).
+        let (error, _) =
+            failed(rig.send("c1", 2, false, &CancelToken::new(), WATCHDOG).recv_timeout(WATCHDOG).unwrap());
+        assert!(error.contains("expects chunk 0"), "{error}");
+        // The command runs again (re-delivered): its chunks are sent, not answered from the
+        // failure of the first run.
+        let (run, replies) = crossbeam_channel::unbounded();
+        rig.send_on(&run, "c1", 0, false, &CancelToken::new(), WATCHDOG);
+        rig.send_on(&run, "c1", 1, true, &CancelToken::new(), WATCHDOG);
+        stored(replies.recv_timeout(WATCHDOG).unwrap());
+        stored(replies.recv_timeout(WATCHDOG).unwrap());
+        assert_eq!(rig.endpoint.state.lock().unwrap().stored["c1"].len(), 2);
+    }
+
+    #[test]
+    fn the_deadline_and_the_cancel_token_end_the_wait_for_a_session() {
+        let rig = Rig::new("deadline");
+        let started = Instant::now();
+        let (error, retryable) = failed(
+            rig.send("c1", 0, true, &CancelToken::new(), Duration::from_millis(300))
+                .recv_timeout(WATCHDOG)
+                .unwrap(),
+        );
+        assert!(retryable && error.contains("deadline"), "{error}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let cancel = CancelToken::new();
+        let replies = rig.send("c2", 0, true, &cancel, WATCHDOG);
+        cancel.cancel();
+        let (error, _) = failed(replies.recv_timeout(Duration::from_secs(2)).unwrap());
+        assert!(error.contains("cancelled"), "{error}");
+        assert!(rig.endpoint.seen().is_empty());
+    }
+
+    #[test]
+    fn the_slot_reports_sizes_and_wakes_waiters() {
+        let slot = Arc::new(UploadSlot::new());
+        assert_eq!(slot.sizes(), super::ResultSizes::default());
+        let (generation, none) = slot.current();
+        assert!(none.is_none());
+        let waiter = {
+            let slot = slot.clone();
+            std::thread::spawn(move || {
+                slot.wait_newer(generation, Instant::now() + WATCHDOG, &CancelToken::new())
+            })
+        };
+        let endpoint = Endpoint::start("slot");
+        slot.set(Some(endpoint.target("s9", crate::protocol::SecretBytes::random(32))));
+        let (newer, target) = waiter.join().unwrap().expect("woken by set");
+        assert!(newer > generation);
+        assert_eq!(target.connection_id, "s9");
+        assert_eq!(slot.sizes().max_chunk_bytes, 4096);
+        slot.set(None);
+        assert_eq!(slot.sizes(), super::ResultSizes::default());
+        assert!(
+            slot.wait_newer(newer, Instant::now() + Duration::from_millis(50), &CancelToken::new()).is_none()
+        );
+    }
 
     #[test]
     fn only_https_to_the_cloud_host_and_port_or_a_listed_host_passes() {
@@ -554,5 +803,236 @@ mod tests {
         let policy = UploadPolicy::new("wss://cloud.example.com/ws", &[]).unwrap();
         let err = policy.check("http://evil.example.net/upload?token=s3cret").unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+}
+
+/// A scripted HTTPS upload endpoint for unit tests: real TLS 1.3 (the reference gateway's
+/// generated certificate), real HTTP/1.1 with keep-alive, and the gateway's chunk rules for
+/// uploads that outlive a session (the current session's key signs; a re-sent identical chunk
+/// is `200`; a chunk ahead is `409 {"nextSeq"}`; an unknown session is `401`).
+#[cfg(test)]
+pub(crate) mod test_endpoint {
+    use std::collections::HashMap;
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use crate::protocol::{SecretBytes, headers, verify_chunk_signature};
+    use crate::worker::UploadTarget;
+
+    /// One chunk request as the endpoint saw it.
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub connection: String,
+        pub command: String,
+        pub seq: u32,
+        pub status: u16,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct State {
+        /// The connector's current session: `(connection id, HMAC key)`.
+        pub session: Option<(String, Vec<u8>)>,
+        /// command -> bytes of each stored chunk, decompressed.
+        pub stored: HashMap<String, Vec<Vec<u8>>>,
+        pub seen: Vec<Seen>,
+        /// Answer this status (once per entry) before judging a request.
+        pub forced: Vec<u16>,
+    }
+
+    pub struct Endpoint {
+        pub url: String,
+        pub ca: PathBuf,
+        pub state: Arc<Mutex<State>>,
+        dir: PathBuf,
+        stop: Arc<AtomicBool>,
+        port: u16,
+    }
+
+    impl Endpoint {
+        pub fn start(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("mc-upload-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            // The reference gateway generates a certificate for localhost / 127.0.0.1.
+            let gateway = gateway::Gateway::start(gateway::GatewayConfig::new(dir.join("gw"))).unwrap();
+            let ca = gateway.ca_cert_path();
+            gateway.shutdown();
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(&ca).unwrap().collect::<Result<_, _>>().unwrap();
+            let key = PrivateKeyDer::from_pem_file(ca.with_file_name("key.pem")).unwrap();
+            let config = Arc::new(
+                rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap(),
+            );
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let state = Arc::new(Mutex::new(State::default()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (state2, stop2) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for tcp in listener.incoming() {
+                    if stop2.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(tcp) = tcp else { continue };
+                    let (config, state) = (config.clone(), state2.clone());
+                    std::thread::spawn(move || {
+                        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                        let conn = rustls::ServerConnection::new(config).unwrap();
+                        let stream = rustls::StreamOwned::new(conn, tcp);
+                        serve(stream, &state);
+                    });
+                }
+            });
+            Self { url: format!("https://127.0.0.1:{port}/upload"), ca, state, dir, stop, port }
+        }
+
+        /// Starts a new session at the endpoint (the old one becomes unknown) and returns the
+        /// target the supervisor would put in the slot for it.
+        pub fn new_session(&self, connection_id: &str) -> UploadTarget {
+            let key = SecretBytes::random(32);
+            self.state.lock().unwrap().session = Some((connection_id.to_owned(), key.expose().to_vec()));
+            self.target(connection_id, key)
+        }
+
+        /// A target for this endpoint's URL (whatever the endpoint thinks of the session).
+        pub fn target(&self, connection_id: &str, key: SecretBytes) -> UploadTarget {
+            let policy = super::UploadPolicy::new(&format!("wss://127.0.0.1:{}/ws", self.port), &[]).unwrap();
+            UploadTarget {
+                url: policy.check(&self.url),
+                connection_id: connection_id.to_owned(),
+                key,
+                max_chunk_bytes: 4096,
+                max_inline_bytes: 4096,
+            }
+        }
+
+        pub fn agent(&self) -> ureq::Agent {
+            let tls = crate::tls::client_config(Some(&self.ca)).unwrap();
+            crate::https::agent(tls, None, Duration::from_secs(10)).unwrap()
+        }
+
+        pub fn seen(&self) -> Vec<Seen> {
+            self.state.lock().unwrap().seen.clone()
+        }
+    }
+
+    impl Drop for Endpoint {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn serve(
+        stream: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+        state: &Mutex<State>,
+    ) {
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut head = HashMap::new();
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    head.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                }
+            }
+            let len = head.get("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let (status, json) = judge(&head, &body, state);
+            let text = json.to_string();
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            let stream = reader.get_mut();
+            if stream.write_all(response.as_bytes()).and_then(|()| stream.flush()).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn judge(head: &HashMap<String, String>, body: &[u8], state: &Mutex<State>) -> (u16, serde_json::Value) {
+        let get = |name: &str| head.get(name).cloned().unwrap_or_default();
+        let (connection, command) = (get(headers::CONNECTION), get(headers::COMMAND));
+        let seq: u32 = get(headers::SEQ).parse().unwrap_or(u32::MAX);
+        let last = get(headers::FINAL) == "1";
+        let mut state = state.lock().unwrap();
+        let (status, json) = if !state.forced.is_empty() {
+            let status = state.forced.remove(0);
+            (status, serde_json::json!({ "code": "INTERNAL_ERROR", "message": "forced", "retryable": true }))
+        } else {
+            match state.session.clone() {
+                Some((current, key)) if current == connection => {
+                    if !verify_chunk_signature(
+                        &key,
+                        &connection,
+                        &command,
+                        seq,
+                        last,
+                        body,
+                        &get(headers::SIGNATURE),
+                    ) {
+                        (
+                            401,
+                            serde_json::json!({ "code": "CHUNK_SIGNATURE_INVALID", "message": "bad", "retryable": false }),
+                        )
+                    } else {
+                        let mut plain = Vec::new();
+                        flate2::read::ZlibDecoder::new(body).read_to_end(&mut plain).unwrap();
+                        let stored = state.stored.entry(command.clone()).or_default();
+                        let next = stored.len() as u32;
+                        if seq < next {
+                            assert_eq!(stored[seq as usize], plain, "a re-sent chunk must be identical");
+                            (
+                                200,
+                                serde_json::json!({ "bufferKey": format!("buf:{command}"), "seq": seq, "duplicate": true }),
+                            )
+                        } else if seq > next {
+                            (
+                                409,
+                                serde_json::json!({ "code": "MALFORMED_MESSAGE", "message": "ahead", "retryable": false, "nextSeq": next }),
+                            )
+                        } else {
+                            stored.push(plain);
+                            (200, serde_json::json!({ "bufferKey": format!("buf:{command}"), "seq": seq }))
+                        }
+                    }
+                }
+                _ => (
+                    401,
+                    serde_json::json!({ "code": "AUTH_FAILED", "message": "unknown connection", "retryable": false }),
+                ),
+            }
+        };
+        state.seen.push(Seen { connection, command, seq, status });
+        (status, json)
     }
 }

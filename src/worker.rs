@@ -95,7 +95,7 @@ pub fn start(
                 for job in jobs {
                     let msg = match job {
                         Job::Query(job) => {
-                            let frame = run_query(&job, &uploader, slot.sizes());
+                            let frame = run_query(&job, &uploader, slot.sizes(), &supervisor);
                             SupMsg::Finished {
                                 command_id: job.command.command_id.clone(),
                                 frame: Box::new(frame),
@@ -103,7 +103,7 @@ pub fn start(
                         }
                         Job::Discover(dbs) => SupMsg::Discovered(discover(&dbs)),
                         Job::CancelStale { command_id, db, session } => {
-                            let (proven, detail) = match pending_drivers_cancel(&db, &session) {
+                            let (proven, detail) = match db.cancel_server_session(&session) {
                                 Ok(true) => (true, "no longer running on the server".to_owned()),
                                 Ok(false) => (false, "the server cannot tell".to_owned()),
                                 Err(e) => (false, e.to_string()),
@@ -126,9 +126,14 @@ fn discover(dbs: &[Database]) -> Vec<(String, Result<drivers::DatabaseSchema, St
 
 /// Runs one query to completion and returns the frame that reports it. `sizes` are the
 /// current session's (see [`UploadSlot::sizes`]).
-pub fn run_query(job: &QueryJob, uploader: &Sender<Chunk>, sizes: ResultSizes) -> Outbound {
+pub fn run_query(
+    job: &QueryJob,
+    uploader: &Sender<Chunk>,
+    sizes: ResultSizes,
+    supervisor: &Sender<SupMsg>,
+) -> Outbound {
     let command = &job.command;
-    let mut sink = ResultSink::new(job, uploader, sizes);
+    let mut sink = ResultSink::new(job, uploader, sizes, supervisor);
     let options = QueryOptions { timeout: Some(job.timeout), cancel: job.cancel.clone() };
     let outcome = job.db.query(&job.checked, &command.payload.params, &options, &mut sink);
     let too_large = sink.too_large;
@@ -180,6 +185,7 @@ fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
             (ErrorCode::ConnectionPoolExhausted, "no database connection became free in time".to_owned())
         }
         DriverError::WriteRejected(reason) => (ErrorCode::WriteOperationRejected, reason.clone()),
+        DriverError::Unavailable(reason) => (ErrorCode::DatabaseUnavailable, reason.clone()),
         DriverError::Sink(e) => (ErrorCode::UploadFailed, e.0.clone()),
         other => (ErrorCode::QueryFailed, other.to_string()),
     };
@@ -190,6 +196,8 @@ fn driver_error(error: &DriverError, timeout: Duration) -> ErrorBody {
 struct ResultSink<'a> {
     job: &'a QueryJob,
     uploader: &'a Sender<Chunk>,
+    /// Told where the statement runs before it is sent (`SupMsg::Started`).
+    supervisor: &'a Sender<SupMsg>,
     sizes: ResultSizes,
     columns: Vec<ColumnMeta>,
     /// Encoded bytes not yet shipped.
@@ -207,10 +215,16 @@ struct ResultSink<'a> {
 }
 
 impl<'a> ResultSink<'a> {
-    fn new(job: &'a QueryJob, uploader: &'a Sender<Chunk>, sizes: ResultSizes) -> Self {
+    fn new(
+        job: &'a QueryJob,
+        uploader: &'a Sender<Chunk>,
+        sizes: ResultSizes,
+        supervisor: &'a Sender<SupMsg>,
+    ) -> Self {
         Self {
             job,
             uploader,
+            supervisor,
             sizes,
             columns: Vec::new(),
             buf: Vec::with_capacity(16 * 1024),
@@ -286,6 +300,20 @@ impl<'a> ResultSink<'a> {
 }
 
 impl RowSink for ResultSink<'_> {
+    /// The statement is about to be sent: the supervisor writes where it runs to the store
+    /// first, so after a crash the agent knows which server session to stop — and a command
+    /// found running without one was never sent.
+    fn started(&mut self, server_session: Option<&str>) -> Result<(), SinkError> {
+        let (recorded, written) = crossbeam_channel::bounded(1);
+        let started = SupMsg::Started {
+            command_id: self.job.command.command_id.clone(),
+            session: server_session.map(str::to_owned),
+            recorded,
+        };
+        self.supervisor.send(started).map_err(|_| SinkError("the agent is stopping".into()))?;
+        written.recv().map_err(|_| SinkError("the agent is stopping".into()))
+    }
+
     fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), SinkError> {
         self.columns = columns.to_vec();
         serde_json::to_writer(&mut self.buf, &serde_json::json!({ "columns": columns }))
@@ -312,7 +340,103 @@ impl RowSink for ResultSink<'_> {
     }
 }
 
-// TEMPORARY until the drivers branch lands `Database::cancel_server_session`.
-fn pending_drivers_cancel(_db: &Database, _session: &str) -> Result<bool, DriverError> {
-    Ok(false)
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use sha2::{Digest, Sha256};
+
+    use crate::protocol::{Frame, Inbound, Outbound, ResultPayload};
+    use crate::uploader::UploadSlot;
+    use crate::uploader::test_endpoint::Endpoint;
+
+    const WATCHDOG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_chunked_result_survives_a_reconnect_mid_upload() {
+        let dir = std::env::temp_dir().join(format!("mc-worker-reconnect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("erp.sqlite");
+        drivers::fixture::create_sample_erp(&path, 1).unwrap();
+        let db = drivers::Database::open(&drivers::ConnectionSpec {
+            name: "erp".into(),
+            kind: drivers::DbKind::Sqlite,
+            path,
+            ..drivers::ConnectionSpec::default()
+        })
+        .unwrap();
+        let endpoint = Endpoint::start("worker");
+        let slot = Arc::new(UploadSlot::new());
+        slot.set(Some(endpoint.new_session("s1")));
+        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded(2);
+        let uploader = crate::uploader::start(endpoint.agent(), slot.clone(), chunk_rx).unwrap();
+
+        let sql = "SELECT * FROM customers ORDER BY id";
+        let Ok(Inbound::Command(command)) = Inbound::decode(
+            &serde_json::json!({
+                "type": "command", "commandId": "c1", "executionId": "e1", "activityId": "a1",
+                "operation": "query",
+                "payload": { "query": sql, "params": [], "idempotencyKey": "k1", "connection": "erp" }
+            })
+            .to_string(),
+        ) else {
+            panic!("command does not decode")
+        };
+        let checked =
+            gate::check_with(sql, 0, db.gate_target(), &gate::Policy::default(), &gate::Limits::default())
+                .unwrap();
+        let job = super::QueryJob {
+            command,
+            db,
+            checked,
+            cancel: drivers::CancelToken::new(),
+            timeout: Duration::from_secs(60),
+            received: Instant::now(),
+            max_result_bytes: 1 << 30,
+        };
+        // The supervisor's part: it records the server session and lets the statement go.
+        let (supervisor, reports) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for report in reports {
+                if let crate::supervisor::SupMsg::Started { recorded, .. } = report {
+                    let _ = recorded.send(());
+                }
+            }
+        });
+        let worker = {
+            let slot = slot.clone();
+            std::thread::spawn(move || super::run_query(&job, &chunk_tx, slot.sizes(), &supervisor))
+        };
+
+        // Cut the link after two chunks: the gateway starts a new session, the agent learns of
+        // it a little later.
+        let deadline = Instant::now() + WATCHDOG;
+        while endpoint.state.lock().unwrap().stored.get("c1").is_none_or(|c| c.len() < 2) {
+            assert!(Instant::now() < deadline, "no chunk arrived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slot.set(None);
+        let next = endpoint.new_session("s2");
+        std::thread::sleep(Duration::from_millis(200));
+        slot.set(Some(next));
+
+        let frame = worker.join().unwrap();
+        crate::join_named(uploader);
+        let Outbound::ExecutionResult(result) = frame else { panic!("not a result: {frame:?}") };
+        let ResultPayload::Buffered { buffer_key, chunk_count, byte_count, sha256 } = result.result else {
+            panic!("not chunked")
+        };
+        assert_eq!(result.row_count, 500);
+        assert_eq!(buffer_key, "buf:c1");
+        let state = endpoint.state.lock().unwrap();
+        let chunks = &state.stored["c1"];
+        assert_eq!(chunks.len() as u32, chunk_count, "every chunk stored exactly once");
+        let all: Vec<u8> = chunks.concat();
+        assert_eq!(all.len() as u64, byte_count);
+        assert_eq!(hex::encode(Sha256::digest(&all)), sha256);
+        assert!(state.seen.iter().any(|s| s.connection == "s2" && s.status == 200), "nothing went to s2");
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

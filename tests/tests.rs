@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cli_audit;
 mod cli_configure;
 mod cli_control;
 mod cli_db;
@@ -17,6 +18,7 @@ mod e2e_faults;
 mod e2e_gate;
 mod e2e_hostile;
 mod e2e_lifecycle;
+mod e2e_link;
 mod e2e_postgres;
 mod e2e_query;
 mod e2e_upload;

@@ -53,7 +53,7 @@ impl Serialize for Cell<'_> {
 pub trait RowSink {
     /// Called once per query, right before the statement is sent to the database, with an
     /// opaque id of the server session that will run it: `pg:<pid>:<backend start>` on
-    /// PostgreSQL, `mysql:<connection id>` on MySQL/MariaDB, `None` where the engine has no
+    /// PostgreSQL, `mysql:<connection id>:<server start>` on MySQL/MariaDB, `None` where the engine has no
     /// server session to stop from outside (SQLite runs in-process; ODBC). Record it durably
     /// to stop the statement with [`Database::cancel_server_session`] if this process dies
     /// while it runs. An error aborts the query before it is sent

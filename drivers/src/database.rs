@@ -17,9 +17,11 @@ use crate::{
 /// Connection pool limits of one database (spec §5.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Connections kept open even when idle (clamped to `max_connections`).
+    /// Connections kept open even when idle (clamped to `max_connections`); opened in the
+    /// background after [`Database::open`], so a database that is down does not stop it.
     pub min_connections: u32,
-    /// Upper bound on open connections; at least 1.
+    /// Upper bound on open connections; at least 1. The pool grows towards it one connection
+    /// per query waiting for one, and closes idle ones again after `idle_timeout`.
     pub max_connections: u32,
     /// How long a query waits for a free connection before [`DriverError::PoolExhausted`];
     /// must not be zero.
@@ -387,7 +389,9 @@ impl Database {
     /// seconds, this login may not end it, or the engine has no server sessions: SQLite, ODBC).
     /// PostgreSQL (`pg:<pid>:<backend start>`) ends the backend with `pg_terminate_backend`
     /// only when both its pid and its start time match, so a recycled pid is never hit; MySQL /
-    /// MariaDB (`mysql:<connection id>`) runs `KILL CONNECTION` and watches the process list.
+    /// MariaDB (`mysql:<connection id>:<server start>`) answers `true` at once when the server
+    /// restarted since (connection ids start again from 1 then), else runs `KILL CONNECTION`
+    /// and watches the process list.
     /// Both work for the connection's own (non-superuser) login, which owns the sessions its
     /// queries ran in. An id that is not of this engine's form is [`DriverError::Bind`]; a
     /// database that cannot be reached is [`DriverError::Unavailable`].

@@ -20,6 +20,19 @@
 //! server: SQLite's progress handler, PostgreSQL's cancel request and `statement_timeout`,
 //! MySQL's `KILL QUERY` and `max_statement_time`/`max_execution_time`, ODBC's `SQLCancel`.
 //!
+//! Opening checks settings only: a network database that is down, unreachable or refusing the
+//! login opens anyway, and what needs a connection fails with [`DriverError::Unavailable`]
+//! (retryable, distinct from a failing query) until the database is back — the same handle
+//! then works, no reopening. [`Database::check_health`] is one cheap round trip to tell. Pools
+//! start at `min_connections` and grow per waiting query up to `max_connections` (spec §5.3),
+//! closing idle ones again after the idle timeout ([`Database::pool_status`]).
+//!
+//! Right before a statement is sent, [`RowSink::started`] receives an opaque id of the server
+//! session that runs it (`pg:<pid>:<backend start>`, `mysql:<connection id>:<server start>`; `None` for
+//! SQLite and ODBC). Recorded durably, it lets another process stop a statement a crashed
+//! agent left running: [`Database::cancel_server_session`] says `true` only once no statement
+//! of that session can still run.
+//!
 //! Network sessions are pinned to the settings the gate lexes under (PostgreSQL
 //! `standard_conforming_strings=on`, MySQL/MariaDB `sql_mode` without `NO_BACKSLASH_ESCAPES`
 //! and `ANSI_QUOTES`) and reset each time they return to the pool (locks released, settings

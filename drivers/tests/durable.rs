@@ -168,6 +168,7 @@ fn a_database_that_is_down_opens_and_answers_unavailable_until_it_is_back() {
         }
         assert!(err.is_retryable());
         assert!(!err.to_string().contains("ro-test-pw"), "{err}");
+        eprintln!("measured: {:?} refused connection → Unavailable in {:?}", b.engine, started.elapsed());
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}: a refused connection answers at once, not after the acquire timeout ({:?})",
@@ -211,7 +212,7 @@ fn running_on_server(engine: Engine, session: &str) -> bool {
             use mysql::prelude::Queryable;
             let url = std::env::var("MC_TEST_MYSQL_URL").unwrap();
             let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
-            let id: u64 = session.strip_prefix("mysql:").unwrap().parse().unwrap();
+            let id: u64 = session.split(':').nth(1).unwrap().parse().unwrap();
             let n: Option<u64> = conn
                 .exec_first(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND COMMAND = 'Execute'",
@@ -239,6 +240,8 @@ fn a_statement_whose_client_died_is_stopped_on_the_server_by_its_session_id() {
         let session = sessions.recv_timeout(Duration::from_secs(20)).unwrap().expect("a server session id");
         let prefix = if b.engine == Engine::Postgres { "pg:" } else { "mysql:" };
         assert!(session.starts_with(prefix), "{session}");
+        // The number and the start of the session (backend start, server start).
+        assert_eq!(session.split(':').count(), 3, "{session}");
 
         let other = b.db();
         wait_until("the slow query runs on the server", Duration::from_secs(10), || {
@@ -253,6 +256,7 @@ fn a_statement_whose_client_died_is_stopped_on_the_server_by_its_session_id() {
         // A new process, another pool: stop it by the recorded id.
         let started = Instant::now();
         assert!(other.cancel_server_session(&session).unwrap(), "{:?}", b.engine);
+        eprintln!("measured: {:?} cancel_server_session proven in {:?}", b.engine, started.elapsed());
         assert!(!running_on_server(b.engine, &session), "{:?}: gone once cancel says so", b.engine);
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}: {:?}", b.engine, started.elapsed());
         // Again: the session is not there any more, which is proof enough.
@@ -263,20 +267,47 @@ fn a_statement_whose_client_died_is_stopped_on_the_server_by_its_session_id() {
     }
 }
 
+/// Whether the server lists `session` at all (idle or not).
+fn listed_on_server(engine: Engine, session: &str) -> bool {
+    let id: i64 = session.split(':').nth(1).unwrap().parse().unwrap();
+    match engine {
+        Engine::Postgres => {
+            let url = std::env::var("MC_TEST_PG_URL").unwrap();
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let pid = i32::try_from(id).unwrap();
+            let row =
+                client.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid]).unwrap();
+            row.get::<_, i64>(0) > 0
+        }
+        _ => {
+            use mysql::prelude::Queryable;
+            let url = std::env::var("MC_TEST_MYSQL_URL").unwrap();
+            let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+            let n: Option<u64> = conn
+                .exec_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))
+                .unwrap();
+            n.unwrap_or(0) > 0
+        }
+    }
+}
+
+/// An id whose pid / connection id now belongs to another session (a recycled PostgreSQL pid,
+/// a MariaDB connection id counted again after a server restart) is not that session: it is
+/// reported gone and the live session is left alone.
 #[test]
-fn a_recycled_postgres_pid_is_not_terminated() {
-    let Some(b) = Backend::get(Engine::Postgres) else { return };
-    let db = b.db();
-    let mut sink = SessionSink::default();
-    db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).unwrap();
-    let session = sink.started[0].clone().unwrap();
-    // Same pid, another start time: not the same session, so nothing is terminated.
-    let (pid, start) = session.strip_prefix("pg:").unwrap().split_once(':').unwrap();
-    let other_start: i64 = start.parse::<i64>().unwrap() - 1;
-    assert!(db.cancel_server_session(&format!("pg:{pid}:{other_start}")).unwrap());
-    // The backend with that pid still serves.
-    for _ in 0..3 {
-        assert_eq!(scalar(&db, "SELECT 1 + 1"), Owned::Int(2));
+fn an_id_of_an_earlier_session_spares_the_session_that_now_has_its_number() {
+    for b in backends() {
+        let db = b.db();
+        let mut sink = SessionSink::default();
+        db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).unwrap();
+        let session = sink.started[0].clone().unwrap();
+        let (number_part, start) = session.rsplit_once(':').unwrap();
+        let earlier = format!("{number_part}:{}", start.parse::<i64>().unwrap() - 1000);
+        assert!(db.cancel_server_session(&earlier).unwrap(), "{:?}", b.engine);
+        assert!(listed_on_server(b.engine, &session), "{:?}: the live session is untouched", b.engine);
+        for _ in 0..3 {
+            assert_eq!(scalar(&db, "SELECT 1 + 1"), Owned::Int(2));
+        }
     }
 }
 
@@ -307,10 +338,13 @@ fn the_pool_starts_at_two_grows_to_ten_under_load_and_shrinks_when_idle() {
         .collect();
     assert_eq!(sessions.len(), 10, "ten queries at once on ten server sessions: {sessions:?}");
     let grown = db.pool_status();
+    eprintln!("measured: pool after 10 concurrent queries: {grown:?}");
+    let shrinking = Instant::now();
     assert!(grown.connections <= 10 && grown.connections >= 2, "{grown:?}");
     // r2d2's reaper looks every 30 s; idle connections past the idle timeout are closed down
     // to the minimum.
     wait_until("the pool shrinks back to two", Duration::from_secs(45), || db.pool_status().connections == 2);
+    eprintln!("measured: pool back to {:?} after {:?}", db.pool_status(), shrinking.elapsed());
 }
 
 #[test]
@@ -320,4 +354,49 @@ fn engines_without_server_sessions_cannot_tell() {
     db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).unwrap();
     assert_eq!(sink.started, [None]);
     assert!(!db.cancel_server_session("pg:1:2").unwrap());
+}
+
+/// ODBC: the dialect and the gate target come from the configuration, so an ODBC database
+/// that cannot be reached opens, is gated as usual, and answers `Unavailable`.
+#[test]
+fn an_odbc_source_that_cannot_be_reached_opens_and_answers_unavailable() {
+    let Some(backend) = Backend::get(Engine::OdbcPostgres) else { return };
+    let spec = crate::servers::odbc_spec("DSN=mc_no_such_dsn".into(), drivers::OdbcDialect::Postgres);
+    let db = Database::open(&spec).unwrap();
+    assert_eq!(db.dialect(), drivers::OdbcDialect::Postgres);
+    assert_eq!(db.gate_target(), backend.db().gate_target());
+    match run(&db, "SELECT 1", &[]) {
+        Err(DriverError::Unavailable(m)) => assert!(m.contains("data source name"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// A sink that refuses in `started` stops the query before the statement is sent.
+struct RefuseStart;
+
+impl RowSink for RefuseStart {
+    fn started(&mut self, _: Option<&str>) -> Result<(), SinkError> {
+        Err(SinkError("cannot record the session".into()))
+    }
+
+    fn columns(&mut self, _: &[ColumnMeta]) -> Result<(), SinkError> {
+        panic!("columns after a refused start")
+    }
+
+    fn row(&mut self, _: &[Cell<'_>]) -> Result<(), SinkError> {
+        panic!("row after a refused start")
+    }
+}
+
+#[test]
+fn a_sink_that_refuses_the_start_stops_the_query_before_it_is_sent() {
+    let mut dbs = vec![crate::common::sample_db()];
+    dbs.extend(backends().iter().map(Backend::db));
+    for db in dbs {
+        let err =
+            db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut RefuseStart).unwrap_err();
+        assert!(matches!(&err, DriverError::Sink(e) if e.0.contains("record")), "{:?}: {err:?}", db.kind());
+        // The connection is fine for the next query.
+        assert_eq!(scalar(&db, "SELECT 1 + 1"), Owned::Int(2), "{:?}", db.kind());
+    }
 }

@@ -516,6 +516,35 @@ pub fn server_restart_mid_run_the_pool_recovers(b: &Backend) {
     db.ping().unwrap();
 }
 
+/// `RowSink::started` comes once per query, before the columns, with the server session id
+/// of the engine (`pg:…`, `mysql:…`) or `None` (SQLite in-process, ODBC).
+pub fn started_names_the_server_session_before_the_columns(b: &Backend) {
+    struct Started(Vec<Option<String>>, Recorder);
+    impl drivers::RowSink for Started {
+        fn started(&mut self, session: Option<&str>) -> Result<(), drivers::SinkError> {
+            assert!(self.1.columns.is_none(), "started after the columns");
+            self.0.push(session.map(str::to_owned));
+            Ok(())
+        }
+        fn columns(&mut self, columns: &[drivers::ColumnMeta]) -> Result<(), drivers::SinkError> {
+            self.1.columns(columns)
+        }
+        fn row(&mut self, cells: &[drivers::Cell<'_>]) -> Result<(), drivers::SinkError> {
+            self.1.row(cells)
+        }
+    }
+    let db = b.db();
+    let mut sink = Started(Vec::new(), Recorder::default());
+    db.query_text("SELECT 1", &[], &drivers::QueryOptions::default(), &mut sink).unwrap();
+    assert_eq!(sink.0.len(), 1, "{:?}", b.engine);
+    let prefix = match b.engine {
+        Engine::Postgres => Some("pg:"),
+        Engine::Mysql => Some("mysql:"),
+        _ => None,
+    };
+    assert_eq!(sink.0[0].as_deref().map(|s| &s[..s.find(':').unwrap() + 1]), prefix, "{:?}", b.engine);
+}
+
 pub fn kind_and_dialect(b: &Backend) {
     let db = b.db();
     let expected = match b.engine {
@@ -549,6 +578,7 @@ macro_rules! behaviour_suite {
                 discovery_matches_the_golden_file,
                 read_only_user_is_reported_read_only,
                 kind_and_dialect,
+                started_names_the_server_session_before_the_columns,
             );
 
             #[test]

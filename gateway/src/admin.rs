@@ -10,6 +10,9 @@
 //! | `POST /admin/keys/revoke` | `{"key": id-or-name}` | `{"revoked":[ids]}` |
 //! | `POST /admin/schema-request` | `{"connector"}` | `202 {"requested":true}` |
 //! | `POST /admin/cancel` | `{"executionId","reason"?}` | `202 {"requested":true}` |
+//! | `POST /admin/submit` | like `/admin/query`, without `waitMs` | `202 {"commandId","executionId"}`: queued (persisted), not waited for |
+//! | `GET /admin/commands/<id>` | | `{"commandId","state":"queued"\|"sent"\|"answered"\|"unknown","outcome"?,"error"?}` |
+//! | `POST /admin/decommission` | `{"connector"}` | `202 {"requested":true}`; `409 CONNECTOR_OFFLINE` without a session |
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -21,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{HeadError, read_body, read_head, write_json};
-use crate::hub::Hub;
+use crate::hub::{CommandStatus, Hub};
 use crate::keys::constant_time_eq;
 use crate::query::{QueryError, QueryRequest};
 use crate::server::TimedTcp;
@@ -171,6 +174,19 @@ fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]
         }
         ("GET", "/admin/connectors") => Ok((200, serde_json::to_value(hub.connectors()).unwrap_or_default())),
         ("POST", "/admin/query") => parse::<AdminQuery>(body).map(|q| query(hub, q)),
+        ("POST", "/admin/submit") => parse::<AdminQuery>(body).map(|q| submit(hub, q)),
+        ("GET", p) if p.starts_with("/admin/commands/") => {
+            Ok(command_status(hub, &p["/admin/commands/".len()..]))
+        }
+        ("POST", "/admin/decommission") => parse::<ConnectorRef>(body).map(|c| {
+            if !hub.is_known(&c.connector) {
+                return gateway_error(&GatewayError::UnknownConnector(c.connector));
+            }
+            match hub.decommission(&c.connector, hub.config.shutdown_grace.as_millis() as u64) {
+                Ok(()) => (202, json!({ "requested": true })),
+                Err(e) => gateway_error(&e),
+            }
+        }),
         ("POST", "/admin/keys/revoke") => parse::<Revoke>(body).map(|r| match hub.keys.revoke(&r.key) {
             Ok(ids) => (200, json!({ "revoked": ids })),
             Err(e) => gateway_error(&e),
@@ -198,8 +214,53 @@ fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]
     result.unwrap_or_else(|e| e)
 }
 
-fn query(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
-    let req = QueryRequest {
+fn submit(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
+    let connector = q.connector.clone();
+    match hub.submit(&connector, request(q)) {
+        // Dropping the pending query leaves the command queued; its outcome is kept.
+        Ok(pending) => {
+            (202, json!({ "commandId": pending.command_id(), "executionId": pending.execution_id() }))
+        }
+        Err(e) => query_error(&e),
+    }
+}
+
+fn command_status(hub: &Hub, id: &str) -> (u16, Value) {
+    let (state, answer) = match hub.command_status(id) {
+        CommandStatus::Queued => ("queued", None),
+        CommandStatus::Sent => ("sent", None),
+        CommandStatus::Answered(answer) => ("answered", answer),
+        CommandStatus::Unknown => {
+            return (404, error("UNKNOWN_COMMAND", format!("no command `{id}` is known"), false));
+        }
+    };
+    let mut body = json!({ "commandId": id, "state": state });
+    match answer {
+        Some(Ok(outcome)) => body["outcome"] = outcome.to_json(),
+        Some(Err(e)) => body["error"] = e.to_json(),
+        None if state == "answered" => {
+            body["error"] = json!({
+                "code": ErrorCode::ResultUnavailable.as_str(),
+                "message": "answered, but the outcome is no longer held (gateway restart, or taken by the waiting caller)",
+                "retryable": false,
+            });
+        }
+        None => {}
+    }
+    (200, body)
+}
+
+fn query_error(e: &QueryError) -> (u16, Value) {
+    let status = match e {
+        QueryError::Timeout => 504,
+        QueryError::UnknownConnector(_) => 404,
+        _ => 502,
+    };
+    (status, json!({ "error": e.to_json() }))
+}
+
+fn request(q: AdminQuery) -> QueryRequest {
+    QueryRequest {
         sql: q.sql,
         params: q.params,
         timeout_ms: q.timeout_ms,
@@ -207,16 +268,13 @@ fn query(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
         ttl: q.ttl_ms.map(Duration::from_millis),
         wait: Duration::from_millis(q.wait_ms.unwrap_or(DEFAULT_WAIT_MS)),
         idempotency_key: q.idempotency_key,
-    };
-    match hub.submit(&q.connector, req).and_then(|pending| pending.wait()) {
+    }
+}
+
+fn query(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
+    let connector = q.connector.clone();
+    match hub.submit(&connector, request(q)).and_then(|pending| pending.wait()) {
         Ok(outcome) => (200, outcome.to_json()),
-        Err(e) => {
-            let status = match &e {
-                QueryError::Timeout => 504,
-                QueryError::UnknownConnector(_) => 404,
-                _ => 502,
-            };
-            (status, json!({ "error": e.to_json() }))
-        }
+        Err(e) => query_error(&e),
     }
 }

@@ -9,8 +9,8 @@ pub enum GatewayError {
     /// A file, socket or thread could not be created, read or written.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
-    /// The key database failed.
-    #[error("key database: {0}")]
+    /// `gateway.db` (keys, command queue) failed.
+    #[error("gateway.db: {0}")]
     Db(#[from] rusqlite::Error),
     /// rustls refused the server configuration.
     #[error("tls: {0}")]

@@ -1,10 +1,18 @@
 //! The state every gateway thread shares: live sessions, connector status, pending commands
-//! (the offline queue included), upload buffers and event subscribers.
+//! (the offline queue included, persisted in [`CommandStore`]), upload buffers and event
+//! subscribers.
+//!
+//! **Commands.** Every accepted command is in `gateway.db` before [`Hub::submit`] returns and
+//! leaves it when it is answered (the fact that it was answered stays, so a duplicate answer
+//! after a restart is dropped). At most `max_in_flight` commands of a connector are written to
+//! its session and unanswered at a time ([`Hub::pump`]); the rest wait, oldest first, and go
+//! out as answers come in. The first answer of a command wins; later ones are dropped and still
+//! acknowledged so the agent stops re-sending them.
 //!
 //! **Lock order:** `commands` before `sessions` before `uploads`; no other lock is taken while
-//! one of these is held, except `subscribers` (a leaf).
+//! one of these is held, except `subscribers` and the command store's connection (leaves).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,26 +23,32 @@ use crossbeam_channel::{Receiver, Sender};
 use protocol::wsio::Waker;
 use protocol::{
     AgentStatus, Command, CommandPayload, DatabaseSchema, ErrorBody, ErrorCode, ExecutionResult, Frame as _,
-    Inbound, Operation, Outbound, ResultPayload, SecretBytes,
+    Inbound, Operation, Outbound, ResultPayload, SecretBytes, ShutdownMode,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::keys::{KeyRecord, KeyStore};
 use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest, parse_ndjson};
+use crate::store::CommandStore;
 use crate::upload::UploadStore;
 
-/// Answered command ids remembered, so a late chunk for one gets `409` rather than `404`.
+/// Answered command ids remembered in memory, so a late chunk for one gets `409` rather than
+/// `404` (the database remembers them longer, for duplicate answers).
 const ANSWERED_REMEMBERED: usize = 4096;
+
+/// Outcomes kept in memory for callers that do not wait (commands reloaded after a restart,
+/// or submitted without waiting), for [`Hub::command_status`]; oldest dropped first.
+const OUTCOMES_KEPT: usize = 1024;
 
 /// Whether a chunk may be stored for a command ([`Hub::with_chunk_permission`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChunkPermission {
-    /// Sent to this connection and not answered yet.
+    /// A command of this connector that is not answered yet (whichever session it went to).
     Pending,
     /// Answered (acknowledged, failed, timed out or expired) not long ago.
     Answered,
-    /// Never sent to this connection, or answered long ago.
+    /// Not a command of this connector, or answered long ago.
     Unknown,
 }
 use crate::{GatewayConfig, GatewayError};
@@ -92,6 +106,30 @@ pub enum GatewayEvent {
         /// The code answered.
         code: ErrorCode,
     },
+    /// A command got its (first, and only counted) answer: a result, an error, or the
+    /// gateway's `COMMAND_EXPIRED`.
+    CommandAnswered {
+        /// Connector name.
+        connector: String,
+        /// The command.
+        command_id: String,
+    },
+    /// A second (or later) answer of a command arrived; it was dropped and acknowledged.
+    AnswerDropped {
+        /// Connector name.
+        connector: String,
+        /// The command.
+        command_id: String,
+    },
+    /// A new session of a connector took over from one that was still registered.
+    SessionReplaced {
+        /// Connector name.
+        connector: String,
+        /// The session that was closed.
+        old_connection_id: String,
+        /// Why, for humans.
+        reason: String,
+    },
 }
 
 /// Most connections the admin API serves at once (it is on loopback; its own budget, so a
@@ -132,6 +170,10 @@ pub struct ConnectorInfo {
     pub status: Option<AgentStatus>,
     /// `activeCommands` of the last heartbeat.
     pub active_commands: u32,
+    /// Commands waiting in the gateway's queue (offline, or paced).
+    pub queued_commands: usize,
+    /// Commands written to the session and not answered yet.
+    pub in_flight_commands: usize,
     /// Latest `schema_discovery` payload.
     pub schema: Option<Vec<DatabaseSchema>>,
 }
@@ -143,14 +185,27 @@ pub(crate) enum SessionMsg {
     Frame(String),
     /// Send an `error` frame and close (revoked key).
     Kick { code: ErrorCode, message: String },
-    /// Send `shutdown` and close.
-    Shutdown { reason: String, grace_ms: u64 },
+    /// Send `shutdown`, then keep reading answers until the agent closes or the grace period
+    /// (plus 2 s) ends; no new command is written meanwhile.
+    Shutdown { reason: String, grace_ms: u64, mode: ShutdownMode },
+    /// Ping the agent and report on the channel as soon as anything (a pong, a frame) arrives.
+    Probe(Sender<()>),
+    /// Another session took this one's place: close without touching the registration.
+    Replaced { reason: String },
+    /// Close now (end of a shutdown's grace period).
+    Close { reason: String },
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct SessionHandle {
     pub connection_id: String,
     pub key_id: String,
+    /// `auth.instanceId` of the agent.
+    pub instance_id: Option<String>,
+    /// Most unanswered commands written to this session at a time.
+    pub max_in_flight: usize,
+    /// Set by `shutdown`: no new command is written to this session.
+    pub draining: Arc<AtomicBool>,
     tx: Sender<SessionMsg>,
     waker: Waker,
     hmac_key: SecretBytes,
@@ -164,15 +219,48 @@ impl SessionHandle {
         waker: Waker,
         hmac_key: SecretBytes,
     ) -> Self {
-        Self { connection_id, key_id, tx, waker, hmac_key }
+        Self {
+            connection_id,
+            key_id,
+            instance_id: None,
+            max_in_flight: 32,
+            draining: Arc::new(AtomicBool::new(false)),
+            tx,
+            waker,
+            hmac_key,
+        }
     }
 
     /// Send, then wake.
-    fn send(&self, msg: SessionMsg) -> bool {
+    pub fn send(&self, msg: SessionMsg) -> bool {
         let ok = self.tx.send(msg).is_ok();
         self.waker.wake();
         ok
     }
+}
+
+/// What [`Hub::register`] found.
+#[derive(Debug)]
+pub(crate) enum Registration {
+    /// The session is the connector's now.
+    Registered,
+    /// The connector has this live session already.
+    Occupied(SessionHandle),
+}
+
+/// Where a command stands ([`crate::Gateway::command_status`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CommandStatus {
+    /// Waiting for the connector (offline, or paced).
+    Queued,
+    /// Written to the connector's session, not answered yet.
+    Sent,
+    /// Answered; the outcome when it is still in memory (`None`: the gateway restarted since,
+    /// or the outcome was handed to a waiting caller, or it was dropped to bound memory).
+    Answered(Option<Result<QueryOutcome, QueryError>>),
+    /// Not a command this gateway knows.
+    Unknown,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -196,7 +284,8 @@ struct PendingCommand {
     sent: Option<(String, Instant)>,
     expires: SystemTime,
     seq: u64,
-    tx: Sender<Reply>,
+    /// The waiting caller; `None` for a command reloaded after a restart.
+    tx: Option<Sender<Reply>>,
 }
 
 #[derive(Debug, Default)]
@@ -206,12 +295,61 @@ struct Commands {
     /// Recently answered command ids, oldest first (at most `ANSWERED_REMEMBERED`).
     answered: VecDeque<String>,
     answered_set: HashSet<String>,
+    /// Outcomes no caller took (see [`OUTCOMES_KEPT`]), oldest first in `kept_order`.
+    kept: HashMap<String, Reply>,
+    kept_order: VecDeque<String>,
+    /// connector -> its commands not written to a session (`sent == None`), by `seq`.
+    queues: HashMap<String, BTreeMap<u64, String>>,
+    /// connector -> its commands written to a session and not answered (`sent != None`).
+    in_flight: HashMap<String, usize>,
 }
 
 impl Commands {
+    /// Adds a command, not sent yet.
+    fn add(&mut self, pending: PendingCommand) {
+        let id = pending.command.command_id.clone();
+        self.queues.entry(pending.connector.clone()).or_default().insert(pending.seq, id.clone());
+        self.by_id.insert(id, pending);
+    }
+
+    /// Records that a queued command was written to `connection_id`.
+    fn mark_sent(&mut self, command_id: &str, connection_id: &str) {
+        let Some(p) = self.by_id.get_mut(command_id) else { return };
+        if p.sent.is_none() {
+            if let Some(queue) = self.queues.get_mut(&p.connector) {
+                queue.remove(&p.seq);
+            }
+            *self.in_flight.entry(p.connector.clone()).or_default() += 1;
+        }
+        p.sent = Some((connection_id.to_owned(), Instant::now()));
+    }
+
+    /// Puts every command written to `connection_id` and not answered back in its queue.
+    fn unsend(&mut self, connection_id: &str) {
+        for p in self.by_id.values_mut() {
+            if p.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) {
+                p.sent = None;
+                self.queues
+                    .entry(p.connector.clone())
+                    .or_default()
+                    .insert(p.seq, p.command.command_id.clone());
+                if let Some(n) = self.in_flight.get_mut(&p.connector) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     /// Removes a command that is answered now and remembers its id.
     fn retire(&mut self, command_id: &str) -> Option<PendingCommand> {
         let pending = self.by_id.remove(command_id)?;
+        if pending.sent.is_some() {
+            if let Some(n) = self.in_flight.get_mut(&pending.connector) {
+                *n = n.saturating_sub(1);
+            }
+        } else if let Some(queue) = self.queues.get_mut(&pending.connector) {
+            queue.remove(&pending.seq);
+        }
         if self.answered.len() == ANSWERED_REMEMBERED
             && let Some(old) = self.answered.pop_front()
         {
@@ -220,6 +358,22 @@ impl Commands {
         self.answered.push_back(command_id.to_owned());
         self.answered_set.insert(command_id.to_owned());
         Some(pending)
+    }
+
+    /// Keeps an outcome nobody waited for.
+    fn keep(&mut self, command_id: &str, reply: Reply) {
+        if self.kept_order.len() == OUTCOMES_KEPT
+            && let Some(old) = self.kept_order.pop_front()
+        {
+            self.kept.remove(&old);
+        }
+        self.kept_order.push_back(command_id.to_owned());
+        self.kept.insert(command_id.to_owned(), reply);
+    }
+
+    /// Unanswered commands of `connector` written to a session.
+    fn in_flight(&self, connector: &str) -> usize {
+        self.in_flight.get(connector).copied().unwrap_or(0)
     }
 }
 
@@ -236,6 +390,10 @@ pub(crate) struct Hub {
     pub keys: KeyStore,
     pub uploads: Mutex<UploadStore>,
     pub stopping: AtomicBool,
+    /// Set once the shutdown's grace period is over: the HTTPS accept loop ends. (Until then
+    /// uploads of answers still arrive.)
+    pub closing_listener: AtomicBool,
+    store: CommandStore,
     commands: Mutex<Commands>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     connectors: Mutex<HashMap<String, ConnectorState>>,
@@ -269,14 +427,51 @@ fn expired_error(command_id: &str) -> QueryError {
     ))
 }
 
+fn store_error(e: &GatewayError) -> QueryError {
+    QueryError::Remote(ErrorBody::new(
+        ErrorCode::InternalError,
+        format!("the gateway could not persist the command: {e}"),
+    ))
+}
+
 impl Hub {
-    pub fn new(config: GatewayConfig, keys: KeyStore) -> Self {
-        Self {
+    /// Builds the hub around the command store, with every command the store still holds
+    /// back in the queue (commands past their TTL are answered `COMMAND_EXPIRED` at once).
+    pub fn new(config: GatewayConfig, keys: KeyStore, store: CommandStore) -> Result<Self, GatewayError> {
+        let mut commands = Commands::default();
+        let now = SystemTime::now();
+        let mut expired = Vec::new();
+        for stored in store.load()? {
+            commands.next_seq = commands.next_seq.max(stored.seq + 1);
+            if stored.expires <= now {
+                expired.push((stored.connector, stored.command.command_id));
+                continue;
+            }
+            commands.add(PendingCommand {
+                connector: stored.connector,
+                command: stored.command,
+                sent: None,
+                expires: stored.expires,
+                seq: stored.seq,
+                tx: None,
+            });
+        }
+        for (connector, id) in expired {
+            tracing::info!(connector, command = %id, "queued command expired while the gateway was down");
+            store.answer(&id, &connector, "expired")?;
+            commands.keep(&id, Err(expired_error(&id)));
+        }
+        if !commands.by_id.is_empty() {
+            tracing::info!(queued = commands.by_id.len(), "commands restored from gateway.db");
+        }
+        Ok(Self {
             config,
             keys,
             uploads: Mutex::default(),
             stopping: AtomicBool::new(false),
-            commands: Mutex::default(),
+            closing_listener: AtomicBool::new(false),
+            store,
+            commands: Mutex::new(commands),
             sessions: Mutex::default(),
             connectors: Mutex::default(),
             subscribers: Mutex::default(),
@@ -285,7 +480,7 @@ impl Hub {
             open_connections: AtomicUsize::new(0),
             admin_connections: AtomicUsize::new(0),
             threads: Mutex::default(),
-        }
+        })
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -357,22 +552,62 @@ impl Hub {
 
     // -- sessions -------------------------------------------------------------------------
 
-    /// Registers an authenticated session; `Err` if the connector already has a live one.
-    pub fn register(&self, key: &KeyRecord, agent_version: &str, handle: SessionHandle) -> Result<(), ()> {
+    /// Registers an authenticated session, or names the live session the connector has already.
+    pub fn register(&self, key: &KeyRecord, agent_version: &str, handle: SessionHandle) -> Registration {
         {
             let mut sessions = self.sessions.lock().unwrap();
-            if sessions.contains_key(&key.connector) {
-                return Err(());
+            if let Some(old) = sessions.get(&key.connector) {
+                return Registration::Occupied(old.clone());
             }
             sessions.insert(key.connector.clone(), handle.clone());
         }
+        self.set_connected(key, agent_version, &handle);
+        Registration::Registered
+    }
+
+    fn set_connected(&self, key: &KeyRecord, agent_version: &str, handle: &SessionHandle) {
         let mut connectors = self.connectors.lock().unwrap();
         let state = connectors.entry(key.connector.clone()).or_default();
         state.tenant = key.tenant.clone();
         state.connection_id = Some(handle.connection_id.clone());
         state.agent_version = Some(agent_version.to_owned());
         state.status = Some(AgentStatus::Ready);
-        Ok(())
+    }
+
+    /// Replaces the connector's session `old` by `handle` if `old` is still the registered
+    /// one: `old` is told to close, and the commands written to it and not answered go back
+    /// to the queue (delivered on the new session by [`Hub::deliver_queued`]).
+    pub fn take_over(
+        &self,
+        key: &KeyRecord,
+        agent_version: &str,
+        old: &SessionHandle,
+        handle: SessionHandle,
+        reason: &str,
+    ) -> bool {
+        {
+            let mut commands = self.commands.lock().unwrap();
+            let mut sessions = self.sessions.lock().unwrap();
+            if sessions.get(&key.connector).is_none_or(|s| s.connection_id != old.connection_id) {
+                return false;
+            }
+            sessions.insert(key.connector.clone(), handle.clone());
+            commands.unsend(&old.connection_id);
+        }
+        old.send(SessionMsg::Replaced { reason: reason.to_owned() });
+        self.set_connected(key, agent_version, &handle);
+        tracing::info!(
+            connector = %key.connector,
+            old = %old.connection_id,
+            new = %handle.connection_id,
+            "session taken over: {reason}"
+        );
+        self.emit(GatewayEvent::SessionReplaced {
+            connector: key.connector.clone(),
+            old_connection_id: old.connection_id.clone(),
+            reason: reason.to_owned(),
+        });
+        true
     }
 
     /// Removes a session (if it is still the registered one) and puts the commands written to
@@ -380,9 +615,11 @@ impl Hub {
     /// same command id and idempotency key, when the connector reconnects.
     pub fn unregister(&self, connector: &str, connection_id: &str, reason: &str) {
         let removed = {
+            let mut commands = self.commands.lock().unwrap();
             let mut sessions = self.sessions.lock().unwrap();
             if sessions.get(connector).is_some_and(|s| s.connection_id == connection_id) {
                 sessions.remove(connector);
+                commands.unsend(connection_id);
                 true
             } else {
                 false
@@ -390,14 +627,6 @@ impl Hub {
         };
         if !removed {
             return;
-        }
-        {
-            let mut commands = self.commands.lock().unwrap();
-            for pending in commands.by_id.values_mut() {
-                if pending.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) {
-                    pending.sent = None;
-                }
-            }
         }
         {
             let mut connectors = self.connectors.lock().unwrap();
@@ -418,7 +647,7 @@ impl Hub {
         self.sessions.lock().unwrap().get(connector).cloned()
     }
 
-    /// Connector and chunk key of a live connection.
+    /// Connector and chunk key of a connection that is its connector's current session.
     pub fn upload_grant(&self, connection_id: &str) -> Option<(String, SecretBytes)> {
         let sessions = self.sessions.lock().unwrap();
         sessions
@@ -427,19 +656,17 @@ impl Hub {
             .map(|(name, s)| (name.clone(), s.hmac_key.clone()))
     }
 
-    /// Runs `f` with whether a chunk of `command_id` may be stored for `connection_id`, and the
+    /// Runs `f` with whether a chunk of `command_id` may be stored for `connector`, and the
     /// upload store, both under the commands lock: an answer cannot slip in between.
     pub fn with_chunk_permission<R>(
         &self,
-        connection_id: &str,
+        connector: &str,
         command_id: &str,
         f: impl FnOnce(ChunkPermission, &mut UploadStore) -> R,
     ) -> R {
         let commands = self.commands.lock().unwrap();
         let permission = match commands.by_id.get(command_id) {
-            Some(p) if p.sent.as_ref().is_some_and(|(conn, _)| conn == connection_id) => {
-                ChunkPermission::Pending
-            }
+            Some(p) if p.connector == connector => ChunkPermission::Pending,
             _ if commands.answered_set.contains(command_id) => ChunkPermission::Answered,
             _ => ChunkPermission::Unknown,
         };
@@ -447,14 +674,37 @@ impl Hub {
         f(permission, &mut store)
     }
 
-    /// Retires an answered command and frees its upload buffers at once.
-    fn retire(&self, commands: &mut Commands, command_id: &str) -> Option<PendingCommand> {
+    /// Retires an answered command: records it in the store as answered (`outcome`) and frees
+    /// its upload buffers at once.
+    fn retire(&self, commands: &mut Commands, command_id: &str, outcome: &str) -> Option<PendingCommand> {
         let pending = commands.retire(command_id);
+        if let Some(p) = &pending {
+            if let Err(e) = self.store.answer(command_id, &p.connector, outcome) {
+                tracing::error!(command = command_id, "cannot record the answer in gateway.db: {e}");
+            }
+            self.emit(GatewayEvent::CommandAnswered {
+                connector: p.connector.clone(),
+                command_id: command_id.to_owned(),
+            });
+        }
         self.uploads.lock().unwrap().release_command(command_id);
         pending
     }
 
-    /// Kicks the session that authenticated with this key (it was revoked).
+    /// Hands a reply to the waiting caller, or keeps it for [`Hub::command_status`].
+    fn reply(commands: &mut Commands, pending: PendingCommand, reply: Reply) {
+        let id = pending.command.command_id;
+        match pending.tx {
+            Some(tx) => {
+                if let Err(unsent) = tx.send(reply) {
+                    commands.keep(&id, unsent.into_inner());
+                }
+            }
+            None => commands.keep(&id, reply),
+        }
+    }
+
+    /// Kicks every session that authenticated with this key (it was revoked).
     pub fn kick_key(&self, key_id: &str) {
         let sessions = self.sessions.lock().unwrap();
         for session in sessions.values().filter(|s| s.key_id == key_id) {
@@ -462,12 +712,49 @@ impl Hub {
         }
     }
 
-    pub fn shutdown_sessions(&self, reason: &str, grace_ms: u64) -> usize {
+    /// Sends `shutdown` (`mode`) to every live session; no command is written to them after.
+    pub fn shutdown_sessions(&self, reason: &str, grace_ms: u64, mode: ShutdownMode) -> usize {
         let sessions = self.sessions.lock().unwrap();
         for session in sessions.values() {
-            session.send(SessionMsg::Shutdown { reason: reason.to_owned(), grace_ms });
+            session.draining.store(true, Ordering::SeqCst);
+            session.send(SessionMsg::Shutdown { reason: reason.to_owned(), grace_ms, mode });
         }
         sessions.len()
+    }
+
+    /// Closes every live session now.
+    pub fn close_sessions(&self, reason: &str) {
+        let sessions = self.sessions.lock().unwrap();
+        for session in sessions.values() {
+            session.send(SessionMsg::Close { reason: reason.to_owned() });
+        }
+    }
+
+    /// Live sessions, and commands written to them and not answered yet.
+    pub fn live_counts(&self) -> (usize, usize) {
+        let commands = self.commands.lock().unwrap();
+        let sessions = self.sessions.lock().unwrap();
+        let in_flight = commands.in_flight.values().sum();
+        (sessions.len(), in_flight)
+    }
+
+    /// Sends `shutdown {mode: "decommission"}` to a connector's live session: the agent drains
+    /// and exits.
+    pub fn decommission(&self, connector: &str, grace_ms: u64) -> Result<(), GatewayError> {
+        let session =
+            self.session(connector).ok_or_else(|| GatewayError::ConnectorOffline(connector.to_owned()))?;
+        session.draining.store(true, Ordering::SeqCst);
+        let msg = SessionMsg::Shutdown {
+            reason: format!("connector `{connector}` is decommissioned"),
+            grace_ms,
+            mode: ShutdownMode::Decommission,
+        };
+        if session.send(msg) {
+            tracing::info!(connector, "decommission sent");
+            Ok(())
+        } else {
+            Err(GatewayError::ConnectorOffline(connector.to_owned()))
+        }
     }
 
     /// Writes an arbitrary text frame to a live session.
@@ -497,6 +784,17 @@ impl Hub {
     }
 
     pub fn connectors(&self) -> Vec<ConnectorInfo> {
+        let counts: HashMap<String, (usize, usize)> = {
+            let commands = self.commands.lock().unwrap();
+            let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+            for (name, queue) in &commands.queues {
+                counts.entry(name.clone()).or_default().0 = queue.len();
+            }
+            for (name, n) in &commands.in_flight {
+                counts.entry(name.clone()).or_default().1 = *n;
+            }
+            counts
+        };
         let known = self.keys.connectors().unwrap_or_default();
         let states = self.connectors.lock().unwrap().clone();
         let mut names: Vec<(String, String)> = known;
@@ -510,7 +808,10 @@ impl Hub {
             .into_iter()
             .map(|(name, tenant)| {
                 let state = states.get(&name).cloned().unwrap_or_default();
+                let (queued_commands, in_flight_commands) = counts.get(&name).copied().unwrap_or_default();
                 ConnectorInfo {
+                    queued_commands,
+                    in_flight_commands,
                     connected: state.connection_id.is_some(),
                     connection_id: state.connection_id,
                     agent_version: state.agent_version,
@@ -527,7 +828,8 @@ impl Hub {
 
     // -- commands -------------------------------------------------------------------------
 
-    /// Queues a command and writes it to the connector's session if it has one.
+    /// Accepts a command: persists it, then writes it to the connector's session if it has
+    /// one with room (pacing), else it waits in the queue.
     pub fn submit(self: &Arc<Self>, connector: &str, req: QueryRequest) -> Result<PendingQuery, QueryError> {
         if self.is_stopping() {
             return Err(offline_error("gateway is shutting down"));
@@ -557,15 +859,17 @@ impl Hub {
         let mut commands = self.commands.lock().unwrap();
         let seq = commands.next_seq;
         commands.next_seq += 1;
-        let mut pending =
-            PendingCommand { connector: connector.to_owned(), command, sent: None, expires, seq, tx };
-        if let Some(session) = self.session(connector) {
-            let frame = Inbound::Command(pending.command.clone()).encode();
-            if session.send(SessionMsg::Frame(frame)) {
-                pending.sent = Some((session.connection_id.clone(), Instant::now()));
-            }
-        }
-        commands.by_id.insert(command_id.clone(), pending);
+        self.store.insert(connector, seq, &command, expires).map_err(|e| store_error(&e))?;
+        let pending = PendingCommand {
+            connector: connector.to_owned(),
+            command,
+            sent: None,
+            expires,
+            seq,
+            tx: Some(tx),
+        };
+        commands.add(pending);
+        self.pump(&mut commands, connector);
         drop(commands);
         Ok(PendingQuery {
             hub: self.clone(),
@@ -577,43 +881,120 @@ impl Hub {
         })
     }
 
-    /// Delivers the offline queue of a connector to its new session, oldest first; commands
-    /// past their TTL complete with `COMMAND_EXPIRED` instead.
-    pub fn deliver_queued(&self, connector: &str, connection_id: &str) {
-        let now = SystemTime::now();
+    /// Delivers the queue of a connector to its (new) session: see [`Hub::pump`].
+    pub fn deliver_queued(&self, connector: &str) {
         let mut commands = self.commands.lock().unwrap();
-        let Some(session) = self.session(connector).filter(|s| s.connection_id == connection_id) else {
-            return;
-        };
-        let mut queued: Vec<(u64, String)> = commands
-            .by_id
-            .iter()
-            .filter(|(_, p)| p.connector == connector && p.sent.is_none())
-            .map(|(id, p)| (p.seq, id.clone()))
-            .collect();
-        queued.sort();
-        for (_, id) in queued {
-            if commands.by_id[&id].expires <= now {
-                if let Some(p) = self.retire(&mut commands, &id) {
-                    tracing::info!(connector, command = %id, "offline command expired");
-                    let _ = p.tx.send(Err(expired_error(&id)));
-                }
+        self.pump(&mut commands, connector);
+    }
+
+    /// Writes queued commands of `connector`, oldest first, to its live session while fewer
+    /// than its `max_in_flight` are unanswered there; a queued command past its TTL met on the
+    /// way completes with `COMMAND_EXPIRED` instead. Nothing is written to a draining session
+    /// or while the gateway stops.
+    fn pump(&self, commands: &mut Commands, connector: &str) {
+        let session =
+            self.session(connector).filter(|s| !s.draining.load(Ordering::SeqCst) && !self.is_stopping());
+        let now = SystemTime::now();
+        while let Some((_, id)) = commands.queues.get(connector).and_then(|q| q.first_key_value()) {
+            let id = id.clone();
+            if commands.by_id.get(&id).is_none_or(|p| p.expires <= now) {
+                self.expire(commands, &id);
                 continue;
             }
-            let Some(pending) = commands.by_id.get_mut(&id) else { continue };
-            if session.send(SessionMsg::Frame(Inbound::Command(pending.command.clone()).encode())) {
-                pending.sent = Some((connection_id.to_owned(), Instant::now()));
+            let Some(session) = session.as_ref().filter(|s| commands.in_flight(connector) < s.max_in_flight)
+            else {
+                break;
+            };
+            let frame = Inbound::Command(commands.by_id[&id].command.clone()).encode();
+            if !session.send(SessionMsg::Frame(frame)) {
+                break;
+            }
+            commands.mark_sent(&id, &session.connection_id);
+        }
+    }
+
+    /// Answers a queued command `COMMAND_EXPIRED` (its TTL passed).
+    fn expire(&self, commands: &mut Commands, command_id: &str) {
+        match self.retire(commands, command_id, "expired") {
+            Some(p) => {
+                tracing::info!(connector = %p.connector, command = command_id, "queued command expired");
+                Self::reply(commands, p, Err(expired_error(command_id)));
+            }
+            None => {
+                // Not a pending command (cannot happen): do not loop on it.
+                for queue in commands.queues.values_mut() {
+                    queue.retain(|_, id| id != command_id);
+                }
             }
         }
     }
 
-    fn complete(&self, connector: &str, command_id: &str, reply: impl FnOnce(Option<Instant>) -> Reply) {
+    /// Completes a command of `connector` with its first answer; `false` when it was not
+    /// pending (answered before, or not this connector's).
+    fn complete(
+        &self,
+        connector: &str,
+        command_id: &str,
+        outcome: &str,
+        reply: impl FnOnce(Option<Instant>) -> Reply,
+    ) -> bool {
         let mut commands = self.commands.lock().unwrap();
-        if commands.by_id.get(command_id).is_some_and(|p| p.connector == connector)
-            && let Some(p) = self.retire(&mut commands, command_id)
-        {
-            let _ = p.tx.send(reply(p.sent.map(|(_, at)| at)));
+        if commands.by_id.get(command_id).is_none_or(|p| p.connector != connector) {
+            return false;
         }
+        let Some(p) = self.retire(&mut commands, command_id, outcome) else { return false };
+        let sent = p.sent.as_ref().map(|(_, at)| *at);
+        Self::reply(&mut commands, p, reply(sent));
+        self.pump(&mut commands, connector);
+        true
+    }
+
+    /// Whether a command of `connector` waits for its answer.
+    fn is_pending(&self, connector: &str, command_id: &str) -> bool {
+        self.commands.lock().unwrap().by_id.get(command_id).is_some_and(|p| p.connector == connector)
+    }
+
+    /// An answer that is not the first one (or for a command this gateway does not know):
+    /// dropped, acknowledged.
+    fn drop_answer(&self, connector: &str, command_id: &str) {
+        let known = self.commands.lock().unwrap().answered_set.contains(command_id)
+            || self.store.answered(command_id).ok().flatten().is_some();
+        if known {
+            tracing::debug!(connector, command = command_id, "duplicate answer dropped (acknowledged)");
+        } else {
+            tracing::warn!(
+                connector,
+                command = command_id,
+                "answer for an unknown command dropped (acknowledged)"
+            );
+        }
+        self.emit(GatewayEvent::AnswerDropped {
+            connector: connector.to_owned(),
+            command_id: command_id.to_owned(),
+        });
+    }
+
+    /// Where a command stands, with its outcome when the gateway still holds it.
+    pub fn command_status(&self, command_id: &str) -> CommandStatus {
+        let mut commands = self.commands.lock().unwrap();
+        if let Some(p) = commands.by_id.get(command_id) {
+            if p.sent.is_some() {
+                return CommandStatus::Sent;
+            }
+            if p.expires > SystemTime::now() {
+                return CommandStatus::Queued;
+            }
+            self.expire(&mut commands, command_id);
+        }
+        if let Some(reply) = commands.kept.get(command_id) {
+            return CommandStatus::Answered(Some(reply.clone()));
+        }
+        if commands.answered_set.contains(command_id)
+            || self.store.answered(command_id).ok().flatten().is_some()
+        {
+            return CommandStatus::Answered(None);
+        }
+        CommandStatus::Unknown
     }
 
     /// Sends `cancel` for an execution (or command) id to the connector running it.
@@ -631,11 +1012,16 @@ impl Hub {
         self.send_frame(&connector, &Inbound::Cancel(cancel))
     }
 
-    /// Fails every pending command (shutdown).
+    /// Tells every waiting caller the gateway stops (shutdown). The commands stay in
+    /// `gateway.db` and are delivered after the next start.
     pub fn fail_all(&self, message: &str) {
         let mut commands = self.commands.lock().unwrap();
+        commands.queues.clear();
+        commands.in_flight.clear();
         for (_, p) in commands.by_id.drain() {
-            let _ = p.tx.send(Err(offline_error(message)));
+            if let Some(tx) = p.tx {
+                let _ = tx.send(Err(offline_error(message)));
+            }
         }
         self.uploads.lock().unwrap().clear();
     }
@@ -681,7 +1067,10 @@ impl Hub {
             Outbound::ExecutionError(err) => {
                 if let Some(id) = &err.command_id {
                     let body = err.error.clone();
-                    self.complete(connector, id, |_| Err(QueryError::Remote(body)));
+                    if !self.complete(connector, id, "error", |_| Err(QueryError::Remote(body))) {
+                        self.drop_answer(connector, id);
+                    }
+                    action.reply.push(Inbound::Ack(protocol::Ack { command_id: id.clone() }));
                 }
             }
         }
@@ -689,10 +1078,15 @@ impl Hub {
     }
 
     /// Completes the query of an `execution_result`; returns the `ack` to send when the
-    /// result was received intact.
+    /// result was received intact, or was a duplicate (dropped).
     fn on_result(&self, connector: &str, result: &ExecutionResult) -> Option<Inbound> {
         let received = Instant::now();
         let command_id = result.command_id.clone();
+        let ack = Inbound::Ack(protocol::Ack { command_id: command_id.clone() });
+        if !self.is_pending(connector, &command_id) {
+            self.drop_answer(connector, &command_id);
+            return Some(ack);
+        }
         let outcome = |sent: Option<Instant>, columns, rows, buffered| QueryOutcome {
             command_id: command_id.clone(),
             columns,
@@ -702,19 +1096,21 @@ impl Hub {
             round_trip: sent.map(|at| received.saturating_duration_since(at)).unwrap_or_default(),
             buffered,
         };
-        let ack = Inbound::Ack(protocol::Ack { command_id: command_id.clone() });
         match &result.result {
             ResultPayload::Inline { columns, rows } => {
                 let (columns, rows) = (columns.clone(), rows.clone());
-                self.complete(connector, &command_id, |sent| Ok(outcome(sent, columns, rows, None)));
+                if !self
+                    .complete(connector, &command_id, "result", |sent| Ok(outcome(sent, columns, rows, None)))
+                {
+                    self.drop_answer(connector, &command_id);
+                }
                 Some(ack)
             }
             ResultPayload::Buffered { buffer_key, chunk_count, byte_count, sha256 } => {
                 let checked =
                     self.take_buffer(connector, &command_id, buffer_key, *chunk_count, *byte_count, sha256);
-                let ok = checked.is_ok();
                 match checked {
-                    Ok((raw, columns, rows)) => {
+                    Ok(Some((raw, columns, rows))) => {
                         let info = BufferedInfo {
                             buffer_key: buffer_key.clone(),
                             chunk_count: *chunk_count,
@@ -722,16 +1118,30 @@ impl Hub {
                             sha256: sha256.clone(),
                             raw,
                         };
-                        self.complete(connector, &command_id, |sent| {
+                        if !self.complete(connector, &command_id, "result", |sent| {
                             Ok(outcome(sent, columns, rows, Some(info)))
-                        });
+                        }) {
+                            self.drop_answer(connector, &command_id);
+                        }
+                        Some(ack)
+                    }
+                    Ok(None) => {
+                        // No chunk of it is here (the gateway restarted since the upload): the
+                        // command stays pending and is not acknowledged, so the agent uploads
+                        // it again (its chunks now get `409 nextSeq: 0`) and re-sends this.
+                        tracing::warn!(
+                            connector,
+                            command = %command_id,
+                            "buffered result names {buffer_key}, which holds no chunks; not acknowledged"
+                        );
+                        None
                     }
                     Err(e) => {
                         tracing::warn!(connector, command = %command_id, "buffered result rejected: {e}");
-                        self.complete(connector, &command_id, |_| Err(e));
+                        self.complete(connector, &command_id, "failed", |_| Err(e));
+                        None
                     }
                 }
-                ok.then_some(ack)
             }
         }
     }
@@ -745,7 +1155,7 @@ impl Hub {
         chunk_count: u32,
         byte_count: u64,
         sha256: &str,
-    ) -> Result<(Vec<u8>, Vec<protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
+    ) -> Result<Option<(Vec<u8>, Vec<protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>)>, QueryError> {
         let taken = self.uploads.lock().unwrap().take(buffer_key, connector, command_id);
         let buffer = match taken {
             Ok(Some(b)) => b,
@@ -755,7 +1165,7 @@ impl Hub {
                     "buffer {buffer_key} does not belong to command {command_id}"
                 )));
             }
-            Ok(None) => return Err(QueryError::Integrity(format!("no uploaded chunks under {buffer_key}"))),
+            Ok(None) => return Ok(None),
         };
         if !buffer.complete {
             return Err(QueryError::Integrity(format!("{buffer_key}: the final chunk never arrived")));
@@ -780,7 +1190,7 @@ impl Hub {
             )));
         }
         let (columns, rows) = parse_ndjson(&data)?;
-        Ok((data, columns, rows))
+        Ok(Some((data, columns, rows)))
     }
 }
 
@@ -828,11 +1238,15 @@ impl PendingQuery {
             }
             let queued = commands.by_id.get(&self.command_id).is_some_and(|p| p.sent.is_none());
             if queued && SystemTime::now() >= self.expires {
-                self.hub.retire(&mut commands, &self.command_id);
+                self.hub.retire(&mut commands, &self.command_id, "expired");
                 return Err(expired_error(&self.command_id));
             }
             if Instant::now() >= self.deadline {
-                self.hub.retire(&mut commands, &self.command_id);
+                // The caller gives up: the command is answered (`timeout`) for the gateway, its
+                // place in the connector's window goes to the next one.
+                if let Some(p) = self.hub.retire(&mut commands, &self.command_id, "timeout") {
+                    self.hub.pump(&mut commands, &p.connector);
+                }
                 return Err(QueryError::Timeout);
             }
         }

@@ -11,16 +11,25 @@
 //! frames on its channel and wake it ("send, then wake"), so a command is written at once and
 //! an idle session costs no CPU.
 //!
-//! Limits (see [`GatewayConfig`]): chunks only for commands sent to that connection and not yet
-//! answered; buffered results capped, decompressed, per result, per connection and in total;
-//! at most `max_connections` connections; deadlines for the TLS handshake, request heads and
-//! bodies. `gateway.db`, `admin.json` and the generated key are owner-only (0600) in directories
-//! the gateway creates 0700.
+//! Limits (see [`GatewayConfig`]): chunks only for commands of that connector not yet
+//! answered, signed with the key of its current session; buffered results capped,
+//! decompressed, per result, per connector and in total; at most `max_connections`
+//! connections; deadlines for the TLS handshake, request heads and bodies. `gateway.db`, its
+//! WAL, `admin.json` and the generated key are owner-only (0600) in directories the gateway
+//! creates 0700.
 //!
-//! Queries ([`Gateway::query`]) are commands with a TTL: a connector that is offline gets them
-//! when it connects (the offline queue); a command written to a session that then drops goes
-//! back into the queue and is delivered again, with the same command id and idempotency key,
-//! when the connector reconnects — until the caller's wait time or the command's TTL runs out.
+//! Queries ([`Gateway::query`], [`Gateway::submit`]) are commands with a TTL, persisted in
+//! `gateway.db` before they are accepted: a connector that is offline gets them when it
+//! connects, also after a gateway restart; a command written to a session that then drops (or
+//! is taken over) goes back into the queue and is delivered again, with the same command id
+//! and idempotency key, until it is answered or its TTL runs out (`COMMAND_EXPIRED`). The first
+//! answer of a command wins; later ones are dropped and acknowledged. At most
+//! `min(auth.maxInFlight or 32, max_in_flight)` commands per connector are unanswered on the
+//! wire; the rest wait. Results live in memory only ([`Gateway::command_status`]).
+//!
+//! [`Gateway::shutdown`] (SIGTERM on `serve`) tells agents `shutdown {mode: "restart"}` and
+//! waits for running answers; [`Gateway::decommission`] is the only way to tell an agent to
+//! exit.
 //!
 //! ```
 //! use gateway::{Gateway, GatewayConfig};
@@ -42,6 +51,7 @@ mod keys;
 mod query;
 mod server;
 mod session;
+mod store;
 mod tls;
 mod upload;
 
@@ -55,12 +65,13 @@ use std::time::{Duration, Instant};
 use protocol::{Inbound, SchemaRequest, WS_PATH};
 
 pub use error::GatewayError;
-pub use hub::{ConnectorInfo, GatewayEvent, PendingQuery};
+pub use hub::{CommandStatus, ConnectorInfo, GatewayEvent, PendingQuery};
 pub use keys::{KeyInfo, KeyRecord, KeyState, KeyStore, ROTATION_GRACE};
 pub use query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
 
-/// How long agents may take to finish after a `shutdown` frame.
-const SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// How long [`Gateway::shutdown`] waits for answers beyond the grace period it announced (at
+/// most the grace period again).
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
 /// Gateway settings. [`GatewayConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -92,7 +103,8 @@ pub struct GatewayConfig {
     pub upload_url: Option<String>,
     /// Largest reassembled (decompressed) result kept for one command.
     pub max_buffer_bytes: u64,
-    /// Most decompressed bytes buffered for one connection (all its results together).
+    /// Most decompressed bytes buffered for one connector (all its results together, across
+    /// its sessions).
     pub max_connection_buffer_bytes: u64,
     /// Most decompressed bytes buffered for all connections together.
     pub max_total_buffer_bytes: u64,
@@ -106,6 +118,16 @@ pub struct GatewayConfig {
     pub header_timeout: Duration,
     /// Time a client has to send a whole request body once its head is in.
     pub body_timeout: Duration,
+    /// When `auth` arrives for a connector whose session is still registered and comes from
+    /// another agent instance, the old session is pinged; if nothing comes back within this
+    /// time it is replaced, else the new one gets `DUPLICATE_CONNECTION`.
+    pub takeover_probe: Duration,
+    /// Most commands written to a connector's session and not answered yet (the agent's
+    /// `auth.maxInFlight`, 32 when it sends none, lowers it further); the rest wait in the queue.
+    pub max_in_flight: usize,
+    /// `gracePeriod` of the `shutdown` frame sent at [`Gateway::shutdown`] and by
+    /// decommission; the gateway waits that long plus 2 s for answers of running commands.
+    pub shutdown_grace: Duration,
 }
 
 impl GatewayConfig {
@@ -113,8 +135,9 @@ impl GatewayConfig {
     /// side; `connector-gateway serve` defaults to `127.0.0.1:8443`), no admin API, self-signed
     /// certificate, 1 MiB chunks, 256 KiB inline, 90 s idle timeout, 4 h command TTL, 10 s auth
     /// timeout, 24 h buffers; upload buffers capped at 256 MiB per result, 512 MiB per
-    /// connection and 1 GiB in total; 512 connections; 10 s for the TLS handshake, 10 s for a
-    /// request head, 30 s for a request body.
+    /// connector and 1 GiB in total; 512 connections; 10 s for the TLS handshake, 10 s for a
+    /// request head, 30 s for a request body; a 2 s takeover probe; 64 commands in flight per
+    /// connector; 5 s shutdown grace.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -136,6 +159,9 @@ impl GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            takeover_probe: Duration::from_millis(2000),
+            max_in_flight: 64,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -177,6 +203,7 @@ impl Gateway {
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         tls::create_private_dir(&config.data_dir)?;
         let keys = KeyStore::open(&config.data_dir)?;
+        let store = store::CommandStore::open(&config.data_dir)?;
         let files = tls::cert_files(&config.data_dir, config.cert.as_ref())?;
         let tls_config = tls::server_config(&files)?;
         let listener = TcpListener::bind(config.listen)?;
@@ -188,15 +215,15 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| hex::encode(protocol::SecretBytes::random(24).expose()));
 
-        let hub = Arc::new_cyclic(|weak: &std::sync::Weak<hub::Hub>| {
-            let weak = weak.clone();
-            let keys = keys.with_revoke_hook(Arc::new(move |key_id: &str| {
-                if let Some(hub) = weak.upgrade() {
-                    hub.kick_key(key_id);
-                }
-            }));
-            hub::Hub::new(config, keys)
-        });
+        let hook = Arc::new(std::sync::OnceLock::<std::sync::Weak<hub::Hub>>::new());
+        let hook2 = hook.clone();
+        let keys = keys.with_revoke_hook(Arc::new(move |key_id: &str| {
+            if let Some(hub) = hook2.get().and_then(std::sync::Weak::upgrade) {
+                hub.kick_key(key_id);
+            }
+        }));
+        let hub = Arc::new(hub::Hub::new(config, keys, store)?);
+        let _ = hook.set(Arc::downgrade(&hub));
 
         let mut gateway = Gateway {
             hub: hub.clone(),
@@ -273,9 +300,25 @@ impl Gateway {
         self.submit(connector, req)?.wait()
     }
 
-    /// Sends (or queues) a query without waiting; [`PendingQuery::wait`] gets the result.
+    /// Sends (or queues) a query without waiting; [`PendingQuery::wait`] gets the result. The
+    /// command is in `gateway.db` when this returns. Dropping the [`PendingQuery`] leaves the
+    /// command queued; its outcome is then kept in memory for [`Gateway::command_status`].
     pub fn submit(&self, connector: &str, req: QueryRequest) -> Result<PendingQuery, QueryError> {
         self.hub.submit(connector, req)
+    }
+
+    /// Where a command stands, and its outcome when the gateway still holds it.
+    pub fn command_status(&self, command_id: &str) -> CommandStatus {
+        self.hub.command_status(command_id)
+    }
+
+    /// Sends `shutdown {mode: "decommission"}` to a connector's live session: the only frame
+    /// that tells an agent to exit.
+    pub fn decommission(&self, connector: &str) -> Result<(), GatewayError> {
+        if !self.hub.is_known(connector) {
+            return Err(GatewayError::UnknownConnector(connector.to_owned()));
+        }
+        self.hub.decommission(connector, self.hub.config.shutdown_grace.as_millis() as u64)
     }
 
     /// Sends `cancel` for a pending query's execution id (or command id).
@@ -321,9 +364,11 @@ impl Gateway {
         self.hub.open_connections()
     }
 
-    /// Sends `shutdown` to live agents, closes every connection and joins every thread.
+    /// Sends `shutdown {mode: "restart"}` to live agents, waits (at most the grace period
+    /// plus 2 s) for the answers of commands they run, closes every connection and joins every
+    /// thread. Unanswered commands stay in `gateway.db` for the next start.
     pub fn shutdown(mut self) {
-        self.stop("gateway shutting down");
+        self.stop("gateway restarting");
     }
 
     fn stop(&mut self, reason: &str) {
@@ -332,7 +377,24 @@ impl Gateway {
         }
         self.stopped = true;
         self.hub.stopping.store(true, Ordering::SeqCst);
-        self.hub.shutdown_sessions(reason, SHUTDOWN_GRACE_MS);
+        let grace = self.hub.config.shutdown_grace;
+        self.hub.shutdown_sessions(reason, grace.as_millis() as u64, protocol::ShutdownMode::Restart);
+        let deadline = Instant::now() + grace + SHUTDOWN_SLACK.min(grace);
+        loop {
+            let (sessions, in_flight) = self.hub.live_counts();
+            if sessions == 0 || in_flight == 0 || Instant::now() >= deadline {
+                if in_flight > 0 {
+                    tracing::info!(
+                        in_flight,
+                        "stopping with unanswered commands; they are delivered again after the restart"
+                    );
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.hub.close_sessions(reason);
+        self.hub.closing_listener.store(true, Ordering::SeqCst);
         self.hub.fail_all(reason);
         // Unblock the accept loops.
         let _ = TcpStream::connect_timeout(&reachable(self.local_addr), Duration::from_secs(1));

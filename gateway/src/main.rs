@@ -28,9 +28,14 @@ Examples:
   connector-gateway query --connector Warehouse \"SELECT id, name FROM customers WHERE id > ?\" --param 10
   connector-gateway query --connector Warehouse --json \"SELECT count(*) FROM orders\"
   connector-gateway schema --connector Warehouse
+  connector-gateway decommission Warehouse
 
 Agents trust the gateway's certificate through their caCertPath setting: `serve` prints its path
 (by default <data-dir>/tls/cert.pem, generated on first start).
+
+Stopping `serve` (Ctrl-C, SIGTERM) tells agents the gateway restarts: they reconnect when it is
+back, and commands not answered yet are kept in <data-dir>/gateway.db and delivered then. Only
+`decommission` tells an agent to exit.
 
 Exit codes: 0 ok, 1 remote error (printed as CODE: message), 2 usage or connection problem.";
 
@@ -68,6 +73,12 @@ enum Cmd {
         /// Ask the agent for a fresh schema first and wait up to this many seconds for it.
         #[arg(long)]
         refresh: Option<u64>,
+    },
+    /// Tell a connected agent that its connector is retired: it drains and exits (running
+    /// gateway). Stopping the gateway never does that.
+    Decommission {
+        /// Connector name.
+        name: String,
     },
 }
 
@@ -107,7 +118,7 @@ struct ServeArgs {
     /// Largest decompressed result buffered for one command (e.g. 256MiB).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_buffer_bytes: u64,
-    /// Most decompressed result bytes buffered for one agent connection.
+    /// Most decompressed result bytes buffered for one connector (across its sessions).
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     max_connection_buffer_bytes: u64,
     /// Most decompressed result bytes buffered in total.
@@ -125,6 +136,18 @@ struct ServeArgs {
     /// Time a client has to send a request body.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     body_timeout: Duration,
+    /// When a second session of a connector authenticates from another agent instance, ping
+    /// the first one and take over if it does not answer within this many milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    takeover_probe_ms: u64,
+    /// Most unanswered commands written to one connector at a time (the agent's maxInFlight
+    /// may lower it); the rest wait in the queue.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
+    /// Grace period announced to agents at shutdown and decommission; `serve` waits that long
+    /// plus 2 s for answers of running commands before it exits.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
 }
 
 /// `1048576`, `512KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`... as powers of 1024).
@@ -250,6 +273,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Query(args) => query(dir, args),
         Cmd::Connectors { json } => connectors(dir, json),
         Cmd::Schema { connector, refresh } => schema(dir, &connector, refresh),
+        Cmd::Decommission { name } => decommission(dir, &name),
     }
 }
 
@@ -270,6 +294,9 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     config.handshake_timeout = args.handshake_timeout;
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
+    config.takeover_probe = Duration::from_millis(args.takeover_probe_ms);
+    config.max_in_flight = args.max_in_flight as usize;
+    config.shutdown_grace = args.shutdown_grace;
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = tx.try_send(());
@@ -284,9 +311,23 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     }
     println!("Press Ctrl-C to stop.");
     let _ = rx.recv();
-    println!("shutting down...");
+    println!("shutting down (agents are told the gateway restarts)...");
     gateway.shutdown();
     Ok(())
+}
+
+fn decommission(dir: &Path, name: &str) -> Result<(), Failure> {
+    let body = json!({ "connector": name });
+    let (status, answer) =
+        admin(dir)?.call("POST", "/admin/decommission", Some(&body), Duration::from_secs(10))?;
+    match status {
+        202 => {
+            println!("connector `{name}` told to drain and exit");
+            Ok(())
+        }
+        404 => Err(Failure(EXIT_USAGE, anyhow::anyhow!("unknown connector `{name}`"))),
+        _ => Err(remote_failure(&answer)),
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) {

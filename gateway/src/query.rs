@@ -43,7 +43,7 @@ impl QueryRequest {
 /// Where a buffered (chunk-uploaded) result came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BufferedInfo {
-    /// `<connectionId>:<commandId>`.
+    /// `<connector>:<commandId>`.
     pub buffer_key: String,
     /// Chunks received.
     pub chunk_count: u32,

@@ -74,10 +74,12 @@ impl io::Write for TimedTcp {
 
 type TlsStream = StreamOwned<ServerConnection, TimedTcp>;
 
-/// Accepts connections until the hub stops (the stopper connects once to unblock `accept`).
+/// Accepts connections until the hub closes its listener, at the end of a shutdown's grace
+/// period (the stopper connects once to unblock `accept`); uploads of answers still arrive
+/// during the grace period.
 pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerConfig>) {
     for stream in listener.incoming() {
-        if hub.is_stopping() {
+        if hub.closing_listener.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
         let tcp = match stream {

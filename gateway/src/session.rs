@@ -1,19 +1,30 @@
 //! One agent's WebSocket session: `auth` within the auth timeout, then a loop that writes what
 //! other threads queued for it (send, then wake), reads and handles agent frames, and ends on
-//! close, error, idle timeout, revocation or shutdown.
+//! close, error, idle timeout, revocation, takeover or the end of a shutdown's grace period.
+//!
+//! **Takeover.** `auth` for a connector that still has a registered session: the same
+//! `instanceId` replaces the old session at once (the agent reconnected before the gateway saw
+//! the old link die); another (or no) instance id pings the old session and waits up to
+//! `takeover_probe` for anything from it: silence replaces it, life is `DUPLICATE_CONNECTION`.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use protocol::wsio::{Incoming, PolledWebSocket, Waker};
 use protocol::{
     Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
     UploadGrant, now_rfc3339,
 };
 
-use crate::hub::{GatewayEvent, Hub, SessionHandle, SessionMsg};
+use crate::hub::{GatewayEvent, Hub, Registration, SessionHandle, SessionMsg};
+
+/// `maxInFlight` assumed for an agent whose `auth` names none.
+const AGENT_DEFAULT_IN_FLIGHT: u32 = 32;
+
+/// Extra time a draining session gets beyond the announced grace period.
+const DRAIN_SLACK: Duration = Duration::from_secs(2);
 
 /// How long a closing session waits for the agent's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -24,6 +35,10 @@ struct Live {
     connection_id: String,
     rx: Receiver<SessionMsg>,
     last_frame: Instant,
+    /// Takeover probes: when the ping went out, and whom to tell once the agent answers.
+    probes: Vec<(Instant, Sender<()>)>,
+    /// Set by `shutdown`: the session closes at this time unless the agent closes first.
+    drain_until: Option<Instant>,
 }
 
 enum Phase {
@@ -46,7 +61,10 @@ pub(crate) fn run<S: Read + Write>(
         let now = Instant::now();
         let deadline = match &phase {
             Phase::Auth { deadline } | Phase::Closing { deadline } => *deadline,
-            Phase::Live(live) => live.last_frame + hub.config.session_idle_timeout,
+            Phase::Live(live) => {
+                let idle = live.last_frame + hub.config.session_idle_timeout;
+                live.drain_until.map_or(idle, |drain| drain.min(idle))
+            }
         };
         if let Err(e) = ws.wait(Some(deadline.saturating_duration_since(now))) {
             reason = format!("poll failed: {e}");
@@ -54,7 +72,7 @@ pub(crate) fn run<S: Read + Write>(
         }
 
         // Frames queued by other threads.
-        if let Phase::Live(live) = &phase {
+        if let Phase::Live(live) = &mut phase {
             let mut next = None;
             while let Ok(msg) = live.rx.try_recv() {
                 match msg {
@@ -72,15 +90,34 @@ pub(crate) fn run<S: Read + Write>(
                         next = Some(Some(Phase::Closing { deadline: Instant::now() + CLOSE_GRACE }));
                         break;
                     }
-                    SessionMsg::Shutdown { reason: why, grace_ms } => {
+                    SessionMsg::Shutdown { reason: why, grace_ms, mode } => {
                         let frame = Inbound::Shutdown(Shutdown {
                             reason: Some(why.clone()),
                             grace_period: grace_ms,
-                            mode: Default::default(),
+                            mode,
                         });
                         let _ = ws.send_text(frame.encode());
+                        // Answers of running commands are still read until the agent closes.
+                        live.drain_until =
+                            Some(Instant::now() + Duration::from_millis(grace_ms) + DRAIN_SLACK);
+                        reason = format!("shutdown ({mode:?}): {why}");
+                    }
+                    SessionMsg::Probe(tx) => {
+                        if ws.ping().is_ok() {
+                            live.probes.push((Instant::now(), tx));
+                        }
+                    }
+                    SessionMsg::Replaced { reason: why } => {
                         ws.close(&why);
-                        reason = format!("gateway shutdown: {why}");
+                        reason = why;
+                        // The registration is the new session's already: the unregister below
+                        // finds another connection id and changes nothing.
+                        next = Some(Some(Phase::Closing { deadline: Instant::now() + CLOSE_GRACE }));
+                        break;
+                    }
+                    SessionMsg::Close { reason: why } => {
+                        ws.close(&why);
+                        reason = why;
                         next = Some(Some(Phase::Closing { deadline: Instant::now() + CLOSE_GRACE }));
                         break;
                     }
@@ -100,6 +137,19 @@ pub(crate) fn run<S: Read + Write>(
         incoming.clear();
         let read = ws.read_available(&mut incoming);
         let read_at = Instant::now();
+        if let Phase::Live(live) = &mut phase
+            && !live.probes.is_empty()
+        {
+            // Anything read after the ping (its pong included) proves the agent alive.
+            let idle = ws.idle_for();
+            live.probes.retain(|(at, tx)| {
+                let alive = idle < at.elapsed();
+                if alive {
+                    let _ = tx.send(());
+                }
+                !alive
+            });
+        }
         for item in incoming.drain(..) {
             phase = match phase {
                 Phase::Auth { .. } => authenticate(&hub, &mut ws, &waker, &upload_url, item),
@@ -129,6 +179,12 @@ pub(crate) fn run<S: Read + Write>(
                 Phase::Auth { .. } => {
                     let message = format!("no auth frame within {} ms", hub.config.auth_timeout.as_millis());
                     reject(&hub, &mut ws, ErrorCode::AuthFailed, &message);
+                    phase = Phase::Closing { deadline: Instant::now() + CLOSE_GRACE };
+                }
+                Phase::Live(live) if live.drain_until.is_some_and(|d| d <= Instant::now()) => {
+                    reason = format!("{reason}; grace period over");
+                    ws.close("grace period over");
+                    hub.unregister(&live.connector, &live.connection_id, &reason);
                     phase = Phase::Closing { deadline: Instant::now() + CLOSE_GRACE };
                 }
                 Phase::Live(live) if live.last_frame + hub.config.session_idle_timeout <= Instant::now() => {
@@ -212,15 +268,13 @@ fn authenticate<S: Read + Write>(
     let connection_id = uuid::Uuid::new_v4().to_string();
     let hmac_key = SecretBytes::random(32);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let handle =
+    let mut handle =
         SessionHandle::new(connection_id.clone(), record.id.clone(), tx, waker.clone(), hmac_key.clone());
-    if hub.register(&record, &auth.agent_version, handle).is_err() {
-        reject(
-            hub,
-            ws,
-            ErrorCode::DuplicateConnection,
-            &format!("connector `{}` is already connected", record.connector),
-        );
+    handle.instance_id = auth.instance_id.clone().filter(|id| !id.is_empty());
+    let agent_window = auth.max_in_flight.filter(|n| *n > 0).unwrap_or(AGENT_DEFAULT_IN_FLIGHT);
+    handle.max_in_flight = (agent_window as usize).min(hub.config.max_in_flight.max(1));
+    if let Err(message) = register_or_take_over(hub, &record, &auth, handle) {
+        reject(hub, ws, ErrorCode::DuplicateConnection, &message);
         return closing();
     }
     let connected = Inbound::Connected(Connected {
@@ -245,14 +299,60 @@ fn authenticate<S: Read + Write>(
         connection_id: connection_id.clone(),
     });
     // The offline queue goes after `connected`: this thread drains the channel only later.
-    hub.deliver_queued(&record.connector, &connection_id);
+    hub.deliver_queued(&record.connector);
     Phase::Live(Live {
         connector: record.connector,
         key_id: record.id,
         connection_id,
         rx,
         last_frame: Instant::now(),
+        probes: Vec::new(),
+        drain_until: None,
     })
+}
+
+/// Registers the new session, taking over from a registered one that is the same agent
+/// instance or no longer answers; `Err(message)` when the registered one is alive.
+fn register_or_take_over(
+    hub: &Arc<Hub>,
+    record: &crate::keys::KeyRecord,
+    auth: &Auth,
+    handle: SessionHandle,
+) -> Result<(), String> {
+    let probe = hub.config.takeover_probe;
+    // A few rounds: the old session may end (or be replaced) while we look at it.
+    for _ in 0..4 {
+        let old = match hub.register(record, &auth.agent_version, handle.clone()) {
+            Registration::Registered => return Ok(()),
+            Registration::Occupied(old) => old,
+        };
+        let same_instance = handle.instance_id.is_some() && old.instance_id == handle.instance_id;
+        let reason = if same_instance {
+            "replaced by a newer session of the same agent".to_owned()
+        } else {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if !old.send(SessionMsg::Probe(tx)) {
+                continue; // Its thread is gone; its unregister follows.
+            }
+            match rx.recv_timeout(probe) {
+                Ok(()) => {
+                    return Err(format!(
+                        "connector `{}` is already connected (its session answered within {} ms)",
+                        record.connector,
+                        probe.as_millis()
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    format!("replaced: the session did not answer a ping within {} ms", probe.as_millis())
+                }
+            }
+        };
+        if hub.take_over(record, &auth.agent_version, &old, handle.clone(), &reason) {
+            return Ok(());
+        }
+    }
+    Err(format!("connector `{}` is already connected", record.connector))
 }
 
 /// Handles one frame of a live session; `Some(message)` when the session must end.

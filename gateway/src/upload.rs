@@ -1,13 +1,22 @@
 //! `POST /upload`: signed, zlib-compressed slices of a result stream, reassembled in memory
-//! per `<connectionId>:<commandId>` until the result is acknowledged or the TTL runs out.
+//! per `<connector>:<commandId>` until the result is acknowledged or the TTL runs out.
 //!
-//! **Who may upload what.** A chunk is taken only for a command this gateway wrote to that very
-//! connection and that is not answered yet ([`Hub::chunk_permission`]); a chunk for a command
-//! already answered (`ack` sent, error, timeout) is `409`, one for a command never sent there is
-//! `404`, and neither creates a buffer. When the command completes, its buffers go at once.
+//! **Who may upload what.** A chunk must be signed with the chunk key of the session named in
+//! `x-mc-connection`, and that session must be its connector's current one (`401` otherwise).
+//! It is taken only for a command of that connector that is not answered yet, whichever session
+//! the command went to ([`Hub::with_chunk_permission`]): a result keeps its partial buffer
+//! across an agent reconnect, and the agent goes on with the next chunk, signed with the new
+//! session's key. A chunk for a command already answered (`ack` sent, error, timeout) is `409`,
+//! one for a command the connector never got is `404`, and neither creates a buffer. When the
+//! command completes, its buffer goes at once. Buffers live in memory only: after a gateway
+//! restart the next chunk gets `409` with `nextSeq: 0`.
+//!
+//! **Resuming.** A chunk whose `seq` is stored already with the same bytes is `200` again
+//! (`"duplicate": true`); a `seq` past the next expected one is `409` with `"nextSeq"` (the
+//! buffer is kept); the same `seq` with other bytes drops the buffer: `409`, `"nextSeq": 0`.
 //!
 //! **Memory.** Every byte held is counted, decompressed, against three caps: per result
-//! (`max_buffer_bytes`), per connection (`max_connection_buffer_bytes`) and in total
+//! (`max_buffer_bytes`), per connector (`max_connection_buffer_bytes`) and in total
 //! (`max_total_buffer_bytes`); a chunk also may not inflate to more than 4 × `maxChunkBytes` +
 //! 64 KiB. Chunks are inflated 64 KiB at a time and each step is reserved against the caps
 //! *before* it is kept, so a zlib bomb is refused at the step that would pass a cap: at most
@@ -34,7 +43,6 @@ const INFLATE_STEP: usize = 64 * 1024;
 pub(crate) struct Buffer {
     /// Tells a buffer from a later one under the same key (reservations name it).
     id: u64,
-    pub connection_id: String,
     pub connector: String,
     pub command_id: String,
     /// Stored chunks, decompressed, each allocated to its exact size.
@@ -82,7 +90,7 @@ enum CapError {
 #[derive(Debug, Default)]
 pub(crate) struct UploadStore {
     buffers: HashMap<String, Buffer>,
-    /// connection id -> bytes held or reserved by its buffers.
+    /// connector -> bytes held or reserved by its buffers.
     per_connection: HashMap<String, u64>,
     /// Bytes held or reserved by every buffer.
     total: u64,
@@ -94,10 +102,10 @@ impl UploadStore {
     fn forget(&mut self, buffer: &Buffer) {
         let held = buffer.bytes + buffer.reserved;
         self.total = self.total.saturating_sub(held);
-        if let Some(n) = self.per_connection.get_mut(&buffer.connection_id) {
+        if let Some(n) = self.per_connection.get_mut(&buffer.connector) {
             *n = n.saturating_sub(held);
             if *n == 0 {
-                self.per_connection.remove(&buffer.connection_id);
+                self.per_connection.remove(&buffer.connector);
             }
         }
     }
@@ -160,7 +168,7 @@ impl UploadStore {
         if buffer.bytes + buffer.reserved + n > caps.buffer {
             return Err(CapError::Buffer(caps.buffer));
         }
-        let conn = self.per_connection.get(&buffer.connection_id).copied().unwrap_or(0);
+        let conn = self.per_connection.get(&buffer.connector).copied().unwrap_or(0);
         if conn + n > caps.connection {
             return Err(CapError::Connection(caps.connection));
         }
@@ -168,7 +176,7 @@ impl UploadStore {
             return Err(CapError::Total(caps.total));
         }
         buffer.reserved += n;
-        *self.per_connection.entry(buffer.connection_id.clone()).or_default() += n;
+        *self.per_connection.entry(buffer.connector.clone()).or_default() += n;
         self.total += n;
         Ok(())
     }
@@ -180,7 +188,7 @@ impl UploadStore {
         let n = n.min(buffer.reserved);
         buffer.reserved -= n;
         self.total = self.total.saturating_sub(n);
-        if let Some(c) = self.per_connection.get_mut(&buffer.connection_id) {
+        if let Some(c) = self.per_connection.get_mut(&buffer.connector) {
             *c = c.saturating_sub(n);
         }
     }
@@ -191,6 +199,18 @@ impl UploadStore {
             self.remove(key);
         }
     }
+}
+
+/// Why a chunk is not taken (decided under the commands lock).
+enum Refusal {
+    /// The command is answered.
+    Answered,
+    /// Not a pending command of this connector.
+    Unknown,
+    /// Past the next expected seq (named).
+    Gap(u32),
+    /// The final chunk is stored already (next seq named).
+    Complete(u32),
 }
 
 /// The three caps, from the configuration.
@@ -208,6 +228,14 @@ fn reject(hub: &Hub, command_id: &str, status: u16, code: ErrorCode, message: St
     tracing::warn!(command = command_id, %code, "chunk rejected: {message}");
     hub.emit(GatewayEvent::ChunkRejected { command_id: command_id.to_owned(), code });
     (status, error_body(code.as_str(), message))
+}
+
+/// `409` naming the chunk the gateway expects next: the agent resumes from there.
+fn resume_at(hub: &Hub, command_id: &str, next_seq: u32, message: String) -> Answer {
+    let (status, mut body) = reject(hub, command_id, 409, ErrorCode::MalformedMessage, message);
+    body["retryable"] = true.into();
+    body["nextSeq"] = next_seq.into();
+    (status, body)
 }
 
 /// Handles one chunk whose body has been read.
@@ -250,7 +278,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         );
     }
     let digest: [u8; 32] = Sha256::digest(body).into();
-    let key = format!("{connection_id}:{command_id}");
+    let key = format!("{connector}:{command_id}");
     let config = &hub.config;
     let caps = Caps {
         buffer: config.max_buffer_bytes,
@@ -258,44 +286,29 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         total: config.max_total_buffer_bytes,
     };
 
-    // The command must be one this gateway sent to this connection and still waits for; the
+    // The command must be one of this connector's that the gateway still waits for; the
     // buffer is created under the same lock, so an answer cannot slip in between.
-    let admitted = hub.with_chunk_permission(connection_id, &command_id, |permission, store| {
+    let admitted = hub.with_chunk_permission(&connector, &command_id, |permission, store| {
         match permission {
             ChunkPermission::Pending => {}
             ChunkPermission::Answered => {
-                return Err((
-                    409,
-                    format!("command {command_id} is already answered; chunk {seq} not stored"),
-                    false,
-                ));
+                return Err(Refusal::Answered);
             }
             ChunkPermission::Unknown => {
-                return Err((
-                    404,
-                    format!(
-                        "no pending command {command_id} was sent to this connection; chunk {seq} not stored"
-                    ),
-                    false,
-                ));
+                return Err(Refusal::Unknown);
             }
         }
         store.purge(config.buffer_ttl);
         match store.buffers.get(&key) {
             Some(b) if seq < b.next_seq => Ok(Some(b.digests[seq as usize] == digest)),
-            Some(b) if b.complete => {
-                Err((409, format!("result already complete after chunk {}", b.next_seq - 1), true))
-            }
-            Some(b) if seq > b.next_seq => {
-                Err((409, format!("chunk {seq} out of order: expected {}", b.next_seq), true))
-            }
+            Some(b) if b.complete => Err(Refusal::Complete(b.next_seq)),
+            Some(b) if seq > b.next_seq => Err(Refusal::Gap(b.next_seq)),
             Some(_) => Ok(None),
-            None if seq > 0 => Err((409, format!("chunk {seq} out of order: expected 0"), false)),
+            None if seq > 0 => Err(Refusal::Gap(0)),
             None => {
                 store.next_id += 1;
                 let buffer = Buffer {
                     id: store.next_id,
-                    connection_id: connection_id.to_owned(),
                     connector: connector.clone(),
                     command_id: command_id.clone(),
                     segments: Vec::new(),
@@ -316,17 +329,28 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             return (200, serde_json::json!({ "bufferKey": key, "seq": seq, "duplicate": true }));
         }
         Ok(Some(false)) => {
-            let message = format!("chunk {seq} was already stored with different bytes");
+            // The stream changed under the same seq: start the result over.
             hub.uploads.lock().unwrap().remove(&key);
+            let message =
+                format!("chunk {seq} was already stored with different bytes; the result starts over");
+            return resume_at(hub, &command_id, 0, message);
+        }
+        Err(Refusal::Answered) => {
+            let message = format!("command {command_id} is already answered; chunk {seq} not stored");
             return reject(hub, &command_id, 409, ErrorCode::MalformedMessage, message);
         }
-        Err((status, message, end_result)) => {
-            // A gap or a chunk after the final one ends the result; a refusal for a command that
-            // is not pending never touched a buffer.
-            if end_result {
-                hub.uploads.lock().unwrap().remove(&key);
-            }
-            return reject(hub, &command_id, status, ErrorCode::MalformedMessage, message);
+        Err(Refusal::Unknown) => {
+            let message =
+                format!("no pending command {command_id} was sent to this connector; chunk {seq} not stored");
+            return reject(hub, &command_id, 404, ErrorCode::MalformedMessage, message);
+        }
+        Err(Refusal::Gap(next)) => {
+            let message = format!("chunk {seq} out of order: expected {next}");
+            return resume_at(hub, &command_id, next, message);
+        }
+        Err(Refusal::Complete(next)) => {
+            let message = format!("result already complete after chunk {}", next.saturating_sub(1));
+            return resume_at(hub, &command_id, next, message);
         }
         Ok(None) => hub.uploads.lock().unwrap().buffers.get(&key).map(|b| b.id),
     };
@@ -410,11 +434,10 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         let expected = buffer.next_seq;
         store.unreserve(&key, id, n);
         drop(store);
-        return reject(
+        return resume_at(
             hub,
             &command_id,
-            409,
-            ErrorCode::MalformedMessage,
+            expected,
             format!("chunk {seq} out of order: expected {expected}"),
         );
     }

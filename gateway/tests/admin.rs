@@ -148,6 +148,8 @@ fn cli_keys_query_connectors_schema_and_revoke() {
         activity_id: None,
         error: ErrorBody::new(ErrorCode::WriteOperationRejected, "DROP is a write"),
     }));
+    // An `execution_error` is acknowledged like a result (the agent stops re-sending it).
+    agent.expect_ack(&cmd.command_id);
     let out = runner.join().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WRITE_OPERATION_REJECTED: DROP is a write"));

@@ -74,7 +74,11 @@ fn buffered_result_in_several_signed_chunks_is_reassembled_byte_exact() {
         assert_eq!(body["seq"], seq);
         buffer_key = body["bufferKey"].as_str().unwrap().to_owned();
     }
-    assert_eq!(buffer_key, format!("{conn}:{}", cmd.command_id));
+    assert_eq!(
+        buffer_key,
+        format!("Warehouse:{}", cmd.command_id),
+        "bound to the connector, not the session"
+    );
     // A retried chunk with the same bytes is accepted again (idempotent).
     let again = Chunk::signed(&key, &conn, &cmd.command_id, 1, false, pieces[1]);
     assert_eq!(again.post(&gw).0, 200);
@@ -152,15 +156,19 @@ fn gaps_are_409_and_bad_requests_are_refused() {
     let (_q4, cmd4) = pending(&gw, &mut agent, "Warehouse");
     let (c2, c3, c4) = (cmd2.command_id.as_str(), cmd3.command_id.as_str(), cmd4.command_id.as_str());
     let raw = stream(10);
+    // A gap names the chunk the gateway expects next; the buffer is kept.
     let (status, body) = Chunk::signed(&key, &conn, c2, 1, false, &raw).post(&gw);
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["retryable"], false);
+    assert_eq!((status, &body["nextSeq"], &body["retryable"]), (409, &json!(0), &json!(true)), "{body}");
     assert_eq!(Chunk::signed(&key, &conn, c2, 0, false, &raw).post(&gw).0, 200);
-    assert_eq!(Chunk::signed(&key, &conn, c2, 2, true, &raw).post(&gw).0, 409);
-    assert_eq!(gw.buffered_results(), 0, "a gap ends the result: its buffer is freed");
-    assert_eq!(Chunk::signed(&key, &conn, c2, 0, false, &raw).post(&gw).0, 200);
-    // Same seq, different bytes: conflict.
-    assert_eq!(Chunk::signed(&key, &conn, c2, 0, false, b"other").post(&gw).0, 409);
+    let (status, body) = Chunk::signed(&key, &conn, c2, 2, true, &raw).post(&gw);
+    assert_eq!((status, &body["nextSeq"]), (409, &json!(1)), "{body}");
+    assert_eq!(gw.buffered_results(), 1, "a gap keeps the buffer: the agent resumes at nextSeq");
+    let (status, body) = Chunk::signed(&key, &conn, c2, 0, false, &raw).post(&gw);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
+    // Same seq, different bytes: conflict; the result starts over.
+    let (status, body) = Chunk::signed(&key, &conn, c2, 0, false, b"other").post(&gw);
+    assert_eq!((status, &body["nextSeq"]), (409, &json!(0)), "{body}");
+    assert_eq!(gw.buffered_results(), 0);
 
     // Not zlib.
     let mut plain = Chunk::signed(&key, &conn, c3, 0, true, b"");

@@ -70,6 +70,8 @@ pub fn temp_dir() -> PathBuf {
 pub fn config(dir: &Path) -> GatewayConfig {
     let mut config = GatewayConfig::new(dir);
     config.listen = "127.0.0.1:0".parse().unwrap();
+    // Fake agents do not drain: a short grace keeps every test's shutdown short.
+    config.shutdown_grace = Duration::from_millis(200);
     config
 }
 
@@ -87,6 +89,19 @@ pub fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
 }
 
 impl TestGateway {
+    /// Stops the gateway (a graceful shutdown) and starts a new one on the same data dir
+    /// (a new port, the same certificate and gateway.db).
+    pub fn restart_with(&mut self, tweak: impl FnOnce(&mut GatewayConfig)) {
+        if let Some(gw) = self.gateway.take() {
+            gw.shutdown();
+        }
+        let mut config = config(&self.dir);
+        tweak(&mut config);
+        let gateway = Gateway::start(config).unwrap();
+        self.events = gateway.subscribe();
+        self.gateway = Some(gateway);
+    }
+
     /// Creates a key for `Warehouse` of tenant `acme` and returns the plaintext.
     pub fn key(&self, name: &str) -> String {
         self.keys().create("acme", name).unwrap().1.expose().to_owned()
@@ -171,11 +186,44 @@ impl FakeAgent {
 
     /// Sends `auth` with an arbitrary key string and returns the first answer.
     pub fn auth(&mut self, key: &str, name: &str) -> Inbound {
-        let frame = serde_json::json!({
+        self.auth_as(key, name, None, None)
+    }
+
+    /// `auth` with an `instanceId` and a `maxInFlight`.
+    pub fn auth_as(
+        &mut self,
+        key: &str,
+        name: &str,
+        instance: Option<&str>,
+        max_in_flight: Option<u32>,
+    ) -> Inbound {
+        let mut frame = serde_json::json!({
             "type": "auth", "apiKey": key, "connectorName": name, "agentVersion": "test-0", "protocolVersion": 1
         });
+        if let Some(id) = instance {
+            frame["instanceId"] = id.into();
+        }
+        if let Some(n) = max_in_flight {
+            frame["maxInFlight"] = n.into();
+        }
         self.send_text(frame.to_string());
         self.recv()
+    }
+
+    /// Opens and authenticates as `instance`; panics unless `connected` comes back.
+    pub fn connect_as(
+        gw: &TestGateway,
+        key: &str,
+        name: &str,
+        instance: Option<&str>,
+        max_in_flight: Option<u32>,
+    ) -> Self {
+        let mut agent = Self::open(gw);
+        match agent.auth_as(key, name, instance, max_in_flight) {
+            Inbound::Connected(c) => agent.connected = Some(c),
+            other => panic!("expected connected, got {other:?}"),
+        }
+        agent
     }
 
     pub fn send_text(&mut self, text: String) {
@@ -240,6 +288,24 @@ impl FakeAgent {
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             other => panic!("expected silence, got {other:?}"),
+        }
+        self.ws.get_ref().sock.set_read_timeout(Some(WAIT)).unwrap();
+    }
+
+    /// Reads for `span`, answering pings (tungstenite queues the pong; the flush sends it);
+    /// panics on any text frame.
+    pub fn answer_pings_for(&mut self, span: Duration) {
+        let deadline = Instant::now() + span;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            self.ws.get_ref().sock.set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => {
+                    let _ = self.ws.flush();
+                }
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                other => panic!("expected only pings, got {other:?}"),
+            }
         }
         self.ws.get_ref().sock.set_read_timeout(Some(WAIT)).unwrap();
     }

@@ -324,18 +324,22 @@ fn gateway_db_its_journal_and_its_directories_are_owner_only() {
     for file in ["gateway.db", "admin.json", "tls/key.pem"] {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
-    // SQLite's journal (kept after the commit with PERSIST) has the database's mode.
-    let conn = rusqlite::Connection::open(dir.join("gateway.db")).unwrap();
-    conn.execute_batch("PRAGMA journal_mode = PERSIST; INSERT INTO api_keys (id, tenant, connector, salt, key_hash, masked, created_at) VALUES ('k', 't', 'c', 's', 'h', 'm', 0); DELETE FROM api_keys WHERE id = 'k';").unwrap();
-    assert_eq!(mode(&dir.join("gateway.db-journal")), 0o600, "journal");
-    drop(conn);
+    // gateway.db runs in WAL mode (the command queue); its WAL and shared-memory files have
+    // the database's mode.
+    for file in ["gateway.db-wal", "gateway.db-shm"] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
     gw.shutdown();
 
-    // A database left readable by others is made owner-only when the gateway opens it.
-    std::fs::set_permissions(dir.join("gateway.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(dir.join("gateway.db-journal"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A database (and WAL) left readable by others is made owner-only when the gateway opens it.
+    let conn = rusqlite::Connection::open(dir.join("gateway.db")).unwrap();
+    conn.execute_batch("INSERT INTO api_keys (id, tenant, connector, salt, key_hash, masked, created_at) VALUES ('k', 't', 'c', 's', 'h', 'm', 0);").unwrap();
+    for file in ["gateway.db", "gateway.db-wal"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     gateway::KeyStore::open(&dir).unwrap();
     assert_eq!(mode(&dir.join("gateway.db")), 0o600);
-    assert_eq!(mode(&dir.join("gateway.db-journal")), 0o600);
+    assert_eq!(mode(&dir.join("gateway.db-wal")), 0o600);
+    drop(conn);
     let _ = std::fs::remove_dir_all(root);
 }

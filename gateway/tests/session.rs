@@ -89,16 +89,22 @@ fn no_auth_within_the_timeout_is_refused() {
 }
 
 #[test]
-fn second_connection_is_duplicate_and_first_survives() {
+fn second_connection_while_the_first_answers_is_duplicate_and_first_survives() {
     let _w = watchdog("duplicate");
-    let gw = start();
+    let gw = start_with(|c| c.takeover_probe = Duration::from_millis(1500));
     let key = gw.key("Warehouse");
     let mut first = FakeAgent::connect(&gw, &key, "Warehouse");
+    // The first agent keeps reading, so it answers the gateway's probe ping with a pong.
+    let reader = std::thread::spawn(move || {
+        first.answer_pings_for(Duration::from_millis(2500));
+        first
+    });
     let mut second = FakeAgent::open(&gw);
     assert!(
         matches!(second.auth(&key, "Warehouse"), Inbound::Error(e) if e.code == ErrorCode::DuplicateConnection)
     );
     second.expect_closed();
+    let mut first = reader.join().unwrap();
     first.heartbeat(2);
     gw.wait_event(|e| matches!(e, GatewayEvent::Frame { frame: Outbound::Heartbeat(_), .. }).then_some(()));
     let info = gw.connectors().into_iter().find(|c| c.name == "Warehouse").unwrap();

@@ -4,9 +4,11 @@ mod common;
 
 mod admin;
 mod chunks;
+mod durable;
 mod limits;
 mod offline;
 mod process;
 mod query;
+mod restart;
 mod session;
 mod storage;

@@ -180,9 +180,14 @@ fn used_bytes(conn: &Connection) -> Result<u64, QueueError> {
 
 /// Purges oldest-first until the pages in use are at most `target` bytes: first the frame and
 /// answer bodies of finished, acknowledged commands (metadata kept), then, only if that is not
-/// enough, the metadata rows of the oldest purged ones. Never an unfinished or unacknowledged
-/// command, never the audit log.
-fn purge_to(conn: &Connection, target: u64, report: &mut PurgeReport) -> Result<(), QueueError> {
+/// enough, the metadata rows of the oldest purged ones (about `max_rows` at most). Never an
+/// unfinished or unacknowledged command, never the audit log.
+fn purge_to(
+    conn: &Connection,
+    target: u64,
+    max_rows: u64,
+    report: &mut PurgeReport,
+) -> Result<(), QueueError> {
     let now = now_ms();
     for _ in 0..100_000 {
         let used = used_bytes(conn)?;
@@ -217,6 +222,9 @@ fn purge_to(conn: &Connection, target: u64, report: &mut PurgeReport) -> Result<
             report.bodies_purged += ids.len() as u64;
             continue;
         }
+        if report.rows_deleted >= max_rows {
+            return Ok(());
+        }
         let deleted = conn
             .prepare_cached(
                 "DELETE FROM commands WHERE seq IN (SELECT seq FROM commands \
@@ -229,6 +237,40 @@ fn purge_to(conn: &Connection, target: u64, report: &mut PurgeReport) -> Result<
         report.rows_deleted += deleted as u64;
     }
     Ok(())
+}
+
+/// Metadata rows `make_room` may delete in one go (a command's purge must stay quick).
+const MAX_ROWS_PER_RECEIPT: u64 = 10_000;
+
+/// Makes room for `needed` more bytes under `cap`: purges answer bodies (kept), then old
+/// metadata rows only if that gets it under the cap (else they are kept: deleting them would
+/// forget old idempotency keys for nothing). Returns whether it fits and the bytes in use.
+fn make_room(
+    conn: &Connection,
+    cap: u64,
+    needed: u64,
+    report: &mut PurgeReport,
+) -> Result<(bool, u64), QueueError> {
+    let target = cap.saturating_sub(needed);
+    if used_bytes(conn)? <= target {
+        return Ok((true, used_bytes(conn)?));
+    }
+    purge_to(conn, target, 0, report)?;
+    let used = used_bytes(conn)?;
+    if used <= target {
+        return Ok((true, used));
+    }
+    conn.execute_batch("SAVEPOINT purge_rows")?;
+    let mut rows = PurgeReport::default();
+    purge_to(conn, target, MAX_ROWS_PER_RECEIPT, &mut rows)?;
+    let after = used_bytes(conn)?;
+    if after <= target {
+        conn.execute_batch("RELEASE purge_rows")?;
+        report.rows_deleted += rows.rows_deleted;
+        return Ok((true, after));
+    }
+    conn.execute_batch("ROLLBACK TO purge_rows; RELEASE purge_rows")?;
+    Ok((false, used))
 }
 
 /// Creates `path`'s directory (0700) and the file itself (0600) when missing; tightens an
@@ -388,14 +430,17 @@ impl Store {
             }));
         }
         let needed = c.frame_json.len() as u64 + ROW_OVERHEAD;
-        if used_bytes(&tx)? + needed > cap {
-            let mut report = PurgeReport::default();
-            purge_to(&tx, cap.saturating_sub(needed), &mut report)?;
-            let used = used_bytes(&tx)?;
-            if used + needed > cap {
-                // Nothing of the purge is kept either: the caller answers AGENT_BUSY.
-                return Err(QueueError::Full { used_bytes: used, cap_bytes: cap });
+        let mut report = PurgeReport::default();
+        let (fits, used) = make_room(&tx, cap, needed, &mut report)?;
+        let freed = report.bodies_purged + report.rows_deleted > 0;
+        if !fits {
+            // Keep what was purged (it is not done again on the next try); the command is not
+            // stored: the caller answers AGENT_BUSY.
+            tx.commit()?;
+            if freed {
+                self.shrink();
             }
+            return Err(QueueError::Full { used_bytes: used, cap_bytes: cap });
         }
         let again = by_id.is_some();
         if again {
@@ -449,6 +494,9 @@ impl Store {
             },
         )?;
         tx.commit()?;
+        if freed {
+            self.shrink();
+        }
         Ok(Receipt::New)
     }
 
@@ -564,9 +612,7 @@ impl Store {
         }
         let needed = f.answer_json.len() as u64 + ROW_OVERHEAD;
         let mut purged = PurgeReport::default();
-        if used_bytes(&tx)? + needed > cap {
-            purge_to(&tx, cap.saturating_sub(needed), &mut purged)?;
-        }
+        make_room(&tx, cap, needed, &mut purged)?;
         let now = now_ms();
         tx.prepare_cached(
             "UPDATE commands SET state = ?2, finished_at = ?3, answer_json = ?4, code = ?5, retryable = ?6, \
@@ -682,13 +728,16 @@ impl Store {
     }
 
     /// `Received` commands whose `expiresAt` is at or before `now_ms` → `Expired`, without an
-    /// answer body (use [`Store::expire_due_with`] to store the `COMMAND_EXPIRED` answer).
+    /// answer body and marked acknowledged (nothing stored to send; a repeat is `Known` as
+    /// `Expired`). Use [`Store::expire_due_with`] to store the `COMMAND_EXPIRED` answer frame
+    /// so it is sent again until acknowledged.
     pub fn expire_due(&mut self, now_ms: i64) -> Result<Vec<String>, QueueError> {
         self.expire_due_with(now_ms, |_| None)
     }
 
     /// Like [`Store::expire_due`], storing the answer frame `answer` builds for each (sent
-    /// until acknowledged), code `COMMAND_EXPIRED`; one transaction for all of them.
+    /// until acknowledged; `None`: nothing to send, marked acknowledged), code
+    /// `COMMAND_EXPIRED`; one transaction for all of them.
     pub fn expire_due_with(
         &mut self,
         now_ms: i64,
@@ -705,8 +754,8 @@ impl Store {
         for cmd in &due {
             let body = answer(cmd);
             tx.prepare_cached(
-                "UPDATE commands SET state = 'expired', finished_at = ?2, answer_json = ?3, code = 'COMMAND_EXPIRED' \
-                 WHERE command_id = ?1",
+                "UPDATE commands SET state = 'expired', finished_at = ?2, answer_json = ?3, code = 'COMMAND_EXPIRED', \
+                 acked_at = CASE WHEN ?3 IS NULL THEN ?2 END WHERE command_id = ?1",
             )?
             .execute(params![cmd.command_id, now_ms, body])?;
             audit::append(
@@ -779,7 +828,7 @@ impl Store {
         let target = (self.cfg.max_bytes as f64 * self.cfg.warn_ratio.clamp(0.0, 1.0)) as u64;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut report = PurgeReport { used_before: used_bytes(&tx)?, ..PurgeReport::default() };
-        purge_to(&tx, target, &mut report)?;
+        purge_to(&tx, target, u64::MAX, &mut report)?;
         if report.bodies_purged + report.rows_deleted > 0 {
             let detail =
                 format!("{} answers purged, {} old rows deleted", report.bodies_purged, report.rows_deleted);

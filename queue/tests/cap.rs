@@ -229,3 +229,41 @@ fn a_full_disk_is_disk_full_and_leaves_nothing_corrupt() {
     drop(store);
     drop(tmpfs);
 }
+
+#[test]
+fn old_metadata_goes_only_when_that_makes_room_and_the_audit_log_never() {
+    let dir = TempDir::new("rows");
+    let cap = 256 << 10;
+    let mut store = capped(&dir.db(), cap, 0.8);
+    let pad = "p".repeat(400);
+    let mut accepted = 0u64;
+    let mut first_gone_at = None;
+    let full = loop {
+        let id = format!("c{accepted}");
+        let f = format!(r#"{{"id":"{id}","pad":"{pad}"}}"#);
+        match store.receive(&cmd(&id, Some(&id), &f)) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+        accepted += 1;
+        store.start(&id).unwrap();
+        store.finish(&id, &answered(&answer(&id, 400))).unwrap();
+        store.acknowledge(&id).unwrap();
+        if first_gone_at.is_none() && store.get("c0").unwrap().is_none() {
+            first_gone_at = Some(accepted);
+        }
+        assert!(accepted < 20_000, "never Full");
+    };
+    assert!(matches!(full, QueueError::Full { .. }), "{full:?}");
+    let gone_at = first_gone_at.expect("old metadata rows were deleted to make room");
+    assert!(gone_at < accepted, "rows went before the log filled ({gone_at} of {accepted})");
+    // Full: the audit log (never purged) fills the cap. It is whole: 3 records per command.
+    let report = store.verify_audit().unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.records, 3 * accepted);
+    // The refused receive deleted no metadata in vain.
+    let before = store.counts().unwrap().answered;
+    assert!(store.receive(&cmd("again", None, "{}")).is_err());
+    assert_eq!(store.counts().unwrap().answered, before);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}

@@ -131,11 +131,22 @@ fn cancelled_failed_expired_and_requeued() {
     assert_eq!(store.get("later").unwrap().unwrap().state, State::Received);
     assert_eq!(store.get("running-due").unwrap().unwrap().state, State::Running);
     assert!(store.expire_due(now).unwrap().is_empty(), "nothing is due twice");
+    // Without an answer frame: nothing to send, so it is not waiting for an acknowledgement.
+    let mut bare = cmd("bare", Some("bare"), &f);
+    bare.expires_at_ms = Some(now - 1);
+    store.receive(&bare).unwrap();
+    assert_eq!(store.expire_due(now).unwrap(), ["bare"]);
+    let got = store.get("bare").unwrap().unwrap();
+    assert!(got.acknowledged && got.answer_json.is_none());
+    assert!(store.unacknowledged().unwrap().iter().all(|a| a.command_id != "bare"));
+    assert!(
+        matches!(store.receive(&bare).unwrap(), Receipt::Known(e) if e.state == State::Expired && !e.purged)
+    );
 
     let counts = store.counts().unwrap();
     assert_eq!(
         (counts.received, counts.running, counts.answered, counts.failed, counts.cancelled, counts.expired),
-        (1, 2, 0, 1, 1, 1)
+        (1, 2, 0, 1, 1, 2)
     );
     assert_eq!(counts.unacknowledged, 3);
     assert_eq!(
@@ -154,6 +165,8 @@ fn cancelled_failed_expired_and_requeued() {
             "received",
             "received",
             "started",
+            "expired",
+            "received",
             "expired"
         ]
     );
@@ -377,4 +390,22 @@ fn query_text_is_hashed_unless_asked_for() {
     assert!(store.audit_records(Some(since + 1)).unwrap().is_empty());
     assert!(!store.audit_records(Some(since)).unwrap().is_empty());
     assert!(store.verify_audit().unwrap().ok);
+}
+
+#[test]
+fn an_8_mib_answer_round_trips_through_the_file() {
+    let dir = TempDir::new("big");
+    let mut store = open(&dir.db());
+    store.receive(&cmd("big", Some("big"), "{}")).unwrap();
+    store.start("big").unwrap();
+    let a = answer("big", 8 << 20);
+    store.finish("big", &answered(&a)).unwrap();
+    drop(store);
+    let mut store = open(&dir.db());
+    assert_eq!(store.unacknowledged().unwrap()[0].answer_json.len(), a.len());
+    assert_eq!(store.unacknowledged_limited(0).unwrap().len(), 0);
+    match store.receive(&cmd("big-again", Some("big"), "{}")).unwrap() {
+        Receipt::Known(e) => assert_eq!(e.answer_json.as_deref(), Some(a.as_str())),
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,5 +1,5 @@
 //! The one-shot commands that change or inspect this machine's setup: `configure`, `key`,
-//! `vault`, `db` and `service`. Each returns [`Outcome`]; `main` turns a [`Fail`] into its
+//! `vault`, `db`, `service` and `audit`. Each returns [`Outcome`]; `main` turns a [`Fail`] into its
 //! documented exit code.
 //!
 //! Secrets typed by the user (API key, database passwords) are read from a no-echo prompt or
@@ -7,6 +7,7 @@
 //! store) and dropped. They are never printed, logged or written anywhere else; the API key is
 //! shown masked.
 
+pub mod audit;
 pub mod configure;
 pub mod db;
 pub mod schema;

@@ -13,6 +13,12 @@
 //! binary protocol (prepared statements), which never runs more than one statement, and rows
 //! stream one by one from the socket.
 //!
+//! Every query hands `mysql:<connection id>:<server start>` to [`RowSink::started`] before the
+//! statement is sent (the server's start time, read once per connection from the `Uptime`
+//! status, because connection ids start again from 1 after a server restart);
+//! `cancel_server_session` answers `true` at once for an id of an earlier server run, and
+//! otherwise runs `KILL CONNECTION` and watches the process list.
+//!
 //! TLS: the `mysql` crate's rustls support (ring), per [`SslMode`]: `prefer` tries TLS and
 //! falls back to plain only when the server has none; `verify-ca` is refused at validation
 //! (the crate always adds the public Web PKI roots, so a chain-only check would pass any
@@ -80,7 +86,47 @@ const FORBIDDEN_MODES: [&str; 2] = ["NO_BACKSLASH_ESCAPES", "ANSI_QUOTES"];
 pub(crate) struct MySession {
     conn: Conn,
     mariadb: bool,
+    /// `mysql:<connection id>:<server start>` (see [`RowSink::started`]).
+    server_session: String,
 }
+
+/// When the server started, in whole seconds since the epoch (`UNIX_TIMESTAMP()` minus the
+/// `Uptime` status; ±1 s); `None` where the status table cannot be read.
+fn server_start(conn: &mut Conn, mariadb: bool) -> Option<i64> {
+    let table = if mariadb { "information_schema.GLOBAL_STATUS" } else { "performance_schema.global_status" };
+    let sql = format!(
+        "SELECT CAST(UNIX_TIMESTAMP() AS SIGNED) - CAST(VARIABLE_VALUE AS SIGNED) FROM {table} \
+         WHERE UPPER(VARIABLE_NAME) = 'UPTIME'"
+    );
+    conn.query_first(sql)
+        .inspect_err(|e| tracing::debug!(error = %e, "server start time unknown"))
+        .ok()
+        .flatten()
+}
+
+/// The server session id of `conn`: the connection id, and when known the server's start, so
+/// an id recorded before a server restart (ids start again from 1) is never taken for a newer
+/// session.
+fn session_id(id: u32, server_start: Option<i64>) -> String {
+    match server_start {
+        Some(start) => format!("mysql:{id}:{start}"),
+        None => format!("mysql:{id}"),
+    }
+}
+
+/// The connection id and server start of a `mysql:<id>[:<start>]` session id.
+fn parse_session(session: &str) -> Result<(u64, Option<i64>), DriverError> {
+    let bad = || DriverError::Bind(format!("`{session}` is not a mysql server session id"));
+    let rest = session.strip_prefix("mysql:").ok_or_else(bad)?;
+    match rest.split_once(':') {
+        Some((id, start)) => Ok((id.parse().map_err(|_| bad())?, Some(start.parse().map_err(|_| bad())?))),
+        None => Ok((rest.parse().map_err(|_| bad())?, None)),
+    }
+}
+
+/// Server start times read at different moments differ by up to a second or two (`Uptime`
+/// has whole seconds); a restart moves it by more.
+const SAME_SERVER_START: i64 = 3;
 
 impl Session for MySession {
     fn ping(&mut self) -> Result<(), DriverError> {
@@ -138,7 +184,9 @@ impl MyDb {
             check_sql_mode(&mut conn, &target)?;
             let version: Option<String> =
                 conn.query_first("SELECT VERSION()").map_err(|e| DriverError::Unavailable(e.to_string()))?;
-            Ok(MySession { conn, mariadb: version.is_some_and(|v| v.contains("MariaDB")) })
+            let mariadb = version.is_some_and(|v| v.contains("MariaDB"));
+            let server_session = session_id(conn.connection_id(), server_start(&mut conn, mariadb));
+            Ok(MySession { conn, mariadb, server_session })
         })?;
         Ok(Self { pool, opts, database })
     }
@@ -337,14 +385,20 @@ impl Driver for MyDb {
     /// `KILL CONNECTION <id>`, then waits until the id is gone from the process list (a
     /// killed thread is listed as `Killed` until it has stopped).
     fn cancel_server_session(&self, session: &str) -> Result<bool, DriverError> {
-        let id: u64 = session
-            .strip_prefix("mysql:")
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| DriverError::Bind(format!("`{session}` is not a mysql server session id")))?;
+        let (id, recorded_start) = parse_session(session)?;
         let mut pooled = self.pool.acquire(None)?;
-        let conn = &mut pooled.conn.conn;
-        if u64::from(conn.connection_id()) == id {
+        if pooled.conn.server_session == session {
             // The session is this idle pooled connection: nothing runs on it.
+            return Ok(true);
+        }
+        let mariadb = pooled.conn.mariadb;
+        let conn = &mut pooled.conn.conn;
+        if let Some(recorded) = recorded_start
+            && let Some(now) = server_start(conn, mariadb)
+            && (now - recorded).abs() > SAME_SERVER_START
+        {
+            // The server restarted since: every session of that run is gone, and the id may
+            // now name someone else's.
             return Ok(true);
         }
         let outcome = (|| {
@@ -447,7 +501,7 @@ fn run(
     sink: &mut dyn RowSink,
 ) -> Result<QueryStats, DriverError> {
     let id = pooled.conn.conn.connection_id();
-    if let Err(e) = sink.started(Some(&format!("mysql:{id}"))) {
+    if let Err(e) = sink.started(Some(&pooled.conn.server_session)) {
         if pooled.conn.conn.query_drop("ROLLBACK").is_err() {
             pooled.broken = true;
         }

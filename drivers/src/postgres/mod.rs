@@ -12,6 +12,11 @@
 //! on the connection's cancel token. Rows stream with `query_raw` (binary format,
 //! tokio-postgres' one-message channel gives back-pressure) and are never buffered.
 //!
+//! Each physical connection reads its backend pid and start time once at connect; every query
+//! hands them to [`RowSink::started`] as `pg:<pid>:<start, µs since the epoch>` before the
+//! statement is sent, and `cancel_server_session` terminates a backend only when both match
+//! (a pid recycled by another backend is never hit).
+//!
 //! TLS: rustls through `tokio-postgres-rustls`, per [`SslMode`] (see `crate::tls`); SCRAM
 //! uses channel binding when the link is TLS. Before a connection that may run without TLS
 //! carries a password, [`probe::CleartextProbe`] refuses a server that would ask for it in

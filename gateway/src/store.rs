@@ -1,0 +1,216 @@
+//! The gateway's durable command queue, in `<data-dir>/gateway.db` next to the API keys.
+//!
+//! Two tables: `gw_commands` holds every command accepted and not answered yet (the whole
+//! `command` frame, its connector, its order and its TTL); `gw_answered` holds the *fact* that a
+//! command was answered (how, and when), so an answer that arrives again after a restart is
+//! dropped (and acknowledged) instead of completing anything twice. Results themselves are not
+//! stored: they stay in memory for the caller ([`crate::Gateway::command_status`]).
+//!
+//! WAL with `synchronous = NORMAL`: a command is in the WAL (the OS's page cache) before
+//! [`crate::Gateway::submit`] returns, so a crash or `kill -9` of the gateway loses nothing; a
+//! power loss or kernel crash may lose the last commits before a checkpoint. `FULL` (an fsync per
+//! accepted and per answered command) cost ~10 ms per command on the test machine: 1,000 queued
+//! commands took 9.7 s to accept instead of 1.1 s, too slow for the backlog the gateway paces;
+//! a reference gateway that is restarted and redeployed (not power-cut) is what the tests cover.
+//! `gw_answered` rows older than [`ANSWERED_RETENTION`] are purged at start.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use protocol::Command;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::GatewayError;
+
+/// How long the fact that a command was answered is kept (a duplicate answer later than this is
+/// acknowledged as an unknown command).
+pub(crate) const ANSWERED_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS gw_commands (
+    command_id TEXT PRIMARY KEY,
+    connector  TEXT NOT NULL,
+    seq        INTEGER NOT NULL,  -- delivery order
+    command    TEXT NOT NULL,     -- the `command` frame, JSON
+    expires_at INTEGER NOT NULL,  -- unix milliseconds (the TTL)
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_commands_connector ON gw_commands (connector, seq);
+CREATE TABLE IF NOT EXISTS gw_answered (
+    command_id  TEXT PRIMARY KEY,
+    connector   TEXT NOT NULL,
+    outcome     TEXT NOT NULL,    -- result | error | expired | timeout | failed
+    answered_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_answered_at ON gw_answered (answered_at);
+";
+
+/// A command read back at start.
+#[derive(Debug)]
+pub(crate) struct StoredCommand {
+    pub connector: String,
+    pub seq: u64,
+    pub command: Command,
+    pub expires: SystemTime,
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// The command tables of `gateway.db` (its own connection; the key store has another).
+#[derive(Debug)]
+pub(crate) struct CommandStore {
+    db: Mutex<Connection>,
+}
+
+impl CommandStore {
+    /// Opens (creating) the tables; the file and its WAL stay owner-only.
+    pub fn open(data_dir: &Path) -> Result<Self, GatewayError> {
+        let path = data_dir.join("gateway.db");
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        crate::tls::make_private(&path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            if side.exists() {
+                crate::tls::make_private(&side)?;
+            }
+        }
+        let cutoff = unix_ms(SystemTime::now() - ANSWERED_RETENTION);
+        conn.execute("DELETE FROM gw_answered WHERE answered_at < ?1", params![cutoff])?;
+        Ok(Self { db: Mutex::new(conn) })
+    }
+
+    /// Every command not answered yet, in delivery order. A row that no longer decodes is
+    /// dropped with an error log (it cannot be delivered).
+    pub fn load(&self) -> Result<Vec<StoredCommand>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        let mut stmt = db.prepare(
+            "SELECT command_id, connector, seq, command, expires_at FROM gw_commands ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for row in rows {
+            let (id, connector, seq, text, expires) = row?;
+            match serde_json::from_str::<Command>(&text) {
+                Ok(command) => out.push(StoredCommand {
+                    connector,
+                    seq: seq.max(0) as u64,
+                    command,
+                    expires: from_unix_ms(expires),
+                }),
+                Err(e) => {
+                    tracing::error!(command = %id, "stored command does not decode ({e}); dropping it");
+                    bad.push(id);
+                }
+            }
+        }
+        drop(stmt);
+        for id in bad {
+            db.execute("DELETE FROM gw_commands WHERE command_id = ?1", params![id])?;
+        }
+        Ok(out)
+    }
+
+    /// Persists an accepted command.
+    pub fn insert(
+        &self,
+        connector: &str,
+        seq: u64,
+        command: &Command,
+        expires: SystemTime,
+    ) -> Result<(), GatewayError> {
+        let text =
+            serde_json::to_string(command).map_err(|e| GatewayError::Invalid(format!("command: {e}")))?;
+        self.db.lock().unwrap().execute(
+            "INSERT OR REPLACE INTO gw_commands (command_id, connector, seq, command, expires_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                command.command_id,
+                connector,
+                seq as i64,
+                text,
+                unix_ms(expires),
+                unix_ms(SystemTime::now())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a command is answered (`outcome`) and forgets its queue row, atomically.
+    pub fn answer(&self, command_id: &str, connector: &str, outcome: &str) -> Result<(), GatewayError> {
+        let mut db = self.db.lock().unwrap();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM gw_commands WHERE command_id = ?1", params![command_id])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO gw_answered (command_id, connector, outcome, answered_at) VALUES (?1, ?2, ?3, ?4)",
+            params![command_id, connector, outcome, unix_ms(SystemTime::now())],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How a command was answered, if it was (within [`ANSWERED_RETENTION`]).
+    pub fn answered(&self, command_id: &str) -> Result<Option<String>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        Ok(db
+            .query_row("SELECT outcome FROM gw_answered WHERE command_id = ?1", params![command_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_and_answers_are_remembered() {
+        let dir = std::env::temp_dir().join(format!("gw-store-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = CommandStore::open(&dir).unwrap();
+        let command: Command = serde_json::from_value(serde_json::json!({
+            "commandId": "c0", "executionId": "e", "activityId": "a", "operation": "query",
+            "payload": {"query": "SELECT 1", "idempotencyKey": "k"}
+        }))
+        .unwrap();
+        let expires = SystemTime::now() + Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        for i in 0..200u64 {
+            let mut c = command.clone();
+            c.command_id = format!("c{i}");
+            store.insert("A", i, &c, expires).unwrap();
+        }
+        eprintln!("200 inserts: {:?}", started.elapsed());
+        store.answer("c0", "A", "result").unwrap();
+        drop(store);
+        let store = CommandStore::open(&dir).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.len(), 199);
+        assert_eq!(loaded[0].command.command_id, "c1");
+        assert_eq!(store.answered("c0").unwrap().as_deref(), Some("result"));
+        assert_eq!(store.answered("c1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
