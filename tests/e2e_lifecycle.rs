@@ -187,47 +187,57 @@ fn gateway_killed_with_queued_commands_delivers_them_after_restart() {
     let relay = Relay::start(gw.addr);
     let mut log = PgLog::open(&owner);
     let config = config_for(&dir.0, "Queued", &key, &gw_dir, &logged, &relay);
-    // The agent is offline: commands wait in the gateway's queue.
+    // The agent is offline: commands wait in the gateway's queue. `POST /admin/submit`
+    // answers 202 once the command is persisted.
     let load = Load {
         run: run_id("mcq"),
         commands: 20,
-        chunked_per_mille: 0,
-        callers: 20,
+        chunked_per_mille: 200,
+        callers: 1,
         deadline: Duration::from_secs(120),
     };
-    let admin = gw.admin.clone();
-    let load2 = load.clone();
-    let callers = std::thread::spawn(move || {
-        // These calls die with the gateway; their commands must not.
-        std::thread::scope(|s| {
-            for n in 0..load2.commands {
-                let (admin, load2) = (&admin, &load2);
-                s.spawn(move || {
-                    let body = json!({ "connector": "Queued", "sql": load2.sql(n),
-                        "idempotencyKey": format!("key-{}", load2.tag(n)), "ttlMs": 600_000, "waitMs": 60_000 });
-                    let _ = admin.call("POST", "/admin/query", Some(&body), Duration::from_secs(70));
-                });
-            }
-        })
-    });
-    // Every call has reached the gateway: 20 admin connections are open and waiting (the
-    // gateway queues a command as soon as it has read the request).
-    let admin_port = gw.admin_addr().port();
-    wait_until(WATCHDOG, "20 admin calls waiting at the gateway", || established_to(admin_port) >= 20);
+    let mut ids = Vec::new();
+    for n in 0..load.commands {
+        let body = json!({ "connector": "Queued", "sql": load.sql(n),
+            "idempotencyKey": format!("key-{}", load.tag(n)), "ttlMs": 600_000 });
+        let (status, answer) = gw.admin.call("POST", "/admin/submit", Some(&body), WATCHDOG).unwrap();
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["commandId"].as_str().unwrap().to_owned());
+    }
     gw.kill9();
-    let _ = callers.join();
     let gw2 = GatewayProc::start(&gw_dir, 0, "3s");
     relay.set_upstream(gw2.addr);
     let agent = AgentProc::start(&config);
     wait_until(WATCHDOG, "agent connected to the restarted gateway", || connected(&gw2.admin, "Queued"));
-    // Every queued command runs exactly once, without anybody asking again.
-    wait_until(Duration::from_secs(60), "every queued command executed", || {
-        let ex = log.executions(&load.run);
-        (0..load.commands).all(|n| ex.contains_key(&load.tag(n)))
+    // Every queued command is answered, without anybody asking again, and ran exactly once.
+    let mut states = Vec::new();
+    wait_until(Duration::from_secs(90), "every queued command answered", || {
+        states = ids
+            .iter()
+            .map(|id| {
+                let path = format!("/admin/commands/{id}");
+                match gw2.admin.call("GET", &path, None, Duration::from_secs(10)) {
+                    Ok((_, v)) => v["state"].as_str().unwrap_or("?").to_owned(),
+                    Err(e) => format!("admin call failed: {e}"),
+                }
+            })
+            .collect();
+        states.iter().all(|s| s == "answered")
     });
+    for id in &ids {
+        let (_, v) = gw2.admin.call("GET", &format!("/admin/commands/{id}"), None, WATCHDOG).unwrap();
+        assert!(v["error"].is_null(), "a queued command failed after the restart: {v}");
+    }
     let ex = log.executions(&load.run);
-    let doubled: Vec<_> = ex.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(doubled.is_empty(), "queued commands ran twice: {doubled:?}");
+    for n in 0..load.commands {
+        assert_eq!(
+            ex.get(&load.tag(n)),
+            Some(&1),
+            "{}: executions {:?} (states {states:?})",
+            load.tag(n),
+            ex.get(&load.tag(n))
+        );
+    }
     assert!(agent_alive(&agent));
 }
 
@@ -274,24 +284,6 @@ fn gateway_killed_mid_stream_answers_every_command_once_after_restart() {
     eprintln!("gateway kill mid-stream: {}", report.summary());
     report.assert_exactly_once();
     assert!(agent_alive(&agent), "the agent exited after a gateway crash:\n{}", agent.log_text());
-}
-
-/// Established TCP connections whose local port is `port` (server side), from /proc/net/tcp.
-fn established_to(port: u16) -> usize {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .map(|text| {
-            text.lines()
-                .skip(1)
-                .filter(|l| {
-                    let cols: Vec<&str> = l.split_whitespace().collect();
-                    cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "01"
-                })
-                .count()
-        })
-        .sum::<usize>()
 }
 
 /// [`run_load`] with an admin client re-read from `admin.json` whenever a call fails (the
