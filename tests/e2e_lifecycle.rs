@@ -140,8 +140,15 @@ fn agent_killed_mid_upload_resumes_or_reports_every_command() {
 
 /// A binary gateway on `dir` with a key for `name`; returns (gateway, key).
 fn binary_gateway(dir: &std::path::Path, name: &str) -> (GatewayProc, String) {
-    let gw = GatewayProc::start(dir, 0, "3s");
+    // The key first: a running gateway knows the connectors of the keys it loaded.
+    std::fs::create_dir_all(dir).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     let key = KeyStore::open(dir).unwrap().create("acme", name).unwrap().1.expose().to_owned();
+    let gw = GatewayProc::start(dir, 0, "3s");
     (gw, key)
 }
 
