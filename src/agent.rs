@@ -48,21 +48,40 @@ impl Agent {
         // Fail before dialling if the key is missing or malformed.
         drop(config.load_api_key()?);
         let tls = crate::tls::client_config(config.ca_cert_path.as_deref())?;
-        // The durable queue first: a second agent on the same files stops here, and the link
-        // needs the instance id.
+        // The durable queue: the link needs its instance id, the supervisor its commands.
         let queue_path = config.queue_path();
         let store = crate::store::ResultStore::open(&queue_path, config.store_config())
             .with_context(|| format!("opening the offline queue {}", queue_path.display()))?;
-        let databases = config
-            .connections
-            .iter()
-            .map(|c| {
-                let spec = config.resolved_connection_spec(c)?;
-                drivers::Database::open(&spec)
-                    .with_context(|| format!("opening database connection `{}`", c.name))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if databases.is_empty() {
+        // A database that cannot be opened does not stop the agent: the others are served, and
+        // its commands are answered DATABASE_UNAVAILABLE while the supervisor retries it.
+        // (Network databases open without connecting; this is a missing SQLite file, a
+        // password not in the vault, a bad CA file...)
+        let mut databases = Vec::new();
+        let mut unopened = Vec::new();
+        for (i, c) in config.connections.iter().enumerate() {
+            let spec = config.resolved_connection_spec(c);
+            match spec
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|s| drivers::Database::open(s).map_err(|e| e.to_string()))
+            {
+                Ok(db) => databases.push(db),
+                Err(reason) => {
+                    tracing::error!(
+                        connection = %c.name,
+                        %reason,
+                        "cannot open this database; the agent starts without it and retries it every 30 s"
+                    );
+                    unopened.push(crate::supervisor::Unopened {
+                        name: c.name.clone(),
+                        spec: spec.ok(),
+                        reason,
+                        first: i == 0,
+                    });
+                }
+            }
+        }
+        if databases.is_empty() && unopened.is_empty() {
             tracing::warn!(
                 "no database connections configured; every command will fail with UNKNOWN_CONNECTION"
             );
@@ -121,6 +140,7 @@ impl Agent {
                     .map(|(name, policy)| (name.clone(), policy.to_gate()))
                     .collect(),
                 limits: config.command_limits(),
+                unopened,
                 capacity: config.workers as usize,
                 max_waiting: config.max_queued_commands as usize,
             },

@@ -97,6 +97,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
     let _ = from.shutdown(Shutdown::Both);
 }
 
+static NEXT_INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// A link to the gateway through `relay`, its supervisor inbox read by the test.
 fn start_link(
     world: &World,
@@ -116,7 +118,11 @@ fn start_link(
             tls,
             reconnect_max,
             heartbeat_interval: heartbeat,
-            instance_id: Some(format!("{tag}-instance")),
+            // Every link is its own agent installation.
+            instance_id: Some(format!(
+                "{tag}-instance-{}",
+                NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )),
             max_in_flight: Some(16),
         },
         Box::new(move || Ok(key.clone())),

@@ -15,6 +15,7 @@ mod cli_sql_check;
 mod e2e_auth;
 mod e2e_differential;
 mod e2e_faults;
+mod e2e_flow;
 mod e2e_gate;
 mod e2e_hostile;
 mod e2e_lifecycle;

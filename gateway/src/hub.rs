@@ -1126,15 +1126,24 @@ impl Hub {
                         Some(ack)
                     }
                     Ok(None) => {
-                        // No chunk of it is here (the gateway restarted since the upload): the
-                        // command stays pending and is not acknowledged, so the agent uploads
-                        // it again (its chunks now get `409 nextSeq: 0`) and re-sends this.
+                        // No chunk of it is here: the gateway restarted after the upload and lost
+                        // the buffer. The agent cannot upload it again (its rows are streamed,
+                        // not kept), so the command is answered UPLOAD_FAILED (retryable: the
+                        // caller may run it again) and the answer acknowledged.
                         tracing::warn!(
                             connector,
                             command = %command_id,
-                            "buffered result names {buffer_key}, which holds no chunks; not acknowledged"
+                            "buffered result names {buffer_key}, which holds no chunks (lost in a gateway restart); answered UPLOAD_FAILED"
                         );
-                        None
+                        let lost = protocol::ErrorBody::new(
+                            protocol::ErrorCode::UploadFailed,
+                            "the result's chunks were lost when the gateway restarted; run the command again",
+                        );
+                        if !self.complete(connector, &command_id, "failed", |_| Err(QueryError::Remote(lost)))
+                        {
+                            self.drop_answer(connector, &command_id);
+                        }
+                        Some(ack)
                     }
                     Err(e) => {
                         tracing::warn!(connector, command = %command_id, "buffered result rejected: {e}");

@@ -442,43 +442,28 @@ impl Store {
             }
             return Err(QueueError::Full { used_bytes: used, cap_bytes: cap });
         }
-        let again = by_id.is_some();
-        if again {
-            tx.prepare_cached(
-                "UPDATE commands SET execution_id = ?2, activity_id = ?3, idem_key = ?4, connection = ?5, \
-                 query_hash = ?6, frame_json = ?7, state = 'received', received_at = ?8, started_at = NULL, \
-                 finished_at = NULL, expires_at = ?9, server_session = NULL, answer_json = NULL, code = NULL, \
-                 retryable = 0, row_count = NULL, result_bytes = NULL, buffer_key = NULL, sha256 = NULL, \
-                 duration_ms = NULL, acked_at = NULL, purged_at = NULL WHERE command_id = ?1",
-            )?
-            .execute(params![
-                c.command_id,
-                c.execution_id,
-                c.activity_id,
-                c.idempotency_key,
-                c.connection,
-                qhash,
-                c.frame_json,
-                c.received_at_ms,
-                c.expires_at_ms
-            ])?;
+        // A repeat of a known commandId (its key freed by a retryable failure) reuses its row.
+        let sql = if by_id.is_some() {
+            "UPDATE commands SET execution_id = ?2, activity_id = ?3, idem_key = ?4, connection = ?5, \
+             query_hash = ?6, frame_json = ?7, state = 'received', received_at = ?8, started_at = NULL, \
+             finished_at = NULL, expires_at = ?9, server_session = NULL, answer_json = NULL, code = NULL, \
+             retryable = 0, row_count = NULL, result_bytes = NULL, buffer_key = NULL, sha256 = NULL, \
+             duration_ms = NULL, acked_at = NULL, purged_at = NULL WHERE command_id = ?1"
         } else {
-            tx.prepare_cached(
-                "INSERT INTO commands (command_id, execution_id, activity_id, idem_key, connection, query_hash, \
-                 frame_json, state, received_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9)",
-            )?
-            .execute(params![
-                c.command_id,
-                c.execution_id,
-                c.activity_id,
-                c.idempotency_key,
-                c.connection,
-                qhash,
-                c.frame_json,
-                c.received_at_ms,
-                c.expires_at_ms
-            ])?;
-        }
+            "INSERT INTO commands (command_id, execution_id, activity_id, idem_key, connection, query_hash, \
+             frame_json, state, received_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9)"
+        };
+        tx.prepare_cached(sql)?.execute(params![
+            c.command_id,
+            c.execution_id,
+            c.activity_id,
+            c.idempotency_key,
+            c.connection,
+            qhash,
+            c.frame_json,
+            c.received_at_ms,
+            c.expires_at_ms
+        ])?;
         audit::append(
             &tx,
             &Entry {
@@ -489,7 +474,7 @@ impl Store {
                 connection: c.connection,
                 query_hash: qh,
                 query_text: qtext,
-                detail: again.then_some("again after a retryable failure"),
+                detail: by_id.is_some().then_some("again after a retryable failure"),
                 ..Entry::default()
             },
         )?;

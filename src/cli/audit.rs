@@ -26,7 +26,8 @@ read; 2 bad usage.")]
 pub struct AuditArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// The queue database (default: `queue.db` next to the configuration file).
+    /// The queue database (default: the configuration's `queuePath`, else `queue.db` next to
+    /// the configuration file).
     #[arg(long, value_name = "FILE", env = "MINI_CONNECTOR_QUEUE")]
     pub queue: Option<PathBuf>,
     /// Only records since an RFC 3339 time (2026-01-31T08:00:00Z) or a duration ago (90m, 24h, 7d).
@@ -42,10 +43,10 @@ pub struct AuditArgs {
 
 /// `audit`: finds the queue database and runs [`run`].
 pub fn audit(args: &AuditArgs) -> Outcome {
-    // The lead replaces this default with `AgentConfig::queue_path()`.
     let path = match &args.queue {
         Some(path) => absolute(path),
-        None => args.config.path().parent().unwrap_or(Path::new(".")).join("queue.db"),
+        // `queuePath` of the configuration (default: `queue.db` next to it).
+        None => args.config.load()?.queue_path(),
     };
     run(&path, args)
 }

@@ -108,11 +108,14 @@ impl Supervisor {
                 Err(e) => return Err((ErrorCode::MalformedMessage, format!("bad expiresAt: {e}"))),
             }
         }
-        let db = match &command.payload.connection {
-            Some(name) => self.databases.iter().find(|db| db.name() == name),
-            None => self.databases.first(),
-        };
-        let Some(db) = db.cloned() else {
+        let wanted = command.payload.connection.as_ref().or(self.default_unopened.as_ref());
+        if let Some(unopened) = self.unopened.iter().find(|u| Some(&u.name) == wanted) {
+            return Err((
+                ErrorCode::DatabaseUnavailable,
+                format!("database `{}` cannot be opened: {}", unopened.name, unopened.reason),
+            ));
+        }
+        let Some(db) = self.database_for(command.payload.connection.as_deref()) else {
             let wanted = command.payload.connection.as_deref().unwrap_or("(default)");
             return Err((ErrorCode::UnknownConnection, format!("no database connection named `{wanted}`")));
         };
@@ -308,6 +311,10 @@ impl Supervisor {
             Ok(interrupted) => {
                 for stored in interrupted {
                     let id = stored.command_id.clone();
+                    // Started by this process (it arrived before the first discovery ended).
+                    if self.running.contains_key(&id) {
+                        continue;
+                    }
                     match stored.server_session.as_deref() {
                         // Never reached the server (the session is written before the statement
                         // is sent), or ran inside this process: it stopped with the agent.

@@ -180,6 +180,10 @@ pub struct Supervisor {
     jobs: Sender<Job>,
     board: Arc<StatusBoard>,
     databases: Vec<Database>,
+    /// Configured databases that could not be opened yet.
+    unopened: Vec<Unopened>,
+    /// The default (first configured) connection, while it is among `unopened`.
+    default_unopened: Option<String>,
     /// Schema policy per connection name as configured (absent: nothing private).
     configured_policies: HashMap<String, gate::Policy>,
     /// The policy the gate and the broadcasts apply: the configured one plus what discovery
@@ -252,11 +256,27 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
+/// A configured database that could not be opened at start (retried every HOUSEKEEPING).
+#[derive(Debug)]
+pub struct Unopened {
+    /// The connection's name.
+    pub name: String,
+    /// What to open it with; `None` when even that failed (e.g. its password is not in the
+    /// vault): not retried, reported until the configuration is fixed and the agent restarted.
+    pub spec: Option<drivers::ConnectionSpec>,
+    /// Why it could not be opened.
+    pub reason: String,
+    /// It is the first configured connection (the default for commands that name none).
+    pub first: bool,
+}
+
 /// How the supervisor is set up (besides its channels).
 #[derive(Debug)]
 pub struct SupervisorSettings {
-    /// The configured databases.
+    /// The configured databases that are open.
     pub databases: Vec<Database>,
+    /// The configured databases that could not be opened.
+    pub unopened: Vec<Unopened>,
     /// Schema policy per connection.
     pub policies: HashMap<String, gate::Policy>,
     /// Per-command limits.
@@ -277,13 +297,15 @@ impl Supervisor {
         store: ResultStore,
         settings: SupervisorSettings,
     ) -> Self {
-        let SupervisorSettings { databases, policies, limits, capacity, max_waiting } = settings;
+        let SupervisorSettings { databases, unopened, policies, limits, capacity, max_waiting } = settings;
         Self {
             inbox,
             link,
             jobs,
             board,
             databases,
+            default_unopened: unopened.iter().find(|u| u.first).map(|u| u.name.clone()),
+            unopened,
             policies: policies.iter().map(|(k, p)| (k.clone(), crate::policy::before_discovery(p))).collect(),
             configured_policies: policies,
             limits,
@@ -380,10 +402,42 @@ impl Supervisor {
             if let Err(e) = self.store.check_usage() {
                 tracing::error!(error = %e, "cannot read the offline queue's size");
             }
+            self.reopen();
             if !self.unhealthy.is_empty() {
                 let retry: Vec<Database> =
                     self.databases.iter().filter(|db| self.unhealthy.contains(db.name())).cloned().collect();
                 self.start_discovery(retry);
+            }
+        }
+    }
+
+    /// Tries again to open the databases that could not be opened.
+    fn reopen(&mut self) {
+        let mut opened = Vec::new();
+        for unopened in &mut self.unopened {
+            let Some(spec) = &unopened.spec else { continue };
+            match Database::open(spec) {
+                Ok(db) => {
+                    tracing::info!(connection = %unopened.name, "database opened");
+                    opened.push(db);
+                }
+                Err(e) => unopened.reason = e.to_string(),
+            }
+        }
+        if opened.is_empty() {
+            return;
+        }
+        self.unopened.retain(|u| !opened.iter().any(|db| db.name() == u.name));
+        for db in &opened {
+            self.unhealthy.insert(db.name().to_owned());
+        }
+        for db in opened {
+            // The first configured connection is the default one: keep it first.
+            if self.default_unopened.as_deref() == Some(db.name()) {
+                self.default_unopened = None;
+                self.databases.insert(0, db);
+            } else {
+                self.databases.push(db);
             }
         }
     }
@@ -701,7 +755,12 @@ impl Supervisor {
                 "name": db.name(),
                 "type": db.kind().to_string(),
                 "healthy": !self.unhealthy.contains(db.name()),
-            })).collect::<Vec<_>>(),
+            })).chain(self.unopened.iter().map(|u| serde_json::json!({
+                "name": u.name,
+                "type": u.spec.as_ref().map(|s| s.kind.to_string()),
+                "healthy": false,
+                "error": u.reason,
+            }))).collect::<Vec<_>>(),
             "schemaTables": self.schema.as_ref().map(|s| s.iter().map(|d| d.tables.len()).sum::<usize>()),
             "agentVersion": env!("CARGO_PKG_VERSION"),
         })

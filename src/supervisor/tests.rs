@@ -56,6 +56,10 @@ struct Harness {
 
 impl Harness {
     fn start(dir: &Dir, capacity: usize, max_waiting: usize) -> Self {
+        Self::start_with(dir, capacity, max_waiting, Vec::new())
+    }
+
+    fn start_with(dir: &Dir, capacity: usize, max_waiting: usize, unopened: Vec<super::Unopened>) -> Self {
         let db = drivers::Database::open(&drivers::ConnectionSpec {
             name: "erp".into(),
             kind: drivers::DbKind::Sqlite,
@@ -74,6 +78,7 @@ impl Harness {
             dir.store(),
             SupervisorSettings {
                 databases: vec![db],
+                unopened,
                 policies: Default::default(),
                 limits: crate::config::CommandLimits::default(),
                 capacity,
@@ -421,4 +426,37 @@ fn a_gateway_restart_reconnects_and_only_a_decommission_stops_the_agent() {
     )));
     let reason = h.thread.take().unwrap().join().unwrap();
     assert!(reason.contains("decommissioned"), "{reason}");
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_answers_unavailable_and_the_others_are_served() {
+    let dir = Dir::new("unopened");
+    let missing = drivers::ConnectionSpec {
+        name: "ledger".into(),
+        kind: drivers::DbKind::Sqlite,
+        path: dir.0.join("ledger.db"),
+        ..Default::default()
+    };
+    let reason = drivers::Database::open(&missing).unwrap_err().to_string();
+    let unopened = super::Unopened { name: "ledger".into(), spec: Some(missing), reason, first: false };
+    let h = Harness::start_with(&dir, 2, 10, vec![unopened]);
+    let mut json = serde_json::json!({
+        "type": "command", "commandId": "c1", "executionId": "e1", "activityId": "a", "operation": "query",
+        "payload": { "query": "SELECT 1", "params": [], "idempotencyKey": "k1", "connection": "ledger" }
+    });
+    h.send(SupMsg::Inbound(Box::new(Inbound::decode(&json.to_string()).unwrap())));
+    let answer = h.answer();
+    assert_eq!(ids(&answer), ("c1".into(), Some(ErrorCode::DatabaseUnavailable)));
+    let Outbound::ExecutionError(e) = answer else { unreachable!() };
+    assert!(e.error.retryable);
+    let status = h.status();
+    let ledger =
+        status["databases"].as_array().unwrap().iter().find(|d| d["name"] == "ledger").unwrap().clone();
+    assert_eq!(ledger["healthy"], false);
+    // The other database is served.
+    json["commandId"] = "c2".into();
+    json["payload"]["idempotencyKey"] = "k2".into();
+    json["payload"]["connection"] = "erp".into();
+    h.send(SupMsg::Inbound(Box::new(Inbound::decode(&json.to_string()).unwrap())));
+    assert_eq!(h.query_job().command.command_id, "c2");
 }
