@@ -72,13 +72,14 @@ fn main() {
     println!("soak: relay {stats:?}, seed {seed}");
     println!("soak: agent RSS {rss_start} KiB at start, {rss_end} KiB at end; agent running at end: {alive}");
     println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {:.0} s | {} / {} | {} MiB → {} MiB |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s | {} / {} | {} MiB → {} MiB |",
         report.commands,
         report.chunked,
-        report.lost.len(),
+        report.answered,
+        report.lost.len() - report.unsent(),
+        report.unsent(),
         report.doubled.len(),
         report.double_executed.len(),
-        report.failed.len(),
         stats.cuts + stats.silent_drops,
         report.elapsed.as_secs_f64(),
         report.resubmits,
@@ -86,9 +87,12 @@ fn main() {
         rss_start / 1024,
         rss_end / 1024,
     );
-    for (tag, error) in report.lost.iter().chain(report.failed.iter()).take(10) {
+    for (tag, error) in
+        report.lost.iter().filter(|(_, e)| !e.starts_with("not sent")).chain(report.failed.iter()).take(10)
+    {
         println!("soak: {tag}: {error}");
     }
+    println!("soak: refused (non-retryable errors): {}", report.failed.len());
     let bad = !report.lost.is_empty()
         || !report.doubled.is_empty()
         || !report.double_executed.is_empty()

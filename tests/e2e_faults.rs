@@ -517,15 +517,22 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// One line for humans and docs/BENCHMARKS.md.
+    /// Of [`LoadReport::lost`], the keys never sent: the batch ran out of time before them.
+    pub fn unsent(&self) -> usize {
+        self.lost.values().filter(|e| e.starts_with(NOT_SENT)).count()
+    }
+
     pub fn summary(&self) -> String {
         format!(
-            "{} commands ({} chunked) in {:.1}s: answered {}, lost {}, failed {}, doubled {}, \
-             double-executed {}, resubmits {}, repeated result frames {}, retryable codes {:?}",
+            "{} commands ({} chunked) in {:.1}s: answered {}, lost {} (of which never sent before \
+             the deadline {}), failed {}, doubled {}, double-executed {}, resubmits {}, repeated \
+             result frames {}, retryable codes {:?}",
             self.commands,
             self.chunked,
             self.elapsed.as_secs_f64(),
             self.answered,
             self.lost.len(),
+            self.unsent(),
             self.failed.len(),
             self.doubled.len(),
             self.double_executed.len(),
@@ -651,6 +658,9 @@ pub fn finish_report(report: &mut LoadReport, load: &Load, log: &mut PgLog) {
     }
 }
 
+/// Why a key counts as lost when it was never sent.
+const NOT_SENT: &str = "not sent before the batch's deadline (the batch ran too slowly)";
+
 enum Answer {
     Rows(String),
     WrongRows(String),
@@ -675,7 +685,7 @@ fn one_command(
         "ttlMs": load.deadline.as_millis() as u64,
         "waitMs": 30_000,
     });
-    let mut last = String::from("not sent before the batch's deadline (the batch ran too slowly)");
+    let mut last = String::from(NOT_SENT);
     let mut first = true;
     while Instant::now() < deadline {
         if !first {
