@@ -21,6 +21,8 @@ use crate::worker::{Job, QueryJob};
 /// Starts of one command after which it is not started again: each start ended with the agent
 /// stopping (a crash loop), so it is answered `COMMAND_INTERRUPTED` instead.
 const MAX_STARTS: u32 = 5;
+/// Repeats (other commandIds, same key) that may wait for running commands' answers at once.
+const MAX_ATTACHED: usize = 1024;
 /// Server session recorded for an engine that runs inside the agent (SQLite).
 const IN_PROCESS: &str = "local";
 /// Server session recorded when the driver cannot name one.
@@ -82,6 +84,13 @@ impl Supervisor {
                 tracing::info!(command = %command_id, "delivered again while waiting or running; its answer will follow");
             }
             Repeat::Pending { command_id } => {
+                let attached: usize = self.attached.values().map(Vec::len).sum();
+                if attached >= MAX_ATTACHED {
+                    // Memory stays bounded whatever the cloud repeats; this delivery is not
+                    // answered now, the cloud's next re-delivery is (from the store).
+                    tracing::warn!(command = %command.command_id, "too many repeats waiting for running commands; this one is not attached");
+                    return;
+                }
                 tracing::info!(command = %command.command_id, first = %command_id, "idempotency key of a command still running; it gets that answer");
                 self.attached.entry(command_id).or_default().push(command);
             }
