@@ -99,5 +99,7 @@ fn main() {
         || !report.failed.is_empty()
         || !alive;
     drop(agent);
+    // `exit` runs no destructors: stop the gateway and remove the scratch dir first.
+    drop(rig);
     std::process::exit(i32::from(bad));
 }
