@@ -13,7 +13,10 @@
 # the name `localhost` only, made with openssl into $DIR/tls; `env` exports the CA as
 # MC_DB_CA) while still accepting plain connections. PostgreSQL has one more login,
 # `mc_clear`, whose pg_hba method is `password` (the password travels in clear unless the
-# link is TLS), for the cleartext-refusal tests. Ports and the directory can be overridden:
+# link is TLS), for the cleartext-refusal tests. PostgreSQL's `mc_logged` is read-only like
+# `mc_ro`, but every statement it runs is written to the server log (`log_statement = all`,
+# set on the role by the superuser): the fault tests count executions there, reading the log
+# as the owner through `pg_read_file` (granted below, data directory only). Ports and the directory can be overridden:
 #   MC_DB_DIR (default /tmp/mc-db-servers), MC_PG_PORT (55432), MC_MY_PORT (53306).
 # Servers run as the `postgres` / `mysql` system users (PostgreSQL refuses root); the data
 # directories live under /tmp so those users can reach them. Passwords below are test-only.
@@ -30,6 +33,8 @@ RO=mc_ro
 RO_PW=ro-test-pw
 CLEAR=mc_clear
 CLEAR_PW=clear-test-pw
+LOGGED=mc_logged
+LOGGED_PW=logged-test-pw
 ODBC_LIB=/usr/lib/x86_64-linux-gnu/odbc
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -157,6 +162,20 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 GRANT CONNECT ON DATABASE $DB TO $CLEAR;
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LOGGED') THEN
+    CREATE ROLE $LOGGED LOGIN PASSWORD '$LOGGED_PW';
+  END IF;
+END \$\$;
+ALTER ROLE $LOGGED SET log_statement = 'all';
+GRANT CONNECT ON DATABASE $DB TO $LOGGED;
+GRANT $RO TO $LOGGED;
+GRANT pg_read_all_stats TO $OWNER;
+EOF
+    # Function grants live in each database's catalogue.
+    psql_admin -d "$DB" <<EOF
+GRANT EXECUTE ON FUNCTION pg_read_file(text, bigint, bigint) TO $OWNER;
+GRANT EXECUTE ON FUNCTION pg_stat_file(text) TO $OWNER;
 EOF
 }
 
@@ -256,6 +275,7 @@ export ODBCINI='$ODBC_DIR/odbc.ini'
 export MC_DB_SERVERS='$ROOT/scripts/db-servers.sh'
 export MC_DB_CA='$TLS_DIR/ca.pem'
 export MC_TEST_PG_CLEAR_URL='postgres://$CLEAR:$CLEAR_PW@127.0.0.1:$PG_PORT/$DB'
+export MC_TEST_PG_LOGGED_URL='postgres://$LOGGED:$LOGGED_PW@127.0.0.1:$PG_PORT/$DB'
 EOF
 }
 

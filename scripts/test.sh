@@ -28,4 +28,20 @@ eval "$(scripts/db-servers.sh env)"
 export MC_REQUIRE_DB_SERVERS=1
 echo "==> cargo test"
 cargo test --workspace
+echo "==> fuzz targets (cargo-fuzz, nightly): build, then run each for ${MC_FUZZ_SECONDS:=20} s"
+if cargo +nightly --version >/dev/null 2>&1; then
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        cargo install cargo-fuzz --locked
+    fi
+    (
+        cd fuzz
+        cargo +nightly fuzz build
+        for target in $(cargo +nightly fuzz list); do
+            echo "--> fuzz $target (${MC_FUZZ_SECONDS} s)"
+            cargo +nightly fuzz run "$target" -- -max_total_time="$MC_FUZZ_SECONDS" -rss_limit_mb=2048
+        done
+    )
+else
+    echo "WARNING: no nightly toolchain (rustup toolchain install nightly); fuzz targets not built"
+fi
 echo "==> all tests passed"
