@@ -406,7 +406,8 @@ impl Store {
     ///
     /// A known idempotency key or command id gives [`Receipt::Known`] (nothing inserted):
     /// still queued or running, or finished (with its answer, or `purged`). A command whose
-    /// earlier run failed retryably is not known: it is queued again (same row, attempts kept).
+    /// earlier run failed retryably is not known once that answer is acknowledged: it is queued
+    /// again (same row, attempts kept); before that, a re-delivery gets the stored answer.
     /// Over the cap after purging finished work: [`QueueError::Full`].
     pub fn receive(&mut self, c: &NewCommand<'_>) -> Result<Receipt, QueueError> {
         self.writable()?;
@@ -419,7 +420,12 @@ impl Store {
             None => None,
         };
         let by_id = get_command(&tx, c.command_id)?;
-        let known = by_key.or_else(|| by_id.clone().filter(|cmd| !cmd.state.is_final() || !cmd.retryable));
+        // The same commandId again after a retryable failure whose answer the cloud has not
+        // acknowledged yet is a re-delivery racing that answer: it gets the answer, it does not
+        // run again. Once acknowledged, the same commandId (or a new one with the key) runs.
+        let known = by_key.or_else(|| {
+            by_id.clone().filter(|cmd| !cmd.state.is_final() || !cmd.retryable || !cmd.acknowledged)
+        });
         if let Some(cmd) = known {
             return Ok(Receipt::Known(Existing {
                 command_id: cmd.command_id,

@@ -225,7 +225,15 @@ fn a_retryable_failure_runs_again_on_repeat() {
     assert!(got.retryable);
     assert_eq!(got.idempotency_key, None, "the key is freed");
 
-    // The same commandId delivered again: queued again, attempts keep counting.
+    // The same commandId delivered again before its answer was acknowledged: a re-delivery
+    // racing that answer gets it, and nothing runs.
+    assert!(matches!(
+        store.receive(&cmd("c1", Some("key-1"), &f)).unwrap(),
+        Receipt::Known(e) if e.command_id == "c1" && e.state == State::Failed
+    ));
+    // Once the cloud acknowledged the failure, the same commandId is a deliberate retry:
+    // queued again, attempts keep counting.
+    assert!(store.acknowledge("c1").unwrap());
     assert_eq!(store.receive(&cmd("c1", Some("key-1"), &f)).unwrap(), Receipt::New);
     let got = store.get("c1").unwrap().unwrap();
     assert_eq!((got.state, got.answer_json.as_deref(), got.retryable), (State::Received, None, false));
@@ -248,6 +256,7 @@ fn a_retryable_failure_runs_again_on_repeat() {
     store.finish("d1", &failed("{}", false)).unwrap();
     assert!(matches!(store.receive(&cmd("d1", Some("key-d"), &f)).unwrap(), Receipt::Known(_)));
     assert!(store.forget_retryable("d1").unwrap());
+    assert!(store.acknowledge("d1").unwrap());
     assert_eq!(store.receive(&cmd("d1", Some("key-d"), &f)).unwrap(), Receipt::New);
     let received: Vec<_> = store
         .audit_records(None)
