@@ -25,7 +25,10 @@
 //! and idempotency key, until it is answered or its TTL runs out (`COMMAND_EXPIRED`). The first
 //! answer of a command wins; later ones are dropped and acknowledged. At most
 //! `min(auth.maxInFlight or 32, max_in_flight)` commands per connector are unanswered on the
-//! wire; the rest wait. Results live in memory only ([`Gateway::command_status`]).
+//! wire; the rest wait. A caller that stops waiting does not end the command: it stays pending
+//! and its answer is kept ([`Gateway::command_status`]); a query with the idempotency key of a
+//! pending command of the same connector joins that command instead of sending another.
+//! Results live in memory only.
 //!
 //! [`Gateway::shutdown`] (SIGTERM on `serve`) tells agents `shutdown {mode: "restart"}` and
 //! waits for running answers; [`Gateway::decommission`] is the only way to tell an agent to
