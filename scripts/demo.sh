@@ -102,11 +102,14 @@ PY
 echo; echo "\$ connector-gateway query --connector Warehouse \"DELETE FROM customers\"   (refused: read-only)"
 $bin/connector-gateway query --connector Warehouse "DELETE FROM customers" || echo "    (exit status $?, as expected)"
 
-echo; echo "==> stopping: the gateway sends 'shutdown', the agent finishes and exits"
-kill -INT "$gateway_pid"
-wait "$gateway_pid" || true
+# A gateway stop is a restart for its agents (they reconnect when it is back), so the agent is
+# stopped first, as an operator would (Ctrl-C), then the gateway.
+echo; echo "==> stopping: the agent finishes and exits (Ctrl-C), then the gateway"
+kill -INT "$agent_pid"
 agent_status=0
 wait "$agent_pid" || agent_status=$?
+kill -INT "$gateway_pid"
+wait "$gateway_pid" || true
 pids=()
 echo "    agent exited with status $agent_status"
 if grep -rqF "$key" "$data"; then echo "ERROR: the API key leaked into a file"; exit 1; fi
