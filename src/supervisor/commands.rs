@@ -340,7 +340,6 @@ impl Supervisor {
                             match db {
                                 Some(db) => {
                                     tracing::info!(command = %id, "was running when the agent stopped: stopping the first run on the server before anything else");
-                                    self.recovering.insert(id.clone());
                                     let job =
                                         Job::CancelStale { command_id: id, db, session: session.to_owned() };
                                     if self.jobs.send(job).is_err() {
@@ -402,7 +401,6 @@ impl Supervisor {
 
     /// A worker reports on stopping a crashed command's first run.
     pub(super) fn stale_cancelled(&mut self, command_id: String, proven: bool, detail: &str) {
-        self.recovering.remove(&command_id);
         if proven {
             tracing::info!(command = %command_id, detail, "first run stopped on the server; running it again");
             self.requeue_recovered(&command_id);

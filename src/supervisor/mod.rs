@@ -203,8 +203,6 @@ pub struct Supervisor {
     /// Repeats (other commandIds, same idempotency key) of a command still waiting or running,
     /// by the first delivery's commandId: they get its answer too.
     attached: HashMap<String, Vec<Command>>,
-    /// Commands whose first run (before a crash) is being stopped on the server.
-    recovering: HashSet<String>,
     /// The store was read back after the start (it waits for the first discovery).
     recovered: bool,
     /// Commands cancelled by a local shutdown: back to waiting, not answered.
@@ -315,7 +313,6 @@ impl Supervisor {
             running: HashMap::new(),
             waiting: VecDeque::new(),
             attached: HashMap::new(),
-            recovering: HashSet::new(),
             recovered: false,
             requeue_on_cancel: HashSet::new(),
             capacity: capacity.max(1),
