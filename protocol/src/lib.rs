@@ -10,7 +10,8 @@
 //!
 //! This crate is small on purpose: the agent and the reference gateway both depend on it, and the
 //! gateway builds nothing else of the agent (no drivers, vault or ODBC). [`schema`] holds the
-//! schema types `schema_discovery` carries; [`wsio`] the polled WebSocket both ends drive.
+//! schema types `schema_discovery` carries; [`wsio`] the polled WebSocket both ends drive;
+//! [`control`] the local control API the CLI and the desktop app speak to an agent.
 
 use std::fmt;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod control;
 pub mod schema;
 pub mod wsio;
 
