@@ -43,8 +43,27 @@ pub struct Agent {
 
 impl Agent {
     /// Opens the databases, checks the API key, and starts every thread. With `control`, the
-    /// local control channel listens on that socket path.
+    /// local control channel listens on that socket path (setup requests on it are refused:
+    /// see [`Agent::start_from`]).
     pub fn start(config: &AgentConfig, control: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        Self::start_with(config, control, None)
+    }
+
+    /// Like [`Agent::start`] for the configuration loaded from `config_path`: setup requests
+    /// on the control channel edit that file.
+    pub fn start_from(
+        config_path: &std::path::Path,
+        config: &AgentConfig,
+        control: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(config, control, Some(config_path.to_owned()))
+    }
+
+    fn start_with(
+        config: &AgentConfig,
+        control: Option<&std::path::Path>,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
         // Fail before dialling if the key is missing or malformed.
         drop(config.load_api_key()?);
         let tls = crate::tls::client_config(config.ca_cert_path.as_deref())?;
@@ -94,7 +113,7 @@ impl Agent {
         // First, so a second agent on the same configuration stops here, before dialling.
         let control = match control {
             Some(path) => Some(
-                crate::control::ControlServer::start(path, inbox.clone())
+                crate::control::ControlServer::start(path, inbox.clone(), config_path)
                     .with_context(|| format!("control socket {}", path.display()))?,
             ),
             None => None,
@@ -146,6 +165,11 @@ impl Agent {
             },
         )
         .with_upload_slot(upload_slot)
+        .with_identity(crate::supervisor::Identity {
+            connector_name: config.connector_name.clone(),
+            cloud_url: config.cloud_url.clone(),
+            pool_max: config.connections.iter().map(|c| (c.name.clone(), c.pool_max)).collect(),
+        })
         .with_upload_policy(
             crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)
                 .map_err(|reason| anyhow::anyhow!("invalid config field `uploadHosts`: {reason}"))?,

@@ -1,27 +1,52 @@
-//! The local control channel: how `mini-connector status|pause|resume|reconnect|stop` reach a
-//! running agent.
+//! The local control channel: how the CLI (`mini-connector status|pause|resume|reconnect|stop|
+//! activity`) and the desktop app reach a running agent.
 //!
 //! On Unix a socket, mode 0600, next to the configuration file (or at `controlSocket`): only the
 //! same OS user (or root) can open it. On Windows a local named pipe derived from that path,
 //! whose ACL admits only its owner, SYSTEM and Administrators, and which refuses remote clients.
-//! Never a TCP port. One request per connection: a JSON line `{"cmd":"status"}`, answered by one
-//! JSON line. The control thread forwards each request to the supervisor, the only writer of
-//! agent state, and relays its answer.
+//! Never a TCP port.
+//!
+//! The messages are the typed ones of [`protocol::control`]: one request per connection, a
+//! [`ControlRequest`] JSON line answered by one [`ControlReply`] JSON line. `{"cmd":"subscribe"}`
+//! keeps the connection open instead and streams [`AgentEvent`] lines, the current status first.
+//! The control thread forwards each request to the supervisor, the only writer of agent state,
+//! and relays its answer; setup requests ([`ControlRequest::Setup`]) run on a short-lived thread
+//! of their own ([`crate::setup::execute`]), each subscription on a thread that writes its
+//! events.
+//!
+//! **Subscribers cannot hold the agent up.** The supervisor keeps at most
+//! [`MAX_SUBSCRIBERS`] ([`Subscribers`]), each with a queue of [`SUBSCRIBER_QUEUE`] events; it
+//! never waits on one: a subscriber whose queue is full (a client that stopped reading) or
+//! gone is dropped, and its connection closes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::control::{AgentEvent, ControlReply, ControlRequest};
 use crate::supervisor::SupMsg;
 
 /// How long a control request may take end to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a setup request may take (a connection test, a discovery of a large database).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
+/// The longest request line accepted (a setup form is a few hundred bytes).
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// Setup requests running at once on the socket.
+const MAX_SETUP_THREADS: usize = 4;
+/// Subscribers at once (the GUI, a CLI watching, a few spare).
+pub const MAX_SUBSCRIBERS: usize = 8;
+/// Events that may wait for one subscriber; a subscriber this far behind is dropped.
+pub const SUBSCRIBER_QUEUE: usize = 256;
 
-/// What an operator can ask a running agent.
+/// The control commands of the CLI. Kept for callers that only need a verb; the wire carries
+/// the [`ControlRequest`] each converts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlCmd {
@@ -39,9 +64,97 @@ pub enum ControlCmd {
     Activity,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    cmd: ControlCmd,
+impl From<ControlCmd> for ControlRequest {
+    fn from(cmd: ControlCmd) -> Self {
+        match cmd {
+            ControlCmd::Status => Self::Status,
+            ControlCmd::Pause => Self::Pause,
+            ControlCmd::Resume => Self::Resume,
+            ControlCmd::Reconnect => Self::Reconnect,
+            ControlCmd::Stop => Self::Stop,
+            ControlCmd::Activity => Self::Activity { limit: None },
+        }
+    }
+}
+
+/// The supervisor's subscribers: bounded queues, dropped when full or gone.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    queues: Vec<Sender<AgentEvent>>,
+}
+
+impl Subscribers {
+    /// A new subscriber whose first event is `first`; `None` when [`MAX_SUBSCRIBERS`] are
+    /// already subscribed.
+    pub fn add(&mut self, first: AgentEvent) -> Option<Receiver<AgentEvent>> {
+        // (Subscribers whose connection closed are pruned by the next `publish`, at most a
+        // second away while anyone listens.)
+        if self.queues.len() >= MAX_SUBSCRIBERS {
+            return None;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_QUEUE);
+        let _ = tx.try_send(first);
+        self.queues.push(tx);
+        Some(rx)
+    }
+
+    /// Queues `event` for every subscriber without waiting; drops those that are full or gone.
+    pub fn publish(&mut self, event: &AgentEvent) {
+        self.queues.retain(|q| match q.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("a control subscriber stopped reading; dropping it");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+
+    /// Whether anyone listens.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// How many listen.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+}
+
+/// Asks the supervisor (in this process) and waits for its answer.
+pub fn ask(supervisor: &Sender<SupMsg>, request: ControlRequest) -> ControlReply {
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    if supervisor.send(SupMsg::Control { request, reply }).is_err() {
+        return ControlReply::error("NOT_RUNNING", "the agent is stopping");
+    }
+    replies
+        .recv_timeout(REQUEST_TIMEOUT)
+        .unwrap_or_else(|_| ControlReply::error("NOT_RUNNING", "the agent did not answer in time"))
+}
+
+/// Subscribes to the supervisor (in this process): the current status, then every change.
+pub fn subscribe(supervisor: &Sender<SupMsg>) -> Result<Receiver<AgentEvent>, ControlReply> {
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    if supervisor.send(SupMsg::Subscribe { reply }).is_err() {
+        return Err(ControlReply::error("NOT_RUNNING", "the agent is stopping"));
+    }
+    match replies.recv_timeout(REQUEST_TIMEOUT) {
+        Ok(Some(events)) => Ok(events),
+        Ok(None) => Err(ControlReply::error(
+            "BUSY",
+            format!("{MAX_SUBSCRIBERS} subscribers are already connected to this agent"),
+        )),
+        Err(_) => Err(ControlReply::error("NOT_RUNNING", "the agent did not answer in time")),
+    }
+}
+
+/// What the control thread serves with.
+#[derive(Debug, Clone)]
+struct Context {
+    supervisor: Sender<SupMsg>,
+    /// The configuration file, for setup requests (`None`: setup is refused).
+    config_path: Option<PathBuf>,
+    setups: Arc<AtomicUsize>,
 }
 
 /// The control thread. Dropping the handle stops it and removes the socket file.
@@ -53,8 +166,9 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds the socket (refusing if another agent answers on it) and starts the thread.
+    /// Setup requests edit `config_path` (refused when `None`).
     #[cfg(unix)]
-    pub fn start(path: &Path, supervisor: Sender<SupMsg>) -> std::io::Result<Self> {
+    pub fn start(path: &Path, supervisor: Sender<SupMsg>, config_path: Option<PathBuf>) -> std::io::Result<Self> {
         use std::os::unix::fs::PermissionsExt as _;
         use std::os::unix::net::{UnixListener, UnixStream};
 
@@ -69,13 +183,14 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let context = Context { supervisor, config_path, setups: Arc::new(AtomicUsize::new(0)) };
         let thread = crate::spawn_named("control", move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
                 let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
                 let Ok(writer) = stream.try_clone() else { continue };
-                if serve(stream, writer, &supervisor).is_break() {
+                if serve(stream, writer, &context).is_break() {
                     return;
                 }
             }
@@ -84,8 +199,9 @@ impl ControlServer {
     }
 
     /// Creates the named pipe (refusing if another agent owns it) and starts the thread.
+    /// Setup requests edit `config_path` (refused when `None`).
     #[cfg(windows)]
-    pub fn start(path: &Path, supervisor: Sender<SupMsg>) -> std::io::Result<Self> {
+    pub fn start(path: &Path, supervisor: Sender<SupMsg>, config_path: Option<PathBuf>) -> std::io::Result<Self> {
         let name = pipe::name(path);
         // The first instance is created here so that a second agent fails at once.
         let first = pipe::create(&name, true).map_err(|e| {
@@ -94,6 +210,7 @@ impl ControlServer {
                 format!("another agent is running, or the control pipe {name} is unusable: {e}"),
             )
         })?;
+        let context = Context { supervisor, config_path, setups: Arc::new(AtomicUsize::new(0)) };
         let thread = crate::spawn_named("control", move || {
             let mut instance = Some(first);
             loop {
@@ -106,7 +223,7 @@ impl ControlServer {
                 };
                 let Ok(stream) = pipe::accept(pending) else { continue };
                 let Ok(writer) = stream.try_clone() else { continue };
-                if serve(stream, writer, &supervisor).is_break() {
+                if serve(stream, writer, &context).is_break() {
                     return;
                 }
             }
@@ -139,35 +256,78 @@ impl Drop for ControlServer {
     }
 }
 
+/// Writes one JSON line.
+fn write_line(writer: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string(value).map_err(std::io::Error::other)?;
+    writeln!(writer, "{text}")?;
+    writer.flush()
+}
+
 /// Handles one connection. `Break` ends the control thread.
 fn serve(
     reader: impl Read,
-    mut writer: impl Write,
-    supervisor: &Sender<SupMsg>,
+    mut writer: impl Write + Send + 'static,
+    context: &Context,
 ) -> std::ops::ControlFlow<()> {
     use std::ops::ControlFlow;
     let mut line = String::new();
-    if BufReader::new(reader.take(4096)).read_line(&mut line).is_err() {
+    if BufReader::new(reader.take(MAX_REQUEST_BYTES)).read_line(&mut line).is_err() {
         return ControlFlow::Continue(());
     }
     if line.contains("\"__close\"") {
         return ControlFlow::Break(());
     }
-    let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => {
-            let (reply, replies) = crossbeam_channel::bounded(1);
-            if supervisor.send(SupMsg::Control { cmd: request.cmd, reply }).is_err() {
-                serde_json::json!({ "ok": false, "error": "agent is stopping" })
+    let request = match serde_json::from_str::<ControlRequest>(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = write_line(&mut writer, &ControlReply::error("BAD_REQUEST", format!("bad request: {e}")));
+            return ControlFlow::Continue(());
+        }
+    };
+    let answer = match request {
+        ControlRequest::Subscribe => match subscribe(&context.supervisor) {
+            Ok(events) => {
+                let streamed = crate::spawn_named("control-events", move || {
+                    for event in events {
+                        if write_line(&mut writer, &event).is_err() {
+                            return; // the client left: dropping `events` unsubscribes
+                        }
+                    }
+                });
+                if streamed.is_err() {
+                    tracing::warn!("cannot start a thread for a control subscriber");
+                }
+                return ControlFlow::Continue(());
+            }
+            Err(reply) => reply,
+        },
+        ControlRequest::Setup(setup) => {
+            let Some(config_path) = context.config_path.clone() else {
+                let reply = ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
+                let _ = write_line(&mut writer, &reply);
+                return ControlFlow::Continue(());
+            };
+            if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
+                context.setups.fetch_sub(1, Ordering::AcqRel);
+                ControlReply::error("BUSY", "too many setup requests at once; retry")
             } else {
-                replies.recv_timeout(REQUEST_TIMEOUT).unwrap_or_else(
-                    |_| serde_json::json!({ "ok": false, "error": "agent did not answer in time" }),
-                )
+                let setups = context.setups.clone();
+                let spawned = crate::spawn_named("control-setup", move || {
+                    let reply = crate::setup::execute(&config_path, *setup);
+                    let _ = write_line(&mut writer, &reply);
+                    setups.fetch_sub(1, Ordering::AcqRel);
+                });
+                if spawned.is_err() {
+                    tracing::warn!("cannot start a thread for a setup request");
+                }
+                return ControlFlow::Continue(());
             }
         }
-        Err(e) => serde_json::json!({ "ok": false, "error": format!("bad request: {e}") }),
+        // The agent answering is running already.
+        ControlRequest::Start => ControlReply::Ok,
+        other => ask(&context.supervisor, other),
     };
-    let _ = writeln!(writer, "{answer}");
-    let _ = writer.flush();
+    let _ = write_line(&mut writer, &answer);
     ControlFlow::Continue(())
 }
 
@@ -189,39 +349,104 @@ pub enum ControlError {
     /// The exchange failed.
     #[error("control channel: {0}")]
     Io(#[from] std::io::Error),
-    /// The answer was not JSON.
+    /// The answer was not the expected JSON.
     #[error("control channel: bad answer: {0}")]
     BadAnswer(String),
 }
 
-/// Sends one request to a running agent and returns its JSON answer.
+/// A connection to a running agent's control channel.
 #[cfg(unix)]
-pub fn request(path: &Path, cmd: ControlCmd) -> Result<serde_json::Value, ControlError> {
-    use std::os::unix::net::UnixStream;
-    let mut stream =
-        UnixStream::connect(path).map_err(|_| ControlError::NotRunning(path.display().to_string()))?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT + Duration::from_secs(1)))?;
-    let text = serde_json::to_string(&Request { cmd }).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
+type Stream = std::os::unix::net::UnixStream;
+/// A connection to a running agent's control channel.
+#[cfg(windows)]
+type Stream = std::fs::File;
+
+/// Opens a connection and writes `request`; `timeout` bounds each read.
+fn open(path: &Path, request: &ControlRequest, timeout: Option<Duration>) -> Result<Stream, ControlError> {
+    #[cfg(unix)]
+    let mut stream = {
+        let stream =
+            Stream::connect(path).map_err(|_| ControlError::NotRunning(path.display().to_string()))?;
+        stream.set_read_timeout(timeout)?;
+        stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+        stream
+    };
+    #[cfg(windows)]
+    let mut stream = {
+        let _ = timeout; // synchronous pipes have no read timeout; the agent answers or closes
+        let name = pipe::name(path);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&name)
+            .map_err(|_| ControlError::NotRunning(name.clone()))?
+    };
+    let text = serde_json::to_string(request).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
     writeln!(stream, "{text}")?;
+    stream.flush()?;
+    Ok(stream)
+}
+
+/// Sends one request to a running agent and returns its answer.
+pub fn call(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
+    let timeout = match request {
+        ControlRequest::Setup(_) => SETUP_TIMEOUT,
+        _ => REQUEST_TIMEOUT + Duration::from_secs(1),
+    };
+    let stream = open(path, request, Some(timeout))?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(ControlError::BadAnswer("the agent closed the connection without answering".into()));
+    }
     serde_json::from_str(&line).map_err(|e| ControlError::BadAnswer(format!("{e}: {line:?}")))
 }
 
-/// Sends one request to a running agent over its named pipe and returns its JSON answer.
-#[cfg(windows)]
+/// Sends one command to a running agent and returns its answer as JSON (the
+/// [`ControlReply`] serialized). Prefer [`call`].
 pub fn request(path: &Path, cmd: ControlCmd) -> Result<serde_json::Value, ControlError> {
-    let name = pipe::name(path);
-    let mut stream = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&name)
-        .map_err(|_| ControlError::NotRunning(name.clone()))?;
-    let text = serde_json::to_string(&Request { cmd }).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
-    writeln!(stream, "{text}")?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(|e| ControlError::BadAnswer(format!("{e}: {line:?}")))
+    let reply = call(path, &cmd.into())?;
+    serde_json::to_value(reply).map_err(|e| ControlError::BadAnswer(e.to_string()))
+}
+
+/// The events of a subscription over the control channel, one per line; ends when the agent
+/// closes the connection (it stopped, or dropped this subscriber as too slow).
+#[derive(Debug)]
+pub struct EventStream {
+    first: Option<String>,
+    lines: std::io::Lines<BufReader<Stream>>,
+}
+
+impl Iterator for EventStream {
+    type Item = Result<AgentEvent, ControlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let line = match self.first.take() {
+            Some(line) => line,
+            None => match self.lines.next()? {
+                Ok(line) => line,
+                Err(e) => return Some(Err(e.into())),
+            },
+        };
+        Some(serde_json::from_str(&line).map_err(|e| ControlError::BadAnswer(format!("{e}: {line:?}"))))
+    }
+}
+
+/// Subscribes to a running agent's events over its control channel. `idle` bounds the wait
+/// for each event (the agent sends a status at least every second); `None` waits forever.
+pub fn events(path: &Path, idle: Option<Duration>) -> Result<EventStream, ControlError> {
+    let stream = open(path, &ControlRequest::Subscribe, idle)?;
+    let mut reader = BufReader::new(stream);
+    // The first line is the current status, or an error reply (too many subscribers).
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    if let Ok(ControlReply::Error { code, message }) = serde_json::from_str::<ControlReply>(&first) {
+        return Err(ControlError::BadAnswer(format!("{code}: {message}")));
+    }
+    if first.is_empty() {
+        return Err(ControlError::BadAnswer("the agent closed the subscription at once".into()));
+    }
+    Ok(EventStream { first: Some(first.trim_end().to_owned()), lines: reader.lines() })
 }
 
 /// The Windows named pipe: created with an ACL for the owner, SYSTEM and Administrators only,

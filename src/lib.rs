@@ -10,7 +10,10 @@
 //! - [`heartbeat`], [`worker`] (pool), [`uploader`] (HTTPS chunks, [`https`]);
 //! - [`protocol`]: the wire types, shared with the reference gateway;
 //! - [`config`], [`tls`]: configuration and the one TLS client configuration;
-//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords.
+//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords;
+//! - [`control`]: the local control socket / pipe (typed [`protocol::control`] messages);
+//!   [`handle`]: the same API for an agent in this process ([`handle::AgentHandle`]) and the
+//!   desktop app's [`protocol::control::Backend`]s; [`setup`]: configuration work.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
@@ -22,12 +25,14 @@
 pub mod agent;
 pub mod config;
 pub mod control;
+pub mod handle;
 pub mod heartbeat;
 pub mod https;
 pub mod link;
 pub mod logging;
 pub mod policy;
 pub mod secrets;
+pub mod setup;
 pub mod store;
 pub mod supervisor;
 pub mod tls;

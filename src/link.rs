@@ -16,12 +16,17 @@
 //!
 //! **Dead peer.** A session silent for one heartbeat interval is pinged; silent for two, it is
 //! dropped.
+//!
+//! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent and
+//! received, the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
+//! is due while offline. The supervisor reads them for the status snapshot.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustls::pki_types::ServerName;
@@ -80,11 +85,78 @@ pub struct LinkSettings {
     pub max_in_flight: Option<u32>,
 }
 
+/// What the link counts, for the status snapshot. Written by the link thread only.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    /// Microseconds of the last ping round trip; 0: none measured yet.
+    latency_us: AtomicU64,
+    /// Unix milliseconds of the next dial while offline; 0: not waiting.
+    next_retry_ms: AtomicU64,
+}
+
+impl LinkStats {
+    /// Bytes of frames written to the cloud since start.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of frames read from the cloud since start.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+
+    /// The round trip of the last ping sent with a heartbeat.
+    pub fn latency(&self) -> Option<Duration> {
+        match self.latency_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// How long until the next dial, while the link waits out a backoff delay.
+    pub fn next_retry_in(&self) -> Option<Duration> {
+        match self.next_retry_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at);
+                Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+            }
+        }
+    }
+
+    /// Counts bytes written.
+    pub fn count_sent(&self, bytes: usize) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes read.
+    pub fn count_received(&self, bytes: usize) {
+        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Records a ping round trip.
+    pub fn set_latency(&self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.latency_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Records when the next dial is due (`None`: dialling or connected).
+    pub fn set_next_retry(&self, after: Option<Duration>) {
+        let ms = after
+            .and_then(|d| (SystemTime::now() + d).duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.next_retry_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
 /// A cheap handle that queues a frame for the link and wakes it ("send, then wake").
 #[derive(Clone, Debug)]
 pub struct LinkSender {
     tx: Sender<LinkMsg>,
     waker: Arc<Mutex<Option<Waker>>>,
+    stats: Arc<LinkStats>,
 }
 
 impl LinkSender {
@@ -92,7 +164,12 @@ impl LinkSender {
     /// the supervisor by messages in tests.
     pub fn channel() -> (Self, Receiver<LinkMsg>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        (Self { tx, waker: Arc::new(Mutex::new(None)) }, rx)
+        (Self { tx, waker: Arc::new(Mutex::new(None)), stats: Arc::new(LinkStats::default()) }, rx)
+    }
+
+    /// The link's figures (bytes, latency, next retry).
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
     }
 
     /// Queues a message and wakes the link thread. Returns false if the link has stopped.
@@ -129,8 +206,9 @@ impl Link {
         // network. Offline, the link drops what it is sent, so nothing accumulates there.
         let (sender, rx) = LinkSender::channel();
         let waker_slot = sender.waker.clone();
+        let stats = sender.stats.clone();
         let thread = crate::spawn_named("link", move || {
-            LinkThread { settings, load_key, supervisor, rx, waker_slot }.run();
+            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats }.run();
         })?;
         Ok(Self { sender, thread: Some(thread) })
     }
@@ -155,6 +233,7 @@ struct LinkThread {
     supervisor: Sender<SupMsg>,
     rx: Receiver<LinkMsg>,
     waker_slot: Arc<Mutex<Option<Waker>>>,
+    stats: Arc<LinkStats>,
 }
 
 /// Why a session ended.
@@ -235,6 +314,7 @@ impl LinkThread {
     fn run(mut self) {
         let mut backoff = Backoff::new(self.settings.reconnect_max);
         loop {
+            self.stats.set_next_retry(None);
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
             let end = match self.connect() {
                 Ok((ws, tcp)) => {
@@ -264,6 +344,7 @@ impl LinkThread {
                     }
                 }
             };
+            self.stats.set_next_retry(Some(delay));
             if self.sleep_offline(delay).is_err() {
                 return;
             }
@@ -372,14 +453,25 @@ impl LinkThread {
         // Silent for one interval: ping; for two: the peer is dead.
         let silence_limit = interval * 2;
         let mut pinged = false;
+        // When the ping sent with the last heartbeat left (its pong gives the latency).
+        let mut heartbeat_ping: Option<Instant> = None;
         let mut incoming = Vec::new();
         loop {
             // Drain everything queued before sleeping.
             loop {
                 match self.rx.try_recv() {
                     Ok(LinkMsg::Send(frame)) => {
-                        if let Err(e) = ws.send_text(frame.encode()) {
+                        let heartbeat = matches!(frame, Outbound::Heartbeat(_));
+                        let text = frame.encode();
+                        self.stats.count_sent(text.len());
+                        if let Err(e) = ws.send_text(text) {
                             return End::Reconnect(format!("write failed: {e}"));
+                        }
+                        if heartbeat && heartbeat_ping.is_none() {
+                            if let Err(e) = ws.ping() {
+                                return End::Reconnect(format!("write failed: {e}"));
+                            }
+                            heartbeat_ping = Some(Instant::now());
                         }
                     }
                     Ok(LinkMsg::Reconnect) => return End::Reconnect("reconnect requested".into()),
@@ -390,7 +482,16 @@ impl LinkThread {
                 }
             }
             let read = ws.read_available(&mut incoming);
+            if let (Some(sent), Some(pong)) = (heartbeat_ping, ws.last_pong())
+                && pong >= sent
+            {
+                self.stats.set_latency(pong - sent);
+                heartbeat_ping = None;
+            }
             for message in incoming.drain(..) {
+                if let Incoming::Text(text) = &message {
+                    self.stats.count_received(text.len());
+                }
                 let msg = match message {
                     Incoming::Text(text) => match Inbound::decode(&text) {
                         Ok(Inbound::Error(error))

@@ -58,6 +58,8 @@ const DEFAULT_MAX_INLINE_BYTES: usize = 256 * 1024;
 pub struct UploadSlot {
     state: Mutex<SlotState>,
     changed: Condvar,
+    /// Compressed chunk bytes posted (every attempt), for the status snapshot.
+    uploaded: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +87,11 @@ impl UploadSlot {
     /// An empty slot (no session).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Compressed chunk bytes posted since start (every attempt counts).
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets the session's target (`connected`) or clears it (link down), and wakes every
@@ -435,6 +442,7 @@ fn send_on_session(
             .header(headers::FINAL, if chunk.last { "1" } else { "0" })
             .header(headers::SIGNATURE, &signature)
             .send(body);
+        slot.uploaded.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match response {
             Ok(mut response) => {
                 let status = response.status().as_u16();

@@ -54,6 +54,7 @@ pub struct PolledWebSocket<S: Read + Write> {
     events: Events,
     want_write: bool,
     last_read: Instant,
+    last_pong: Option<Instant>,
 }
 
 impl<S: Read + Write> std::fmt::Debug for PolledWebSocket<S> {
@@ -77,7 +78,7 @@ impl<S: Read + Write> PolledWebSocket<S> {
         }
         let waker = Waker(poller.clone());
         Ok((
-            Self { ws, tcp, poller, events: Events::new(), want_write: false, last_read: Instant::now() },
+            Self { ws, tcp, poller, events: Events::new(), want_write: false, last_read: Instant::now(), last_pong: None },
             waker,
         ))
     }
@@ -130,8 +131,9 @@ impl<S: Read + Write> PolledWebSocket<S> {
             match message {
                 Ok(Message::Text(text)) => out.push(Incoming::Text(text.as_str().to_owned())),
                 Ok(Message::Binary(bytes)) => out.push(Incoming::Binary(bytes.len())),
+                Ok(Message::Pong(_)) => self.last_pong = Some(Instant::now()),
                 // Pings are answered by tungstenite on the next flush.
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Ping(_) | Message::Frame(_)) => {}
                 Ok(Message::Close(_)) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     return self.flush();
@@ -144,6 +146,11 @@ impl<S: Read + Write> PolledWebSocket<S> {
     /// How long since the peer last sent anything (a frame, a ping or a pong).
     pub fn idle_for(&self) -> Duration {
         self.last_read.elapsed()
+    }
+
+    /// When the peer's last pong arrived (the caller measures a round trip with it).
+    pub fn last_pong(&self) -> Option<Instant> {
+        self.last_pong
     }
 
     /// Sends a WebSocket ping; the peer's pong counts as activity.

@@ -14,7 +14,7 @@ use crossbeam_channel::TrySendError;
 use drivers::{CancelToken, Database, DbKind};
 
 use super::{InFlight, SupMsg, Supervisor, Waiting, log_outcome};
-use crate::protocol::{Command, ErrorCode, Outbound, now_rfc3339};
+use crate::protocol::{Command, ErrorCode, Outbound};
 use crate::store::{Repeat, error_frame, readdress};
 use crate::worker::{Job, QueryJob};
 
@@ -51,7 +51,7 @@ impl Supervisor {
         if let Some(repeat) = repeat {
             return self.repeat(command, repeat);
         }
-        self.counters.received_at.insert(command.command_id.clone(), now_rfc3339());
+        self.activity_received(&command);
         let (db, checked) = match self.admit(&command) {
             Ok(admitted) => admitted,
             Err((code, message)) => {
@@ -429,7 +429,7 @@ impl Supervisor {
         while !self.running.is_empty() {
             match self.inbox.recv_deadline(deadline) {
                 Ok(SupMsg::Control { reply, .. }) => {
-                    let _ = reply.send(serde_json::json!({ "ok": false, "error": "agent is stopping" }));
+                    let _ = reply.send(crate::protocol::control::ControlReply::error("NOT_RUNNING", "the agent is stopping"));
                 }
                 Ok(SupMsg::Shutdown { .. }) => {}
                 Ok(msg) => self.handle(msg),

@@ -6,6 +6,12 @@
 //! thread reports to it through [`SupMsg`]; it decides, then sends frames through the link and
 //! jobs to the workers. Command intake, dispatch, answers and crash recovery are in
 //! [`commands`](self) (`commands.rs`).
+//!
+//! It also reports: a typed [`StatusSnapshot`] (with the spec §3.3 [`Indicator`] derived by
+//! [`indicator`]) and an [`ActivityEntry`] per command, answered to control requests and
+//! streamed as [`AgentEvent`]s to subscribers ([`crate::control::Subscribers`]): the status at
+//! most every [`STATUS_MIN_GAP`] when it changes and every [`STATUS_EVERY`] anyway, an activity
+//! entry when a command is received and when it is answered.
 
 mod commands;
 #[cfg(test)]
@@ -19,7 +25,12 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use drivers::{CancelToken, Database};
 
+use crate::control::Subscribers;
 use crate::link::LinkSender;
+use crate::protocol::control::{
+    ActivityEntry, AgentEvent, ControlReply, ControlRequest, DatabaseHealth, Indicator, Outcome, PoolUse,
+    QueueStatus, StatusSnapshot,
+};
 use crate::protocol::{
     AgentStatus, Command, Connected, DecodeError, ErrorBody, ErrorCode, ExecutionError, Inbound, Outbound,
     SchemaDiscovery, ShutdownMode, StatusUpdate, now_rfc3339,
@@ -32,6 +43,13 @@ use crate::worker::{Job, UploadTarget};
 const ACTIVITY_ENTRIES: usize = 200;
 /// How often the supervisor checks the queue's size and retries databases that failed.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// Subscribers get a changed status at most this often.
+pub const STATUS_MIN_GAP: Duration = Duration::from_millis(250);
+/// ...and a status at least this often (uptime, latency, retry countdown move).
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// Failed dials after a dropped session before the indicator turns from blue (reconnecting)
+/// to red (disconnected). Before the first session ever, one failed dial is red.
+pub const RED_AFTER_FAILED_DIALS: u32 = 3;
 
 /// Everything the supervisor hears about.
 #[derive(Debug)]
@@ -82,12 +100,19 @@ pub enum SupMsg {
     },
     /// A worker finished schema discovery: per connection, its schema or why not.
     Discovered(Vec<(String, Result<drivers::DatabaseSchema, String>)>),
-    /// A request from the local control channel; the answer goes to `reply`.
+    /// A request from the local control channel or an in-process handle; the answer goes to
+    /// `reply`. (`Subscribe`, `Setup` and `Start` are handled before the supervisor.)
     Control {
         /// What the operator asked.
-        cmd: crate::control::ControlCmd,
-        /// Where the JSON answer goes.
-        reply: Sender<serde_json::Value>,
+        request: ControlRequest,
+        /// Where the answer goes.
+        reply: Sender<ControlReply>,
+    },
+    /// A new event subscriber: the current status first, then every change. `None` when too
+    /// many are subscribed.
+    Subscribe {
+        /// Where the subscriber's queue goes.
+        reply: Sender<Option<Receiver<AgentEvent>>>,
     },
     /// Stop: finish running commands within `grace`, then end.
     Shutdown {
@@ -225,6 +250,42 @@ pub struct Supervisor {
     restart_drain: Option<Instant>,
     next_housekeeping: Instant,
     counters: Counters,
+    /// Event subscribers and what they were sent last.
+    events: Events,
+    /// Who the agent is and pool sizes, for the snapshot.
+    identity: Identity,
+    /// Why the last discovery of an unhealthy connection failed.
+    db_errors: HashMap<String, String>,
+}
+
+/// What the snapshot names besides the supervisor's own state (set by the agent at start).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// `connectorName`.
+    pub connector_name: String,
+    /// `cloudUrl`.
+    pub cloud_url: String,
+    /// `poolMax` per connection name.
+    pub pool_max: HashMap<String, u32>,
+}
+
+/// Subscribers and the status they saw last.
+#[derive(Debug)]
+struct Events {
+    subscribers: Subscribers,
+    last: Option<StatusSnapshot>,
+    last_at: Instant,
+    /// Something happened since the last status event.
+    dirty: bool,
+}
+
+/// Whether two snapshots show the same thing (what moves by itself is left out: uptime, the
+/// retry countdown).
+fn same_state(a: &StatusSnapshot, b: &StatusSnapshot) -> bool {
+    let mut b = b.clone();
+    b.uptime_secs = a.uptime_secs;
+    b.next_retry_ms = a.next_retry_ms;
+    *a == b
 }
 
 /// Figures for `status`.
@@ -239,9 +300,96 @@ struct Counters {
     last_error: Option<String>,
     reconnects: u64,
     /// Newest last; at most ACTIVITY_ENTRIES. Query text is not kept (it may carry data).
-    activity: VecDeque<serde_json::Value>,
-    /// commandId -> RFC 3339 time of receipt, for commands not finished yet.
-    received_at: HashMap<String, String>,
+    activity: VecDeque<ActivityEntry>,
+    /// Entries of commands received and not answered yet, by commandId.
+    received_at: HashMap<String, ActivityEntry>,
+    /// When the link last dropped (or the first dial failed); `None` while connected.
+    disconnected_since: Option<SystemTime>,
+    /// Dials that failed since the last session (or since start).
+    failed_dials: u32,
+    /// Why the link is down, in words.
+    link_error: Option<String>,
+    /// The local date the `today` figures count, and the figures.
+    today: Today,
+}
+
+/// Figures of the current local day.
+#[derive(Debug, Clone, Copy)]
+struct Today {
+    date: chrono::NaiveDate,
+    commands: u64,
+    /// Bytes sent (frames and uploads) when the day started.
+    sent_at_start: u64,
+}
+
+/// What the indicator is derived from.
+#[derive(Debug, Clone, Copy)]
+pub struct IndicatorInputs<'a> {
+    /// The link's state.
+    pub state: LinkState,
+    /// Paused by the operator.
+    pub paused: bool,
+    /// A session was established at least once since start.
+    pub ever_connected: bool,
+    /// Dials that failed since the last session (or since start).
+    pub failed_dials: u32,
+    /// Why the link is down.
+    pub link_error: Option<&'a str>,
+    /// Things that need a look while connected (unreachable database, queue disk, schema).
+    pub warnings: &'a [String],
+}
+
+/// The spec §3.3 state, and the reason in words when it is not plain green: grey when paused;
+/// red when the key was refused, or the cloud cannot be reached (one failed dial before the
+/// first session, [`RED_AFTER_FAILED_DIALS`] after a drop); blue while dialling before that;
+/// when connected, yellow with warnings (they win over pulsing green: they need a look),
+/// pulsing green while commands run, else green.
+pub fn indicator(inputs: IndicatorInputs<'_>) -> (Indicator, Option<String>) {
+    let link_error = inputs.link_error.unwrap_or("no connection yet");
+    if inputs.paused {
+        return (Indicator::Paused, Some("paused by the operator: commands are refused until resumed".into()));
+    }
+    match inputs.state {
+        LinkState::KeyRejected => (
+            Indicator::Disconnected,
+            Some(format!(
+                "the cloud refused the API key (revoked or replaced); store the new key: {link_error}"
+            )),
+        ),
+        LinkState::Connected | LinkState::Busy | LinkState::Paused => {
+            if !inputs.warnings.is_empty() {
+                (Indicator::Warning, Some(inputs.warnings.join("; ")))
+            } else if inputs.state == LinkState::Busy {
+                (Indicator::Executing, None)
+            } else {
+                (Indicator::Connected, None)
+            }
+        }
+        LinkState::Connecting | LinkState::Disconnected => {
+            let red = if inputs.ever_connected {
+                inputs.failed_dials >= RED_AFTER_FAILED_DIALS
+            } else {
+                inputs.failed_dials >= 1
+            };
+            if red {
+                (Indicator::Disconnected, Some(format!("cannot reach the cloud: {link_error}")))
+            } else if inputs.ever_connected {
+                (Indicator::Reconnecting, Some(format!("reconnecting after a drop: {link_error}")))
+            } else {
+                (Indicator::Reconnecting, Some("connecting to the cloud".into()))
+            }
+        }
+    }
+}
+
+/// Today's local date.
+fn local_today() -> chrono::NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
+/// RFC 3339 (UTC, seconds) of a time.
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -337,8 +485,21 @@ impl Supervisor {
                 reconnects: 0,
                 activity: VecDeque::new(),
                 received_at: HashMap::new(),
+                disconnected_since: None,
+                failed_dials: 0,
+                link_error: None,
+                today: Today { date: local_today(), commands: 0, sent_at_start: 0 },
             },
+            events: Events { subscribers: Subscribers::default(), last: None, last_at: Instant::now(), dirty: true },
+            identity: Identity::default(),
+            db_errors: HashMap::new(),
         }
+    }
+
+    /// Names the agent in the snapshot (connector name, cloud URL, pool sizes).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Shares the upload slot with the workers and the uploader (set on `connected`, cleared
@@ -357,6 +518,12 @@ impl Supervisor {
     /// Resumes what the store holds, then runs until a shutdown message (or every sender is
     /// gone). Returns the shutdown reason.
     pub fn run(mut self) -> String {
+        let reason = self.run_until_stopped();
+        self.events.subscribers.publish(&AgentEvent::Stopped { reason: reason.clone() });
+        reason
+    }
+
+    fn run_until_stopped(&mut self) -> String {
         // Discovery first: a connection's schema policy is only complete after it (views over
         // private tables), and the commands resumed from the store are judged with it.
         self.start_discovery(self.databases.clone());
@@ -364,13 +531,19 @@ impl Supervisor {
             self.recover();
         }
         loop {
-            let wake = self.restart_drain.map_or(self.next_housekeeping, |at| at.min(self.next_housekeeping));
+            let mut wake = self.restart_drain.map_or(self.next_housekeeping, |at| at.min(self.next_housekeeping));
+            if let Some(due) = self.status_due() {
+                wake = wake.min(due);
+            }
             match self.inbox.recv_deadline(wake) {
                 Ok(SupMsg::Shutdown { reason, grace }) => {
                     self.drain(grace);
                     return reason;
                 }
-                Ok(msg) => self.handle(msg),
+                Ok(msg) => {
+                    self.handle(msg);
+                    self.events.dirty = true;
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return "all senders gone".into(),
             }
@@ -379,7 +552,69 @@ impl Supervisor {
                 return reason;
             }
             self.timers();
+            self.publish_status();
         }
+    }
+
+    /// When the next status event is due (`None`: nobody listens).
+    fn status_due(&self) -> Option<Instant> {
+        if self.events.subscribers.is_empty() {
+            return None;
+        }
+        let gap = if self.events.dirty { STATUS_MIN_GAP } else { STATUS_EVERY };
+        Some(self.events.last_at + gap)
+    }
+
+    /// Sends subscribers the status if it is due: changed and [`STATUS_MIN_GAP`] since the
+    /// last, or [`STATUS_EVERY`] since the last.
+    fn publish_status(&mut self) {
+        let Some(due) = self.status_due() else {
+            self.events.dirty = false;
+            return;
+        };
+        let now = Instant::now();
+        if now < due {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let changed = self.events.last.as_ref().is_none_or(|last| !same_state(last, &snapshot));
+        if changed || now >= self.events.last_at + STATUS_EVERY {
+            self.events.subscribers.publish(&AgentEvent::Status(Box::new(snapshot.clone())));
+            self.events.last = Some(snapshot);
+            self.events.last_at = now;
+        }
+        self.events.dirty = false;
+    }
+
+    /// Sends subscribers an activity entry.
+    fn publish_activity(&mut self, entry: &ActivityEntry) {
+        if !self.events.subscribers.is_empty() {
+            self.events.subscribers.publish(&AgentEvent::Activity(entry.clone()));
+        }
+    }
+
+    /// A command was received: its activity entry, "running" until answered.
+    pub(super) fn activity_received(&mut self, command: &Command) {
+        let connection = command
+            .payload
+            .connection
+            .clone()
+            .or_else(|| self.default_unopened.clone())
+            .or_else(|| self.databases.first().map(|db| db.name().to_owned()));
+        let entry = ActivityEntry {
+            command_id: command.command_id.clone(),
+            received_at: now_rfc3339(),
+            finished_at: None,
+            connection,
+            // The protocol's `command` carries no workflow name (only executionId/activityId).
+            workflow: None,
+            outcome: Outcome::Running,
+            rows: None,
+            duration_ms: None,
+            bytes: None,
+        };
+        self.publish_activity(&entry);
+        self.counters.received_at.insert(command.command_id.clone(), entry);
     }
 
     /// Work that is due: the end of a restart drain, housekeeping.
@@ -485,6 +720,15 @@ impl Supervisor {
             }
             SupMsg::LinkUp(connected) => self.link_up(*connected),
             SupMsg::LinkDown { reason, rejected } => {
+                if self.board.is_connected() {
+                    // A session dropped: reconnecting (blue) until dials keep failing (red).
+                    self.counters.failed_dials = 0;
+                    self.counters.disconnected_since = Some(SystemTime::now());
+                } else {
+                    self.counters.failed_dials = self.counters.failed_dials.saturating_add(1);
+                    self.counters.disconnected_since.get_or_insert_with(SystemTime::now);
+                }
+                self.counters.link_error = Some(reason.clone());
                 self.board.connected.store(false, Ordering::Relaxed);
                 self.upload.set(None);
                 self.counters.connected_since = None;
@@ -531,9 +775,13 @@ impl Supervisor {
             }
             SupMsg::Finished { command_id, frame } => self.finished(command_id, *frame),
             SupMsg::Discovered(results) => self.discovered(results),
-            SupMsg::Control { cmd, reply } => {
-                let answer = self.control(cmd);
+            SupMsg::Control { request, reply } => {
+                let answer = self.control(request);
                 let _ = reply.send(answer);
+            }
+            SupMsg::Subscribe { reply } => {
+                let first = AgentEvent::Status(Box::new(self.snapshot()));
+                let _ = reply.send(self.events.subscribers.add(first));
             }
             SupMsg::Shutdown { .. } => unreachable!("handled in run"),
         }
@@ -568,6 +816,9 @@ impl Supervisor {
         }
         self.counters.connection_id = Some(connected.connection_id.clone());
         self.counters.connected_since = Some(SystemTime::now());
+        self.counters.disconnected_since = None;
+        self.counters.failed_dials = 0;
+        self.counters.link_error = None;
         self.set_state(LinkState::Connected);
         if self.paused {
             self.link.frame(Outbound::Status(StatusUpdate {
@@ -603,6 +854,7 @@ impl Supervisor {
         for (name, result) in results {
             match result {
                 Ok(db) => {
+                    self.db_errors.remove(&name);
                     if self.unhealthy.remove(&name) {
                         tracing::info!(connection = %name, "database reachable again");
                     }
@@ -614,6 +866,7 @@ impl Supervisor {
                     schema.push(db);
                 }
                 Err(e) => {
+                    self.db_errors.insert(name.clone(), e.clone());
                     if self.unhealthy.insert(name.clone()) {
                         tracing::error!(
                             connection = %name,
@@ -636,16 +889,14 @@ impl Supervisor {
         }
     }
 
-    fn control(&mut self, cmd: crate::control::ControlCmd) -> serde_json::Value {
-        use crate::control::ControlCmd;
-        match cmd {
-            ControlCmd::Status => self.snapshot(),
-            ControlCmd::Activity => {
-                let newest_first: Vec<_> = self.counters.activity.iter().rev().cloned().collect();
-                serde_json::json!({ "ok": true, "activity": newest_first })
-            }
-            ControlCmd::Pause | ControlCmd::Resume => {
-                let pause = cmd == ControlCmd::Pause;
+    fn control(&mut self, request: ControlRequest) -> ControlReply {
+        match request {
+            ControlRequest::Status => ControlReply::Status(Box::new(self.snapshot())),
+            ControlRequest::Activity { limit } => ControlReply::Activity(
+                self.counters.activity.iter().rev().take(limit.unwrap_or(usize::MAX)).cloned().collect(),
+            ),
+            ControlRequest::Pause | ControlRequest::Resume => {
+                let pause = request == ControlRequest::Pause;
                 if self.paused != pause {
                     self.paused = pause;
                     tracing::info!(
@@ -666,101 +917,209 @@ impl Supervisor {
                         self.refresh_busy();
                     }
                 }
-                serde_json::json!({ "ok": true, "paused": self.paused })
+                ControlReply::Paused(self.paused)
             }
-            ControlCmd::Reconnect => {
+            ControlRequest::Reconnect => {
                 tracing::info!("operator asked to reconnect");
                 self.link.send(crate::link::LinkMsg::Reconnect);
-                serde_json::json!({ "ok": true })
+                ControlReply::Ok
             }
-            ControlCmd::Stop => {
+            ControlRequest::Stop => {
                 self.stop = Some((
                     "stopped by the operator".into(),
                     self.limits.default_timeout.min(Duration::from_secs(30)),
                 ));
-                serde_json::json!({ "ok": true, "stopping": true })
+                ControlReply::Stopping
+            }
+            ControlRequest::Start | ControlRequest::Subscribe | ControlRequest::Setup(_) => {
+                ControlReply::error("BAD_REQUEST", "not a request for the running agent's supervisor")
             }
         }
     }
 
-    /// Appends a finished command to the in-memory activity tail.
+    /// Completes a command's activity entry with its answer, keeps it in the in-memory tail and
+    /// tells subscribers.
     fn record_activity(&mut self, frame: &Outbound) {
-        let (command_id, outcome, rows, duration) = match frame {
+        let (command_id, outcome, rows, duration, bytes) = match frame {
             Outbound::ExecutionResult(r) => {
-                let kind = match r.result {
-                    crate::protocol::ResultPayload::Inline { .. } => "ok (inline)",
-                    crate::protocol::ResultPayload::Buffered { .. } => "ok (chunked)",
+                let (outcome, bytes) = match &r.result {
+                    crate::protocol::ResultPayload::Inline { .. } => (Outcome::Inline, None),
+                    crate::protocol::ResultPayload::Buffered { byte_count, .. } => {
+                        (Outcome::Chunked, Some(*byte_count))
+                    }
                 };
-                (r.command_id.clone(), kind.to_owned(), Some(r.row_count), Some(r.duration_ms))
+                (r.command_id.clone(), outcome, Some(r.row_count), Some(r.duration_ms), bytes)
             }
             Outbound::ExecutionError(e) => {
-                (e.command_id.clone().unwrap_or_default(), e.error.code.to_string(), None, None)
+                let outcome = if e.error.code == ErrorCode::CommandCancelled {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Failed { code: e.error.code.to_string() }
+                };
+                (e.command_id.clone().unwrap_or_default(), outcome, None, None, None)
             }
             _ => return,
         };
-        let received = self.counters.received_at.remove(&command_id);
+        let now = now_rfc3339();
+        let mut entry = self.counters.received_at.remove(&command_id).unwrap_or_else(|| ActivityEntry {
+            command_id: command_id.clone(),
+            received_at: now.clone(),
+            finished_at: None,
+            connection: None,
+            workflow: None,
+            outcome: Outcome::Running,
+            rows: None,
+            duration_ms: None,
+            bytes: None,
+        });
+        entry.finished_at = Some(now);
+        entry.outcome = outcome;
+        entry.rows = rows;
+        entry.duration_ms = duration;
+        entry.bytes = bytes;
+        self.roll_day();
+        self.counters.today.commands += 1;
+        self.publish_activity(&entry);
         if self.counters.activity.len() == ACTIVITY_ENTRIES {
             self.counters.activity.pop_front();
         }
-        self.counters.activity.push_back(serde_json::json!({
-            "commandId": command_id,
-            "receivedAt": received,
-            "outcome": outcome,
-            "rows": rows,
-            "durationMs": duration,
-        }));
+        self.counters.activity.push_back(entry);
     }
 
-    fn snapshot(&self) -> serde_json::Value {
+    /// Bytes sent to the cloud since start: frames and chunk uploads.
+    fn bytes_sent(&self) -> u64 {
+        self.link.stats().bytes_sent() + self.upload.uploaded_bytes()
+    }
+
+    /// Starts a new day's figures when the local date changed.
+    fn roll_day(&mut self) {
+        let today = local_today();
+        if today != self.counters.today.date {
+            self.counters.today = Today { date: today, commands: 0, sent_at_start: self.bytes_sent() };
+        }
+    }
+
+    /// Things that need a look while connected (the yellow indicator's reasons).
+    fn warnings(&self, queue: &QueueStatus) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for name in &self.unhealthy {
+            warnings.push(format!("database `{name}` is unreachable"));
+        }
+        for unopened in &self.unopened {
+            warnings.push(format!("database `{}` cannot be opened", unopened.name));
+        }
+        if queue.warning {
+            warnings.push("the offline queue uses over 80 % of its disk cap".into());
+        }
+        if let Some(error) = &queue.error {
+            warnings.push(format!("the offline queue cannot be read: {error}"));
+        }
+        warnings
+    }
+
+    fn snapshot(&mut self) -> StatusSnapshot {
+        self.roll_day();
         let state = match self.state {
-            LinkState::Connecting => "connecting",
-            LinkState::Connected => "connected",
-            LinkState::Busy => "busy",
-            LinkState::Disconnected => "disconnected",
-            LinkState::Paused => "paused",
-            LinkState::KeyRejected => "key_rejected",
+            LinkState::Connecting => crate::protocol::control::LinkState::Connecting,
+            LinkState::Connected => crate::protocol::control::LinkState::Connected,
+            LinkState::Busy => crate::protocol::control::LinkState::Busy,
+            LinkState::Disconnected => crate::protocol::control::LinkState::Disconnected,
+            LinkState::Paused => crate::protocol::control::LinkState::Paused,
+            LinkState::KeyRejected => crate::protocol::control::LinkState::KeyRejected,
         };
         let queue = match (self.store.counts(), self.store.usage()) {
-            (Ok(counts), Ok(usage)) => serde_json::json!({
-                "waiting": counts.received,
-                "running": counts.running,
-                "unacknowledged": counts.unacknowledged,
-                "usedBytes": usage.used_bytes,
-                "capBytes": usage.cap_bytes,
-                "warning": usage.warn,
-            }),
-            (Err(e), _) | (_, Err(e)) => serde_json::json!({ "error": e.to_string() }),
+            (Ok(counts), Ok(usage)) => QueueStatus {
+                waiting: counts.received,
+                running: counts.running,
+                unacknowledged: counts.unacknowledged,
+                used_bytes: usage.used_bytes,
+                cap_bytes: usage.cap_bytes,
+                warning: usage.warn,
+                error: None,
+            },
+            (Err(e), _) | (_, Err(e)) => QueueStatus { error: Some(e.to_string()), ..QueueStatus::default() },
         };
-        serde_json::json!({
-            "ok": true,
-            "state": state,
-            "connected": self.board.is_connected(),
-            "paused": self.paused,
-            "connectionId": self.counters.connection_id,
-            "connectedSince": self.counters.connected_since.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            "uptimeSecs": self.counters.started.elapsed().as_secs(),
-            "activeCommands": self.running.len(),
-            "waitingCommands": self.waiting.len(),
-            "commandsCompleted": self.counters.completed,
-            "commandsFailed": self.counters.failed,
-            "rowsReturned": self.counters.rows,
-            "reconnects": self.counters.reconnects,
-            "lastError": self.counters.last_error,
-            "instanceId": self.store.instance_id(),
-            "queue": queue,
-            "databases": self.databases.iter().map(|db| serde_json::json!({
-                "name": db.name(),
-                "type": db.kind().to_string(),
-                "healthy": !self.unhealthy.contains(db.name()),
-            })).chain(self.unopened.iter().map(|u| serde_json::json!({
-                "name": u.name,
-                "type": u.spec.as_ref().map(|s| s.kind.to_string()),
-                "healthy": false,
-                "error": u.reason,
-            }))).collect::<Vec<_>>(),
-            "schemaTables": self.schema.as_ref().map(|s| s.iter().map(|d| d.tables.len()).sum::<usize>()),
-            "agentVersion": env!("CARGO_PKG_VERSION"),
-        })
+        let tables = |name: &str| {
+            self.schema
+                .as_ref()
+                .and_then(|s| s.iter().find(|d| d.connection == name))
+                .map(|d| d.tables.len() as u64)
+        };
+        let databases = self
+            .databases
+            .iter()
+            .map(|db| {
+                let pool = db.pool_status();
+                DatabaseHealth {
+                    name: db.name().to_owned(),
+                    kind: Some(db.kind().to_string()),
+                    healthy: !self.unhealthy.contains(db.name()),
+                    error: self.db_errors.get(db.name()).filter(|_| self.unhealthy.contains(db.name())).cloned(),
+                    pool: Some(PoolUse {
+                        open: pool.connections,
+                        idle: pool.idle,
+                        max: self.identity.pool_max.get(db.name()).copied().unwrap_or(0),
+                    }),
+                    tables: tables(db.name()),
+                }
+            })
+            .chain(self.unopened.iter().map(|u| DatabaseHealth {
+                name: u.name.clone(),
+                kind: u.spec.as_ref().map(|s| s.kind.to_string()),
+                healthy: false,
+                error: Some(u.reason.clone()),
+                pool: None,
+                tables: None,
+            }))
+            .collect();
+        let warnings = self.warnings(&queue);
+        let (indicator, reason) = indicator(IndicatorInputs {
+            state: self.state,
+            paused: self.paused,
+            ever_connected: self.counters.connection_id.is_some(),
+            failed_dials: self.counters.failed_dials,
+            link_error: self.counters.link_error.as_deref(),
+            warnings: &warnings,
+        });
+        let stats = self.link.stats();
+        let connected = self.board.is_connected();
+        let bytes_sent = self.bytes_sent();
+        StatusSnapshot {
+            state,
+            indicator,
+            reason,
+            connected,
+            paused: self.paused,
+            connector_name: self.identity.connector_name.clone(),
+            cloud_url: self.identity.cloud_url.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            instance_id: self.store.instance_id().to_owned(),
+            connection_id: self.counters.connection_id.clone().filter(|_| connected),
+            connected_since: self.counters.connected_since.map(rfc3339),
+            disconnected_since: self.counters.disconnected_since.map(rfc3339),
+            uptime_secs: self.counters.started.elapsed().as_secs(),
+            reconnects: self.counters.reconnects,
+            next_retry_ms: if connected {
+                None
+            } else {
+                stats.next_retry_in().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            },
+            latency_ms: stats.latency().map(|d| d.as_secs_f64() * 1000.0),
+            active_commands: self.running.len() as u64,
+            waiting_commands: self.waiting.len() as u64,
+            commands_completed: self.counters.completed,
+            commands_failed: self.counters.failed,
+            commands_today: self.counters.today.commands,
+            rows_returned: self.counters.rows,
+            bytes_sent,
+            bytes_received: stats.bytes_received(),
+            bytes_sent_today: bytes_sent.saturating_sub(self.counters.today.sent_at_start),
+            last_error: self.counters.last_error.clone(),
+            queue,
+            databases,
+            // Approved schemas live with the setup code; the running agent compares none yet.
+            schema_changes: Vec::new(),
+        }
     }
 
     fn send_schema(&self, schema: Vec<drivers::DatabaseSchema>) {
