@@ -546,3 +546,40 @@ mod pipe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> AgentEvent {
+        AgentEvent::Log { level: "warn".into(), message: format!("event {n}"), at: String::new() }
+    }
+
+    #[test]
+    fn a_subscriber_that_stops_reading_is_dropped_without_blocking() {
+        let mut subscribers = Subscribers::default();
+        let slow = subscribers.add(event(0)).unwrap();
+        let fast = subscribers.add(event(0)).unwrap();
+        let mut read = 0;
+        let started = std::time::Instant::now();
+        for n in 1..=SUBSCRIBER_QUEUE * 2 {
+            subscribers.publish(&event(n));
+            read += fast.try_iter().count();
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "publishing never waits");
+        assert_eq!(subscribers.len(), 1, "the full subscriber was dropped, the reading one kept");
+        assert_eq!(read, SUBSCRIBER_QUEUE * 2 + 1, "the reading one got everything");
+        // The slow one gets what fit in its queue, then the end of the stream.
+        assert_eq!(slow.iter().count(), SUBSCRIBER_QUEUE);
+    }
+
+    #[test]
+    fn subscribers_are_limited_and_a_closed_one_frees_its_place() {
+        let mut subscribers = Subscribers::default();
+        let mut held: Vec<_> = (0..MAX_SUBSCRIBERS).map(|_| subscribers.add(event(0)).unwrap()).collect();
+        assert!(subscribers.add(event(0)).is_none(), "no more than MAX_SUBSCRIBERS");
+        held.pop();
+        subscribers.publish(&event(1));
+        assert!(subscribers.add(event(0)).is_some(), "a closed subscriber is pruned by the next publish");
+    }
+}

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use mini_connector::agent::Agent;
 use mini_connector::config::AgentConfig;
 use mini_connector::control::ControlCmd;
+use mini_connector::protocol::control::{ActivityEntry, ControlReply, ControlRequest, Outcome, StatusSnapshot};
 use mini_connector::supervisor::SupMsg;
 
 /// Exit codes, documented in README.md.
@@ -217,7 +218,7 @@ fn main() -> ExitCode {
             }
             let control =
                 mini_connector::control::socket_path(&config_path, config.control_socket.as_deref());
-            let agent = match Agent::start(&config, Some(&control)) {
+            let agent = match Agent::start_from(&config_path, &config, Some(&control)) {
                 Ok(agent) => agent,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -284,25 +285,29 @@ fn main() -> ExitCode {
 fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
     let configured = AgentConfig::load(&args.config).ok().and_then(|c| c.control_socket);
     let path = mini_connector::control::socket_path(&args.config, configured.as_deref());
-    match mini_connector::control::request(&path, cmd) {
-        Ok(answer) => {
-            let ok = answer["ok"].as_bool().unwrap_or(false);
+    match mini_connector::control::call(&path, &cmd.into()) {
+        Ok(ControlReply::Error { code, message }) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-            } else if !ok {
-                eprintln!("error: {}", answer["error"].as_str().unwrap_or("the agent refused"));
-            } else if cmd == ControlCmd::Status {
-                print_status(&answer);
-            } else if cmd == ControlCmd::Activity {
-                print_activity(&answer);
+                print_json(&ControlReply::Error { code, message });
             } else {
-                println!("ok");
+                eprintln!("error: {message} ({code})");
             }
-            ExitCode::from(if ok { exit::OK } else { exit::FAILURE })
+            ExitCode::from(exit::FAILURE)
+        }
+        Ok(reply) => {
+            match (&reply, args.json) {
+                (ControlReply::Status(snapshot), true) => print_json(snapshot.as_ref()),
+                (ControlReply::Status(snapshot), false) => print_status(snapshot),
+                (ControlReply::Activity(entries), true) => print_json(entries),
+                (ControlReply::Activity(entries), false) => print_activity(entries),
+                (_, true) => print_json(&reply),
+                (_, false) => println!("ok"),
+            }
+            ExitCode::from(exit::OK)
         }
         Err(e @ mini_connector::control::ControlError::NotRunning(_)) => {
             if args.json {
-                println!("{}", serde_json::json!({ "ok": false, "running": false, "error": e.to_string() }));
+                print_json(&ControlReply::error("NOT_RUNNING", e.to_string()));
             } else {
                 eprintln!("{e}");
             }
@@ -315,67 +320,90 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
     }
 }
 
-fn print_activity(answer: &serde_json::Value) {
-    let rows = answer["activity"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+/// Prints a typed reply as pretty JSON.
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn print_activity(entries: &[ActivityEntry]) {
+    if entries.is_empty() {
         println!("no commands yet");
         return;
     }
-    println!("{:<24}  {:<36}  {:<26}  {:>8}  {:>8}", "RECEIVED", "COMMAND", "OUTCOME", "ROWS", "MS");
-    for row in rows {
-        let text = |k: &str| match &row[k] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => "-".to_owned(),
-            other => other.to_string(),
+    println!(
+        "{:<20}  {:<36}  {:<12}  {:<26}  {:>8}  {:>8}",
+        "RECEIVED", "COMMAND", "CONNECTION", "OUTCOME", "ROWS", "MS"
+    );
+    let or_dash = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    for entry in entries {
+        let outcome = match &entry.outcome {
+            Outcome::Running => "running".to_owned(),
+            Outcome::Inline => "ok (inline)".to_owned(),
+            Outcome::Chunked => "ok (chunked)".to_owned(),
+            Outcome::Failed { code } => code.clone(),
+            Outcome::Cancelled => "cancelled".to_owned(),
         };
         println!(
-            "{:<24}  {:<36}  {:<26}  {:>8}  {:>8}",
-            text("receivedAt"),
-            text("commandId"),
-            text("outcome"),
-            text("rows"),
-            text("durationMs")
+            "{:<20}  {:<36}  {:<12}  {:<26}  {:>8}  {:>8}",
+            entry.received_at,
+            entry.command_id,
+            entry.connection.as_deref().unwrap_or("-"),
+            outcome,
+            or_dash(entry.rows),
+            or_dash(entry.duration_ms)
         );
     }
 }
 
-fn print_status(s: &serde_json::Value) {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    println!("state:          {}", text(&s["state"]));
-    println!("connected:      {} (since {})", text(&s["connected"]), text(&s["connectedSince"]));
-    println!("uptime:         {} s, {} reconnects", text(&s["uptimeSecs"]), text(&s["reconnects"]));
+fn print_status(s: &StatusSnapshot) {
+    let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    println!("connector:      {} ({})", s.connector_name, s.cloud_url);
     println!(
-        "commands:       {} active, {} completed, {} failed, {} rows returned",
-        text(&s["activeCommands"]),
-        text(&s["commandsCompleted"]),
-        text(&s["commandsFailed"]),
-        text(&s["rowsReturned"])
+        "status:         {}{}",
+        s.indicator.label(),
+        s.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+    );
+    let state = serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned));
+    println!("state:          {}", or_dash(state.as_deref()));
+    println!("connected:      {} (since {})", s.connected, or_dash(s.connected_since.as_deref()));
+    if let Some(since) = &s.disconnected_since {
+        let retry = s.next_retry_ms.map(|ms| format!(", next try in {ms} ms")).unwrap_or_default();
+        println!("disconnected:   since {since}{retry}");
+    }
+    println!("uptime:         {} s, {} reconnects", s.uptime_secs, s.reconnects);
+    if let Some(latency) = s.latency_ms {
+        println!("latency:        {latency:.1} ms");
+    }
+    println!(
+        "commands:       {} active, {} completed, {} failed, {} rows returned ({} today)",
+        s.active_commands, s.commands_completed, s.commands_failed, s.rows_returned, s.commands_today
     );
     println!(
-        "queue:          {} waiting, {} unacknowledged answers, {} of {} MiB{}",
-        text(&s["waitingCommands"]),
-        text(&s["queue"]["unacknowledged"]),
-        s["queue"]["usedBytes"].as_u64().map_or("-".into(), |b| (b >> 20).to_string()),
-        s["queue"]["capBytes"].as_u64().map_or("-".into(), |b| (b >> 20).to_string()),
-        if s["queue"]["warning"] == true { " (over 80 %)" } else { "" }
+        "traffic:        {} bytes sent ({} today), {} bytes received",
+        s.bytes_sent, s.bytes_sent_today, s.bytes_received
     );
-    let dbs: Vec<String> = s["databases"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    let health = if d["healthy"] == false { ", unreachable" } else { "" };
-                    format!("{} ({}{health})", text(&d["name"]), text(&d["type"]))
-                })
-                .collect()
+    match &s.queue.error {
+        Some(error) => println!("queue:          unreadable: {error}"),
+        None => println!(
+            "queue:          {} waiting, {} unacknowledged answers, {} of {} MiB{}",
+            s.waiting_commands,
+            s.queue.unacknowledged,
+            s.queue.used_bytes >> 20,
+            s.queue.cap_bytes >> 20,
+            if s.queue.warning { " (over 80 %)" } else { "" }
+        ),
+    }
+    let dbs: Vec<String> = s
+        .databases
+        .iter()
+        .map(|d| {
+            let health = if d.healthy { "" } else { ", unreachable" };
+            let pool = d.pool.map(|p| format!(", pool {}/{}", p.open - p.idle.min(p.open), p.max)).unwrap_or_default();
+            format!("{} ({}{health}{pool})", d.name, d.kind.as_deref().unwrap_or("-"))
         })
-        .unwrap_or_default();
+        .collect();
     println!("databases:      {}", if dbs.is_empty() { "-".to_owned() } else { dbs.join(", ") });
-    println!("last error:     {}", text(&s["lastError"]));
+    println!("last error:     {}", or_dash(s.last_error.as_deref()));
 }
 
 /// Starts the agent again as a background process and returns once it is up.
@@ -414,7 +442,10 @@ fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
             eprintln!("error: the agent exited at once ({status}); see {}", log_path.display());
             return ExitCode::from(exit::FAILURE);
         }
-        if mini_connector::control::request(&socket, ControlCmd::Status).is_ok() {
+        if matches!(
+            mini_connector::control::call(&socket, &ControlRequest::Status),
+            Ok(ControlReply::Status(_))
+        ) {
             println!("agent running in the background (pid {}); log: {}", child.id(), log_path.display());
             return ExitCode::from(exit::OK);
         }

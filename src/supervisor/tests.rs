@@ -474,3 +474,185 @@ fn a_database_that_cannot_be_opened_answers_unavailable_and_the_others_are_serve
     h.send(SupMsg::Inbound(Box::new(Inbound::decode(&json.to_string()).unwrap())));
     assert_eq!(h.query_job().command.command_id, "c2");
 }
+
+/// The next status event that satisfies `pred` (earlier ones are skipped: the supervisor may
+/// send intermediate states).
+fn status_where(
+    events: &Receiver<crate::protocol::control::AgentEvent>,
+    pred: impl Fn(&crate::protocol::control::StatusSnapshot) -> bool,
+) -> crate::protocol::control::StatusSnapshot {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let event = events.recv_deadline(deadline).expect("a status event");
+        if let crate::protocol::control::AgentEvent::Status(status) = event
+            && pred(&status)
+        {
+            return *status;
+        }
+    }
+}
+
+/// The next activity event.
+fn activity(events: &Receiver<crate::protocol::control::AgentEvent>) -> crate::protocol::control::ActivityEntry {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let crate::protocol::control::AgentEvent::Activity(entry) =
+            events.recv_deadline(deadline).expect("an activity event")
+        {
+            return entry;
+        }
+    }
+}
+
+impl Harness {
+    fn subscribe(&self) -> Receiver<crate::protocol::control::AgentEvent> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(SupMsg::Subscribe { reply });
+        answer.recv_timeout(WAIT).unwrap().expect("room for a subscriber")
+    }
+}
+
+#[test]
+fn the_indicator_follows_the_six_states_of_the_spec() {
+    use super::{IndicatorInputs, LinkState, RED_AFTER_FAILED_DIALS, indicator};
+    use crate::protocol::control::Indicator;
+    let none: &[String] = &[];
+    let warn = ["database `erp` is unreachable".to_owned()];
+    let base = IndicatorInputs {
+        state: LinkState::Connected,
+        paused: false,
+        ever_connected: true,
+        failed_dials: 0,
+        link_error: None,
+        warnings: none,
+    };
+    assert_eq!(indicator(base), (Indicator::Connected, None));
+    assert_eq!(indicator(IndicatorInputs { state: LinkState::Busy, ..base }).0, Indicator::Executing);
+    let (state, reason) = indicator(IndicatorInputs { state: LinkState::Busy, warnings: &warn, ..base });
+    assert_eq!(state, Indicator::Warning, "a warning wins over pulsing green");
+    assert!(reason.unwrap().contains("`erp` is unreachable"));
+    // Paused wins over everything, connected or not.
+    for state in [LinkState::Paused, LinkState::Disconnected, LinkState::Connecting] {
+        assert_eq!(indicator(IndicatorInputs { state, paused: true, ..base }).0, Indicator::Paused);
+    }
+    // Before the first session: blue while the first dial runs, red once one failed.
+    let fresh = IndicatorInputs { state: LinkState::Connecting, ever_connected: false, ..base };
+    assert_eq!(indicator(fresh).0, Indicator::Reconnecting);
+    let (state, reason) = indicator(IndicatorInputs {
+        state: LinkState::Disconnected,
+        failed_dials: 1,
+        link_error: Some("cannot reach the cloud: connection refused"),
+        ..fresh
+    });
+    assert_eq!(state, Indicator::Disconnected);
+    assert!(reason.unwrap().contains("connection refused"));
+    // After a drop: blue for a few failed dials, then red.
+    let dropped =
+        IndicatorInputs { state: LinkState::Disconnected, link_error: Some("connection lost: reset"), ..base };
+    assert_eq!(indicator(dropped).0, Indicator::Reconnecting);
+    assert_eq!(
+        indicator(IndicatorInputs { failed_dials: RED_AFTER_FAILED_DIALS - 1, ..dropped }).0,
+        Indicator::Reconnecting
+    );
+    assert_eq!(
+        indicator(IndicatorInputs { failed_dials: RED_AFTER_FAILED_DIALS, ..dropped }).0,
+        Indicator::Disconnected
+    );
+    // A refused key is red with a reason that says what to do.
+    let (state, reason) = indicator(IndicatorInputs { state: LinkState::KeyRejected, ..base });
+    assert_eq!(state, Indicator::Disconnected);
+    assert!(reason.unwrap().contains("API key"));
+}
+
+#[test]
+fn subscribers_get_the_status_first_then_every_change_and_each_command() {
+    use crate::protocol::control::{AgentEvent, Indicator, LinkState, Outcome};
+    let dir = Dir::new("events");
+    let mut h = Harness::start(&dir, 2, 10);
+    let events = h.subscribe();
+    let first = match events.recv_timeout(WAIT).unwrap() {
+        AgentEvent::Status(status) => status,
+        other => panic!("the status comes first, got {other:?}"),
+    };
+    assert_eq!(first.indicator, Indicator::Reconnecting, "dialling for the first time");
+    assert_eq!(first.databases[0].name, "erp");
+
+    // The first dial fails: red, with the reason.
+    h.send(SupMsg::LinkDown { reason: "cannot reach the cloud: connection refused".into(), rejected: None });
+    let red = status_where(&events, |s| s.indicator == Indicator::Disconnected);
+    assert!(red.reason.as_deref().unwrap().contains("connection refused"), "{red:?}");
+    assert!(red.disconnected_since.is_some());
+    assert!(!red.connected);
+
+    // The gateway comes up: green.
+    h.send(SupMsg::LinkUp(connected()));
+    let green = status_where(&events, |s| s.indicator == Indicator::Connected);
+    assert_eq!(green.state, LinkState::Connected);
+    assert!(green.connected && green.connected_since.is_some() && green.disconnected_since.is_none());
+
+    // A command: an activity entry when received, another when answered.
+    h.command("c1", "k1", "e1");
+    let received = activity(&events);
+    assert_eq!((received.command_id.as_str(), &received.outcome), ("c1", &Outcome::Running));
+    assert_eq!(received.connection.as_deref(), Some("erp"));
+    status_where(&events, |s| s.indicator == Indicator::Executing);
+    let job = h.query_job();
+    h.finish_ok(&job);
+    let done = activity(&events);
+    assert_eq!((done.command_id.as_str(), &done.outcome, done.rows), ("c1", &Outcome::Inline, Some(1)));
+    assert_eq!(done.received_at, received.received_at);
+    assert!(done.finished_at.is_some());
+    let after = status_where(&events, |s| s.indicator == Indicator::Connected);
+    assert_eq!((after.commands_completed, after.commands_today), (1, 1));
+    assert!(after.bytes_sent == 0, "no link thread here: nothing was written to a socket");
+
+    // Pause: grey. A drop after a session: blue, not red.
+    h.control(crate::protocol::control::ControlRequest::Pause);
+    status_where(&events, |s| s.indicator == Indicator::Paused && s.paused);
+    h.control(crate::protocol::control::ControlRequest::Resume);
+    status_where(&events, |s| s.indicator == Indicator::Connected);
+    h.send(SupMsg::LinkDown { reason: "connection lost: reset".into(), rejected: None });
+    let blue = status_where(&events, |s| !s.connected);
+    assert_eq!(blue.indicator, Indicator::Reconnecting, "{blue:?}");
+
+    // The activity request has both states of the command folded into one entry.
+    match h.control(crate::protocol::control::ControlRequest::Activity { limit: Some(5) }) {
+        crate::protocol::control::ControlReply::Activity(entries) => assert_eq!(entries, vec![done]),
+        other => panic!("{other:?}"),
+    }
+
+    // Stopping tells subscribers last.
+    h.send(SupMsg::Shutdown { reason: "test".into(), grace: Duration::ZERO });
+    h.thread.take().unwrap().join().unwrap();
+    let last = events.iter().last().unwrap();
+    assert_eq!(last, AgentEvent::Stopped { reason: "test".into() });
+}
+
+#[test]
+fn status_events_are_rate_limited_and_repeat_every_second_when_idle() {
+    use crate::protocol::control::AgentEvent;
+    let dir = Dir::new("rate");
+    let h = Harness::start(&dir, 2, 10);
+    let events = h.subscribe();
+    let started = std::time::Instant::now();
+    // Many changes in a burst (link flapping) give a few status events, not one each.
+    for i in 0..200 {
+        if i % 2 == 0 {
+            h.send(SupMsg::LinkConnecting);
+        } else {
+            h.send(SupMsg::LinkDown { reason: format!("refused {i}"), rejected: None });
+        }
+    }
+    h.status();
+    let mut statuses = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        if let Ok(AgentEvent::Status(_)) = events.recv_timeout(Duration::from_millis(100)) {
+            statuses += 1;
+        }
+    }
+    // At most one per STATUS_MIN_GAP (plus the first), and at least one per STATUS_EVERY.
+    let elapsed = started.elapsed();
+    let most = 2 + (elapsed.as_millis() / super::STATUS_MIN_GAP.as_millis()) as usize;
+    assert!(statuses <= most, "{statuses} status events in {elapsed:?}");
+    assert!(statuses >= 3, "{statuses} status events in {elapsed:?}: idle statuses repeat every second");
+}
