@@ -404,11 +404,13 @@ impl LinkThread {
             let key = (self.load_key)().map_err(|e| End::Rejected(ErrorCode::AuthFailed, e))?;
             let auth = auth_frame(&self.settings, key);
             let text = zeroize::Zeroizing::new(auth.encode());
+            self.stats.count_sent(text.len());
             ws.send(tungstenite::Message::text(text.as_str())).map_err(|e| fail("sending auth", &e))?;
         }
         loop {
             let message = ws.read().map_err(|e| fail("waiting for the cloud to accept", &e))?;
             let tungstenite::Message::Text(text) = message else { continue };
+            self.stats.count_received(text.len());
             match Inbound::decode(text.as_str()) {
                 Ok(Inbound::Connected(connected)) => {
                     let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));

@@ -25,6 +25,8 @@ fn status_pause_resume_reconnect_and_stop_reach_the_running_agent() {
     let (code, status) = control(&agent.config, "status");
     assert_eq!(code, Some(0));
     assert_eq!(status["state"], "connected");
+    assert_eq!(status["indicator"], "connected");
+    assert_eq!(status["connectorName"], "Ctl");
     assert_eq!(status["connected"], true);
     assert_eq!(status["databases"][0]["name"], "erp");
 
@@ -60,18 +62,19 @@ fn status_pause_resume_reconnect_and_stop_reach_the_running_agent() {
     assert_eq!(status["commandsFailed"], 1);
 
     let activity = control(&agent.config, "activity").1;
-    let entries = activity["activity"].as_array().unwrap();
+    let entries = activity.as_array().unwrap();
     assert_eq!(entries.len(), 2, "{activity}");
-    assert_eq!(entries[0]["outcome"], "ok (inline)", "newest first");
+    assert_eq!(entries[0]["outcome"], json!({ "status": "inline" }), "newest first");
     assert_eq!(entries[0]["rows"], 1);
-    assert_eq!(entries[1]["outcome"], "AGENT_PAUSED");
+    assert_eq!(entries[1]["outcome"], json!({ "status": "failed", "code": "AGENT_PAUSED" }));
     assert!(!activity.to_string().contains("SELECT"), "query text is not kept");
 
     assert_eq!(control(&agent.config, "stop").0, Some(0));
     assert_eq!(agent.wait_exit(), Some(0), "{}", agent.log_text());
     let (code, answer) = control(&agent.config, "status");
     assert_eq!(code, Some(3), "no agent running any more");
-    assert_eq!(answer["running"], false);
+    assert_eq!(answer["reply"], "error");
+    assert_eq!(answer["data"]["code"], "NOT_RUNNING");
 }
 
 #[test]

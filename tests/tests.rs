@@ -13,6 +13,7 @@ mod cli_schema;
 mod cli_service;
 mod cli_sql_check;
 mod e2e_auth;
+mod e2e_control_api;
 mod e2e_differential;
 mod e2e_faults;
 mod e2e_flow;
