@@ -12,6 +12,7 @@ mod cli_db;
 mod cli_schema;
 mod cli_service;
 mod cli_sql_check;
+mod control_golden;
 mod e2e_auth;
 mod e2e_control_api;
 mod e2e_differential;

@@ -508,8 +508,9 @@ pub struct DatabaseForm {
     /// User.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The password; `None` on an edit keeps the stored one. Never serialized back out.
-    #[serde(default, skip_serializing)]
+    /// The password; `None` on an edit keeps the stored one. It travels only in requests
+    /// (over the control socket too, so it must serialize); replies always carry `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// SQLite file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
