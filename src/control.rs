@@ -168,7 +168,11 @@ impl ControlServer {
     /// Binds the socket (refusing if another agent answers on it) and starts the thread.
     /// Setup requests edit `config_path` (refused when `None`).
     #[cfg(unix)]
-    pub fn start(path: &Path, supervisor: Sender<SupMsg>, config_path: Option<PathBuf>) -> std::io::Result<Self> {
+    pub fn start(
+        path: &Path,
+        supervisor: Sender<SupMsg>,
+        config_path: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
         use std::os::unix::fs::PermissionsExt as _;
         use std::os::unix::net::{UnixListener, UnixStream};
 
@@ -201,7 +205,11 @@ impl ControlServer {
     /// Creates the named pipe (refusing if another agent owns it) and starts the thread.
     /// Setup requests edit `config_path` (refused when `None`).
     #[cfg(windows)]
-    pub fn start(path: &Path, supervisor: Sender<SupMsg>, config_path: Option<PathBuf>) -> std::io::Result<Self> {
+    pub fn start(
+        path: &Path,
+        supervisor: Sender<SupMsg>,
+        config_path: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
         let name = pipe::name(path);
         // The first instance is created here so that a second agent fails at once.
         let first = pipe::create(&name, true).map_err(|e| {
@@ -303,7 +311,8 @@ fn serve(
         },
         ControlRequest::Setup(setup) => {
             let Some(config_path) = context.config_path.clone() else {
-                let reply = ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
+                let reply =
+                    ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
                 let _ = write_line(&mut writer, &reply);
                 return ControlFlow::Continue(());
             };

@@ -27,7 +27,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::agent::Agent;
 use crate::config::AgentConfig;
-use crate::protocol::control::{AgentEvent, Backend, ControlReply, ControlRequest, SetupRequest, StatusSnapshot};
+use crate::protocol::control::{
+    AgentEvent, Backend, ControlReply, ControlRequest, SetupRequest, StatusSnapshot,
+};
 use crate::supervisor::SupMsg;
 
 /// How long a stop may take before the handle gives up waiting (commands get 30 s at most).
@@ -335,7 +337,9 @@ impl Backend for RemoteBackend {
                 Ok(other) => other,
                 Err(e) => ControlReply::error(
                     "NOT_RUNNING",
-                    format!("the agent service is not running; start it with the system's service manager ({e})"),
+                    format!(
+                        "the agent service is not running; start it with the system's service manager ({e})"
+                    ),
                 ),
             },
             other => crate::control::call(&self.socket_path, &other).unwrap_or_else(|e| client_error(&e)),

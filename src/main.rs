@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand};
 use mini_connector::agent::Agent;
 use mini_connector::config::AgentConfig;
 use mini_connector::control::ControlCmd;
-use mini_connector::protocol::control::{ActivityEntry, ControlReply, ControlRequest, Outcome, StatusSnapshot};
+use mini_connector::protocol::control::{
+    ActivityEntry, ControlReply, ControlRequest, Outcome, StatusSnapshot,
+};
 use mini_connector::supervisor::SupMsg;
 
 /// Exit codes, documented in README.md.
@@ -398,7 +400,10 @@ fn print_status(s: &StatusSnapshot) {
         .iter()
         .map(|d| {
             let health = if d.healthy { "" } else { ", unreachable" };
-            let pool = d.pool.map(|p| format!(", pool {}/{}", p.open - p.idle.min(p.open), p.max)).unwrap_or_default();
+            let pool = d
+                .pool
+                .map(|p| format!(", pool {}/{}", p.open - p.idle.min(p.open), p.max))
+                .unwrap_or_default();
             format!("{} ({}{health}{pool})", d.name, d.kind.as_deref().unwrap_or("-"))
         })
         .collect();

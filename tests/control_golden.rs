@@ -42,7 +42,10 @@ fn every_control_fixture_parses_and_re_serializes_to_the_same_json() {
         let original: Value = serde_json::from_str(&text).unwrap();
         let name = name(&path);
         let (again, tag) = if name.starts_with("request_") {
-            (round_trip::<ControlRequest>(&path, &text), ("request", original["cmd"].clone(), original["op"].clone()))
+            (
+                round_trip::<ControlRequest>(&path, &text),
+                ("request", original["cmd"].clone(), original["op"].clone()),
+            )
         } else if name.starts_with("reply_") {
             (round_trip::<ControlReply>(&path, &text), ("reply", original["reply"].clone(), Value::Null))
         } else if name.starts_with("event_") {
@@ -59,16 +62,46 @@ fn every_control_fixture_parses_and_re_serializes_to_the_same_json() {
     }
     // One fixture per kind: a new variant needs a fixture (and a line here).
     let expected: BTreeSet<String> = [
-        "request status", "request start", "request activity", "request pause", "request resume",
-        "request reconnect", "request stop", "request subscribe", "request setup settings",
-        "request setup check_key", "request setup configure", "request setup list_databases",
-        "request setup test_database", "request setup save_database", "request setup remove_database",
-        "request setup discover", "request setup sample", "request setup set_private",
-        "request setup approve_schema", "request setup install_service", "request setup set_pin",
-        "request setup verify_pin", "reply ok", "reply status", "reply activity", "reply paused",
-        "reply stopping", "reply settings", "reply key", "reply databases", "reply test", "reply schema",
-        "reply sample", "reply message", "reply error", "event status", "event activity", "event log",
-        "event notice", "event stopped",
+        "request status",
+        "request start",
+        "request activity",
+        "request pause",
+        "request resume",
+        "request reconnect",
+        "request stop",
+        "request subscribe",
+        "request setup settings",
+        "request setup check_key",
+        "request setup configure",
+        "request setup list_databases",
+        "request setup test_database",
+        "request setup save_database",
+        "request setup remove_database",
+        "request setup discover",
+        "request setup sample",
+        "request setup set_private",
+        "request setup approve_schema",
+        "request setup install_service",
+        "request setup set_pin",
+        "request setup verify_pin",
+        "reply ok",
+        "reply status",
+        "reply activity",
+        "reply paused",
+        "reply stopping",
+        "reply settings",
+        "reply key",
+        "reply databases",
+        "reply test",
+        "reply schema",
+        "reply sample",
+        "reply message",
+        "reply error",
+        "event status",
+        "event activity",
+        "event log",
+        "event notice",
+        "event stopped",
     ]
     .into_iter()
     .map(str::to_owned)

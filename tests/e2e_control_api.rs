@@ -132,7 +132,10 @@ fn walk(
     assert_eq!(outcome.rows, vec![vec![serde_json::json!(2)]]);
     let (done, saw_running) = finished_activity(events);
     assert!(saw_running, "an entry when the command is received");
-    assert_eq!((&done.outcome, done.rows, done.connection.as_deref()), (&Outcome::Inline, Some(1), Some("erp")));
+    assert_eq!(
+        (&done.outcome, done.rows, done.connection.as_deref()),
+        (&Outcome::Inline, Some(1), Some("erp"))
+    );
     let counted = status_where(events, |s| s.commands_completed == 1);
     assert_eq!(counted.commands_today, 1);
     // The command frame came in, the result went out.
@@ -166,11 +169,16 @@ fn a_subscriber_on_the_socket_sees_red_green_activity_and_grey() {
     assert!(!backend.in_process());
     assert!(matches!(backend.request(ControlRequest::Status), ControlReply::Status(_)));
     assert!(matches!(
-        backend.request(ControlRequest::Setup(Box::new(mini_connector::protocol::control::SetupRequest::Settings))),
+        backend.request(ControlRequest::Setup(Box::new(
+            mini_connector::protocol::control::SetupRequest::Settings
+        ))),
         ControlReply::Error { .. } | ControlReply::Settings(_)
     ));
 
-    assert_eq!(mini_connector::control::call(&socket, &ControlRequest::Stop).unwrap(), ControlReply::Stopping);
+    assert_eq!(
+        mini_connector::control::call(&socket, &ControlRequest::Stop).unwrap(),
+        ControlReply::Stopping
+    );
     let deadline = Instant::now() + WATCHDOG;
     let last = loop {
         match events.recv_deadline(deadline) {

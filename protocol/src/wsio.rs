@@ -78,7 +78,15 @@ impl<S: Read + Write> PolledWebSocket<S> {
         }
         let waker = Waker(poller.clone());
         Ok((
-            Self { ws, tcp, poller, events: Events::new(), want_write: false, last_read: Instant::now(), last_pong: None },
+            Self {
+                ws,
+                tcp,
+                poller,
+                events: Events::new(),
+                want_write: false,
+                last_read: Instant::now(),
+                last_pong: None,
+            },
             waker,
         ))
     }

@@ -429,7 +429,10 @@ impl Supervisor {
         while !self.running.is_empty() {
             match self.inbox.recv_deadline(deadline) {
                 Ok(SupMsg::Control { reply, .. }) => {
-                    let _ = reply.send(crate::protocol::control::ControlReply::error("NOT_RUNNING", "the agent is stopping"));
+                    let _ = reply.send(crate::protocol::control::ControlReply::error(
+                        "NOT_RUNNING",
+                        "the agent is stopping",
+                    ));
                 }
                 Ok(SupMsg::Shutdown { .. }) => {}
                 Ok(msg) => self.handle(msg),

@@ -347,7 +347,10 @@ pub struct IndicatorInputs<'a> {
 pub fn indicator(inputs: IndicatorInputs<'_>) -> (Indicator, Option<String>) {
     let link_error = inputs.link_error.unwrap_or("no connection yet");
     if inputs.paused {
-        return (Indicator::Paused, Some("paused by the operator: commands are refused until resumed".into()));
+        return (
+            Indicator::Paused,
+            Some("paused by the operator: commands are refused until resumed".into()),
+        );
     }
     match inputs.state {
         LinkState::KeyRejected => (
@@ -490,7 +493,12 @@ impl Supervisor {
                 link_error: None,
                 today: Today { date: local_today(), commands: 0, sent_at_start: 0 },
             },
-            events: Events { subscribers: Subscribers::default(), last: None, last_at: Instant::now(), dirty: true },
+            events: Events {
+                subscribers: Subscribers::default(),
+                last: None,
+                last_at: Instant::now(),
+                dirty: true,
+            },
             identity: Identity::default(),
             db_errors: HashMap::new(),
         }
@@ -531,7 +539,8 @@ impl Supervisor {
             self.recover();
         }
         loop {
-            let mut wake = self.restart_drain.map_or(self.next_housekeeping, |at| at.min(self.next_housekeeping));
+            let mut wake =
+                self.restart_drain.map_or(self.next_housekeeping, |at| at.min(self.next_housekeeping));
             if let Some(due) = self.status_due() {
                 wake = wake.min(due);
             }
@@ -1054,7 +1063,11 @@ impl Supervisor {
                     name: db.name().to_owned(),
                     kind: Some(db.kind().to_string()),
                     healthy: !self.unhealthy.contains(db.name()),
-                    error: self.db_errors.get(db.name()).filter(|_| self.unhealthy.contains(db.name())).cloned(),
+                    error: self
+                        .db_errors
+                        .get(db.name())
+                        .filter(|_| self.unhealthy.contains(db.name()))
+                        .cloned(),
                     pool: Some(PoolUse {
                         open: pool.connections,
                         idle: pool.idle,

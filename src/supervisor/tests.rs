@@ -140,7 +140,10 @@ impl Harness {
     }
 
     /// Sends a control request and waits for the answer.
-    fn control(&self, request: crate::protocol::control::ControlRequest) -> crate::protocol::control::ControlReply {
+    fn control(
+        &self,
+        request: crate::protocol::control::ControlRequest,
+    ) -> crate::protocol::control::ControlReply {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.send(SupMsg::Control { request, reply });
         answer.recv_timeout(WAIT).unwrap()
@@ -493,7 +496,9 @@ fn status_where(
 }
 
 /// The next activity event.
-fn activity(events: &Receiver<crate::protocol::control::AgentEvent>) -> crate::protocol::control::ActivityEntry {
+fn activity(
+    events: &Receiver<crate::protocol::control::AgentEvent>,
+) -> crate::protocol::control::ActivityEntry {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         if let crate::protocol::control::AgentEvent::Activity(entry) =
@@ -547,8 +552,11 @@ fn the_indicator_follows_the_six_states_of_the_spec() {
     assert_eq!(state, Indicator::Disconnected);
     assert!(reason.unwrap().contains("connection refused"));
     // After a drop: blue for a few failed dials, then red.
-    let dropped =
-        IndicatorInputs { state: LinkState::Disconnected, link_error: Some("connection lost: reset"), ..base };
+    let dropped = IndicatorInputs {
+        state: LinkState::Disconnected,
+        link_error: Some("connection lost: reset"),
+        ..base
+    };
     assert_eq!(indicator(dropped).0, Indicator::Reconnecting);
     assert_eq!(
         indicator(IndicatorInputs { failed_dials: RED_AFTER_FAILED_DIALS - 1, ..dropped }).0,
