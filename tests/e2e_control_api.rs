@@ -219,3 +219,44 @@ fn the_in_process_local_backend_drives_the_agent_the_same_way() {
     assert_eq!(backend.request(ControlRequest::Start), ControlReply::Ok, "started again");
     status_where(&events, |s| s.indicator == Indicator::Connected);
 }
+
+#[test]
+fn the_remote_backend_follows_a_service_that_restarts() {
+    use mini_connector::handle::RemoteBackend;
+    let late = Late::new("ctl-remote", "Svc");
+    let _gateway = late.gateway_up();
+    let mut agent = AgentProc::start(&late.agent_config);
+    let socket = control_socket(&late.agent_config);
+    let backend = RemoteBackend::new(socket.clone());
+    assert!(!backend.in_process());
+    let (tx, events) = crossbeam_channel::unbounded();
+    backend.subscribe(Box::new(move |event| {
+        let _ = tx.send(event);
+    }));
+    status_where(&events, |s| s.indicator == Indicator::Connected);
+
+    // The service stops: the subscriber hears it, then nothing answers.
+    assert_eq!(backend.request(ControlRequest::Stop), ControlReply::Stopping);
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(AgentEvent::Stopped { .. }) => break,
+            Ok(_) => {}
+            Err(e) => panic!("no Stopped event: {e}"),
+        }
+    }
+    assert_eq!(agent.wait_exit(), Some(0));
+    assert!(matches!(
+        backend.request(ControlRequest::Status),
+        ControlReply::Error { code, .. } if code == "NOT_RUNNING"
+    ));
+    assert!(
+        matches!(backend.request(ControlRequest::Start), ControlReply::Error { code, .. } if code == "NOT_RUNNING")
+    );
+
+    // It comes back (the service manager restarts it): the same subscription resumes.
+    let _agent = AgentProc::start(&late.agent_config);
+    let back = status_where(&events, |s| s.indicator == Indicator::Connected);
+    assert_eq!(back.connector_name, "Svc");
+    assert_eq!(backend.request(ControlRequest::Start), ControlReply::Ok, "a running service is started");
+}
