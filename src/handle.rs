@@ -7,7 +7,9 @@
 //!   or a callback). Everything goes through the supervisor's inbox, like the control socket.
 //! - [`LocalBackend`]: an in-process agent behind the [`Backend`] API. It starts the agent at
 //!   creation when the configuration is complete (else on [`ControlRequest::Start`]), and
-//!   restarts it after a setup request that changed the configuration.
+//!   restarts it after a setup request that changed the configuration file (or `configure`,
+//!   which may store a new key in the vault). Subscribers stay subscribed across restarts: a
+//!   restart shows as `stopped`, then the new agent's status.
 //! - [`RemoteBackend`]: an agent running as a service, over its control socket / pipe: one
 //!   connection per request, one long-lived subscription that reconnects when the service
 //!   restarts.
@@ -304,9 +306,9 @@ impl Drop for LocalBackend {
 #[derive(Debug)]
 pub struct RemoteBackend {
     socket_path: PathBuf,
-    /// Dropped with the backend: subscription threads notice within a second and end.
-    #[allow(dead_code)]
-    alive: Sender<()>,
+    /// Never sent on; dropped with the backend, which subscription threads notice within a
+    /// second and end.
+    _alive: Sender<()>,
     alive_rx: Receiver<()>,
 }
 
@@ -314,7 +316,7 @@ impl RemoteBackend {
     /// A backend for the agent answering on `socket_path`.
     pub fn new(socket_path: PathBuf) -> Self {
         let (alive, alive_rx) = crossbeam_channel::bounded(0);
-        Self { socket_path, alive, alive_rx }
+        Self { socket_path, _alive: alive, alive_rx }
     }
 }
 
