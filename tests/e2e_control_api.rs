@@ -260,3 +260,28 @@ fn the_remote_backend_follows_a_service_that_restarts() {
     assert_eq!(back.connector_name, "Svc");
     assert_eq!(backend.request(ControlRequest::Start), ControlReply::Ok, "a running service is started");
 }
+
+#[test]
+fn without_a_complete_configuration_the_local_backend_waits_for_start() {
+    let dir = TempDir::new("ctl-incomplete");
+    let config = dir.0.join("config.json");
+    // Nothing answers on its socket: the GUI gets an in-process backend, which does not start
+    // an agent without a configuration (the wizard writes one first).
+    let backend = attach_or_local(&config);
+    assert!(backend.in_process());
+    assert!(matches!(
+        backend.request(ControlRequest::Status),
+        ControlReply::Error { code, .. } if code == "NOT_RUNNING"
+    ));
+    match backend.request(ControlRequest::Start) {
+        ControlReply::Error { code, message } => {
+            assert_eq!(code, "NOT_RUNNING");
+            assert!(message.contains("cannot start"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        backend.request(ControlRequest::Subscribe),
+        ControlReply::Error { code, .. } if code == "BAD_REQUEST"
+    ));
+}
