@@ -10,7 +10,8 @@
 //! - [`heartbeat`], [`worker`] (pool), [`uploader`] (HTTPS chunks, [`https`]);
 //! - [`protocol`]: the wire types, shared with the reference gateway;
 //! - [`config`], [`tls`]: configuration and the one TLS client configuration;
-//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords.
+//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords;
+//! - [`notify`]: spec §8.3 notifications (desktop, email over SMTP/TLS) on their own threads.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
@@ -26,6 +27,7 @@ pub mod heartbeat;
 pub mod https;
 pub mod link;
 pub mod logging;
+pub mod notify;
 pub mod policy;
 pub mod secrets;
 pub mod store;
