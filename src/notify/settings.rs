@@ -224,7 +224,7 @@ impl NotificationsConfig {
 
 fn check_address(field: &str, address: &str) -> Result<(), String> {
     address
-        .parse::<lettre::Address>()
+        .parse::<lettre::message::Mailbox>()
         .map(|_| ())
         .map_err(|e| format!("{field}: `{address}` is not an email address ({e})"))
 }
