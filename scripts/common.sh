@@ -8,9 +8,6 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 # The ODBC driver family links unixODBC (headers to build, libodbc2 to run).
 [ -f /usr/include/sql.h ] || need_apt+=(unixodbc-dev)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
-# Desktop notifications and the tray talk D-Bus through libdbus (notify-rust, ksni): headers to
-# build, libdbus-1-3 to run.
-[ -f /usr/include/dbus-1.0/dbus/dbus.h ] || need_apt+=(libdbus-1-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> installing ${need_apt[*]} (apt)"
     sudo_cmd=""

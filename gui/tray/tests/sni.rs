@@ -123,8 +123,27 @@ fn click(address: &str, name: &str, id: i64) {
     );
 }
 
+/// `dbus-daemon` and `busctl` present; otherwise skip (fail under `MC_REQUIRE_NOTIFY_SERVERS=1`,
+/// which `.ci/run` sets after installing them).
+fn tools_present() -> bool {
+    let ok = ["dbus-daemon", "busctl"].iter().all(|tool| {
+        Command::new(tool).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    });
+    if !ok {
+        assert!(
+            std::env::var("MC_REQUIRE_NOTIFY_SERVERS").map_or(true, |v| v != "1"),
+            "MC_REQUIRE_NOTIFY_SERVERS=1 but dbus-daemon or busctl is missing"
+        );
+        eprintln!("SKIPPED: dbus-daemon (Debian dbus) or busctl (systemd) is not installed");
+    }
+    ok
+}
+
 #[test]
 fn the_item_registers_reflects_set_state_and_maps_menu_clicks() {
+    if !tools_present() {
+        return;
+    }
     // (Without a session bus: tests/no_bus.rs, its own process: libdbus reads the address once.)
     let bus = start_bus();
     unsafe { std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &bus.address) };
