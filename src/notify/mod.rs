@@ -101,6 +101,14 @@ impl Dispatcher {
         Ok(Self { config: notifications, connector: config.connector_name.clone(), email, desktop: None })
     }
 
+    /// Like [`Self::new`] with email off (the agent's fallback when the email settings cannot
+    /// be used: a missing password must not stop the agent).
+    pub fn desktop_only(config: &AgentConfig) -> Self {
+        let mut notifications = config.notifications.clone().unwrap_or_default();
+        notifications.email = None;
+        Self { config: notifications, connector: config.connector_name.clone(), email: None, desktop: None }
+    }
+
     /// Delivers `notice` where its route says. `force` sends it to every configured sink
     /// (`notify test`).
     pub fn deliver(&mut self, notice: &Notice, force: bool) -> Delivery {
@@ -164,7 +172,8 @@ impl NotifySender {
 
 /// Starts the `notify` and `notify-send` threads for `config` (see the module docs). With no
 /// `notifications` section the spec's defaults apply (desktop notifications where the session
-/// has them, no email).
+/// has them, no email). Email settings that cannot be used (no password stored, unreadable
+/// `caCertPath`) turn email off with a warning; only a failure to start a thread is an error.
 pub fn spawn(config: &AgentConfig) -> Result<NotifySender, NotifyError> {
     let notifications = config.notifications.clone().unwrap_or_default();
     let policy = Policy {
@@ -172,7 +181,10 @@ pub fn spawn(config: &AgentConfig) -> Result<NotifySender, NotifyError> {
         notify_restored: notifications.notify_restored.unwrap_or(true),
         ..Policy::default()
     };
-    let mut dispatcher = Dispatcher::new(config)?;
+    let mut dispatcher = Dispatcher::new(config).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "email notifications are off");
+        Dispatcher::desktop_only(config)
+    });
     spawn_with(policy, move |notice| {
         let delivery = dispatcher.deliver(notice, false);
         for (sink, result) in [("desktop", &delivery.desktop), ("email", &delivery.email)] {

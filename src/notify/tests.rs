@@ -227,10 +227,9 @@ fn sending_never_blocks_the_agent_even_when_delivery_hangs() {
     let first = seen_rx.recv_timeout(Duration::from_secs(10)).expect("the first notice is delivered");
     assert_eq!(first.kind, NoticeKind::CommandFailed);
     let started = std::time::Instant::now();
-    let mut kinds = [NoticeKind::SchemaChange, NoticeKind::KeyRevoked, NoticeKind::NewVersion];
+    let kinds = [NoticeKind::SchemaChange, NoticeKind::KeyRevoked, NoticeKind::NewVersion];
     for i in 0..20_000u32 {
         let kind = kinds[i as usize % 3];
-        kinds.rotate_left(0);
         sender.send(AgentEvent::Notice(Notice {
             kind,
             title: format!("n{i}"),
