@@ -178,6 +178,9 @@ pub struct AgentConfig {
     /// Per connection name: private tables/columns and the approved tables (spec §4.3).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub schema_policy: std::collections::BTreeMap<String, crate::policy::SchemaPolicy>,
+    /// Desktop and email notifications (spec §8.3); see [`crate::notify::settings`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notify::NotificationsConfig>,
 }
 
 /// One local database.
@@ -430,6 +433,11 @@ impl AgentConfig {
                     &format!("connection `{}`: need 0 <= poolMin <= poolMax, poolMax >= 1", connection.name),
                 );
             }
+        }
+        if let Some(notifications) = &self.notifications
+            && let Err(reason) = notifications.validate()
+        {
+            return field("notifications", &reason);
         }
         for name in self.schema_policy.keys() {
             if !self.connections.iter().any(|c| &c.name == name) {

@@ -14,6 +14,7 @@
 //! - [`control`]: the local control socket / pipe (typed [`protocol::control`] messages);
 //!   [`handle`]: the same API for an agent in this process ([`handle::AgentHandle`]) and the
 //!   desktop app's [`protocol::control::Backend`]s; [`setup`]: configuration work.
+//! - [`notify`]: spec §8.3 notifications (desktop, email over SMTP/TLS) on their own threads.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
@@ -30,6 +31,7 @@ pub mod heartbeat;
 pub mod https;
 pub mod link;
 pub mod logging;
+pub mod notify;
 pub mod policy;
 pub mod secrets;
 pub mod setup;

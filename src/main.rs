@@ -127,6 +127,11 @@ enum Cmd {
         #[command(subcommand)]
         command: cli::service::ServiceCmd,
     },
+    /// Notifications (spec §8.3): `notify test [--event KIND]`, `notify set-password`.
+    Notify {
+        #[command(subcommand)]
+        command: mini_connector::notify::cli::NotifyCmd,
+    },
     /// The local audit log: every command received and executed (`--since`, `--json`, `--verify`).
     Audit(cli::audit::AuditArgs),
     /// Create the sample ERP database (SQLite) used by the demo and the tests.
@@ -270,6 +275,7 @@ fn main() -> ExitCode {
         Cmd::Vault { command } => finish(cli::configure::vault(command)),
         Cmd::Service { command } => finish(cli::service::service(command)),
         Cmd::Audit(args) => finish(cli::audit::audit(&args)),
+        Cmd::Notify { command } => mini_connector::notify::cli::run(command, default_config_path()),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {
                 println!("created {}: {stats:?}", path.display());
