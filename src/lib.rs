@@ -10,7 +10,9 @@
 //! - [`heartbeat`], [`worker`] (pool), [`uploader`] (HTTPS chunks, [`https`]);
 //! - [`protocol`]: the wire types, shared with the reference gateway;
 //! - [`config`], [`tls`]: configuration and the one TLS client configuration;
-//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords.
+//! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords;
+//! - [`setup`]: setup work returning data (configure, key, databases, schema, PIN, service),
+//!   what the CLI and the desktop app call.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
@@ -28,6 +30,7 @@ pub mod link;
 pub mod logging;
 pub mod policy;
 pub mod secrets;
+pub mod setup;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
