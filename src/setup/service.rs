@@ -371,8 +371,8 @@ pub mod systemd {
         log.line(format!("  runs {} start --config {} as user {user}", exe.display(), config_path.display()));
         if have("systemd-analyze") {
             match run("systemd-analyze", &["verify", &unit_path.to_string_lossy()]) {
-                Ok(_) => log.line(format!("  systemd-analyze verify: ok")),
-                Err(e) => log.warn(format!("{e}")),
+                Ok(_) => log.line("  systemd-analyze verify: ok".into()),
+                Err(e) => log.warn(e),
             }
         }
         if !system {
@@ -385,11 +385,11 @@ pub mod systemd {
             ));
             return Ok(());
         }
-        run("systemctl", &["daemon-reload"]).map_err(|e| SetupError::io(e))?;
+        run("systemctl", &["daemon-reload"]).map_err(SetupError::io)?;
         if no_start {
             log.line(format!("registered; start it with `sudo systemctl enable --now {UNIT_FILE}`"));
         } else {
-            run("systemctl", &["enable", "--now", UNIT_FILE]).map_err(|e| SetupError::io(e))?;
+            run("systemctl", &["enable", "--now", UNIT_FILE]).map_err(SetupError::io)?;
             log.line(format!(
                 "enabled and started; `mini-connector service status` or `journalctl -u {UNIT_FILE}`"
             ));
@@ -539,13 +539,13 @@ pub mod systemd {
         if managed {
             // Stops it gracefully (SIGTERM, 45 s) and removes the boot-time link.
             if let Err(e) = run("systemctl", &["disable", "--now", UNIT_FILE]) {
-                log.warn(format!("{e}"));
+                log.warn(e);
             }
         }
         std::fs::remove_file(&unit_path)
             .map_err(|e| SetupError::io(format!("cannot remove {}: {e}", unit_path.display())))?;
         if managed {
-            run("systemctl", &["daemon-reload"]).map_err(|e| SetupError::io(e))?;
+            run("systemctl", &["daemon-reload"]).map_err(SetupError::io)?;
         }
         log.line(format!("removed {} (configuration, vault and logs are kept)", unit_path.display()));
         Ok(())
