@@ -253,6 +253,9 @@ fn entry(config: &AgentConfig, connection: &ConnectionConfig, stored: &[String])
 pub fn test_database(config_path: &Path, form: DatabaseForm) -> Result<TestReport> {
     let config = load(config_path)?;
     let connection = connection_from_form(&form)?;
+    if connection.kind == DbKind::Sqlite && form.password.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(SetupError::invalid("a SQLite file has no password (the agent opens it read-only)"));
+    }
     let password = match form.password.as_deref() {
         Some(p) if !p.is_empty() => Some(drivers::Secret::new(p)),
         _ if config.connections.iter().any(|c| c.name == connection.name) => {

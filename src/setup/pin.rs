@@ -1,5 +1,5 @@
 //! The optional local PIN (spec §7.3): it guards credential views and connection edits in the
-//! desktop app. Only a salted PBKDF2-HMAC-SHA256 hash is stored, in `localPinHash`
+//! desktop app. Only a salted PBKDF2-HMAC-SHA256 hash (ring) is stored, in `localPinHash`
 //! (`pbkdf2-sha256$<iterations>$<salt>$<hash>`, base64); hashes are compared in constant time.
 //!
 //! A PIN is 4-12 digits. After [`MAX_FAILURES`] wrong PINs in a row, every check is refused with
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use rand::RngExt as _;
-use sha2::Sha256;
 
 use super::{Result, SetupError, load};
 
@@ -111,7 +110,8 @@ pub fn hash(pin: &str) -> Result<String> {
 
 fn derive(pin: &str, salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {
     let mut out = [0u8; HASH_LEN];
-    pbkdf2::pbkdf2_hmac::<Sha256>(pin.as_bytes(), salt, iterations, &mut out);
+    let rounds = std::num::NonZeroU32::new(iterations).unwrap_or(std::num::NonZeroU32::MIN);
+    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, rounds, salt, pin.as_bytes(), &mut out);
     out
 }
 
@@ -138,10 +138,12 @@ fn matches(stored: &str, pin: &str) -> Result<bool> {
     let (iterations, salt, expected) = parse(stored).ok_or_else(|| {
         SetupError::invalid("localPinHash in the configuration is damaged; remove it to reset")
     })?;
-    // Same work for a malformed PIN as for a wrong one.
-    let derived = derive(pin, &salt, iterations);
-    let diff = derived.iter().zip(&expected).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    Ok(diff == 0 && check_form(pin).is_ok())
+    // Same work for a malformed PIN as for a wrong one; ring compares in constant time.
+    let rounds = std::num::NonZeroU32::new(iterations).unwrap_or(std::num::NonZeroU32::MIN);
+    let equal =
+        ring::pbkdf2::verify(ring::pbkdf2::PBKDF2_HMAC_SHA256, rounds, &salt, pin.as_bytes(), &expected)
+            .is_ok();
+    Ok(equal && check_form(pin).is_ok())
 }
 
 #[cfg(test)]
