@@ -88,7 +88,8 @@ value; 4 VAULT_DECRYPT_ERROR.")]
         config: ConfigArg,
         /// The connection to test.
         name: String,
-        /// Print JSON: {"name", "type", "ok", "latencyMs", "error", "privileges"}.
+        /// Print JSON: {"name", "type", "ok", "latencyMs", "error", "code", "serverVersion",
+        /// "privileges", "privilegeError"}.
         #[arg(long)]
         json: bool,
     },
@@ -518,9 +519,6 @@ fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail>
         describe(connection),
         probe.latency_ms.unwrap_or_default()
     );
-    if let Some(version) = &probe.server_version {
-        println!("server: {version}");
-    }
     if let Some(privileges) = probe.privileges.as_ref().filter(|p| p.can_write || p.superuser) {
         let who = if privileges.user.is_empty() {
             "the agent's OS user".to_owned()

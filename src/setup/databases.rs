@@ -352,9 +352,10 @@ pub fn save_connection(
         }
     }
     if let Err(e) = config.save(config_path) {
-        if matches!(password, PasswordChange::Set(_))
-            || (renamed.is_some() && matches!(password, PasswordChange::Keep))
-        {
+        // Put the vault back: a new entry (an added or renamed connection) goes; a replaced
+        // password of the same connection cannot be restored and stays.
+        let new_entry = old_name.is_none() || renamed.is_some();
+        if new_entry && !matches!(password, PasswordChange::Remove) {
             let _ = forget_password(&config, &name);
         }
         return Err(e.into());
