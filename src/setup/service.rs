@@ -47,6 +47,7 @@ impl Log {
         self.lines.push(text);
     }
 
+    #[cfg(unix)]
     fn warn(&mut self, text: String) {
         self.warnings.push(text);
     }
