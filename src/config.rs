@@ -169,6 +169,10 @@ pub struct AgentConfig {
     /// the login Keychain on macOS). `service install` pins it. See [`Self::vault_key_dir`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_key_dir: Option<PathBuf>,
+    /// The local PIN that guards credential views and connection edits in the desktop app
+    /// (spec §7.3), as `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64); never the PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pin_hash: Option<String>,
     /// The file this configuration was loaded from (absolute; not part of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -438,6 +442,11 @@ impl AgentConfig {
             && let Err(reason) = notifications.validate()
         {
             return field("notifications", &reason);
+        }
+        if let Some(hash) = &self.local_pin_hash
+            && !crate::setup::pin::is_valid_hash(hash)
+        {
+            return field("localPinHash", "is not a PIN hash this agent wrote (remove it to clear the PIN)");
         }
         for name in self.schema_policy.keys() {
             if !self.connections.iter().any(|c| &c.name == name) {

@@ -13,8 +13,10 @@
 //! - [`secrets`]: the vault directory, the API key behind `apiKeyRef`, database passwords;
 //! - [`control`]: the local control socket / pipe (typed [`protocol::control`] messages);
 //!   [`handle`]: the same API for an agent in this process ([`handle::AgentHandle`]) and the
-//!   desktop app's [`protocol::control::Backend`]s; [`setup`]: configuration work.
+//!   desktop app's [`protocol::control::Backend`]s;
 //! - [`notify`]: spec §8.3 notifications (desktop, email over SMTP/TLS) on their own threads.
+//! - [`setup`]: setup work returning data (configure, key, databases, schema, PIN, service),
+//!   what the CLI and the desktop app call.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};

@@ -553,7 +553,7 @@ fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
     })
 }
 
-fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
+pub(crate) fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
     for addr in (host, port).to_socket_addrs()? {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -569,7 +569,12 @@ fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream
 }
 
 /// Opens a tunnel through an HTTP CONNECT proxy.
-fn connect_via_proxy(proxy: &str, host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
+pub(crate) fn connect_via_proxy(
+    proxy: &str,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> io::Result<TcpStream> {
     let uri: ureq::http::Uri =
         proxy.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("proxy URL: {e}")))?;
     let proxy_host = uri.host().unwrap_or_default();

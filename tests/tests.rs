@@ -28,4 +28,5 @@ mod e2e_query;
 mod e2e_upload;
 mod protocol_golden;
 mod relay;
+mod setup_lib;
 mod view_privacy;

@@ -110,6 +110,10 @@ mod temporal;
 mod tls;
 mod views;
 
+/// Whether this build includes the ODBC driver (the `odbc` feature): SQL Server, Oracle and
+/// SAP HANA are reached through it.
+pub const ODBC_SUPPORT: bool = cfg!(feature = "odbc");
+
 pub use cell::{Cell, RowSink};
 pub use database::{
     ConnectionSpec, Database, DiscoveryProgress, PoolSettings, PrivilegeReport, SslMode,

@@ -456,6 +456,15 @@ pub struct SettingsChange {
     /// Start with the user's session / the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_start: Option<bool>,
+    /// `heartbeatIntervalMs` (1000-3600000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// `vaultDir` (the credential vault's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_dir: Option<String>,
+    /// `vaultKeyDir` (the vault's install secret, kept apart from the vault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_key_dir: Option<String>,
 }
 
 /// Current settings, as the Settings section shows them.

@@ -1,10 +1,11 @@
 //! `configure`, `key show|rotate`, `vault status|reset`: the connector's identity and its API
-//! key.
+//! key. The work is `mini_connector::setup::settings`; this module parses flags, prompts and
+//! prints.
 
 use std::path::PathBuf;
 
-use mini_connector::config::AgentConfig;
-use mini_connector::protocol::ApiKey;
+use mini_connector::protocol::control::SettingsChange;
+use mini_connector::setup;
 use serde_json::json;
 use vault::{ApiKeyStore, Vault};
 use zeroize::Zeroizing;
@@ -137,121 +138,67 @@ pub enum VaultCmd {
     },
 }
 
-/// Which store to put a key in: the one `apiKeyRef` names if it is a store, else the
-/// platform's default (`vault://apikey` on Linux).
-fn target_store(config: &AgentConfig) -> ApiKeyStore {
-    ApiKeyStore::parse(&config.api_key_ref).unwrap_or_else(|_| vault::default_store())
-}
-
-fn parse_key(text: &str) -> Result<ApiKey, Fail> {
-    ApiKey::parse(text).map_err(|e| Fail::usage(format!("malformed API key: {e}; nothing was changed")))
-}
-
-/// Stores `key` in the right store and points `apiKeyRef` at it. Returns the old reference
-/// when it changed.
-fn store_key(config: &mut AgentConfig, key: &ApiKey) -> Result<Option<String>, Fail> {
-    let store = target_store(config);
-    let vault = config.open_vault()?;
-    store.store(&vault, key.expose().as_bytes()).map_err(|source| {
-        Fail::from(mini_connector::config::ConfigError::Vault {
-            what: format!("storing the API key in {store}"),
-            source,
-        })
-    })?;
-    let reference = store.to_string();
-    if config.api_key_ref == reference {
-        return Ok(None);
-    }
-    Ok(Some(std::mem::replace(&mut config.api_key_ref, reference)))
-}
-
 fn old_reference_note(old: Option<&str>) {
     if let Some(old) = old.filter(|old| old.starts_with("file:") || old.starts_with("env:")) {
         println!("note: apiKeyRef was {old}; it is no longer read (delete the old copy of the key)");
     }
 }
 
-/// `configure`.
+/// `configure`: the flags become a [`SettingsChange`] for `setup::settings::configure_with`.
 pub fn configure(mut args: ConfigureArgs) -> Outcome {
     let path = args.config.path();
     let existing = path.exists();
-    let mut config = if existing {
-        args.config.load()?
-    } else {
-        let (Some(name), Some(url)) = (args.name.take(), args.cloud_url.take()) else {
-            return Err(Fail::usage(format!(
-                "no configuration at {} yet: a new one needs --name and --cloud-url (and the API key)",
-                path.display()
-            )));
-        };
-        let mut config: AgentConfig = serde_json::from_value(json!({
-            "connectorName": name,
-            "apiKeyRef": vault::default_store().to_string(),
-            "cloudUrl": url,
-        }))
-        .map_err(|e| Fail::usage(format!("invalid value: {e}")))?;
-        config.source = Some(path.clone());
-        config
+    if !existing && (args.name.is_none() || args.cloud_url.is_none()) {
+        return Err(Fail::usage(format!(
+            "no configuration at {} yet: a new one needs --name and --cloud-url (and the API key)",
+            path.display()
+        )));
+    }
+    if existing {
+        // A damaged or invalid file is reported as such (exit 2), before anything else.
+        args.config.load()?;
+    }
+    let key = args.key.take()?;
+    if key.is_none() && !existing {
+        return Err(Fail::usage("a new configuration needs the API key: --api-key-stdin (or --api-key KEY)"));
+    }
+    if let Some(ca) = &args.ca_cert
+        && !ca.as_os_str().is_empty()
+    {
+        mini_connector::tls::client_config(Some(&absolute(ca)))
+            .map_err(|e| Fail::usage(format!("--ca-cert: {e}")))?;
+    }
+    let change = SettingsChange {
+        connector_name: args.name.take(),
+        cloud_url: args.cloud_url.take(),
+        proxy_url: args.proxy.take(),
+        ca_cert_path: args.ca_cert.take().map(|ca| {
+            if ca.as_os_str().is_empty() { String::new() } else { absolute(&ca).display().to_string() }
+        }),
+        heartbeat_interval_ms: args.heartbeat_ms,
+        vault_dir: args.vault_dir.take().map(|d| absolute(&d).display().to_string()),
+        vault_key_dir: args.vault_key_dir.take().map(|d| absolute(&d).display().to_string()),
+        api_key: key.as_ref().map(|k| k.as_str().to_owned()),
+        ..SettingsChange::default()
     };
-    if let Some(name) = args.name.take() {
-        config.connector_name = name;
-    }
-    if let Some(url) = args.cloud_url.take() {
-        config.cloud_url = url;
-    }
-    if let Some(proxy) = args.proxy.take() {
-        config.proxy_url = (!proxy.is_empty()).then_some(proxy);
-    }
-    if let Some(ca) = args.ca_cert.take() {
-        if ca.as_os_str().is_empty() {
-            config.ca_cert_path = None;
-        } else {
-            let ca = absolute(&ca);
-            mini_connector::tls::client_config(Some(&ca))
-                .map_err(|e| Fail::usage(format!("--ca-cert: {e}")))?;
-            config.ca_cert_path = Some(ca);
-        }
-    }
-    if let Some(ms) = args.heartbeat_ms {
-        config.heartbeat_interval_ms = ms;
-    }
-    if let Some(dir) = args.vault_dir.take() {
-        config.vault_dir = Some(absolute(&dir));
-    }
-    if let Some(dir) = args.vault_key_dir.take() {
-        config.vault_key_dir = Some(absolute(&dir));
-    }
-    let key = match args.key.take()? {
-        Some(text) => Some(parse_key(&text)?),
-        None if !existing => {
-            return Err(Fail::usage(
-                "a new configuration needs the API key: --api-key-stdin (or --api-key KEY)",
-            ));
-        }
-        None => None,
-    };
-    // Everything else is checked before the key is stored anywhere.
-    config.validate()?;
-    let old_reference = match &key {
-        Some(key) => store_key(&mut config, key)?,
-        None => None,
-    };
-    config.save(&path)?;
+    drop(key);
+    let done = setup::settings::configure_with(&path, change)?;
+    let config = &done.config;
 
-    println!("{} {}", if existing { "updated" } else { "created" }, path.display());
+    println!("{} {}", if done.created { "created" } else { "updated" }, path.display());
     println!("connector:  {}", config.connector_name);
     println!("cloud:      {}", config.cloud_url);
     if let Some(proxy) = &config.proxy_url {
         println!("proxy:      {proxy}");
     }
-    match &key {
-        Some(key) => println!("API key:    {} (stored in {})", key.masked(), config.api_key_ref),
+    match &done.key_stored {
+        Some(masked) => println!("API key:    {masked} (stored in {})", config.api_key_ref),
         None => println!("API key:    unchanged ({})", config.api_key_ref),
     }
     println!("vault:      {}", config.vault_dir().display());
     println!("vault keys: {}", config.vault_key_dir().display());
-    old_reference_note(old_reference.as_deref());
-    if !existing {
+    old_reference_note(done.old_reference.as_deref());
+    if done.created {
         println!("next:       mini-connector db add --name NAME --type ... ; mini-connector start --daemon");
     }
     Ok(())
@@ -276,17 +223,13 @@ pub fn key(command: KeyCmd) -> Outcome {
             Ok(())
         }
         KeyCmd::Rotate { config: arg, mut key } => {
-            let mut config = arg.load()?;
+            arg.load()?;
             let text = match key.take()? {
                 Some(text) => text,
                 None => secret_from_prompt("New API key: ", "API key", "--api-key-stdin")?,
             };
-            let key = parse_key(&text)?;
+            let (key, config, old_reference) = setup::store_api_key(&arg.path(), &text)?;
             drop(text);
-            let old_reference = store_key(&mut config, &key)?;
-            if old_reference.is_some() {
-                config.save(&arg.path())?;
-            }
             println!("API key replaced: {} (stored in {})", key.masked(), config.api_key_ref);
             old_reference_note(old_reference.as_deref());
             if super::agent_running(&arg.path(), &config) {

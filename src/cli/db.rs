@@ -1,18 +1,20 @@
 //! `db add|edit|test|list|remove`: the local databases, their passwords in the vault.
 //!
-//! A connection is edited as the JSON object it is in the configuration file, then read back
-//! as a `ConnectionConfig`, so this module does not depend on which fields each database type
-//! has; a flag whose field this build does not know is refused, never silently dropped.
+//! The flags edit a connection as the JSON object it is in the configuration file, then read it
+//! back as a `ConnectionConfig`, so this module does not depend on which fields each database
+//! type has; a flag whose field this build does not know is refused, never silently dropped.
 //! Passwords come from a no-echo prompt (`--password`) or stdin (`--password-stdin`), never
-//! from a flag value, and go to the vault under `db:<name>`.
+//! from a flag value. Testing, saving (password into the vault under `db:<name>`), listing and
+//! removing are `mini_connector::setup::databases`; this module parses, prompts and prints.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
-use std::time::Instant;
 
 use drivers::DbKind;
-use mini_connector::config::{AgentConfig, ConfigError, ConnectionConfig};
+use mini_connector::config::{AgentConfig, ConnectionConfig};
 use mini_connector::secrets::db_password_id;
+use mini_connector::setup::databases::{PasswordChange, Probe, TEST_TIMEOUT, describe, target};
+use mini_connector::setup::{self, databases};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -86,7 +88,8 @@ value; 4 VAULT_DECRYPT_ERROR.")]
         config: ConfigArg,
         /// The connection to test.
         name: String,
-        /// Print JSON: {"name", "type", "ok", "latencyMs", "error", "privileges"}.
+        /// Print JSON: {"name", "type", "ok", "latencyMs", "error", "code", "serverVersion",
+        /// "privileges", "privilegeError"}.
         #[arg(long)]
         json: bool,
     },
@@ -200,7 +203,7 @@ pub fn db(command: DbCmd) -> Outcome {
 
 fn add(arg: &ConfigArg, name: &str, fields: &ConnFields, input: &PasswordInput, no_test: bool) -> Outcome {
     check_name(name)?;
-    let mut config = arg.load()?;
+    let config = arg.load()?;
     if config.connections.iter().any(|c| c.name == name) {
         return Err(Fail::usage(format!(
             "a connection named `{name}` exists already; change it with `mini-connector db edit {name}`"
@@ -212,23 +215,20 @@ fn add(arg: &ConfigArg, name: &str, fields: &ConnFields, input: &PasswordInput, 
     let mut object = Map::new();
     object.insert("name".into(), json!(name));
     let connection = apply(object, fields)?;
-    config.connections.push(connection.clone());
-    config.validate()?;
+    let mut check = config.clone();
+    check.connections.push(connection.clone());
+    check.validate()?;
     refuse_sqlite_password(&connection, input)?;
     let password = input.read()?;
     if !no_test {
         let secret = password.as_ref().map(|p| drivers::Secret::new(p.as_str()));
-        report_test(&test_connection(&config, &connection, secret))?;
+        report_test(&connection, &databases::probe(&config, &connection, secret, TEST_TIMEOUT))?;
     }
-    if let Some(password) = &password {
-        store_password(&config, name, password)?;
-    }
-    if let Err(e) = config.save(&arg.path()) {
-        if password.is_some() {
-            let _ = forget_password(&config, name);
-        }
-        return Err(e.into());
-    }
+    let change = match &password {
+        Some(p) => PasswordChange::Set(p.clone()),
+        None => PasswordChange::Keep,
+    };
+    let config = databases::save_connection(&arg.path(), connection.clone(), None, change)?;
     println!("added connection `{name}` ({})", describe(&connection));
     if password.is_some() {
         println!(
@@ -249,8 +249,8 @@ fn edit(
     remove_password: bool,
     no_test: bool,
 ) -> Outcome {
-    let mut config = arg.load()?;
-    let index = find(&config, name)?;
+    let config = arg.load()?;
+    let index = setup::find(&config, name)?;
     let Value::Object(object) = serde_json::to_value(&config.connections[index]).map_err(Fail::runtime)?
     else {
         return Err(Fail::runtime(anyhow::anyhow!("connection `{name}` is not a JSON object")));
@@ -260,24 +260,25 @@ fn edit(
     let password = input.read()?;
     if password.is_some() || remove_password {
         // The vault is now the one source of this password.
-        connection = without_key(&connection, "passwordRef")?;
+        connection.password_ref = None;
     }
-    config.connections[index] = connection.clone();
-    config.validate()?;
+    let mut check = config.clone();
+    check.connections[index] = connection.clone();
+    check.validate()?;
     if !no_test {
         let secret = match &password {
             Some(p) => Some(drivers::Secret::new(p.as_str())),
             None if remove_password => None,
             None => config.db_password(name)?,
         };
-        report_test(&test_connection(&config, &connection, secret))?;
+        report_test(&connection, &databases::probe(&check, &connection, secret, TEST_TIMEOUT))?;
     }
-    if let Some(password) = &password {
-        store_password(&config, name, password)?;
-    } else if remove_password {
-        forget_password(&config, name)?;
-    }
-    config.save(&arg.path())?;
+    let change = match &password {
+        Some(p) => PasswordChange::Set(p.clone()),
+        None if remove_password => PasswordChange::Remove,
+        None => PasswordChange::Keep,
+    };
+    let config = databases::save_connection(&arg.path(), connection.clone(), Some(name), change)?;
     println!("updated connection `{name}` ({})", describe(&connection));
     if password.is_some() {
         println!("new password stored in the vault as {}", db_password_id(name));
@@ -290,34 +291,35 @@ fn edit(
 
 fn test(arg: &ConfigArg, name: &str, json: bool) -> Outcome {
     let config = arg.load()?;
-    let connection = config.connections[find(&config, name)?].clone();
+    let connection = config.connections[setup::find(&config, name)?].clone();
     let password = config.db_password(name)?;
-    let report = test_connection(&config, &connection, password);
+    let probe = databases::probe(&config, &connection, password, TEST_TIMEOUT);
     if json {
         print_json(&json!({
             "name": name,
             "type": connection.kind.as_str(),
-            "ok": report.error.is_none(),
-            "latencyMs": report.latency_ms,
-            "error": report.error,
-            "privileges": report.privileges,
-            "privilegeError": report.privilege_error,
+            "ok": probe.error.is_none(),
+            "latencyMs": probe.latency_ms,
+            "error": probe.error.as_ref().map(|(_, message)| message),
+            "code": probe.error.as_ref().map(|(code, _)| code.as_str()),
+            "serverVersion": probe.server_version,
+            "privileges": probe.privileges,
+            "privilegeError": probe.privilege_error,
         }));
-        return match &report.error {
+        return match &probe.error {
             None => Ok(()),
-            Some(e) => Err(Fail { code: exit::FAILURE, error: anyhow::anyhow!("{e}") }),
+            Some((_, e)) => Err(Fail { code: exit::FAILURE, error: anyhow::anyhow!("{e}") }),
         };
     }
-    report_test(&report)?;
+    report_test(&connection, &probe)?;
     Ok(())
 }
 
 fn list(arg: &ConfigArg, json: bool) -> Outcome {
     let config = arg.load()?;
     // Only names are read from the vault; one that cannot be opened leaves "unknown".
-    let stored: Option<Vec<String>> = match config.open_existing_vault() {
-        Ok(None) => Some(Vec::new()),
-        Ok(Some(vault)) => vault.ids().ok(),
+    let stored: Option<Vec<String>> = match databases::stored_ids(&config) {
+        Ok(ids) => Some(ids),
         Err(e) => {
             eprintln!("warning: {e}");
             None
@@ -378,20 +380,15 @@ fn list(arg: &ConfigArg, json: bool) -> Outcome {
 }
 
 fn remove(arg: &ConfigArg, name: &str) -> Outcome {
-    let mut config = arg.load()?;
-    let index = find(&config, name)?;
-    config.connections.remove(index);
-    config.save(&arg.path())?;
+    let removed = databases::remove_database(&arg.path(), name)?;
     println!("removed connection `{name}`");
-    match forget_password(&config, name) {
-        Ok(true) => println!("removed its password from the vault"),
-        Ok(false) => {}
-        Err(e) => eprintln!(
-            "warning: the connection is gone, but its vault entry could not be removed: {:#}",
-            e.error
-        ),
+    if removed.password_removed {
+        println!("removed its password from the vault");
     }
-    restart_hint(arg, &config);
+    if let Some(e) = &removed.vault_error {
+        eprintln!("warning: the connection is gone, but its vault entry could not be removed: {e}");
+    }
+    restart_hint(arg, &removed.config);
     Ok(())
 }
 
@@ -404,21 +401,8 @@ fn refuse_sqlite_password(connection: &ConnectionConfig, input: &PasswordInput) 
 }
 
 fn check_name(name: &str) -> Result<(), Fail> {
-    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) || name != name.trim()
-    {
-        return Err(Fail::usage("--name must be 1-128 characters, no control characters or outer spaces"));
-    }
-    Ok(())
-}
-
-fn find(config: &AgentConfig, name: &str) -> Result<usize, Fail> {
-    config.connections.iter().position(|c| c.name == name).ok_or_else(|| {
-        let known: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
-        Fail::usage(format!(
-            "unknown connection `{name}` (configured: {})",
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-        ))
-    })
+    databases::check_name(name)
+        .map_err(|_| Fail::usage("--name must be 1-128 characters, no control characters or outer spaces"))
 }
 
 /// Applies the flags to a connection's JSON object and reads it back as a `ConnectionConfig`.
@@ -520,108 +504,22 @@ fn check_required(connection: &ConnectionConfig, value: &Value) -> Result<(), Fa
     }
 }
 
-fn without_key(connection: &ConnectionConfig, key: &str) -> Result<ConnectionConfig, Fail> {
-    let mut value = serde_json::to_value(connection).map_err(Fail::runtime)?;
-    if let Some(object) = value.as_object_mut() {
-        object.remove(key);
-    }
-    serde_json::from_value(value).map_err(|e| Fail::usage(format!("invalid connection: {e}")))
-}
-
-fn store_password(config: &AgentConfig, name: &str, password: &Zeroizing<String>) -> Result<(), Fail> {
-    let vault = config.open_vault()?;
-    vault.put(&db_password_id(name), password.as_bytes()).map_err(|source| {
-        Fail::from(ConfigError::Vault {
-            what: format!("storing the password of connection `{name}`"),
-            source,
-        })
-    })
-}
-
-/// Removes a stored password; `Ok(false)` when there was none (or no vault).
-fn forget_password(config: &AgentConfig, name: &str) -> Result<bool, Fail> {
-    let Some(vault) = config.open_existing_vault()? else { return Ok(false) };
-    vault.remove(&db_password_id(name)).map_err(|source| {
-        Fail::from(ConfigError::Vault {
-            what: format!("removing the password of connection `{name}`"),
-            source,
-        })
-    })
-}
-
-/// What a connection test found.
-#[derive(Debug)]
-struct TestReport {
-    name: String,
-    target: String,
-    latency_ms: Option<u64>,
-    /// The driver's own message (never contains the password).
-    error: Option<String>,
-    privileges: Option<drivers::PrivilegeReport>,
-    privilege_error: Option<String>,
-}
-
-/// Opens the database with a one-connection pool, pings it and asks for its privileges.
-fn test_connection(
-    config: &AgentConfig,
-    connection: &ConnectionConfig,
-    password: Option<drivers::Secret>,
-) -> TestReport {
-    let mut report = TestReport {
-        name: connection.name.clone(),
-        target: describe(connection),
-        latency_ms: None,
-        error: None,
-        privileges: None,
-        privilege_error: None,
-    };
-    let mut spec = spec_for(config, connection);
-    // A password typed now (or from the vault) fills a connection without a `passwordRef`.
-    if let Some(password) = password
-        && matches!(spec.password, drivers::Password::None)
-    {
-        spec.password = drivers::Password::Value(password);
-    }
-    spec.pool.min_connections = 1;
-    spec.pool.max_connections = 1;
-    let started = Instant::now();
-    let database = match drivers::Database::open(&spec).and_then(|db| db.ping().map(|()| db)) {
-        Ok(db) => db,
-        Err(e) => {
-            report.error = Some(e.to_string());
-            return report;
-        }
-    };
-    report.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    match database.write_privileges() {
-        Ok(privileges) => report.privileges = Some(privileges),
-        Err(e) => report.privilege_error = Some(e.to_string()),
-    }
-    report
-}
-
-/// The driver spec the agent would build for this connection.
-fn spec_for(config: &AgentConfig, connection: &ConnectionConfig) -> drivers::ConnectionSpec {
-    // Without a vault entry yet (a new connection) this is the plain spec.
-    config.resolved_connection_spec(connection).unwrap_or_else(|_| AgentConfig::connection_spec(connection))
-}
-
 /// Prints a test's outcome; a failed connection is exit 1.
-fn report_test(report: &TestReport) -> Result<(), Fail> {
-    if let Some(error) = &report.error {
+fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail> {
+    if let Some((_, error)) = &probe.error {
         return Err(Fail::runtime(anyhow::anyhow!(
             "cannot connect to `{}` ({}): {error}; nothing was saved (use --no-test to save anyway)",
-            report.name,
-            report.target
+            connection.name,
+            describe(connection)
         )));
     }
     println!(
         "connection `{}` ({}): ok in {} ms",
-        report.name,
-        report.target,
-        report.latency_ms.unwrap_or_default()
+        connection.name,
+        describe(connection),
+        probe.latency_ms.unwrap_or_default()
     );
-    if let Some(privileges) = report.privileges.as_ref().filter(|p| p.can_write || p.superuser) {
+    if let Some(privileges) = probe.privileges.as_ref().filter(|p| p.can_write || p.superuser) {
         let who = if privileges.user.is_empty() {
             "the agent's OS user".to_owned()
         } else {
@@ -637,37 +535,10 @@ fn report_test(report: &TestReport) -> Result<(), Fail> {
             println!("    {line}");
         }
     }
-    if let Some(error) = &report.privilege_error {
+    if let Some(error) = &probe.privilege_error {
         println!("note: could not check the user's privileges: {error}");
     }
     Ok(())
-}
-
-/// A short, secret-free description: `sqlite /srv/erp.db`, `postgres db.local:5432/erp as ro`.
-fn describe(connection: &ConnectionConfig) -> String {
-    format!("{} {}", connection.kind.as_str(), target(connection))
-}
-
-fn target(connection: &ConnectionConfig) -> String {
-    let value = serde_json::to_value(connection).unwrap_or_default();
-    let text =
-        |key: &str| value.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-    if let Some(path) = text("path") {
-        return path;
-    }
-    if let Some(dsn) = text("dsn") {
-        return format!("dsn {dsn}{}", text("user").map(|u| format!(" as {u}")).unwrap_or_default());
-    }
-    if let Some(host) = text("host") {
-        let port = value.get("port").and_then(Value::as_u64).map(|p| format!(":{p}")).unwrap_or_default();
-        let database = text("database").map(|d| format!("/{d}")).unwrap_or_default();
-        let user = text("user").map(|u| format!(" as {u}")).unwrap_or_default();
-        return format!("{host}{port}{database}{user}");
-    }
-    if let Some(cs) = text("connectionString") {
-        return mini_connector::logging::redact(&cs);
-    }
-    "-".to_owned()
 }
 
 fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {

@@ -1,6 +1,9 @@
 //! The one-shot commands that change or inspect this machine's setup: `configure`, `key`,
-//! `vault`, `db`, `service` and `audit`. Each returns [`Outcome`]; `main` turns a [`Fail`] into its
-//! documented exit code.
+//! `vault`, `db`, `schema`, `service` and `audit`. Each returns [`Outcome`]; `main` turns a
+//! [`Fail`] into its documented exit code.
+//!
+//! The work itself is the library's `mini_connector::setup` (shared with the desktop app):
+//! these modules parse flags, prompt for secrets and print text or `--json`.
 //!
 //! Secrets typed by the user (API key, database passwords) are read from a no-echo prompt or
 //! from stdin, held in zeroizing buffers, checked, stored in the vault (or the OS credential
@@ -53,6 +56,17 @@ impl From<ConfigError> for Fail {
             _ => exit::CONFIG,
         };
         Self { code, error: error.into() }
+    }
+}
+
+impl From<mini_connector::setup::SetupError> for Fail {
+    fn from(error: mini_connector::setup::SetupError) -> Self {
+        use mini_connector::setup::SetupError;
+        match error {
+            SetupError::Config(e) => Self::from(e),
+            e if e.is_usage() => Self { code: exit::CONFIG, error: anyhow::anyhow!("{e}") },
+            e => Self { code: exit::FAILURE, error: anyhow::anyhow!("{e}") },
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 //! `<config dir>/schema/<connection>.json`. That copy holds every name, private ones included,
 //! and never leaves the machine; `schema show --visible` prints what the cloud receives
 //! instead (`policy::visible_schema`). `approve` and `private` edit `schemaPolicy.<connection>`
-//! in the configuration file; the running agent reads its policy when it starts.
+//! in the configuration file (`approve` also keeps the approved snapshot,
+//! `<connection>.approved.json`); the running agent reads its policy when it starts. The files
+//! and the policy edits are `mini_connector::setup::schema` (shared with the desktop app's
+//! schema browser); this module parses, shows progress and prints.
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal as _;
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 use drivers::{DatabaseSchema, SchemaDiff, Table, TableKind};
 use mini_connector::config::{AgentConfig, ConnectionConfig};
 use mini_connector::policy::SchemaPolicy;
+use mini_connector::setup;
+use mini_connector::setup::schema::{names_table, qualified};
 use serde_json::{Value, json};
 
 use super::{ConfigArg, Fail, Outcome, print_json};
@@ -190,42 +195,17 @@ pub fn schema(command: SchemaCmd) -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // The saved copy
 
-/// `<config dir>/schema/<connection>.json`. The name is escaped so that any connection name
-/// gives one plain file name in that directory.
 fn schema_file(config_path: &Path, connection: &str) -> PathBuf {
-    let mut name = String::new();
-    for (i, c) in connection.chars().enumerate() {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == '.' && i > 0) {
-            name.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for byte in c.encode_utf8(&mut buf).bytes() {
-                name.push_str(&format!("%{byte:02X}"));
-            }
-        }
-    }
-    config_path.parent().unwrap_or(Path::new(".")).join("schema").join(format!("{name}.json"))
+    setup::schema::schema_file(config_path, connection)
 }
 
 fn save_schema(file: &Path, schema: &DatabaseSchema) -> Result<(), Fail> {
-    let mut text = serde_json::to_string_pretty(schema).map_err(Fail::runtime)?;
-    text.push('\n');
-    mini_connector::secrets::write_atomic(file, text.as_bytes())
-        .map_err(|e| Fail::runtime(anyhow::anyhow!("cannot write {}: {e}", file.display())))
+    Ok(setup::schema::save_schema(file, schema)?)
 }
 
 /// The saved discovery of `connection`; `None` when there is none yet.
 fn load_saved(file: &Path) -> Result<Option<DatabaseSchema>, Fail> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            Fail::usage(format!(
-                "the saved schema {} is damaged ({e}); run `mini-connector schema discover` again",
-                file.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Fail::runtime(anyhow::anyhow!("cannot read {}: {e}", file.display()))),
-    }
+    Ok(setup::schema::load_saved(file)?)
 }
 
 fn require_saved(arg: &ConfigArg, name: &str) -> Result<DatabaseSchema, Fail> {
@@ -251,27 +231,7 @@ fn selected<'a>(config: &'a AgentConfig, name: Option<&str>) -> Result<Vec<&'a C
 }
 
 fn find<'a>(config: &'a AgentConfig, name: &str) -> Result<&'a ConnectionConfig, Fail> {
-    config.connections.iter().find(|c| c.name == name).ok_or_else(|| {
-        let known: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
-        Fail::usage(format!(
-            "unknown connection `{name}` (configured: {})",
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-        ))
-    })
-}
-
-fn qualified(table: &Table) -> String {
-    match &table.schema {
-        Some(schema) => format!("{schema}.{}", table.name),
-        None => table.name.clone(),
-    }
-}
-
-/// Whether the policy name `name` (`t` or `s.t`) designates `table`, the way the gate matches.
-fn names_table(name: &str, table: &Table) -> bool {
-    let only =
-        gate::Policy { approved_tables: Some(BTreeSet::from([name.to_owned()])), ..gate::Policy::default() };
-    !only.hides_table(table.schema.as_deref(), &table.name)
+    Ok(&config.connections[setup::find(config, name)?])
 }
 
 struct Counts {
@@ -291,18 +251,12 @@ fn counts(schema: &DatabaseSchema) -> Counts {
 /// Opens the database with its vault password and discovers its schema, with a progress line
 /// on stderr (a terminal) when the catalogue is big or slow.
 fn discover_now(config: &AgentConfig, connection: &ConnectionConfig) -> Result<DatabaseSchema, Fail> {
-    let mut spec = config.resolved_connection_spec(connection)?;
-    spec.pool.min_connections = 1;
-    spec.pool.max_connections = spec.pool.max_connections.clamp(1, 2);
     let name = &connection.name;
-    let database = drivers::Database::open(&spec)
-        .map_err(|e| Fail::runtime(anyhow::anyhow!("cannot open connection `{name}`: {e}")))?;
-    drop(spec);
     let terminal = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last = None::<Instant>;
     let mut shown = false;
-    let result = database.discover_with_progress(&mut |p| {
+    let result = setup::schema::discover_schema(config, connection, &mut |p| {
         let big = p.total.is_some_and(|t| t >= 200) || started.elapsed() > Duration::from_secs(1);
         if !terminal || !big || last.is_some_and(|l| l.elapsed() < Duration::from_millis(200)) {
             return;
@@ -317,7 +271,7 @@ fn discover_now(config: &AgentConfig, connection: &ConnectionConfig) -> Result<D
     if shown {
         eprintln!();
     }
-    result.map_err(|e| Fail::runtime(anyhow::anyhow!("cannot discover the schema of `{name}`: {e}")))
+    Ok(result?)
 }
 
 fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
@@ -633,11 +587,15 @@ fn approve(arg: &ConfigArg, name: Option<&str>, tables: Option<Vec<String>>, cle
         (None, _) => selected(&config, None)?.iter().map(|c| c.name.clone()).collect(),
     };
     let mut messages = Vec::new();
+    let mut snapshots = Vec::new();
     for name in &names {
         let approved = if clear {
             None
         } else {
             let saved = load_saved(&schema_file(&arg.path(), name))?;
+            if let Some(schema) = &saved {
+                snapshots.push((name.clone(), schema.clone()));
+            }
             Some(match &tables {
                 Some(given) => approved_from_list(name, given, saved.as_ref())?,
                 None => {
@@ -658,13 +616,13 @@ fn approve(arg: &ConfigArg, name: Option<&str>, tables: Option<Vec<String>>, cle
                 set.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
         });
-        let policy = config.schema_policy.entry(name.clone()).or_default();
-        policy.approved_tables = approved;
-        if *policy == SchemaPolicy::default() {
-            config.schema_policy.remove(name);
-        }
+        setup::schema::set_approved(&mut config, name, approved);
     }
     config.save(&arg.path())?;
+    // The schema as approved: what the desktop app's schema browser compares with.
+    for (name, schema) in &snapshots {
+        save_schema(&setup::schema::approved_file(&arg.path(), name), schema)?;
+    }
     for message in messages {
         println!("{message}");
     }
@@ -710,20 +668,13 @@ fn approved_from_list(
 
 fn private(args: &PrivateArgs, add: bool) -> Outcome {
     let arg = &args.config;
-    let mut config = arg.load()?;
+    let config = arg.load()?;
     let name = find(&config, &args.connection)?.name.clone();
-    let policy = config.schema_policy.entry(name.clone()).or_default();
-    let (what, changed) = match (&args.table, &args.column) {
+    let (table, column, what) = match (&args.table, &args.column) {
         (Some(table), _) => {
             let table = check_part(table, "--table")?;
-            let changed = if add {
-                policy.private_tables.insert(table.clone())
-            } else {
-                let before = policy.private_tables.len();
-                policy.private_tables.retain(|t| !t.eq_ignore_ascii_case(&table));
-                before != policy.private_tables.len()
-            };
-            (format!("table `{table}`"), changed)
+            let what = format!("table `{table}`");
+            (table, None, what)
         }
         (None, Some(column)) => {
             let (table, column) = column
@@ -732,27 +683,12 @@ fn private(args: &PrivateArgs, add: bool) -> Outcome {
                 .ok_or_else(|| Fail::usage("--column must be TABLE.COLUMN (e.g. customers.email)"))?;
             let table = check_part(table, "--column (table part)")?;
             let column = check_part(column, "--column (column part)")?;
-            let changed = if add {
-                policy.private_columns.entry(table.clone()).or_default().insert(column.clone())
-            } else {
-                let mut changed = false;
-                for (t, columns) in policy.private_columns.iter_mut() {
-                    if t.eq_ignore_ascii_case(&table) {
-                        let before = columns.len();
-                        columns.retain(|c| !c.eq_ignore_ascii_case(&column));
-                        changed |= before != columns.len();
-                    }
-                }
-                policy.private_columns.retain(|_, columns| !columns.is_empty());
-                changed
-            };
-            (format!("column `{table}.{column}`"), changed)
+            let what = format!("column `{table}.{column}`");
+            (table, Some(column), what)
         }
         (None, None) => return Err(Fail::usage("give --table T or --column T.C")),
     };
-    if *policy == SchemaPolicy::default() {
-        config.schema_policy.remove(&name);
-    }
+    let (config, changed) = setup::schema::mark_private(&arg.path(), &name, &table, column.as_deref(), add)?;
     if !changed {
         println!(
             "{what} of `{name}` {}; nothing changed",
@@ -760,7 +696,6 @@ fn private(args: &PrivateArgs, add: bool) -> Outcome {
         );
         return Ok(());
     }
-    config.save(&arg.path())?;
     println!("{what} of `{name}` is {}", if add { "now private" } else { "no longer private" });
     if add {
         warn_if_unknown(arg, &name, args);
@@ -769,12 +704,9 @@ fn private(args: &PrivateArgs, add: bool) -> Outcome {
     Ok(())
 }
 
+/// A part of `--table` / `--column`, checked (the flag named in the error).
 fn check_part(text: &str, flag: &str) -> Result<String, Fail> {
-    let text = text.trim();
-    if text.is_empty() || text.starts_with('.') || text.ends_with('.') || text.chars().any(char::is_control) {
-        return Err(Fail::usage(format!("{flag}: `{text}` is not a valid name")));
-    }
-    Ok(text.to_owned())
+    setup::schema::check_part(text, flag).map_err(|e| Fail::usage(e.to_string()))
 }
 
 /// A note when the saved discovery has no such table or column (a typo protects nothing).
