@@ -139,7 +139,9 @@ impl UploadStore {
         let keys: Vec<String> =
             self.buffers.iter().filter(|(_, b)| b.command_id == command_id).map(|(k, _)| k.clone()).collect();
         for key in keys {
-            self.remove(&key);
+            if let Some(b) = self.remove(&key) {
+                tracing::debug!(buffer = %key, chunks = b.next_seq, "buffer released: its command is answered");
+            }
         }
     }
 
@@ -197,6 +199,7 @@ impl UploadStore {
     fn fail(&mut self, key: &str, id: u64) {
         if self.buffers.get(key).is_some_and(|b| b.id == id) {
             self.remove(key);
+            tracing::debug!(buffer = %key, "buffer dropped: a chunk of it was refused");
         }
     }
 }
@@ -320,6 +323,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
                     created: Instant::now(),
                 };
                 store.buffers.insert(key.clone(), buffer);
+                tracing::debug!(buffer = %key, "buffer created");
                 Ok(None)
             }
         }
@@ -331,6 +335,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         Ok(Some(false)) => {
             // The stream changed under the same seq: start the result over.
             hub.uploads.lock().unwrap().remove(&key);
+            tracing::debug!(buffer = %key, seq, "buffer dropped: a stored chunk came again with other bytes");
             let message =
                 format!("chunk {seq} was already stored with different bytes; the result starts over");
             return resume_at(hub, &command_id, 0, message);

@@ -378,3 +378,44 @@ fn a_chunked_upload_goes_on_in_the_next_session() {
         other => panic!("expected an UPLOAD_FAILED answer, got {other:?}"),
     }
 }
+
+#[test]
+fn a_buffered_result_resent_on_a_new_session_while_the_first_copy_is_verified_is_a_duplicate() {
+    // Issue 9, cuts every 200 ms: the agent sends a buffered result, the link is cut before
+    // the `ack`, and the agent re-sends the unacknowledged answer as soon as its next session
+    // is up. Each session has its own thread: the second copy was read while the first was
+    // still being verified (SHA-256 and NDJSON parse of a large result take a while), found
+    // the buffer already taken, and answered the command UPLOAD_FAILED — the caller's retry
+    // with the same idempotency key then got RESULT_UNAVAILABLE. The second copy is a
+    // duplicate: dropped, acknowledged; the first answers the command with its rows.
+    let _w = watchdog("resend-while-verifying");
+    let gw = start_with(|_| {});
+    let key = gw.key("Warehouse");
+    let mut first = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.wait = WAIT;
+    let pending = gw.submit("Warehouse", req).unwrap();
+    let cmd = first.expect_command();
+    // Large enough that verifying it takes longer than a reconnect on loopback.
+    let raw = stream(150_000);
+    let (conn, hmac) = (first.connection_id(), first.hmac_key());
+    let pieces: Vec<&[u8]> = raw.chunks(512 << 10).collect();
+    let last = pieces.len() - 1;
+    for (seq, piece) in pieces.iter().enumerate() {
+        let chunk = Chunk::signed(&hmac, &conn, &cmd.command_id, seq as u32, seq == last, piece);
+        let (status, body) = chunk.post(&gw);
+        assert_eq!(status, 200, "{body}");
+    }
+    let buffer_key = format!("Warehouse:{}", cmd.command_id);
+    let result = buffered(&cmd, &buffer_key, pieces.len() as u32, &raw, 150_000);
+    first.send(&result);
+    // The `ack` is lost with the link; the agent is back at once and re-sends its answer.
+    let mut second = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    assert_eq!(second.expect_command().command_id, cmd.command_id);
+    second.send(&result);
+    second.expect_ack(&cmd.command_id);
+    let outcome = pending.wait().expect("the result's rows, not UPLOAD_FAILED");
+    assert_eq!(outcome.row_count, 150_000);
+    assert_eq!(outcome.buffered.unwrap().raw, raw);
+    assert_eq!(gw.buffered_results(), 0);
+}
