@@ -1148,9 +1148,12 @@ impl Hub {
                         tracing::info!(
                             connector,
                             command = %command_id,
-                            "a copy of a buffered result that is being verified already: dropped"
+                            "a copy of a buffered result that is being verified already: dropped (acknowledged)"
                         );
-                        self.drop_answer(connector, &command_id);
+                        self.emit(GatewayEvent::AnswerDropped {
+                            connector: connector.to_owned(),
+                            command_id: command_id.clone(),
+                        });
                         return Some(ack);
                     }
                     BufferClaim::Taken(taken) => taken,
