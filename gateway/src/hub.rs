@@ -399,7 +399,7 @@ pub(crate) struct Hub {
     /// Set once the shutdown's grace period is over: the HTTPS accept loop ends. (Until then
     /// uploads of answers still arrive.)
     pub closing_listener: AtomicBool,
-    store: CommandStore,
+    store: Arc<CommandStore>,
     commands: Mutex<Commands>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     connectors: Mutex<HashMap<String, ConnectorState>>,
@@ -471,10 +471,13 @@ impl Hub {
         if !commands.by_id.is_empty() {
             tracing::info!(queued = commands.by_id.len(), "commands restored from gateway.db");
         }
+        let store = Arc::new(store);
+        let mut uploads = UploadStore::persistent(store.clone());
+        uploads.restore(|connector, id| commands.by_id.get(id).is_some_and(|p| p.connector == connector))?;
         Ok(Self {
             config,
             keys,
-            uploads: Mutex::default(),
+            uploads: Mutex::new(uploads),
             stopping: AtomicBool::new(false),
             closing_listener: AtomicBool::new(false),
             store,
@@ -1195,7 +1198,7 @@ impl Hub {
                         let body = if own {
                             protocol::ErrorBody::new(
                                 protocol::ErrorCode::UploadFailed,
-                                "the result's chunks were lost when the gateway restarted; run the command again",
+                                "the gateway holds no chunk of this result (never uploaded, or dropped); run the command again",
                             )
                         } else {
                             protocol::ErrorBody::new(

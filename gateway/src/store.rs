@@ -13,6 +13,11 @@
 //! commands took 9.7 s to accept instead of 1.1 s, too slow for the backlog the gateway paces;
 //! a reference gateway that is restarted and redeployed (not power-cut) is what the tests cover.
 //! `gw_answered` rows older than [`ANSWERED_RETENTION`] are purged at start.
+//!
+//! `gw_chunks` holds the chunks of results being uploaded (as uploaded, compressed) until their
+//! command is answered or the buffer is dropped, so a gateway restart in the middle of an upload
+//! (or between the last chunk and the `execution_result`) loses no chunk: the buffer is rebuilt
+//! at start and the agent goes on where it was. Same durability as the commands.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -44,7 +49,28 @@ CREATE TABLE IF NOT EXISTS gw_answered (
     answered_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_answered_at ON gw_answered (answered_at);
+CREATE TABLE IF NOT EXISTS gw_chunks (
+    buffer_key TEXT NOT NULL,     -- <connector>:<commandId>
+    connector  TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    final      INTEGER NOT NULL,  -- 1 on the result's last chunk
+    body       BLOB NOT NULL,     -- the chunk as uploaded (zlib)
+    PRIMARY KEY (buffer_key, seq)
+);
+CREATE INDEX IF NOT EXISTS gw_chunks_command ON gw_chunks (command_id);
 ";
+
+/// A stored chunk of a result being uploaded, read back at start.
+#[derive(Debug)]
+pub(crate) struct StoredChunk {
+    pub buffer_key: String,
+    pub connector: String,
+    pub command_id: String,
+    pub seq: u32,
+    pub last: bool,
+    pub body: Vec<u8>,
+}
 
 /// A command read back at start.
 #[derive(Debug)]
@@ -162,12 +188,60 @@ impl CommandStore {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
         tx.execute("DELETE FROM gw_commands WHERE command_id = ?1", params![command_id])?;
+        tx.execute("DELETE FROM gw_chunks WHERE command_id = ?1", params![command_id])?;
         tx.execute(
             "INSERT OR IGNORE INTO gw_answered (command_id, connector, outcome, answered_at) VALUES (?1, ?2, ?3, ?4)",
             params![command_id, connector, outcome, unix_ms(SystemTime::now())],
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Persists a chunk that is about to be stored in a buffer (a chunk of that `seq` stored
+    /// before is replaced: the buffer was started over).
+    pub fn save_chunk(
+        &self,
+        buffer_key: &str,
+        connector: &str,
+        command_id: &str,
+        seq: u32,
+        last: bool,
+        body: &[u8],
+    ) -> Result<(), GatewayError> {
+        self.db.lock().unwrap().execute(
+            "INSERT OR REPLACE INTO gw_chunks (buffer_key, connector, command_id, seq, final, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![buffer_key, connector, command_id, seq, last, body],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the chunks of a buffer (released, refused, expired or started over).
+    pub fn drop_chunks(&self, buffer_key: &str) -> Result<(), GatewayError> {
+        self.db
+            .lock()
+            .unwrap()
+            .execute("DELETE FROM gw_chunks WHERE buffer_key = ?1", params![buffer_key])?;
+        Ok(())
+    }
+
+    /// Every stored chunk, by buffer and sequence number.
+    pub fn load_chunks(&self) -> Result<Vec<StoredChunk>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks ORDER BY buffer_key, seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredChunk {
+                buffer_key: r.get(0)?,
+                connector: r.get(1)?,
+                command_id: r.get(2)?,
+                seq: r.get(3)?,
+                last: r.get(4)?,
+                body: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// How a command was answered, if it was (within [`ANSWERED_RETENTION`]).

@@ -8,8 +8,10 @@
 //! across an agent reconnect, and the agent goes on with the next chunk, signed with the new
 //! session's key. A chunk for a command already answered (`ack` sent, error, timeout) is `409`,
 //! one for a command the connector never got is `404`, and neither creates a buffer. When the
-//! command completes, its buffer goes at once. Buffers live in memory only: after a gateway
-//! restart the next chunk gets `409` with `nextSeq: 0`.
+//! command completes, its buffer goes at once. Every stored chunk is also written, as uploaded,
+//! to `gw_chunks` in `gateway.db` before it is acknowledged, and dropped with its buffer: after a
+//! gateway restart (or `kill -9`) the buffers of commands still pending are rebuilt
+//! ([`UploadStore::restore`]) and the agent goes on with its next chunk.
 //!
 //! **Resuming.** A chunk whose `seq` is stored already with the same bytes is `200` again
 //! (`"duplicate": true`); a `seq` past the next expected one is `409` with `"nextSeq"` (the
@@ -26,14 +28,17 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flate2::read::ZlibDecoder;
 use protocol::{ErrorCode, headers, verify_chunk_signature};
 use sha2::{Digest, Sha256};
 
+use crate::GatewayError;
 use crate::http::{RequestHead, error_body};
 use crate::hub::{ChunkPermission, GatewayEvent, Hub};
+use crate::store::CommandStore;
 
 /// Inflate step: the most bytes decompressed before they are counted against the caps.
 const INFLATE_STEP: usize = 64 * 1024;
@@ -90,6 +95,8 @@ enum CapError {
 #[derive(Debug, Default)]
 pub(crate) struct UploadStore {
     buffers: HashMap<String, Buffer>,
+    /// Where chunks are persisted (`gw_chunks` in `gateway.db`), so buffers survive a restart.
+    persist: Option<Arc<CommandStore>>,
     /// connector -> bytes held or reserved by its buffers.
     per_connection: HashMap<String, u64>,
     /// Bytes held or reserved by every buffer.
@@ -98,6 +105,76 @@ pub(crate) struct UploadStore {
 }
 
 impl UploadStore {
+    /// An empty store whose chunks are persisted in `store`.
+    pub fn persistent(store: Arc<CommandStore>) -> Self {
+        Self { persist: Some(store), ..Self::default() }
+    }
+
+    /// Rebuilds the buffers of results whose upload a restart interrupted, from the chunks
+    /// stored in `gateway.db`; `pending(connector, command_id)` says whether the gateway still
+    /// waits for that command's answer (the chunks of any other are dropped). A buffer is
+    /// rebuilt up to its first missing or unreadable chunk; the agent goes on from there.
+    pub fn restore(&mut self, pending: impl Fn(&str, &str) -> bool) -> Result<(), GatewayError> {
+        let Some(persist) = self.persist.clone() else { return Ok(()) };
+        let mut stale = Vec::new();
+        for chunk in persist.load_chunks()? {
+            let key = chunk.buffer_key.clone();
+            if !pending(&chunk.connector, &chunk.command_id)
+                || key != format!("{}:{}", chunk.connector, chunk.command_id)
+            {
+                if !stale.contains(&key) {
+                    stale.push(key);
+                }
+                continue;
+            }
+            if !self.buffers.contains_key(&key) {
+                self.next_id += 1;
+                let buffer = Buffer {
+                    id: self.next_id,
+                    connector: chunk.connector.clone(),
+                    command_id: chunk.command_id.clone(),
+                    segments: Vec::new(),
+                    bytes: 0,
+                    reserved: 0,
+                    next_seq: 0,
+                    complete: false,
+                    digests: Vec::new(),
+                    created: Instant::now(),
+                };
+                self.buffers.insert(key.clone(), buffer);
+            }
+            let buffer = self.buffers.get_mut(&key).expect("inserted above");
+            if buffer.complete || chunk.seq != buffer.next_seq {
+                continue;
+            }
+            let mut plain = Vec::new();
+            if ZlibDecoder::new(chunk.body.as_slice()).read_to_end(&mut plain).is_err() {
+                tracing::warn!(buffer = %key, seq = chunk.seq, "stored chunk does not inflate; the buffer resumes before it");
+                continue;
+            }
+            plain.shrink_to_fit();
+            let n = plain.len() as u64;
+            buffer.bytes += n;
+            buffer.segments.push(plain);
+            buffer.digests.push(Sha256::digest(&chunk.body).into());
+            buffer.next_seq += 1;
+            buffer.complete = chunk.last;
+            *self.per_connection.entry(chunk.connector.clone()).or_default() += n;
+            self.total += n;
+        }
+        for key in stale {
+            persist.drop_chunks(&key)?;
+        }
+        if !self.buffers.is_empty() {
+            tracing::info!(
+                buffers = self.buffers.len(),
+                bytes = self.total,
+                "upload buffers restored from gateway.db"
+            );
+        }
+        Ok(())
+    }
+
     /// Drops a buffer and everything it holds or has reserved from the counts.
     fn forget(&mut self, buffer: &Buffer) {
         let held = buffer.bytes + buffer.reserved;
@@ -113,6 +190,11 @@ impl UploadStore {
     fn remove(&mut self, key: &str) -> Option<Buffer> {
         let buffer = self.buffers.remove(key)?;
         self.forget(&buffer);
+        if let Some(persist) = &self.persist
+            && let Err(e) = persist.drop_chunks(key)
+        {
+            tracing::warn!(buffer = %key, "cannot drop the stored chunks of a buffer: {e}");
+        }
         Some(buffer)
     }
 
@@ -145,7 +227,7 @@ impl UploadStore {
         }
     }
 
-    /// Frees every buffer (shutdown).
+    /// Frees every buffer in memory (shutdown); their persisted chunks stay for the next start.
     pub fn clear(&mut self) {
         self.buffers.clear();
         self.per_connection.clear();
@@ -201,6 +283,16 @@ impl UploadStore {
             self.remove(key);
             tracing::debug!(buffer = %key, "buffer dropped: a chunk of it was refused");
         }
+    }
+}
+
+/// Persists a chunk about to be stored in buffer `key`.
+fn save_chunk(persist: Option<&CommandStore>, key: &str, buffer: &Buffer, seq: u32, last: bool, body: &[u8]) {
+    if let Some(persist) = persist
+        && let Err(e) = persist.save_chunk(key, &buffer.connector, &buffer.command_id, seq, last, body)
+    {
+        // The chunk is still kept in memory: only a restart before the answer would lose it.
+        tracing::warn!(buffer = %key, seq, "cannot persist a chunk in gateway.db: {e}");
     }
 }
 
@@ -423,9 +515,10 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
 
     plain.shrink_to_fit();
     let n = plain.len() as u64;
-    let mut store = hub.uploads.lock().unwrap();
+    let mut guard = hub.uploads.lock().unwrap();
+    let store = &mut *guard;
     let Some(buffer) = store.buffers.get_mut(&key).filter(|b| b.id == id) else {
-        drop(store);
+        drop(guard);
         return reject(
             hub,
             &command_id,
@@ -438,7 +531,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     if buffer.next_seq != seq || buffer.complete {
         let expected = buffer.next_seq;
         store.unreserve(&key, id, n);
-        drop(store);
+        drop(guard);
         return resume_at(
             hub,
             &command_id,
@@ -446,6 +539,8 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             format!("chunk {seq} out of order: expected {expected}"),
         );
     }
+    // On disk before it counts: a restart from here on finds it.
+    save_chunk(store.persist.as_deref(), &key, buffer, seq, last, body);
     buffer.reserved -= n.min(buffer.reserved);
     buffer.bytes += n;
     buffer.segments.push(plain);

@@ -354,20 +354,41 @@ fn a_chunked_upload_goes_on_in_the_next_session() {
     let outcome = pending.wait().unwrap();
     assert_eq!(outcome.buffered.unwrap().raw, raw, "byte-exact across two sessions");
 
-    // A gateway restart loses partial buffers: the next chunk gets 409 nextSeq 0. The agent
-    // cannot upload streamed rows again, so a buffered answer naming the lost buffer is
-    // answered UPLOAD_FAILED (retryable) to the caller and acknowledged: reported, not stuck.
+    // A gateway restart (here a graceful one; `kill -9` in the lifecycle tests) keeps partial
+    // buffers: their chunks are in gateway.db. The agent goes on with the next chunk in its new
+    // session, and the result completes with the rows it was running for — no re-run.
     let id = submit(&gw, "Warehouse", "SELECT * FROM big");
     let cmd = agent.expect_command();
     let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
     assert_eq!(Chunk::signed(&hmac, &conn, &id, 0, false, pieces[0]).post(&gw).0, 200);
     drop(agent);
     gw.restart_with(|_| {});
+    assert_eq!(gw.buffered_results(), 1, "the partial buffer is back");
     let mut agent = FakeAgent::connect(&gw, &key, "Warehouse");
     assert_eq!(agent.expect_command().command_id, id);
     let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
-    let (status, body) = Chunk::signed(&hmac, &conn, &id, 1, false, pieces[1]).post(&gw);
-    assert_eq!((status, &body["nextSeq"]), (409, &json!(0)), "{body}");
+    // Chunk 0 again (its 200 may have been lost with the gateway): stored already.
+    let (status, body) = Chunk::signed(&hmac, &conn, &id, 0, false, pieces[0]).post(&gw);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
+    for seq in 1..3u32 {
+        let (status, body) = Chunk::signed(&hmac, &conn, &id, seq, seq == 2, pieces[seq as usize]).post(&gw);
+        assert_eq!(status, 200, "{body}");
+    }
+    agent.send(&buffered(&cmd, &format!("Warehouse:{id}"), 3, &raw, 3_000));
+    agent.expect_ack(&id);
+    match gw.command_status(&id) {
+        CommandStatus::Answered(Some(Ok(outcome))) => {
+            assert_eq!(outcome.buffered.unwrap().raw, raw, "byte-exact across a gateway restart")
+        }
+        other => panic!("expected the result across the restart, got {other:?}"),
+    }
+    assert_eq!(gw.buffered_results(), 0);
+
+    // A buffered answer whose chunks the gateway does not hold (never uploaded, or dropped)
+    // cannot be uploaded again (the agent streamed its rows): UPLOAD_FAILED (retryable) to the
+    // caller, acknowledged — reported, not stuck.
+    let id = submit(&gw, "Warehouse", "SELECT * FROM big");
+    let cmd = agent.expect_command();
     agent.send(&buffered(&cmd, &format!("Warehouse:{id}"), 3, &raw, 3_000));
     agent.expect_ack(&id);
     match gw.command_status(&id) {
