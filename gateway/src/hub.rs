@@ -1165,7 +1165,17 @@ impl Hub {
                     Ok(Some(buffer)) => {
                         Self::verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256).map(Some)
                     }
-                    Ok(None) => Ok(None),
+                    // Not in memory: the agent may be answering a repeat of an idempotency key
+                    // with its stored result, naming the buffer that answered the first command
+                    // (a caller whose answer was lost asks again): those chunks are kept a while.
+                    Ok(None) => match crate::upload::answered_buffer(&self.store, buffer_key, connector) {
+                        Some(buffer) => {
+                            tracing::info!(connector, command = %command_id, buffer = %buffer_key, "a repeat answered with a kept result");
+                            Self::verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256)
+                                .map(Some)
+                        }
+                        None => Ok(None),
+                    },
                     // Not this connector's or this command's buffer: it stays untouched.
                     Err(()) => Err(QueryError::Integrity(format!(
                         "buffer {buffer_key} does not belong to command {command_id}"

@@ -14,10 +14,14 @@
 //! a reference gateway that is restarted and redeployed (not power-cut) is what the tests cover.
 //! `gw_answered` rows older than [`ANSWERED_RETENTION`] are purged at start.
 //!
-//! `gw_chunks` holds the chunks of results being uploaded (as uploaded, compressed) until their
-//! command is answered or the buffer is dropped, so a gateway restart in the middle of an upload
-//! (or between the last chunk and the `execution_result`) loses no chunk: the buffer is rebuilt
-//! at start and the agent goes on where it was. Same durability as the commands.
+//! `gw_chunks` holds the chunks of results being uploaded (as uploaded, compressed) until the
+//! buffer is dropped, so a gateway restart in the middle of an upload (or between the last chunk
+//! and the `execution_result`) loses no chunk: the buffer is rebuilt at start and the agent goes
+//! on where it was. Once the command is answered its chunks stay for
+//! [`ANSWERED_CHUNKS_RETENTION`] (at most [`ANSWERED_CHUNKS_MAX_BYTES`]): a caller whose answer
+//! was lost (the gateway was killed while it was on its way) asks again with the same
+//! idempotency key, the agent answers with its stored result naming this buffer, and the rows
+//! are read back from here. Same durability as the commands.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -56,10 +60,20 @@ CREATE TABLE IF NOT EXISTS gw_chunks (
     seq        INTEGER NOT NULL,
     final      INTEGER NOT NULL,  -- 1 on the result's last chunk
     body       BLOB NOT NULL,     -- the chunk as uploaded (zlib)
+    answered_at INTEGER,          -- unix ms once its command is answered (kept a while), else NULL
     PRIMARY KEY (buffer_key, seq)
 );
 CREATE INDEX IF NOT EXISTS gw_chunks_command ON gw_chunks (command_id);
+CREATE INDEX IF NOT EXISTS gw_chunks_answered ON gw_chunks (answered_at);
 ";
+
+/// How long the chunks of an answered result are kept: a repeat of its idempotency key (a
+/// caller whose answer was lost, e.g. with a gateway that was killed) is answered by the agent
+/// with the same buffered result, naming this buffer, and gets these rows again.
+pub(crate) const ANSWERED_CHUNKS_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// Most bytes (compressed, as uploaded) of answered results kept; the oldest go first.
+pub(crate) const ANSWERED_CHUNKS_MAX_BYTES: i64 = 256 << 20;
 
 /// A stored chunk of a result being uploaded, read back at start.
 #[derive(Debug)]
@@ -188,7 +202,12 @@ impl CommandStore {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
         tx.execute("DELETE FROM gw_commands WHERE command_id = ?1", params![command_id])?;
-        tx.execute("DELETE FROM gw_chunks WHERE command_id = ?1", params![command_id])?;
+        let now = unix_ms(SystemTime::now());
+        tx.execute(
+            "UPDATE gw_chunks SET answered_at = ?2 WHERE command_id = ?1 AND answered_at IS NULL",
+            params![command_id, now],
+        )?;
+        purge_answered_chunks(&tx, now)?;
         tx.execute(
             "INSERT OR IGNORE INTO gw_answered (command_id, connector, outcome, answered_at) VALUES (?1, ?2, ?3, ?4)",
             params![command_id, connector, outcome, unix_ms(SystemTime::now())],
@@ -216,20 +235,48 @@ impl CommandStore {
         Ok(())
     }
 
-    /// Forgets the chunks of a buffer (released, refused, expired or started over).
+    /// Forgets the chunks of a buffer that cannot complete (refused, expired or started over);
+    /// the chunks of an answered result stay a while (see [`CommandStore::answered_chunks`]).
     pub fn drop_chunks(&self, buffer_key: &str) -> Result<(), GatewayError> {
-        self.db
-            .lock()
-            .unwrap()
-            .execute("DELETE FROM gw_chunks WHERE buffer_key = ?1", params![buffer_key])?;
+        self.db.lock().unwrap().execute(
+            "DELETE FROM gw_chunks WHERE buffer_key = ?1 AND answered_at IS NULL",
+            params![buffer_key],
+        )?;
         Ok(())
+    }
+
+    /// The chunks of a result that answered a command of `connector` not long ago
+    /// ([`ANSWERED_CHUNKS_RETENTION`]), in order; empty when none are kept.
+    pub fn answered_chunks(
+        &self,
+        buffer_key: &str,
+        connector: &str,
+    ) -> Result<Vec<StoredChunk>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        let cutoff = unix_ms(SystemTime::now()) - ANSWERED_CHUNKS_RETENTION.as_millis() as i64;
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
+             WHERE buffer_key = ?1 AND connector = ?2 AND answered_at >= ?3 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![buffer_key, connector, cutoff], |r| {
+            Ok(StoredChunk {
+                buffer_key: r.get(0)?,
+                connector: r.get(1)?,
+                command_id: r.get(2)?,
+                seq: r.get(3)?,
+                last: r.get(4)?,
+                body: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every stored chunk, by buffer and sequence number.
     pub fn load_chunks(&self) -> Result<Vec<StoredChunk>, GatewayError> {
         let db = self.db.lock().unwrap();
         let mut stmt = db.prepare(
-            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks ORDER BY buffer_key, seq",
+            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
+             WHERE answered_at IS NULL ORDER BY buffer_key, seq",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredChunk {
@@ -253,6 +300,39 @@ impl CommandStore {
             })
             .optional()?)
     }
+}
+
+/// Drops the chunks of answered results past their retention, then the oldest while they hold
+/// more than [`ANSWERED_CHUNKS_MAX_BYTES`].
+fn purge_answered_chunks(db: &Connection, now: i64) -> Result<(), GatewayError> {
+    let cutoff = now - ANSWERED_CHUNKS_RETENTION.as_millis() as i64;
+    db.execute("DELETE FROM gw_chunks WHERE answered_at IS NOT NULL AND answered_at < ?1", params![cutoff])?;
+    let held: i64 = db.query_row(
+        "SELECT coalesce(sum(length(body)), 0) FROM gw_chunks WHERE answered_at IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if held > ANSWERED_CHUNKS_MAX_BYTES {
+        // Oldest answered buffers first, whole buffers at a time.
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, sum(length(body)) FROM gw_chunks WHERE answered_at IS NOT NULL \
+             GROUP BY buffer_key ORDER BY min(answered_at)",
+        )?;
+        let buffers: Vec<(String, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut over = held - ANSWERED_CHUNKS_MAX_BYTES;
+        for (key, bytes) in buffers {
+            if over <= 0 {
+                break;
+            }
+            db.execute(
+                "DELETE FROM gw_chunks WHERE buffer_key = ?1 AND answered_at IS NOT NULL",
+                params![key],
+            )?;
+            over -= bytes;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

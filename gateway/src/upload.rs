@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::GatewayError;
 use crate::http::{RequestHead, error_body};
 use crate::hub::{ChunkPermission, GatewayEvent, Hub};
-use crate::store::CommandStore;
+use crate::store::{CommandStore, StoredChunk};
 
 /// Inflate step: the most bytes decompressed before they are counted against the caps.
 const INFLATE_STEP: usize = 64 * 1024;
@@ -66,6 +66,40 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
+    /// A buffer from stored chunks (of one buffer, by `seq`): every chunk from 0 up to the first
+    /// missing or unreadable one.
+    fn rebuild(id: u64, chunks: &[StoredChunk]) -> Self {
+        let mut buffer = Buffer {
+            id,
+            connector: chunks[0].connector.clone(),
+            command_id: chunks[0].command_id.clone(),
+            segments: Vec::new(),
+            bytes: 0,
+            reserved: 0,
+            next_seq: 0,
+            complete: false,
+            digests: Vec::new(),
+            created: Instant::now(),
+        };
+        for chunk in chunks {
+            if buffer.complete || chunk.seq != buffer.next_seq {
+                break;
+            }
+            let mut plain = Vec::new();
+            if ZlibDecoder::new(chunk.body.as_slice()).read_to_end(&mut plain).is_err() {
+                tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "stored chunk does not inflate; the buffer ends before it");
+                break;
+            }
+            plain.shrink_to_fit();
+            buffer.bytes += plain.len() as u64;
+            buffer.segments.push(plain);
+            buffer.digests.push(Sha256::digest(&chunk.body).into());
+            buffer.next_seq += 1;
+            buffer.complete = chunk.last;
+        }
+        buffer
+    }
+
     /// Decompressed bytes stored.
     pub fn len(&self) -> u64 {
         self.bytes
@@ -116,54 +150,24 @@ impl UploadStore {
     /// rebuilt up to its first missing or unreadable chunk; the agent goes on from there.
     pub fn restore(&mut self, pending: impl Fn(&str, &str) -> bool) -> Result<(), GatewayError> {
         let Some(persist) = self.persist.clone() else { return Ok(()) };
-        let mut stale = Vec::new();
+        let mut by_key: Vec<(String, Vec<StoredChunk>)> = Vec::new();
         for chunk in persist.load_chunks()? {
-            let key = chunk.buffer_key.clone();
-            if !pending(&chunk.connector, &chunk.command_id)
-                || key != format!("{}:{}", chunk.connector, chunk.command_id)
-            {
-                if !stale.contains(&key) {
-                    stale.push(key);
-                }
-                continue;
+            match by_key.last_mut() {
+                Some((key, chunks)) if *key == chunk.buffer_key => chunks.push(chunk),
+                _ => by_key.push((chunk.buffer_key.clone(), vec![chunk])),
             }
-            if !self.buffers.contains_key(&key) {
-                self.next_id += 1;
-                let buffer = Buffer {
-                    id: self.next_id,
-                    connector: chunk.connector.clone(),
-                    command_id: chunk.command_id.clone(),
-                    segments: Vec::new(),
-                    bytes: 0,
-                    reserved: 0,
-                    next_seq: 0,
-                    complete: false,
-                    digests: Vec::new(),
-                    created: Instant::now(),
-                };
-                self.buffers.insert(key.clone(), buffer);
-            }
-            let buffer = self.buffers.get_mut(&key).expect("inserted above");
-            if buffer.complete || chunk.seq != buffer.next_seq {
-                continue;
-            }
-            let mut plain = Vec::new();
-            if ZlibDecoder::new(chunk.body.as_slice()).read_to_end(&mut plain).is_err() {
-                tracing::warn!(buffer = %key, seq = chunk.seq, "stored chunk does not inflate; the buffer resumes before it");
-                continue;
-            }
-            plain.shrink_to_fit();
-            let n = plain.len() as u64;
-            buffer.bytes += n;
-            buffer.segments.push(plain);
-            buffer.digests.push(Sha256::digest(&chunk.body).into());
-            buffer.next_seq += 1;
-            buffer.complete = chunk.last;
-            *self.per_connection.entry(chunk.connector.clone()).or_default() += n;
-            self.total += n;
         }
-        for key in stale {
-            persist.drop_chunks(&key)?;
+        for (key, chunks) in by_key {
+            let (connector, command_id) = (&chunks[0].connector, &chunks[0].command_id);
+            if !pending(connector, command_id) || key != format!("{connector}:{command_id}") {
+                persist.drop_chunks(&key)?;
+                continue;
+            }
+            self.next_id += 1;
+            let buffer = Buffer::rebuild(self.next_id, &chunks);
+            *self.per_connection.entry(buffer.connector.clone()).or_default() += buffer.bytes;
+            self.total += buffer.bytes;
+            self.buffers.insert(key, buffer);
         }
         if !self.buffers.is_empty() {
             tracing::info!(
@@ -187,14 +191,22 @@ impl UploadStore {
         }
     }
 
+    /// Removes a buffer from memory and drops its persisted chunks (it cannot complete).
     fn remove(&mut self, key: &str) -> Option<Buffer> {
-        let buffer = self.buffers.remove(key)?;
-        self.forget(&buffer);
+        let buffer = self.take_out(key)?;
         if let Some(persist) = &self.persist
             && let Err(e) = persist.drop_chunks(key)
         {
             tracing::warn!(buffer = %key, "cannot drop the stored chunks of a buffer: {e}");
         }
+        Some(buffer)
+    }
+
+    /// Removes a buffer from memory; its persisted chunks stay (its result is being handled:
+    /// they are kept a while once the command is answered).
+    fn take_out(&mut self, key: &str) -> Option<Buffer> {
+        let buffer = self.buffers.remove(key)?;
+        self.forget(&buffer);
         Some(buffer)
     }
 
@@ -211,7 +223,7 @@ impl UploadStore {
     pub fn take(&mut self, key: &str, connector: &str, command_id: &str) -> Result<Option<Buffer>, ()> {
         match self.buffers.get(key) {
             None => Ok(None),
-            Some(b) if b.connector == connector && b.command_id == command_id => Ok(self.remove(key)),
+            Some(b) if b.connector == connector && b.command_id == command_id => Ok(self.take_out(key)),
             Some(_) => Err(()),
         }
     }
@@ -221,7 +233,9 @@ impl UploadStore {
         let keys: Vec<String> =
             self.buffers.iter().filter(|(_, b)| b.command_id == command_id).map(|(k, _)| k.clone()).collect();
         for key in keys {
-            if let Some(b) = self.remove(&key) {
+            // Its chunks stay persisted: the command is answered (kept a while, see
+            // `CommandStore::answer`).
+            if let Some(b) = self.take_out(&key) {
                 tracing::debug!(buffer = %key, chunks = b.next_seq, "buffer released: its command is answered");
             }
         }
@@ -284,6 +298,20 @@ impl UploadStore {
             tracing::debug!(buffer = %key, "buffer dropped: a chunk of it was refused");
         }
     }
+}
+
+/// The result that answered a command of `connector` not long ago under `buffer_key`, read
+/// back from `gateway.db` (see [`crate::store::ANSWERED_CHUNKS_RETENTION`]); `None` when
+/// none is kept.
+pub(crate) fn answered_buffer(persist: &CommandStore, buffer_key: &str, connector: &str) -> Option<Buffer> {
+    let chunks = match persist.answered_chunks(buffer_key, connector) {
+        Ok(chunks) => chunks,
+        Err(e) => {
+            tracing::warn!(buffer = %buffer_key, "cannot read the chunks of an answered result: {e}");
+            return None;
+        }
+    };
+    (!chunks.is_empty()).then(|| Buffer::rebuild(0, &chunks))
 }
 
 /// Persists a chunk about to be stored in buffer `key`.

@@ -440,3 +440,59 @@ fn a_buffered_result_resent_on_a_new_session_while_the_first_copy_is_verified_is
     assert_eq!(outcome.buffered.unwrap().raw, raw);
     assert_eq!(gw.buffered_results(), 0);
 }
+
+#[test]
+fn a_repeat_of_a_key_whose_answer_was_lost_gets_the_same_rows_after_a_gateway_restart() {
+    // Issue 9, gateway killed mid-stream: the gateway answered a chunked command and was killed
+    // before the caller read the answer. The caller asks again with the same idempotency key;
+    // the agent has run it already and answers from its store with the same buffered result,
+    // naming the first command's buffer. The gateway keeps that buffer's chunks for a while
+    // after the answer (in gateway.db), so the repeat gets the rows — not RESULT_UNAVAILABLE,
+    // and without running the query again.
+    let _w = watchdog("repeat-kept-result");
+    let mut gw = start_with(|_| {});
+    let key = gw.key("Warehouse");
+    let mut agent = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.idempotency_key = Some("key-1".into());
+    let first = gw.submit("Warehouse", req).unwrap();
+    let cmd = agent.expect_command();
+    let raw = stream(3_000);
+    let pieces: Vec<&[u8]> = raw.chunks(raw.len() / 2 + 1).collect();
+    let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
+    for seq in 0..2u32 {
+        let chunk = Chunk::signed(&hmac, &conn, &cmd.command_id, seq, seq == 1, pieces[seq as usize]);
+        assert_eq!(chunk.post(&gw).0, 200);
+    }
+    let buffer_key = format!("Warehouse:{}", cmd.command_id);
+    agent.send(&buffered(&cmd, &buffer_key, 2, &raw, 3_000));
+    agent.expect_ack(&cmd.command_id);
+    drop(first); // the caller never reads it
+    drop(agent);
+    gw.restart_with(|_| {});
+
+    let mut agent = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.idempotency_key = Some("key-1".into());
+    req.wait = WAIT;
+    let again = gw.submit("Warehouse", req).unwrap();
+    let repeat = agent.expect_command();
+    assert_ne!(repeat.command_id, cmd.command_id, "the first command is answered: a new one carries the key");
+    // The agent's store answer, re-addressed to the repeat: the same buffer key.
+    agent.send(&buffered(&repeat, &buffer_key, 2, &raw, 3_000));
+    agent.expect_ack(&repeat.command_id);
+    let outcome = again.wait().expect("the kept rows, not RESULT_UNAVAILABLE");
+    assert_eq!(outcome.buffered.unwrap().raw, raw);
+
+    // Another connector cannot name it.
+    let other_key = gw.key("Other");
+    let mut other = FakeAgent::connect(&gw, &other_key, "Other");
+    let id = submit(&gw, "Other", "SELECT * FROM big");
+    let cmd = other.expect_command();
+    other.send(&buffered(&cmd, &buffer_key, 2, &raw, 3_000));
+    let _ = other.recv();
+    match gw.command_status(&id) {
+        CommandStatus::Answered(Some(Err(e))) => assert!(!matches!(e, QueryError::Timeout), "{e:?}"),
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+}
