@@ -486,7 +486,6 @@ fn small_tmpfs(dir: &std::path::Path) -> Result<Tmpfs, String> {
 }
 
 #[test]
-#[ignore = "issue 9 still open: on a full disk the 7th 200 KB command gets no answer within 30 s instead of a coded error (run with --ignored, as root)"]
 fn a_full_disk_gives_a_clear_error_and_leaves_the_queue_intact() {
     let Some((logged, owner)) = pg_urls() else { return };
     let rig = Rig::new("disk-full", "DiskFull");
