@@ -39,10 +39,8 @@ pub fn init(level: &str, dir: Option<&Path>) -> io::Result<()> {
     // A log line that cannot be written (a full disk under stderr or the log files) is lost,
     // never reported with `eprintln!`, which panics when stderr cannot be written — and would
     // take the logging thread (the supervisor, a worker) down with it.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_thread_names(true)
-        .log_internal_errors(false);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true).log_internal_errors(false);
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;

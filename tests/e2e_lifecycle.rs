@@ -520,8 +520,12 @@ fn a_full_disk_gives_a_clear_error_and_leaves_the_queue_intact() {
             Err(QueryError::Remote(body)) => errors.push(format!("{}: {}", body.code.as_str(), body.message)),
             Err(e) => {
                 let log = agent.log_text();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-                panic!("command {n} got no coded answer on a full disk: {e}\nagent log (tail):\n{}", tail.join("\n"))
+                let tail: Vec<&str> =
+                    log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!(
+                    "command {n} got no coded answer on a full disk: {e}\nagent log (tail):\n{}",
+                    tail.join("\n")
+                )
             }
         }
     }
