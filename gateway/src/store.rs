@@ -129,6 +129,7 @@ impl CommandStore {
         }
         let cutoff = unix_ms(SystemTime::now() - ANSWERED_RETENTION);
         conn.execute("DELETE FROM gw_answered WHERE answered_at < ?1", params![cutoff])?;
+        purge_answered_chunks(&conn, unix_ms(SystemTime::now()))?;
         Ok(Self { db: Mutex::new(conn) })
     }
 
@@ -365,6 +366,42 @@ mod tests {
         assert_eq!(loaded[0].command.command_id, "c1");
         assert_eq!(store.answered("c0").unwrap().as_deref(), Some("result"));
         assert_eq!(store.answered("c1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn chunks_stay_until_answered_then_a_while_then_go() {
+        let dir = std::env::temp_dir().join(format!("gw-chunks-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = CommandStore::open(&dir).unwrap();
+        store.save_chunk("A:c1", "A", "c1", 0, false, b"zero").unwrap();
+        store.save_chunk("A:c1", "A", "c1", 1, true, b"one").unwrap();
+        store.save_chunk("A:c2", "A", "c2", 0, false, b"other").unwrap();
+        drop(store);
+        // Across a restart: every unanswered chunk, by buffer and seq.
+        let store = CommandStore::open(&dir).unwrap();
+        let loaded: Vec<(String, u32)> =
+            store.load_chunks().unwrap().into_iter().map(|c| (c.buffer_key, c.seq)).collect();
+        assert_eq!(loaded, [("A:c1".into(), 0), ("A:c1".into(), 1), ("A:c2".into(), 0)]);
+        // Answered: no longer a buffer to resume, kept for a repeat of the key (this connector's).
+        store.answer("c1", "A", "result").unwrap();
+        assert_eq!(store.load_chunks().unwrap().len(), 1);
+        store.drop_chunks("A:c1").unwrap();
+        let kept = store.answered_chunks("A:c1", "A").unwrap();
+        assert_eq!(kept.iter().map(|c| (c.seq, c.last)).collect::<Vec<_>>(), [(0, false), (1, true)]);
+        assert_eq!(kept[1].body, b"one");
+        assert!(store.answered_chunks("A:c1", "B").unwrap().is_empty(), "another connector's");
+        // A dropped buffer goes at once; an answered one after its retention.
+        store.drop_chunks("A:c2").unwrap();
+        assert!(store.load_chunks().unwrap().is_empty());
+        let old = unix_ms(SystemTime::now() - ANSWERED_CHUNKS_RETENTION - Duration::from_secs(1));
+        store.db.lock().unwrap().execute("UPDATE gw_chunks SET answered_at = ?1", params![old]).unwrap();
+        assert!(store.answered_chunks("A:c1", "A").unwrap().is_empty(), "past its retention");
+        drop(store);
+        let store = CommandStore::open(&dir).unwrap();
+        let left: i64 =
+            store.db.lock().unwrap().query_row("SELECT count(*) FROM gw_chunks", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "purged at start");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
