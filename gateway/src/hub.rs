@@ -7,7 +7,9 @@
 //! after a restart is dropped). At most `max_in_flight` commands of a connector are written to
 //! its session and unanswered at a time ([`Hub::pump`]); the rest wait, oldest first, and go
 //! out as answers come in. The first answer of a command wins; later ones are dropped and still
-//! acknowledged so the agent stops re-sending them.
+//! acknowledged so the agent stops re-sending them. A buffered result claims its upload buffer
+//! under the commands lock before it is verified, so a copy of it that another session thread
+//! reads meanwhile (a resend after a reconnect) is one of those later answers.
 //!
 //! **Lock order:** `commands` before `sessions` before `uploads`; no other lock is taken while
 //! one of these is held, except `subscribers` and the command store's connection (leaves).
