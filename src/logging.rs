@@ -36,7 +36,11 @@ pub fn init(level: &str, dir: Option<&Path>) -> io::Result<()> {
         tracing_subscriber::EnvFilter::new(format!("{level},ureq=warn,rustls=warn,tungstenite=warn"))
     });
     let stderr = Redacting(io::stderr);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true);
+    // A log line that cannot be written (a full disk under stderr or the log files) is lost,
+    // never reported with `eprintln!`, which panics when stderr cannot be written — and would
+    // take the logging thread (the supervisor, a worker) down with it.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true).log_internal_errors(false);
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
@@ -74,18 +78,21 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
 }
 
 /// A writer that redacts each buffer it is given (the fmt layer writes one event per call).
+/// A write that fails (a full disk) loses that line in this sink only: the error is not passed
+/// on, so the other sink (stderr and files are teed) still gets it and nothing else notices.
 #[derive(Debug)]
 pub struct RedactingWriter<W>(W);
 
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        self.0.write_all(redact(&text).as_bytes())?;
+        let _ = self.0.write_all(redact(&text).as_bytes());
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        let _ = self.0.flush();
+        Ok(())
     }
 }
 
@@ -154,6 +161,23 @@ fn mask_passwords(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sink_that_cannot_be_written_loses_the_line_and_nothing_else() {
+        // A full disk under stderr: the write fails with ENOSPC.
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(28))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Err(io::Error::from_raw_os_error(28))
+            }
+        }
+        let mut writer = RedactingWriter(Full);
+        assert_eq!(writer.write(b"a line\n").unwrap(), 7);
+        writer.flush().unwrap();
+    }
 
     #[test]
     fn api_keys_are_masked() {

@@ -14,7 +14,10 @@
 //! cancel) and re-sends the same chunk, re-signed with the new session's key. The gateway takes a
 //! re-sent identical chunk idempotently (`200`); a chunk ahead of what it holds is `409` with
 //! `{"nextSeq": n}`: the uploader resumes when `n` is the chunk it holds, else the result fails
-//! with `UPLOAD_FAILED` (retryable).
+//! with `UPLOAD_FAILED` (retryable). A request in flight is given up as soon as its session
+//! ends (the link found the peer dead, or replaced the session): on a silently dropped network
+//! the upload connection is as dead as the link, and waiting for the HTTP timeout (a minute)
+//! would hold every running query's result behind it until their query timeouts fire.
 //!
 //! **Where chunks may go.** The cloud names the upload URL in `connected`; the agent does not
 //! take its word for it. [`UploadPolicy`] accepts only `https` to the host and port of
@@ -357,7 +360,7 @@ enum SessionOutcome {
 fn upload(agent: &ureq::Agent, slot: &UploadSlot, chunk: &Chunk) -> Result<String, UploadError> {
     let mut encoder = ZlibEncoder::new(Vec::with_capacity(chunk.data.len() / 4), Compression::fast());
     encoder.write_all(&chunk.data).map_err(|e| UploadError::retryable(e.to_string()))?;
-    let body = encoder.finish().map_err(|e| UploadError::retryable(e.to_string()))?;
+    let body = Arc::new(encoder.finish().map_err(|e| UploadError::retryable(e.to_string()))?);
     let (mut generation, mut target) = slot.current();
     let mut last_error = String::from("no session to upload to");
     loop {
@@ -405,7 +408,7 @@ fn send_on_session(
     generation: u64,
     target: &UploadTarget,
     chunk: &Chunk,
-    body: &[u8],
+    body: &Arc<Vec<u8>>,
 ) -> SessionOutcome {
     // No request at all to a URL the policy refused (checked when the session started).
     let url = match &target.url {
@@ -432,7 +435,7 @@ fn send_on_session(
         if slot.current().0 != generation {
             return SessionOutcome::NextSession("the session changed".into());
         }
-        let response = agent
+        let request = agent
             .post(url.as_str())
             .header("content-type", "application/x-ndjson")
             .header("content-encoding", "deflate")
@@ -440,20 +443,25 @@ fn send_on_session(
             .header(headers::COMMAND, &chunk.command_id)
             .header(headers::SEQ, chunk.seq.to_string())
             .header(headers::FINAL, if chunk.last { "1" } else { "0" })
-            .header(headers::SIGNATURE, &signature)
-            .send(body);
+            .header(headers::SIGNATURE, &signature);
+        let posted = post_while_session_lives(request, body, slot, generation, &chunk.cancel);
         slot.uploaded.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        match response {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let text = response.body_mut().read_to_string().unwrap_or_default();
+        match posted {
+            Posted::Answer(status, text) => {
                 if let Some(outcome) = judge(status, &text, chunk.seq) {
                     return outcome;
                 }
                 last_error =
                     format!("gateway answered {status}: {}", text.chars().take(300).collect::<String>());
             }
-            Err(e) => last_error = format!("attempt {attempt}: {e}"),
+            Posted::Error(e) => last_error = format!("attempt {attempt}: {e}"),
+            Posted::SessionEnded => {
+                return SessionOutcome::NextSession(format!(
+                    "the session ended while chunk {} was on its way (attempt {attempt})",
+                    chunk.seq
+                ));
+            }
+            Posted::Cancelled => return SessionOutcome::Failed(UploadError::retryable("command cancelled")),
         }
         if attempt < ATTEMPTS {
             std::thread::sleep(delay);
@@ -461,6 +469,69 @@ fn send_on_session(
         }
     }
     SessionOutcome::NextSession(format!("chunk {} failed after {ATTEMPTS} attempts: {last_error}", chunk.seq))
+}
+
+/// How one POST of a chunk ended.
+#[derive(Debug)]
+enum Posted {
+    /// The gateway answered: status and body.
+    Answer(u16, String),
+    /// The request failed (transport error, timeout).
+    Error(String),
+    /// The session the chunk was signed for ended (the link found it dead or replaced it)
+    /// before the answer came: the chunk goes to the next session.
+    SessionEnded,
+    /// The command was cancelled meanwhile.
+    Cancelled,
+}
+
+/// How often a POST in flight looks whether its session still lives.
+const SESSION_POLL: Duration = Duration::from_millis(50);
+
+/// POSTs `body` and waits for the answer only while the session of slot generation
+/// `generation` lives. An upload connection goes through the same network as the link, and a
+/// silently dropped network does not fail a request until the HTTP timeout (a minute): the
+/// link finds such a peer dead within two heartbeats and clears the slot, and the uploader
+/// moves on with it instead of holding every worker's result (and its query timeout) for the
+/// rest of that minute. The abandoned request ends on its own at the HTTP timeout; a chunk it
+/// still delivers is stored once (the gateway takes the same bytes again idempotently).
+fn post_while_session_lives(
+    request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    body: &Arc<Vec<u8>>,
+    slot: &UploadSlot,
+    generation: u64,
+    cancel: &CancelToken,
+) -> Posted {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let body = body.clone();
+    let spawned = std::thread::Builder::new().name("upload-post".into()).spawn(move || {
+        let posted = match request.send(body.as_slice()) {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                Posted::Answer(status, response.body_mut().read_to_string().unwrap_or_default())
+            }
+            Err(e) => Posted::Error(e.to_string()),
+        };
+        let _ = tx.send(posted);
+    });
+    if let Err(e) = spawned {
+        return Posted::Error(format!("cannot start the request: {e}"));
+    }
+    loop {
+        match rx.recv_timeout(SESSION_POLL) {
+            Ok(posted) => return posted,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Posted::Error("the request ended without an answer".into());
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if cancel.is_cancelled() {
+            return Posted::Cancelled;
+        }
+        if slot.current().0 != generation {
+            return Posted::SessionEnded;
+        }
+    }
 }
 
 /// What an HTTP answer to chunk `seq` means; `None`: worth another attempt on this session.
@@ -618,6 +689,33 @@ mod tests {
             (seen[0].connection.as_str(), seen[0].command.as_str(), seen[0].status),
             ("s1", "c1", 200)
         );
+    }
+
+    #[test]
+    fn a_chunk_whose_post_hangs_goes_to_the_next_session_as_soon_as_the_link_drops_its_session() {
+        // Issue 9, silent drops: the upload connection goes through the same dead network as
+        // the link. The link finds its peer dead within two heartbeats and the supervisor
+        // clears the slot; the chunk must move to the next session then, not when the HTTP
+        // timeout (here 10 s, a minute in the agent) ends the stalled request — meanwhile every
+        // worker's result waits behind it and their queries time out.
+        let rig = Rig::new("stalled");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        rig.endpoint.state.lock().unwrap().stall_next = true;
+        let replies = rig.send("c1", 0, true, &CancelToken::new(), WATCHDOG);
+        let deadline = Instant::now() + WATCHDOG;
+        while rig.endpoint.state.lock().unwrap().stalled == 0 {
+            assert!(Instant::now() < deadline, "the chunk never reached the endpoint");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The link declares the session dead, then a new one comes up.
+        let dropped = Instant::now();
+        rig.slot.set(None);
+        rig.slot.set(Some(rig.endpoint.new_session("s2")));
+        assert_eq!(stored(replies.recv_timeout(WATCHDOG).unwrap()), "buf:c1");
+        let took = dropped.elapsed();
+        assert!(took < Duration::from_secs(3), "the chunk waited {took:?} for its stalled request");
+        let seen = rig.endpoint.seen();
+        assert_eq!((seen.len(), seen[0].connection.as_str(), seen[0].status), (1, "s2", 200), "{seen:?}");
     }
 
     #[test]
@@ -852,6 +950,10 @@ pub(crate) mod test_endpoint {
         pub seen: Vec<Seen>,
         /// Answer this status (once per entry) before judging a request.
         pub forced: Vec<u16>,
+        /// Never answer the next request and hold its connection open (a silently dropped
+        /// network); counts the requests held so.
+        pub stall_next: bool,
+        pub stalled: usize,
     }
 
     pub struct Endpoint {
@@ -972,6 +1074,17 @@ pub(crate) mod test_endpoint {
             let len = head.get("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
             let mut body = vec![0; len];
             if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let stall = {
+                let mut state = state.lock().unwrap();
+                let stall = std::mem::take(&mut state.stall_next);
+                state.stalled += usize::from(stall);
+                stall
+            };
+            if stall {
+                // Longer than any test waits; the connection stays open and silent.
+                std::thread::sleep(Duration::from_secs(30));
                 return;
             }
             let (status, json) = judge(&head, &body, state);

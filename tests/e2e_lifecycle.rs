@@ -252,7 +252,6 @@ fn gateway_killed_with_queued_commands_delivers_them_after_restart() {
 }
 
 #[test]
-#[ignore = "issue 9 still open: after a gateway kill -9 mid-stream, 3 of 120 commands ran twice on PostgreSQL and 2 were answered RESULT_UNAVAILABLE (run with --ignored)"]
 fn gateway_killed_mid_stream_answers_every_command_once_after_restart() {
     let Some((logged, owner)) = pg_urls() else { return };
     let dir = TempDir::new("gw-kill-stream");
@@ -487,7 +486,6 @@ fn small_tmpfs(dir: &std::path::Path) -> Result<Tmpfs, String> {
 }
 
 #[test]
-#[ignore = "issue 9 still open: on a full disk the 7th 200 KB command gets no answer within 30 s instead of a coded error (run with --ignored, as root)"]
 fn a_full_disk_gives_a_clear_error_and_leaves_the_queue_intact() {
     let Some((logged, owner)) = pg_urls() else { return };
     let rig = Rig::new("disk-full", "DiskFull");
@@ -520,7 +518,15 @@ fn a_full_disk_gives_a_clear_error_and_leaves_the_queue_intact() {
                 rows += 1;
             }
             Err(QueryError::Remote(body)) => errors.push(format!("{}: {}", body.code.as_str(), body.message)),
-            Err(e) => panic!("command {n} got no coded answer on a full disk: {e}"),
+            Err(e) => {
+                let log = agent.log_text();
+                let tail: Vec<&str> =
+                    log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!(
+                    "command {n} got no coded answer on a full disk: {e}\nagent log (tail):\n{}",
+                    tail.join("\n")
+                )
+            }
         }
     }
     eprintln!("disk full: {rows} answered, errors {errors:?}");

@@ -7,7 +7,9 @@
 //! after a restart is dropped). At most `max_in_flight` commands of a connector are written to
 //! its session and unanswered at a time ([`Hub::pump`]); the rest wait, oldest first, and go
 //! out as answers come in. The first answer of a command wins; later ones are dropped and still
-//! acknowledged so the agent stops re-sending them.
+//! acknowledged so the agent stops re-sending them. A buffered result claims its upload buffer
+//! under the commands lock before it is verified, so a copy of it that another session thread
+//! reads meanwhile (a resend after a reconnect) is one of those later answers.
 //!
 //! **Lock order:** `commands` before `sessions` before `uploads`; no other lock is taken while
 //! one of these is held, except `subscribers` and the command store's connection (leaves).
@@ -31,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::keys::{KeyRecord, KeyStore};
 use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest, parse_ndjson};
 use crate::store::CommandStore;
-use crate::upload::UploadStore;
+use crate::upload::{Buffer, UploadStore};
 
 /// Answered command ids remembered in memory, so a late chunk for one gets `409` rather than
 /// `404` (the database remembers them longer, for duplicate answers).
@@ -288,6 +290,10 @@ struct PendingCommand {
     /// idempotency key for the same connector while it was pending (they share its answer;
     /// none for a command reloaded after a restart).
     waiters: Vec<Sender<Reply>>,
+    /// A buffered result of it took its upload buffer and is being verified (outside the
+    /// lock): another copy of that result (a resend on a newer session, read by another
+    /// session thread meanwhile) is a duplicate, not a result whose chunks are missing.
+    result_claimed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -395,7 +401,7 @@ pub(crate) struct Hub {
     /// Set once the shutdown's grace period is over: the HTTPS accept loop ends. (Until then
     /// uploads of answers still arrive.)
     pub closing_listener: AtomicBool,
-    store: CommandStore,
+    store: Arc<CommandStore>,
     commands: Mutex<Commands>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     connectors: Mutex<HashMap<String, ConnectorState>>,
@@ -456,6 +462,7 @@ impl Hub {
                 expires: stored.expires,
                 seq: stored.seq,
                 waiters: Vec::new(),
+                result_claimed: false,
             });
         }
         for (connector, id) in expired {
@@ -466,10 +473,13 @@ impl Hub {
         if !commands.by_id.is_empty() {
             tracing::info!(queued = commands.by_id.len(), "commands restored from gateway.db");
         }
+        let store = Arc::new(store);
+        let mut uploads = UploadStore::persistent(store.clone());
+        uploads.restore(|connector, id| commands.by_id.get(id).is_some_and(|p| p.connector == connector))?;
         Ok(Self {
             config,
             keys,
-            uploads: Mutex::default(),
+            uploads: Mutex::new(uploads),
             stopping: AtomicBool::new(false),
             closing_listener: AtomicBool::new(false),
             store,
@@ -890,6 +900,7 @@ impl Hub {
             expires,
             seq,
             waiters: vec![tx],
+            result_claimed: false,
         };
         commands.add(pending);
         self.pump(&mut commands, connector);
@@ -1106,10 +1117,6 @@ impl Hub {
         let received = Instant::now();
         let command_id = result.command_id.clone();
         let ack = Inbound::Ack(protocol::Ack { command_id: command_id.clone() });
-        if !self.is_pending(connector, &command_id) {
-            self.drop_answer(connector, &command_id);
-            return Some(ack);
-        }
         let outcome = |sent: Option<Instant>, columns, rows, buffered| QueryOutcome {
             command_id: command_id.clone(),
             columns,
@@ -1121,6 +1128,10 @@ impl Hub {
         };
         match &result.result {
             ResultPayload::Inline { columns, rows } => {
+                if !self.is_pending(connector, &command_id) {
+                    self.drop_answer(connector, &command_id);
+                    return Some(ack);
+                }
                 let (columns, rows) = (columns.clone(), rows.clone());
                 if !self
                     .complete(connector, &command_id, "result", |sent| Ok(outcome(sent, columns, rows, None)))
@@ -1130,8 +1141,48 @@ impl Hub {
                 Some(ack)
             }
             ResultPayload::Buffered { buffer_key, chunk_count, byte_count, sha256 } => {
-                let checked =
-                    self.take_buffer(connector, &command_id, buffer_key, *chunk_count, *byte_count, sha256);
+                let taken = match self.claim_buffer(connector, &command_id, buffer_key) {
+                    BufferClaim::NotPending => {
+                        self.drop_answer(connector, &command_id);
+                        return Some(ack);
+                    }
+                    BufferClaim::Claimed => {
+                        // Another session thread is verifying a copy of this very result (the
+                        // agent re-sent it on a newer session before the first was acknowledged);
+                        // that one answers the command.
+                        tracing::info!(
+                            connector,
+                            command = %command_id,
+                            "a copy of a buffered result that is being verified already: dropped (acknowledged)"
+                        );
+                        self.emit(GatewayEvent::AnswerDropped {
+                            connector: connector.to_owned(),
+                            command_id: command_id.clone(),
+                        });
+                        return Some(ack);
+                    }
+                    BufferClaim::Taken(taken) => taken,
+                };
+                let checked = match taken {
+                    Ok(Some(buffer)) => {
+                        Self::verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256).map(Some)
+                    }
+                    // Not in memory: the agent may be answering a repeat of an idempotency key
+                    // with its stored result, naming the buffer that answered the first command
+                    // (a caller whose answer was lost asks again): those chunks are kept a while.
+                    Ok(None) => match crate::upload::answered_buffer(&self.store, buffer_key, connector) {
+                        Some(buffer) => {
+                            tracing::info!(connector, command = %command_id, buffer = %buffer_key, "a repeat answered with a kept result");
+                            Self::verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256)
+                                .map(Some)
+                        }
+                        None => Ok(None),
+                    },
+                    // Not this connector's or this command's buffer: it stays untouched.
+                    Err(()) => Err(QueryError::Integrity(format!(
+                        "buffer {buffer_key} does not belong to command {command_id}"
+                    ))),
+                };
                 match checked {
                     Ok(Some((raw, columns, rows))) => {
                         let info = BufferedInfo {
@@ -1159,7 +1210,7 @@ impl Hub {
                         let body = if own {
                             protocol::ErrorBody::new(
                                 protocol::ErrorCode::UploadFailed,
-                                "the result's chunks were lost when the gateway restarted; run the command again",
+                                "the gateway holds no chunk of this result (never uploaded, or dropped); run the command again",
                             )
                         } else {
                             protocol::ErrorBody::new(
@@ -1186,27 +1237,48 @@ impl Hub {
         }
     }
 
+    /// Takes the upload buffer a buffered result names, under the commands lock, and marks
+    /// the command's result as being verified, so that only one copy of the result (the
+    /// agent re-sends unacknowledged answers on every new session, and sessions are served
+    /// by their own threads) handles the buffer: a second copy read while the first is
+    /// verified would otherwise find no buffer and answer the command `UPLOAD_FAILED`.
+    fn claim_buffer(&self, connector: &str, command_id: &str, buffer_key: &str) -> BufferClaim {
+        let mut commands = self.commands.lock().unwrap();
+        let Some(pending) = commands.by_id.get_mut(command_id).filter(|p| p.connector == connector) else {
+            return BufferClaim::NotPending;
+        };
+        if pending.result_claimed {
+            return BufferClaim::Claimed;
+        }
+        pending.result_claimed = true;
+        let taken = self.uploads.lock().unwrap().take(buffer_key, connector, command_id);
+        match &taken {
+            Ok(Some(b)) => tracing::debug!(
+                connector,
+                command = command_id,
+                buffer = buffer_key,
+                chunks = b.next_seq,
+                "buffer taken by its result"
+            ),
+            Ok(None) => tracing::debug!(
+                connector,
+                command = command_id,
+                buffer = buffer_key,
+                "a buffered result names no buffer"
+            ),
+            Err(()) => {}
+        }
+        BufferClaim::Taken(taken)
+    }
+
     #[allow(clippy::type_complexity)]
-    fn take_buffer(
-        &self,
-        connector: &str,
-        command_id: &str,
+    fn verify_buffer(
+        buffer: Buffer,
         buffer_key: &str,
         chunk_count: u32,
         byte_count: u64,
         sha256: &str,
-    ) -> Result<Option<(Vec<u8>, Vec<protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>)>, QueryError> {
-        let taken = self.uploads.lock().unwrap().take(buffer_key, connector, command_id);
-        let buffer = match taken {
-            Ok(Some(b)) => b,
-            // Not this connector's or this command's buffer: it stays untouched.
-            Err(()) => {
-                return Err(QueryError::Integrity(format!(
-                    "buffer {buffer_key} does not belong to command {command_id}"
-                )));
-            }
-            Ok(None) => return Ok(None),
-        };
+    ) -> Result<(Vec<u8>, Vec<protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
         if !buffer.complete {
             return Err(QueryError::Integrity(format!("{buffer_key}: the final chunk never arrived")));
         }
@@ -1230,8 +1302,19 @@ impl Hub {
             )));
         }
         let (columns, rows) = parse_ndjson(&data)?;
-        Ok(Some((data, columns, rows)))
+        Ok((data, columns, rows))
     }
+}
+
+/// What [`Hub::claim_buffer`] found.
+enum BufferClaim {
+    /// The command is not pending for this connector (answered, or never its).
+    NotPending,
+    /// Another copy of its result holds the buffer already.
+    Claimed,
+    /// This copy handles the result: the buffer (`Ok(None)`: none under that key; `Err`: the
+    /// key names another connector's or command's buffer, left untouched).
+    Taken(Result<Option<Buffer>, ()>),
 }
 
 /// A submitted query; [`PendingQuery::wait`] blocks for its result.

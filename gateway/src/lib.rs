@@ -28,7 +28,8 @@
 //! wire; the rest wait. A caller that stops waiting does not end the command: it stays pending
 //! and its answer is kept ([`Gateway::command_status`]); a query with the idempotency key of a
 //! pending command of the same connector joins that command instead of sending another.
-//! Results live in memory only.
+//! Results live in memory; the chunks of results still being uploaded are kept in `gateway.db`
+//! too, so an upload goes on across a gateway restart.
 //!
 //! [`Gateway::shutdown`] (SIGTERM on `serve`) tells agents `shutdown {mode: "restart"}` and
 //! waits for running answers; [`Gateway::decommission`] is the only way to tell an agent to

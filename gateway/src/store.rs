@@ -13,6 +13,15 @@
 //! commands took 9.7 s to accept instead of 1.1 s, too slow for the backlog the gateway paces;
 //! a reference gateway that is restarted and redeployed (not power-cut) is what the tests cover.
 //! `gw_answered` rows older than [`ANSWERED_RETENTION`] are purged at start.
+//!
+//! `gw_chunks` holds the chunks of results being uploaded (as uploaded, compressed) until the
+//! buffer is dropped, so a gateway restart in the middle of an upload (or between the last chunk
+//! and the `execution_result`) loses no chunk: the buffer is rebuilt at start and the agent goes
+//! on where it was. Once the command is answered its chunks stay for
+//! [`ANSWERED_CHUNKS_RETENTION`] (at most [`ANSWERED_CHUNKS_MAX_BYTES`]): a caller whose answer
+//! was lost (the gateway was killed while it was on its way) asks again with the same
+//! idempotency key, the agent answers with its stored result naming this buffer, and the rows
+//! are read back from here. Same durability as the commands.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -44,7 +53,38 @@ CREATE TABLE IF NOT EXISTS gw_answered (
     answered_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_answered_at ON gw_answered (answered_at);
+CREATE TABLE IF NOT EXISTS gw_chunks (
+    buffer_key TEXT NOT NULL,     -- <connector>:<commandId>
+    connector  TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    final      INTEGER NOT NULL,  -- 1 on the result's last chunk
+    body       BLOB NOT NULL,     -- the chunk as uploaded (zlib)
+    answered_at INTEGER,          -- unix ms once its command is answered (kept a while), else NULL
+    PRIMARY KEY (buffer_key, seq)
+);
+CREATE INDEX IF NOT EXISTS gw_chunks_command ON gw_chunks (command_id);
+CREATE INDEX IF NOT EXISTS gw_chunks_answered ON gw_chunks (answered_at);
 ";
+
+/// How long the chunks of an answered result are kept: a repeat of its idempotency key (a
+/// caller whose answer was lost, e.g. with a gateway that was killed) is answered by the agent
+/// with the same buffered result, naming this buffer, and gets these rows again.
+pub(crate) const ANSWERED_CHUNKS_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// Most bytes (compressed, as uploaded) of answered results kept; the oldest go first.
+pub(crate) const ANSWERED_CHUNKS_MAX_BYTES: i64 = 256 << 20;
+
+/// A stored chunk of a result being uploaded, read back at start.
+#[derive(Debug)]
+pub(crate) struct StoredChunk {
+    pub buffer_key: String,
+    pub connector: String,
+    pub command_id: String,
+    pub seq: u32,
+    pub last: bool,
+    pub body: Vec<u8>,
+}
 
 /// A command read back at start.
 #[derive(Debug)]
@@ -89,6 +129,7 @@ impl CommandStore {
         }
         let cutoff = unix_ms(SystemTime::now() - ANSWERED_RETENTION);
         conn.execute("DELETE FROM gw_answered WHERE answered_at < ?1", params![cutoff])?;
+        purge_answered_chunks(&conn, unix_ms(SystemTime::now()))?;
         Ok(Self { db: Mutex::new(conn) })
     }
 
@@ -162,12 +203,93 @@ impl CommandStore {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
         tx.execute("DELETE FROM gw_commands WHERE command_id = ?1", params![command_id])?;
+        let now = unix_ms(SystemTime::now());
+        tx.execute(
+            "UPDATE gw_chunks SET answered_at = ?2 WHERE command_id = ?1 AND answered_at IS NULL",
+            params![command_id, now],
+        )?;
+        purge_answered_chunks(&tx, now)?;
         tx.execute(
             "INSERT OR IGNORE INTO gw_answered (command_id, connector, outcome, answered_at) VALUES (?1, ?2, ?3, ?4)",
             params![command_id, connector, outcome, unix_ms(SystemTime::now())],
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Persists a chunk that is about to be stored in a buffer (a chunk of that `seq` stored
+    /// before is replaced: the buffer was started over).
+    pub fn save_chunk(
+        &self,
+        buffer_key: &str,
+        connector: &str,
+        command_id: &str,
+        seq: u32,
+        last: bool,
+        body: &[u8],
+    ) -> Result<(), GatewayError> {
+        self.db.lock().unwrap().execute(
+            "INSERT OR REPLACE INTO gw_chunks (buffer_key, connector, command_id, seq, final, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![buffer_key, connector, command_id, seq, last, body],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the chunks of a buffer that cannot complete (refused, expired or started over);
+    /// the chunks of an answered result stay a while (see [`CommandStore::answered_chunks`]).
+    pub fn drop_chunks(&self, buffer_key: &str) -> Result<(), GatewayError> {
+        self.db.lock().unwrap().execute(
+            "DELETE FROM gw_chunks WHERE buffer_key = ?1 AND answered_at IS NULL",
+            params![buffer_key],
+        )?;
+        Ok(())
+    }
+
+    /// The chunks of a result that answered a command of `connector` not long ago
+    /// ([`ANSWERED_CHUNKS_RETENTION`]), in order; empty when none are kept.
+    pub fn answered_chunks(
+        &self,
+        buffer_key: &str,
+        connector: &str,
+    ) -> Result<Vec<StoredChunk>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        let cutoff = unix_ms(SystemTime::now()) - ANSWERED_CHUNKS_RETENTION.as_millis() as i64;
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
+             WHERE buffer_key = ?1 AND connector = ?2 AND answered_at >= ?3 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![buffer_key, connector, cutoff], |r| {
+            Ok(StoredChunk {
+                buffer_key: r.get(0)?,
+                connector: r.get(1)?,
+                command_id: r.get(2)?,
+                seq: r.get(3)?,
+                last: r.get(4)?,
+                body: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored chunk, by buffer and sequence number.
+    pub fn load_chunks(&self) -> Result<Vec<StoredChunk>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
+             WHERE answered_at IS NULL ORDER BY buffer_key, seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredChunk {
+                buffer_key: r.get(0)?,
+                connector: r.get(1)?,
+                command_id: r.get(2)?,
+                seq: r.get(3)?,
+                last: r.get(4)?,
+                body: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// How a command was answered, if it was (within [`ANSWERED_RETENTION`]).
@@ -179,6 +301,39 @@ impl CommandStore {
             })
             .optional()?)
     }
+}
+
+/// Drops the chunks of answered results past their retention, then the oldest while they hold
+/// more than [`ANSWERED_CHUNKS_MAX_BYTES`].
+fn purge_answered_chunks(db: &Connection, now: i64) -> Result<(), GatewayError> {
+    let cutoff = now - ANSWERED_CHUNKS_RETENTION.as_millis() as i64;
+    db.execute("DELETE FROM gw_chunks WHERE answered_at IS NOT NULL AND answered_at < ?1", params![cutoff])?;
+    let held: i64 = db.query_row(
+        "SELECT coalesce(sum(length(body)), 0) FROM gw_chunks WHERE answered_at IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if held > ANSWERED_CHUNKS_MAX_BYTES {
+        // Oldest answered buffers first, whole buffers at a time.
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, sum(length(body)) FROM gw_chunks WHERE answered_at IS NOT NULL \
+             GROUP BY buffer_key ORDER BY min(answered_at)",
+        )?;
+        let buffers: Vec<(String, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut over = held - ANSWERED_CHUNKS_MAX_BYTES;
+        for (key, bytes) in buffers {
+            if over <= 0 {
+                break;
+            }
+            db.execute(
+                "DELETE FROM gw_chunks WHERE buffer_key = ?1 AND answered_at IS NOT NULL",
+                params![key],
+            )?;
+            over -= bytes;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,6 +366,42 @@ mod tests {
         assert_eq!(loaded[0].command.command_id, "c1");
         assert_eq!(store.answered("c0").unwrap().as_deref(), Some("result"));
         assert_eq!(store.answered("c1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn chunks_stay_until_answered_then_a_while_then_go() {
+        let dir = std::env::temp_dir().join(format!("gw-chunks-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = CommandStore::open(&dir).unwrap();
+        store.save_chunk("A:c1", "A", "c1", 0, false, b"zero").unwrap();
+        store.save_chunk("A:c1", "A", "c1", 1, true, b"one").unwrap();
+        store.save_chunk("A:c2", "A", "c2", 0, false, b"other").unwrap();
+        drop(store);
+        // Across a restart: every unanswered chunk, by buffer and seq.
+        let store = CommandStore::open(&dir).unwrap();
+        let loaded: Vec<(String, u32)> =
+            store.load_chunks().unwrap().into_iter().map(|c| (c.buffer_key, c.seq)).collect();
+        assert_eq!(loaded, [("A:c1".into(), 0), ("A:c1".into(), 1), ("A:c2".into(), 0)]);
+        // Answered: no longer a buffer to resume, kept for a repeat of the key (this connector's).
+        store.answer("c1", "A", "result").unwrap();
+        assert_eq!(store.load_chunks().unwrap().len(), 1);
+        store.drop_chunks("A:c1").unwrap();
+        let kept = store.answered_chunks("A:c1", "A").unwrap();
+        assert_eq!(kept.iter().map(|c| (c.seq, c.last)).collect::<Vec<_>>(), [(0, false), (1, true)]);
+        assert_eq!(kept[1].body, b"one");
+        assert!(store.answered_chunks("A:c1", "B").unwrap().is_empty(), "another connector's");
+        // A dropped buffer goes at once; an answered one after its retention.
+        store.drop_chunks("A:c2").unwrap();
+        assert!(store.load_chunks().unwrap().is_empty());
+        let old = unix_ms(SystemTime::now() - ANSWERED_CHUNKS_RETENTION - Duration::from_secs(1));
+        store.db.lock().unwrap().execute("UPDATE gw_chunks SET answered_at = ?1", params![old]).unwrap();
+        assert!(store.answered_chunks("A:c1", "A").unwrap().is_empty(), "past its retention");
+        drop(store);
+        let store = CommandStore::open(&dir).unwrap();
+        let left: i64 =
+            store.db.lock().unwrap().query_row("SELECT count(*) FROM gw_chunks", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "purged at start");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -8,8 +8,10 @@
 //! across an agent reconnect, and the agent goes on with the next chunk, signed with the new
 //! session's key. A chunk for a command already answered (`ack` sent, error, timeout) is `409`,
 //! one for a command the connector never got is `404`, and neither creates a buffer. When the
-//! command completes, its buffer goes at once. Buffers live in memory only: after a gateway
-//! restart the next chunk gets `409` with `nextSeq: 0`.
+//! command completes, its buffer goes at once. Every stored chunk is also written, as uploaded,
+//! to `gw_chunks` in `gateway.db` before it is acknowledged, and dropped with its buffer: after a
+//! gateway restart (or `kill -9`) the buffers of commands still pending are rebuilt
+//! ([`UploadStore::restore`]) and the agent goes on with its next chunk.
 //!
 //! **Resuming.** A chunk whose `seq` is stored already with the same bytes is `200` again
 //! (`"duplicate": true`); a `seq` past the next expected one is `409` with `"nextSeq"` (the
@@ -26,14 +28,17 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flate2::read::ZlibDecoder;
 use protocol::{ErrorCode, headers, verify_chunk_signature};
 use sha2::{Digest, Sha256};
 
+use crate::GatewayError;
 use crate::http::{RequestHead, error_body};
 use crate::hub::{ChunkPermission, GatewayEvent, Hub};
+use crate::store::{CommandStore, StoredChunk};
 
 /// Inflate step: the most bytes decompressed before they are counted against the caps.
 const INFLATE_STEP: usize = 64 * 1024;
@@ -61,6 +66,40 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
+    /// A buffer from stored chunks (of one buffer, by `seq`): every chunk from 0 up to the first
+    /// missing or unreadable one.
+    fn rebuild(id: u64, chunks: &[StoredChunk]) -> Self {
+        let mut buffer = Buffer {
+            id,
+            connector: chunks[0].connector.clone(),
+            command_id: chunks[0].command_id.clone(),
+            segments: Vec::new(),
+            bytes: 0,
+            reserved: 0,
+            next_seq: 0,
+            complete: false,
+            digests: Vec::new(),
+            created: Instant::now(),
+        };
+        for chunk in chunks {
+            if buffer.complete || chunk.seq != buffer.next_seq {
+                break;
+            }
+            let mut plain = Vec::new();
+            if ZlibDecoder::new(chunk.body.as_slice()).read_to_end(&mut plain).is_err() {
+                tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "stored chunk does not inflate; the buffer ends before it");
+                break;
+            }
+            plain.shrink_to_fit();
+            buffer.bytes += plain.len() as u64;
+            buffer.segments.push(plain);
+            buffer.digests.push(Sha256::digest(&chunk.body).into());
+            buffer.next_seq += 1;
+            buffer.complete = chunk.last;
+        }
+        buffer
+    }
+
     /// Decompressed bytes stored.
     pub fn len(&self) -> u64 {
         self.bytes
@@ -90,6 +129,8 @@ enum CapError {
 #[derive(Debug, Default)]
 pub(crate) struct UploadStore {
     buffers: HashMap<String, Buffer>,
+    /// Where chunks are persisted (`gw_chunks` in `gateway.db`), so buffers survive a restart.
+    persist: Option<Arc<CommandStore>>,
     /// connector -> bytes held or reserved by its buffers.
     per_connection: HashMap<String, u64>,
     /// Bytes held or reserved by every buffer.
@@ -98,6 +139,46 @@ pub(crate) struct UploadStore {
 }
 
 impl UploadStore {
+    /// An empty store whose chunks are persisted in `store`.
+    pub fn persistent(store: Arc<CommandStore>) -> Self {
+        Self { persist: Some(store), ..Self::default() }
+    }
+
+    /// Rebuilds the buffers of results whose upload a restart interrupted, from the chunks
+    /// stored in `gateway.db`; `pending(connector, command_id)` says whether the gateway still
+    /// waits for that command's answer (the chunks of any other are dropped). A buffer is
+    /// rebuilt up to its first missing or unreadable chunk; the agent goes on from there.
+    pub fn restore(&mut self, pending: impl Fn(&str, &str) -> bool) -> Result<(), GatewayError> {
+        let Some(persist) = self.persist.clone() else { return Ok(()) };
+        let mut by_key: Vec<(String, Vec<StoredChunk>)> = Vec::new();
+        for chunk in persist.load_chunks()? {
+            match by_key.last_mut() {
+                Some((key, chunks)) if *key == chunk.buffer_key => chunks.push(chunk),
+                _ => by_key.push((chunk.buffer_key.clone(), vec![chunk])),
+            }
+        }
+        for (key, chunks) in by_key {
+            let (connector, command_id) = (&chunks[0].connector, &chunks[0].command_id);
+            if !pending(connector, command_id) || key != format!("{connector}:{command_id}") {
+                persist.drop_chunks(&key)?;
+                continue;
+            }
+            self.next_id += 1;
+            let buffer = Buffer::rebuild(self.next_id, &chunks);
+            *self.per_connection.entry(buffer.connector.clone()).or_default() += buffer.bytes;
+            self.total += buffer.bytes;
+            self.buffers.insert(key, buffer);
+        }
+        if !self.buffers.is_empty() {
+            tracing::info!(
+                buffers = self.buffers.len(),
+                bytes = self.total,
+                "upload buffers restored from gateway.db"
+            );
+        }
+        Ok(())
+    }
+
     /// Drops a buffer and everything it holds or has reserved from the counts.
     fn forget(&mut self, buffer: &Buffer) {
         let held = buffer.bytes + buffer.reserved;
@@ -110,7 +191,20 @@ impl UploadStore {
         }
     }
 
+    /// Removes a buffer from memory and drops its persisted chunks (it cannot complete).
     fn remove(&mut self, key: &str) -> Option<Buffer> {
+        let buffer = self.take_out(key)?;
+        if let Some(persist) = &self.persist
+            && let Err(e) = persist.drop_chunks(key)
+        {
+            tracing::warn!(buffer = %key, "cannot drop the stored chunks of a buffer: {e}");
+        }
+        Some(buffer)
+    }
+
+    /// Removes a buffer from memory; its persisted chunks stay (its result is being handled:
+    /// they are kept a while once the command is answered).
+    fn take_out(&mut self, key: &str) -> Option<Buffer> {
         let buffer = self.buffers.remove(key)?;
         self.forget(&buffer);
         Some(buffer)
@@ -129,7 +223,7 @@ impl UploadStore {
     pub fn take(&mut self, key: &str, connector: &str, command_id: &str) -> Result<Option<Buffer>, ()> {
         match self.buffers.get(key) {
             None => Ok(None),
-            Some(b) if b.connector == connector && b.command_id == command_id => Ok(self.remove(key)),
+            Some(b) if b.connector == connector && b.command_id == command_id => Ok(self.take_out(key)),
             Some(_) => Err(()),
         }
     }
@@ -139,11 +233,15 @@ impl UploadStore {
         let keys: Vec<String> =
             self.buffers.iter().filter(|(_, b)| b.command_id == command_id).map(|(k, _)| k.clone()).collect();
         for key in keys {
-            self.remove(&key);
+            // Its chunks stay persisted: the command is answered (kept a while, see
+            // `CommandStore::answer`).
+            if let Some(b) = self.take_out(&key) {
+                tracing::debug!(buffer = %key, chunks = b.next_seq, "buffer released: its command is answered");
+            }
         }
     }
 
-    /// Frees every buffer (shutdown).
+    /// Frees every buffer in memory (shutdown); their persisted chunks stay for the next start.
     pub fn clear(&mut self) {
         self.buffers.clear();
         self.per_connection.clear();
@@ -197,7 +295,32 @@ impl UploadStore {
     fn fail(&mut self, key: &str, id: u64) {
         if self.buffers.get(key).is_some_and(|b| b.id == id) {
             self.remove(key);
+            tracing::debug!(buffer = %key, "buffer dropped: a chunk of it was refused");
         }
+    }
+}
+
+/// The result that answered a command of `connector` not long ago under `buffer_key`, read
+/// back from `gateway.db` (see [`crate::store::ANSWERED_CHUNKS_RETENTION`]); `None` when
+/// none is kept.
+pub(crate) fn answered_buffer(persist: &CommandStore, buffer_key: &str, connector: &str) -> Option<Buffer> {
+    let chunks = match persist.answered_chunks(buffer_key, connector) {
+        Ok(chunks) => chunks,
+        Err(e) => {
+            tracing::warn!(buffer = %buffer_key, "cannot read the chunks of an answered result: {e}");
+            return None;
+        }
+    };
+    (!chunks.is_empty()).then(|| Buffer::rebuild(0, &chunks))
+}
+
+/// Persists a chunk about to be stored in buffer `key`.
+fn save_chunk(persist: Option<&CommandStore>, key: &str, buffer: &Buffer, seq: u32, last: bool, body: &[u8]) {
+    if let Some(persist) = persist
+        && let Err(e) = persist.save_chunk(key, &buffer.connector, &buffer.command_id, seq, last, body)
+    {
+        // The chunk is still kept in memory: only a restart before the answer would lose it.
+        tracing::warn!(buffer = %key, seq, "cannot persist a chunk in gateway.db: {e}");
     }
 }
 
@@ -320,6 +443,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
                     created: Instant::now(),
                 };
                 store.buffers.insert(key.clone(), buffer);
+                tracing::debug!(buffer = %key, "buffer created");
                 Ok(None)
             }
         }
@@ -331,6 +455,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         Ok(Some(false)) => {
             // The stream changed under the same seq: start the result over.
             hub.uploads.lock().unwrap().remove(&key);
+            tracing::debug!(buffer = %key, seq, "buffer dropped: a stored chunk came again with other bytes");
             let message =
                 format!("chunk {seq} was already stored with different bytes; the result starts over");
             return resume_at(hub, &command_id, 0, message);
@@ -418,9 +543,10 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
 
     plain.shrink_to_fit();
     let n = plain.len() as u64;
-    let mut store = hub.uploads.lock().unwrap();
+    let mut guard = hub.uploads.lock().unwrap();
+    let store = &mut *guard;
     let Some(buffer) = store.buffers.get_mut(&key).filter(|b| b.id == id) else {
-        drop(store);
+        drop(guard);
         return reject(
             hub,
             &command_id,
@@ -433,7 +559,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     if buffer.next_seq != seq || buffer.complete {
         let expected = buffer.next_seq;
         store.unreserve(&key, id, n);
-        drop(store);
+        drop(guard);
         return resume_at(
             hub,
             &command_id,
@@ -441,6 +567,8 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             format!("chunk {seq} out of order: expected {expected}"),
         );
     }
+    // On disk before it counts: a restart from here on finds it.
+    save_chunk(store.persist.as_deref(), &key, buffer, seq, last, body);
     buffer.reserved -= n.min(buffer.reserved);
     buffer.bytes += n;
     buffer.segments.push(plain);

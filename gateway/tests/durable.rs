@@ -354,20 +354,41 @@ fn a_chunked_upload_goes_on_in_the_next_session() {
     let outcome = pending.wait().unwrap();
     assert_eq!(outcome.buffered.unwrap().raw, raw, "byte-exact across two sessions");
 
-    // A gateway restart loses partial buffers: the next chunk gets 409 nextSeq 0. The agent
-    // cannot upload streamed rows again, so a buffered answer naming the lost buffer is
-    // answered UPLOAD_FAILED (retryable) to the caller and acknowledged: reported, not stuck.
+    // A gateway restart (here a graceful one; `kill -9` in the lifecycle tests) keeps partial
+    // buffers: their chunks are in gateway.db. The agent goes on with the next chunk in its new
+    // session, and the result completes with the rows it was running for — no re-run.
     let id = submit(&gw, "Warehouse", "SELECT * FROM big");
     let cmd = agent.expect_command();
     let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
     assert_eq!(Chunk::signed(&hmac, &conn, &id, 0, false, pieces[0]).post(&gw).0, 200);
     drop(agent);
     gw.restart_with(|_| {});
+    assert_eq!(gw.buffered_results(), 1, "the partial buffer is back");
     let mut agent = FakeAgent::connect(&gw, &key, "Warehouse");
     assert_eq!(agent.expect_command().command_id, id);
     let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
-    let (status, body) = Chunk::signed(&hmac, &conn, &id, 1, false, pieces[1]).post(&gw);
-    assert_eq!((status, &body["nextSeq"]), (409, &json!(0)), "{body}");
+    // Chunk 0 again (its 200 may have been lost with the gateway): stored already.
+    let (status, body) = Chunk::signed(&hmac, &conn, &id, 0, false, pieces[0]).post(&gw);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
+    for seq in 1..3u32 {
+        let (status, body) = Chunk::signed(&hmac, &conn, &id, seq, seq == 2, pieces[seq as usize]).post(&gw);
+        assert_eq!(status, 200, "{body}");
+    }
+    agent.send(&buffered(&cmd, &format!("Warehouse:{id}"), 3, &raw, 3_000));
+    agent.expect_ack(&id);
+    match gw.command_status(&id) {
+        CommandStatus::Answered(Some(Ok(outcome))) => {
+            assert_eq!(outcome.buffered.unwrap().raw, raw, "byte-exact across a gateway restart")
+        }
+        other => panic!("expected the result across the restart, got {other:?}"),
+    }
+    assert_eq!(gw.buffered_results(), 0);
+
+    // A buffered answer whose chunks the gateway does not hold (never uploaded, or dropped)
+    // cannot be uploaded again (the agent streamed its rows): UPLOAD_FAILED (retryable) to the
+    // caller, acknowledged — reported, not stuck.
+    let id = submit(&gw, "Warehouse", "SELECT * FROM big");
+    let cmd = agent.expect_command();
     agent.send(&buffered(&cmd, &format!("Warehouse:{id}"), 3, &raw, 3_000));
     agent.expect_ack(&id);
     match gw.command_status(&id) {
@@ -376,5 +397,102 @@ fn a_chunked_upload_goes_on_in_the_next_session() {
             assert!(body.retryable, "{body:?}");
         }
         other => panic!("expected an UPLOAD_FAILED answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_buffered_result_resent_on_a_new_session_while_the_first_copy_is_verified_is_a_duplicate() {
+    // Issue 9, cuts every 200 ms: the agent sends a buffered result, the link is cut before
+    // the `ack`, and the agent re-sends the unacknowledged answer as soon as its next session
+    // is up. Each session has its own thread: the second copy was read while the first was
+    // still being verified (SHA-256 and NDJSON parse of a large result take a while), found
+    // the buffer already taken, and answered the command UPLOAD_FAILED — the caller's retry
+    // with the same idempotency key then got RESULT_UNAVAILABLE. The second copy is a
+    // duplicate: dropped, acknowledged; the first answers the command with its rows.
+    let _w = watchdog("resend-while-verifying");
+    let gw = start_with(|_| {});
+    let key = gw.key("Warehouse");
+    let mut first = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.wait = WAIT;
+    let pending = gw.submit("Warehouse", req).unwrap();
+    let cmd = first.expect_command();
+    // Large enough that verifying it takes longer than a reconnect on loopback.
+    let raw = stream(150_000);
+    let (conn, hmac) = (first.connection_id(), first.hmac_key());
+    let pieces: Vec<&[u8]> = raw.chunks(512 << 10).collect();
+    let last = pieces.len() - 1;
+    for (seq, piece) in pieces.iter().enumerate() {
+        let chunk = Chunk::signed(&hmac, &conn, &cmd.command_id, seq as u32, seq == last, piece);
+        let (status, body) = chunk.post(&gw);
+        assert_eq!(status, 200, "{body}");
+    }
+    let buffer_key = format!("Warehouse:{}", cmd.command_id);
+    let result = buffered(&cmd, &buffer_key, pieces.len() as u32, &raw, 150_000);
+    first.send(&result);
+    // The `ack` is lost with the link; the agent is back at once and re-sends its answer.
+    let mut second = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    assert_eq!(second.expect_command().command_id, cmd.command_id);
+    second.send(&result);
+    second.expect_ack(&cmd.command_id);
+    let outcome = pending.wait().expect("the result's rows, not UPLOAD_FAILED");
+    assert_eq!(outcome.row_count, 150_000);
+    assert_eq!(outcome.buffered.unwrap().raw, raw);
+    assert_eq!(gw.buffered_results(), 0);
+}
+
+#[test]
+fn a_repeat_of_a_key_whose_answer_was_lost_gets_the_same_rows_after_a_gateway_restart() {
+    // Issue 9, gateway killed mid-stream: the gateway answered a chunked command and was killed
+    // before the caller read the answer. The caller asks again with the same idempotency key;
+    // the agent has run it already and answers from its store with the same buffered result,
+    // naming the first command's buffer. The gateway keeps that buffer's chunks for a while
+    // after the answer (in gateway.db), so the repeat gets the rows — not RESULT_UNAVAILABLE,
+    // and without running the query again.
+    let _w = watchdog("repeat-kept-result");
+    let mut gw = start_with(|_| {});
+    let key = gw.key("Warehouse");
+    let mut agent = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.idempotency_key = Some("key-1".into());
+    let first = gw.submit("Warehouse", req).unwrap();
+    let cmd = agent.expect_command();
+    let raw = stream(3_000);
+    let pieces: Vec<&[u8]> = raw.chunks(raw.len() / 2 + 1).collect();
+    let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
+    for seq in 0..2u32 {
+        let chunk = Chunk::signed(&hmac, &conn, &cmd.command_id, seq, seq == 1, pieces[seq as usize]);
+        assert_eq!(chunk.post(&gw).0, 200);
+    }
+    let buffer_key = format!("Warehouse:{}", cmd.command_id);
+    agent.send(&buffered(&cmd, &buffer_key, 2, &raw, 3_000));
+    agent.expect_ack(&cmd.command_id);
+    drop(first); // the caller never reads it
+    drop(agent);
+    gw.restart_with(|_| {});
+
+    let mut agent = FakeAgent::connect_as(&gw, &key, "Warehouse", Some("inst-1"), None);
+    let mut req = QueryRequest::new("SELECT * FROM big");
+    req.idempotency_key = Some("key-1".into());
+    req.wait = WAIT;
+    let again = gw.submit("Warehouse", req).unwrap();
+    let repeat = agent.expect_command();
+    assert_ne!(repeat.command_id, cmd.command_id, "the first command is answered: a new one carries the key");
+    // The agent's store answer, re-addressed to the repeat: the same buffer key.
+    agent.send(&buffered(&repeat, &buffer_key, 2, &raw, 3_000));
+    agent.expect_ack(&repeat.command_id);
+    let outcome = again.wait().expect("the kept rows, not RESULT_UNAVAILABLE");
+    assert_eq!(outcome.buffered.unwrap().raw, raw);
+
+    // Another connector cannot name it.
+    let other_key = gw.key("Other");
+    let mut other = FakeAgent::connect(&gw, &other_key, "Other");
+    let id = submit(&gw, "Other", "SELECT * FROM big");
+    let cmd = other.expect_command();
+    other.send(&buffered(&cmd, &buffer_key, 2, &raw, 3_000));
+    let _ = other.recv();
+    match gw.command_status(&id) {
+        CommandStatus::Answered(Some(Err(e))) => assert!(!matches!(e, QueryError::Timeout), "{e:?}"),
+        other => panic!("expected an error answer, got {other:?}"),
     }
 }

@@ -148,11 +148,12 @@ impl Supervisor {
             Ok(starts) => starts,
             Err(e) => {
                 tracing::error!(command = %command.command_id, error = %e, "cannot mark the command running");
-                let frame = error_frame(
-                    &command,
-                    ErrorCode::AgentBusy,
-                    "the agent cannot write its offline queue; retry later",
-                );
+                let message = if e.is_disk_full() {
+                    "the agent's disk is full: it cannot record that the command runs; retry later"
+                } else {
+                    "the agent cannot write its offline queue; retry later"
+                };
+                let frame = error_frame(&command, ErrorCode::AgentBusy, message);
                 return self.answer(&command.command_id, frame);
             }
         };
