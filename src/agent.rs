@@ -39,6 +39,8 @@ pub struct Agent {
     workers: Vec<std::thread::JoinHandle<()>>,
     uploader: std::thread::JoinHandle<()>,
     control: Option<crate::control::ControlServer>,
+    /// Feeds the supervisor's events to the notifier (spec §8.3); ends with the supervisor.
+    notify: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -175,7 +177,8 @@ impl Agent {
                 .map_err(|reason| anyhow::anyhow!("invalid config field `uploadHosts`: {reason}"))?,
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;
-        Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader, control })
+        let notify = start_notifications(config, &inbox);
+        Ok(Self { inbox, supervisor, link, heartbeat, workers, uploader, control, notify })
     }
 
     /// A sender for asking the supervisor to stop (Ctrl-C, service stop).
@@ -186,10 +189,14 @@ impl Agent {
     /// Waits for the supervisor to finish (a shutdown was requested), then stops and joins
     /// every other thread. Returns the shutdown reason.
     pub fn wait(self) -> String {
-        let Self { inbox, supervisor, link, heartbeat, workers, uploader, control } = self;
+        let Self { inbox, supervisor, link, heartbeat, workers, uploader, control, notify } = self;
         drop(inbox);
         let reason = supervisor.join().unwrap_or_else(|_| "supervisor panicked".into());
         drop(control);
+        // The supervisor dropped its subscribers: the feed sees its channel close.
+        if let Some(notify) = notify {
+            crate::join_named(notify);
+        }
         // The supervisor owned the job sender: workers see the queue close and end, which
         // closes the chunk queue and ends the uploader.
         for worker in workers {
@@ -199,5 +206,38 @@ impl Agent {
         drop(heartbeat);
         link.stop();
         reason
+    }
+}
+
+/// Subscribes a `notify-feed` thread to the supervisor's events and hands each to the
+/// notifier (`notify::spawn`). Notifications are best effort: if they cannot start, the agent
+/// runs without them (logged).
+fn start_notifications(config: &AgentConfig, inbox: &Sender<SupMsg>) -> Option<std::thread::JoinHandle<()>> {
+    let sender = match crate::notify::spawn(config) {
+        Ok(sender) => sender,
+        Err(e) => {
+            tracing::warn!(error = %e, "notifications are off");
+            return None;
+        }
+    };
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    if inbox.send(SupMsg::Subscribe { reply }).is_err() {
+        sender.shutdown();
+        return None;
+    }
+    let thread = crate::spawn_named("notify-feed", move || {
+        if let Ok(Some(events)) = replies.recv() {
+            for event in events {
+                sender.send(event);
+            }
+        }
+        sender.shutdown();
+    });
+    match thread {
+        Ok(thread) => Some(thread),
+        Err(e) => {
+            tracing::warn!(error = %e, "notifications are off");
+            None
+        }
     }
 }
