@@ -1,0 +1,2 @@
+//! Mini Connector's desktop app (wip).
+pub mod model;
