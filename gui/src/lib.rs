@@ -123,9 +123,12 @@ pub enum GuiError {
     /// No display to open a window on (no `DISPLAY` on X11). FLTK would exit the process.
     #[error("no display: set DISPLAY (X11), or use the CLI on a server")]
     NoDisplay,
-    /// A thread could not be started.
-    #[error("could not start a thread: {0}")]
+    /// A thread or a process could not be started, or a file written.
+    #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The screenshot harness ([`harness`]) saw something else than expected.
+    #[error("gui harness: {0}")]
+    Harness(String),
 }
 
 /// Whether a desktop session is there to open a window on.

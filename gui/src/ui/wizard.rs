@@ -41,6 +41,9 @@ pub mod geometry {
     pub const REVIEW_ROW: i32 = 30;
 }
 
+/// Row height of the database form (as `dbform::ROW`).
+pub const FORM_ROW: i32 = super::dbform::ROW;
+
 /// The wizard's widgets.
 #[derive(Debug, Clone)]
 pub struct WizardWin {
@@ -74,7 +77,8 @@ pub struct WizardWin {
     pub db_spinner: frame::Frame,
     /// Step 3: verdict.
     pub db_verdict: frame::Frame,
-    /// Step 4: the list's group.
+    /// Step 4: the list, inside a scroll (only this inner group is ever cleared: clearing the
+    /// scroll itself would delete its scrollbars).
     pub review: group::Group,
     /// Step 4: checkboxes (one per table, rebuilt on each discovery).
     pub review_checks: Rc<RefCell<Vec<button::CheckButton>>>,
@@ -220,6 +224,8 @@ impl WizardWin {
         let mut review = group::Scroll::new(fx, geometry::REVIEW_TOP, fw, 240, None);
         review.set_frame(FrameType::BorderBox);
         review.set_color(c(style::WHITE));
+        let review_inner = group::Group::new(fx, geometry::REVIEW_TOP, fw - 16, 236, None);
+        review_inner.end();
         review.end();
         let review_summary = style::caption(fx, 384, fw, 22, "");
         p.end();
@@ -253,7 +259,7 @@ impl WizardWin {
             form,
             db_spinner,
             db_verdict,
-            review: group::Group::from_dyn_widget(&review).expect("a scroll is a group"),
+            review: review_inner,
             review_checks: Rc::new(RefCell::new(Vec::new())),
             review_summary,
             back,
@@ -284,6 +290,9 @@ impl WizardWin {
             checks.push(cb);
         }
         self.review.end();
+        let h = (items.len() as i32 * geometry::REVIEW_ROW + 8).max(236);
+        let (rx, ry, rw) = (self.review.x(), self.review.y(), self.review.w());
+        self.review.resize(rx, ry, rw, h);
         *self.review_checks.borrow_mut() = checks;
         self.review.redraw();
     }
