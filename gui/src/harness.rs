@@ -38,7 +38,10 @@ pub fn skip_or_fail() -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let why = format!("GUI test skipped: {} not installed (apt-get install xvfb xdotool imagemagick)", missing.join(", "));
+    let why = format!(
+        "GUI test skipped: {} not installed (apt-get install xvfb xdotool imagemagick)",
+        missing.join(", ")
+    );
     if std::env::var_os("MC_REQUIRE_GUI").is_some_and(|v| !v.is_empty() && v != "0") {
         panic!("MC_REQUIRE_GUI is set but {why}");
     }
@@ -63,7 +66,9 @@ impl XServer {
         let base = 100 + (std::process::id() % 400) * 2;
         for _ in 0..40 {
             let n = base + NEXT.fetch_add(1, Ordering::SeqCst) % 800;
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists() || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+            if Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            {
                 continue;
             }
             let display = format!(":{n}");
@@ -115,7 +120,11 @@ impl XServer {
     fn xdotool(&self, args: &[&str]) -> Result<String, GuiError> {
         let out = Command::new("xdotool").args(args).env("DISPLAY", &self.display).output()?;
         if !out.status.success() {
-            return Err(err(format!("xdotool {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(err(format!(
+                "xdotool {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
@@ -139,6 +148,18 @@ impl XServer {
     /// Whether a visible window matches now.
     pub fn has_window(&self, title_regex: &str) -> bool {
         self.xdotool(&["search", "--onlyvisible", "--name", title_regex]).is_ok_and(|s| !s.is_empty())
+    }
+
+    /// Waits until no visible window matches a title regex.
+    pub fn wait_no_window(&self, title_regex: &str, timeout: Duration) -> Result<(), GuiError> {
+        let deadline = Instant::now() + timeout;
+        while self.has_window(title_regex) {
+            if Instant::now() >= deadline {
+                return Err(err(format!("a window titled /{title_regex}/ is still open after {timeout:?}")));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// A window's title.
@@ -165,7 +186,10 @@ impl XServer {
     pub fn origin(&self, id: &str) -> Result<(i32, i32), GuiError> {
         let out = self.xdotool(&["getwindowgeometry", "--shell", id])?;
         let get = |k: &str| {
-            out.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.parse().ok()).ok_or_else(|| err(format!("no {k} in {out}")))
+            out.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| err(format!("no {k} in {out}")))
         };
         Ok((get("X=")?, get("Y=")?))
     }
@@ -184,6 +208,11 @@ impl XServer {
         self.xdotool(&["type", "--delay", "8", text]).map(drop)
     }
 
+    /// Presses a key by its X keysym name (`Return`, `Tab`, `ctrl+a`).
+    pub fn key(&self, keysym: &str) -> Result<(), GuiError> {
+        self.xdotool(&["key", keysym]).map(drop)
+    }
+
     /// Clicks a field and types into it.
     pub fn fill(&self, id: &str, at: (i32, i32), text: &str) -> Result<(), GuiError> {
         self.click(id, at.0, at.1)?;
@@ -196,7 +225,11 @@ impl XServer {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
-        let st = Command::new("import").args(["-window", "root"]).arg(path).env("DISPLAY", &self.display).status()?;
+        let st = Command::new("import")
+            .args(["-window", "root"])
+            .arg(path)
+            .env("DISPLAY", &self.display)
+            .status()?;
         if !st.success() {
             return Err(err(format!("import failed for {}", path.display())));
         }
@@ -205,7 +238,13 @@ impl XServer {
 
     /// Clicks `at` until the window's title contains `text` (a button may still be disabled
     /// while a check runs).
-    pub fn click_until(&self, id: &str, at: (i32, i32), text: &str, timeout: Duration) -> Result<String, GuiError> {
+    pub fn click_until(
+        &self,
+        id: &str,
+        at: (i32, i32),
+        text: &str,
+        timeout: Duration,
+    ) -> Result<String, GuiError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.click(id, at.0, at.1)?;
@@ -267,9 +306,13 @@ impl Drop for AppProcess {
 
 /// A pixel of a PNG as `0xRRGGBB` (ImageMagick `convert`).
 pub fn pixel(png: &Path, x: i32, y: i32) -> Result<u32, GuiError> {
-    let out = Command::new("convert").arg(png).args(["-format", &format!("%[hex:p{{{x},{y}}}]"), "info:"]).output()?;
+    let out = Command::new("convert")
+        .arg(png)
+        .args(["-format", &format!("%[hex:p{{{x},{y}}}]"), "info:"])
+        .output()?;
     let hex = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    u32::from_str_radix(hex.get(..6).unwrap_or(&hex), 16).map_err(|_| err(format!("no pixel at {x},{y} in {}: {hex:?}", png.display())))
+    u32::from_str_radix(hex.get(..6).unwrap_or(&hex), 16)
+        .map_err(|_| err(format!("no pixel at {x},{y} in {}: {hex:?}", png.display())))
 }
 
 /// Whether two colours are within `tol` per channel.
@@ -280,6 +323,8 @@ pub fn close_to(a: u32, b: u32, tol: u32) -> bool {
 /// The dashboard window's title pattern (`Mini Connector — <state> · <section>`; xdotool's
 /// regex does not match the em dash, hence "not the wizard").
 pub const DASHBOARD_TITLE: &str = "^Mini Connector [^S]";
+/// PIN prompts and confirmation dialogs.
+pub const DIALOG_TITLE: &str = "^Confirm";
 /// The wizard window's title pattern.
 pub const WIZARD_TITLE: &str = "^Mini Connector Setup";
 
@@ -314,7 +359,10 @@ fn expect_state(
     xs.screenshot(&shot)?;
     let got = status_dot_colour(xs, id, &shot)?;
     if !close_to(got, rgb, 10) {
-        return Err(err(format!("{label}: status dot is #{got:06X}, expected #{rgb:06X} ({})", shot.display())));
+        return Err(err(format!(
+            "{label}: status dot is #{got:06X}, expected #{rgb:06X} ({})",
+            shot.display()
+        )));
     }
     report.states.push((title, got));
     report.shots.push(shot);
@@ -335,10 +383,26 @@ pub fn walk_dashboard(
     let id = xs.wait_window(DASHBOARD_TITLE, long)?;
     let mut report = WalkReport::default();
     if expect_red_first {
-        expect_state(xs, &id, "Disconnected", Indicator::Disconnected.rgb(), shots.join("01-disconnected.png"), &mut report, long)?;
+        expect_state(
+            xs,
+            &id,
+            "Disconnected",
+            Indicator::Disconnected.rgb(),
+            shots.join("01-disconnected.png"),
+            &mut report,
+            long,
+        )?;
     }
     make_green();
-    expect_state(xs, &id, "Connected", Indicator::Connected.rgb(), shots.join("02-connected.png"), &mut report, long)?;
+    expect_state(
+        xs,
+        &id,
+        "Connected",
+        Indicator::Connected.rgb(),
+        shots.join("02-connected.png"),
+        &mut report,
+        long,
+    )?;
     for (i, s) in Section::ALL.iter().enumerate() {
         let (x, y) = layout::nav_center(i);
         xs.click_until(&id, (x, y), &format!("· {}", s.title()), Duration::from_secs(10))?;
@@ -367,7 +431,15 @@ pub fn walk_dashboard(
     xs.click(&id, pause.0, pause.1)?;
     expect_state(xs, &id, "Paused", Indicator::Paused.rgb(), shots.join("30-paused.png"), &mut report, long)?;
     xs.click(&id, pause.0, pause.1)?;
-    expect_state(xs, &id, "Connected", Indicator::Connected.rgb(), shots.join("31-resumed.png"), &mut report, long)?;
+    expect_state(
+        xs,
+        &id,
+        "Connected",
+        Indicator::Connected.rgb(),
+        shots.join("31-resumed.png"),
+        &mut report,
+        long,
+    )?;
     Ok(report)
 }
 

@@ -40,7 +40,12 @@ fn dashboard_goes_red_green_grey_and_every_section_is_photographed() {
     let dir = scratch("dashboard");
     let state = dir.join("state");
     let _app = xs
-        .launch(preview(), &["--red-secs", "3", "--state-dir", state.to_str().unwrap()], &[], &dir.join("app.log"))
+        .launch(
+            preview(),
+            &["--red-secs", "3", "--state-dir", state.to_str().unwrap()],
+            &[],
+            &dir.join("app.log"),
+        )
         .expect("launch the preview");
     let report = harness::walk_dashboard(&xs, &shots_dir(), true, &mut || {}).unwrap_or_else(|e| {
         panic!("{e}\napp log:\n{}", std::fs::read_to_string(dir.join("app.log")).unwrap_or_default())
@@ -98,7 +103,10 @@ fn wizard_walks_four_steps_resumes_after_a_restart_and_opens_the_dashboard() {
     }
     let progress = std::fs::read_to_string(state.join("wizard-progress.json")).expect("progress saved");
     assert!(progress.contains("\"step\": \"database\""), "{progress}");
-    assert!(!progress.contains(&input.api_key) && !progress.contains(&input.password), "no secrets: {progress}");
+    assert!(
+        !progress.contains(&input.api_key) && !progress.contains(&input.password),
+        "no secrets: {progress}"
+    );
 
     let mut app = xs.launch(preview(), &args, &[], &dir.join("app2.log")).expect("relaunch");
     let id = xs.wait_window(harness::WIZARD_TITLE, Duration::from_secs(30)).expect("wizard again");
@@ -111,4 +119,62 @@ fn wizard_walks_four_steps_resumes_after_a_restart_and_opens_the_dashboard() {
     let progress = std::fs::read_to_string(state.join("wizard-progress.json")).unwrap();
     assert!(progress.contains("\"finished\": true"), "{progress}");
     assert!(app.running());
+}
+
+#[test]
+fn the_pin_gate_guards_adding_a_connection() {
+    if harness::skip_or_fail().is_err() {
+        return;
+    }
+    let xs = XServer::start().expect("Xvfb");
+    let dir = scratch("pin");
+    let state = dir.join("state");
+    let _app = xs
+        .launch(
+            preview(),
+            &["--pin", "--red-secs", "0", "--state-dir", state.to_str().unwrap()],
+            &[],
+            &dir.join("app.log"),
+        )
+        .expect("launch the preview");
+    let id = xs.wait_window(harness::DASHBOARD_TITLE, Duration::from_secs(30)).expect("dashboard");
+    let (x, y) = gui::model::layout::nav_center(gui::model::Section::Connections.index());
+    xs.click_until(&id, (x, y), "· Connections", Duration::from_secs(10)).expect("Connections");
+    let (ox, oy) = xs.origin(&id).unwrap();
+    // A point inside the add form's tinted security notice, right of its text.
+    let notice = (ox + 204 + 600, oy + 96 + 228 + 4 * 50 + 8 + 6);
+    let notice_shown = |name: &str| {
+        std::thread::sleep(Duration::from_millis(400));
+        let shot = xs.screenshot(&dir.join(name)).unwrap();
+        harness::close_to(harness::pixel(&shot, notice.0, notice.1).unwrap(), 0xEAF3EC, 4)
+    };
+    let add = (204 + 64, 96 + 175);
+
+    let answer = |pin: &str| {
+        let dialog = xs.wait_window(harness::DIALOG_TITLE, Duration::from_secs(10)).expect("PIN prompt");
+        xs.click(&dialog, 200, 48).unwrap();
+        xs.type_text(pin).unwrap();
+        xs.key("Return").unwrap();
+    };
+    xs.click(&id, add.0, add.1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!notice_shown("pin-1-asked.png"), "nothing opens before the PIN");
+    answer("0000");
+    // The same dialog window comes back as the "not right" alert: close it with Return.
+    std::thread::sleep(Duration::from_millis(1000));
+    let alert = xs.wait_window(harness::DIALOG_TITLE, Duration::from_secs(10)).expect("wrong-PIN alert");
+    xs.click(&alert, 200, 30).unwrap();
+    xs.key("Return").unwrap();
+    xs.wait_no_window(harness::DIALOG_TITLE, Duration::from_secs(10)).expect("alert closed");
+    assert!(!notice_shown("pin-2-wrong.png"), "a wrong PIN opens nothing");
+
+    xs.click(&id, add.0, add.1).unwrap();
+    answer("2468");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !notice_shown("pin-3-right.png") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the right PIN opens the add form (see pin-3-right.png)"
+        );
+    }
 }

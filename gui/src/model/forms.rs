@@ -112,17 +112,12 @@ pub fn validate_db_form(f: &DatabaseForm) -> Result<(), String> {
     let blank = |o: &Option<String>| o.as_deref().is_none_or(|s| s.trim().is_empty());
     let uses_cs = !blank(&f.connection_string);
     match t.kind {
-        "sqlite" => {
-            if blank(&f.path) {
-                return Err("Choose the SQLite database file".into());
-            }
-        }
-        "odbc" if !uses_cs => {
-            if blank(&f.dsn) {
-                return Err("Enter the ODBC data source name (DSN)".into());
-            }
-        }
-        _ if !uses_cs => {
+        "sqlite" if blank(&f.path) => return Err("Choose the SQLite database file".into()),
+        "sqlite" => {}
+        "odbc" if !uses_cs && blank(&f.dsn) => return Err("Enter the ODBC data source name (DSN)".into()),
+        "odbc" => {}
+        _ if uses_cs => {}
+        _ => {
             if blank(&f.host) {
                 return Err("Enter the database server's host name".into());
             }
@@ -133,7 +128,6 @@ pub fn validate_db_form(f: &DatabaseForm) -> Result<(), String> {
                 return Err("Enter the user name (a read-only user is best)".into());
             }
         }
-        _ => {}
     }
     Ok(())
 }
@@ -360,6 +354,8 @@ mod tests {
         assert!(validate_db_form(&sqlite).unwrap_err().contains("SQLite"));
         let odbc = DatabaseForm { name: "mssql".into(), kind: "odbc".into(), ..Default::default() };
         assert!(validate_db_form(&odbc).unwrap_err().contains("DSN"));
+        let odbc = DatabaseForm { dsn: Some("MSSQL_ERP".into()), ..odbc };
+        assert_eq!(validate_db_form(&odbc), Ok(()), "a DSN needs no host or user");
         let oracle = DatabaseForm { name: "ora".into(), kind: "oracle".into(), ..pg_form() };
         assert!(validate_db_form(&oracle).unwrap_err().contains("ODBC"));
         let mongo = DatabaseForm { kind: "mongodb".into(), ..pg_form() };

@@ -645,7 +645,9 @@ impl App {
                             .rows
                             .into_iter()
                             .map(|r| {
-                                r.into_iter().map(|v| v.unwrap_or_else(|| "🔒 private".to_owned())).collect()
+                                r.into_iter()
+                                    .map(|v| v.unwrap_or_else(|| "private (not read)".to_owned()))
+                                    .collect()
                             })
                             .collect(),
                         ..TableData::default()
