@@ -224,6 +224,7 @@ impl WizardWin {
         let mut review = group::Scroll::new(fx, geometry::REVIEW_TOP, fw, 240, None);
         review.set_frame(FrameType::BorderBox);
         review.set_color(c(style::WHITE));
+        review.set_type(group::ScrollType::Vertical);
         let review_inner = group::Group::new(fx, geometry::REVIEW_TOP, fw - 16, 236, None);
         review_inner.end();
         review.end();
