@@ -12,6 +12,24 @@
 //! - [`harness`]: Xvfb + xdotool + ImageMagick helpers to drive any build of the app with real
 //!   input events and take screenshots (used by `tests/`, reusable for the real binary).
 //!
+//! Connecting a tray (the `tray` crate) takes a few lines in the binary:
+//!
+//! ```text
+//! let (actions, inbox) = gui::action_channel();
+//! let tray = tray::Tray::start(Box::new(move |a| actions.send(match a {
+//!     tray::TrayAction::OpenDashboard => gui::UiAction::OpenDashboard,
+//!     tray::TrayAction::TogglePause => gui::UiAction::TogglePause,
+//!     tray::TrayAction::ViewLastActivity => gui::UiAction::ViewLastActivity,
+//!     tray::TrayAction::Reconnect => gui::UiAction::Reconnect,
+//!     tray::TrayAction::Exit => gui::UiAction::Exit,
+//! })))?;
+//! let mut options = gui::GuiOptions::new(state_dir);
+//! options.actions = Some(inbox);
+//! options.close_to_tray = true;
+//! options.on_status = Some(Box::new(move |indicator, tooltip, paused| tray.set_state(indicator, tooltip, paused)));
+//! gui::run(backend, options)?;
+//! ```
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! let backend = Arc::new(gui::fake::ScriptedBackend::demo(std::time::Duration::from_secs(3)));
