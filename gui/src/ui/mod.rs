@@ -9,6 +9,7 @@
 
 mod dashboard;
 mod dbform;
+mod prompt;
 pub(crate) mod style;
 pub(crate) mod wizard;
 
@@ -17,8 +18,8 @@ use std::thread;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
+use fltk::app;
 use fltk::prelude::*;
-use fltk::{app, dialog};
 
 use protocol::control::{
     AgentEvent, Backend, ControlReply, ControlRequest, DatabaseEntry, DatabaseForm, Indicator, Outcome,
@@ -26,6 +27,7 @@ use protocol::control::{
 };
 
 use self::dashboard::Dashboard;
+use self::prompt::{Prompt, PromptKind};
 use self::style::{TableData, c};
 use self::wizard::WizardWin;
 use crate::model::activity::{self, ActivityFilter, StatusFilter};
@@ -81,6 +83,7 @@ pub(crate) enum Msg {
     WizNext,
     WizBack,
     WizClose,
+    PromptAnswer(Option<String>),
 }
 
 /// What a reply is for.
@@ -158,6 +161,8 @@ struct App {
     jobs: Sender<Job>,
     dash: Dashboard,
     wiz: WizardWin,
+    prompt: Prompt,
+    prompt_kind: Option<PromptKind>,
     live: Live,
     t0: Instant,
     section: Section,
@@ -219,6 +224,8 @@ pub(crate) fn run(backend: Arc<dyn Backend>, mut options: GuiOptions) -> Result<
         jobs,
         dash,
         wiz,
+        prompt: Prompt::new(&tx),
+        prompt_kind: None,
         live: Live::default(),
         t0: Instant::now(),
         section: Section::Overview,
@@ -429,6 +436,7 @@ impl App {
                     self.show_wizard_step();
                 }
             }
+            Msg::PromptAnswer(answer) => self.on_prompt(answer),
             Msg::WizClose => {
                 self.save_progress();
                 self.wiz.win.hide();
@@ -687,7 +695,7 @@ impl App {
                     self.gate.unlock(Instant::now());
                     self.handle(*then);
                 }
-                Some(_) => dialog::alert_default("That PIN is not right."),
+                Some(_) => self.ask(PromptKind::Alert, "That PIN is not right.", false, "Close", None),
             },
             Tag::SetPin => {
                 match reply_error(&reply) {
@@ -953,9 +961,8 @@ impl App {
             ExitDecision::CloseOnly => app::quit(),
             ExitDecision::StopNow => self.stop_and_quit(),
             ExitDecision::Confirm(q) => {
-                if dialog::choice2_default(&q, "Keep running", "Exit", "") == Some(1) {
-                    self.stop_and_quit();
-                }
+                self.show_dashboard_now();
+                self.ask(PromptKind::ConfirmExit, &q, false, "Exit", Some("Keep running"));
             }
         }
     }
@@ -1016,9 +1023,7 @@ impl App {
         if !self.gate.needs_pin(what, Instant::now()) {
             return true;
         }
-        if let Some(pin) = dialog::password_default("This needs the local PIN.", "") {
-            self.job(Tag::Pin(Box::new(then)), vec![setup(SetupRequest::VerifyPin { pin })]);
-        }
+        self.ask(PromptKind::Pin(Box::new(then)), "This needs the local PIN.", true, "OK", Some("Cancel"));
         false
     }
 
@@ -1103,9 +1108,7 @@ impl App {
         let q = format!(
             "Remove the connection \"{name}\" and its stored password? Workflows using it will fail."
         );
-        if dialog::choice2_default(&q, "Cancel", "Remove", "") == Some(1) {
-            self.job(Tag::ConnRemove, vec![setup(SetupRequest::RemoveDatabase { name })]);
-        }
+        self.ask(PromptKind::ConfirmRemove(name), &q, false, "Remove", Some("Cancel"));
     }
 
     // ---- schema ----------------------------------------------------------------------------
@@ -1335,10 +1338,17 @@ impl App {
         if !self.guarded(Guarded::ReplaceKey, Msg::ReplaceKey) {
             return;
         }
-        let Some(key) = dialog::password_default("Paste the new API key from the cloud console:", "") else {
-            return;
-        };
-        match check_key_format(&key) {
+        self.ask(
+            PromptKind::NewKey,
+            "Paste the new API key from the cloud console:",
+            true,
+            "Replace",
+            Some("Cancel"),
+        );
+    }
+
+    fn replace_key_with(&mut self, key: &str) {
+        match check_key_format(key) {
             FieldCheck::Good(_) => {
                 let change = SettingsChange { api_key: Some(key.trim().to_owned()), ..Default::default() };
                 self.job(
@@ -1351,20 +1361,19 @@ impl App {
     }
 
     fn set_pin(&mut self) {
-        let pin_set = self.settings.as_ref().is_some_and(|s| s.pin_set);
-        let current = if pin_set {
-            match dialog::password_default("Current PIN:", "") {
-                Some(p) => Some(p),
-                None => return,
-            }
+        if self.settings.as_ref().is_some_and(|s| s.pin_set) {
+            self.ask(PromptKind::CurrentPin, "Current PIN:", true, "Next", Some("Cancel"));
         } else {
-            None
-        };
-        let Some(new) =
-            dialog::password_default("New PIN (4 to 12 digits; leave empty to remove the PIN):", "")
-        else {
-            return;
-        };
+            self.ask_new_pin(None);
+        }
+    }
+
+    fn ask_new_pin(&mut self, current: Option<String>) {
+        let text = "New PIN (4 to 12 digits; leave empty to remove the PIN):";
+        self.ask(PromptKind::NewPin(current), text, true, "Set PIN", Some("Cancel"));
+    }
+
+    fn set_pin_to(&mut self, current: Option<String>, new: &str) {
         let new = new.trim().to_owned();
         if !new.is_empty() && !(4..=12).contains(&new.len()) {
             self.settings_message("A PIN has 4 to 12 digits.", style::BAD);
@@ -1376,6 +1385,37 @@ impl App {
         }
         let new = (!new.is_empty()).then_some(new);
         self.job(Tag::SetPin, vec![setup(SetupRequest::SetPin { current, new })]);
+    }
+
+    // ---- prompts ---------------------------------------------------------------------------
+
+    fn ask(&mut self, kind: PromptKind, text: &str, secret: bool, ok: &str, cancel: Option<&str>) {
+        self.prompt_kind = Some(kind);
+        let near = if self.dash.win.shown() {
+            (self.dash.win.x() + 340, self.dash.win.y() + 200)
+        } else {
+            (self.wiz.win.x() + 110, self.wiz.win.y() + 170)
+        };
+        self.prompt.ask(text, secret, ok, cancel, near);
+    }
+
+    fn on_prompt(&mut self, answer: Option<String>) {
+        self.prompt.close();
+        let Some(kind) = self.prompt_kind.take() else { return };
+        let Some(answer) = answer else { return };
+        match kind {
+            PromptKind::Pin(then) => {
+                self.job(Tag::Pin(then), vec![setup(SetupRequest::VerifyPin { pin: answer })])
+            }
+            PromptKind::NewKey => self.replace_key_with(&answer),
+            PromptKind::CurrentPin => self.ask_new_pin(Some(answer)),
+            PromptKind::NewPin(current) => self.set_pin_to(current, &answer),
+            PromptKind::ConfirmExit => self.stop_and_quit(),
+            PromptKind::ConfirmRemove(name) => {
+                self.job(Tag::ConnRemove, vec![setup(SetupRequest::RemoveDatabase { name })]);
+            }
+            PromptKind::Alert => {}
+        }
     }
 
     // ---- wizard ----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ pub const WARN: u32 = 0xB38600;
 /// The §3.5 security notice's tint.
 pub const NOTICE_TINT: u32 = 0xEAF3EC;
 
-/// The title of PIN prompts and confirmations.
+/// The title of PIN prompts and confirmations (`prompt.rs`): tests find it, and no window
+/// pattern of the dashboard or the wizard matches it.
 pub const DIALOG_TITLE: &str = "Confirm — Mini Connector";
 
 /// Body size.
@@ -58,10 +59,6 @@ pub fn init() {
     fltk::app::set_font_size(BODY);
     fltk::app::set_visible_focus(false);
     fltk::misc::Tooltip::set_font_size(12);
-    // Dialogs (PIN, confirmations) get a title tests can find and that no window pattern of
-    // the dashboard or the wizard matches.
-    fltk::dialog::message_title_default(DIALOG_TITLE);
-    fltk::dialog::message_set_hotspot(false);
     // Flat boxes with a light grey line instead of FLTK's black border.
     fltk::app::set_frame_type_cb(FrameType::BorderBox, light_border_box, 1, 1, 2, 2);
 }
