@@ -87,7 +87,12 @@ impl XServer {
                 }
                 let ours = std::fs::read_to_string(format!("/tmp/.X{n}-lock")).is_ok_and(|l| l.trim() == pid);
                 if ours && xs.xdotool(&["getmouselocation"]).is_ok() {
-                    return Ok(xs);
+                    // Still ours a moment later (a server that lost a race exits at once).
+                    thread::sleep(Duration::from_millis(200));
+                    if matches!(xs.child.try_wait(), Ok(None)) && xs.xdotool(&["getmouselocation"]).is_ok() {
+                        return Ok(xs);
+                    }
+                    break;
                 }
                 thread::sleep(Duration::from_millis(50));
             }

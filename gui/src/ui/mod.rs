@@ -184,6 +184,7 @@ struct App {
     key_gen: u64,
     db_gen: u64,
     phase: f64,
+    ticking: bool,
     exiting: bool,
     decided_start: bool,
 }
@@ -247,19 +248,16 @@ pub(crate) fn run(backend: Arc<dyn Backend>, mut options: GuiOptions) -> Result<
         key_gen: 0,
         db_gen: 0,
         phase: 0.0,
+        ticking: false,
         exiting: false,
         decided_start: false,
     };
     me.start();
-    let tick = tx.clone();
-    app::add_timeout3(0.08, move |h| {
-        let _ = tick.send(Msg::Tick);
-        app::repeat_timeout3(0.08, h);
-    });
     while app.wait() {
         while let Ok(msg) = rx.try_recv() {
             me.handle(msg);
         }
+        me.ensure_ticking();
     }
     drain(&rx);
     Ok(())
@@ -725,11 +723,29 @@ impl App {
         }
     }
 
-    fn on_tick(&mut self) {
+    fn needs_tick(&self) -> (bool, bool) {
         let spinning = self.dash.connections.spinner.visible()
             || self.wiz.key_spinner.visible()
             || self.wiz.db_spinner.visible();
-        let animated = self.view.animation != status::Animation::None;
+        (spinning, self.view.animation != status::Animation::None)
+    }
+
+    /// Arms the animation timer (one shot, 80 ms) while something moves; idle, nothing wakes
+    /// the loop.
+    fn ensure_ticking(&mut self) {
+        let (spinning, animated) = self.needs_tick();
+        if !self.ticking && (spinning || animated) {
+            self.ticking = true;
+            let tx = self.tx.clone();
+            app::add_timeout3(0.08, move |_| {
+                let _ = tx.send(Msg::Tick);
+            });
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticking = false;
+        let (spinning, animated) = self.needs_tick();
         if !spinning && !animated {
             return;
         }
