@@ -73,7 +73,9 @@ impl XServer {
             }
             let display = format!(":{n}");
             let child = Command::new("Xvfb")
-                .args([display.as_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+                // -noreset: without it the server resets when its last client (a probe) disconnects,
+                // and a client connecting during the reset gets "Can't open display".
+                .args([display.as_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -265,6 +267,15 @@ impl XServer {
 
 impl Drop for XServer {
     fn drop(&mut self) {
+        // SIGTERM first: Xvfb then removes its lock file and socket (SIGKILL leaves them).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
