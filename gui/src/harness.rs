@@ -45,7 +45,8 @@ pub fn skip_or_fail() -> Result<(), String> {
     if std::env::var_os("MC_REQUIRE_GUI").is_some_and(|v| !v.is_empty() && v != "0") {
         panic!("MC_REQUIRE_GUI is set but {why}");
     }
-    eprintln!("{why}");
+    // Straight to the stderr handle: the test harness captures `eprintln!` of passing tests.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{why}\n").as_bytes());
     Err(why)
 }
 
