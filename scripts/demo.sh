@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 
 echo "==> building"
-cargo build -p mini-connector -p gateway --bins
+# The demo is headless (gateway + agent + a query): no FLTK to build. `mini-connector gui` needs
+# the default features (see README "Desktop app").
+cargo build -p mini-connector -p gateway --bins --no-default-features
 bin=./target/debug
 data=./demo-data
 rm -rf "$data" && mkdir -p "$data"

@@ -1,6 +1,8 @@
 //! `mini-connector`: parses the command line and picks a role (the agent, or a one-shot command).
 
 mod cli;
+#[cfg(feature = "gui")]
+mod desktop;
 mod sql_check;
 
 use std::path::{Path, PathBuf};
@@ -54,12 +56,22 @@ Exit codes: 0 ok; 1 runtime failure; 2 bad configuration, API key or usage;
 4 VAULT_DECRYPT_ERROR: the vault cannot be read on this machine (see `vault reset`).
 Each command's --help lists its own.")]
 struct Cli {
+    /// Without a subcommand: the desktop app on a desktop session (builds with the `gui`
+    /// feature), else this help.
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Open the desktop app (dashboard, tray status, setup wizard): attaches to the agent that
+    /// runs for this configuration (e.g. as a service), else runs one in this process.
+    #[cfg(feature = "gui")]
+    Gui {
+        /// Configuration file (created by the setup wizard when absent).
+        #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
+        config: PathBuf,
+    },
     /// Run the agent in the foreground until Ctrl-C, SIGTERM or a shutdown from the cloud.
     Start {
         /// Configuration file.
@@ -190,6 +202,18 @@ fn finish(outcome: cli::Outcome) -> ExitCode {
     }
 }
 
+/// `mini-connector` alone: the desktop app where there is a desktop, else the help (exit 2).
+fn no_subcommand() -> ExitCode {
+    #[cfg(feature = "gui")]
+    if gui::display_available() {
+        let config = std::env::var_os("MINI_CONNECTOR_CONFIG").map_or_else(default_config_path, PathBuf::from);
+        return desktop::run(&config);
+    }
+    use clap::CommandFactory as _;
+    let _ = Cli::command().print_help();
+    ExitCode::from(exit::CONFIG)
+}
+
 fn load(path: &Path) -> Result<AgentConfig, ExitCode> {
     AgentConfig::load(path).map_err(|e| {
         eprintln!("error: {e}");
@@ -199,13 +223,18 @@ fn load(path: &Path) -> Result<AgentConfig, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        return no_subcommand();
+    };
     // One-shot commands die quietly when their output pipe closes (`... | head`). The agent
     // keeps Rust's default (SIGPIPE ignored): a closed control-socket client or log pipe must
     // never kill it.
-    if !matches!(cli.command, Cmd::Start { .. }) {
+    if !matches!(command, Cmd::Start { .. }) {
         sigpipe::reset();
     }
-    match cli.command {
+    match command {
+        #[cfg(feature = "gui")]
+        Cmd::Gui { config } => desktop::run(&config),
         Cmd::Start { config: config_path, daemon } => {
             let config = match load(&config_path) {
                 Ok(c) => c,

@@ -285,3 +285,46 @@ fn without_a_complete_configuration_the_local_backend_waits_for_start() {
         ControlReply::Error { code, .. } if code == "BAD_REQUEST"
     ));
 }
+
+/// The desktop app of the real binary (`mini-connector gui`, in-process agent) under Xvfb,
+/// driven with real input events: red while the gateway is down (title and status-dot pixel),
+/// green once it starts, every section photographed (`target/screenshots/real-*`), grey on
+/// Pause, green again on Resume. Skips, saying why, without Xvfb/xdotool/ImageMagick unless
+/// `MC_REQUIRE_GUI` is set (CI sets it).
+#[test]
+fn the_desktop_app_of_the_real_binary_goes_red_green_grey() {
+    use gui::harness::{self, XServer};
+    if harness::skip_or_fail().is_err() {
+        return;
+    }
+    let late = Late::new("gui-real", "Desktop");
+    let xs = XServer::start().expect("Xvfb");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("screenshots").join("real");
+    std::fs::create_dir_all(&shots).unwrap();
+    let log = late.agent_config.with_file_name("gui.log");
+    let config = late.agent_config.to_str().unwrap().to_owned();
+    let mut app = xs
+        .launch(env!("CARGO_BIN_EXE_mini-connector"), &["gui", "--config", &config], &[], &log)
+        .expect("launch the desktop app");
+    let mut gateway = None;
+    let report = harness::walk_dashboard(&xs, &shots, true, &mut || gateway = Some(late.gateway_up()))
+        .unwrap_or_else(|e| panic!("{e}\napp log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let labels: Vec<&str> = report.states.iter().map(|(t, _)| t.split(" · ").next().unwrap_or("")).collect();
+    assert_eq!(
+        labels,
+        [
+            "Mini Connector — Disconnected",
+            "Mini Connector — Connected",
+            "Mini Connector — Paused",
+            "Mini Connector — Connected"
+        ]
+    );
+    // The window's agent is the one the CLI sees: a second agent would be refused.
+    let socket = control_socket(&late.agent_config);
+    let Ok(ControlReply::Status(status)) = mini_connector::control::call(&socket, &ControlRequest::Status) else {
+        panic!("the in-process agent answers on its control socket");
+    };
+    assert!(status.connected && status.connector_name == "Desktop", "{status:?}");
+    app.kill();
+    drop(gateway);
+}
