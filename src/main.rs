@@ -206,7 +206,8 @@ fn finish(outcome: cli::Outcome) -> ExitCode {
 fn no_subcommand() -> ExitCode {
     #[cfg(feature = "gui")]
     if gui::display_available() {
-        let config = std::env::var_os("MINI_CONNECTOR_CONFIG").map_or_else(default_config_path, PathBuf::from);
+        let config =
+            std::env::var_os("MINI_CONNECTOR_CONFIG").map_or_else(default_config_path, PathBuf::from);
         return desktop::run(&config);
     }
     use clap::CommandFactory as _;

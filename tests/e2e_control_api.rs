@@ -321,10 +321,85 @@ fn the_desktop_app_of_the_real_binary_goes_red_green_grey() {
     );
     // The window's agent is the one the CLI sees: a second agent would be refused.
     let socket = control_socket(&late.agent_config);
-    let Ok(ControlReply::Status(status)) = mini_connector::control::call(&socket, &ControlRequest::Status) else {
+    let Ok(ControlReply::Status(status)) = mini_connector::control::call(&socket, &ControlRequest::Status)
+    else {
         panic!("the in-process agent answers on its control socket");
     };
     assert!(status.connected && status.connector_name == "Desktop", "{status:?}");
     app.kill();
     drop(gateway);
+}
+
+/// The first run of the real binary's desktop app under Xvfb, against the real gateway and
+/// the real PostgreSQL: the wizard opens (no key stored yet), the key is pasted and checked
+/// against the gateway, the connector named, the database added and tested, the schema
+/// approved; then the dashboard opens and the in-process agent is connected with the new
+/// database, whose password is in the vault and nowhere in the configuration.
+#[test]
+fn the_first_run_wizard_of_the_real_binary_sets_up_a_working_agent() {
+    use gui::harness::{self, WizardInputs, XServer};
+    if harness::skip_or_fail().is_err() {
+        return;
+    }
+    let Some(pg) = crate::support::server_url("MC_TEST_PG_URL") else { return };
+    let pg = crate::support::DbUrl::parse(&pg);
+    let late = Late::new("gui-wizard", "Wizard");
+    let _gateway = late.gateway_up();
+    let dir = late.agent_config.parent().unwrap().to_owned();
+    let key = std::fs::read_to_string(dir.join("api-key")).unwrap();
+    std::fs::remove_file(dir.join("api-key")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&late.agent_config).unwrap()).unwrap();
+    config["apiKeyRef"] = "vault://apikey".into();
+    config["vaultDir"] = dir.join("vault").to_str().unwrap().into();
+    config["vaultKeyDir"] = dir.join("vault-keys").to_str().unwrap().into();
+    config["connections"] = serde_json::json!([]);
+    std::fs::write(&late.agent_config, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+    let xs = XServer::start().expect("Xvfb");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("screenshots").join("real");
+    std::fs::create_dir_all(&shots).unwrap();
+    let log = dir.join("gui.log");
+    let path = late.agent_config.to_str().unwrap().to_owned();
+    let mut app = xs
+        .launch(env!("CARGO_BIN_EXE_mini-connector"), &["gui", "--config", &path], &[], &log)
+        .expect("launch the desktop app");
+    let input = WizardInputs {
+        api_key: key.trim().to_owned(),
+        connector_name: "Warehouse".into(),
+        connection: "erp".into(),
+        host: pg.host.clone(),
+        port: pg.port.to_string(),
+        database: pg.database.clone(),
+        user: pg.user.clone(),
+        password: pg.password.clone(),
+    };
+    harness::walk_wizard(&xs, &shots, &input, None)
+        .unwrap_or_else(|e| panic!("{e}\napp log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+
+    // The agent the wizard set up: connected, serving the new database.
+    let socket = control_socket(&late.agent_config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(ControlReply::Status(s)) = mini_connector::control::call(&socket, &ControlRequest::Status)
+            && s.connected
+            && s.databases.iter().any(|d| d.name == "erp" && d.healthy)
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not connect with the new database\napp log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.connector_name, "Warehouse");
+    let written = std::fs::read_to_string(&late.agent_config).unwrap();
+    assert!(written.contains("\"erp\"") && written.contains(&pg.host), "{written}");
+    assert!(
+        !written.contains(&pg.password) && !written.contains(key.trim()),
+        "no secret in the config: {written}"
+    );
+    app.kill();
 }

@@ -224,7 +224,8 @@ impl XServer {
     /// Clicks a field and types into it.
     pub fn fill(&self, id: &str, at: (i32, i32), text: &str) -> Result<(), GuiError> {
         self.click(id, at.0, at.1)?;
-        self.xdotool(&["key", "ctrl+a", "BackSpace"])?;
+        // Select what the field holds (a prefilled default port, say) and delete it.
+        self.xdotool(&["key", "End", "shift+Home", "BackSpace"])?;
         self.type_text(text)
     }
 

@@ -240,6 +240,7 @@ impl SettingsEdit {
             log_level: diff(&self.log_level, &current.log_level),
             auto_update: (self.auto_update != current.auto_update).then_some(self.auto_update),
             auto_start: (self.auto_start != current.auto_start).then_some(self.auto_start),
+            ..SettingsChange::default()
         })
     }
 }

@@ -21,6 +21,9 @@ pub struct DbFormWidgets {
     pub host: input::Input,
     /// Port.
     pub port: input::Input,
+    /// The type the port field was last defaulted for: the default port is filled in when the
+    /// type changes, not whenever the field is empty (the user may be retyping it).
+    port_kind: i32,
     /// Database name.
     pub database: input::Input,
     /// User.
@@ -72,7 +75,8 @@ impl DbFormWidgets {
         if notice_h == 0 {
             notice.hide();
         }
-        let mut me = Self { kind, name, host, port, database, user, password, path, dsn, use_cs, cs };
+        let mut me =
+            Self { kind, name, host, port, port_kind: -1, database, user, password, path, dsn, use_cs, cs };
         me.apply_type();
         me
     }
@@ -96,11 +100,16 @@ impl DbFormWidgets {
         show(&mut self.path, fs.path);
         show(&mut self.use_cs, !sqlite);
         show(&mut self.cs, !sqlite && self.use_cs.is_checked());
-        if let Some(t) = DB_TYPES.get(self.kind.value().max(0) as usize)
-            && self.port.value().is_empty()
-            && let Some(p) = t.port
-        {
-            self.port.set_value(&p.to_string());
+        let kind = self.kind.value();
+        if kind != self.port_kind {
+            let previous = DB_TYPES.get(self.port_kind.max(0) as usize).and_then(|t| t.port);
+            let typed = self.port.value();
+            // Replace an empty port or the previous type's default, never one the user typed.
+            if typed.is_empty() || previous.is_some_and(|p| p.to_string() == typed) {
+                let default = DB_TYPES.get(kind.max(0) as usize).and_then(|t| t.port);
+                self.port.set_value(&default.map(|p| p.to_string()).unwrap_or_default());
+            }
+            self.port_kind = kind;
         }
     }
 
@@ -148,6 +157,7 @@ impl DbFormWidgets {
         self.dsn.set_value(f.dsn.as_deref().unwrap_or(""));
         self.use_cs.set_checked(f.connection_string.is_some());
         self.cs.set_value(f.connection_string.as_deref().unwrap_or(""));
+        self.port_kind = idx as i32;
         self.apply_type();
     }
 

@@ -187,6 +187,8 @@ struct App {
     ticking: bool,
     exiting: bool,
     decided_start: bool,
+    /// Exit was decided: the event loop ends.
+    quit: bool,
 }
 
 /// Runs the window until the user exits (see [`crate::run`]).
@@ -251,13 +253,27 @@ pub(crate) fn run(backend: Arc<dyn Backend>, mut options: GuiOptions) -> Result<
         ticking: false,
         exiting: false,
         decided_start: false,
+        quit: false,
     };
     me.start();
-    while app.wait() {
+    loop {
+        let shown = app.wait();
         while let Ok(msg) = rx.try_recv() {
             me.handle(msg);
         }
         me.ensure_ticking();
+        if me.quit {
+            break;
+        }
+        if !shown {
+            // No window is shown: the first settings have not answered yet (the start — wizard
+            // or dashboard — is decided then), or the dashboard is hidden to the tray. FLTK
+            // does not wait without a window, so poll the channel.
+            if me.decided_start && !me.options.close_to_tray && app::first_window().is_none() {
+                break;
+            }
+            app::sleep(0.05);
+        }
     }
     drain(&rx);
     Ok(())
@@ -268,6 +284,12 @@ fn drain(rx: &Receiver<Msg>) {
 }
 
 impl App {
+    /// Ends the event loop (and the app).
+    fn quit(&mut self) {
+        self.quit = true;
+        app::quit();
+    }
+
     fn job(&self, tag: Tag, requests: Vec<ControlRequest>) {
         let _ = self.jobs.send(Job { tag, requests });
     }
@@ -318,7 +340,7 @@ impl App {
             Msg::Reply(tag, reply) => self.on_reply(tag, reply),
             Msg::Action(a) => self.on_action(a),
             Msg::Tick => self.on_tick(),
-            Msg::QuitNow => app::quit(),
+            Msg::QuitNow => self.quit(),
             Msg::Nav(s) => self.nav(s),
             Msg::TogglePause => self.toggle_pause(),
             Msg::CloseWindow => {
@@ -443,7 +465,7 @@ impl App {
                 {
                     self.show_dashboard_now();
                 } else {
-                    app::quit();
+                    self.quit();
                 }
             }
         }
@@ -466,7 +488,7 @@ impl App {
             self.refresh_banner();
         }
         if changed.stopped && self.exiting {
-            app::quit();
+            self.quit();
         }
     }
 
@@ -500,7 +522,14 @@ impl App {
                         }
                     }
                 } else if initial && !self.decided_start && !self.wizard_open {
-                    self.open_dashboard();
+                    // No configuration yet: the first run.
+                    let first_run =
+                        matches!(&reply, ControlReply::Error { code, .. } if code == "NOT_CONFIGURED");
+                    if first_run && self.options.start_in_wizard != Some(false) {
+                        self.open_wizard();
+                    } else {
+                        self.open_dashboard();
+                    }
                 }
             }
             Tag::Databases => {
@@ -516,7 +545,7 @@ impl App {
                 }
                 self.job(Tag::Status, vec![ControlRequest::Status]);
             }
-            Tag::Stop => app::quit(),
+            Tag::Stop => self.quit(),
             Tag::WizKeyCheck(generation) => {
                 if generation == self.key_gen {
                     let text = self.wizard.key_text.clone();
@@ -974,7 +1003,7 @@ impl App {
 
     fn exit(&mut self) {
         match status::exit_decision(self.backend.in_process(), self.live.status.as_ref()) {
-            ExitDecision::CloseOnly => app::quit(),
+            ExitDecision::CloseOnly => self.quit(),
             ExitDecision::StopNow => self.stop_and_quit(),
             ExitDecision::Confirm(q) => {
                 self.show_dashboard_now();
