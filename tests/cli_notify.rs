@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mini_connector::config::AgentConfig;
 use mini_connector::protocol::control::{
-    ActivityEntry, AgentEvent, Indicator, LinkState, Outcome, QueueStatus, StatusSnapshot,
+    ActivityEntry, AgentEvent, Indicator, LinkState, Outcome, StatusSnapshot,
 };
 use serde_json::{Value, json};
 
@@ -315,35 +315,14 @@ fn implicit_tls_works_and_starttls_is_required_not_optional() {
 fn snapshot(state: LinkState, disconnected_since: Option<String>) -> StatusSnapshot {
     let connected = state == LinkState::Connected;
     StatusSnapshot {
-        state,
-        indicator: if connected { Indicator::Connected } else { Indicator::Disconnected },
-        reason: None,
         connected,
         paused: false,
         connector_name: "Warehouse".into(),
         cloud_url: URL.into(),
         agent_version: "0.1.0".into(),
         instance_id: "i".into(),
-        connection_id: None,
-        connected_since: None,
         disconnected_since,
-        uptime_secs: 0,
-        reconnects: 0,
-        next_retry_ms: None,
-        latency_ms: None,
-        active_commands: 0,
-        waiting_commands: 0,
-        commands_completed: 0,
-        commands_failed: 0,
-        commands_today: 0,
-        rows_returned: 0,
-        bytes_sent: 0,
-        bytes_received: 0,
-        bytes_sent_today: 0,
-        last_error: None,
-        queue: QueueStatus::default(),
-        databases: Vec::new(),
-        schema_changes: Vec::new(),
+        ..StatusSnapshot::new(state, if connected { Indicator::Connected } else { Indicator::Disconnected })
     }
 }
 

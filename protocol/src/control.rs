@@ -209,6 +209,44 @@ pub struct StatusSnapshot {
     pub schema_changes: Vec<String>,
 }
 
+impl StatusSnapshot {
+    /// A snapshot in `state` showing `indicator`, every figure zero and every text empty (for
+    /// tests and for a status before the agent reported one); set the rest with struct update.
+    pub fn new(state: LinkState, indicator: Indicator) -> Self {
+        Self {
+            state,
+            indicator,
+            reason: None,
+            connected: matches!(state, LinkState::Connected | LinkState::Busy),
+            paused: state == LinkState::Paused,
+            connector_name: String::new(),
+            cloud_url: String::new(),
+            agent_version: String::new(),
+            instance_id: String::new(),
+            connection_id: None,
+            connected_since: None,
+            disconnected_since: None,
+            uptime_secs: 0,
+            reconnects: 0,
+            next_retry_ms: None,
+            latency_ms: None,
+            active_commands: 0,
+            waiting_commands: 0,
+            commands_completed: 0,
+            commands_failed: 0,
+            commands_today: 0,
+            rows_returned: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            bytes_sent_today: 0,
+            last_error: None,
+            queue: QueueStatus::default(),
+            databases: Vec::new(),
+            schema_changes: Vec::new(),
+        }
+    }
+}
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]

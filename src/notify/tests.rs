@@ -14,35 +14,11 @@ fn t(secs: u64) -> SystemTime {
 fn status(state: LinkState) -> StatusSnapshot {
     let connected = matches!(state, LinkState::Connected | LinkState::Busy);
     StatusSnapshot {
-        state,
-        indicator: if connected { Indicator::Connected } else { Indicator::Disconnected },
-        reason: None,
-        connected,
-        paused: state == LinkState::Paused,
         connector_name: "Warehouse".into(),
         cloud_url: "wss://console.example.com/ws".into(),
         agent_version: "0.1.0".into(),
         instance_id: "i-1".into(),
-        connection_id: None,
-        connected_since: None,
-        disconnected_since: None,
-        uptime_secs: 0,
-        reconnects: 0,
-        next_retry_ms: None,
-        latency_ms: None,
-        active_commands: 0,
-        waiting_commands: 0,
-        commands_completed: 0,
-        commands_failed: 0,
-        commands_today: 0,
-        rows_returned: 0,
-        bytes_sent: 0,
-        bytes_received: 0,
-        bytes_sent_today: 0,
-        last_error: None,
-        queue: QueueStatus::default(),
-        databases: Vec::new(),
-        schema_changes: Vec::new(),
+        ..StatusSnapshot::new(state, if connected { Indicator::Connected } else { Indicator::Disconnected })
     }
 }
 
