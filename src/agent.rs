@@ -115,7 +115,7 @@ impl Agent {
         // First, so a second agent on the same configuration stops here, before dialling.
         let control = match control {
             Some(path) => Some(
-                crate::control::ControlServer::start(path, inbox.clone(), config_path)
+                crate::control::ControlServer::start(path, inbox.clone(), config_path.clone())
                     .with_context(|| format!("control socket {}", path.display()))?,
             ),
             None => None,
@@ -171,6 +171,7 @@ impl Agent {
             connector_name: config.connector_name.clone(),
             cloud_url: config.cloud_url.clone(),
             pool_max: config.connections.iter().map(|c| (c.name.clone(), c.pool_max)).collect(),
+            config_path: config_path.clone(),
         })
         .with_upload_policy(
             crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)

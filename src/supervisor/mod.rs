@@ -240,6 +240,8 @@ pub struct Supervisor {
     discovering: bool,
     /// Connections whose last discovery failed (down at start, ...): retried every HOUSEKEEPING.
     unhealthy: BTreeSet<String>,
+    /// Connections whose discovered schema differs from their approved one.
+    schema_changes: BTreeSet<String>,
     state: LinkState,
     paused: bool,
     /// Draining for a local stop: no new work is started.
@@ -267,6 +269,9 @@ pub struct Identity {
     pub cloud_url: String,
     /// `poolMax` per connection name.
     pub pool_max: HashMap<String, u32>,
+    /// The configuration file: approved schemas (`schema/<connection>.approved.json`, written
+    /// by `schema approve` and the desktop app) are kept next to it. `None`: no comparison.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Subscribers and the status they saw last.
@@ -471,6 +476,7 @@ impl Supervisor {
             schema: None,
             discovering: false,
             unhealthy: BTreeSet::new(),
+            schema_changes: BTreeSet::new(),
             state: LinkState::Connecting,
             paused: false,
             stopping: false,
@@ -871,6 +877,7 @@ impl Supervisor {
                         let effective = crate::policy::effective_policy(configured, &db);
                         self.policies.insert(db.connection.clone(), effective);
                     }
+                    self.compare_with_approved(&db);
                     schema.retain(|known| known.connection != name);
                     schema.push(db);
                 }
@@ -1009,6 +1016,25 @@ impl Supervisor {
     }
 
     /// Things that need a look while connected (the yellow indicator's reasons).
+    /// Notes whether `db` differs from its approved schema (spec §3.3 yellow, §8.3 notice).
+    fn compare_with_approved(&mut self, db: &drivers::DatabaseSchema) {
+        let Some(config_path) = &self.identity.config_path else { return };
+        let file = crate::setup::schema::approved_file(config_path, &db.connection);
+        match crate::setup::schema::load_saved(&file) {
+            Ok(Some(approved)) if !drivers::diff(&approved, db).is_empty() => {
+                if self.schema_changes.insert(db.connection.clone()) {
+                    tracing::warn!(connection = %db.connection, "the schema changed since it was approved");
+                }
+            }
+            Ok(_) => {
+                self.schema_changes.remove(&db.connection);
+            }
+            Err(e) => {
+                tracing::warn!(connection = %db.connection, error = %e, "cannot read the approved schema")
+            }
+        }
+    }
+
     fn warnings(&self, queue: &QueueStatus) -> Vec<String> {
         let mut warnings = Vec::new();
         for name in &self.unhealthy {
@@ -1022,6 +1048,10 @@ impl Supervisor {
         }
         if let Some(error) = &queue.error {
             warnings.push(format!("the offline queue cannot be read: {error}"));
+        }
+        for name in &self.schema_changes {
+            warnings
+                .push(format!("the schema of `{name}` changed since it was approved: review and approve it"));
         }
         warnings
     }
@@ -1131,7 +1161,7 @@ impl Supervisor {
             queue,
             databases,
             // Approved schemas live with the setup code; the running agent compares none yet.
-            schema_changes: Vec::new(),
+            schema_changes: self.schema_changes.iter().cloned().collect(),
         }
     }
 

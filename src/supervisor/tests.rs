@@ -60,6 +60,17 @@ impl Harness {
     }
 
     fn start_with(dir: &Dir, capacity: usize, max_waiting: usize, unopened: Vec<super::Unopened>) -> Self {
+        Self::start_configured(dir, capacity, max_waiting, unopened, None)
+    }
+
+    /// With `config_path`: approved schemas are read next to it.
+    fn start_configured(
+        dir: &Dir,
+        capacity: usize,
+        max_waiting: usize,
+        unopened: Vec<super::Unopened>,
+        config_path: Option<PathBuf>,
+    ) -> Self {
         let db = drivers::Database::open(&drivers::ConnectionSpec {
             name: "erp".into(),
             kind: drivers::DbKind::Sqlite,
@@ -84,7 +95,8 @@ impl Harness {
                 capacity,
                 max_waiting,
             },
-        );
+        )
+        .with_identity(super::Identity { config_path, ..Default::default() });
         let thread = std::thread::spawn(move || supervisor.run());
         let harness = Self { inbox, link: link_rx, jobs, thread: Some(thread) };
         // The first job is the schema discovery every start runs.
@@ -663,4 +675,38 @@ fn status_events_are_rate_limited_and_repeat_every_second_when_idle() {
     let most = 2 + (elapsed.as_millis() / super::STATUS_MIN_GAP.as_millis()) as usize;
     assert!(statuses <= most, "{statuses} status events in {elapsed:?}");
     assert!(statuses >= 3, "{statuses} status events in {elapsed:?}: idle statuses repeat every second");
+}
+
+#[test]
+fn a_schema_that_differs_from_the_approved_one_is_a_warning_until_it_matches_again() {
+    let dir = Dir::new("approved");
+    let config = dir.0.join("config.json");
+    let harness = Harness::start_configured(&dir, 2, 10, Vec::new(), Some(config.clone()));
+    harness.send(SupMsg::LinkUp(connected()));
+    let db = drivers::Database::open(&drivers::ConnectionSpec {
+        name: "erp".into(),
+        kind: drivers::DbKind::Sqlite,
+        path: dir.0.join("erp.db"),
+        ..Default::default()
+    })
+    .unwrap();
+    let now = db.discover().unwrap();
+    // Approved: the same schema without its last table (a table was added since).
+    let mut approved = now.clone();
+    approved.tables.pop();
+    let file = crate::setup::schema::approved_file(&config, "erp");
+    crate::setup::schema::save_schema(&file, &approved).unwrap();
+
+    harness.send(SupMsg::Discovered(vec![("erp".into(), Ok(now.clone()))]));
+    let status = harness.snapshot();
+    assert_eq!(status.schema_changes, ["erp"]);
+    assert_eq!(status.indicator, crate::protocol::control::Indicator::Warning, "{status:?}");
+    assert!(status.reason.as_deref().unwrap_or_default().contains("schema of `erp` changed"), "{status:?}");
+
+    // Approved as it is now: the next discovery clears it.
+    crate::setup::schema::save_schema(&file, &now).unwrap();
+    harness.send(SupMsg::Discovered(vec![("erp".into(), Ok(now))]));
+    let status = harness.snapshot();
+    assert!(status.schema_changes.is_empty());
+    assert_eq!(status.indicator, crate::protocol::control::Indicator::Connected, "{status:?}");
 }
