@@ -259,16 +259,7 @@ impl CommandStore {
             "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
              WHERE buffer_key = ?1 AND connector = ?2 AND answered_at >= ?3 ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![buffer_key, connector, cutoff], |r| {
-            Ok(StoredChunk {
-                buffer_key: r.get(0)?,
-                connector: r.get(1)?,
-                command_id: r.get(2)?,
-                seq: r.get(3)?,
-                last: r.get(4)?,
-                body: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![buffer_key, connector, cutoff], StoredChunk::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -279,16 +270,7 @@ impl CommandStore {
             "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
              WHERE answered_at IS NULL ORDER BY buffer_key, seq",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredChunk {
-                buffer_key: r.get(0)?,
-                connector: r.get(1)?,
-                command_id: r.get(2)?,
-                seq: r.get(3)?,
-                last: r.get(4)?,
-                body: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map([], StoredChunk::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -334,6 +316,20 @@ fn purge_answered_chunks(db: &Connection, now: i64) -> Result<(), GatewayError> 
         }
     }
     Ok(())
+}
+
+impl StoredChunk {
+    /// A `gw_chunks` row selected as `buffer_key, connector, command_id, seq, final, body`.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            buffer_key: r.get(0)?,
+            connector: r.get(1)?,
+            command_id: r.get(2)?,
+            seq: r.get(3)?,
+            last: r.get(4)?,
+            body: r.get(5)?,
+        })
+    }
 }
 
 #[cfg(test)]
