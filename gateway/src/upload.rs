@@ -66,13 +66,12 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
-    /// A buffer from stored chunks (of one buffer, by `seq`): every chunk from 0 up to the first
-    /// missing or unreadable one.
-    fn rebuild(id: u64, chunks: &[StoredChunk]) -> Self {
-        let mut buffer = Buffer {
+    /// A new buffer with no chunk yet.
+    fn empty(id: u64, connector: String, command_id: String) -> Self {
+        Buffer {
             id,
-            connector: chunks[0].connector.clone(),
-            command_id: chunks[0].command_id.clone(),
+            connector,
+            command_id,
             segments: Vec::new(),
             bytes: 0,
             reserved: 0,
@@ -80,7 +79,13 @@ impl Buffer {
             complete: false,
             digests: Vec::new(),
             created: Instant::now(),
-        };
+        }
+    }
+
+    /// A buffer from stored chunks (of one buffer, by `seq`): every chunk from 0 up to the first
+    /// missing or unreadable one.
+    fn rebuild(id: u64, chunks: &[StoredChunk]) -> Self {
+        let mut buffer = Buffer::empty(id, chunks[0].connector.clone(), chunks[0].command_id.clone());
         for chunk in chunks {
             if buffer.complete || chunk.seq != buffer.next_seq {
                 break;
@@ -430,18 +435,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             None if seq > 0 => Err(Refusal::Gap(0)),
             None => {
                 store.next_id += 1;
-                let buffer = Buffer {
-                    id: store.next_id,
-                    connector: connector.clone(),
-                    command_id: command_id.clone(),
-                    segments: Vec::new(),
-                    bytes: 0,
-                    reserved: 0,
-                    next_seq: 0,
-                    complete: false,
-                    digests: Vec::new(),
-                    created: Instant::now(),
-                };
+                let buffer = Buffer::empty(store.next_id, connector.clone(), command_id.clone());
                 store.buffers.insert(key.clone(), buffer);
                 tracing::debug!(buffer = %key, "buffer created");
                 Ok(None)
