@@ -1103,17 +1103,23 @@ impl App {
         self.dash.win.redraw();
     }
 
-    fn conn_test_form(&mut self) {
+    /// The connection form's contents when they are valid; else the reason is shown under it.
+    fn conn_valid_form(&mut self) -> Option<DatabaseForm> {
         let cw = &mut self.dash.connections;
-        let form = match cw.form.read().and_then(|f| forms::validate_db_form(&f).map(|()| f)) {
-            Ok(f) => f,
+        match cw.form.read().and_then(|f| forms::validate_db_form(&f).map(|()| f)) {
+            Ok(f) => Some(f),
             Err(e) => {
                 cw.verdict.set_label(&e);
                 cw.verdict.set_label_color(c(style::BAD));
                 self.dash.win.redraw();
-                return;
+                None
             }
-        };
+        }
+    }
+
+    fn conn_test_form(&mut self) {
+        let Some(form) = self.conn_valid_form() else { return };
+        let cw = &mut self.dash.connections;
         cw.spinner.show();
         cw.verdict.set_label("Testing the connection from this computer…");
         cw.verdict.set_label_color(c(style::MUTED));
@@ -1128,16 +1134,7 @@ impl App {
         if !self.guarded(Guarded::EditConnection, Msg::ConnSave) {
             return;
         }
-        let cw = &mut self.dash.connections;
-        let form = match cw.form.read().and_then(|f| forms::validate_db_form(&f).map(|()| f)) {
-            Ok(f) => f,
-            Err(e) => {
-                cw.verdict.set_label(&e);
-                cw.verdict.set_label_color(c(style::BAD));
-                self.dash.win.redraw();
-                return;
-            }
-        };
+        let Some(form) = self.conn_valid_form() else { return };
         let replace = self.conn_editing.clone().flatten();
         self.job(Tag::ConnSave, vec![setup(SetupRequest::SaveDatabase { form, replace })]);
     }
