@@ -241,3 +241,20 @@ impl DbUrl {
         }
     }
 }
+
+/// A network test tool (`tinyproxy`, `mitmdump`, …) found on `PATH`; `None` (the test skips)
+/// when it is missing, a failure when `MC_REQUIRE_NET_TOOLS=1` (CI installs them with
+/// `scripts/net-tools.sh`).
+pub fn net_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("MC_REQUIRE_NET_TOOLS").as_deref() != Ok("1"),
+            "MC_REQUIRE_NET_TOOLS=1 but {name} is not on PATH: run scripts/net-tools.sh"
+        );
+        eprintln!("skipping: {name} not on PATH (run scripts/net-tools.sh)");
+    }
+    found
+}
