@@ -68,7 +68,12 @@ impl Agent {
     ) -> anyhow::Result<Self> {
         // Fail before dialling if the key is missing or malformed.
         drop(config.load_api_key()?);
-        let tls = crate::tls::client_config(config.ca_cert_path.as_deref())?;
+        let tls = crate::tls::for_agent(config)?;
+        // The route to the cloud and the upload hosts: one proxy setting for both.
+        let proxy = crate::proxy::ProxySettings::from_config(config)?;
+        if let Some(p) = proxy.proxy() {
+            tracing::info!(proxy = %p.url(), user = p.user().unwrap_or("-"), "outbound connections go through the proxy (NO_PROXY hosts excepted)");
+        }
         // The durable queue: the link needs its instance id, the supervisor its commands.
         let queue_path = config.queue_path();
         let store = crate::store::ResultStore::open(&queue_path, config.store_config())
@@ -126,7 +131,7 @@ impl Agent {
             LinkSettings {
                 url: config.cloud_url.clone(),
                 connector_name: config.connector_name.clone(),
-                proxy: config.proxy_url.clone(),
+                proxy: proxy.clone(),
                 tls: tls.clone(),
                 reconnect_max: Duration::from_millis(config.reconnect_max_ms),
                 heartbeat_interval: config.heartbeat_interval(),
@@ -137,7 +142,7 @@ impl Agent {
             inbox.clone(),
         )?;
 
-        let http = crate::https::agent(tls, config.proxy_url.as_deref(), Duration::from_secs(60))?;
+        let http = crate::https::agent(tls, proxy, Duration::from_secs(60))?;
         // The current session's upload target: set by the supervisor, read by workers and uploader.
         let upload_slot = Arc::new(crate::uploader::UploadSlot::new());
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded(CHUNK_QUEUE);

@@ -95,9 +95,18 @@ pub struct AgentConfig {
     /// `connected`: `host` (port 443) or `host:port`. Uploads are `https` only, always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upload_hosts: Vec<String>,
-    /// HTTP CONNECT proxy, `http://host:port`.
+    /// HTTP CONNECT proxy, `http://host:port` (no credentials: see `proxyUser`). Without it the
+    /// environment's `HTTPS_PROXY`/`ALL_PROXY` is used; `NO_PROXY` applies to both
+    /// ([`crate::proxy`]).
     #[serde(default)]
     pub proxy_url: Option<String>,
+    /// The proxy's Basic-auth user; its password is in the vault (`proxy:password`), never here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_user: Option<String>,
+    /// SPKI SHA-256 pins, `sha256/BASE64`: when set, some certificate of the cloud's chain (leaf,
+    /// intermediate or CA) must have one of these public keys, on top of normal verification.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_spki: Vec<String>,
     /// Heartbeat period.
     #[serde(default = "defaults::heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
@@ -406,6 +415,16 @@ impl AgentConfig {
             && !proxy.starts_with("http://")
         {
             return field("proxyUrl", "must be an http:// CONNECT proxy URL");
+        }
+        if let Some(user) = &self.proxy_user
+            && (user.is_empty() || user.contains(':') || user.chars().any(char::is_control))
+        {
+            return field("proxyUser", "must be a non-empty user name without `:`");
+        }
+        for pin in &self.pinned_spki {
+            if let Err(e) = crate::tls::parse_pin(pin) {
+                return field("pinnedSpki", &e.to_string());
+            }
         }
         let mut names = std::collections::HashSet::new();
         for connection in &self.connections {

@@ -35,6 +35,7 @@ pub mod link;
 pub mod logging;
 pub mod notify;
 pub mod policy;
+pub mod proxy;
 pub mod secrets;
 pub mod setup;
 pub mod store;

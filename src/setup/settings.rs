@@ -6,7 +6,6 @@
 //! reference. It is checked locally (format and checksum) before anything is written; it is
 //! never returned, logged or put in an error: views carry [`ApiKey::masked`] only.
 
-use std::io;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -85,8 +84,28 @@ pub fn configure(config_path: &Path, change: SettingsChange) -> Result<SettingsV
     configure_with(config_path, change).map(|done| done.view)
 }
 
+/// Network settings that [`SettingsChange`] does not carry (`configure --proxy-password-stdin`,
+/// `--pin-spki`).
+#[derive(Debug, Default)]
+pub struct NetChange {
+    /// A new proxy password (for `proxyUser`), stored in the vault.
+    pub proxy_password: Option<zeroize::Zeroizing<String>>,
+    /// The new `pinnedSpki` list (empty: remove the pins).
+    pub pinned_spki: Option<Vec<String>>,
+}
+
 /// [`configure`], with what was done.
-pub fn configure_with(config_path: &Path, mut change: SettingsChange) -> Result<Configured> {
+pub fn configure_with(config_path: &Path, change: SettingsChange) -> Result<Configured> {
+    configure_net(config_path, change, NetChange::default())
+}
+
+/// [`configure_with`] plus the network settings of [`NetChange`].
+///
+/// Proxy credentials never stay in `proxyUrl`: a URL with `user:password@` (given now, or left
+/// in the file by an older version) is split into `proxyUser` and the vault's `proxy:password`.
+/// A new `proxyUrl` replaces the whole proxy setting: without a user in it, `proxyUser` and the
+/// stored password are dropped; an empty one removes the proxy.
+pub fn configure_net(config_path: &Path, mut change: SettingsChange, mut net: NetChange) -> Result<Configured> {
     let existing = config_path.exists();
     let mut config = if existing {
         load(config_path)?
@@ -112,8 +131,35 @@ pub fn configure_with(config_path: &Path, mut change: SettingsChange) -> Result<
     if let Some(url) = change.cloud_url.take() {
         config.cloud_url = url;
     }
+    let mut drop_proxy_password = false;
     if let Some(proxy) = change.proxy_url.take() {
+        let proxy = proxy.trim().to_owned();
+        drop_proxy_password = config.proxy_user.is_some();
+        config.proxy_user = None;
         config.proxy_url = (!proxy.is_empty()).then_some(proxy);
+    }
+    let mut proxy_password = net.proxy_password.take();
+    if let Some(url) = config.proxy_url.clone() {
+        let parsed = crate::proxy::parse_proxy_url(&url).map_err(|e| SetupError::invalid(e.to_string()))?;
+        if crate::proxy::has_credentials(&url) {
+            config.proxy_url = Some(parsed.without_credentials());
+            config.proxy_user = parsed.user;
+            drop_proxy_password = config.proxy_user.is_none();
+            if parsed.password.is_some() && proxy_password.is_none() {
+                proxy_password = parsed.password;
+            }
+        }
+    }
+    if proxy_password.is_some() {
+        if config.proxy_user.is_none() {
+            return Err(SetupError::invalid(
+                "a proxy password needs a proxy user: give the proxy as http://USER@HOST:PORT",
+            ));
+        }
+        drop_proxy_password = false;
+    }
+    if let Some(pins) = net.pinned_spki.take() {
+        config.pinned_spki = pins.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
     }
     if let Some(ca) = change.ca_cert_path.take() {
         if ca.is_empty() {
@@ -160,7 +206,13 @@ pub fn configure_with(config_path: &Path, mut change: SettingsChange) -> Result<
         Some(key) => store_key_in(&mut config, key)?,
         None => None,
     };
+    if let Some(password) = &proxy_password {
+        crate::proxy::store_password(&config, password)?;
+    }
     config.save(config_path)?;
+    if drop_proxy_password {
+        crate::proxy::remove_password(&config)?;
+    }
     if let Some(wanted) = change.auto_start
         && wanted != super::service::auto_start_enabled(config_path)
     {
@@ -229,9 +281,14 @@ pub fn check_key(config_path: &Path, api_key: &str, cloud_url: Option<&str>) -> 
         (None, Some(config)) => config.cloud_url.clone(),
         (None, None) => return Err(SetupError::invalid("no cloud URL given and none configured yet")),
     };
-    let proxy = config.as_ref().and_then(|c| c.proxy_url.clone());
-    let ca = config.as_ref().and_then(|c| c.ca_cert_path.clone());
-    let reach = reach(&url, proxy.as_deref(), ca.as_deref());
+    let reach = match &config {
+        Some(config) => crate::proxy::ProxySettings::from_config(config)
+            .map_err(|e| e.to_string())
+            .and_then(|proxy| reach(&url, &proxy, crate::tls::for_agent(config))),
+        None => crate::proxy::ProxySettings::resolve(None, None, None, &|name| std::env::var(name).ok())
+            .map_err(|e| e.to_string())
+            .and_then(|proxy| reach(&url, &proxy, crate::tls::client_config(None))),
+    };
     let (reachable, latency_ms, reach_message) = match reach {
         Ok(elapsed) => {
             let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
@@ -249,7 +306,11 @@ pub fn check_key(config_path: &Path, api_key: &str, cloud_url: Option<&str>) -> 
 
 /// Connects, handshakes TLS and upgrades to WebSocket, then closes. The error says which step
 /// failed, in words.
-fn reach(url: &str, proxy: Option<&str>, ca: Option<&Path>) -> std::result::Result<Duration, String> {
+fn reach(
+    url: &str,
+    proxy: &crate::proxy::ProxySettings,
+    tls: std::result::Result<std::sync::Arc<rustls::ClientConfig>, crate::tls::TlsError>,
+) -> std::result::Result<Duration, String> {
     if !url.starts_with("wss://") {
         return Err(format!("the cloud URL must start with wss:// (TLS is required), not `{url}`"));
     }
@@ -259,21 +320,16 @@ fn reach(url: &str, proxy: Option<&str>, ca: Option<&Path>) -> std::result::Resu
         return Err(format!("`{url}` has no host"));
     }
     let port = uri.port_u16().unwrap_or(443);
-    let tls = crate::tls::client_config(ca).map_err(|e| format!("CA certificate: {e}"))?;
+    let tls = tls.map_err(|e| format!("TLS settings: {e}"))?;
     let started = Instant::now();
     let deadline = started + REACH_TIMEOUT;
-    let tcp = match proxy {
-        Some(proxy) => crate::link::connect_via_proxy(proxy, &host, port, deadline),
-        None => crate::link::connect_tcp(&host, port, deadline),
-    }
-    .map_err(|e| match proxy {
-        Some(proxy) => {
-            format!("cannot reach {host}:{port} through the proxy {}: {e}", without_credentials(proxy))
-        }
-        None if e.kind() == io::ErrorKind::TimedOut => {
+    let route = proxy.route(&host, port);
+    let tcp = crate::proxy::dial(&route, &host, port, deadline).map_err(|e| match route {
+        crate::proxy::Route::Via(_) => e.to_string(),
+        crate::proxy::Route::Direct if e.is_timeout() => {
             format!("no answer from {host}:{port} within {} s: is a proxy needed?", REACH_TIMEOUT.as_secs())
         }
-        None => format!("cannot reach {host}:{port}: {e}; is a proxy needed, or the URL wrong?"),
+        crate::proxy::Route::Direct => format!("{e}; is a proxy needed, or the URL wrong?"),
     })?;
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let _ = tcp.set_read_timeout(Some(left));
