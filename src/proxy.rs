@@ -142,11 +142,11 @@ impl DialError {
 fn auth_message(proxy: &str, sent_credentials: bool, offered: &[String]) -> String {
     let mut text = if sent_credentials {
         format!(
-            "proxy authentication required: the proxy {proxy} refused the user/password (407); check them (mini-connector configure --proxy http://USER@HOST:PORT --proxy-password-stdin)"
+            "proxy authentication required: the proxy {proxy} refused the user/password; check them (mini-connector configure --proxy http://USER@HOST:PORT --proxy-password-stdin)"
         )
     } else {
         format!(
-            "proxy authentication required: the proxy {proxy} wants a user and password (407); set them with mini-connector configure --proxy http://USER@HOST:PORT --proxy-password-stdin"
+            "proxy authentication required: the proxy {proxy} wants a user and password; set them with mini-connector configure --proxy http://USER@HOST:PORT --proxy-password-stdin"
         )
     };
     if !offered.is_empty() && !offered.iter().any(|s| s.eq_ignore_ascii_case("basic")) {
@@ -596,12 +596,13 @@ pub fn classify(head: &str, proxy: &str, target: &str, sent_credentials: bool) -
                 || header("transfer-encoding").is_some();
             if has_body { Err(DialError::LoginPage { proxy, target, location: None }) } else { Ok(()) }
         }
-        407 => Err(DialError::AuthRequired {
+        // 401 is what some proxies (tinyproxy) answer to wrong credentials.
+        401 | 407 => Err(DialError::AuthRequired {
             proxy,
             sent_credentials,
             offered: headers
                 .iter()
-                .filter(|(n, _)| n == "proxy-authenticate")
+                .filter(|(n, _)| n == "proxy-authenticate" || n == "www-authenticate")
                 .filter_map(|(_, v)| v.split_whitespace().next().map(str::to_owned))
                 .collect(),
         }),
@@ -732,6 +733,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("NTLM, Negotiate") && e.contains("docs/NETWORK.md"), "{e}");
+
+        let e = c("HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"t\"\r\n\r\n", true).unwrap_err();
+        assert!(matches!(e, DialError::AuthRequired { .. }), "tinyproxy's answer to a wrong password: {e}");
 
         let e = c("HTTP/1.1 403 Forbidden\r\n\r\n", false).unwrap_err().to_string();
         assert!(e.contains("forbids CONNECT to gw:443"), "{e}");

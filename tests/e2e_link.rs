@@ -114,7 +114,7 @@ fn start_link(
         LinkSettings {
             url: format!("wss://127.0.0.1:{}/ws", relay.addr.port()),
             connector_name: tag.into(),
-            proxy: None,
+            proxy: mini_connector::proxy::ProxySettings::direct(),
             tls,
             reconnect_max,
             heartbeat_interval: heartbeat,

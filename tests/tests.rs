@@ -24,6 +24,7 @@ mod e2e_hostile;
 mod e2e_lifecycle;
 mod e2e_link;
 mod e2e_postgres;
+mod e2e_proxy;
 mod e2e_query;
 mod e2e_upload;
 mod protocol_golden;

@@ -19,6 +19,8 @@ use crate::exit;
 Examples:
   echo \"$API_KEY\" | mini-connector configure --name Warehouse --cloud-url wss://console.example.com/ws --api-key-stdin
   mini-connector configure --proxy http://proxy.corp:3128
+  echo \"$PROXY_PASSWORD\" | mini-connector configure --proxy http://alice@proxy.corp:3128 --proxy-password-stdin
+  mini-connector configure --pin-spki sha256/AAAA...= --pin-spki sha256/BBBB...=
   mini-connector configure --ca-cert /etc/ssl/corp-root.pem --heartbeat-ms 15000
 
 The key is checked locally (format and checksum), stored in the machine-bound vault (Linux) or
@@ -36,9 +38,17 @@ pub struct ConfigureArgs {
     /// wss:// URL of the cloud gateway (required for a new configuration).
     #[arg(long, value_name = "URL")]
     cloud_url: Option<String>,
-    /// HTTP CONNECT proxy, http://host:port; an empty value removes it.
+    /// HTTP CONNECT proxy, http://[USER[:PASSWORD]@]host:port; the user goes to proxyUser, the
+    /// password to the vault (never the configuration). An empty value removes the proxy.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
+    /// Read the proxy password from the first line of stdin (for the user in --proxy).
+    #[arg(long, conflicts_with = "api_key_stdin")]
+    proxy_password_stdin: bool,
+    /// Pin the cloud's certificate chain: sha256/BASE64 of a SubjectPublicKeyInfo (leaf,
+    /// intermediate or CA). Repeatable; replaces the list; "" removes every pin.
+    #[arg(long, value_name = "PIN")]
+    pin_spki: Vec<String>,
     /// Extra CA certificate (PEM) to trust for the gateway; an empty value removes it.
     #[arg(long, value_name = "PEM")]
     ca_cert: Option<PathBuf>,
@@ -159,6 +169,19 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         args.config.load()?;
     }
     let key = args.key.take()?;
+    let proxy_password = if args.proxy_password_stdin {
+        Some(secret_from_stdin("proxy password")?)
+    } else {
+        None
+    };
+    let pinned_spki = if args.pin_spki.is_empty() {
+        None
+    } else {
+        for pin in args.pin_spki.iter().filter(|p| !p.trim().is_empty()) {
+            mini_connector::tls::parse_pin(pin).map_err(|e| Fail::usage(format!("--pin-spki: {e}")))?;
+        }
+        Some(std::mem::take(&mut args.pin_spki))
+    };
     if key.is_none() && !existing {
         return Err(Fail::usage("a new configuration needs the API key: --api-key-stdin (or --api-key KEY)"));
     }
@@ -182,14 +205,22 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         ..SettingsChange::default()
     };
     drop(key);
-    let done = setup::settings::configure_with(&path, change)?;
+    let net = setup::settings::NetChange { proxy_password, pinned_spki };
+    let done = setup::settings::configure_net(&path, change, net)?;
     let config = &done.config;
 
     println!("{} {}", if done.created { "created" } else { "updated" }, path.display());
     println!("connector:  {}", config.connector_name);
     println!("cloud:      {}", config.cloud_url);
     if let Some(proxy) = &config.proxy_url {
-        println!("proxy:      {proxy}");
+        // Never the password: it is in the vault (and a URL with one was split above).
+        match &config.proxy_user {
+            Some(user) => println!("proxy:      {proxy} (user {user}, password in the vault)"),
+            None => println!("proxy:      {proxy}"),
+        }
+    }
+    if !config.pinned_spki.is_empty() {
+        println!("pinned:     {}", config.pinned_spki.join(", "));
     }
     match &done.key_stored {
         Some(masked) => println!("API key:    {masked} (stored in {})", config.api_key_ref),
