@@ -31,7 +31,11 @@ use crate::proxy::ProxySettings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds a ureq agent on `tls`, reaching hosts along `proxy`'s routes.
-pub fn agent(tls: Arc<ClientConfig>, proxy: ProxySettings, timeout: Duration) -> Result<ureq::Agent, ureq::Error> {
+pub fn agent(
+    tls: Arc<ClientConfig>,
+    proxy: ProxySettings,
+    timeout: Duration,
+) -> Result<ureq::Agent, ureq::Error> {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         // A host that does not answer fails the attempt early (the uploader then retries or
@@ -75,7 +79,11 @@ impl fmt::Debug for Dial {
 impl<In: Transport> Connector<In> for Dial {
     type Out = Either<In, TcpTransport>;
 
-    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
         if chained.is_some() {
             return Ok(chained.map(Either::A));
         }

@@ -379,7 +379,11 @@ impl LinkThread {
 
         let route = self.settings.proxy.route(&host, port);
         let tcp = crate::proxy::dial(&route, &host, port, deadline).map_err(|e| {
-            if e.is_proxy_refusal() { End::Reconnect(e.to_string()) } else { fail("cannot reach the cloud", &e) }
+            if e.is_proxy_refusal() {
+                End::Reconnect(e.to_string())
+            } else {
+                fail("cannot reach the cloud", &e)
+            }
         })?;
         tcp.set_nodelay(true).map_err(|e| fail("socket", &e))?;
         tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| fail("socket", &e))?;
@@ -562,7 +566,12 @@ pub(crate) fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Resul
 /// Kept for callers not yet moved to [`crate::proxy::dial`], which also takes credentials and
 /// `NO_PROXY` into account.
 #[allow(dead_code)] // callers in other branches (doctor) move to `crate::proxy::dial`
-pub(crate) fn connect_via_proxy(proxy: &str, host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
+pub(crate) fn connect_via_proxy(
+    proxy: &str,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> io::Result<TcpStream> {
     let settings = crate::proxy::ProxySettings::resolve(Some(proxy), None, None, &|_| None)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     crate::proxy::dial(&settings.route(host, port), host, port, deadline).map_err(io::Error::other)

@@ -53,7 +53,9 @@ pub enum DialError {
         offered: Vec<String>,
     },
     /// The proxy answered 403.
-    #[error("the proxy {proxy} forbids CONNECT to {target} (403): ask its administrator to allow this host and port")]
+    #[error(
+        "the proxy {proxy} forbids CONNECT to {target} (403): ask its administrator to allow this host and port"
+    )]
     Forbidden {
         /// `http://host:port` of the proxy.
         proxy: String,
@@ -123,7 +125,10 @@ impl DialError {
     pub fn is_proxy_refusal(&self) -> bool {
         matches!(
             self,
-            Self::AuthRequired { .. } | Self::Forbidden { .. } | Self::LoginPage { .. } | Self::Refused { .. }
+            Self::AuthRequired { .. }
+                | Self::Forbidden { .. }
+                | Self::LoginPage { .. }
+                | Self::Refused { .. }
         )
     }
 
@@ -240,9 +245,7 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, DialError> {
     let rest = match text.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) => {
-            return Err(bad(&format!(
-                "only http:// CONNECT proxies are supported, not {scheme}://"
-            )));
+            return Err(bad(&format!("only http:// CONNECT proxies are supported, not {scheme}://")));
         }
         None => text,
     };
@@ -349,10 +352,8 @@ impl ProxySettings {
         password: Option<Zeroizing<String>>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, DialError> {
-        let no_proxy = env("NO_PROXY")
-            .or_else(|| env("no_proxy"))
-            .map(|list| parse_no_proxy(&list))
-            .unwrap_or_default();
+        let no_proxy =
+            env("NO_PROXY").or_else(|| env("no_proxy")).map(|list| parse_no_proxy(&list)).unwrap_or_default();
         let proxy = if let Some(url) = proxy_url {
             if has_credentials(url) {
                 return Err(DialError::Config(
@@ -360,7 +361,12 @@ impl ProxySettings {
                 ));
             }
             let parsed = parse_proxy_url(url)?;
-            Some(Proxy { host: parsed.host, port: parsed.port, user: proxy_user.map(str::to_owned), password })
+            Some(Proxy {
+                host: parsed.host,
+                port: parsed.port,
+                user: proxy_user.map(str::to_owned),
+                password,
+            })
         } else if let Some((name, url)) = env_proxy(env) {
             let parsed = parse_proxy_url(&url).map_err(|e| DialError::Config(format!("{name}: {e}")))?;
             Some(Proxy { host: parsed.host, port: parsed.port, user: parsed.user, password: parsed.password })
@@ -475,7 +481,8 @@ fn parse_no_proxy(list: &str) -> Vec<NoProxy> {
 
 impl NoProxy {
     fn matches(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+        let host =
+            host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
         match self {
             Self::All => true,
             Self::Domain { name, exact_too, port: want } => {
@@ -531,16 +538,21 @@ pub fn dial(route: &Route, host: &str, port: u16, deadline: Instant) -> Result<T
                 }
             })?;
             classify(&head, &proxy.url(), &target, proxy.user.is_some())?;
-            tcp.set_read_timeout(None).and_then(|()| tcp.set_write_timeout(None)).map_err(|e| {
-                DialError::Protocol { proxy: proxy.url(), reason: e.to_string() }
-            })?;
+            tcp.set_read_timeout(None)
+                .and_then(|()| tcp.set_write_timeout(None))
+                .map_err(|e| DialError::Protocol { proxy: proxy.url(), reason: e.to_string() })?;
             Ok(tcp)
         }
     }
 }
 
 /// Sends CONNECT and reads the answer's head (up to the blank line; nothing after it).
-fn connect_exchange(tcp: &mut TcpStream, proxy: &Proxy, target: &str, deadline: Instant) -> io::Result<String> {
+fn connect_exchange(
+    tcp: &mut TcpStream,
+    proxy: &Proxy,
+    target: &str,
+    deadline: Instant,
+) -> io::Result<String> {
     let left = || {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() { Err(io::Error::new(io::ErrorKind::TimedOut, "deadline")) } else { Ok(left) }
@@ -561,7 +573,9 @@ fn connect_exchange(tcp: &mut TcpStream, proxy: &Proxy, target: &str, deadline: 
         }
         tcp.set_read_timeout(Some(left()?))?;
         match tcp.read(&mut byte)? {
-            0 if head.is_empty() => return Err(io::Error::other("the proxy closed the connection without answering")),
+            0 if head.is_empty() => {
+                return Err(io::Error::other("the proxy closed the connection without answering"));
+            }
             0 => return Err(io::Error::other("the proxy closed the connection in the middle of its answer")),
             _ => head.push(byte[0]),
         }
@@ -615,7 +629,9 @@ pub fn classify(head: &str, proxy: &str, target: &str, sent_credentials: bool) -
 /// `scheme://host[:port]` of a URL: a login URL's path and query may carry tokens.
 fn origin(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or_default()),
+        Some((scheme, rest)) => {
+            format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or_default())
+        }
         None => url.split(['/', '?', '#']).next().unwrap_or_default().to_owned(),
     }
 }
@@ -683,7 +699,10 @@ mod tests {
         let s = ProxySettings::resolve(None, None, None, &env).unwrap();
         assert_eq!(s.proxy().unwrap().url(), "http://envproxy:8080");
         let lower = |name: &str| (name == "all_proxy").then(|| "proxy.corp:81".to_owned());
-        assert_eq!(ProxySettings::resolve(None, None, None, &lower).unwrap().proxy().unwrap().url(), "http://proxy.corp:81");
+        assert_eq!(
+            ProxySettings::resolve(None, None, None, &lower).unwrap().proxy().unwrap().url(),
+            "http://proxy.corp:81"
+        );
         assert!(ProxySettings::resolve(None, None, None, &|_| None).unwrap().proxy().is_none());
         let socks = |name: &str| (name == "ALL_PROXY").then(|| "socks5://s:1080".to_owned());
         let err = ProxySettings::resolve(None, None, None, &socks).unwrap_err().to_string();
@@ -713,7 +732,11 @@ mod tests {
         assert!(parse_proxy_url("http://proxy:99999").is_err());
         let err = parse_proxy_url("http://u:sec%ZZret@proxy").unwrap_err().to_string();
         assert!(!err.contains("sec"), "{err}");
-        assert!(has_credentials("http://u:p@h:1") && has_credentials("http://u@h") && !has_credentials("http://h:1"));
+        assert!(
+            has_credentials("http://u:p@h:1")
+                && has_credentials("http://u@h")
+                && !has_credentials("http://h:1")
+        );
     }
 
     #[test]
@@ -722,29 +745,36 @@ mod tests {
         assert!(c("HTTP/1.1 200 Connection established\r\n\r\n", false).is_ok());
         assert!(c("HTTP/1.0 200 OK\r\nProxy-agent: x\r\n\r\n", false).is_ok());
 
-        let e = c("HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n", true)
-            .unwrap_err();
+        let e = c(
+            "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n",
+            true,
+        )
+        .unwrap_err();
         assert!(matches!(e, DialError::AuthRequired { sent_credentials: true, .. }));
         assert!(e.to_string().starts_with("proxy authentication required"), "{e}");
         assert!(e.to_string().contains("check them") && e.to_string().contains("configure --proxy"), "{e}");
         assert!(e.is_proxy_refusal());
 
-        let e = c("HTTP/1.1 407 x\r\nProxy-Authenticate: NTLM\r\nProxy-Authenticate: Negotiate\r\n\r\n", false)
-            .unwrap_err()
-            .to_string();
+        let e =
+            c("HTTP/1.1 407 x\r\nProxy-Authenticate: NTLM\r\nProxy-Authenticate: Negotiate\r\n\r\n", false)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("NTLM, Negotiate") && e.contains("docs/NETWORK.md"), "{e}");
 
-        let e = c("HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"t\"\r\n\r\n", true).unwrap_err();
+        let e =
+            c("HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"t\"\r\n\r\n", true).unwrap_err();
         assert!(matches!(e, DialError::AuthRequired { .. }), "tinyproxy's answer to a wrong password: {e}");
 
         let e = c("HTTP/1.1 403 Forbidden\r\n\r\n", false).unwrap_err().to_string();
         assert!(e.contains("forbids CONNECT to gw:443"), "{e}");
 
-        let e = c("HTTP/1.1 302 Found\r\nLocation: https://login.corp/auth?token=abc\r\n\r\n", false).unwrap_err();
+        let e = c("HTTP/1.1 302 Found\r\nLocation: https://login.corp/auth?token=abc\r\n\r\n", false)
+            .unwrap_err();
         assert!(matches!(&e, DialError::LoginPage { location: Some(l), .. } if l == "https://login.corp"));
         assert!(e.to_string().contains("login page") && !e.to_string().contains("token"), "{e}");
 
-        let e = c("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 512\r\n\r\n", false).unwrap_err();
+        let e = c("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 512\r\n\r\n", false)
+            .unwrap_err();
         assert!(matches!(e, DialError::LoginPage { location: None, .. }), "{e}");
 
         let e = c("HTTP/1.1 502 Bad Gateway\r\n\r\n", false).unwrap_err().to_string();
@@ -772,7 +802,8 @@ mod tests {
     fn an_unreachable_proxy_and_a_silent_one_are_named() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let settings = ProxySettings::resolve(Some(&format!("http://127.0.0.1:{port}")), None, None, &|_| None).unwrap();
+        let settings =
+            ProxySettings::resolve(Some(&format!("http://127.0.0.1:{port}")), None, None, &|_| None).unwrap();
         let route = settings.route("gw.example", 443);
         let e = dial(&route, "gw.example", 443, Instant::now() + Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, DialError::ProxyTimeout { .. }), "{e}");

@@ -17,7 +17,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme,
+};
 
 use crate::config::AgentConfig;
 
@@ -121,7 +123,9 @@ struct Verifier {
 
 /// A certificate error with our text ("invalid peer certificate: …").
 fn cert_error(text: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(std::io::Error::other(text)))))
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(std::io::Error::other(
+        text,
+    )))))
 }
 
 impl ServerCertVerifier for Verifier {
@@ -203,7 +207,7 @@ mod tests {
     fn spki_hash_is_that_of_the_public_key_info() {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["x.test".into()]).unwrap().self_signed(&key).unwrap();
-        let expected = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
+        let expected = ring::digest::digest(&ring::digest::SHA256, &rcgen::PublicKeyData::subject_public_key_info(&key));
         assert_eq!(spki_sha256(cert.der()).unwrap().as_slice(), expected.as_ref());
         // A new certificate for the same key has the same pin.
         let again = rcgen::CertificateParams::new(vec!["y.test".into()]).unwrap().self_signed(&key).unwrap();

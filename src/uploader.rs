@@ -1031,7 +1031,7 @@ pub(crate) mod test_endpoint {
 
         pub fn agent(&self) -> ureq::Agent {
             let tls = crate::tls::client_config(Some(&self.ca)).unwrap();
-            crate::https::agent(tls, None, Duration::from_secs(10)).unwrap()
+            crate::https::agent(tls, crate::proxy::ProxySettings::direct(), Duration::from_secs(10)).unwrap()
         }
 
         pub fn seen(&self) -> Vec<Seen> {

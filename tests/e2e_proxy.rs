@@ -199,9 +199,13 @@ fn basic_auth_credentials_live_in_the_vault_and_a_wrong_password_is_a_proxy_erro
     let config = config_with_vault(&world, "Authed", json!({}));
     let config_arg = config.to_str().unwrap();
     let url_with_password = format!("http://alice:{PASSWORD}@127.0.0.1:{}", proxy.port);
-    let (code, out, err) = cli_stdin(&["configure", "--config", config_arg, "--proxy", &url_with_password], "");
+    let (code, out, err) =
+        cli_stdin(&["configure", "--config", config_arg, "--proxy", &url_with_password], "");
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "configure printed the password:\n{out}{err}");
+    assert!(
+        !out.contains(PASSWORD) && !err.contains(PASSWORD),
+        "configure printed the password:\n{out}{err}"
+    );
     assert!(out.contains(&format!("proxy:      {} (user alice", proxy.url())), "{out}");
     let saved = std::fs::read_to_string(&config).unwrap();
     assert!(!saved.contains(PASSWORD), "the password is in config.json:\n{saved}");
@@ -220,7 +224,14 @@ fn basic_auth_credentials_live_in_the_vault_and_a_wrong_password_is_a_proxy_erro
 
     // A wrong password (given on stdin this time): the agent says the proxy refused it.
     let (code, out, err) = cli_stdin(
-        &["configure", "--config", config_arg, "--proxy", &format!("http://alice@127.0.0.1:{}", proxy.port), "--proxy-password-stdin"],
+        &[
+            "configure",
+            "--config",
+            config_arg,
+            "--proxy",
+            &format!("http://alice@127.0.0.1:{}", proxy.port),
+            "--proxy-password-stdin",
+        ],
         "not-the-password\n",
     );
     assert_eq!(code, Some(0), "{out}{err}");
@@ -241,7 +252,8 @@ fn basic_auth_credentials_live_in_the_vault_and_a_wrong_password_is_a_proxy_erro
 #[test]
 fn an_existing_config_with_inline_credentials_is_refused_until_configure_moves_them() {
     let world = World::new("proxy-inline");
-    let config = config_with_vault(&world, "Inline", json!({ "proxyUrl": "http://bob:hunter22@127.0.0.1:9" }));
+    let config =
+        config_with_vault(&world, "Inline", json!({ "proxyUrl": "http://bob:hunter22@127.0.0.1:9" }));
     let agent = start_agent_env(&config, &[]);
     agent.wait_log("holds a user or password");
     assert!(!agent.log_text().contains("hunter22"), "{}", agent.log_text());

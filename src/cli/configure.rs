@@ -169,11 +169,8 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         args.config.load()?;
     }
     let key = args.key.take()?;
-    let proxy_password = if args.proxy_password_stdin {
-        Some(secret_from_stdin("proxy password")?)
-    } else {
-        None
-    };
+    let proxy_password =
+        if args.proxy_password_stdin { Some(secret_from_stdin("proxy password")?) } else { None };
     let pinned_spki = if args.pin_spki.is_empty() {
         None
     } else {

@@ -105,7 +105,11 @@ pub fn configure_with(config_path: &Path, change: SettingsChange) -> Result<Conf
 /// in the file by an older version) is split into `proxyUser` and the vault's `proxy:password`.
 /// A new `proxyUrl` replaces the whole proxy setting: without a user in it, `proxyUser` and the
 /// stored password are dropped; an empty one removes the proxy.
-pub fn configure_net(config_path: &Path, mut change: SettingsChange, mut net: NetChange) -> Result<Configured> {
+pub fn configure_net(
+    config_path: &Path,
+    mut change: SettingsChange,
+    mut net: NetChange,
+) -> Result<Configured> {
     let existing = config_path.exists();
     let mut config = if existing {
         load(config_path)?
@@ -159,7 +163,8 @@ pub fn configure_net(config_path: &Path, mut change: SettingsChange, mut net: Ne
         drop_proxy_password = false;
     }
     if let Some(pins) = net.pinned_spki.take() {
-        config.pinned_spki = pins.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+        config.pinned_spki =
+            pins.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
     }
     if let Some(ca) = change.ca_cert_path.take() {
         if ca.is_empty() {
