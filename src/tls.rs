@@ -114,6 +114,33 @@ pub fn issuer_name(cert_der: &[u8]) -> Option<String> {
     Some(cert.issuer().to_string())
 }
 
+/// One certificate of a chain, as `doctor` and admins see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// Its `pinnedSpki` value (`sha256/BASE64`).
+    pub pin: String,
+}
+
+/// Subject, issuer and pin of each certificate of a presented chain (leaf first); a
+/// certificate that cannot be parsed is left out.
+pub fn describe_chain(chain: &[CertificateDer<'_>]) -> Vec<CertSummary> {
+    chain
+        .iter()
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            Some(CertSummary {
+                subject: cert.subject().to_string(),
+                issuer: cert.issuer().to_string(),
+                pin: pin_string(&spki_sha256(der).ok()?),
+            })
+        })
+        .collect()
+}
+
 /// WebPKI verification (roots + `caCertPath`), then the SPKI pins.
 #[derive(Debug)]
 struct Verifier {
@@ -207,11 +234,16 @@ mod tests {
     fn spki_hash_is_that_of_the_public_key_info() {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["x.test".into()]).unwrap().self_signed(&key).unwrap();
-        let expected = ring::digest::digest(&ring::digest::SHA256, &rcgen::PublicKeyData::subject_public_key_info(&key));
+        let expected =
+            ring::digest::digest(&ring::digest::SHA256, &rcgen::PublicKeyData::subject_public_key_info(&key));
         assert_eq!(spki_sha256(cert.der()).unwrap().as_slice(), expected.as_ref());
         // A new certificate for the same key has the same pin.
         let again = rcgen::CertificateParams::new(vec!["y.test".into()]).unwrap().self_signed(&key).unwrap();
         assert_eq!(spki_sha256(again.der()).unwrap(), spki_sha256(cert.der()).unwrap());
         assert!(spki_sha256(b"not a certificate").is_err());
+        let chain = describe_chain(&[cert.der().clone()]);
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].pin, pin_string(&spki_sha256(cert.der()).unwrap()));
+        assert_eq!(chain[0].subject, chain[0].issuer, "self-signed");
     }
 }

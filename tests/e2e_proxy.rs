@@ -250,6 +250,21 @@ fn basic_auth_credentials_live_in_the_vault_and_a_wrong_password_is_a_proxy_erro
 }
 
 #[test]
+fn a_proxy_that_forbids_the_port_is_reported_as_forbidding_it() {
+    let world = World::new("proxy-forbidden");
+    // CONNECT is allowed to another port only: tinyproxy answers 403.
+    let other = gateway_port(&world).wrapping_add(1).max(1);
+    let Some(proxy) = Tinyproxy::start(&world.dir.0, other, None) else { return };
+    let config = config_with_vault(&world, "Forbidden", json!({ "proxyUrl": proxy.url() }));
+    let agent = start_agent_env(&config, &[]);
+    agent.wait_log("forbids CONNECT to 127.0.0.1:");
+    let log = agent.log_text();
+    let line = log.lines().find(|l| l.contains("forbids CONNECT")).unwrap();
+    assert!(line.contains(&format!("the proxy {} forbids CONNECT", proxy.url())), "{line}");
+    assert!(!line.contains("TLS"), "{line}");
+}
+
+#[test]
 fn an_existing_config_with_inline_credentials_is_refused_until_configure_moves_them() {
     let world = World::new("proxy-inline");
     let config =
