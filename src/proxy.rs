@@ -413,6 +413,11 @@ fn load_password(config: &AgentConfig) -> Result<Zeroizing<String>, DialError> {
     }
 }
 
+/// Whether a proxy password is stored in `config`'s vault (an unreadable vault counts as no).
+pub fn password_stored(config: &AgentConfig) -> bool {
+    load_password(config).is_ok()
+}
+
 /// Stores the proxy password in `config`'s vault (creating it if needed).
 pub fn store_password(config: &AgentConfig, password: &str) -> Result<(), crate::config::ConfigError> {
     let vault = config.open_vault()?;

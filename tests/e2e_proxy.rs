@@ -275,9 +275,20 @@ fn an_existing_config_with_inline_credentials_is_refused_until_configure_moves_t
     drop(agent);
     let (code, out, err) = cli_stdin(&["configure", "--config", config.to_str().unwrap()], "");
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("(user bob, password in the vault)"), "{out}");
     let saved = std::fs::read_to_string(&config).unwrap();
     assert!(!saved.contains("hunter22"), "{saved}");
     assert!(saved.contains("\"proxyUser\": \"bob\""), "{saved}");
+
+    // Another user does not inherit bob's password.
+    let (code, out, err) = cli_stdin(
+        &["configure", "--config", config.to_str().unwrap(), "--proxy", "http://carol@127.0.0.1:9"],
+        "",
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("(user carol)") && out.contains("no proxy password is stored yet"), "{out}");
+    let agent = start_agent_env(&config, &[]);
+    agent.wait_log("no proxy password is stored");
 }
 
 #[test]

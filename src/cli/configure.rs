@@ -169,8 +169,21 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         args.config.load()?;
     }
     let key = args.key.take()?;
-    let proxy_password =
-        if args.proxy_password_stdin { Some(secret_from_stdin("proxy password")?) } else { None };
+    let proxy_password = if args.proxy_password_stdin {
+        Some(secret_from_stdin("proxy password")?)
+    } else {
+        // `--proxy http://USER@host:port` on a terminal: ask for the password, without echo.
+        let wants_password = args
+            .proxy
+            .as_deref()
+            .and_then(|url| mini_connector::proxy::parse_proxy_url(url).ok())
+            .is_some_and(|url| url.user.is_some() && url.password.is_none());
+        if wants_password && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            Some(secret_from_prompt("Proxy password: ", "proxy password", "--proxy-password-stdin")?)
+        } else {
+            None
+        }
+    };
     let pinned_spki = if args.pin_spki.is_empty() {
         None
     } else {
@@ -212,7 +225,15 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
     if let Some(proxy) = &config.proxy_url {
         // Never the password: it is in the vault (and a URL with one was split above).
         match &config.proxy_user {
-            Some(user) => println!("proxy:      {proxy} (user {user}, password in the vault)"),
+            Some(user) if mini_connector::proxy::password_stored(config) => {
+                println!("proxy:      {proxy} (user {user}, password in the vault)")
+            }
+            Some(user) => {
+                println!("proxy:      {proxy} (user {user})");
+                println!(
+                    "note:       no proxy password is stored yet: echo \"$PASSWORD\" | mini-connector configure --proxy-password-stdin"
+                );
+            }
             None => println!("proxy:      {proxy}"),
         }
     }

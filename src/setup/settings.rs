@@ -135,10 +135,9 @@ pub fn configure_net(
     if let Some(url) = change.cloud_url.take() {
         config.cloud_url = url;
     }
-    let mut drop_proxy_password = false;
+    let old_proxy_user = config.proxy_user.clone();
     if let Some(proxy) = change.proxy_url.take() {
         let proxy = proxy.trim().to_owned();
-        drop_proxy_password = config.proxy_user.is_some();
         config.proxy_user = None;
         config.proxy_url = (!proxy.is_empty()).then_some(proxy);
     }
@@ -148,20 +147,19 @@ pub fn configure_net(
         if crate::proxy::has_credentials(&url) {
             config.proxy_url = Some(parsed.without_credentials());
             config.proxy_user = parsed.user;
-            drop_proxy_password = config.proxy_user.is_none();
             if parsed.password.is_some() && proxy_password.is_none() {
                 proxy_password = parsed.password;
             }
         }
     }
-    if proxy_password.is_some() {
-        if config.proxy_user.is_none() {
-            return Err(SetupError::invalid(
-                "a proxy password needs a proxy user: give the proxy as http://USER@HOST:PORT",
-            ));
-        }
-        drop_proxy_password = false;
+    if proxy_password.is_some() && config.proxy_user.is_none() {
+        return Err(SetupError::invalid(
+            "a proxy password needs a proxy user: give the proxy as http://USER@HOST:PORT",
+        ));
     }
+    // The stored password belongs to the old user: it goes when the user changes or goes.
+    let drop_proxy_password =
+        proxy_password.is_none() && old_proxy_user.is_some() && config.proxy_user != old_proxy_user;
     if let Some(pins) = net.pinned_spki.take() {
         config.pinned_spki =
             pins.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
