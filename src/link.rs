@@ -550,6 +550,7 @@ fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
         protocol_version: PROTOCOL_VERSION,
         instance_id: settings.instance_id.clone(),
         max_in_flight: settings.max_in_flight,
+        probe: false,
     })
 }
 

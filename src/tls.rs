@@ -28,6 +28,18 @@ pub enum TlsError {
 
 /// Builds the client configuration: TLS 1.3 only, standard roots plus `ca_cert` (PEM) if given.
 pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = root_store(ca_cert)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The trust anchors of [`client_config`]: the Mozilla roots plus `ca_cert` (PEM) if given.
+/// `doctor` verifies with the same ones.
+pub fn root_store(ca_cert: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = ca_cert {
         let ca_err = |reason: String| TlsError::CaCert { path: path.display().to_string(), reason };
@@ -42,10 +54,5 @@ pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
             roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(roots)
 }
