@@ -840,6 +840,17 @@ mod tests {
     }
 
     #[test]
+    fn doctor_answers_a_report_with_a_warning() {
+        let b = ScriptedBackend::demo(Duration::from_millis(50)).with_test_delay(Duration::ZERO);
+        let ControlReply::Doctor(report) = b.request(ControlRequest::Doctor) else { panic!() };
+        assert_eq!(report.verdict, protocol::control::Verdict::Warn);
+        assert_eq!(report.steps.first().map(|s| s.name.as_str()), Some("config"));
+        let rows = crate::model::doctor::rows(&report, "now");
+        assert_eq!(rows.len(), report.steps.len() + 1);
+        assert!(b.state().requests.contains(&"doctor".to_owned()));
+    }
+
+    #[test]
     fn the_script_plays_in_order_and_pause_turns_it_grey() {
         let b = ScriptedBackend::demo(Duration::from_millis(50));
         let (tx, rx) = unbounded();
