@@ -91,7 +91,12 @@ mod tests {
                 Some("set caCertPath to its CA"),
             ),
             step("websocket", StepStatus::Skipped, "skipped: the TLS handshake failed", None),
-            step("database:erp", StepStatus::Warn, "connected\nuser can write", Some("a SELECT-only user\nSQL")),
+            step(
+                "database:erp",
+                StepStatus::Warn,
+                "connected\nuser can write",
+                Some("a SELECT-only user\nSQL"),
+            ),
         ]);
         let rows = rows(&report, "10:42:00");
         assert_eq!(rows.len(), 5);

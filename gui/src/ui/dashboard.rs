@@ -512,7 +512,8 @@ impl Dashboard {
         let errors = DataTable::new(cx, sy + 454, cw, sh - 454);
         g.end();
         sections.push(g);
-        let diagnostics = Diagnostics { table: dt, run_checks, chart: d_chart, chart_caption: d_caption, errors };
+        let diagnostics =
+            Diagnostics { table: dt, run_checks, chart: d_chart, chart_caption: d_caption, errors };
 
         for g in sections.iter_mut().skip(1) {
             g.hide();
