@@ -341,3 +341,80 @@ fn a_configuration_that_does_not_load_exits_2() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.starts_with("[FAIL] config"), "{text}");
 }
+
+/// A TLS 1.3 server on loopback that answers every request with `403 Forbidden`: what a proxy or
+/// filter that strips WebSocket upgrades looks like. Returns its port and its certificate (PEM).
+fn upgrade_refusing_server(dir: &Path) -> (u16, PathBuf) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert_path = dir.join("refusing-cert.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    let chain = vec![CertificateDer::from(certified.cert.der().to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(WATCHDOG));
+                let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                let mut tls = rustls::StreamOwned::new(conn, &mut tcp);
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    (port, cert_path)
+}
+
+#[test]
+fn a_refused_websocket_upgrade_warns_that_the_agent_uses_the_https_fallback() {
+    let world = World::new("doctor-ws");
+    let key = world.key("Filtered");
+    let (port, cert) = upgrade_refusing_server(&world.dir.0);
+    let config = world.agent_config(
+        "Filtered",
+        key.expose(),
+        json!({ "cloudUrl": format!("wss://127.0.0.1:{port}/ws"), "caCertPath": cert }),
+    );
+    let (code, report, _) = doctor_json(&config);
+    for name in ["config", "dns", "proxy", "tcp", "tls"] {
+        assert_eq!(status(&report, name), "ok", "{name}: {report:#}");
+    }
+    let ws = step(&report, "websocket");
+    assert_eq!(ws["status"], "warn", "{ws:#}");
+    let detail = ws["detail"].as_str().unwrap();
+    assert!(detail.contains("403 Forbidden"), "{ws:#}");
+    assert!(
+        detail.contains("the WebSocket upgrade is blocked; the agent will use the HTTPS fallback"),
+        "{ws:#}"
+    );
+    assert_eq!(ws["data"]["status"], 403);
+    assert_eq!(status(&report, "auth"), "skipped");
+    assert_eq!(report["verdict"], "warn", "{report:#}");
+    assert_eq!(code, Some(0), "a warning is not a failure: {report:#}");
+}
