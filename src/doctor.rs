@@ -849,7 +849,7 @@ impl Doctor {
                             "{head}\n{who} can change data{}; the agent stays read-only regardless\n{pool_line}",
                             if p.superuser { " (superuser)" } else { "" }
                         ),
-                        format!("a SELECT-only user is safer:\n{}", p.suggested_sql),
+                        format!("a SELECT-only user is safer:\n{}", p.suggested_sql.trim_end()),
                         data,
                     ));
                 }
