@@ -727,48 +727,8 @@ impl Doctor {
 
     /// Step 8.
     fn clock(&mut self, server_time: &str, round_trip: Duration) {
-        const NAME: &str = "clock";
-        let Ok(server) = chrono::DateTime::parse_from_rfc3339(server_time) else {
-            self.push(warn(
-                NAME,
-                format!("serverTime {server_time:?} is not an RFC 3339 time"),
-                "the gateway's clock cannot be compared",
-                Value::Null,
-            ));
-            return;
-        };
-        // The gateway wrote serverTime about half a round trip before the answer arrived.
-        let server_ms = server.timestamp_millis() + i64::try_from(round_trip.as_millis() / 2).unwrap_or(0);
-        let local_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let skew_ms = local_ms - server_ms;
-        let skew = Duration::from_millis(skew_ms.unsigned_abs());
-        let direction = if skew_ms >= 0 { "ahead of" } else { "behind" };
-        let shown = humantime::format_duration(Duration::from_secs(skew.as_secs())).to_string();
-        let data = json!({ "serverTime": server_time, "skewMs": skew_ms });
-        let why = "timestamps in heartbeats, the audit log and results then disagree with the \
-                   console's, and a clock far off makes certificates look expired or not yet valid";
-        let hint = "synchronise this machine's clock (NTP: `timedatectl set-ntp true`, on Windows \
-                    `w32tm /resync`)";
-        if skew >= SKEW_FAIL {
-            self.push(fail(
-                NAME,
-                format!("this machine's clock is {shown} {direction} the gateway's: {why}"),
-                hint,
-                data,
-            ));
-        } else if skew >= SKEW_WARN {
-            self.push(warn(
-                NAME,
-                format!("this machine's clock is {shown} {direction} the gateway's: {why}"),
-                hint,
-                data,
-            ));
-        } else {
-            self.push(ok(NAME, format!("within {} ms of the gateway's clock", skew.as_millis()), data));
-        }
+        let local = SystemTime::now();
+        self.push(clock_step(server_time, round_trip, local));
     }
 
     /// Step 9: each configured database.
@@ -872,6 +832,46 @@ impl Doctor {
                 }
             }
         }
+    }
+}
+
+/// Step 8: the skew between `local` (when the answer arrived) and the gateway's `serverTime`,
+/// which was written about half a round trip earlier.
+fn clock_step(server_time: &str, round_trip: Duration, local: SystemTime) -> DoctorStep {
+    const NAME: &str = "clock";
+    let Ok(server) = chrono::DateTime::parse_from_rfc3339(server_time) else {
+        return warn(
+            NAME,
+            format!("serverTime {server_time:?} is not an RFC 3339 time"),
+            "the gateway's clock cannot be compared",
+            Value::Null,
+        );
+    };
+    let server_ms = server.timestamp_millis() + i64::try_from(round_trip.as_millis() / 2).unwrap_or(0);
+    let local_ms = local
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let skew_ms = local_ms - server_ms;
+    let skew = Duration::from_millis(skew_ms.unsigned_abs());
+    let direction = if skew_ms >= 0 { "ahead of" } else { "behind" };
+    let shown = humantime::format_duration(Duration::from_secs(skew.as_secs())).to_string();
+    let data = json!({ "serverTime": server_time, "skewMs": skew_ms });
+    let detail = || {
+        format!(
+            "this machine's clock is {shown} {direction} the gateway's: timestamps in heartbeats, the \
+             audit log and results then disagree with the console's, and a clock far off makes \
+             certificates look expired or not yet valid"
+        )
+    };
+    let hint = "synchronise this machine's clock (NTP: `timedatectl set-ntp true`, on Windows \
+                `w32tm /resync`)";
+    if skew >= SKEW_FAIL {
+        fail(NAME, detail(), hint, data)
+    } else if skew >= SKEW_WARN {
+        warn(NAME, detail(), hint, data)
+    } else {
+        ok(NAME, format!("within {} ms of the gateway's clock", skew.as_millis()), data)
     }
 }
 
@@ -1081,6 +1081,37 @@ mod tests {
         );
         assert_eq!(proxy_status("proxy refused CONNECT: HTTP/1.0 403 Forbidden"), Some(403));
         assert_eq!(proxy_status("connection reset"), None);
+    }
+
+    #[test]
+    fn clock_skew_warns_above_two_minutes_and_fails_above_five() {
+        let server = "2026-12-02T07:00:00.000Z";
+        let at = |offset_s: i64| {
+            let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_194_800);
+            if offset_s >= 0 {
+                base + Duration::from_secs(offset_s.unsigned_abs())
+            } else {
+                base - Duration::from_secs(offset_s.unsigned_abs())
+            }
+        };
+        let rtt = Duration::from_millis(200);
+        let in_sync = clock_step(server, rtt, at(0));
+        assert_eq!(in_sync.status, StepStatus::Ok, "{in_sync:?}");
+        assert_eq!(in_sync.data["skewMs"], -100, "half the round trip is allowed for");
+        let ahead = clock_step(server, rtt, at(150));
+        assert_eq!(ahead.status, StepStatus::Warn);
+        assert!(
+            ahead.detail.starts_with("this machine's clock is 2m 29s ahead of the gateway's"),
+            "{ahead:?}"
+        );
+        assert!(ahead.hint.as_deref().unwrap().contains("NTP"));
+        let behind = clock_step(server, rtt, at(-400));
+        assert_eq!(behind.status, StepStatus::Fail);
+        assert!(
+            behind.detail.contains("behind the gateway's") && behind.detail.contains("expired"),
+            "{behind:?}"
+        );
+        assert_eq!(clock_step("yesterday", rtt, at(0)).status, StepStatus::Warn);
     }
 
     #[test]

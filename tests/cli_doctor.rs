@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway::GatewayEvent;
+use mini_connector::protocol::control::{Backend as _, ControlReply, ControlRequest, StepStatus, Verdict};
 use serde_json::{Value, json};
 
 use crate::support::{AgentProc, DbUrl, TempDir, WATCHDOG, World, cli, net_tool, server_url};
@@ -144,6 +145,22 @@ fn all_checks_pass_with_a_good_key_and_real_databases_while_the_agent_keeps_its_
     assert_eq!(code, Some(0), "{text}\n{stderr}");
     assert!(text.lines().next().unwrap().starts_with("[ok]   config"), "{text}");
     assert!(text.contains("[ok]   auth") && text.contains("verdict: "), "{text}");
+    // The running agent serves the same checks on its control socket (the GUI's Run checks).
+    let socket = mini_connector::control::socket_path(&config, None);
+    match mini_connector::control::call(&socket, &ControlRequest::Doctor).unwrap() {
+        ControlReply::Doctor(served) => {
+            assert_ne!(served.verdict, Verdict::Fail, "{served:#?}");
+            let auth = served.steps.iter().find(|s| s.name == "auth").unwrap();
+            assert_eq!(auth.status, StepStatus::Ok, "{auth:#?}");
+            assert_no_secret(&[&serde_json::to_string(&served).unwrap()], &[key.expose()]);
+        }
+        other => panic!("expected a doctor reply, got {other:?}"),
+    }
+    assert_eq!(
+        world.gateway.connectors().into_iter().find(|c| c.name == "Doctor").unwrap().connection_id,
+        Some(connection_id.clone())
+    );
+
     let mut secrets = vec![key.expose()];
     secrets.extend(db_passwords.iter().map(String::as_str));
     assert_no_secret(&[&text, &stderr, &report.to_string()], &secrets);
@@ -336,6 +353,16 @@ fn a_configuration_that_does_not_load_exits_2() {
     assert_eq!(code, Some(2), "{report:#}");
     assert_eq!(status(&report, "config"), "fail");
     assert_eq!(status(&report, "dns"), "skipped");
+    // The desktop app's in-process backend runs the same checks (no agent starts without a
+    // configuration).
+    let backend = mini_connector::handle::LocalBackend::new(missing.clone());
+    match backend.request(ControlRequest::Doctor) {
+        ControlReply::Doctor(local) => {
+            assert_eq!(local.verdict, Verdict::Fail);
+            assert_eq!((local.steps[0].name.as_str(), local.steps[0].status), ("config", StepStatus::Fail));
+        }
+        other => panic!("expected a doctor reply, got {other:?}"),
+    }
     std::fs::write(&missing, "{ not json").unwrap();
     let (code, text, _) = doctor_text(&missing);
     assert_eq!(code, Some(2), "{text}");
