@@ -122,3 +122,59 @@ pub fn render(report: &DoctorReport, style: Style) -> String {
     out.push('\n');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use mini_connector::protocol::control::{DoctorReport, DoctorStep, StepStatus};
+
+    use super::{Style, exit_code, render};
+
+    fn step(name: &str, status: StepStatus, detail: &str, hint: Option<&str>) -> DoctorStep {
+        DoctorStep {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            hint: hint.map(Into::into),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn report() -> DoctorReport {
+        DoctorReport::new(vec![
+            step("config", StepStatus::Ok, "loads", None),
+            step(
+                "tls",
+                StepStatus::Fail,
+                "TLS inspection suspected\ncertificate 0: subject CN=x",
+                Some("set caCertPath"),
+            ),
+            step("websocket", StepStatus::Skipped, "skipped: the TLS handshake failed", None),
+            step("database:erp", StepStatus::Warn, "user can write", Some("a SELECT-only user")),
+        ])
+    }
+
+    #[test]
+    fn symbols_on_a_utf8_terminal_and_ascii_tags_otherwise() {
+        let fancy = render(&report(), Style { unicode: true, color: false });
+        assert_eq!(
+            fancy,
+            "✔ config        loads\n\
+             ✘ tls           TLS inspection suspected\n      certificate 0: subject CN=x\n      hint: set caCertPath\n\
+             – websocket     skipped: the TLS handshake failed\n\
+             ! database:erp  user can write\n      hint: a SELECT-only user\n\
+             verdict: FAIL, 1 failed, 1 warning(s), 1 skipped\n"
+        );
+        let plain = render(&report(), Style { unicode: false, color: false });
+        assert!(plain.starts_with("[ok]   config        loads\n[FAIL] tls "), "{plain}");
+        assert!(!plain.contains(['✔', '✘', '–']), "{plain}");
+        let coloured = render(&report(), Style { unicode: true, color: true });
+        assert!(coloured.starts_with("\u{1b}[32m✔\u{1b}[0m config"), "{coloured}");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_verdict_and_a_broken_config_is_2() {
+        assert_eq!(exit_code(&report()), 1);
+        assert_eq!(exit_code(&DoctorReport::new(vec![step("auth", StepStatus::Warn, "", None)])), 0);
+        assert_eq!(exit_code(&DoctorReport::new(vec![step("config", StepStatus::Fail, "", None)])), 2);
+    }
+}
