@@ -310,51 +310,15 @@ fn serve(
             Err(reply) => reply,
         },
         ControlRequest::Setup(setup) => {
-            let Some(config_path) = context.config_path.clone() else {
-                let reply =
-                    ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
-                let _ = write_line(&mut writer, &reply);
-                return ControlFlow::Continue(());
-            };
-            if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
-                context.setups.fetch_sub(1, Ordering::AcqRel);
-                ControlReply::error("BUSY", "too many setup requests at once; retry")
-            } else {
-                let setups = context.setups.clone();
-                let spawned = crate::spawn_named("control-setup", move || {
-                    let reply = crate::setup::execute(&config_path, *setup);
-                    let _ = write_line(&mut writer, &reply);
-                    setups.fetch_sub(1, Ordering::AcqRel);
-                });
-                if spawned.is_err() {
-                    tracing::warn!("cannot start a thread for a setup request");
-                }
-                return ControlFlow::Continue(());
-            }
+            return on_setup_thread(context, writer, "control-setup", move |config_path| {
+                crate::setup::execute(config_path, *setup)
+            });
         }
+        // Dials and opens databases for up to a minute: on its own thread, like setup work.
         ControlRequest::Doctor => {
-            // Dials and opens databases for up to a minute: on its own thread, like setup work.
-            let Some(config_path) = context.config_path.clone() else {
-                let reply =
-                    ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
-                let _ = write_line(&mut writer, &reply);
-                return ControlFlow::Continue(());
-            };
-            if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
-                context.setups.fetch_sub(1, Ordering::AcqRel);
-                ControlReply::error("BUSY", "too many setup requests at once; retry")
-            } else {
-                let setups = context.setups.clone();
-                let spawned = crate::spawn_named("control-doctor", move || {
-                    let reply = ControlReply::Doctor(crate::doctor::run(&config_path));
-                    let _ = write_line(&mut writer, &reply);
-                    setups.fetch_sub(1, Ordering::AcqRel);
-                });
-                if spawned.is_err() {
-                    tracing::warn!("cannot start a thread for doctor");
-                }
-                return ControlFlow::Continue(());
-            }
+            return on_setup_thread(context, writer, "control-doctor", |config_path| {
+                ControlReply::Doctor(crate::doctor::run(config_path))
+            });
         }
         // The agent answering is running already.
         ControlRequest::Start => ControlReply::Ok,
@@ -362,6 +326,38 @@ fn serve(
     };
     let _ = write_line(&mut writer, &answer);
     ControlFlow::Continue(())
+}
+
+/// Answers a request that works on the configuration file (setup work, `doctor`) on a thread
+/// of its own, at most [`MAX_SETUP_THREADS`] at once, so the control thread keeps serving.
+fn on_setup_thread(
+    context: &Context,
+    mut writer: impl Write + Send + 'static,
+    name: &str,
+    work: impl FnOnce(&Path) -> ControlReply + Send + 'static,
+) -> std::ops::ControlFlow<()> {
+    let Some(config_path) = context.config_path.clone() else {
+        let reply = ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
+        let _ = write_line(&mut writer, &reply);
+        return std::ops::ControlFlow::Continue(());
+    };
+    if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
+        context.setups.fetch_sub(1, Ordering::AcqRel);
+        let _ =
+            write_line(&mut writer, &ControlReply::error("BUSY", "too many setup requests at once; retry"));
+        return std::ops::ControlFlow::Continue(());
+    }
+    let setups = context.setups.clone();
+    let spawned = crate::spawn_named(name, move || {
+        let reply = work(&config_path);
+        let _ = write_line(&mut writer, &reply);
+        setups.fetch_sub(1, Ordering::AcqRel);
+    });
+    if spawned.is_err() {
+        context.setups.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!("cannot start a thread ({name}) for a control request");
+    }
+    std::ops::ControlFlow::Continue(())
 }
 
 /// The socket path for a configuration: `controlSocket` if set, else `agent.sock` next to the
