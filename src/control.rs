@@ -11,8 +11,8 @@
 //! keeps the connection open instead and streams [`AgentEvent`] lines, the current status first.
 //! The control thread forwards each request to the supervisor, the only writer of agent state,
 //! and relays its answer; setup requests ([`ControlRequest::Setup`]) run on a short-lived thread
-//! of their own ([`crate::setup::execute`]), each subscription on a thread that writes its
-//! events.
+//! of their own ([`crate::setup::execute`]), and so does `doctor` ([`crate::doctor::run`]); each
+//! subscription runs on a thread that writes its events.
 //!
 //! **Subscribers cannot hold the agent up.** The supervisor keeps at most
 //! [`MAX_SUBSCRIBERS`] ([`Subscribers`]), each with a queue of [`SUBSCRIBER_QUEUE`] events; it
@@ -310,27 +310,15 @@ fn serve(
             Err(reply) => reply,
         },
         ControlRequest::Setup(setup) => {
-            let Some(config_path) = context.config_path.clone() else {
-                let reply =
-                    ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
-                let _ = write_line(&mut writer, &reply);
-                return ControlFlow::Continue(());
-            };
-            if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
-                context.setups.fetch_sub(1, Ordering::AcqRel);
-                ControlReply::error("BUSY", "too many setup requests at once; retry")
-            } else {
-                let setups = context.setups.clone();
-                let spawned = crate::spawn_named("control-setup", move || {
-                    let reply = crate::setup::execute(&config_path, *setup);
-                    let _ = write_line(&mut writer, &reply);
-                    setups.fetch_sub(1, Ordering::AcqRel);
-                });
-                if spawned.is_err() {
-                    tracing::warn!("cannot start a thread for a setup request");
-                }
-                return ControlFlow::Continue(());
-            }
+            return on_setup_thread(context, writer, "control-setup", move |config_path| {
+                crate::setup::execute(config_path, *setup)
+            });
+        }
+        // Dials and opens databases for up to a minute: on its own thread, like setup work.
+        ControlRequest::Doctor => {
+            return on_setup_thread(context, writer, "control-doctor", |config_path| {
+                ControlReply::Doctor(crate::doctor::run(config_path))
+            });
         }
         // The agent answering is running already.
         ControlRequest::Start => ControlReply::Ok,
@@ -338,6 +326,38 @@ fn serve(
     };
     let _ = write_line(&mut writer, &answer);
     ControlFlow::Continue(())
+}
+
+/// Answers a request that works on the configuration file (setup work, `doctor`) on a thread
+/// of its own, at most [`MAX_SETUP_THREADS`] at once, so the control thread keeps serving.
+fn on_setup_thread(
+    context: &Context,
+    mut writer: impl Write + Send + 'static,
+    name: &str,
+    work: impl FnOnce(&Path) -> ControlReply + Send + 'static,
+) -> std::ops::ControlFlow<()> {
+    let Some(config_path) = context.config_path.clone() else {
+        let reply = ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
+        let _ = write_line(&mut writer, &reply);
+        return std::ops::ControlFlow::Continue(());
+    };
+    if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
+        context.setups.fetch_sub(1, Ordering::AcqRel);
+        let _ =
+            write_line(&mut writer, &ControlReply::error("BUSY", "too many setup requests at once; retry"));
+        return std::ops::ControlFlow::Continue(());
+    }
+    let setups = context.setups.clone();
+    let spawned = crate::spawn_named(name, move || {
+        let reply = work(&config_path);
+        let _ = write_line(&mut writer, &reply);
+        setups.fetch_sub(1, Ordering::AcqRel);
+    });
+    if spawned.is_err() {
+        context.setups.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!("cannot start a thread ({name}) for a control request");
+    }
+    std::ops::ControlFlow::Continue(())
 }
 
 /// The socket path for a configuration: `controlSocket` if set, else `agent.sock` next to the
@@ -399,7 +419,7 @@ fn open(path: &Path, request: &ControlRequest, timeout: Option<Duration>) -> Res
 /// Sends one request to a running agent and returns its answer.
 pub fn call(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
     let timeout = match request {
-        ControlRequest::Setup(_) => SETUP_TIMEOUT,
+        ControlRequest::Setup(_) | ControlRequest::Doctor => SETUP_TIMEOUT,
         _ => REQUEST_TIMEOUT + Duration::from_secs(1),
     };
     let stream = open(path, request, Some(timeout))?;

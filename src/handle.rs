@@ -17,7 +17,8 @@
 //!   socket (the GUI must never start a second agent), else local.
 //!
 //! Setup requests ([`ControlRequest::Setup`]) are carried out by [`crate::setup::execute`] in
-//! both cases (by the service's control thread for the remote one).
+//! both cases (by the service's control thread for the remote one), [`ControlRequest::Doctor`]
+//! by [`crate::doctor::run`] likewise.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -254,6 +255,7 @@ impl Backend for LocalBackend {
     fn request(&self, request: ControlRequest) -> ControlReply {
         match request {
             ControlRequest::Setup(setup) => self.setup(*setup),
+            ControlRequest::Doctor => ControlReply::Doctor(crate::doctor::run(&self.config_path)),
             ControlRequest::Start => {
                 let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
                 match self.start_locked(&mut agent) {

@@ -553,28 +553,8 @@ fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
         protocol_version: PROTOCOL_VERSION,
         instance_id: settings.instance_id.clone(),
         max_in_flight: settings.max_in_flight,
+        probe: false,
     })
-}
-
-/// A TCP connection to `host:port` ([`crate::proxy::connect_tcp`]).
-#[allow(dead_code)] // callers in other branches (doctor) move to `crate::proxy`
-pub(crate) fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
-    crate::proxy::connect_tcp(host, port, deadline)
-}
-
-/// Opens a tunnel through the HTTP CONNECT proxy `proxy` (`http://host:port`, no credentials).
-/// Kept for callers not yet moved to [`crate::proxy::dial`], which also takes credentials and
-/// `NO_PROXY` into account.
-#[allow(dead_code)] // callers in other branches (doctor) move to `crate::proxy::dial`
-pub(crate) fn connect_via_proxy(
-    proxy: &str,
-    host: &str,
-    port: u16,
-    deadline: Instant,
-) -> io::Result<TcpStream> {
-    let settings = crate::proxy::ProxySettings::resolve(Some(proxy), None, None, &|_| None)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    crate::proxy::dial(&settings.route(host, port), host, port, deadline).map_err(io::Error::other)
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ Examples:
   mini-connector stop
   mini-connector sample-erp ./erp.db
   mini-connector config check --config ./config.json
+  mini-connector doctor --json
   mini-connector audit --since 24h --verify
 
 Exit codes: 0 ok; 1 runtime failure; 2 bad configuration, API key or usage;
@@ -107,6 +108,10 @@ enum Cmd {
         #[command(subcommand)]
         command: sql_check::SqlCmd,
     },
+    /// Check why the agent does or doesn't connect: config, DNS, proxy, TCP, TLS chain,
+    /// WebSocket, API key, clock, each database. Exit 0 ok/warnings, 1 a check failed, 2 the
+    /// configuration does not load.
+    Doctor(cli::doctor::DoctorArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -297,6 +302,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Doctor(args) => cli::doctor::doctor(&args),
         Cmd::Sql { command } => sql_check::run_sql(&command),
         Cmd::Configure(args) => finish(cli::configure::configure(args)),
         Cmd::Key { command } => finish(cli::configure::key(command)),

@@ -57,6 +57,23 @@ pub fn for_agent(config: &AgentConfig) -> Result<Arc<ClientConfig>, TlsError> {
 
 /// [`client_config`] with SPKI pins (`sha256/BASE64`; none: no pinning).
 pub fn client_config_pinned(ca_cert: Option<&Path>, pins: &[String]) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = root_store(ca_cert)?;
+    let pins = pins.iter().map(|p| parse_pin(p)).collect::<Result<Vec<_>, _>>()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { inner, pins }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The trust anchors of [`client_config`]: the Mozilla roots plus `ca_cert` (PEM) if given.
+/// `doctor` verifies with the same ones.
+pub fn root_store(ca_cert: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = ca_cert {
         let ca_err = |reason: String| TlsError::CaCert { path: path.display().to_string(), reason };
@@ -71,17 +88,7 @@ pub fn client_config_pinned(ca_cert: Option<&Path>, pins: &[String]) -> Result<A
             roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
         }
     }
-    let pins = pins.iter().map(|p| parse_pin(p)).collect::<Result<Vec<_>, _>>()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier { inner, pins }))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(roots)
 }
 
 /// Parses `sha256/BASE64` into the 32-byte hash.

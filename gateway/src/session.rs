@@ -6,6 +6,9 @@
 //! `instanceId` replaces the old session at once (the agent reconnected before the gateway saw
 //! the old link die); another (or no) instance id pings the old session and waits up to
 //! `takeover_probe` for anything from it: silence replaces it, life is `DUPLICATE_CONNECTION`.
+//!
+//! **Probe.** `auth` with `probe: true` (`mini-connector doctor`) is only checked: a good key
+//! gets `connected`, then the session closes without registering or taking over anything.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -267,6 +270,26 @@ fn authenticate<S: Read + Write>(
     }
     let connection_id = uuid::Uuid::new_v4().to_string();
     let hmac_key = SecretBytes::random(32);
+    if auth.probe {
+        // `doctor`: the key is good; answer without registering anything (a running agent's
+        // session stays as it is) and close.
+        let connected = Inbound::Connected(Connected {
+            tenant_id: record.tenant.clone(),
+            connector_name: record.connector.clone(),
+            server_time: now_rfc3339(),
+            connection_id,
+            upload: UploadGrant {
+                url: upload_url.to_owned(),
+                hmac_key,
+                max_chunk_bytes: hub.config.max_chunk_bytes,
+                max_inline_bytes: hub.config.max_inline_bytes,
+            },
+        });
+        let _ = ws.send_text(connected.encode());
+        ws.close("probe answered");
+        tracing::info!(connector = %record.connector, key = %auth.api_key.masked(), "key probe answered");
+        return closing();
+    }
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut handle =
         SessionHandle::new(connection_id.clone(), record.id.clone(), tx, waker.clone(), hmac_key.clone());

@@ -69,6 +69,48 @@ fn bad_wrong_checksum_unknown_and_revoked_keys_are_auth_failed() {
 }
 
 #[test]
+fn a_probe_is_answered_without_registering_or_taking_over() {
+    let _w = watchdog("probe");
+    let gw = start();
+    let key = gw.key("Warehouse");
+    let probe = |key: &str| {
+        let mut agent = FakeAgent::open(&gw);
+        agent.send_text(
+            serde_json::json!({
+                "type": "auth", "apiKey": key, "connectorName": "W", "agentVersion": "doctor",
+                "protocolVersion": 2, "probe": true
+            })
+            .to_string(),
+        );
+        let answer = agent.recv();
+        agent.expect_closed();
+        answer
+    };
+    // Nobody connected: `connected`, yet no session is registered.
+    match probe(&key) {
+        Inbound::Connected(c) => assert_eq!(c.connector_name, "Warehouse"),
+        other => panic!("expected connected, got {other:?}"),
+    }
+    assert!(!gw.connectors().into_iter().any(|c| c.name == "Warehouse" && c.connected));
+    // A live agent keeps its session while a probe with the same key is answered.
+    let live = FakeAgent::connect(&gw, &key, "Warehouse");
+    let id = live.connected.as_ref().unwrap().connection_id.clone();
+    assert!(matches!(probe(&key), Inbound::Connected(_)));
+    let info = gw.connectors().into_iter().find(|c| c.name == "Warehouse").unwrap();
+    assert!(info.connected);
+    assert_eq!(info.connection_id.as_deref(), Some(id.as_str()));
+    while let Ok(event) = gw.events.try_recv() {
+        assert!(
+            !matches!(event, GatewayEvent::AgentDisconnected { .. }),
+            "the probe disturbed the live session: {event:?}"
+        );
+    }
+    // A revoked key is refused as usual.
+    gw.keys().revoke("Warehouse").unwrap();
+    assert!(matches!(probe(&key), Inbound::Error(e) if e.code == ErrorCode::AuthFailed));
+}
+
+#[test]
 fn first_frame_other_than_auth_is_refused() {
     let _w = watchdog("first_frame");
     let gw = start();

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use protocol::ApiKey;
 use protocol::control::{
     ActivityEntry, AgentEvent, Backend, ControlReply, ControlRequest, DatabaseEntry, DatabaseForm,
-    DatabaseHealth, Indicator, KeyReport, LinkState, Notice, NoticeKind, Outcome, PoolUse, QueueStatus,
-    SampleRows, SchemaChange, SchemaView, SettingsView, SetupRequest, StatusSnapshot, TestReport,
+    DatabaseHealth, DoctorReport, DoctorStep, Indicator, KeyReport, LinkState, Notice, NoticeKind, Outcome,
+    PoolUse, QueueStatus, SampleRows, SchemaChange, SchemaView, SettingsView, SetupRequest, StatusSnapshot,
+    StepStatus, TestReport,
 };
 use protocol::schema::{Column, DatabaseSchema, DbKind, ForeignKey, Table, TableKind, WireType};
 
@@ -727,6 +728,33 @@ impl ScriptedBackend {
     }
 }
 
+/// What the fake's `doctor` finds: a healthy link, a database whose login can write.
+pub fn fake_doctor_report() -> DoctorReport {
+    let step = |name: &str, status: StepStatus, detail: &str, hint: Option<&str>| DoctorStep {
+        name: name.to_owned(),
+        status,
+        detail: detail.to_owned(),
+        hint: hint.map(str::to_owned),
+        data: serde_json::Value::Null,
+    };
+    DoctorReport::new(vec![
+        step("config", StepStatus::Ok, "config.json loads: connector `Warehouse SAP`", None),
+        step("dns", StepStatus::Ok, "console.example.com → 203.0.113.10 (4 ms)", None),
+        step("proxy", StepStatus::Ok, "none configured: the agent dials the cloud directly", None),
+        step("tcp", StepStatus::Ok, "connected to 203.0.113.10:443 in 21 ms", None),
+        step("tls", StepStatus::Ok, "TLSv1_3 TLS13_AES_256_GCM_SHA384, certificate verified (35 ms)", None),
+        step("websocket", StepStatus::Ok, "upgrade accepted (101, 18 ms)", None),
+        step("auth", StepStatus::Ok, "key vmc_acme_****_x1 accepted: tenant `acme`", None),
+        step("clock", StepStatus::Ok, "within 120 ms of the gateway's clock", None),
+        step(
+            "database:erp",
+            StepStatus::Warn,
+            "postgres erp@db.local: connected in 12 ms\nuser `erp` can change data",
+            Some("a SELECT-only user is safer"),
+        ),
+    ])
+}
+
 fn request_name(r: &ControlRequest) -> String {
     let v = serde_json::to_value(r).unwrap_or_default();
     match (v.get("cmd").and_then(|c| c.as_str()), v.get("op").and_then(|o| o.as_str())) {
@@ -777,6 +805,10 @@ impl Backend for ScriptedBackend {
                 ControlReply::error("BAD_REQUEST", "subscribe is for the control socket")
             }
             ControlRequest::Setup(s) => self.setup(*s),
+            ControlRequest::Doctor => {
+                thread::sleep(self.shared.test_delay);
+                ControlReply::Doctor(fake_doctor_report())
+            }
         }
     }
 
@@ -805,6 +837,17 @@ mod tests {
 
     fn setup(b: &ScriptedBackend, r: SetupRequest) -> ControlReply {
         b.request(ControlRequest::Setup(Box::new(r)))
+    }
+
+    #[test]
+    fn doctor_answers_a_report_with_a_warning() {
+        let b = ScriptedBackend::demo(Duration::from_millis(50)).with_test_delay(Duration::ZERO);
+        let ControlReply::Doctor(report) = b.request(ControlRequest::Doctor) else { panic!() };
+        assert_eq!(report.verdict, protocol::control::Verdict::Warn);
+        assert_eq!(report.steps.first().map(|s| s.name.as_str()), Some("config"));
+        let rows = crate::model::doctor::rows(&report, "now");
+        assert_eq!(rows.len(), report.steps.len() + 1);
+        assert!(b.state().requests.contains(&"doctor".to_owned()));
     }
 
     #[test]

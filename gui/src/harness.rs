@@ -441,6 +441,13 @@ pub fn walk_dashboard(
                 thread::sleep(Duration::from_millis(500));
                 report.shots.push(xs.screenshot(&shots.join(format!("1{i}-{slug}.png")))?);
             }
+            Section::Diagnostics => {
+                report.shots.push(xs.screenshot(&shots.join(format!("1{i}-{slug}.png")))?);
+                // "Run checks": the doctor steps above the live figures.
+                xs.click(&id, layout::SIDEBAR_W + 24 + 180, 96 + 14)?;
+                thread::sleep(Duration::from_millis(1500));
+                report.shots.push(xs.screenshot(&shots.join(format!("1{i}-{slug}-checks.png")))?);
+            }
             _ => report.shots.push(xs.screenshot(&shots.join(format!("1{i}-{slug}.png")))?),
         }
     }

@@ -381,6 +381,8 @@ pub enum ControlRequest {
     Subscribe,
     /// Configuration and vault work (see [`SetupRequest`]).
     Setup(Box<SetupRequest>),
+    /// Run the connection checks of `mini-connector doctor` (a [`DoctorReport`]).
+    Doctor,
 }
 
 /// Setup work: what the CLI's `configure`, `key rotate`, `db …`, `schema …` and
@@ -604,6 +606,99 @@ pub struct TestReport {
     pub elapsed_ms: u64,
 }
 
+/// The verdict of one `doctor` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Checked and fine.
+    Ok,
+    /// Not run: an earlier step it needs failed (or did not get that far).
+    Skipped,
+    /// Works, but something deserves a look.
+    Warn,
+    /// Broken: the agent cannot work this way.
+    Fail,
+}
+
+impl StepStatus {
+    /// `ok`, `skipped`, `warn`, `fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Skipped => "skipped",
+            Self::Warn => "warn",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// The overall verdict of a `doctor` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every step passed.
+    Ok,
+    /// No step failed, at least one warned.
+    Warn,
+    /// At least one step failed.
+    Fail,
+}
+
+impl Verdict {
+    /// `ok`, `warn`, `fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warn => "warn",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// One check of `mini-connector doctor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorStep {
+    /// Stable name: `config`, `dns`, `proxy`, `tcp`, `tls`, `websocket`, `auth`, `clock`,
+    /// `database:<name>`.
+    pub name: String,
+    /// The verdict.
+    pub status: StepStatus,
+    /// What was found, in words (one or more lines; never a secret).
+    pub detail: String,
+    /// What to do about a failure or warning (`null` otherwise).
+    #[serde(default)]
+    pub hint: Option<String>,
+    /// Machine-readable findings (addresses, the certificate chain, the skew...); `null` when
+    /// there are none.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// The report of `mini-connector doctor`: the steps in order and the overall verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorReport {
+    /// `fail` if a step failed, else `warn` if one warned, else `ok`.
+    pub verdict: Verdict,
+    /// The steps, in the order they ran.
+    pub steps: Vec<DoctorStep>,
+}
+
+impl DoctorReport {
+    /// A report of `steps`, its verdict derived from them.
+    pub fn new(steps: Vec<DoctorStep>) -> Self {
+        let verdict = if steps.iter().any(|s| s.status == StepStatus::Fail) {
+            Verdict::Fail
+        } else if steps.iter().any(|s| s.status == StepStatus::Warn) {
+            Verdict::Warn
+        } else {
+            Verdict::Ok
+        };
+        Self { verdict, steps }
+    }
+}
+
 /// The answer to a key check (wizard step 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -721,6 +816,8 @@ pub enum ControlReply {
     Sample(SampleRows),
     /// Something to tell the user (service install instructions, ...).
     Message(String),
+    /// The checks of `mini-connector doctor`.
+    Doctor(DoctorReport),
     /// The request failed.
     Error {
         /// The spec's error code where one applies (`DATABASE_UNAVAILABLE`, ...), else a

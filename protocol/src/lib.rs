@@ -391,6 +391,11 @@ pub struct Auth {
     /// The gateway paces its backlog to this many unanswered commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// A check, not a session (`mini-connector doctor`): the gateway validates the key and
+    /// answers `connected` (or `error`) without registering the session or taking over a
+    /// running agent's, then closes. Absent means `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 /// `heartbeat`.

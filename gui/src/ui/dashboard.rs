@@ -122,6 +122,8 @@ pub struct SettingsW {
 pub struct Diagnostics {
     /// The checks.
     pub table: DataTable,
+    /// "Run checks": the `doctor` checks.
+    pub run_checks: button::Button,
     /// Latency graph.
     pub chart: misc::Chart,
     /// Its caption.
@@ -496,6 +498,9 @@ impl Dashboard {
         let mut run = style::button(cx, sy, 110, 28, "Run again", false);
         let t = tx.clone();
         run.set_callback(move |_| send(&t, Msg::DiagRefresh));
+        let mut run_checks = style::button(cx + 120, sy, 120, 28, "Run checks", false);
+        let t = tx.clone();
+        run_checks.set_callback(move |_| send(&t, Msg::RunChecks));
         let mut dt = DataTable::new(cx, sy + 36, cw, 264);
         dt.set(style::TableData::default());
         let mut h = style::label(cx, sy + 306, 200, 24, "Latency (5 min)");
@@ -507,7 +512,8 @@ impl Dashboard {
         let errors = DataTable::new(cx, sy + 454, cw, sh - 454);
         g.end();
         sections.push(g);
-        let diagnostics = Diagnostics { table: dt, chart: d_chart, chart_caption: d_caption, errors };
+        let diagnostics =
+            Diagnostics { table: dt, run_checks, chart: d_chart, chart_caption: d_caption, errors };
 
         for g in sections.iter_mut().skip(1) {
             g.hide();

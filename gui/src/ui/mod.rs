@@ -74,6 +74,7 @@ pub(crate) enum Msg {
     InstallService,
     SettingsSave,
     DiagRefresh,
+    RunChecks,
     WizKeyChanged,
     WizCheckKey,
     WizNameChanged,
@@ -110,6 +111,7 @@ pub(crate) enum Tag {
     Pin(Box<Msg>),
     SetPin,
     Install,
+    Doctor,
 }
 
 /// A unit of work for a worker: one request, or several in order (stopping at the first error).
@@ -189,6 +191,8 @@ struct App {
     decided_start: bool,
     /// Exit was decided: the event loop ends.
     quit: bool,
+    /// The rows of the last "Run checks" (`doctor`), shown above the live figures.
+    doctor_rows: Vec<status::DiagRow>,
 }
 
 /// Runs the window until the user exits (see [`crate::run`]).
@@ -254,6 +258,7 @@ pub(crate) fn run(backend: Arc<dyn Backend>, mut options: GuiOptions) -> Result<
         exiting: false,
         decided_start: false,
         quit: false,
+        doctor_rows: Vec::new(),
     };
     me.start();
     loop {
@@ -425,6 +430,11 @@ impl App {
             }
             Msg::SettingsSave => self.settings_save(),
             Msg::DiagRefresh => self.job(Tag::Status, vec![ControlRequest::Status]),
+            Msg::RunChecks => {
+                self.dash.diagnostics.run_checks.deactivate();
+                self.dash.diagnostics.run_checks.set_label("Checking…");
+                self.job(Tag::Doctor, vec![ControlRequest::Doctor]);
+            }
             Msg::WizKeyChanged => {
                 self.key_gen += 1;
                 self.wizard.set_key_text(&self.wiz.key.value());
@@ -498,6 +508,20 @@ impl App {
                 if let ControlReply::Status(s) = reply {
                     self.on_event(AgentEvent::Status(s));
                 }
+            }
+            Tag::Doctor => {
+                self.dash.diagnostics.run_checks.activate();
+                self.dash.diagnostics.run_checks.set_label("Run checks");
+                let at = format!("{} UTC", format::time_of_day(&protocol::now_rfc3339()));
+                self.doctor_rows = match reply {
+                    ControlReply::Doctor(report) => crate::model::doctor::rows(&report, &at),
+                    other => vec![status::DiagRow {
+                        label: "Checks".into(),
+                        value: reply_error(&other).unwrap_or_else(|| "unexpected answer".into()),
+                        verdict: status::Verdict::Bad,
+                    }],
+                };
+                self.refresh_status();
             }
             Tag::Activity => {
                 if let ControlReply::Activity(list) = reply {
@@ -835,7 +859,8 @@ impl App {
             for f in &mut self.dash.overview.card_frames {
                 f.redraw();
             }
-            let rows = status::diagnostics(s);
+            let mut rows = self.doctor_rows.clone();
+            rows.extend(status::diagnostics(s));
             let data = TableData {
                 headers: vec!["Check".into(), "Verdict".into(), "Details".into()],
                 widths: vec![2.0, 1.0, 7.0],
