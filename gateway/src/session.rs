@@ -1,4 +1,5 @@
-//! One agent's WebSocket session: `auth` within the auth timeout, then a loop that writes what
+//! One agent's session, over a WebSocket or the HTTPS long-poll transport
+//! ([`protocol::wsio::Transport`], `longpoll.rs`): `auth` within the auth timeout, then a loop that writes what
 //! other threads queued for it (send, then wake), reads and handles agent frames, and ends on
 //! close, error, idle timeout, revocation, takeover or the end of a shutdown's grace period.
 //!
@@ -7,12 +8,11 @@
 //! the old link die); another (or no) instance id pings the old session and waits up to
 //! `takeover_probe` for anything from it: silence replaces it, life is `DUPLICATE_CONNECTION`.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use protocol::wsio::{Incoming, PolledWebSocket, Waker};
+use protocol::wsio::{Incoming, Transport, Waker};
 use protocol::{
     Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
     UploadGrant, now_rfc3339,
@@ -47,10 +47,11 @@ enum Phase {
     Closing { deadline: Instant },
 }
 
-/// Runs a session until it ends. `upload_url` is the URL handed out in `connected`.
-pub(crate) fn run<S: Read + Write>(
+/// Runs a session until it ends, over a WebSocket or the HTTPS long-poll transport.
+/// `upload_url` is the URL handed out in `connected`.
+pub(crate) fn run<T: Transport>(
     hub: Arc<Hub>,
-    mut ws: PolledWebSocket<S>,
+    mut ws: T,
     waker: Waker,
     upload_url: String,
 ) {
@@ -203,8 +204,8 @@ pub(crate) fn run<S: Read + Write>(
     }
 }
 
-fn send_error<S: Read + Write>(
-    ws: &mut PolledWebSocket<S>,
+fn send_error<T: Transport>(
+    ws: &mut T,
     code: ErrorCode,
     message: &str,
     command_id: Option<String>,
@@ -214,16 +215,16 @@ fn send_error<S: Read + Write>(
 }
 
 /// Refuses a session that is not authenticated: `error`, then close.
-fn reject<S: Read + Write>(hub: &Hub, ws: &mut PolledWebSocket<S>, code: ErrorCode, message: &str) {
+fn reject<T: Transport>(hub: &Hub, ws: &mut T, code: ErrorCode, message: &str) {
     tracing::info!(%code, "agent rejected: {message}");
     send_error(ws, code, message, None);
     ws.close(message);
     hub.emit(GatewayEvent::AgentRejected { code });
 }
 
-fn authenticate<S: Read + Write>(
+fn authenticate<T: Transport>(
     hub: &Arc<Hub>,
-    ws: &mut PolledWebSocket<S>,
+    ws: &mut T,
     waker: &Waker,
     upload_url: &str,
     item: Incoming,
@@ -356,9 +357,9 @@ fn register_or_take_over(
 }
 
 /// Handles one frame of a live session; `Some(message)` when the session must end.
-fn handle_frame<S: Read + Write>(
+fn handle_frame<T: Transport>(
     hub: &Hub,
-    ws: &mut PolledWebSocket<S>,
+    ws: &mut T,
     live: &Live,
     item: Incoming,
     at: Instant,
