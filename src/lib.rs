@@ -32,6 +32,7 @@ pub mod handle;
 pub mod heartbeat;
 pub mod https;
 pub mod link;
+pub mod longpoll;
 pub mod logging;
 pub mod notify;
 pub mod policy;
