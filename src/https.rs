@@ -43,8 +43,10 @@ pub fn agent(
         .build();
     let connector =
         ().chain(HttpsOnly)
-            .chain(TcpConnector::default())
+            // The CONNECT connector opens its own socket to the proxy; it must come first, or
+            // the TCP connector dials the (unresolved, empty) target addresses and fails.
             .chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
             .chain(OurTls(tls));
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
 }

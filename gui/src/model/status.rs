@@ -330,6 +330,7 @@ pub(crate) mod tests {
             reconnects: 2,
             next_retry_ms: None,
             latency_ms: Some(0.42),
+            transport: None,
             active_commands: u64::from(indicator == Indicator::Executing),
             waiting_commands: 0,
             commands_completed: 1280,
