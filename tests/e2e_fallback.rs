@@ -103,7 +103,7 @@ fn agent_behind(world: &World, mitm: &Mitm, name: &str, heartbeat_ms: u64) -> Ag
     let config = world.agent_config(
         name,
         key.expose(),
-        json!({ "proxyUrl": mitm.url(), "caCertPath": mitm.ca(), "heartbeatIntervalMs": heartbeat_ms }),
+        json!({ "proxyUrl": mitm.url(), "caCertPath": mitm.ca(), "heartbeatIntervalMs": heartbeat_ms, "logLevel": "debug" }),
     );
     let agent = AgentProc::start(&config);
     let deadline = Instant::now() + WATCHDOG;

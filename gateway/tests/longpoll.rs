@@ -93,7 +93,7 @@ fn a_replayed_send_is_not_applied_twice_and_a_gap_is_refused() {
     let gw = start();
     let http = client(&gw);
     let token = open(&gw, &http);
-    let heartbeat = json!({"type": "heartbeat", "activeCommands": 0, "queuedCommands": 0}).to_string();
+    let heartbeat = json!({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z", "status": "ready", "activeCommands": 0}).to_string();
     let (status, body) = send(&gw, &http, &token, 1, &format!("{heartbeat}\n{heartbeat}"));
     assert_eq!((status, &body["applied"]), (200, &json!(true)), "{body}");
     // The same request again (its answer was lost): acknowledged, not applied.
@@ -155,7 +155,7 @@ fn a_session_that_is_sent_too_much_is_told_to_wait() {
     let http = client(&gw);
     let token = open(&gw, &http);
     // More frames in one request than the inbox holds: refused as busy, nothing applied.
-    let heartbeat = json!({"type": "heartbeat", "activeCommands": 0, "queuedCommands": 0}).to_string();
+    let heartbeat = json!({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z", "status": "ready", "activeCommands": 0}).to_string();
     let many = vec![heartbeat.as_str(); 1025].join("\n");
     let (status, body) = send(&gw, &http, &token, 1, &many);
     assert_eq!(status, 503, "{body}");
