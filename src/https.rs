@@ -41,13 +41,13 @@ pub fn agent(
         .http_status_as_error(false)
         .max_redirects(0)
         .build();
-    let connector =
-        ().chain(HttpsOnly)
-            // The CONNECT connector opens its own socket to the proxy; it must come first, or
-            // the TCP connector dials the (unresolved, empty) target addresses and fails.
-            .chain(ConnectProxyConnector::default())
-            .chain(TcpConnector::default())
-            .chain(OurTls(tls));
+    let connector = ()
+        .chain(HttpsOnly)
+        // The CONNECT connector opens its own socket to the proxy; it must come first, or
+        // the TCP connector dials the (unresolved, empty) target addresses and fails.
+        .chain(ConnectProxyConnector::default())
+        .chain(TcpConnector::default())
+        .chain(OurTls(tls));
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
 }
 

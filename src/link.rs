@@ -42,7 +42,9 @@ use tungstenite::client::IntoClientRequest;
 
 use crate::longpoll::{LongPollTarget, LongPollTransport};
 use crate::protocol::control::LinkTransport;
-use crate::protocol::{ApiKey, Auth, Connected, DecodeError, ErrorCode, Frame, Inbound, Outbound, PROTOCOL_VERSION};
+use crate::protocol::{
+    ApiKey, Auth, Connected, DecodeError, ErrorCode, Frame, Inbound, Outbound, PROTOCOL_VERSION,
+};
 use crate::supervisor::SupMsg;
 use crate::wsio::{Incoming, PolledWebSocket, Transport, Waker, ws_config};
 
@@ -452,7 +454,10 @@ impl LinkThread {
         let request =
             self.settings.url.as_str().into_client_request().map_err(|e| fail("bad cloud URL", &e))?;
         let (mut ws, _response) = tungstenite::client::client_with_config(request, stream, Some(ws_config()))
-            .map_err(|e| upgrade_refused(&e).map_or_else(|| fail("WebSocket handshake failed", &e), End::UpgradeRefused))?;
+            .map_err(|e| {
+                upgrade_refused(&e)
+                    .map_or_else(|| fail("WebSocket handshake failed", &e), End::UpgradeRefused)
+            })?;
 
         // Authenticate: the key lives only for the duration of this block.
         {
@@ -632,7 +637,9 @@ fn accepted(first: Result<Inbound, DecodeError>) -> Result<Connected, End> {
     match first {
         Ok(Inbound::Connected(connected)) => Ok(connected),
         Ok(Inbound::Error(error)) => Err(match error.code {
-            ErrorCode::AuthFailed | ErrorCode::DuplicateConnection => End::Rejected(error.code, error.message),
+            ErrorCode::AuthFailed | ErrorCode::DuplicateConnection => {
+                End::Rejected(error.code, error.message)
+            }
             _ => End::Reconnect(format!("{}: {}", error.code, error.message)),
         }),
         Ok(other) => Err(End::Reconnect(format!("expected `connected`, got {other:?}"))),

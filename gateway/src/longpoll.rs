@@ -263,9 +263,14 @@ fn read_request_body(
     let len = match head.content_length() {
         Ok(Some(len)) => len,
         Ok(None) => {
-            return Ok(Err((411, error_body(ErrorCode::MalformedMessage.as_str(), "Content-Length is required"))));
+            return Ok(Err((
+                411,
+                error_body(ErrorCode::MalformedMessage.as_str(), "Content-Length is required"),
+            )));
         }
-        Err(()) => return Ok(Err((400, error_body(ErrorCode::MalformedMessage.as_str(), "invalid Content-Length")))),
+        Err(()) => {
+            return Ok(Err((400, error_body(ErrorCode::MalformedMessage.as_str(), "invalid Content-Length"))));
+        }
     };
     if len > max {
         let message = format!("body of {len} bytes exceeds the {max}-byte limit");
@@ -280,7 +285,9 @@ fn unknown_session() -> Answer {
 }
 
 fn session_of(hub: &Hub, head: &RequestHead) -> Result<Arc<Shared>, Answer> {
-    head.header(headers::LP_TOKEN).and_then(|token| hub.longpoll.get(token.trim())).ok_or_else(unknown_session)
+    head.header(headers::LP_TOKEN)
+        .and_then(|token| hub.longpoll.get(token.trim()))
+        .ok_or_else(unknown_session)
 }
 
 fn gone(reason: &str) -> Answer {
@@ -325,7 +332,8 @@ fn open(hub: &Arc<Hub>, head: &RequestHead, local: SocketAddr, body: Vec<u8>) ->
     });
     let token = hex::encode(SecretBytes::random(32).expose());
     hub.longpoll.lock().insert(digest(&token), shared.clone());
-    let channel = LongPollChannel { shared: shared.clone(), signal, idle_limit: hub.config.session_idle_timeout };
+    let channel =
+        LongPollChannel { shared: shared.clone(), signal, idle_limit: hub.config.session_idle_timeout };
     let upload_url = match &hub.config.upload_url {
         Some(url) => url.clone(),
         None => format!("https://{}/upload", crate::server::public_host(head, local)),
@@ -337,7 +345,10 @@ fn open(hub: &Arc<Hub>, head: &RequestHead, local: SocketAddr, body: Vec<u8>) ->
         Ok(thread) => hub.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread),
         Err(e) => {
             hub.longpoll.lock().remove(&digest(&token));
-            return (500, error_body(ErrorCode::InternalError.as_str(), format!("cannot spawn a session: {e}")));
+            return (
+                500,
+                error_body(ErrorCode::InternalError.as_str(), format!("cannot spawn a session: {e}")),
+            );
         }
     }
     // The first frame the session writes answers the open: `connected`, or the `error`.
@@ -359,7 +370,10 @@ fn open(hub: &Arc<Hub>, head: &RequestHead, local: SocketAddr, body: Vec<u8>) ->
         if state.closed.is_some() || left.is_zero() {
             drop(state);
             hub.longpoll.lock().remove(&digest(&token));
-            return (503, error_body(ErrorCode::InternalError.as_str(), "the session ended before answering"));
+            return (
+                503,
+                error_body(ErrorCode::InternalError.as_str(), "the session ended before answering"),
+            );
         }
         state = shared.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
     }
@@ -395,7 +409,8 @@ fn send(hub: &Hub, head: &RequestHead, body: Vec<u8>) -> Answer {
         });
         return (409, body);
     }
-    let frames: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
+    let frames: Vec<&str> =
+        text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
     if state.inbox.len() + frames.len() > INBOX_FRAMES || state.inbox_bytes + text.len() > INBOX_BYTES {
         let body = serde_json::json!({
             "code": ErrorCode::AgentBusy.as_str(),
@@ -471,7 +486,11 @@ fn recv(hub: &Hub, head: &RequestHead) -> Answer {
             let next = state.next_out_seq;
             return (200, serde_json::json!({ "first": next, "frames": [] }));
         }
-        state = shared.changed.wait_timeout(state, left.min(Duration::from_secs(1))).unwrap_or_else(|e| e.into_inner()).0;
+        state = shared
+            .changed
+            .wait_timeout(state, left.min(Duration::from_secs(1)))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
         state.last_recv = Instant::now();
     }
 }

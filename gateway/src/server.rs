@@ -152,7 +152,11 @@ fn handle_connection(
 
 /// Serves HTTP requests until the connection should close (`Ok(None)`) or a valid WebSocket
 /// upgrade arrives (`Ok(Some(head))`).
-fn serve_requests(hub: &Arc<Hub>, stream: &mut TlsStream, buf: &mut Vec<u8>) -> io::Result<Option<RequestHead>> {
+fn serve_requests(
+    hub: &Arc<Hub>,
+    stream: &mut TlsStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<RequestHead>> {
     let mut first = true;
     loop {
         if !first && buf.is_empty() {

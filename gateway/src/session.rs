@@ -49,12 +49,7 @@ enum Phase {
 
 /// Runs a session until it ends, over a WebSocket or the HTTPS long-poll transport.
 /// `upload_url` is the URL handed out in `connected`.
-pub(crate) fn run<T: Transport>(
-    hub: Arc<Hub>,
-    mut ws: T,
-    waker: Waker,
-    upload_url: String,
-) {
+pub(crate) fn run<T: Transport>(hub: Arc<Hub>, mut ws: T, waker: Waker, upload_url: String) {
     let mut phase = Phase::Auth { deadline: Instant::now() + hub.config.auth_timeout };
     let mut incoming = Vec::new();
     let mut reason = String::from("connection closed");
@@ -204,12 +199,7 @@ pub(crate) fn run<T: Transport>(
     }
 }
 
-fn send_error<T: Transport>(
-    ws: &mut T,
-    code: ErrorCode,
-    message: &str,
-    command_id: Option<String>,
-) {
+fn send_error<T: Transport>(ws: &mut T, code: ErrorCode, message: &str, command_id: Option<String>) {
     let frame = Inbound::Error(CloudError { code, message: message.to_owned(), command_id });
     let _ = ws.send_text(frame.encode());
 }

@@ -64,7 +64,8 @@ fn open_answers_connected_and_a_wrong_key_gets_the_error_frame_without_a_token()
     let http = client(&gw);
     let token = open(&gw, &http);
     assert_eq!(token.len(), 64);
-    let (status, body) = answer(http.post(format!("{}/lp/open", base(&gw))).send(auth("mc_live_acme_nope").as_bytes()));
+    let (status, body) =
+        answer(http.post(format!("{}/lp/open", base(&gw))).send(auth("mc_live_acme_nope").as_bytes()));
     assert_eq!(status, 200, "{body}");
     assert!(body.get("token").is_none(), "{body}");
     let first: Value = serde_json::from_str(body["frames"][0].as_str().unwrap()).unwrap();
