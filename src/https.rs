@@ -32,6 +32,7 @@ pub fn agent(
     timeout: Duration,
 ) -> Result<ureq::Agent, ureq::Error> {
     let proxy = proxy.map(ureq::Proxy::new).transpose()?;
+    let proxy_hop = proxy.as_ref().map(|p| (p.host().to_owned(), p.port()));
     let config = ureq::Agent::config_builder()
         .proxy(proxy)
         .timeout_global(Some(timeout))
@@ -42,7 +43,7 @@ pub fn agent(
         .max_redirects(0)
         .build();
     let connector = ()
-        .chain(HttpsOnly)
+        .chain(HttpsOnly { proxy: proxy_hop })
         // The CONNECT connector opens its own socket to the proxy; it must come first, or
         // the TCP connector dials the (unresolved, empty) target addresses and fails.
         .chain(ConnectProxyConnector::default())
@@ -51,15 +52,23 @@ pub fn agent(
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
 }
 
-/// First in the chain: refuses a plain `http://` URL before any socket is opened.
+/// First in the chain: refuses a plain `http://` URL before any socket is opened — except the
+/// hop to the configured CONNECT proxy itself (`proxy`: its host and port), which ureq opens
+/// through the same chain before it sends `CONNECT`.
 #[derive(Debug)]
-pub struct HttpsOnly;
+pub struct HttpsOnly {
+    /// The CONNECT proxy's host and port.
+    pub proxy: Option<(String, u16)>,
+}
 
 impl<In: Transport> Connector<In> for HttpsOnly {
     type Out = In;
 
     fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<In>, ureq::Error> {
-        if !details.needs_tls() {
+        let to_proxy = self.proxy.as_ref().is_some_and(|(host, port)| {
+            details.uri.host() == Some(host.as_str()) && details.uri.port_u16().unwrap_or(80) == *port
+        });
+        if !details.needs_tls() && !to_proxy {
             return Err(ureq::Error::Tls("plain http refused: uploads use https only"));
         }
         Ok(chained)
