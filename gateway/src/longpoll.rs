@@ -269,7 +269,10 @@ fn read_request_body(
             )));
         }
         Err(()) => {
-            return Ok(Err((400, error_body(ErrorCode::MalformedMessage.as_str(), "invalid Content-Length"))));
+            return Ok(Err((
+                400,
+                error_body(ErrorCode::MalformedMessage.as_str(), "invalid Content-Length"),
+            )));
         }
     };
     if len > max {
