@@ -450,9 +450,8 @@ fn recv(hub: &Hub, head: &RequestHead) -> Answer {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(DEFAULT_WAIT, Duration::from_millis)
         .min(MAX_WAIT);
-    // While the gateway stops, a held request ends soon (its thread is joined).
-    let wait = if hub.is_stopping() { wait.min(Duration::from_secs(1)) } else { wait };
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     let mut state = shared.state();
     let now = Instant::now();
     state.last_request = now;
@@ -484,6 +483,9 @@ fn recv(hub: &Hub, head: &RequestHead) -> Answer {
             hub.longpoll.lock().retain(|_, s| !Arc::ptr_eq(s, &shared));
             return gone(&reason);
         }
+        // While the gateway stops, a held request ends within a second (its thread is joined).
+        let deadline =
+            if hub.is_stopping() { deadline.min(started + Duration::from_secs(1)) } else { deadline };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || state.release != release {
             let next = state.next_out_seq;
