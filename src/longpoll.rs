@@ -266,6 +266,11 @@ impl Transport for LongPollTransport {
         if self.closed {
             return Err(tungstenite::Error::AlreadyClosed);
         }
+        // A batch is at most BATCH_BYTES, or one larger frame alone (the gateway takes a body
+        // of one frame of up to MAX_FRAME_BYTES).
+        if !self.pending.is_empty() && self.pending_bytes + text.len() + 1 > BATCH_BYTES {
+            self.flush()?;
+        }
         self.pending_bytes += text.len() + 1;
         self.pending.push(text);
         if self.pending_bytes >= BATCH_BYTES { self.flush() } else { Ok(()) }

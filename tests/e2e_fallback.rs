@@ -22,6 +22,15 @@ def requestheaders(flow: http.HTTPFlow) -> None:
         flow.response = http.Response.make(403, b"websocket blocked by policy")
 "#;
 
+/// Another policy: the connection is dropped after the upgrade request, without an answer.
+const DROP_WS: &str = r#"
+from mitmproxy import http
+
+def requestheaders(flow: http.HTTPFlow) -> None:
+    if flow.request.headers.get("upgrade", "").lower() == "websocket":
+        flow.kill()
+"#;
+
 /// `mitmdump` in regular (forward proxy) mode, intercepting TLS, refusing WebSocket upgrades.
 struct Mitm {
     exe: PathBuf,
@@ -32,8 +41,13 @@ struct Mitm {
 
 impl Mitm {
     fn start(exe: PathBuf, dir: &Path) -> Self {
+        Self::start_with(exe, dir, BLOCK_WS)
+    }
+
+    /// With `addon` as the policy script.
+    fn start_with(exe: PathBuf, dir: &Path, addon: &str) -> Self {
         let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        std::fs::write(dir.join("block_ws.py"), BLOCK_WS).unwrap();
+        std::fs::write(dir.join("block_ws.py"), addon).unwrap();
         let mut mitm = Self { exe, dir: dir.to_owned(), addr, child: None };
         mitm.spawn();
         mitm
@@ -201,4 +215,27 @@ fn commands_over_long_poll_are_answered_once_across_proxy_restarts() {
     // keeps the first. A long-poll `send` retried after a cut is applied once, so none arrive
     // twice from the transport itself.
     assert_eq!(doubled, 0, "{received:?}");
+}
+
+#[test]
+fn a_proxy_that_drops_the_upgrade_request_gets_the_https_fallback_too() {
+    let Some(exe) = net_tool("mitmdump") else { return };
+    let world = World::new("fallback-drop");
+    let scratch = TempDir::new("mitm-drop");
+    let mitm = Mitm::start_with(exe, &scratch.0, DROP_WS);
+    let agent = agent_behind(&world, &mitm, "Dropped", 30_000);
+    agent.wait_log("falling back to HTTPS long-poll");
+    let log = agent.log_text();
+    assert!(log.contains("closed after the upgrade request"), "{log}");
+    assert_eq!(status(&agent)["transport"], "https-long-poll");
+    let outcome = world.gateway.query("Dropped", request("SELECT 2 AS two")).unwrap();
+    assert_eq!(outcome.rows, vec![vec![json!(2)]]);
+}
+
+#[test]
+fn without_a_blocking_proxy_the_websocket_is_used() {
+    let world = World::new("fallback-none");
+    let agent = crate::support::connected_agent(&world, "Direct", json!({}));
+    assert_eq!(status(&agent)["transport"], "websocket");
+    assert!(!agent.log_text().contains("long-poll"), "{}", agent.log_text());
 }
