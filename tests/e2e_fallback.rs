@@ -198,18 +198,25 @@ fn commands_over_long_poll_are_answered_once_across_proxy_restarts() {
 
     // Count results the gateway received per command: a doubled answer would show twice.
     let mut received = std::collections::HashMap::<String, u32>::new();
+    let mut sessions = 0;
     while let Ok(event) = events.try_recv() {
-        if let GatewayEvent::Frame {
-            frame: mini_connector::protocol::Outbound::ExecutionResult(result),
-            ..
-        } = event
-        {
-            *received.entry(result.command_id.clone()).or_default() += 1;
+        match event {
+            GatewayEvent::Frame {
+                frame: mini_connector::protocol::Outbound::ExecutionResult(result),
+                ..
+            } => {
+                *received.entry(result.command_id.clone()).or_default() += 1;
+            }
+            GatewayEvent::AgentConnected { .. } => sessions += 1,
+            _ => {}
         }
     }
     let lost = total as usize - received.len();
     let doubled: u32 = received.values().map(|n| n.saturating_sub(1)).sum();
-    eprintln!("long-poll cuts: {total} commands, {lost} lost, {doubled} answers received twice");
+    eprintln!(
+        "long-poll cuts: {total} commands, 4 proxy restarts, {sessions} new sessions, {lost} lost, \
+         {doubled} answers received twice"
+    );
     assert_eq!(lost, 0, "{received:?}");
     // The agent re-sends an unacknowledged answer after a reconnect (by design); the gateway
     // keeps the first. A long-poll `send` retried after a cut is applied once, so none arrive
