@@ -282,6 +282,34 @@ enum End {
     UpgradeRefused(String),
 }
 
+/// When the link dials over the HTTPS fallback instead of the WebSocket: from a refused
+/// upgrade for [`WEBSOCKET_RETRY`]; then the WebSocket is tried again at the next dial.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fallback {
+    until: Option<Instant>,
+}
+
+impl Fallback {
+    /// Whether the next dial uses long-poll.
+    fn use_long_poll(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+
+    /// The upgrade was refused: long-poll for the next [`WEBSOCKET_RETRY`]. True when this
+    /// starts a fallback (it is logged once), false when a retry of the WebSocket was refused
+    /// again.
+    fn refused(&mut self, now: Instant) -> bool {
+        let first = self.until.is_none();
+        self.until = Some(now + WEBSOCKET_RETRY);
+        first
+    }
+
+    /// A WebSocket session started; true when that ends a fallback.
+    fn websocket_works(&mut self) -> bool {
+        self.until.take().is_some()
+    }
+}
+
 /// Reconnection delays: exponential backoff with full jitter.
 ///
 /// After `n` failed attempts in a row the next delay is uniform in
@@ -351,17 +379,16 @@ fn uniform(low: Duration, high: Duration) -> Duration {
 impl LinkThread {
     fn run(mut self) {
         let mut backoff = Backoff::new(self.settings.reconnect_max);
-        // While set and in the future: dial over the HTTPS fallback, not the WebSocket.
-        let mut fallback_until: Option<Instant> = None;
+        let mut fallback = Fallback::default();
         loop {
             self.stats.set_next_retry(None);
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
-            let end = if fallback_until.is_some_and(|until| Instant::now() < until) {
+            let end = if fallback.use_long_poll(Instant::now()) {
                 self.long_poll(&mut backoff)
             } else {
                 match self.connect() {
                     Ok((ws, tcp)) => {
-                        if fallback_until.take().is_some() {
+                        if fallback.websocket_works() {
                             tracing::info!("the WebSocket upgrade works again; leaving the HTTPS fallback");
                         }
                         // `connected` arrived: the session is healthy, the backoff starts over.
@@ -369,13 +396,12 @@ impl LinkThread {
                         self.session(ws, &tcp)
                     }
                     Err(End::UpgradeRefused(why)) => {
-                        if fallback_until.is_none() {
+                        if fallback.refused(Instant::now()) {
                             tracing::warn!(
                                 retry_websocket_in_s = WEBSOCKET_RETRY.as_secs(),
                                 "the WebSocket upgrade was refused ({why}); falling back to HTTPS long-poll"
                             );
                         }
-                        fallback_until = Some(Instant::now() + WEBSOCKET_RETRY);
                         self.long_poll(&mut backoff)
                     }
                     Err(end) => end,
@@ -770,6 +796,28 @@ mod tests {
         assert!(samples.iter().any(|d| *d > ceiling * 9 / 10), "no delay near the ceiling");
         let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
         assert!(mean > ceiling * 2 / 5 && mean < ceiling * 3 / 5, "mean {mean:?} of uniform(0, {ceiling:?})");
+    }
+
+    #[test]
+    fn the_fallback_lasts_its_window_then_the_websocket_is_tried_again() {
+        use std::time::Instant;
+
+        use super::{Fallback, WEBSOCKET_RETRY};
+        let t0 = Instant::now();
+        let mut fallback = Fallback::default();
+        assert!(!fallback.use_long_poll(t0), "the WebSocket first");
+        assert!(fallback.refused(t0), "the first refusal starts a fallback (and is logged)");
+        assert!(fallback.use_long_poll(t0 + Duration::from_secs(1)));
+        assert!(fallback.use_long_poll(t0 + WEBSOCKET_RETRY - Duration::from_millis(1)));
+        assert!(!fallback.use_long_poll(t0 + WEBSOCKET_RETRY), "after the window: the WebSocket again");
+        // Refused again: another window, without a second warning.
+        let t1 = t0 + WEBSOCKET_RETRY;
+        assert!(!fallback.refused(t1));
+        assert!(fallback.use_long_poll(t1 + WEBSOCKET_RETRY / 2));
+        // The WebSocket works: the fallback is over.
+        assert!(fallback.websocket_works());
+        assert!(!fallback.use_long_poll(t1 + Duration::from_secs(1)));
+        assert!(!fallback.websocket_works(), "nothing to leave");
     }
 
     #[test]
