@@ -188,40 +188,48 @@ fn commands_over_long_poll_are_answered_once_across_proxy_restarts() {
             mitm.spawn();
         }
     }
+    // Lost: a command without an answer; doubled: a command id answering two keys, or an
+    // answer carrying another command's rows (as tests/e2e_faults.rs counts them).
     let mut answers = Vec::new();
+    let mut ids = std::collections::HashSet::new();
     for (i, p) in pending.into_iter().enumerate() {
         let outcome = p.wait().unwrap_or_else(|e| panic!("command {i}: {e:?}\n{}", agent.log_text()));
+        ids.insert(outcome.command_id.clone());
         answers.push(outcome.rows[0][0].as_u64().unwrap());
     }
     let expected: Vec<u64> = (0..total).collect();
-    assert_eq!(answers, expected, "every command answered with its own result");
+    let lost = 0; // every wait above returned an answer (or the test failed there)
+    let doubled = total as usize - ids.len() + answers.iter().zip(&expected).filter(|(a, e)| a != e).count();
 
-    // Count results the gateway received per command: a doubled answer would show twice.
+    // Result frames per command as the gateway received them (its `Frame` event follows the
+    // answer, so wait until every command's is in).
     let mut received = std::collections::HashMap::<String, u32>::new();
     let mut sessions = 0;
-    while let Ok(event) = events.try_recv() {
-        match event {
-            GatewayEvent::Frame {
+    let deadline = Instant::now() + WATCHDOG;
+    while received.len() < ids.len() {
+        match events.recv_deadline(deadline) {
+            Ok(GatewayEvent::Frame {
                 frame: mini_connector::protocol::Outbound::ExecutionResult(result),
                 ..
-            } => {
-                *received.entry(result.command_id.clone()).or_default() += 1;
-            }
-            GatewayEvent::AgentConnected { .. } => sessions += 1,
-            _ => {}
+            }) => *received.entry(result.command_id.clone()).or_default() += 1,
+            Ok(GatewayEvent::AgentConnected { .. }) => sessions += 1,
+            Ok(_) => {}
+            Err(_) => panic!("result frames missing: {received:?}"),
         }
     }
-    let lost = total as usize - received.len();
-    let doubled: u32 = received.values().map(|n| n.saturating_sub(1)).sum();
+    let resent: u32 = received.values().map(|n| n.saturating_sub(1)).sum();
     eprintln!(
         "long-poll cuts: {total} commands, 4 proxy restarts, {sessions} new sessions, {lost} lost, \
-         {doubled} answers received twice"
+         {doubled} doubled, {resent} result frames received twice"
     );
-    assert_eq!(lost, 0, "{received:?}");
-    // The agent re-sends an unacknowledged answer after a reconnect (by design); the gateway
-    // keeps the first. A long-poll `send` retried after a cut is applied once, so none arrive
-    // twice from the transport itself.
-    assert_eq!(doubled, 0, "{received:?}");
+    assert_eq!(answers, expected, "every command answered with its own result");
+    assert_eq!(doubled, 0);
+    // Within one long-poll session a `send` retried after a cut is applied once, so a result
+    // frame arrives twice only when the agent re-sends unacknowledged answers after a new
+    // session (by design; the gateway keeps the first).
+    if sessions == 0 {
+        assert_eq!(resent, 0, "{received:?}");
+    }
 }
 
 #[test]
