@@ -34,6 +34,7 @@ pub mod heartbeat;
 pub mod https;
 pub mod link;
 pub mod logging;
+pub mod longpoll;
 pub mod notify;
 pub mod policy;
 pub mod proxy;

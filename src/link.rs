@@ -17,13 +17,20 @@
 //! **Dead peer.** A session silent for one heartbeat interval is pinged; silent for two, it is
 //! dropped.
 //!
+//! **HTTPS fallback.** When the WebSocket upgrade is refused (the cloud or a proxy answers a
+//! status other than `101`, or closes the connection after the upgrade request), the link opens
+//! a session over the HTTPS long-poll transport ([`crate::longpoll`]) at once, with the same
+//! frames and the same `drive` loop, logs a warning (once per fallback), and tells the status
+//! ([`LinkStats::transport`]). It keeps using long-poll for [`WEBSOCKET_RETRY`], then tries the
+//! WebSocket again at its next dial.
+//!
 //! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent and
 //! received, the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
 //! is due while offline. The supervisor reads them for the status snapshot.
 
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,9 +40,13 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tungstenite::client::IntoClientRequest;
 
-use crate::protocol::{ApiKey, Auth, ErrorCode, Frame, Inbound, Outbound, PROTOCOL_VERSION};
+use crate::longpoll::{LongPollTarget, LongPollTransport};
+use crate::protocol::control::LinkTransport;
+use crate::protocol::{
+    ApiKey, Auth, Connected, DecodeError, ErrorCode, Frame, Inbound, Outbound, PROTOCOL_VERSION,
+};
 use crate::supervisor::SupMsg;
-use crate::wsio::{Incoming, PolledWebSocket, Waker, ws_config};
+use crate::wsio::{Incoming, PolledWebSocket, Transport, Waker, ws_config};
 
 /// How long dialling, TLS, the WebSocket handshake and authentication may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +55,9 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Ceiling of the first delay after a healthy session dropped: a link that is cut often comes
 /// back at once, while a gateway that refuses every dial still sees the doubling backoff.
 const FIRST_RETRY_CEILING: Duration = Duration::from_millis(100);
+/// How long the link stays on the HTTPS fallback before it tries the WebSocket again (at its
+/// next dial).
+pub const WEBSOCKET_RETRY: Duration = Duration::from_secs(5 * 60);
 /// `AUTH_FAILED` is never retried more often than this.
 const AUTH_RETRY_FLOOR: Duration = Duration::from_secs(30);
 /// Longest wait between `AUTH_FAILED` retries.
@@ -94,6 +108,8 @@ pub struct LinkStats {
     latency_us: AtomicU64,
     /// Unix milliseconds of the next dial while offline; 0: not waiting.
     next_retry_ms: AtomicU64,
+    /// 0: no session; 1: WebSocket; 2: HTTPS long-poll.
+    transport: AtomicU8,
 }
 
 impl LinkStats {
@@ -124,6 +140,25 @@ impl LinkStats {
                 Some(at.duration_since(SystemTime::now()).unwrap_or_default())
             }
         }
+    }
+
+    /// What carries the current session (`None`: no session).
+    pub fn transport(&self) -> Option<LinkTransport> {
+        match self.transport.load(Ordering::Relaxed) {
+            1 => Some(LinkTransport::Websocket),
+            2 => Some(LinkTransport::HttpsLongPoll),
+            _ => None,
+        }
+    }
+
+    /// Records what carries the current session.
+    pub fn set_transport(&self, transport: Option<LinkTransport>) {
+        let value = match transport {
+            None => 0,
+            Some(LinkTransport::Websocket) => 1,
+            Some(LinkTransport::HttpsLongPoll) => 2,
+        };
+        self.transport.store(value, Ordering::Relaxed);
     }
 
     /// Counts bytes written.
@@ -242,6 +277,37 @@ enum End {
     Reconnect(String),
     /// Rejected by the cloud (`AUTH_FAILED`, `DUPLICATE_CONNECTION`).
     Rejected(ErrorCode, String),
+    /// The WebSocket upgrade was refused (a non-101 answer, or the connection closed after the
+    /// upgrade request): the HTTPS fallback is tried at once.
+    UpgradeRefused(String),
+}
+
+/// When the link dials over the HTTPS fallback instead of the WebSocket: from a refused
+/// upgrade for [`WEBSOCKET_RETRY`]; then the WebSocket is tried again at the next dial.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fallback {
+    until: Option<Instant>,
+}
+
+impl Fallback {
+    /// Whether the next dial uses long-poll.
+    fn use_long_poll(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+
+    /// The upgrade was refused: long-poll for the next [`WEBSOCKET_RETRY`]. True when this
+    /// starts a fallback (it is logged once), false when a retry of the WebSocket was refused
+    /// again.
+    fn refused(&mut self, now: Instant) -> bool {
+        let first = self.until.is_none();
+        self.until = Some(now + WEBSOCKET_RETRY);
+        first
+    }
+
+    /// A WebSocket session started; true when that ends a fallback.
+    fn websocket_works(&mut self) -> bool {
+        self.until.take().is_some()
+    }
 }
 
 /// Reconnection delays: exponential backoff with full jitter.
@@ -313,20 +379,37 @@ fn uniform(low: Duration, high: Duration) -> Duration {
 impl LinkThread {
     fn run(mut self) {
         let mut backoff = Backoff::new(self.settings.reconnect_max);
+        let mut fallback = Fallback::default();
         loop {
             self.stats.set_next_retry(None);
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
-            let end = match self.connect() {
-                Ok((ws, tcp)) => {
-                    // `connected` arrived: the session is healthy, the backoff starts over.
-                    backoff.connected();
-                    self.session(ws, &tcp)
+            let end = if fallback.use_long_poll(Instant::now()) {
+                self.long_poll(&mut backoff)
+            } else {
+                match self.connect() {
+                    Ok((ws, tcp)) => {
+                        if fallback.websocket_works() {
+                            tracing::info!("the WebSocket upgrade works again; leaving the HTTPS fallback");
+                        }
+                        // `connected` arrived: the session is healthy, the backoff starts over.
+                        backoff.connected();
+                        self.session(ws, &tcp)
+                    }
+                    Err(End::UpgradeRefused(why)) => {
+                        if fallback.refused(Instant::now()) {
+                            tracing::warn!(
+                                retry_websocket_in_s = WEBSOCKET_RETRY.as_secs(),
+                                "the WebSocket upgrade was refused ({why}); falling back to HTTPS long-poll"
+                            );
+                        }
+                        self.long_poll(&mut backoff)
+                    }
+                    Err(end) => end,
                 }
-                Err(end) => end,
             };
             let delay = match end {
                 End::Shutdown => return,
-                End::Reconnect(reason) => {
+                End::Reconnect(reason) | End::UpgradeRefused(reason) => {
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
                     backoff.delay()
                 }
@@ -400,7 +483,10 @@ impl LinkThread {
         let request =
             self.settings.url.as_str().into_client_request().map_err(|e| fail("bad cloud URL", &e))?;
         let (mut ws, _response) = tungstenite::client::client_with_config(request, stream, Some(ws_config()))
-            .map_err(|e| fail("WebSocket handshake failed", &e))?;
+            .map_err(|e| {
+                upgrade_refused(&e)
+                    .map_or_else(|| fail("WebSocket handshake failed", &e), End::UpgradeRefused)
+            })?;
 
         // Authenticate: the key lives only for the duration of this block.
         {
@@ -414,25 +500,50 @@ impl LinkThread {
             let message = ws.read().map_err(|e| fail("waiting for the cloud to accept", &e))?;
             let tungstenite::Message::Text(text) = message else { continue };
             self.stats.count_received(text.len());
-            match Inbound::decode(text.as_str()) {
-                Ok(Inbound::Connected(connected)) => {
-                    let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
-                    return Ok((ws, tcp));
-                }
-                Ok(Inbound::Error(error)) => {
-                    return Err(match error.code {
-                        ErrorCode::AuthFailed | ErrorCode::DuplicateConnection => {
-                            End::Rejected(error.code, error.message)
-                        }
-                        _ => End::Reconnect(format!("{}: {}", error.code, error.message)),
-                    });
-                }
-                Ok(other) => {
-                    return Err(End::Reconnect(format!("expected `connected`, got {other:?}")));
-                }
-                Err(e) => return Err(End::Reconnect(format!("bad first frame: {e}"))),
-            }
+            let connected = accepted(Inbound::decode(text.as_str()))?;
+            let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
+            return Ok((ws, tcp));
         }
+    }
+
+    /// A session over the HTTPS long-poll transport: `auth` in `POST /lp/open`, then the same
+    /// [`Self::drive`] loop.
+    fn long_poll(&mut self, backoff: &mut Backoff) -> End {
+        let settings = &self.settings;
+        let target = match LongPollTarget::from_ws_url(
+            &settings.url,
+            settings.tls.clone(),
+            settings.proxy.clone(),
+            settings.heartbeat_interval,
+        ) {
+            Ok(target) => target,
+            Err(e) => return End::Reconnect(e),
+        };
+        // Authenticate: the key lives only for the duration of this block.
+        let opened = {
+            let key = match (self.load_key)() {
+                Ok(key) => key,
+                Err(e) => return End::Rejected(ErrorCode::AuthFailed, e),
+            };
+            let text = zeroize::Zeroizing::new(auth_frame(&self.settings, key).encode());
+            self.stats.count_sent(text.len());
+            LongPollTransport::open(target, &text)
+        };
+        let (transport, first) = match opened {
+            Ok(pair) => pair,
+            Err(e) => return End::Reconnect(format!("HTTPS fallback: {e}")),
+        };
+        self.stats.count_received(first.len());
+        let connected = match accepted(Inbound::decode(&first)) {
+            Ok(connected) => connected,
+            Err(end) => return end,
+        };
+        let Some((mut transport, waker)) = transport else {
+            return End::Reconnect("HTTPS fallback: `connected` came without a session token".into());
+        };
+        let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
+        backoff.connected();
+        self.run_session(&mut transport, waker, LinkTransport::HttpsLongPoll)
     }
 
     fn session(&mut self, ws: tungstenite::WebSocket<TlsStream>, tcp: &TcpStream) -> End {
@@ -442,18 +553,24 @@ impl LinkThread {
             Ok(pair) => pair,
             Err(e) => return End::Reconnect(format!("poller: {e}")),
         };
+        self.run_session(&mut ws, waker, LinkTransport::Websocket)
+    }
+
+    fn run_session<T: Transport>(&mut self, ws: &mut T, waker: Waker, kind: LinkTransport) -> End {
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker);
-        let end = self.drive(&mut ws);
+        self.stats.set_transport(Some(kind));
+        let end = self.drive(ws);
+        self.stats.set_transport(None);
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match &end {
             End::Shutdown => ws.close("agent shutting down"),
-            End::Reconnect(reason) => ws.close(reason),
+            End::Reconnect(reason) | End::UpgradeRefused(reason) => ws.close(reason),
             End::Rejected(..) => {}
         }
         end
     }
 
-    fn drive(&mut self, ws: &mut PolledWebSocket<TlsStream>) -> End {
+    fn drive<T: Transport>(&mut self, ws: &mut T) -> End {
         let interval = self.settings.heartbeat_interval;
         // Silent for one interval: ping; for two: the peer is dead.
         let silence_limit = interval * 2;
@@ -544,6 +661,46 @@ impl LinkThread {
     }
 }
 
+/// The cloud's answer to `auth`: `connected`, or why the session did not start.
+fn accepted(first: Result<Inbound, DecodeError>) -> Result<Connected, End> {
+    match first {
+        Ok(Inbound::Connected(connected)) => Ok(connected),
+        Ok(Inbound::Error(error)) => Err(match error.code {
+            ErrorCode::AuthFailed | ErrorCode::DuplicateConnection => {
+                End::Rejected(error.code, error.message)
+            }
+            _ => End::Reconnect(format!("{}: {}", error.code, error.message)),
+        }),
+        Ok(other) => Err(End::Reconnect(format!("expected `connected`, got {other:?}"))),
+        Err(e) => Err(End::Reconnect(format!("bad first frame: {e}"))),
+    }
+}
+
+/// Whether a failed WebSocket handshake means the upgrade itself was refused (an HTTP answer
+/// other than `101`, or the connection closed after the upgrade request) rather than the
+/// network failing; `Some(why)` then.
+fn upgrade_refused(
+    e: &tungstenite::HandshakeError<tungstenite::ClientHandshake<TlsStream>>,
+) -> Option<String> {
+    let tungstenite::HandshakeError::Failure(e) = e else { return None };
+    match e {
+        tungstenite::Error::Http(response) => Some(format!("HTTP {} instead of 101", response.status())),
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete) => {
+            Some("the connection closed after the upgrade request".into())
+        }
+        tungstenite::Error::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Some(format!("the connection closed after the upgrade request ({io})"))
+        }
+        _ => None,
+    }
+}
+
 /// The `auth` frame for `settings`, carrying `key`.
 fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
     Outbound::Auth(Auth {
@@ -596,6 +753,28 @@ mod tests {
         assert!(samples.iter().any(|d| *d > ceiling * 9 / 10), "no delay near the ceiling");
         let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
         assert!(mean > ceiling * 2 / 5 && mean < ceiling * 3 / 5, "mean {mean:?} of uniform(0, {ceiling:?})");
+    }
+
+    #[test]
+    fn the_fallback_lasts_its_window_then_the_websocket_is_tried_again() {
+        use std::time::Instant;
+
+        use super::{Fallback, WEBSOCKET_RETRY};
+        let t0 = Instant::now();
+        let mut fallback = Fallback::default();
+        assert!(!fallback.use_long_poll(t0), "the WebSocket first");
+        assert!(fallback.refused(t0), "the first refusal starts a fallback (and is logged)");
+        assert!(fallback.use_long_poll(t0 + Duration::from_secs(1)));
+        assert!(fallback.use_long_poll(t0 + WEBSOCKET_RETRY - Duration::from_millis(1)));
+        assert!(!fallback.use_long_poll(t0 + WEBSOCKET_RETRY), "after the window: the WebSocket again");
+        // Refused again: another window, without a second warning.
+        let t1 = t0 + WEBSOCKET_RETRY;
+        assert!(!fallback.refused(t1));
+        assert!(fallback.use_long_poll(t1 + WEBSOCKET_RETRY / 2));
+        // The WebSocket works: the fallback is over.
+        assert!(fallback.websocket_works());
+        assert!(!fallback.use_long_poll(t1 + Duration::from_secs(1)));
+        assert!(!fallback.websocket_works(), "nothing to leave");
     }
 
     #[test]

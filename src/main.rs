@@ -414,6 +414,9 @@ fn print_status(s: &StatusSnapshot) {
         let retry = s.next_retry_ms.map(|ms| format!(", next try in {ms} ms")).unwrap_or_default();
         println!("disconnected:   since {since}{retry}");
     }
+    if let Some(transport) = s.transport {
+        println!("transport:      {}", transport.label());
+    }
     println!("uptime:         {} s, {} reconnects", s.uptime_secs, s.reconnects);
     if let Some(latency) = s.latency_ms {
         println!("latency:        {latency:.1} ms");

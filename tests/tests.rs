@@ -18,6 +18,7 @@ mod control_golden;
 mod e2e_auth;
 mod e2e_control_api;
 mod e2e_differential;
+mod e2e_fallback;
 mod e2e_faults;
 mod e2e_flow;
 mod e2e_gate;

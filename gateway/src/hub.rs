@@ -416,6 +416,8 @@ pub(crate) struct Hub {
     admin_connections: AtomicUsize,
     /// Connection threads, joined at shutdown.
     pub threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Sessions over the HTTPS long-poll transport, by token.
+    pub longpoll: crate::longpoll::Registry,
 }
 
 impl std::fmt::Debug for Hub {
@@ -492,6 +494,7 @@ impl Hub {
             open_connections: AtomicUsize::new(0),
             admin_connections: AtomicUsize::new(0),
             threads: Mutex::default(),
+            longpoll: crate::longpoll::Registry::default(),
         })
     }
 

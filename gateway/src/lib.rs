@@ -2,7 +2,9 @@
 //! agent against on loopback.
 //!
 //! One HTTPS port (TLS 1.3 only) serves the agents' WebSocket (`GET /ws`) and the chunk upload
-//! endpoint (`POST /upload`); an optional admin API (plain HTTP on loopback, bearer token) lets
+//! endpoint (`POST /upload`), and the HTTPS long-poll transport (`/lp/...`, `longpoll.rs`) for
+//! agents behind a proxy that refuses the WebSocket upgrade: the same session code over HTTP
+//! requests (docs/PROTOCOL.md, "HTTPS long-poll transport"); an optional admin API (plain HTTP on loopback, bearer token) lets
 //! the `connector-gateway` CLI run queries, list connectors and revoke keys in a running
 //! gateway. API keys live hashed (salted SHA-256) in `<data-dir>/gateway.db`.
 //!
@@ -52,6 +54,7 @@ mod error;
 mod http;
 mod hub;
 mod keys;
+mod longpoll;
 mod query;
 mod server;
 mod session;

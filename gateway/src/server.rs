@@ -1,6 +1,6 @@
 //! The HTTPS port: an accept thread, one thread per connection (TLS handshake, request head,
-//! route): `GET /ws` upgrades to a session, `POST /upload` takes a chunk (keep-alive), anything
-//! else is `404`.
+//! route): `GET /ws` upgrades to a session, `POST /upload` takes a chunk (keep-alive),
+//! `/lp/...` is the HTTPS long-poll transport (`longpoll.rs`, keep-alive), anything else is `404`.
 //!
 //! **Limits.** At most `max_connections` connections are served at once; one more is closed
 //! right after `accept`, before any TLS work. Slow clients are cut by deadlines, not by
@@ -72,7 +72,7 @@ impl io::Write for TimedTcp {
     }
 }
 
-type TlsStream = StreamOwned<ServerConnection, TimedTcp>;
+pub(crate) type TlsStream = StreamOwned<ServerConnection, TimedTcp>;
 
 /// Accepts connections until the hub closes its listener, at the end of a shutdown's grace
 /// period (the stopper connects once to unblock `accept`); uploads of answers still arrive
@@ -152,7 +152,11 @@ fn handle_connection(
 
 /// Serves HTTP requests until the connection should close (`Ok(None)`) or a valid WebSocket
 /// upgrade arrives (`Ok(Some(head))`).
-fn serve_requests(hub: &Hub, stream: &mut TlsStream, buf: &mut Vec<u8>) -> io::Result<Option<RequestHead>> {
+fn serve_requests(
+    hub: &Arc<Hub>,
+    stream: &mut TlsStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<RequestHead>> {
     let mut first = true;
     loop {
         if !first && buf.is_empty() {
@@ -193,6 +197,12 @@ fn serve_requests(hub: &Hub, stream: &mut TlsStream, buf: &mut Vec<u8>) -> io::R
                     return write_json(stream, 426, &body, false).map(|_| None);
                 }
                 return Ok(Some(head));
+            }
+            (_, path) if path.starts_with(protocol::LP_PATH) => {
+                let local = stream.sock.tcp.local_addr()?;
+                if !crate::longpoll::handle(hub, stream, buf, &head, local)? {
+                    return Ok(None);
+                }
             }
             ("POST", "/upload") => {
                 if !upload_request(hub, stream, buf, &head)? || !head.keep_alive() {
@@ -290,7 +300,7 @@ fn write_response_raw(stream: &mut TlsStream, bytes: &[u8]) -> io::Result<()> {
 
 /// The `host:port` the agent dialed (its `Host` header), so the upload URL reaches the same
 /// listener through the same name; the socket's own address when the header is unusable.
-fn public_host(head: &RequestHead, local: SocketAddr) -> String {
+pub(crate) fn public_host(head: &RequestHead, local: SocketAddr) -> String {
     let valid = |h: &&str| {
         !h.is_empty()
             && h.len() <= 255

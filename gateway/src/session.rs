@@ -1,4 +1,5 @@
-//! One agent's WebSocket session: `auth` within the auth timeout, then a loop that writes what
+//! One agent's session, over a WebSocket or the HTTPS long-poll transport
+//! ([`protocol::wsio::Transport`], `longpoll.rs`): `auth` within the auth timeout, then a loop that writes what
 //! other threads queued for it (send, then wake), reads and handles agent frames, and ends on
 //! close, error, idle timeout, revocation, takeover or the end of a shutdown's grace period.
 //!
@@ -10,12 +11,11 @@
 //! **Probe.** `auth` with `probe: true` (`mini-connector doctor`) is only checked: a good key
 //! gets `connected`, then the session closes without registering or taking over anything.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use protocol::wsio::{Incoming, PolledWebSocket, Waker};
+use protocol::wsio::{Incoming, Transport, Waker};
 use protocol::{
     Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
     UploadGrant, now_rfc3339,
@@ -50,13 +50,9 @@ enum Phase {
     Closing { deadline: Instant },
 }
 
-/// Runs a session until it ends. `upload_url` is the URL handed out in `connected`.
-pub(crate) fn run<S: Read + Write>(
-    hub: Arc<Hub>,
-    mut ws: PolledWebSocket<S>,
-    waker: Waker,
-    upload_url: String,
-) {
+/// Runs a session until it ends, over a WebSocket or the HTTPS long-poll transport.
+/// `upload_url` is the URL handed out in `connected`.
+pub(crate) fn run<T: Transport>(hub: Arc<Hub>, mut ws: T, waker: Waker, upload_url: String) {
     let mut phase = Phase::Auth { deadline: Instant::now() + hub.config.auth_timeout };
     let mut incoming = Vec::new();
     let mut reason = String::from("connection closed");
@@ -206,27 +202,22 @@ pub(crate) fn run<S: Read + Write>(
     }
 }
 
-fn send_error<S: Read + Write>(
-    ws: &mut PolledWebSocket<S>,
-    code: ErrorCode,
-    message: &str,
-    command_id: Option<String>,
-) {
+fn send_error<T: Transport>(ws: &mut T, code: ErrorCode, message: &str, command_id: Option<String>) {
     let frame = Inbound::Error(CloudError { code, message: message.to_owned(), command_id });
     let _ = ws.send_text(frame.encode());
 }
 
 /// Refuses a session that is not authenticated: `error`, then close.
-fn reject<S: Read + Write>(hub: &Hub, ws: &mut PolledWebSocket<S>, code: ErrorCode, message: &str) {
+fn reject<T: Transport>(hub: &Hub, ws: &mut T, code: ErrorCode, message: &str) {
     tracing::info!(%code, "agent rejected: {message}");
     send_error(ws, code, message, None);
     ws.close(message);
     hub.emit(GatewayEvent::AgentRejected { code });
 }
 
-fn authenticate<S: Read + Write>(
+fn authenticate<T: Transport>(
     hub: &Arc<Hub>,
-    ws: &mut PolledWebSocket<S>,
+    ws: &mut T,
     waker: &Waker,
     upload_url: &str,
     item: Incoming,
@@ -379,9 +370,9 @@ fn register_or_take_over(
 }
 
 /// Handles one frame of a live session; `Some(message)` when the session must end.
-fn handle_frame<S: Read + Write>(
+fn handle_frame<T: Transport>(
     hub: &Hub,
-    ws: &mut PolledWebSocket<S>,
+    ws: &mut T,
     live: &Live,
     item: Incoming,
     at: Instant,

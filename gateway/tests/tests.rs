@@ -6,6 +6,7 @@ mod admin;
 mod chunks;
 mod durable;
 mod limits;
+mod longpoll;
 mod offline;
 mod process;
 mod query;

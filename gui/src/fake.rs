@@ -219,6 +219,7 @@ fn base_status() -> StatusSnapshot {
         reconnects: 2,
         next_retry_ms: None,
         latency_ms: Some(0.4),
+        transport: Some(protocol::control::LinkTransport::Websocket),
         active_commands: 0,
         waiting_commands: 0,
         commands_completed: 1280,

@@ -137,6 +137,26 @@ pub struct DatabaseHealth {
     pub tables: Option<u64>,
 }
 
+/// What carries a live session (docs/PROTOCOL.md, "HTTPS long-poll transport").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkTransport {
+    /// `wss://…/ws`, the normal case.
+    Websocket,
+    /// The fallback: frames in HTTPS requests (`/lp/...`).
+    HttpsLongPoll,
+}
+
+impl LinkTransport {
+    /// For humans: `WebSocket`, `HTTPS fallback`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Websocket => "WebSocket",
+            Self::HttpsLongPoll => "HTTPS fallback (long-poll; the WebSocket upgrade is blocked)",
+        }
+    }
+}
+
 /// Everything the Overview, the status command and the tray need, at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -179,6 +199,10 @@ pub struct StatusSnapshot {
     /// Round trip of the last heartbeat, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// What carries the session while connected: the WebSocket, or the HTTPS long-poll
+    /// fallback when a proxy refuses the WebSocket upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<LinkTransport>,
     /// Commands executing now.
     pub active_commands: u64,
     /// Commands waiting for a worker.
@@ -230,6 +254,7 @@ impl StatusSnapshot {
             reconnects: 0,
             next_retry_ms: None,
             latency_ms: None,
+            transport: None,
             active_commands: 0,
             waiting_commands: 0,
             commands_completed: 0,

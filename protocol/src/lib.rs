@@ -51,7 +51,18 @@ pub mod headers {
     pub const FINAL: &str = "x-mc-final";
     /// Lower-case hex HMAC-SHA256, see [`super::chunk_signature`].
     pub const SIGNATURE: &str = "x-mc-signature";
+    /// The session token of the HTTPS long-poll transport (docs/PROTOCOL.md).
+    pub const LP_TOKEN: &str = "x-mc-lp-token";
+    /// Long-poll `send`: the request's sequence number, from 1 without gaps.
+    pub const LP_SEQ: &str = "x-mc-lp-seq";
+    /// Long-poll `recv`: the last gateway frame sequence number received (0: none).
+    pub const LP_ACK: &str = "x-mc-lp-ack";
+    /// Long-poll `recv`: how long the gateway may hold the request, milliseconds.
+    pub const LP_WAIT: &str = "x-mc-lp-wait-ms";
 }
+
+/// Path prefix of the HTTPS long-poll transport: `/lp/open`, `/lp/send`, `/lp/recv`, `/lp/close`.
+pub const LP_PATH: &str = "/lp";
 
 // ---------------------------------------------------------------------------------------------
 // Error codes

@@ -31,6 +31,89 @@ impl Waker {
     }
 }
 
+/// A wake-up signal without a socket: a [`polling::Poller`] with nothing registered, so the same
+/// [`Waker`] type wakes a thread that waits on something else than a WebSocket (the HTTPS
+/// long-poll transports of both ends: their frames arrive over channels).
+#[derive(Debug)]
+pub struct Signal {
+    poller: Arc<Poller>,
+    events: Events,
+}
+
+impl Signal {
+    /// A signal and the waker that fires it.
+    pub fn new() -> io::Result<(Self, Waker)> {
+        let poller = Arc::new(Poller::new()?);
+        let waker = Waker(poller.clone());
+        Ok((Self { poller, events: Events::new() }, waker))
+    }
+
+    /// Blocks until the waker fires or `timeout` passes.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.events.clear();
+        match self.poller.wait(&mut self.events, timeout) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a session loop needs of its connection, whichever carries the frames: the WebSocket
+/// ([`PolledWebSocket`]) or the HTTPS long-poll fallback (docs/PROTOCOL.md, "HTTPS long-poll
+/// transport"). Both ends run the same session code over either. The errors are tungstenite's
+/// (`ConnectionClosed` for a peer that closed, `Io` for a broken connection).
+pub trait Transport {
+    /// Blocks until something may be read or written, `timeout` passes, or the [`Waker`] fires.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Queues a text frame and tries to write it out.
+    fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error>;
+    /// Writes out whatever is queued.
+    fn flush(&mut self) -> Result<(), tungstenite::Error>;
+    /// Reads every complete frame available without blocking; `Err`: the connection is over.
+    fn read_available(&mut self, out: &mut Vec<Incoming>) -> Result<(), tungstenite::Error>;
+    /// How long since the peer last showed life.
+    fn idle_for(&self) -> Duration;
+    /// When the answer to the last [`Transport::ping`] arrived.
+    fn last_pong(&self) -> Option<Instant>;
+    /// Asks the peer for a sign of life (a WebSocket ping; over long-poll, a round trip).
+    fn ping(&mut self) -> Result<(), tungstenite::Error>;
+    /// Ends the connection, telling the peer why when it can.
+    fn close(&mut self, reason: &str);
+    /// A name for status and logs: `websocket` or `https-long-poll`.
+    fn kind(&self) -> &'static str;
+}
+
+impl<S: Read + Write> Transport for PolledWebSocket<S> {
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        PolledWebSocket::wait(self, timeout)
+    }
+    fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
+        PolledWebSocket::send_text(self, text)
+    }
+    fn flush(&mut self) -> Result<(), tungstenite::Error> {
+        PolledWebSocket::flush(self)
+    }
+    fn read_available(&mut self, out: &mut Vec<Incoming>) -> Result<(), tungstenite::Error> {
+        PolledWebSocket::read_available(self, out)
+    }
+    fn idle_for(&self) -> Duration {
+        PolledWebSocket::idle_for(self)
+    }
+    fn last_pong(&self) -> Option<Instant> {
+        PolledWebSocket::last_pong(self)
+    }
+    fn ping(&mut self) -> Result<(), tungstenite::Error> {
+        PolledWebSocket::ping(self)
+    }
+    fn close(&mut self, reason: &str) {
+        PolledWebSocket::close(self, reason);
+    }
+    fn kind(&self) -> &'static str {
+        "websocket"
+    }
+}
+
 /// What [`PolledWebSocket::read_available`] found.
 #[derive(Debug)]
 pub enum Incoming {

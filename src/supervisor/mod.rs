@@ -1151,6 +1151,7 @@ impl Supervisor {
                 stats.next_retry_in().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             },
             latency_ms: stats.latency().map(|d| d.as_secs_f64() * 1000.0),
+            transport: if connected { stats.transport() } else { None },
             active_commands: self.running.len() as u64,
             waiting_commands: self.waiting.len() as u64,
             commands_completed: self.counters.completed,

@@ -88,7 +88,7 @@ impl StatusView {
         let host = host_of(&s.cloud_url);
         let reason = s.reason.as_deref().filter(|r| !r.trim().is_empty());
         let detail = match indicator {
-            Indicator::Connected => format!("Connected to {host}"),
+            Indicator::Connected => format!("Connected to {host}{}", fallback_note(s)),
             Indicator::Executing => {
                 format!("Executing {} on {host}", format::count(s.active_commands, "command", "commands"))
             }
@@ -300,6 +300,15 @@ pub fn exit_decision(in_process: bool, status: Option<&StatusSnapshot>) -> ExitD
     }
 }
 
+/// ` (HTTPS fallback)` while the session runs over the long-poll transport (a proxy refuses
+/// the WebSocket upgrade), else nothing.
+fn fallback_note(s: &StatusSnapshot) -> &'static str {
+    match s.transport {
+        Some(protocol::control::LinkTransport::HttpsLongPoll) => " (HTTPS fallback)",
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -330,6 +339,7 @@ pub(crate) mod tests {
             reconnects: 2,
             next_retry_ms: None,
             latency_ms: Some(0.42),
+            transport: None,
             active_commands: u64::from(indicator == Indicator::Executing),
             waiting_commands: 0,
             commands_completed: 1280,
@@ -369,6 +379,15 @@ pub(crate) mod tests {
             assert_eq!(v.title, format!("Mini Connector — {label}"));
             assert!(v.tooltip.contains("Warehouse SAP"), "{}", v.tooltip);
         }
+    }
+
+    #[test]
+    fn the_https_fallback_is_named_while_connected_over_it() {
+        let mut s = snapshot(Indicator::Connected);
+        s.transport = Some(protocol::control::LinkTransport::HttpsLongPoll);
+        assert_eq!(StatusView::of(&s).detail, "Connected to console.acme.example (HTTPS fallback)");
+        s.transport = Some(protocol::control::LinkTransport::Websocket);
+        assert_eq!(StatusView::of(&s).detail, "Connected to console.acme.example");
     }
 
     #[test]
