@@ -12,3 +12,4 @@ mod query;
 mod restart;
 mod session;
 mod storage;
+mod tls_names;
