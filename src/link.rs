@@ -17,6 +17,11 @@
 //! **Dead peer.** A session silent for one heartbeat interval is pinged; silent for two, it is
 //! dropped.
 //!
+//! **Keepalive.** When the link has written nothing for `keepaliveIntervalMs` (default 20 s,
+//! below the 30–60 s after which NAT boxes, firewalls and proxies commonly cut an idle TCP
+//! connection), it sends a WebSocket ping; the gateway's pong makes traffic the other way too.
+//! Independent of the heartbeat, whose interval may be longer.
+//!
 //! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent and
 //! received, the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
 //! is due while offline. The supervisor reads them for the status snapshot.
@@ -78,6 +83,8 @@ pub struct LinkSettings {
     pub reconnect_max: Duration,
     /// Heartbeat period: a connection silent for one is pinged, for two is dropped.
     pub heartbeat_interval: Duration,
+    /// A WebSocket ping goes out when nothing was written for this long (`keepaliveIntervalMs`).
+    pub keepalive_interval: Duration,
     /// Sent in `auth` as `instanceId`: the gateway lets a new session of the same instance
     /// replace a stale one at once.
     pub instance_id: Option<String>,
@@ -457,12 +464,16 @@ impl LinkThread {
         let mut pinged = false;
         // When the ping sent with the last heartbeat left (its pong gives the latency).
         let mut heartbeat_ping: Option<Instant> = None;
+        // Keepalive: a ping when nothing was written for this long.
+        let keepalive = self.settings.keepalive_interval;
+        let mut last_write = Instant::now();
         let mut incoming = Vec::new();
         loop {
             // Drain everything queued before sleeping.
             loop {
                 match self.rx.try_recv() {
                     Ok(LinkMsg::Send(frame)) => {
+                        last_write = Instant::now();
                         let heartbeat = matches!(frame, Outbound::Heartbeat(_));
                         let text = frame.encode();
                         self.stats.count_sent(text.len());
@@ -532,8 +543,16 @@ impl LinkThread {
                     return End::Reconnect(format!("write failed: {e}"));
                 }
                 pinged = true;
+                last_write = Instant::now();
+            }
+            if last_write.elapsed() >= keepalive {
+                if let Err(e) = ws.ping() {
+                    return End::Reconnect(format!("keepalive ping failed: {e}"));
+                }
+                last_write = Instant::now();
             }
             let timeout = if idle < interval { interval - idle } else { silence_limit - idle };
+            let timeout = timeout.min(keepalive.saturating_sub(last_write.elapsed()));
             if let Err(e) = ws.wait(Some(timeout)) {
                 return End::Reconnect(format!("poll failed: {e}"));
             }
@@ -691,6 +710,7 @@ mod tests {
             tls: crate::tls::client_config(None).unwrap(),
             reconnect_max: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(20),
             instance_id: Some("inst-7".into()),
             max_in_flight: Some(40),
         };

@@ -21,6 +21,7 @@ mod e2e_faults;
 mod e2e_flow;
 mod e2e_gate;
 mod e2e_hostile;
+mod e2e_keepalive;
 mod e2e_lifecycle;
 mod e2e_link;
 mod e2e_postgres;
