@@ -22,8 +22,12 @@
 //! connection), it sends a WebSocket ping; the gateway's pong makes traffic the other way too.
 //! Independent of the heartbeat, whose interval may be longer.
 //!
-//! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent and
-//! received, the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
+//! **Compression.** `auth` offers `["deflate"]`; when `connected` accepts it, frames of 8 KiB
+//! or more (schema broadcasts, large inline results) go out deflated and compressed frames from
+//! the gateway are inflated ([`PolledWebSocket::set_compression`]).
+//!
+//! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent (as
+//! on the wire, after compression) and received (the JSON text), the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
 //! is due while offline. The supervisor reads them for the status snapshot.
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -40,7 +44,7 @@ use tungstenite::client::IntoClientRequest;
 
 use crate::protocol::{ApiKey, Auth, ErrorCode, Frame, Inbound, Outbound, PROTOCOL_VERSION};
 use crate::supervisor::SupMsg;
-use crate::wsio::{Incoming, PolledWebSocket, Waker, ws_config};
+use crate::wsio::{Compression, Incoming, PolledWebSocket, Waker, ws_config};
 
 /// How long dialling, TLS, the WebSocket handshake and authentication may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -215,7 +219,7 @@ impl Link {
         let waker_slot = sender.waker.clone();
         let stats = sender.stats.clone();
         let thread = crate::spawn_named("link", move || {
-            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats }.run();
+            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats, compression: None }.run();
         })?;
         Ok(Self { sender, thread: Some(thread) })
     }
@@ -241,6 +245,8 @@ struct LinkThread {
     rx: Receiver<LinkMsg>,
     waker_slot: Arc<Mutex<Option<Waker>>>,
     stats: Arc<LinkStats>,
+    /// What the last `connected` accepted from the offer in `auth`.
+    compression: Option<Compression>,
 }
 
 /// Why a session ended.
@@ -420,6 +426,7 @@ impl LinkThread {
             self.stats.count_received(text.len());
             match Inbound::decode(text.as_str()) {
                 Ok(Inbound::Connected(connected)) => {
+                    self.compression = connected.compression.as_deref().and_then(Compression::from_name);
                     let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
                     return Ok((ws, tcp));
                 }
@@ -446,6 +453,7 @@ impl LinkThread {
             Ok(pair) => pair,
             Err(e) => return End::Reconnect(format!("poller: {e}")),
         };
+        ws.set_compression(self.compression);
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker);
         let end = self.drive(&mut ws);
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -475,10 +483,9 @@ impl LinkThread {
                     Ok(LinkMsg::Send(frame)) => {
                         last_write = Instant::now();
                         let heartbeat = matches!(frame, Outbound::Heartbeat(_));
-                        let text = frame.encode();
-                        self.stats.count_sent(text.len());
-                        if let Err(e) = ws.send_text(text) {
-                            return End::Reconnect(format!("write failed: {e}"));
+                        match ws.send_text(frame.encode()) {
+                            Ok(wire) => self.stats.count_sent(wire),
+                            Err(e) => return End::Reconnect(format!("write failed: {e}")),
                         }
                         if heartbeat && heartbeat_ping.is_none() {
                             if let Err(e) = ws.ping() {
@@ -521,6 +528,11 @@ impl LinkThread {
                     Incoming::Binary(len) => SupMsg::BadFrame(crate::protocol::DecodeError {
                         code: ErrorCode::MalformedMessage,
                         message: format!("binary frame of {len} bytes; the protocol uses JSON text frames"),
+                        command_id: None,
+                    }),
+                    Incoming::Malformed(message) => SupMsg::BadFrame(crate::protocol::DecodeError {
+                        code: ErrorCode::MalformedMessage,
+                        message,
                         command_id: None,
                     }),
                 };
@@ -569,6 +581,7 @@ fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
         protocol_version: PROTOCOL_VERSION,
         instance_id: settings.instance_id.clone(),
         max_in_flight: settings.max_in_flight,
+        compression: vec![Compression::Deflate.as_str().to_owned()],
     })
 }
 

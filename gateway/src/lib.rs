@@ -137,6 +137,13 @@ pub struct GatewayConfig {
     /// Most commands written to a connector's session and not answered yet (the agent's
     /// `auth.maxInFlight`, 32 when it sends none, lowers it further); the rest wait in the queue.
     pub max_in_flight: usize,
+    /// Accept an agent's offer of message compression (`auth.compression`, `"deflate"`):
+    /// frames of 8 KiB or more then travel deflated both ways. `false` plays a gateway that
+    /// predates it.
+    pub compression: bool,
+    /// A session this side wrote nothing to for this long gets a WebSocket ping, so
+    /// middleboxes that cut idle connections see traffic even from agents without keepalive.
+    pub keepalive_interval: Duration,
     /// `gracePeriod` of the `shutdown` frame sent at [`Gateway::shutdown`] and by
     /// decommission; the gateway waits that long plus 2 s for answers of running commands.
     pub shutdown_grace: Duration,
@@ -149,7 +156,8 @@ impl GatewayConfig {
     /// timeout, 24 h buffers; upload buffers capped at 256 MiB per result, 512 MiB per
     /// connector and 1 GiB in total; 512 connections; 10 s for the TLS handshake, 10 s for a
     /// request head, 30 s for a request body; a 2 s takeover probe; 64 commands in flight per
-    /// connector; 5 s shutdown grace.
+    /// connector; 5 s shutdown grace; compression accepted; a keepalive ping after 20 s
+    /// without a write.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -176,6 +184,8 @@ impl GatewayConfig {
             takeover_probe: Duration::from_millis(2000),
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(5),
+            compression: true,
+            keepalive_interval: Duration::from_secs(20),
         }
     }
 }

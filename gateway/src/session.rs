@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use protocol::wsio::{Incoming, PolledWebSocket, Waker};
+use protocol::wsio::{Compression, Incoming, PolledWebSocket, Waker};
 use protocol::{
     Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
     UploadGrant, now_rfc3339,
@@ -63,7 +63,8 @@ pub(crate) fn run<S: Read + Write>(
             Phase::Auth { deadline } | Phase::Closing { deadline } => *deadline,
             Phase::Live(live) => {
                 let idle = live.last_frame + hub.config.session_idle_timeout;
-                live.drain_until.map_or(idle, |drain| drain.min(idle))
+                let keepalive = now + hub.config.keepalive_interval.saturating_sub(ws.write_idle_for());
+                live.drain_until.map_or(idle, |drain| drain.min(idle)).min(keepalive)
             }
         };
         if let Err(e) = ws.wait(Some(deadline.saturating_duration_since(now))) {
@@ -174,6 +175,10 @@ pub(crate) fn run<S: Read + Write>(
             break;
         }
 
+        // Keepalive: a ping when nothing went to the agent for a while (its pong is traffic too).
+        if matches!(phase, Phase::Live(_)) && ws.write_idle_for() >= hub.config.keepalive_interval {
+            let _ = ws.ping();
+        }
         if Instant::now() >= deadline {
             match phase {
                 Phase::Auth { .. } => {
@@ -241,7 +246,7 @@ fn authenticate<S: Read + Write>(
                 return closing();
             }
         },
-        Incoming::Binary(_) => {
+        Incoming::Binary(_) | Incoming::Malformed(_) => {
             reject(hub, ws, ErrorCode::AuthFailed, "the first frame must be a text auth frame");
             return closing();
         }
@@ -277,6 +282,11 @@ fn authenticate<S: Read + Write>(
         reject(hub, ws, ErrorCode::DuplicateConnection, &message);
         return closing();
     }
+    // The first compression of the agent's offer this gateway has; old agents offer none.
+    let compression = match hub.config.compression {
+        true => auth.compression.iter().find_map(|name| Compression::from_name(name)),
+        false => None,
+    };
     let connected = Inbound::Connected(Connected {
         tenant_id: record.tenant.clone(),
         connector_name: record.connector.clone(),
@@ -288,11 +298,13 @@ fn authenticate<S: Read + Write>(
             max_chunk_bytes: hub.config.max_chunk_bytes,
             max_inline_bytes: hub.config.max_inline_bytes,
         },
+        compression: compression.map(|c| c.as_str().to_owned()),
     });
     if let Err(e) = ws.send_text(connected.encode()) {
         hub.unregister(&record.connector, &connection_id, &format!("write failed: {e}"));
         return closing();
     }
+    ws.set_compression(compression);
     tracing::info!(connector = %record.connector, key = %auth.api_key.masked(), connection = %connection_id, "agent connected");
     hub.emit(GatewayEvent::AgentConnected {
         connector: record.connector.clone(),
@@ -355,6 +367,22 @@ fn register_or_take_over(
     Err(format!("connector `{}` is already connected", record.connector))
 }
 
+/// Answers a frame that is not JSON text with `MALFORMED_MESSAGE`; the session goes on.
+fn refuse_malformed<S: Read + Write>(
+    hub: &Hub,
+    ws: &mut PolledWebSocket<S>,
+    live: &Live,
+    message: String,
+) -> Option<String> {
+    send_error(ws, ErrorCode::MalformedMessage, &message, None);
+    hub.emit(GatewayEvent::DecodeFailed {
+        connector: live.connector.clone(),
+        code: ErrorCode::MalformedMessage,
+        message,
+    });
+    None
+}
+
 /// Handles one frame of a live session; `Some(message)` when the session must end.
 fn handle_frame<S: Read + Write>(
     hub: &Hub,
@@ -367,14 +395,10 @@ fn handle_frame<S: Read + Write>(
         Incoming::Text(text) => text,
         Incoming::Binary(len) => {
             let message = format!("binary frame of {len} bytes: the protocol uses text frames only");
-            send_error(ws, ErrorCode::MalformedMessage, &message, None);
-            hub.emit(GatewayEvent::DecodeFailed {
-                connector: live.connector.clone(),
-                code: ErrorCode::MalformedMessage,
-                message,
-            });
-            return None;
+            return refuse_malformed(hub, ws, live, message);
         }
+        // A compressed frame that does not inflate within the frame limit (a deflate bomb).
+        Incoming::Malformed(reason) => return refuse_malformed(hub, ws, live, reason),
     };
     let frame = match Outbound::decode(&text) {
         Ok(frame) => frame,

@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod chunks;
+mod compression;
 mod durable;
 mod limits;
 mod offline;

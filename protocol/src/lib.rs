@@ -391,6 +391,10 @@ pub struct Auth {
     /// The gateway paces its backlog to this many unanswered commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// Message compressions the agent can read and write, best first (`["deflate"]`, see
+    /// [`wsio::Compression`]). Absent (older agents): none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compression: Vec<String>,
 }
 
 /// `heartbeat`.
@@ -522,6 +526,10 @@ pub struct Connected {
     pub connection_id: String,
     /// Where and how to upload result chunks.
     pub upload: UploadGrant,
+    /// The compression the gateway picked from `auth.compression` (`"deflate"`); from the
+    /// next frame on, either side may send a large frame compressed. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// The upload part of `connected`.
