@@ -15,6 +15,7 @@ mod cli_service;
 mod cli_sql_check;
 mod control_golden;
 mod e2e_auth;
+mod e2e_compression;
 mod e2e_control_api;
 mod e2e_differential;
 mod e2e_faults;
