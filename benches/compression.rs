@@ -36,17 +36,98 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 
 const MODULES: [&str; 12] = ["fi", "co", "mm", "sd", "pp", "qm", "pm", "hr", "wm", "ps", "crm", "srm"];
 const WORDS: [&str; 80] = [
-    "account", "address", "amount", "approval", "asset", "balance", "batch", "bill", "branch", "budget",
-    "calendar", "carrier", "category", "change", "channel", "city", "code", "comment", "company", "condition",
-    "contact", "contract", "cost", "country", "created", "currency", "customer", "date", "delivery", "department",
-    "description", "discount", "document", "due", "employee", "entry", "exchange", "external", "fiscal", "flag",
-    "freight", "group", "header", "invoice", "item", "journal", "language", "ledger", "line", "location",
-    "material", "method", "modified", "name", "net", "number", "order", "owner", "payment", "period",
-    "plant", "position", "posting", "price", "priority", "product", "quantity", "rate", "reason", "reference",
-    "region", "sales", "serial", "status", "storage", "supplier", "tax", "terms", "unit", "vendor",
+    "account",
+    "address",
+    "amount",
+    "approval",
+    "asset",
+    "balance",
+    "batch",
+    "bill",
+    "branch",
+    "budget",
+    "calendar",
+    "carrier",
+    "category",
+    "change",
+    "channel",
+    "city",
+    "code",
+    "comment",
+    "company",
+    "condition",
+    "contact",
+    "contract",
+    "cost",
+    "country",
+    "created",
+    "currency",
+    "customer",
+    "date",
+    "delivery",
+    "department",
+    "description",
+    "discount",
+    "document",
+    "due",
+    "employee",
+    "entry",
+    "exchange",
+    "external",
+    "fiscal",
+    "flag",
+    "freight",
+    "group",
+    "header",
+    "invoice",
+    "item",
+    "journal",
+    "language",
+    "ledger",
+    "line",
+    "location",
+    "material",
+    "method",
+    "modified",
+    "name",
+    "net",
+    "number",
+    "order",
+    "owner",
+    "payment",
+    "period",
+    "plant",
+    "position",
+    "posting",
+    "price",
+    "priority",
+    "product",
+    "quantity",
+    "rate",
+    "reason",
+    "reference",
+    "region",
+    "sales",
+    "serial",
+    "status",
+    "storage",
+    "supplier",
+    "tax",
+    "terms",
+    "unit",
+    "vendor",
 ];
 const TYPES: [&str; 10] = [
-    "INTEGER", "BIGINT", "VARCHAR", "VARCHAR", "VARCHAR", "DECIMAL", "DATE", "TIMESTAMP", "CHAR", "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "DECIMAL",
+    "DATE",
+    "TIMESTAMP",
+    "CHAR",
+    "SMALLINT",
 ];
 
 /// A deterministic pseudo-random number (SplitMix64 of `seed`).
@@ -106,7 +187,8 @@ fn synthetic(tables: usize) -> DatabaseSchema {
             serde_json::json!({"name": name, "kind": "table", "columns": cols, "primaryKey": ["id"], "foreignKeys": []})
         })
         .collect();
-    serde_json::from_value(serde_json::json!({"connection": "erp", "dbType": "sqlite", "tables": tables})).unwrap()
+    serde_json::from_value(serde_json::json!({"connection": "erp", "dbType": "sqlite", "tables": tables}))
+        .unwrap()
 }
 
 /// The schema created in an SQLite file and discovered by the real driver.
@@ -146,7 +228,8 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let schema = if sqlite { discovered(&dir, tables) } else { synthetic(tables) };
-    let text = Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }).encode();
+    let text = Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] })
+        .encode();
 
     let (deflate_time, packed) = best_of(5, || deflate(text.as_bytes()));
     let (inflate_time, back) = best_of(5, || inflate(&packed, 1 << 30).unwrap());

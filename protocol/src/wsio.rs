@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(Compression::from_name("deflate"), Some(Compression::Deflate));
         assert_eq!(Compression::Deflate.as_str(), "deflate");
         assert_eq!(Compression::from_name("gzip"), None);
-        assert!(COMPRESS_MIN_BYTES < MAX_FRAME_BYTES);
+        const { assert!(COMPRESS_MIN_BYTES < MAX_FRAME_BYTES) };
     }
 
     #[test]
