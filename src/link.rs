@@ -734,6 +734,7 @@ mod tests {
         assert_eq!(json["type"], "auth");
         assert_eq!(json["instanceId"], "inst-7");
         assert_eq!(json["maxInFlight"], 40);
+        assert_eq!(json["compression"], serde_json::json!(["deflate"]), "the agent offers deflate");
         settings.instance_id = None;
         settings.max_in_flight = None;
         let json: serde_json::Value =
