@@ -135,6 +135,7 @@ impl Agent {
                 tls: tls.clone(),
                 reconnect_max: Duration::from_millis(config.reconnect_max_ms),
                 heartbeat_interval: config.heartbeat_interval(),
+                keepalive_interval: config.keepalive_interval(),
                 instance_id: Some(store.instance_id().to_owned()),
                 max_in_flight: Some(config.workers.saturating_add(config.max_queued_commands)),
             },

@@ -110,6 +110,10 @@ pub struct AgentConfig {
     /// Heartbeat period.
     #[serde(default = "defaults::heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
+    /// WebSocket ping after this long without a write on the link, so middleboxes that cut
+    /// idle connections (commonly after 30–60 s) see traffic.
+    #[serde(default = "defaults::keepalive_ms")]
+    pub keepalive_interval_ms: u64,
     /// Default query timeout when a command gives none.
     #[serde(default = "defaults::command_timeout_ms")]
     pub command_timeout_ms: u64,
@@ -261,9 +265,17 @@ pub struct ConnectionConfig {
     pub acquire_timeout_ms: u64,
 }
 
+/// Shortest `keepaliveIntervalMs`: more often would only add traffic.
+pub const KEEPALIVE_MIN_MS: u64 = 100;
+/// Longest `keepaliveIntervalMs` (10 min): idle cuts come much sooner.
+pub const KEEPALIVE_MAX_MS: u64 = 600_000;
+
 mod defaults {
     pub fn heartbeat_ms() -> u64 {
         30_000
+    }
+    pub fn keepalive_ms() -> u64 {
+        20_000
     }
     pub fn command_timeout_ms() -> u64 {
         30_000
@@ -387,6 +399,12 @@ impl AgentConfig {
         if !(1_000..=3_600_000).contains(&self.heartbeat_interval_ms) {
             return field("heartbeatIntervalMs", "must be between 1000 and 3600000");
         }
+        if !(KEEPALIVE_MIN_MS..=KEEPALIVE_MAX_MS).contains(&self.keepalive_interval_ms) {
+            return field(
+                "keepaliveIntervalMs",
+                &format!("must be between {KEEPALIVE_MIN_MS} and {KEEPALIVE_MAX_MS}"),
+            );
+        }
         if self.command_timeout_ms == 0 {
             return field("commandTimeoutMs", "must be positive");
         }
@@ -494,6 +512,11 @@ impl AgentConfig {
         }
     }
 
+    /// Keepalive ping period (`keepaliveIntervalMs`).
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_millis(self.keepalive_interval_ms)
+    }
+
     /// Heartbeat period.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
@@ -562,6 +585,40 @@ impl AgentConfig {
             ssl_root_cert: connection.ssl_root_cert.clone(),
             allow_cleartext_password: connection.allow_cleartext_password,
             dialect: connection.dialect,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentConfig;
+
+    fn config(extra: serde_json::Value) -> AgentConfig {
+        let mut value = serde_json::json!({
+            "connectorName": "t",
+            "apiKeyRef": "vault://apikey",
+            "cloudUrl": "wss://example.com/ws",
+        });
+        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn keepalive_defaults_below_common_idle_timeouts_and_is_range_checked() {
+        let default = config(serde_json::json!({}));
+        assert_eq!(default.keepalive_interval_ms, 20_000);
+        assert!(default.validate().is_ok());
+        assert_eq!(
+            config(serde_json::json!({"keepaliveIntervalMs": 500})).keepalive_interval().as_millis(),
+            500
+        );
+        for bad in [0, 99, 600_001] {
+            let err = config(serde_json::json!({ "keepaliveIntervalMs": bad })).validate().unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("keepaliveIntervalMs") && text.contains("between 100 and 600000"),
+                "{text}"
+            );
         }
     }
 }

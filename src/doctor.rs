@@ -22,7 +22,6 @@
 //! proxy URL is shown without its credentials, and every text is scrubbed of the API key, the
 //! proxy credentials and the database passwords before it is returned.
 
-use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -623,6 +622,7 @@ impl Doctor {
             instance_id: None,
             max_in_flight: None,
             probe: true,
+            compression: Vec::new(),
         });
         let started = Instant::now();
         let sent = {

@@ -24,8 +24,17 @@
 //! ([`LinkStats::transport`]). It keeps using long-poll for [`WEBSOCKET_RETRY`], then tries the
 //! WebSocket again at its next dial.
 //!
-//! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent and
-//! received, the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
+//! **Keepalive.** When the link has written nothing for `keepaliveIntervalMs` (default 20 s,
+//! below the 30–60 s after which NAT boxes, firewalls and proxies commonly cut an idle TCP
+//! connection), it sends a WebSocket ping; the gateway's pong makes traffic the other way too.
+//! Independent of the heartbeat, whose interval may be longer.
+//!
+//! **Compression.** `auth` offers `["deflate"]`; when `connected` accepts it, frames of 8 KiB
+//! or more (schema broadcasts, large inline results) go out deflated and compressed frames from
+//! the gateway are inflated ([`PolledWebSocket::set_compression`]).
+//!
+//! **Figures** ([`LinkStats`], shared through every [`LinkSender`]): bytes of frames sent (as
+//! on the wire, after compression) and received (the JSON text), the round trip of a WebSocket ping sent with each heartbeat, and when the next dial
 //! is due while offline. The supervisor reads them for the status snapshot.
 
 use std::io;
@@ -46,7 +55,7 @@ use crate::protocol::{
     ApiKey, Auth, Connected, DecodeError, ErrorCode, Frame, Inbound, Outbound, PROTOCOL_VERSION,
 };
 use crate::supervisor::SupMsg;
-use crate::wsio::{Incoming, PolledWebSocket, Transport, Waker, ws_config};
+use crate::wsio::{Compression, Incoming, PolledWebSocket, Transport, Waker, ws_config};
 
 /// How long dialling, TLS, the WebSocket handshake and authentication may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +101,8 @@ pub struct LinkSettings {
     pub reconnect_max: Duration,
     /// Heartbeat period: a connection silent for one is pinged, for two is dropped.
     pub heartbeat_interval: Duration,
+    /// A WebSocket ping goes out when nothing was written for this long (`keepaliveIntervalMs`).
+    pub keepalive_interval: Duration,
     /// Sent in `auth` as `instanceId`: the gateway lets a new session of the same instance
     /// replace a stale one at once.
     pub instance_id: Option<String>,
@@ -243,7 +254,7 @@ impl Link {
         let waker_slot = sender.waker.clone();
         let stats = sender.stats.clone();
         let thread = crate::spawn_named("link", move || {
-            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats }.run();
+            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats, compression: None }.run();
         })?;
         Ok(Self { sender, thread: Some(thread) })
     }
@@ -269,6 +280,8 @@ struct LinkThread {
     rx: Receiver<LinkMsg>,
     waker_slot: Arc<Mutex<Option<Waker>>>,
     stats: Arc<LinkStats>,
+    /// What the last `connected` accepted from the offer in `auth`.
+    compression: Option<Compression>,
 }
 
 /// Why a session ended.
@@ -501,6 +514,7 @@ impl LinkThread {
             let tungstenite::Message::Text(text) = message else { continue };
             self.stats.count_received(text.len());
             let connected = accepted(Inbound::decode(text.as_str()))?;
+            self.compression = connected.compression.as_deref().and_then(Compression::from_name);
             let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
             return Ok((ws, tcp));
         }
@@ -553,6 +567,7 @@ impl LinkThread {
             Ok(pair) => pair,
             Err(e) => return End::Reconnect(format!("poller: {e}")),
         };
+        ws.set_compression(self.compression);
         self.run_session(&mut ws, waker, LinkTransport::Websocket)
     }
 
@@ -577,17 +592,20 @@ impl LinkThread {
         let mut pinged = false;
         // When the ping sent with the last heartbeat left (its pong gives the latency).
         let mut heartbeat_ping: Option<Instant> = None;
+        // Keepalive: a ping when nothing was written for this long.
+        let keepalive = self.settings.keepalive_interval;
+        let mut last_write = Instant::now();
         let mut incoming = Vec::new();
         loop {
             // Drain everything queued before sleeping.
             loop {
                 match self.rx.try_recv() {
                     Ok(LinkMsg::Send(frame)) => {
+                        last_write = Instant::now();
                         let heartbeat = matches!(frame, Outbound::Heartbeat(_));
-                        let text = frame.encode();
-                        self.stats.count_sent(text.len());
-                        if let Err(e) = ws.send_text(text) {
-                            return End::Reconnect(format!("write failed: {e}"));
+                        match ws.send_text(frame.encode()) {
+                            Ok(wire) => self.stats.count_sent(wire),
+                            Err(e) => return End::Reconnect(format!("write failed: {e}")),
                         }
                         if heartbeat && heartbeat_ping.is_none() {
                             if let Err(e) = ws.ping() {
@@ -632,6 +650,11 @@ impl LinkThread {
                         message: format!("binary frame of {len} bytes; the protocol uses JSON text frames"),
                         command_id: None,
                     }),
+                    Incoming::Malformed(message) => SupMsg::BadFrame(crate::protocol::DecodeError {
+                        code: ErrorCode::MalformedMessage,
+                        message,
+                        command_id: None,
+                    }),
                 };
                 let _ = self.supervisor.send(msg);
             }
@@ -652,8 +675,16 @@ impl LinkThread {
                     return End::Reconnect(format!("write failed: {e}"));
                 }
                 pinged = true;
+                last_write = Instant::now();
+            }
+            if last_write.elapsed() >= keepalive {
+                if let Err(e) = ws.ping() {
+                    return End::Reconnect(format!("keepalive ping failed: {e}"));
+                }
+                last_write = Instant::now();
             }
             let timeout = if idle < interval { interval - idle } else { silence_limit - idle };
+            let timeout = timeout.min(keepalive.saturating_sub(last_write.elapsed()));
             if let Err(e) = ws.wait(Some(timeout)) {
                 return End::Reconnect(format!("poll failed: {e}"));
             }
@@ -711,6 +742,7 @@ fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
         instance_id: settings.instance_id.clone(),
         max_in_flight: settings.max_in_flight,
         probe: false,
+        compression: vec![Compression::Deflate.as_str().to_owned()],
     })
 }
 
@@ -827,6 +859,7 @@ mod tests {
             tls: crate::tls::client_config(None).unwrap(),
             reconnect_max: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(20),
             instance_id: Some("inst-7".into()),
             max_in_flight: Some(40),
         };
@@ -837,6 +870,7 @@ mod tests {
         assert_eq!(json["type"], "auth");
         assert_eq!(json["instanceId"], "inst-7");
         assert_eq!(json["maxInFlight"], 40);
+        assert_eq!(json["compression"], serde_json::json!(["deflate"]), "the agent offers deflate");
         settings.instance_id = None;
         settings.max_in_flight = None;
         let json: serde_json::Value =

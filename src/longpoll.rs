@@ -49,7 +49,7 @@ pub struct LongPollTarget {
     /// The link's TLS configuration.
     pub tls: Arc<ClientConfig>,
     /// The link's CONNECT proxy.
-    pub proxy: Option<String>,
+    pub proxy: crate::proxy::ProxySettings,
     /// The heartbeat period: requests retry within it, `recv` holds at most half of it.
     pub heartbeat_interval: Duration,
 }
@@ -65,7 +65,7 @@ impl LongPollTarget {
     pub fn from_ws_url(
         url: &str,
         tls: Arc<ClientConfig>,
-        proxy: Option<String>,
+        proxy: crate::proxy::ProxySettings,
         heartbeat_interval: Duration,
     ) -> Result<Self, String> {
         let uri: ureq::http::Uri = url.parse().map_err(|e| format!("bad cloud URL: {e}"))?;
@@ -159,7 +159,7 @@ impl LongPollTransport {
     pub fn open(target: LongPollTarget, auth: &str) -> Result<(Option<(Self, Waker)>, String), OpenError> {
         let fail = |e: String| OpenError::Failed(e);
         let timeout = target.heartbeat_interval.max(Duration::from_secs(10));
-        let agent = crate::https::agent(target.tls.clone(), target.proxy.as_deref(), timeout)
+        let agent = crate::https::agent(target.tls.clone(), target.proxy.clone(), timeout)
             .map_err(|e| fail(format!("HTTPS client: {e}")))?;
         let (status, body) = exchange(agent.post(&target.url("/open")).send(auth.as_bytes()))
             .map_err(|e| fail(format!("long-poll open failed: {e}")))?;
@@ -262,7 +262,8 @@ impl Transport for LongPollTransport {
         self.signal.wait(timeout)
     }
 
-    fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
+    fn send_text(&mut self, text: String) -> Result<usize, tungstenite::Error> {
+        let len = text.len();
         if self.closed {
             return Err(tungstenite::Error::AlreadyClosed);
         }
@@ -273,7 +274,10 @@ impl Transport for LongPollTransport {
         }
         self.pending_bytes += text.len() + 1;
         self.pending.push(text);
-        if self.pending_bytes >= BATCH_BYTES { self.flush() } else { Ok(()) }
+        if self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(len)
     }
 
     fn flush(&mut self) -> Result<(), tungstenite::Error> {
@@ -357,7 +361,7 @@ impl Receiving {
         let hold = self.target.hold();
         let agent = match crate::https::agent(
             self.target.tls.clone(),
-            self.target.proxy.as_deref(),
+            self.target.proxy.clone(),
             hold + Duration::from_secs(10),
         ) {
             Ok(agent) => agent,

@@ -118,6 +118,7 @@ fn start_link(
             tls,
             reconnect_max,
             heartbeat_interval: heartbeat,
+            keepalive_interval: Duration::from_secs(20),
             // Every link is its own agent installation.
             instance_id: Some(format!(
                 "{tag}-instance-{}",

@@ -21,9 +21,11 @@
 //! - [`Relay::chaos`]: a background schedule — cut every N ms ([`Chaos::Periodic`]) or random
 //!   cuts and silent drops from a seed ([`Chaos::Random`]); the seed is printed when a test
 //!   panics while the relay is alive, and the schedule depends only on the seed (a hand-rolled
-//!   SplitMix64, so it does not change when the `rand` crate changes its algorithms).
+//!   SplitMix64, so it does not change when the `rand` crate changes its algorithms);
+//!   [`Chaos::IdleCut`] plays a NAT box or firewall with an idle timeout: a connection that
+//!   carried no byte either way for that long is closed on both sides.
 //!
-//! Counters: connections accepted, cuts, silent drops, bytes each way.
+//! Counters: connections accepted, cuts, silent drops, idle cuts, bytes each way.
 
 #![allow(dead_code)]
 
@@ -81,6 +83,8 @@ pub enum Chaos {
     /// Wait a random time in `min..=max`, then cut everything, or (with `silent_percent`
     /// probability) silently drop the open connections; repeat.
     Random { seed: u64, min: Duration, max: Duration, silent_percent: u64 },
+    /// Close (both sides) every connection that carried no byte either way for `after`.
+    IdleCut { after: Duration },
 }
 
 /// Counters, read with [`Relay::stats`].
@@ -92,6 +96,8 @@ pub struct RelayStats {
     pub connections: usize,
     pub cuts: usize,
     pub silent_drops: usize,
+    /// Connections closed by [`Chaos::IdleCut`].
+    pub idle_cuts: usize,
     pub bytes_up: u64,
     pub bytes_down: u64,
 }
@@ -101,6 +107,8 @@ struct Conn {
     server: TcpStream,
     /// Set by a silent drop: the pumps stop forwarding and never close.
     dead: Arc<AtomicBool>,
+    /// Milliseconds since [`Shared::epoch`] of the last byte read either way.
+    last_active: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -121,6 +129,8 @@ struct Shared {
     connections: AtomicUsize,
     cuts: AtomicUsize,
     silent_drops: AtomicUsize,
+    idle_cuts: AtomicUsize,
+    epoch: Instant,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     /// Silently dropped sockets, kept open until the relay drops.
@@ -176,6 +186,8 @@ impl Relay {
             connections: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
             silent_drops: AtomicUsize::new(0),
+            idle_cuts: AtomicUsize::new(0),
+            epoch: Instant::now(),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             graveyard: Mutex::new(Vec::new()),
@@ -248,6 +260,7 @@ impl Relay {
             connections: s.connections.load(Ordering::SeqCst),
             cuts: s.cuts.load(Ordering::SeqCst),
             silent_drops: s.silent_drops.load(Ordering::SeqCst),
+            idle_cuts: s.idle_cuts.load(Ordering::SeqCst),
             bytes_up: s.bytes_up.load(Ordering::SeqCst),
             bytes_down: s.bytes_down.load(Ordering::SeqCst),
         }
@@ -351,6 +364,26 @@ fn chaos_loop(chaos: Chaos, shared: &Shared, stop: &AtomicBool) {
                 cut_all(shared);
             }
         }
+        Chaos::IdleCut { after } => {
+            while pause((after / 10).clamp(Duration::from_millis(5), Duration::from_millis(50))) {
+                let now = shared.epoch.elapsed().as_millis() as u64;
+                let limit = after.as_millis() as u64;
+                let idle: Vec<Conn> = {
+                    let mut conns = shared.conns.lock().unwrap();
+                    let ids: Vec<u64> = conns
+                        .iter()
+                        .filter(|(_, c)| now.saturating_sub(c.last_active.load(Ordering::SeqCst)) >= limit)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    ids.iter().filter_map(|id| conns.remove(id)).collect()
+                };
+                for conn in &idle {
+                    let _ = conn.client.shutdown(Shutdown::Both);
+                    let _ = conn.server.shutdown(Shutdown::Both);
+                }
+                shared.idle_cuts.fetch_add(idle.len(), Ordering::SeqCst);
+            }
+        }
         Chaos::Random { seed, min, max, silent_percent } => {
             let mut rng = SplitMix::new(seed);
             loop {
@@ -390,11 +423,13 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.connections.fetch_add(1, Ordering::SeqCst);
         let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
         let dead = Arc::new(AtomicBool::new(false));
+        let last_active = Arc::new(AtomicU64::new(shared.epoch.elapsed().as_millis() as u64));
         let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
         let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone()) else { continue };
-        shared.conns.lock().unwrap().insert(id, Conn { client, server, dead: dead.clone() });
-        pump(shared.clone(), id, c2, s2, dead.clone(), true);
-        pump(shared.clone(), id, s3, c3, dead, false);
+        let conn = Conn { client, server, dead: dead.clone(), last_active: last_active.clone() };
+        shared.conns.lock().unwrap().insert(id, conn);
+        pump(shared.clone(), id, c2, s2, dead.clone(), last_active.clone(), true);
+        pump(shared.clone(), id, s3, c3, dead, last_active, false);
     }
 }
 
@@ -405,6 +440,7 @@ fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     dead: Arc<AtomicBool>,
+    last_active: Arc<AtomicU64>,
     up: bool,
 ) {
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Vec<u8>)>();
@@ -419,6 +455,7 @@ fn pump(
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    last_active.store(shared.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
                     if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
                         break;
                     }
@@ -552,6 +589,27 @@ mod tests {
             }
             kept.push(s);
         }
+        relay.calm();
+    }
+
+    #[test]
+    fn idle_cut_closes_only_connections_that_went_quiet() {
+        let relay = Relay::start(echo());
+        relay.chaos(Chaos::IdleCut { after: Duration::from_millis(300) });
+        let mut busy = TcpStream::connect(relay.addr()).unwrap();
+        let mut quiet = TcpStream::connect(relay.addr()).unwrap();
+        busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        quiet.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(roundtrip(&mut quiet, b"q").unwrap(), b"q");
+        // The busy one talks every 50 ms for a second; the quiet one is cut meanwhile.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(1) {
+            assert_eq!(roundtrip(&mut busy, b"b").unwrap(), b"b", "an active connection was cut");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut buf = [0u8; 1];
+        assert!(matches!(quiet.read(&mut buf), Ok(0) | Err(_)), "the quiet connection is still open");
+        assert_eq!(relay.stats().idle_cuts, 1, "{:?}", relay.stats());
         relay.calm();
     }
 }

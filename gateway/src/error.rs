@@ -7,8 +7,18 @@ use std::io;
 #[non_exhaustive]
 pub enum GatewayError {
     /// A file, socket or thread could not be created, read or written.
-    #[error("i/o: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
+    /// A listener could not be bound; the message names the address and the cause once.
+    #[error("cannot listen on {addr} ({role}): {cause}")]
+    Listen {
+        /// `agent port` or `admin API`.
+        role: &'static str,
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What went wrong, with a hint.
+        cause: String,
+    },
     /// `gateway.db` (keys, command queue) failed.
     #[error("gateway.db: {0}")]
     Db(#[from] rusqlite::Error),
@@ -39,6 +49,23 @@ pub enum GatewayError {
     /// The gateway is shutting down.
     #[error("gateway is shutting down")]
     ShuttingDown,
+}
+
+impl GatewayError {
+    /// A bind failure of `role` on `addr`, with a hint for the common causes.
+    pub(crate) fn listen(role: &'static str, addr: std::net::SocketAddr, e: &io::Error) -> Self {
+        let cause = match e.kind() {
+            io::ErrorKind::AddrInUse => "address already in use (another gateway running?)".to_owned(),
+            io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)".to_owned()
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                "address not available (no network interface of this machine has it)".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        Self::Listen { role, addr, cause }
+    }
 }
 
 impl From<rcgen::Error> for GatewayError {

@@ -93,6 +93,14 @@ pub struct GatewayConfig {
     pub admin_token: Option<String>,
     /// PEM certificate chain and key; `None` = self-signed, generated into `<data-dir>/tls/`.
     pub cert: Option<(PathBuf, PathBuf)>,
+    /// Extra DNS names or IP addresses for the self-signed certificate (`--tls-name`). It
+    /// always covers `localhost`, `127.0.0.1`, `::1`, the listen address (unless unspecified)
+    /// and the host of `public_url`.
+    pub tls_names: Vec<String>,
+    /// The `cloudUrl` agents are told to use (`wss://host[:port]/ws`), when they reach the
+    /// gateway through another name or address than the listen address (DNS, NAT, a relay);
+    /// `None` = `wss://<listen address>/ws`.
+    pub public_url: Option<String>,
     /// Largest uncompressed chunk agents should upload (`connected.upload.maxChunkBytes`).
     pub max_chunk_bytes: u64,
     /// Results up to this size travel inline (`connected.upload.maxInlineBytes`).
@@ -132,6 +140,13 @@ pub struct GatewayConfig {
     /// Most commands written to a connector's session and not answered yet (the agent's
     /// `auth.maxInFlight`, 32 when it sends none, lowers it further); the rest wait in the queue.
     pub max_in_flight: usize,
+    /// Accept an agent's offer of message compression (`auth.compression`, `"deflate"`):
+    /// frames of 8 KiB or more then travel deflated both ways. `false` plays a gateway that
+    /// predates it.
+    pub compression: bool,
+    /// A session this side wrote nothing to for this long gets a WebSocket ping, so
+    /// middleboxes that cut idle connections see traffic even from agents without keepalive.
+    pub keepalive_interval: Duration,
     /// `gracePeriod` of the `shutdown` frame sent at [`Gateway::shutdown`] and by
     /// decommission; the gateway waits that long plus 2 s for answers of running commands.
     pub shutdown_grace: Duration,
@@ -144,7 +159,8 @@ impl GatewayConfig {
     /// timeout, 24 h buffers; upload buffers capped at 256 MiB per result, 512 MiB per
     /// connector and 1 GiB in total; 512 connections; 10 s for the TLS handshake, 10 s for a
     /// request head, 30 s for a request body; a 2 s takeover probe; 64 commands in flight per
-    /// connector; 5 s shutdown grace.
+    /// connector; 5 s shutdown grace; compression accepted; a keepalive ping after 20 s
+    /// without a write.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -152,6 +168,8 @@ impl GatewayConfig {
             admin_listen: None,
             admin_token: None,
             cert: None,
+            tls_names: Vec::new(),
+            public_url: None,
             max_chunk_bytes: 1024 * 1024,
             max_inline_bytes: 256 * 1024,
             session_idle_timeout: Duration::from_secs(90),
@@ -169,6 +187,8 @@ impl GatewayConfig {
             takeover_probe: Duration::from_millis(2000),
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(5),
+            compression: true,
+            keepalive_interval: Duration::from_secs(20),
         }
     }
 }
@@ -190,6 +210,18 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The host of a `wss://` or `https://` URL, without brackets; `None` when it has none.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 /// A running gateway. [`Gateway::shutdown`] (or drop) tells live agents, closes every
 /// connection and joins every thread.
 #[derive(Debug)]
@@ -200,6 +232,8 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     admin_token: String,
     ca_cert: PathBuf,
+    public_url: Option<String>,
+    tls_warning: Option<String>,
     admin_file: Option<PathBuf>,
     stopped: bool,
 }
@@ -211,11 +245,35 @@ impl Gateway {
         tls::create_private_dir(&config.data_dir)?;
         let keys = KeyStore::open(&config.data_dir)?;
         let store = store::CommandStore::open(&config.data_dir)?;
-        let files = tls::cert_files(&config.data_dir, config.cert.as_ref())?;
+        let public_host = match &config.public_url {
+            Some(url) => match url_host(url).filter(|_| url.starts_with("wss://")) {
+                Some(host) => Some(tls::tls_name(&host)?),
+                None => {
+                    return Err(GatewayError::Invalid(format!(
+                        "public URL `{url}`: expected wss://host[:port]/ws"
+                    )));
+                }
+            },
+            None => None,
+        };
+        // The self-signed certificate names what agents dial: the listen address (a specific
+        // one; 0.0.0.0 and :: are no name) and the advertised host, plus what the operator adds.
+        let mut names = config.tls_names.clone();
+        if !config.listen.ip().is_unspecified() {
+            names.push(config.listen.ip().to_string());
+        }
+        names.extend(public_host);
+        let files = tls::cert_files(&config.data_dir, config.cert.as_ref(), &names)?;
         let tls_config = tls::server_config(&files)?;
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| GatewayError::listen("agent port", config.listen, &e))?;
         let local_addr = listener.local_addr()?;
-        let admin_listener = config.admin_listen.map(TcpListener::bind).transpose()?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).map_err(|e| GatewayError::listen("admin API", addr, &e))?)
+            }
+            None => None,
+        };
         let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let admin_token = config
             .admin_token
@@ -229,6 +287,7 @@ impl Gateway {
                 hub.kick_key(key_id);
             }
         }));
+        let public_url = config.public_url.clone();
         let hub = Arc::new(hub::Hub::new(config, keys, store)?);
         let _ = hook.set(Arc::downgrade(&hub));
 
@@ -239,9 +298,23 @@ impl Gateway {
             admin_addr,
             admin_token: admin_token.clone(),
             ca_cert: files.cert.clone(),
+            public_url,
+            tls_warning: None,
             admin_file: None,
             stopped: false,
         };
+        let advertised = gateway.ws_url();
+        if let Some(host) = url_host(&advertised) {
+            let missing = tls::uncovered(&files, std::slice::from_ref(&host))?;
+            if !missing.is_empty() {
+                gateway.tls_warning = Some(format!(
+                    "the certificate {} does not cover `{host}`, the host of the advertised URL {advertised}: \
+                     agents will refuse it (TLS name check); use a certificate for that name, or \
+                     advertise a name it covers with --public-url",
+                    files.cert.display()
+                ));
+            }
+        }
         let (hub2, tls2) = (hub.clone(), tls_config);
         gateway
             .accept_threads
@@ -287,9 +360,19 @@ impl Gateway {
         &self.admin_token
     }
 
-    /// `wss://<addr>/ws`, what agents put in `cloudUrl`.
+    /// What agents put in `cloudUrl`: the configured public URL, else `wss://<addr>/ws`.
     pub fn ws_url(&self) -> String {
-        format!("wss://{}{WS_PATH}", reachable(self.local_addr))
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => format!("wss://{}{WS_PATH}", reachable(self.local_addr)),
+        }
+    }
+
+    /// Why agents dialling [`Gateway::ws_url`] will refuse the certificate (it does not cover
+    /// that URL's host), when they will. Only an operator's certificate (`cert`) can lack it:
+    /// the self-signed one is issued for the listen address and the public URL's host.
+    pub fn tls_warning(&self) -> Option<&str> {
+        self.tls_warning.as_deref()
     }
 
     /// The certificate agents must trust (`caCertPath`).

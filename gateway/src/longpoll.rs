@@ -150,7 +150,8 @@ impl Transport for LongPollChannel {
         self.signal.wait(Some(timeout.map_or(cap, |t| t.min(cap))))
     }
 
-    fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
+    fn send_text(&mut self, text: String) -> Result<usize, tungstenite::Error> {
+        let len = text.len();
         let mut state = self.shared.state();
         if state.closed.is_some() {
             return Err(closed_error());
@@ -165,7 +166,7 @@ impl Transport for LongPollChannel {
         state.outbox_bytes += text.len();
         state.outbox.push_back((seq, text));
         self.shared.changed.notify_all();
-        Ok(())
+        Ok(len)
     }
 
     fn flush(&mut self) -> Result<(), tungstenite::Error> {

@@ -31,7 +31,10 @@ Examples:
   connector-gateway decommission Warehouse
 
 Agents trust the gateway's certificate through their caCertPath setting: `serve` prints its path
-(by default <data-dir>/tls/cert.pem, generated on first start).
+(by default <data-dir>/tls/cert.pem, generated on first start for localhost, 127.0.0.1, ::1, the
+--listen address, the --public-url host and each --tls-name; issued again, same key, when a later
+start asks for a name it lacks). `serve` warns when the certificate does not cover the host of
+the cloudUrl it prints.
 
 Stopping `serve` (Ctrl-C, SIGTERM) tells agents the gateway restarts: they reconnect when it is
 back, and commands not answered yet are kept in <data-dir>/gateway.db and delivered then. Only
@@ -99,6 +102,15 @@ struct ServeArgs {
     /// PEM private key (with --cert).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// A DNS name or IP address agents dial, for the self-signed certificate (repeat for
+    /// more). localhost, 127.0.0.1, ::1, the --listen address and the --public-url host are
+    /// always in it; a stored certificate lacking a name is issued again with the same key.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
+    /// The cloudUrl to give agents (wss://host[:port]/ws) when they reach the gateway under
+    /// another name or address than --listen (DNS name, NAT, load balancer).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
     /// Largest uncompressed result chunk agents upload.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_chunk_bytes: u64,
@@ -282,6 +294,9 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     config.listen = args.listen;
     config.admin_listen = (!args.no_admin).then_some(args.admin_listen);
     config.cert = args.cert.zip(args.key);
+    config.tls_names = args.tls_names;
+    let all_interfaces = args.listen.ip().is_unspecified() && args.public_url.is_none();
+    config.public_url = args.public_url;
     config.max_chunk_bytes = args.max_chunk_bytes;
     config.max_inline_bytes = args.max_inline_bytes;
     config.session_idle_timeout = args.idle_timeout;
@@ -308,6 +323,15 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     println!("  agent caCertPath: {}", gateway.ca_cert_path().display());
     if let Some(addr) = gateway.admin_addr() {
         println!("  admin API:       http://{addr} (token in {})", dir.join("admin.json").display());
+    }
+    if let Some(warning) = gateway.tls_warning() {
+        eprintln!("WARNING: {warning}");
+    }
+    if all_interfaces {
+        eprintln!(
+            "note: listening on every interface: agents on other machines dial a name or address \
+             of this host; advertise it with --public-url (and --tls-name for more names)"
+        );
     }
     println!("Press Ctrl-C to stop.");
     let _ = rx.recv();

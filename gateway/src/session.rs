@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use protocol::wsio::{Incoming, Transport, Waker};
+use protocol::wsio::{Compression, Incoming, Transport, Waker};
 use protocol::{
     Auth, CloudError, Connected, ErrorCode, Frame as _, Inbound, Outbound, SecretBytes, Shutdown,
     UploadGrant, now_rfc3339,
@@ -62,7 +62,8 @@ pub(crate) fn run<T: Transport>(hub: Arc<Hub>, mut ws: T, waker: Waker, upload_u
             Phase::Auth { deadline } | Phase::Closing { deadline } => *deadline,
             Phase::Live(live) => {
                 let idle = live.last_frame + hub.config.session_idle_timeout;
-                live.drain_until.map_or(idle, |drain| drain.min(idle))
+                let keepalive = now + hub.config.keepalive_interval.saturating_sub(ws.write_idle_for());
+                live.drain_until.map_or(idle, |drain| drain.min(idle)).min(keepalive)
             }
         };
         if let Err(e) = ws.wait(Some(deadline.saturating_duration_since(now))) {
@@ -173,6 +174,10 @@ pub(crate) fn run<T: Transport>(hub: Arc<Hub>, mut ws: T, waker: Waker, upload_u
             break;
         }
 
+        // Keepalive: a ping when nothing went to the agent for a while (its pong is traffic too).
+        if matches!(phase, Phase::Live(_)) && ws.write_idle_for() >= hub.config.keepalive_interval {
+            let _ = ws.ping();
+        }
         if Instant::now() >= deadline {
             match phase {
                 Phase::Auth { .. } => {
@@ -235,7 +240,7 @@ fn authenticate<T: Transport>(
                 return closing();
             }
         },
-        Incoming::Binary(_) => {
+        Incoming::Binary(_) | Incoming::Malformed(_) => {
             reject(hub, ws, ErrorCode::AuthFailed, "the first frame must be a text auth frame");
             return closing();
         }
@@ -275,6 +280,7 @@ fn authenticate<T: Transport>(
                 max_chunk_bytes: hub.config.max_chunk_bytes,
                 max_inline_bytes: hub.config.max_inline_bytes,
             },
+            compression: None,
         });
         let _ = ws.send_text(connected.encode());
         ws.close("probe answered");
@@ -291,6 +297,14 @@ fn authenticate<T: Transport>(
         reject(hub, ws, ErrorCode::DuplicateConnection, &message);
         return closing();
     }
+    // The first compression of the agent's offer this gateway has; old agents offer none.
+    let compression = match hub.config.compression {
+        true => auth.compression.iter().find_map(|name| Compression::from_name(name)),
+        false => None,
+    };
+    // Only where the transport compresses frames (a WebSocket; not long-poll). A `connected`
+    // frame is far below the compression threshold, so it goes out as text either way.
+    let compression = compression.filter(|c| ws.set_compression(Some(*c)));
     let connected = Inbound::Connected(Connected {
         tenant_id: record.tenant.clone(),
         connector_name: record.connector.clone(),
@@ -302,6 +316,7 @@ fn authenticate<T: Transport>(
             max_chunk_bytes: hub.config.max_chunk_bytes,
             max_inline_bytes: hub.config.max_inline_bytes,
         },
+        compression: compression.map(|c| c.as_str().to_owned()),
     });
     if let Err(e) = ws.send_text(connected.encode()) {
         hub.unregister(&record.connector, &connection_id, &format!("write failed: {e}"));
@@ -369,6 +384,22 @@ fn register_or_take_over(
     Err(format!("connector `{}` is already connected", record.connector))
 }
 
+/// Answers a frame that is not JSON text with `MALFORMED_MESSAGE`; the session goes on.
+fn refuse_malformed<T: Transport>(
+    hub: &Hub,
+    ws: &mut T,
+    live: &Live,
+    message: String,
+) -> Option<String> {
+    send_error(ws, ErrorCode::MalformedMessage, &message, None);
+    hub.emit(GatewayEvent::DecodeFailed {
+        connector: live.connector.clone(),
+        code: ErrorCode::MalformedMessage,
+        message,
+    });
+    None
+}
+
 /// Handles one frame of a live session; `Some(message)` when the session must end.
 fn handle_frame<T: Transport>(
     hub: &Hub,
@@ -381,14 +412,10 @@ fn handle_frame<T: Transport>(
         Incoming::Text(text) => text,
         Incoming::Binary(len) => {
             let message = format!("binary frame of {len} bytes: the protocol uses text frames only");
-            send_error(ws, ErrorCode::MalformedMessage, &message, None);
-            hub.emit(GatewayEvent::DecodeFailed {
-                connector: live.connector.clone(),
-                code: ErrorCode::MalformedMessage,
-                message,
-            });
-            return None;
+            return refuse_malformed(hub, ws, live, message);
         }
+        // A compressed frame that does not inflate within the frame limit (a deflate bomb).
+        Incoming::Malformed(reason) => return refuse_malformed(hub, ws, live, reason),
     };
     let frame = match Outbound::decode(&text) {
         Ok(frame) => frame,

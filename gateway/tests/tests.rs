@@ -4,7 +4,9 @@ mod common;
 
 mod admin;
 mod chunks;
+mod compression;
 mod durable;
+mod keepalive;
 mod limits;
 mod longpoll;
 mod offline;
@@ -13,3 +15,4 @@ mod query;
 mod restart;
 mod session;
 mod storage;
+mod tls_names;

@@ -524,6 +524,9 @@ pub struct SettingsChange {
     /// `heartbeatIntervalMs` (1000-3600000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// `keepaliveIntervalMs` (100-600000): a WebSocket ping after this long without a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval_ms: Option<u64>,
     /// `vaultDir` (the credential vault's directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_dir: Option<String>,

@@ -407,6 +407,10 @@ pub struct Auth {
     /// running agent's, then closes. Absent means `false`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
+    /// Message compressions the agent can read and write, best first (`["deflate"]`, see
+    /// [`wsio::Compression`]). Absent (older agents): none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compression: Vec<String>,
 }
 
 /// `heartbeat`.
@@ -538,6 +542,10 @@ pub struct Connected {
     pub connection_id: String,
     /// Where and how to upload result chunks.
     pub upload: UploadGrant,
+    /// The compression the gateway picked from `auth.compression` (`"deflate"`); from the
+    /// next frame on, either side may send a large frame compressed. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// The upload part of `connected`.

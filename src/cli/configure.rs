@@ -55,6 +55,10 @@ pub struct ConfigureArgs {
     /// Heartbeat period in milliseconds (1000-3600000).
     #[arg(long, value_name = "MS")]
     heartbeat_ms: Option<u64>,
+    /// WebSocket keepalive ping after this many milliseconds without a write (100-600000;
+    /// default 20000, below the 30-60 s idle timeouts of common firewalls and proxies).
+    #[arg(long, value_name = "MS")]
+    keepalive_ms: Option<u64>,
     /// Directory of the credential vault (default: `vault/` next to the configuration file,
     /// or `$STATE_DIRECTORY/vault` under systemd).
     #[arg(long, value_name = "DIR")]
@@ -209,6 +213,7 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
             if ca.as_os_str().is_empty() { String::new() } else { absolute(&ca).display().to_string() }
         }),
         heartbeat_interval_ms: args.heartbeat_ms,
+        keepalive_interval_ms: args.keepalive_ms,
         vault_dir: args.vault_dir.take().map(|d| absolute(&d).display().to_string()),
         vault_key_dir: args.vault_key_dir.take().map(|d| absolute(&d).display().to_string()),
         api_key: key.as_ref().map(|k| k.as_str().to_owned()),

@@ -190,6 +190,9 @@ pub fn configure_net(
     if let Some(ms) = change.heartbeat_interval_ms {
         config.heartbeat_interval_ms = ms;
     }
+    if let Some(ms) = change.keepalive_interval_ms {
+        config.keepalive_interval_ms = ms;
+    }
     if let Some(dir) = change.vault_dir.take() {
         config.vault_dir = (!dir.is_empty()).then(|| absolute(Path::new(&dir)));
     }
