@@ -356,7 +356,12 @@ impl Doctor {
             Ok(tunnel) => {
                 self.push(ok(
                     NAME,
-                    format!("{shown}: CONNECT {}:{} accepted ({} ms)", target.host, target.port, millis(started)),
+                    format!(
+                        "{shown}: CONNECT {}:{} accepted ({} ms)",
+                        target.host,
+                        target.port,
+                        millis(started)
+                    ),
                     data,
                 ));
                 Some(tunnel)

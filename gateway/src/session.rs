@@ -385,12 +385,7 @@ fn register_or_take_over(
 }
 
 /// Answers a frame that is not JSON text with `MALFORMED_MESSAGE`; the session goes on.
-fn refuse_malformed<T: Transport>(
-    hub: &Hub,
-    ws: &mut T,
-    live: &Live,
-    message: String,
-) -> Option<String> {
+fn refuse_malformed<T: Transport>(hub: &Hub, ws: &mut T, live: &Live, message: String) -> Option<String> {
     send_error(ws, ErrorCode::MalformedMessage, &message, None);
     hub.emit(GatewayEvent::DecodeFailed {
         connector: live.connector.clone(),

@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 use crate::common::{TestGateway, start, watchdog};
 
 fn client(gw: &TestGateway) -> ureq::Agent {
-    mini_connector::https::agent(gw.tls(), None, Duration::from_secs(30)).unwrap()
+    mini_connector::https::agent(
+        gw.tls(),
+        mini_connector::proxy::ProxySettings::direct(),
+        Duration::from_secs(30),
+    )
+    .unwrap()
 }
 
 fn base(gw: &TestGateway) -> String {

@@ -119,7 +119,7 @@ fn an_agent_connects_to_a_gateway_listening_on_127_0_0_2() {
         LinkSettings {
             url: serve.cloud_url.clone(),
             connector_name: "Warehouse".into(),
-            proxy: None,
+            proxy: mini_connector::proxy::ProxySettings::direct(),
             tls: mini_connector::tls::client_config(Some(&serve.ca_cert)).unwrap(),
             reconnect_max: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(30),
