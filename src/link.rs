@@ -67,6 +67,9 @@ const FIRST_RETRY_CEILING: Duration = Duration::from_millis(100);
 /// How long the link stays on the HTTPS fallback before it tries the WebSocket again (at its
 /// next dial).
 pub const WEBSOCKET_RETRY: Duration = Duration::from_secs(5 * 60);
+/// Connections closed right after the WebSocket upgrade request, in a row, that count as a
+/// refused upgrade (one alone is more often a network cut than a proxy's policy).
+const SUSPECT_CLOSES: u32 = 3;
 /// `AUTH_FAILED` is never retried more often than this.
 const AUTH_RETRY_FLOOR: Duration = Duration::from_secs(30);
 /// Longest wait between `AUTH_FAILED` retries.
@@ -290,9 +293,10 @@ enum End {
     Reconnect(String),
     /// Rejected by the cloud (`AUTH_FAILED`, `DUPLICATE_CONNECTION`).
     Rejected(ErrorCode, String),
-    /// The WebSocket upgrade was refused (a non-101 answer, or the connection closed after the
-    /// upgrade request): the HTTPS fallback is tried at once.
-    UpgradeRefused(String),
+    /// The WebSocket upgrade was refused: a non-101 answer (`definite`: the HTTPS fallback is
+    /// tried at once), or the connection closed right after the upgrade request (which a flaky
+    /// network also does: the fallback starts after [`SUSPECT_CLOSES`] of these in a row).
+    UpgradeRefused(String, bool),
 }
 
 /// When the link dials over the HTTPS fallback instead of the WebSocket: from a refused
@@ -300,6 +304,8 @@ enum End {
 #[derive(Debug, Default, Clone, Copy)]
 struct Fallback {
     until: Option<Instant>,
+    /// Connections closed right after the upgrade request, in a row.
+    suspect_closes: u32,
 }
 
 impl Fallback {
@@ -314,11 +320,21 @@ impl Fallback {
     fn refused(&mut self, now: Instant) -> bool {
         let first = self.until.is_none();
         self.until = Some(now + WEBSOCKET_RETRY);
+        self.suspect_closes = 0;
         first
+    }
+
+    /// The connection closed right after the upgrade request: a proxy that drops upgrades, or
+    /// a cut that happened to land there. True when it is the [`SUSPECT_CLOSES`]th in a row
+    /// (then call [`Fallback::refused`]).
+    fn suspect_close(&mut self) -> bool {
+        self.suspect_closes += 1;
+        self.suspect_closes >= SUSPECT_CLOSES
     }
 
     /// A WebSocket session started; true when that ends a fallback.
     fn websocket_works(&mut self) -> bool {
+        self.suspect_closes = 0;
         self.until.take().is_some()
     }
 }
@@ -408,7 +424,7 @@ impl LinkThread {
                         backoff.connected();
                         self.session(ws, &tcp)
                     }
-                    Err(End::UpgradeRefused(why)) => {
+                    Err(End::UpgradeRefused(why, definite)) if definite || fallback.suspect_close() => {
                         if fallback.refused(Instant::now()) {
                             tracing::warn!(
                                 retry_websocket_in_s = WEBSOCKET_RETRY.as_secs(),
@@ -422,7 +438,7 @@ impl LinkThread {
             };
             let delay = match end {
                 End::Shutdown => return,
-                End::Reconnect(reason) | End::UpgradeRefused(reason) => {
+                End::Reconnect(reason) | End::UpgradeRefused(reason, _) => {
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
                     backoff.delay()
                 }
@@ -498,7 +514,9 @@ impl LinkThread {
         let (mut ws, _response) = tungstenite::client::client_with_config(request, stream, Some(ws_config()))
             .map_err(|e| {
                 upgrade_refused(&e)
-                    .map_or_else(|| fail("WebSocket handshake failed", &e), End::UpgradeRefused)
+                    .map_or_else(|| fail("WebSocket handshake failed", &e), |(why, definite)| {
+                        End::UpgradeRefused(why, definite)
+                    })
             })?;
 
         // Authenticate: the key lives only for the duration of this block.
@@ -579,7 +597,7 @@ impl LinkThread {
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match &end {
             End::Shutdown => ws.close("agent shutting down"),
-            End::Reconnect(reason) | End::UpgradeRefused(reason) => ws.close(reason),
+            End::Reconnect(reason) | End::UpgradeRefused(reason, _) => ws.close(reason),
             End::Rejected(..) => {}
         }
         end
@@ -709,16 +727,18 @@ fn accepted(first: Result<Inbound, DecodeError>) -> Result<Connected, End> {
 
 /// Whether a failed WebSocket handshake means the upgrade itself was refused (an HTTP answer
 /// other than `101`, or the connection closed after the upgrade request) rather than the
-/// network failing; `Some(why)` then.
+/// network failing; `Some((why, definite))` then, `definite` for an HTTP answer.
 fn upgrade_refused(
     e: &tungstenite::HandshakeError<tungstenite::ClientHandshake<TlsStream>>,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     let tungstenite::HandshakeError::Failure(e) = e else { return None };
     match e {
-        tungstenite::Error::Http(response) => Some(format!("HTTP {} instead of 101", response.status())),
+        tungstenite::Error::Http(response) => {
+            Some((format!("HTTP {} instead of 101", response.status()), true))
+        }
         tungstenite::Error::ConnectionClosed
         | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete) => {
-            Some("the connection closed after the upgrade request".into())
+            Some(("the connection closed after the upgrade request".into(), false))
         }
         tungstenite::Error::Io(io)
             if matches!(
@@ -726,7 +746,7 @@ fn upgrade_refused(
                 io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
             ) =>
         {
-            Some(format!("the connection closed after the upgrade request ({io})"))
+            Some((format!("the connection closed after the upgrade request ({io})"), false))
         }
         _ => None,
     }
@@ -805,6 +825,13 @@ mod tests {
         assert!(fallback.use_long_poll(t1 + WEBSOCKET_RETRY / 2));
         // The WebSocket works: the fallback is over.
         assert!(fallback.websocket_works());
+        // A close right after the upgrade request counts only when it repeats.
+        assert!(!fallback.suspect_close());
+        assert!(!fallback.suspect_close());
+        assert!(!fallback.websocket_works(), "a session in between starts the count over");
+        assert!(!fallback.suspect_close());
+        assert!(!fallback.suspect_close());
+        assert!(fallback.suspect_close(), "the third close in a row is a refusal");
         assert!(!fallback.use_long_poll(t1 + Duration::from_secs(1)));
         assert!(!fallback.websocket_works(), "nothing to leave");
     }

@@ -324,13 +324,17 @@ fn wrong_proxy_credentials_fail_the_proxy_step_with_a_proxy_auth_message() {
     let key = world.key("Proxied");
     let wrong = "wr0ng-Proxy-pw";
     let proxy_url = format!("http://alice:{wrong}@127.0.0.1:{}", proxy.port);
-    let config = world.agent_config("Proxied", key.expose(), json!({ "proxyUrl": proxy_url }));
+    let config = world.agent_config("Proxied", key.expose(), json!({}));
+    // `configure` moves the user and the (wrong) password out of the URL into the vault.
+    let (code, out, err) =
+        cli(&["configure", "--config", config.to_str().unwrap(), "--proxy", &proxy_url]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
 
     let (code, report, stderr) = doctor_json(&config);
     assert_eq!(code, Some(1), "{report:#}\n{stderr}");
     let step_ = step(&report, "proxy");
     assert_eq!(step_["status"], "fail", "{step_:#}");
-    assert!(step_["detail"].as_str().unwrap().starts_with("proxy authentication failed"), "{step_:#}");
+    assert!(step_["detail"].as_str().unwrap().starts_with("proxy authentication required"), "{step_:#}");
     assert_eq!(step_["data"]["status"], 407, "{step_:#}");
     assert!(step_["hint"].as_str().unwrap().contains("proxy credentials"), "{step_:#}");
     for name in ["tcp", "tls", "websocket", "auth", "clock"] {
@@ -338,7 +342,7 @@ fn wrong_proxy_credentials_fail_the_proxy_step_with_a_proxy_auth_message() {
     }
     // The proxy is named without its credentials.
     let shown = step(&report, "config")["data"]["proxyUrl"].as_str().unwrap().to_owned();
-    assert_eq!(shown, format!("http://***@127.0.0.1:{}", proxy.port));
+    assert_eq!(shown, format!("http://127.0.0.1:{}", proxy.port));
 
     let (_, text, stderr_text) = doctor_text(&config);
     assert!(text.contains("[FAIL] proxy"), "{text}");
