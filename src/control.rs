@@ -332,12 +332,67 @@ fn serve(
                 return ControlFlow::Continue(());
             }
         }
+        ControlRequest::DiagBundle { out } => {
+            let Some(config_path) = context.config_path.clone() else {
+                let reply =
+                    ControlReply::error("BAD_REQUEST", "this agent was started without a configuration file");
+                let _ = write_line(&mut writer, &reply);
+                return ControlFlow::Continue(());
+            };
+            if context.setups.fetch_add(1, Ordering::AcqRel) >= MAX_SETUP_THREADS {
+                context.setups.fetch_sub(1, Ordering::AcqRel);
+                ControlReply::error("BUSY", "too many setup requests at once; retry")
+            } else {
+                let (setups, supervisor) = (context.setups.clone(), context.supervisor.clone());
+                let spawned = crate::spawn_named("control-diag", move || {
+                    let status = match ask(&supervisor, ControlRequest::Status) {
+                        ControlReply::Status(status) => Some(status),
+                        _ => None,
+                    };
+                    let reply = diag_reply(&config_path, out.as_deref(), status.as_deref());
+                    let _ = write_line(&mut writer, &reply);
+                    setups.fetch_sub(1, Ordering::AcqRel);
+                });
+                if spawned.is_err() {
+                    tracing::warn!("cannot start a thread for a diagnostic bundle");
+                }
+                return ControlFlow::Continue(());
+            }
+        }
         // The agent answering is running already.
         ControlRequest::Start => ControlReply::Ok,
         other => ask(&context.supervisor, other),
     };
     let _ = write_line(&mut writer, &answer);
     ControlFlow::Continue(())
+}
+
+/// Builds a diagnostic bundle for a control request: `out`, or the default file name in the
+/// configuration's directory (the agent's working directory means nothing to the caller).
+pub fn diag_reply(
+    config_path: &Path,
+    out: Option<&str>,
+    status: Option<&crate::protocol::control::StatusSnapshot>,
+) -> ControlReply {
+    let out = match out {
+        Some(out) if !Path::new(out).is_absolute() => {
+            return ControlReply::error("INVALID_INPUT", format!("the bundle path must be absolute: {out}"));
+        }
+        Some(out) => PathBuf::from(out),
+        None => {
+            let name = crate::config::AgentConfig::load(config_path)
+                .map(|c| c.connector_name)
+                .unwrap_or_else(|_| "connector".into());
+            config_path.parent().unwrap_or(Path::new(".")).join(crate::diag::default_file_name(&name))
+        }
+    };
+    match crate::diag::bundle_with(config_path, Some(&out), status) {
+        Ok(info) => {
+            tracing::info!(path = %info.path, bytes = info.bytes, "diagnostic bundle written");
+            ControlReply::Bundle(info)
+        }
+        Err(e) => ControlReply::error(e.code(), e.to_string()),
+    }
 }
 
 /// The socket path for a configuration: `controlSocket` if set, else `agent.sock` next to the
@@ -399,7 +454,7 @@ fn open(path: &Path, request: &ControlRequest, timeout: Option<Duration>) -> Res
 /// Sends one request to a running agent and returns its answer.
 pub fn call(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
     let timeout = match request {
-        ControlRequest::Setup(_) => SETUP_TIMEOUT,
+        ControlRequest::Setup(_) | ControlRequest::DiagBundle { .. } => SETUP_TIMEOUT,
         _ => REQUEST_TIMEOUT + Duration::from_secs(1),
     };
     let stream = open(path, request, Some(timeout))?;

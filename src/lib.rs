@@ -28,6 +28,7 @@
 pub mod agent;
 pub mod config;
 pub mod control;
+pub mod diag;
 pub mod handle;
 pub mod heartbeat;
 pub mod https;

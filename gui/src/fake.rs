@@ -777,6 +777,21 @@ impl Backend for ScriptedBackend {
                 ControlReply::error("BAD_REQUEST", "subscribe is for the control socket")
             }
             ControlRequest::Setup(s) => self.setup(*s),
+            // Like the agent: refuses an existing file; writes nothing (the files are the
+            // agent's, tested in the agent crate).
+            ControlRequest::DiagBundle { out } => match out {
+                Some(path) if std::path::Path::new(&path).exists() => {
+                    ControlReply::error("FILE_EXISTS", format!("{path} exists"))
+                }
+                Some(path) => ControlReply::Bundle(protocol::control::BundleInfo {
+                    path,
+                    bytes: 4096,
+                    files: ["manifest.json", "logs/agent.log", "errors.log", "commands.json", "system.json"]
+                        .map(String::from)
+                        .to_vec(),
+                }),
+                None => ControlReply::error("INVALID_INPUT", "the fake needs a path"),
+            },
         }
     }
 

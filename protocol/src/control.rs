@@ -381,6 +381,13 @@ pub enum ControlRequest {
     Subscribe,
     /// Configuration and vault work (see [`SetupRequest`]).
     Setup(Box<SetupRequest>),
+    /// Build a diagnostic bundle (spec §8.2) and write it to `out` (absolute; default: the
+    /// default file name in the configuration's directory). Never overwrites a file.
+    DiagBundle {
+        /// Where to write the ZIP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out: Option<String>,
+    },
 }
 
 /// Setup work: what the CLI's `configure`, `key rotate`, `db …`, `schema …` and
@@ -721,14 +728,29 @@ pub enum ControlReply {
     Sample(SampleRows),
     /// Something to tell the user (service install instructions, ...).
     Message(String),
+    /// A diagnostic bundle was written.
+    Bundle(BundleInfo),
     /// The request failed.
     Error {
         /// The spec's error code where one applies (`DATABASE_UNAVAILABLE`, ...), else a
-        /// local one: `NOT_RUNNING`, `BAD_REQUEST`, `PIN_REQUIRED`, `INVALID_INPUT`, `IO`.
+        /// local one: `NOT_RUNNING`, `BAD_REQUEST`, `PIN_REQUIRED`, `INVALID_INPUT`, `IO`,
+        /// `FILE_EXISTS`.
         code: String,
         /// In words, free of secrets.
         message: String,
     },
+}
+
+/// A diagnostic bundle that was written ([`ControlRequest::DiagBundle`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleInfo {
+    /// The ZIP file (absolute).
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The files in it.
+    pub files: Vec<String>,
 }
 
 impl ControlReply {

@@ -1,5 +1,5 @@
 //! The one-shot commands that change or inspect this machine's setup: `configure`, `key`,
-//! `vault`, `db`, `schema`, `service` and `audit`. Each returns [`Outcome`]; `main` turns a
+//! `vault`, `db`, `schema`, `service`, `audit` and `diag`. Each returns [`Outcome`]; `main` turns a
 //! [`Fail`] into its documented exit code.
 //!
 //! The work itself is the library's `mini_connector::setup` (shared with the desktop app):
@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod configure;
 pub mod db;
+pub mod diag;
 pub mod schema;
 pub mod service;
 

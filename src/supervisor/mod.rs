@@ -947,7 +947,10 @@ impl Supervisor {
                 ));
                 ControlReply::Stopping
             }
-            ControlRequest::Start | ControlRequest::Subscribe | ControlRequest::Setup(_) => {
+            ControlRequest::Start
+            | ControlRequest::Subscribe
+            | ControlRequest::Setup(_)
+            | ControlRequest::DiagBundle { .. } => {
                 ControlReply::error("BAD_REQUEST", "not a request for the running agent's supervisor")
             }
         }

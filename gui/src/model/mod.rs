@@ -3,6 +3,7 @@
 //! is tested without a display.
 
 pub mod activity;
+pub mod bundle;
 pub mod format;
 pub mod forms;
 pub mod latency;
