@@ -817,6 +817,7 @@ impl ScriptedBackend {
 mod tests {
     use super::*;
     use crossbeam_channel::unbounded;
+    use std::path::Path;
 
     fn setup(b: &ScriptedBackend, r: SetupRequest) -> ControlReply {
         b.request(ControlRequest::Setup(Box::new(r)))
@@ -842,6 +843,25 @@ mod tests {
         let ControlReply::Status(s) = b.request(ControlRequest::Status) else { panic!() };
         assert_eq!((s.indicator, s.paused), (Indicator::Paused, true));
         assert_eq!(b.request(ControlRequest::Stop), ControlReply::Stopping);
+    }
+
+    #[test]
+    fn export_bundle_asks_for_a_file_in_documents_and_reports_the_path_or_the_refusal() {
+        use crate::model::bundle;
+        let b = ScriptedBackend::new(vec![]);
+        let home = std::env::temp_dir().join(format!("mc-gui-fake-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(home.join("Documents")).unwrap();
+        let path = bundle::folder(Some(&home), Path::new("/state"))
+            .join(bundle::file_name("Warehouse", SystemTime::now()));
+        assert!(path.starts_with(home.join("Documents")));
+        let request = ControlRequest::DiagBundle { out: Some(path.display().to_string()) };
+        let (text, good) = bundle::outcome(&b.request(request.clone()));
+        assert!(good && text.contains(&path.display().to_string()), "{text}");
+        std::fs::write(&path, b"earlier bundle").unwrap();
+        let (text, good) = bundle::outcome(&b.request(request));
+        assert!(!good && text.contains("FILE_EXISTS"), "{text}");
+        assert_eq!(b.requests(), ["diag_bundle", "diag_bundle"]);
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]
