@@ -17,6 +17,8 @@
 //! - [`notify`]: spec §8.3 notifications (desktop, email over SMTP/TLS) on their own threads.
 //! - [`setup`]: setup work returning data (configure, key, databases, schema, PIN, service),
 //!   what the CLI and the desktop app call.
+//! - [`diag`]: the diagnostic bundle (spec §8.2), a ZIP for support without secrets, rows or
+//!   private names.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
