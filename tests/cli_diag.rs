@@ -307,3 +307,33 @@ fn a_bundle_after_a_session_holds_no_secret_no_row_and_no_private_name() {
     let config: Value = serde_json::from_str(file(&files, "config.json")).unwrap();
     assert_eq!(config["proxyUrl"], "http://[credentials removed]@127.0.0.1:3128");
 }
+
+#[test]
+fn the_desktop_apps_in_process_backend_builds_the_bundle_with_and_without_a_running_agent() {
+    use mini_connector::protocol::control::{Backend as _, ControlReply, ControlRequest};
+    let world = World::new("diag-local");
+    let key = world.key("DiagLocal");
+    let config_path = world.agent_config("DiagLocal", key.expose(), json!({}));
+    let events = world.gateway.subscribe();
+    let backend = mini_connector::handle::LocalBackend::new(config_path.clone());
+    wait_event(&events, |e| {
+        matches!(e, GatewayEvent::AgentConnected { connector, .. } if connector == "DiagLocal").then_some(())
+    });
+    let dir = config_path.parent().unwrap().to_owned();
+    let ask = |name: &str| {
+        backend.request(ControlRequest::DiagBundle { out: Some(dir.join(name).display().to_string()) })
+    };
+
+    let ControlReply::Bundle(info) = ask("live.zip") else { panic!("no bundle") };
+    assert!(info.files.contains(&"status.json".to_owned()), "{info:?}");
+    let files = unzip(Path::new(&info.path));
+    assert_clean(&files, &[key.expose().to_owned(), key.expose().split('_').nth(2).unwrap().to_owned()]);
+    assert!(matches!(ask("live.zip"), ControlReply::Error { code, .. } if code == "FILE_EXISTS"));
+    let relative = backend.request(ControlRequest::DiagBundle { out: Some("relative.zip".into()) });
+    assert!(matches!(&relative, ControlReply::Error { code, .. } if code == "INVALID_INPUT"), "{relative:?}");
+
+    assert_eq!(backend.request(ControlRequest::Stop), ControlReply::Stopping);
+    let ControlReply::Bundle(info) = ask("stopped.zip") else { panic!("no bundle") };
+    assert!(!info.files.contains(&"status.json".to_owned()), "{info:?}");
+    assert!(info.files.contains(&"commands.json".to_owned()));
+}
