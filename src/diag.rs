@@ -22,10 +22,11 @@
 //! and no vault file; the vault is opened only to learn the stored secrets' values so that any
 //! copy of one in a log line is cut out), row data (no answer frame, no query text, no sample),
 //! the machine key and install secret, and the names of private tables, columns and the views
-//! over them. Defence in depth: every file's text goes through [`crate::logging::redact`], the
-//! removal of the known secret values, and the removal of every private name (as a whole
-//! identifier, case-insensitive, replaced by `<private>`) — so a public column that happens to
-//! share a private column's name is masked too.
+//! over them. Defence in depth: every text file, and every string value of the JSON files (keys
+//! are the bundle's own), goes through [`crate::logging::redact`], the removal of the known
+//! secret values, and the removal of every private name (as a whole identifier,
+//! case-insensitive, replaced by `<private>`) — so a public column that happens to share a
+//! private column's name is masked too.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, Write as _};
@@ -182,9 +183,17 @@ pub fn bundle_with(
         ));
     }
 
-    // Every file through the scrubber; then the manifest describes what is written.
+    // Every file through the scrubber (JSON: its string values, so a private name equal to a
+    // key does not break the structure); then the manifest describes what is written.
     for part in &mut parts {
-        part.data = scrub.text(&part.data);
+        match part.json.take() {
+            Some(mut value) => {
+                scrub.value(&mut value);
+                part.data = serde_json::to_string_pretty(&value).unwrap_or_default();
+                part.data.push('\n');
+            }
+            None => part.data = scrub.text(&part.data),
+        }
     }
     let manifest = json!({
         "bundle": "mini-connector diagnostic bundle (spec §8.2)",
@@ -204,18 +213,21 @@ pub fn bundle_with(
 struct Part {
     name: String,
     what: &'static str,
+    /// The file's text.
     data: String,
+    /// A JSON file before scrubbing (serialized into `data` afterwards).
+    json: Option<Value>,
 }
 
 impl Part {
     fn text(name: String, what: &'static str, data: String) -> Self {
-        Self { name, what, data }
+        Self { name, what, data, json: None }
     }
 
     fn json(name: &str, what: &'static str, value: Value) -> Self {
         let mut data = serde_json::to_string_pretty(&value).unwrap_or_default();
         data.push('\n');
-        Self { name: name.to_owned(), what, data }
+        Self { name: name.to_owned(), what, data, json: Some(value) }
     }
 }
 
@@ -296,6 +308,16 @@ impl Scrubber {
         secrets.retain(|s| s.len() >= 4);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Self { private, secrets }
+    }
+
+    /// Scrubs every string value (and leaves keys, numbers and structure alone).
+    fn value(&self, value: &mut Value) {
+        match value {
+            Value::String(text) => *text = self.text(text),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.value(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.value(v)),
+            _ => {}
+        }
     }
 
     fn text(&self, text: &str) -> String {
@@ -634,6 +656,7 @@ fn schema_parts(config_path: &Path, config: &AgentConfig) -> (Vec<Part>, BTreeSe
 // ---------------------------------------------------------------------------------------------
 // System
 
+#[cfg(target_os = "linux")]
 fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|t| t.trim().to_owned())
 }
@@ -818,6 +841,20 @@ mod tests {
         assert_eq!(
             mask_identifiers("SELECT ssn FROM public.PAYROLL, payroll_archive; v=\"Payroll\"", &names),
             "SELECT <private> FROM public.<private>, payroll_archive; v=\"<private>\""
+        );
+    }
+
+    #[test]
+    fn json_files_keep_their_keys_when_a_private_name_equals_one() {
+        let scrub =
+            Scrubber::new(["name".to_owned()].into(), vec![zeroize::Zeroizing::new("s3cr3t-pw".into())]);
+        let mut value = json!({"name": "customers", "columns": [{"name": "name"}, {"name": "id"}],
+            "error": "bad password s3cr3t-pw for name"});
+        scrub.value(&mut value);
+        assert_eq!(
+            value,
+            json!({"name": "customers", "columns": [{"name": "<private>"}, {"name": "id"}],
+                "error": "bad password [secret removed] for <private>"})
         );
     }
 
