@@ -777,11 +777,14 @@ impl Backend for ScriptedBackend {
                 ControlReply::error("BAD_REQUEST", "subscribe is for the control socket")
             }
             ControlRequest::Setup(s) => self.setup(*s),
-            // Like the agent: refuses an existing file; writes nothing (the files are the
-            // agent's, tested in the agent crate).
+            // Like the agent: refuses an existing file, else writes one (a placeholder: the
+            // bundle's contents are the agent's, tested in the agent crate).
             ControlRequest::DiagBundle { out } => match out {
                 Some(path) if std::path::Path::new(&path).exists() => {
                     ControlReply::error("FILE_EXISTS", format!("{path} exists"))
+                }
+                Some(path) if std::fs::write(&path, b"fake diagnostic bundle\n").is_err() => {
+                    ControlReply::error("IO", format!("cannot write {path}"))
                 }
                 Some(path) => ControlReply::Bundle(protocol::control::BundleInfo {
                     path,

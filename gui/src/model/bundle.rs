@@ -45,10 +45,10 @@ pub fn outcome(reply: &ControlReply) -> (String, bool) {
     match reply {
         ControlReply::Bundle(info) => (
             format!(
-                "Diagnostic bundle saved: {} ({}, {}). No credentials, row data or private names are in it.",
-                info.path,
+                "Diagnostic bundle saved ({}, {}): {}",
                 format::bytes(info.bytes),
                 format::count(info.files.len() as u64, "file", "files"),
+                info.path,
             ),
             true,
         ),

@@ -1340,6 +1340,7 @@ impl App {
 
     fn bundle_message(&mut self, text: &str, color: u32) {
         self.dash.diagnostics.bundle_message.set_label(text);
+        self.dash.diagnostics.bundle_message.set_tooltip(text);
         self.dash.diagnostics.bundle_message.set_label_color(c(color));
         self.dash.win.redraw();
     }
