@@ -11,8 +11,9 @@
 //! keeps the connection open instead and streams [`AgentEvent`] lines, the current status first.
 //! The control thread forwards each request to the supervisor, the only writer of agent state,
 //! and relays its answer; setup requests ([`ControlRequest::Setup`]) run on a short-lived thread
-//! of their own ([`crate::setup::execute`]), each subscription on a thread that writes its
-//! events.
+//! of their own ([`crate::setup::execute`]), and so do diagnostic bundles
+//! ([`ControlRequest::DiagBundle`], [`crate::diag`], with the supervisor's status), each
+//! subscription on a thread that writes its events.
 //!
 //! **Subscribers cannot hold the agent up.** The supervisor keeps at most
 //! [`MAX_SUBSCRIBERS`] ([`Subscribers`]), each with a queue of [`SUBSCRIBER_QUEUE`] events; it

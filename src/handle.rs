@@ -17,7 +17,8 @@
 //!   socket (the GUI must never start a second agent), else local.
 //!
 //! Setup requests ([`ControlRequest::Setup`]) are carried out by [`crate::setup::execute`] in
-//! both cases (by the service's control thread for the remote one).
+//! both cases (by the service's control thread for the remote one), and diagnostic bundles
+//! ([`ControlRequest::DiagBundle`]) by [`crate::control::diag_reply`] with the agent's status.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
