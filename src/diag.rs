@@ -43,7 +43,7 @@ const LOG_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Command records included.
 const COMMANDS: usize = 50;
 /// Most bytes of log lines taken (the newest are kept).
-const MAX_LOG_BYTES: usize = 64 << 20;
+const MAX_LOG_BYTES: usize = 32 << 20;
 /// What replaces a private name.
 const PRIVATE: &str = "<private>";
 /// What replaces a known secret value.
@@ -335,30 +335,39 @@ impl Scrubber {
 }
 
 /// Replaces every identifier (a run of letters, digits, `_`, `$`) whose lowercase form is in
-/// `names` with [`PRIVATE`].
+/// `names` with [`PRIVATE`]. Words are slices of `text`; only those as long as a name are
+/// compared (logs are tens of MB).
 fn mask_identifiers(text: &str, names: &BTreeSet<String>) -> String {
     let is_ident = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    let lengths: BTreeSet<usize> = names.iter().map(String::len).collect();
     let mut out = String::with_capacity(text.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if !word.is_empty() {
-            if names.contains(&word.to_lowercase()) {
-                out.push_str(PRIVATE);
-            } else {
-                out.push_str(word);
-            }
-            word.clear();
-        }
+    let mut word_start: Option<usize> = None;
+    let mut flush = |from: usize, to: usize, out: &mut String| {
+        let word = &text[from..to];
+        let private = lengths.contains(&word.len())
+            && names.iter().any(|n| n.len() == word.len() && n.eq_ignore_ascii_case(word))
+            || (!word.is_ascii() && names.contains(&word.to_lowercase()));
+        out.push_str(if private { PRIVATE } else { word });
     };
-    for c in text.chars() {
-        if is_ident(c) {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut out);
-            out.push(c);
+    let mut copied = 0;
+    for (i, c) in text.char_indices() {
+        match (is_ident(c), word_start) {
+            (true, None) => {
+                out.push_str(&text[copied..i]);
+                word_start = Some(i);
+            }
+            (false, Some(from)) => {
+                flush(from, i, &mut out);
+                word_start = None;
+                copied = i;
+            }
+            _ => {}
         }
     }
-    flush(&mut word, &mut out);
+    match word_start {
+        Some(from) => flush(from, text.len(), &mut out),
+        None => out.push_str(&text[copied..]),
+    }
     out
 }
 
