@@ -342,7 +342,7 @@ fn mask_identifiers(text: &str, names: &BTreeSet<String>) -> String {
     let lengths: BTreeSet<usize> = names.iter().map(String::len).collect();
     let mut out = String::with_capacity(text.len());
     let mut word_start: Option<usize> = None;
-    let mut flush = |from: usize, to: usize, out: &mut String| {
+    let flush = |from: usize, to: usize, out: &mut String| {
         let word = &text[from..to];
         let private = lengths.contains(&word.len())
             && names.iter().any(|n| n.len() == word.len() && n.eq_ignore_ascii_case(word))
