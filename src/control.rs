@@ -11,8 +11,9 @@
 //! keeps the connection open instead and streams [`AgentEvent`] lines, the current status first.
 //! The control thread forwards each request to the supervisor, the only writer of agent state,
 //! and relays its answer; setup requests ([`ControlRequest::Setup`]) run on a short-lived thread
-//! of their own ([`crate::setup::execute`]), and so does `doctor` ([`crate::doctor::run`]); each
-//! subscription runs on a thread that writes its events.
+//! of their own ([`crate::setup::execute`]), and so do `doctor` ([`crate::doctor::run`]) and
+//! diagnostic bundles ([`ControlRequest::DiagBundle`], [`crate::diag`], with the supervisor's
+//! status); each subscription runs on a thread that writes its events.
 //!
 //! **Subscribers cannot hold the agent up.** The supervisor keeps at most
 //! [`MAX_SUBSCRIBERS`] ([`Subscribers`]), each with a queue of [`SUBSCRIBER_QUEUE`] events; it
@@ -320,6 +321,17 @@ fn serve(
                 ControlReply::Doctor(crate::doctor::run(config_path))
             });
         }
+        // Discovers each schema and reads the logs: on its own thread, like setup work.
+        ControlRequest::DiagBundle { out } => {
+            let supervisor = context.supervisor.clone();
+            return on_setup_thread(context, writer, "control-diag", move |config_path| {
+                let status = match ask(&supervisor, ControlRequest::Status) {
+                    ControlReply::Status(status) => Some(status),
+                    _ => None,
+                };
+                diag_reply(config_path, out.as_deref(), status.as_deref())
+            });
+        }
         // The agent answering is running already.
         ControlRequest::Start => ControlReply::Ok,
         other => ask(&context.supervisor, other),
@@ -358,6 +370,34 @@ fn on_setup_thread(
         tracing::warn!("cannot start a thread ({name}) for a control request");
     }
     std::ops::ControlFlow::Continue(())
+}
+
+/// Builds a diagnostic bundle for a control request: `out`, or the default file name in the
+/// configuration's directory (the agent's working directory means nothing to the caller).
+pub fn diag_reply(
+    config_path: &Path,
+    out: Option<&str>,
+    status: Option<&crate::protocol::control::StatusSnapshot>,
+) -> ControlReply {
+    let out = match out {
+        Some(out) if !Path::new(out).is_absolute() => {
+            return ControlReply::error("INVALID_INPUT", format!("the bundle path must be absolute: {out}"));
+        }
+        Some(out) => PathBuf::from(out),
+        None => {
+            let name = crate::config::AgentConfig::load(config_path)
+                .map(|c| c.connector_name)
+                .unwrap_or_else(|_| "connector".into());
+            config_path.parent().unwrap_or(Path::new(".")).join(crate::diag::default_file_name(&name))
+        }
+    };
+    match crate::diag::bundle_with(config_path, Some(&out), status) {
+        Ok(info) => {
+            tracing::info!(path = %info.path, bytes = info.bytes, "diagnostic bundle written");
+            ControlReply::Bundle(info)
+        }
+        Err(e) => ControlReply::error(e.code(), e.to_string()),
+    }
 }
 
 /// The socket path for a configuration: `controlSocket` if set, else `agent.sock` next to the
@@ -419,7 +459,9 @@ fn open(path: &Path, request: &ControlRequest, timeout: Option<Duration>) -> Res
 /// Sends one request to a running agent and returns its answer.
 pub fn call(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
     let timeout = match request {
-        ControlRequest::Setup(_) | ControlRequest::Doctor => SETUP_TIMEOUT,
+        ControlRequest::Setup(_) | ControlRequest::Doctor | ControlRequest::DiagBundle { .. } => {
+            SETUP_TIMEOUT
+        }
         _ => REQUEST_TIMEOUT + Duration::from_secs(1),
     };
     let stream = open(path, request, Some(timeout))?;

@@ -18,7 +18,8 @@
 //!
 //! Setup requests ([`ControlRequest::Setup`]) are carried out by [`crate::setup::execute`] in
 //! both cases (by the service's control thread for the remote one), [`ControlRequest::Doctor`]
-//! by [`crate::doctor::run`] likewise.
+//! by [`crate::doctor::run`] likewise, and diagnostic bundles ([`ControlRequest::DiagBundle`])
+//! by [`crate::control::diag_reply`] with the agent's status.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -270,6 +271,14 @@ impl Backend for LocalBackend {
             }
             ControlRequest::Subscribe => {
                 ControlReply::error("BAD_REQUEST", "subscribe with Backend::subscribe, not as a request")
+            }
+            ControlRequest::DiagBundle { out } => {
+                // The status now, then the bundle without holding the agent (discovery is slow).
+                let status = {
+                    let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
+                    agent.as_ref().filter(|a| a.is_running()).and_then(|a| a.status().ok())
+                };
+                crate::control::diag_reply(&self.config_path, out.as_deref(), status.as_ref())
             }
             other => {
                 let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());

@@ -17,6 +17,8 @@
 //! - [`notify`]: spec §8.3 notifications (desktop, email over SMTP/TLS) on their own threads.
 //! - [`setup`]: setup work returning data (configure, key, databases, schema, PIN, service),
 //!   what the CLI and the desktop app call.
+//! - [`diag`]: the diagnostic bundle (spec §8.2), a ZIP for support without secrets, rows or
+//!   private names.
 //!
 //! ```
 //! use mini_connector::protocol::{ApiKey, Frame, Inbound};
@@ -28,6 +30,7 @@
 pub mod agent;
 pub mod config;
 pub mod control;
+pub mod diag;
 pub mod doctor;
 pub mod handle;
 pub mod heartbeat;

@@ -513,10 +513,10 @@ impl LinkThread {
             self.settings.url.as_str().into_client_request().map_err(|e| fail("bad cloud URL", &e))?;
         let (mut ws, _response) = tungstenite::client::client_with_config(request, stream, Some(ws_config()))
             .map_err(|e| {
-                upgrade_refused(&e)
-                    .map_or_else(|| fail("WebSocket handshake failed", &e), |(why, definite)| {
-                        End::UpgradeRefused(why, definite)
-                    })
+                upgrade_refused(&e).map_or_else(
+                    || fail("WebSocket handshake failed", &e),
+                    |(why, definite)| End::UpgradeRefused(why, definite),
+                )
             })?;
 
         // Authenticate: the key lives only for the duration of this block.

@@ -51,6 +51,7 @@ Examples:
   mini-connector config check --config ./config.json
   mini-connector doctor --json
   mini-connector audit --since 24h --verify
+  mini-connector diag bundle --out ./support.zip
 
 Exit codes: 0 ok; 1 runtime failure; 2 bad configuration, API key or usage;
 3 no agent running (status, pause, resume, reconnect, stop) / service not registered;
@@ -151,6 +152,11 @@ enum Cmd {
     },
     /// The local audit log: every command received and executed (`--since`, `--json`, `--verify`).
     Audit(cli::audit::AuditArgs),
+    /// Support: `diag bundle [--out FILE]` writes a diagnostic ZIP (no credentials, no row data).
+    Diag {
+        #[command(subcommand)]
+        command: cli::diag::DiagCmd,
+    },
     /// Create the sample ERP database (SQLite) used by the demo and the tests.
     SampleErp {
         /// Where to write the database file (replaced if it exists).
@@ -311,6 +317,7 @@ fn main() -> ExitCode {
         Cmd::Vault { command } => finish(cli::configure::vault(command)),
         Cmd::Service { command } => finish(cli::service::service(command)),
         Cmd::Audit(args) => finish(cli::audit::audit(&args)),
+        Cmd::Diag { command } => finish(cli::diag::diag(command)),
         Cmd::Notify { command } => mini_connector::notify::cli::run(command, default_config_path()),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {

@@ -326,8 +326,7 @@ fn wrong_proxy_credentials_fail_the_proxy_step_with_a_proxy_auth_message() {
     let proxy_url = format!("http://alice:{wrong}@127.0.0.1:{}", proxy.port);
     let config = world.agent_config("Proxied", key.expose(), json!({}));
     // `configure` moves the user and the (wrong) password out of the URL into the vault.
-    let (code, out, err) =
-        cli(&["configure", "--config", config.to_str().unwrap(), "--proxy", &proxy_url]);
+    let (code, out, err) = cli(&["configure", "--config", config.to_str().unwrap(), "--proxy", &proxy_url]);
     assert_eq!(code, Some(0), "{out}\n{err}");
 
     let (code, report, stderr) = doctor_json(&config);

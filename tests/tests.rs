@@ -9,6 +9,7 @@ mod cli_audit;
 mod cli_configure;
 mod cli_control;
 mod cli_db;
+mod cli_diag;
 mod cli_doctor;
 mod cli_notify;
 mod cli_schema;

@@ -810,6 +810,24 @@ impl Backend for ScriptedBackend {
                 thread::sleep(self.shared.test_delay);
                 ControlReply::Doctor(fake_doctor_report())
             }
+            // Like the agent: refuses an existing file, else writes one (a placeholder: the
+            // bundle's contents are the agent's, tested in the agent crate).
+            ControlRequest::DiagBundle { out } => match out {
+                Some(path) if std::path::Path::new(&path).exists() => {
+                    ControlReply::error("FILE_EXISTS", format!("{path} exists"))
+                }
+                Some(path) if std::fs::write(&path, b"fake diagnostic bundle\n").is_err() => {
+                    ControlReply::error("IO", format!("cannot write {path}"))
+                }
+                Some(path) => ControlReply::Bundle(protocol::control::BundleInfo {
+                    path,
+                    bytes: 4096,
+                    files: ["manifest.json", "logs/agent.log", "errors.log", "commands.json", "system.json"]
+                        .map(String::from)
+                        .to_vec(),
+                }),
+                None => ControlReply::error("INVALID_INPUT", "the fake needs a path"),
+            },
         }
     }
 
@@ -835,6 +853,7 @@ impl ScriptedBackend {
 mod tests {
     use super::*;
     use crossbeam_channel::unbounded;
+    use std::path::Path;
 
     fn setup(b: &ScriptedBackend, r: SetupRequest) -> ControlReply {
         b.request(ControlRequest::Setup(Box::new(r)))
@@ -871,6 +890,25 @@ mod tests {
         let ControlReply::Status(s) = b.request(ControlRequest::Status) else { panic!() };
         assert_eq!((s.indicator, s.paused), (Indicator::Paused, true));
         assert_eq!(b.request(ControlRequest::Stop), ControlReply::Stopping);
+    }
+
+    #[test]
+    fn export_bundle_asks_for_a_file_in_documents_and_reports_the_path_or_the_refusal() {
+        use crate::model::bundle;
+        let b = ScriptedBackend::new(vec![]);
+        let home = std::env::temp_dir().join(format!("mc-gui-fake-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(home.join("Documents")).unwrap();
+        let path = bundle::folder(Some(&home), Path::new("/state"))
+            .join(bundle::file_name("Warehouse", SystemTime::now()));
+        assert!(path.starts_with(home.join("Documents")));
+        let request = ControlRequest::DiagBundle { out: Some(path.display().to_string()) };
+        let (text, good) = bundle::outcome(&b.request(request.clone()));
+        assert!(good && text.contains(&path.display().to_string()), "{text}");
+        std::fs::write(&path, b"earlier bundle").unwrap();
+        let (text, good) = bundle::outcome(&b.request(request));
+        assert!(!good && text.contains("FILE_EXISTS"), "{text}");
+        assert_eq!(b.requests(), ["diag_bundle", "diag_bundle"]);
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]

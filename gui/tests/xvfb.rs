@@ -178,3 +178,51 @@ fn the_pin_gate_guards_adding_a_connection() {
         );
     }
 }
+
+#[test]
+fn export_diagnostic_bundle_saves_into_documents() {
+    if harness::skip_or_fail().is_err() {
+        return;
+    }
+    let xs = XServer::start().expect("Xvfb");
+    let dir = scratch("bundle");
+    let home = dir.join("home");
+    std::fs::create_dir_all(home.join("Documents")).unwrap();
+    let state = dir.join("state");
+    let _app = xs
+        .launch(
+            preview(),
+            &["--red-secs", "0.2", "--state-dir", state.to_str().unwrap()],
+            &[("HOME", home.to_str().unwrap())],
+            &dir.join("app.log"),
+        )
+        .expect("launch the preview");
+    let log = || std::fs::read_to_string(dir.join("app.log")).unwrap_or_default();
+    let id = xs
+        .wait_window(harness::DASHBOARD_TITLE, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let diagnostics = gui::model::layout::nav_center(5);
+    xs.click_until(&id, diagnostics, "· Diagnostics", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    // "Export diagnostic bundle…": the top right of the section.
+    let (ww, _) = gui::model::layout::WINDOW;
+    let button = (ww - 24 - 115, 96 + 14);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let saved = loop {
+        let found: Vec<PathBuf> = std::fs::read_dir(home.join("Documents"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("mini-connector-diag-"))
+            .collect();
+        if let Some(first) = found.first() {
+            break first.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no bundle in Documents after clicking\n{}", log());
+        xs.click(&id, button.0, button.1).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    };
+    assert!(saved.to_string_lossy().ends_with("Z.zip"), "{}", saved.display());
+    std::thread::sleep(Duration::from_millis(300));
+    let shot = xs.screenshot(&shots_dir().join("16-diagnostics-bundle.png")).unwrap();
+    assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
+}

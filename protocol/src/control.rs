@@ -408,6 +408,13 @@ pub enum ControlRequest {
     Setup(Box<SetupRequest>),
     /// Run the connection checks of `mini-connector doctor` (a [`DoctorReport`]).
     Doctor,
+    /// Build a diagnostic bundle (spec §8.2) and write it to `out` (absolute; default: the
+    /// default file name in the configuration's directory). Never overwrites a file.
+    DiagBundle {
+        /// Where to write the ZIP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out: Option<String>,
+    },
 }
 
 /// Setup work: what the CLI's `configure`, `key rotate`, `db …`, `schema …` and
@@ -846,14 +853,29 @@ pub enum ControlReply {
     Message(String),
     /// The checks of `mini-connector doctor`.
     Doctor(DoctorReport),
+    /// A diagnostic bundle was written.
+    Bundle(BundleInfo),
     /// The request failed.
     Error {
         /// The spec's error code where one applies (`DATABASE_UNAVAILABLE`, ...), else a
-        /// local one: `NOT_RUNNING`, `BAD_REQUEST`, `PIN_REQUIRED`, `INVALID_INPUT`, `IO`.
+        /// local one: `NOT_RUNNING`, `BAD_REQUEST`, `PIN_REQUIRED`, `INVALID_INPUT`, `IO`,
+        /// `FILE_EXISTS`.
         code: String,
         /// In words, free of secrets.
         message: String,
     },
+}
+
+/// A diagnostic bundle that was written ([`ControlRequest::DiagBundle`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleInfo {
+    /// The ZIP file (absolute).
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The files in it.
+    pub files: Vec<String>,
 }
 
 impl ControlReply {

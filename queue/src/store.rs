@@ -713,6 +713,13 @@ impl Store {
         query_commands(&self.conn, "WHERE state = 'running' ORDER BY seq", [])
     }
 
+    /// The `limit` most recently received commands, newest first, metadata and frames (the
+    /// diagnostic bundle's command records; it keeps none of the frame's text).
+    pub fn recent(&self, limit: usize) -> Result<Vec<StoredCommand>, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_commands(&self.conn, "ORDER BY seq DESC LIMIT ?1", [limit])
+    }
+
     /// One command.
     pub fn get(&self, command_id: &str) -> Result<Option<StoredCommand>, QueueError> {
         get_command(&self.conn, command_id)

@@ -418,3 +418,27 @@ fn an_8_mib_answer_round_trips_through_the_file() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn recent_lists_the_newest_commands_first_up_to_the_limit() {
+    let dir = TempDir::new("recent");
+    let mut store = open(&dir.db());
+    let frames: Vec<String> = (0..5).map(|i| frame(&format!("c{i}"), 10)).collect();
+    for (i, f) in frames.iter().enumerate() {
+        store.receive(&cmd(&format!("c{i}"), None, f)).unwrap();
+    }
+    store.start("c1").unwrap();
+    let a = answer("c1", 100);
+    store.finish("c1", &answered(&a)).unwrap();
+    let recent = store.recent(3).unwrap();
+    let ids: Vec<&str> = recent.iter().map(|c| c.command_id.as_str()).collect();
+    assert_eq!(ids, ["c4", "c3", "c2"]);
+    let all = store.recent(50).unwrap();
+    assert_eq!(all.len(), 5);
+    let c1 = all.iter().find(|c| c.command_id == "c1").unwrap();
+    assert_eq!((c1.state, c1.row_count), (State::Answered, Some(3)));
+    // Read-only opening (the bundle while the agent runs) sees the same.
+    drop(store);
+    let read_only = Store::open_read_only(&dir.db()).unwrap();
+    assert_eq!(read_only.recent(1).unwrap()[0].command_id, "c4");
+}

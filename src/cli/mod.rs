@@ -1,6 +1,6 @@
 //! The one-shot commands that change or inspect this machine's setup: `configure`, `key`,
-//! `vault`, `db`, `schema`, `service`, `audit` and `doctor`. Each returns [`Outcome`] (`doctor`
-//! its exit code); `main` turns a
+//! `vault`, `db`, `schema`, `service`, `audit`, `doctor` and `diag`. Each returns [`Outcome`]
+//! (`doctor` its exit code); `main` turns a
 //! [`Fail`] into its documented exit code.
 //!
 //! The work itself is the library's `mini_connector::setup` (shared with the desktop app):
@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod configure;
 pub mod db;
+pub mod diag;
 pub mod doctor;
 pub mod schema;
 pub mod service;

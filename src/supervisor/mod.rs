@@ -950,7 +950,8 @@ impl Supervisor {
             ControlRequest::Start
             | ControlRequest::Subscribe
             | ControlRequest::Setup(_)
-            | ControlRequest::Doctor => {
+            | ControlRequest::Doctor
+            | ControlRequest::DiagBundle { .. } => {
                 ControlReply::error("BAD_REQUEST", "not a request for the running agent's supervisor")
             }
         }

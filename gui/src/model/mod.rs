@@ -3,6 +3,7 @@
 //! is tested without a display.
 
 pub mod activity;
+pub mod bundle;
 pub mod doctor;
 pub mod format;
 pub mod forms;

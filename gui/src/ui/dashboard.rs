@@ -130,6 +130,10 @@ pub struct Diagnostics {
     pub chart_caption: frame::Frame,
     /// Error log.
     pub errors: DataTable,
+    /// "Export diagnostic bundle…".
+    pub bundle: button::Button,
+    /// Where the last bundle went (or why not).
+    pub bundle_message: frame::Frame,
 }
 
 /// The dashboard window.
@@ -501,6 +505,9 @@ impl Dashboard {
         let mut run_checks = style::button(cx + 120, sy, 120, 28, "Run checks", false);
         let t = tx.clone();
         run_checks.set_callback(move |_| send(&t, Msg::RunChecks));
+        let mut bundle = style::button(cx + cw - 230, sy, 230, 28, "Export diagnostic bundle…", false);
+        let t = tx.clone();
+        bundle.set_callback(move |_| send(&t, Msg::DiagBundle));
         let mut dt = DataTable::new(cx, sy + 36, cw, 264);
         dt.set(style::TableData::default());
         let mut h = style::label(cx, sy + 306, 200, 24, "Latency (5 min)");
@@ -509,11 +516,19 @@ impl Dashboard {
         let d_chart = chart(cx, sy + 332, cw, 96);
         let mut h = style::label(cx, sy + 428, 300, 24, "Last errors and warnings");
         h.set_label_font(Font::HelveticaBold);
-        let errors = DataTable::new(cx, sy + 454, cw, sh - 454);
+        let errors = DataTable::new(cx, sy + 454, cw, sh - 454 - 28);
+        let bundle_message = style::caption(cx, sy + sh - 26, cw, 24, "");
         g.end();
         sections.push(g);
-        let diagnostics =
-            Diagnostics { table: dt, run_checks, chart: d_chart, chart_caption: d_caption, errors };
+        let diagnostics = Diagnostics {
+            table: dt,
+            run_checks,
+            chart: d_chart,
+            chart_caption: d_caption,
+            errors,
+            bundle,
+            bundle_message,
+        };
 
         for g in sections.iter_mut().skip(1) {
             g.hide();

@@ -31,6 +31,7 @@ use self::prompt::{Prompt, PromptKind};
 use self::style::{TableData, c};
 use self::wizard::WizardWin;
 use crate::model::activity::{self, ActivityFilter, StatusFilter};
+use crate::model::bundle;
 use crate::model::forms::{self, Guarded, PinGate, SettingsEdit};
 use crate::model::schema::{self, TreeRow};
 use crate::model::status::{self, ExitDecision, StatusView};
@@ -75,6 +76,7 @@ pub(crate) enum Msg {
     SettingsSave,
     DiagRefresh,
     RunChecks,
+    DiagBundle,
     WizKeyChanged,
     WizCheckKey,
     WizNameChanged,
@@ -112,6 +114,7 @@ pub(crate) enum Tag {
     SetPin,
     Install,
     Doctor,
+    Bundle,
 }
 
 /// A unit of work for a worker: one request, or several in order (stopping at the first error).
@@ -435,6 +438,7 @@ impl App {
                 self.dash.diagnostics.run_checks.set_label("Checking…");
                 self.job(Tag::Doctor, vec![ControlRequest::Doctor]);
             }
+            Msg::DiagBundle => self.export_bundle(),
             Msg::WizKeyChanged => {
                 self.key_gen += 1;
                 self.wizard.set_key_text(&self.wiz.key.value());
@@ -754,6 +758,11 @@ impl App {
                     None => self.settings_message("PIN updated.", style::GOOD),
                 }
                 self.job(Tag::Settings { initial: false }, vec![setup(SetupRequest::Settings)]);
+            }
+            Tag::Bundle => {
+                self.dash.diagnostics.bundle.activate();
+                let (text, good) = bundle::outcome(&reply);
+                self.bundle_message(&text, if good { style::GOOD } else { style::BAD });
             }
             Tag::Install => match reply {
                 ControlReply::Message(m) => self.settings_message(&m, style::TEXT),
@@ -1342,6 +1351,24 @@ impl App {
     }
 
     // ---- settings --------------------------------------------------------------------------
+
+    /// "Export diagnostic bundle…": the agent writes the ZIP to `Documents` (else the home
+    /// directory) under the default name; the section shows the path.
+    fn export_bundle(&mut self) {
+        let connector = self.live.status.as_ref().map(|s| s.connector_name.clone()).unwrap_or_default();
+        let folder = bundle::folder(bundle::home().as_deref(), &self.options.state_dir);
+        let path = folder.join(bundle::file_name(&connector, std::time::SystemTime::now()));
+        self.dash.diagnostics.bundle.deactivate();
+        self.bundle_message("Building the diagnostic bundle…", style::MUTED);
+        self.job(Tag::Bundle, vec![ControlRequest::DiagBundle { out: Some(path.display().to_string()) }]);
+    }
+
+    fn bundle_message(&mut self, text: &str, color: u32) {
+        self.dash.diagnostics.bundle_message.set_label(text);
+        self.dash.diagnostics.bundle_message.set_tooltip(text);
+        self.dash.diagnostics.bundle_message.set_label_color(c(color));
+        self.dash.win.redraw();
+    }
 
     fn settings_message(&mut self, text: &str, color: u32) {
         self.dash.settings.message.set_label(text);
