@@ -257,7 +257,8 @@ impl Link {
         let waker_slot = sender.waker.clone();
         let stats = sender.stats.clone();
         let thread = crate::spawn_named("link", move || {
-            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats, compression: None }.run();
+            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats, compression: None, session_deadline: None }
+                .run();
         })?;
         Ok(Self { sender, thread: Some(thread) })
     }
@@ -285,6 +286,8 @@ struct LinkThread {
     stats: Arc<LinkStats>,
     /// What the last `connected` accepted from the offer in `auth`.
     compression: Option<Compression>,
+    /// When the current session must end (the HTTPS fallback's window): `None` for none.
+    session_deadline: Option<Instant>,
 }
 
 /// Why a session ended.
@@ -297,6 +300,9 @@ enum End {
     /// tried at once), or the connection closed right after the upgrade request (which a flaky
     /// network also does: the fallback starts after [`SUSPECT_CLOSES`] of these in a row).
     UpgradeRefused(String, bool),
+    /// The proxy refused the user and password we sent (407): retried on the slow
+    /// `AUTH_FAILED` schedule, so a wrong password does not lock a domain account.
+    ProxyCredentialsRefused(String),
 }
 
 /// When the link dials over the HTTPS fallback instead of the WebSocket: from a refused
@@ -413,7 +419,7 @@ impl LinkThread {
             self.stats.set_next_retry(None);
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
             let end = if fallback.use_long_poll(Instant::now()) {
-                self.long_poll(&mut backoff)
+                self.long_poll(&mut backoff, fallback.until)
             } else {
                 match self.connect() {
                     Ok((ws, tcp)) => {
@@ -431,7 +437,7 @@ impl LinkThread {
                                 "the WebSocket upgrade was refused ({why}); falling back to HTTPS long-poll"
                             );
                         }
-                        self.long_poll(&mut backoff)
+                        self.long_poll(&mut backoff, fallback.until)
                     }
                     Err(end) => end,
                 }
@@ -441,6 +447,15 @@ impl LinkThread {
                 End::Reconnect(reason) | End::UpgradeRefused(reason, _) => {
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
                     backoff.delay()
+                }
+                End::ProxyCredentialsRefused(reason) => {
+                    let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
+                    let delay = backoff.auth_delay();
+                    tracing::warn!(
+                        retry_in_s = delay.as_secs(),
+                        "the proxy refused the proxy user/password; retrying slowly so the account is not locked"
+                    );
+                    delay
                 }
                 End::Rejected(code, reason) => {
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: Some(code) });
@@ -490,12 +505,12 @@ impl LinkThread {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
 
         let route = self.settings.proxy.route(&host, port);
-        let tcp = crate::proxy::dial(&route, &host, port, deadline).map_err(|e| {
-            if e.is_proxy_refusal() {
-                End::Reconnect(e.to_string())
-            } else {
-                fail("cannot reach the cloud", &e)
+        let tcp = crate::proxy::dial(&route, &host, port, deadline).map_err(|e| match &e {
+            crate::proxy::DialError::AuthRequired { sent_credentials: true, .. } => {
+                End::ProxyCredentialsRefused(e.to_string())
             }
+            _ if e.is_proxy_refusal() => End::Reconnect(e.to_string()),
+            _ => fail("cannot reach the cloud", &e),
         })?;
         tcp.set_nodelay(true).map_err(|e| fail("socket", &e))?;
         tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| fail("socket", &e))?;
@@ -540,7 +555,7 @@ impl LinkThread {
 
     /// A session over the HTTPS long-poll transport: `auth` in `POST /lp/open`, then the same
     /// [`Self::drive`] loop.
-    fn long_poll(&mut self, backoff: &mut Backoff) -> End {
+    fn long_poll(&mut self, backoff: &mut Backoff, retry_websocket_at: Option<Instant>) -> End {
         let settings = &self.settings;
         let target = match LongPollTarget::from_ws_url(
             &settings.url,
@@ -575,7 +590,12 @@ impl LinkThread {
         };
         let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
         backoff.connected();
-        self.run_session(&mut transport, waker, LinkTransport::HttpsLongPoll)
+        // The session ends when the fallback window does, so the next dial tries the WebSocket
+        // again (results are in the store: nothing is lost or run twice by the switch).
+        self.session_deadline = retry_websocket_at;
+        let end = self.run_session(&mut transport, waker, LinkTransport::HttpsLongPoll);
+        self.session_deadline = None;
+        end
     }
 
     fn session(&mut self, ws: tungstenite::WebSocket<TlsStream>, tcp: &TcpStream) -> End {
@@ -597,7 +617,9 @@ impl LinkThread {
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match &end {
             End::Shutdown => ws.close("agent shutting down"),
-            End::Reconnect(reason) | End::UpgradeRefused(reason, _) => ws.close(reason),
+            End::Reconnect(reason) | End::UpgradeRefused(reason, _) | End::ProxyCredentialsRefused(reason) => {
+                ws.close(reason)
+            }
             End::Rejected(..) => {}
         }
         end
@@ -703,6 +725,18 @@ impl LinkThread {
             }
             let timeout = if idle < interval { interval - idle } else { silence_limit - idle };
             let timeout = timeout.min(keepalive.saturating_sub(last_write.elapsed()));
+            let timeout = match self.session_deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return End::Reconnect(
+                            "the HTTPS fallback window is over: trying the WebSocket again".into(),
+                        );
+                    }
+                    timeout.min(left)
+                }
+                None => timeout,
+            };
             if let Err(e) = ws.wait(Some(timeout)) {
                 return End::Reconnect(format!("poll failed: {e}"));
             }

@@ -448,3 +448,26 @@ fn a_refused_websocket_upgrade_warns_that_the_agent_uses_the_https_fallback() {
     assert_eq!(report["verdict"], "warn", "{report:#}");
     assert_eq!(code, Some(0), "a warning is not a failure: {report:#}");
 }
+
+#[test]
+fn a_pin_that_no_certificate_of_the_chain_carries_fails_tls() {
+    let world = World::new("doctor-pin");
+    let key = world.key("Pinned");
+    // A well-formed pin of some other key: the gateway's chain (trusted through caCertPath)
+    // does not carry it, as when a TLS-inspecting proxy with a trusted CA re-signs.
+    let other = format!("sha256/{}", "A".repeat(43) + "=");
+    let config = world.agent_config("Pinned", key.expose(), json!({ "pinnedSpki": [other] }));
+
+    let (code, report, stderr) = doctor_json(&config);
+    assert_eq!(code, Some(1), "{report:#}\n{stderr}");
+    let tls = step(&report, "tls");
+    assert_eq!(tls["status"], "fail", "{tls:#}");
+    let detail = tls["detail"].as_str().unwrap();
+    assert!(detail.contains("does not match pinnedSpki"), "{tls:#}");
+    // The chain's own pin is shown, so the admin can compare it with the configured one.
+    let shown = tls["data"]["chain"][0]["spkiSha256"].as_str().unwrap();
+    assert!(detail.contains(&format!("sha256/{shown}")), "{tls:#}");
+    for name in ["websocket", "auth", "clock"] {
+        assert_eq!(status(&report, name), "skipped", "{name}: {report:#}");
+    }
+}
