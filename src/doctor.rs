@@ -370,9 +370,9 @@ impl Doctor {
                 let (status, hint) = match &e {
                     DialError::AuthRequired { .. } => (
                         Some(407),
-                        "the proxy wants a user and password, or refused the ones given: check the \
-                         proxy credentials (mini-connector configure --proxy http://USER@HOST:PORT \
-                         --proxy-password-stdin)",
+                        "the user is proxyUser in the configuration, the password is in the vault; a \
+                         proxy that speaks only NTLM/Negotiate needs an exception or a local relay \
+                         (docs/NETWORK.md, NTLM)",
                     ),
                     DialError::Forbidden { .. } => (
                         Some(403),

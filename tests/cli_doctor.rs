@@ -335,7 +335,7 @@ fn wrong_proxy_credentials_fail_the_proxy_step_with_a_proxy_auth_message() {
     assert_eq!(step_["status"], "fail", "{step_:#}");
     assert!(step_["detail"].as_str().unwrap().starts_with("proxy authentication required"), "{step_:#}");
     assert_eq!(step_["data"]["status"], 407, "{step_:#}");
-    assert!(step_["hint"].as_str().unwrap().contains("proxy credentials"), "{step_:#}");
+    assert!(step_["hint"].as_str().unwrap().contains("proxyUser"), "{step_:#}");
     for name in ["tcp", "tls", "websocket", "auth", "clock"] {
         assert_eq!(status(&report, name), "skipped", "{name}: {report:#}");
     }
