@@ -902,17 +902,15 @@ fn running_pools(
 
 /// Why `chain` does not satisfy `pins` (`None`: no pins, or one matches).
 fn pin_mismatch(pins: &[String], chain: &[CertificateDer<'static>]) -> Option<String> {
-    if pins.is_empty() {
-        return None;
-    }
     let wanted: Vec<[u8; 32]> = pins.iter().filter_map(|p| crate::tls::parse_pin(p).ok()).collect();
-    let presented: Vec<[u8; 32]> =
-        chain.iter().filter_map(|cert| crate::tls::spki_sha256(cert).ok()).collect();
-    if presented.iter().any(|hash| wanted.contains(hash)) {
-        return None;
+    match crate::tls::pin_miss(&wanted, chain.iter().map(|c| c.as_ref())) {
+        Ok(None) => None,
+        Ok(Some(presented)) => Some(format!(
+            "certificate does not match pinnedSpki: the chain's keys are {}",
+            presented.join(", ")
+        )),
+        Err(e) => Some(format!("certificate does not match pinnedSpki: {e}")),
     }
-    let shown: Vec<String> = presented.iter().map(crate::tls::pin_string).collect();
-    Some(format!("certificate does not match pinnedSpki: the chain's keys are {}", shown.join(", ")))
 }
 
 /// Host and port of a `scheme://[userinfo@]host[:port]/...` URL.

@@ -257,8 +257,17 @@ impl Link {
         let waker_slot = sender.waker.clone();
         let stats = sender.stats.clone();
         let thread = crate::spawn_named("link", move || {
-            LinkThread { settings, load_key, supervisor, rx, waker_slot, stats, compression: None, session_deadline: None }
-                .run();
+            LinkThread {
+                settings,
+                load_key,
+                supervisor,
+                rx,
+                waker_slot,
+                stats,
+                compression: None,
+                session_deadline: None,
+            }
+            .run();
         })?;
         Ok(Self { sender, thread: Some(thread) })
     }
@@ -617,9 +626,9 @@ impl LinkThread {
         *self.waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match &end {
             End::Shutdown => ws.close("agent shutting down"),
-            End::Reconnect(reason) | End::UpgradeRefused(reason, _) | End::ProxyCredentialsRefused(reason) => {
-                ws.close(reason)
-            }
+            End::Reconnect(reason)
+            | End::UpgradeRefused(reason, _)
+            | End::ProxyCredentialsRefused(reason) => ws.close(reason),
             End::Rejected(..) => {}
         }
         end

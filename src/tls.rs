@@ -148,6 +148,26 @@ pub fn describe_chain(chain: &[CertificateDer<'_>]) -> Vec<CertSummary> {
         .collect()
 }
 
+/// `None` when there are no `pins` or some certificate of `chain` carries one of them; else
+/// the pins the chain does carry (`sha256/…`, to compare with the configured ones).
+pub fn pin_miss<'a>(
+    pins: &[[u8; 32]],
+    chain: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<Vec<String>>, TlsError> {
+    if pins.is_empty() {
+        return Ok(None);
+    }
+    let mut presented = Vec::new();
+    for cert in chain {
+        let hash = spki_sha256(cert)?;
+        if pins.contains(&hash) {
+            return Ok(None);
+        }
+        presented.push(pin_string(&hash));
+    }
+    Ok(Some(presented))
+}
+
 /// WebPKI verification (roots + `caCertPath`), then the SPKI pins.
 #[derive(Debug)]
 struct Verifier {
@@ -181,17 +201,10 @@ impl ServerCertVerifier for Verifier {
             }
             Err(e) => return Err(e),
         }
-        if self.pins.is_empty() {
+        let chain = std::iter::once(end_entity).chain(intermediates).map(|c| c.as_ref());
+        let Some(presented) = pin_miss(&self.pins, chain).map_err(|e| cert_error(e.to_string()))? else {
             return Ok(ServerCertVerified::assertion());
-        }
-        let mut presented = Vec::new();
-        for cert in std::iter::once(end_entity).chain(intermediates) {
-            let hash = spki_sha256(cert).map_err(|e| cert_error(e.to_string()))?;
-            if self.pins.contains(&hash) {
-                return Ok(ServerCertVerified::assertion());
-            }
-            presented.push(pin_string(&hash));
-        }
+        };
         let issuer = issuer_name(end_entity).unwrap_or_default();
         Err(cert_error(format!(
             "certificate does not match pinnedSpki: the chain (issued by `{issuer}`) carries {}; a TLS-inspecting proxy re-signs certificates: ask for an exception for this host, or update pinnedSpki (mini-connector configure --pin-spki)",

@@ -710,6 +710,19 @@ pub struct DoctorStep {
     pub data: serde_json::Value,
 }
 
+impl DoctorStep {
+    /// A step without machine-readable data.
+    pub fn new(name: &str, status: StepStatus, detail: &str, hint: Option<&str>) -> Self {
+        Self {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            hint: hint.map(Into::into),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
 /// The report of `mini-connector doctor`: the steps in order and the overall verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -71,13 +71,7 @@ mod tests {
     use super::*;
 
     fn step(name: &str, status: StepStatus, detail: &str, hint: Option<&str>) -> DoctorStep {
-        DoctorStep {
-            name: name.into(),
-            status,
-            detail: detail.into(),
-            hint: hint.map(Into::into),
-            data: serde_json::Value::Null,
-        }
+        DoctorStep::new(name, status, detail, hint)
     }
 
     #[test]
