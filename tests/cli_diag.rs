@@ -5,9 +5,10 @@
 //! each private name and the vault file's content — with the agent running (it builds the
 //! bundle over the control socket) and stopped (the CLI builds it), plus a proxy password.
 
-use std::io::{Read as _, Write as _};
+use crate::support::cli_stdin;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use gateway::{GatewayEvent, QueryError};
@@ -42,25 +43,6 @@ fn create_database(path: &Path) {
         p = MARKERS[3],
     ))
     .unwrap();
-}
-
-/// `mini-connector <args>` with `stdin` piped in.
-fn cli_stdin(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mini-connector"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Every file of a ZIP, by name.

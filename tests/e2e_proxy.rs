@@ -3,7 +3,7 @@
 //! uploads both go through the proxy; refusals are reported as the proxy's, not as TLS errors;
 //! `pinnedSpki` refuses a re-signed certificate even when its CA is trusted.
 
-use std::io::Write as _;
+use crate::support::cli_stdin;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,25 +102,6 @@ impl Tinyproxy {
     fn connects(&self) -> usize {
         std::fs::read_to_string(&self.log).unwrap_or_default().matches("Request (file descriptor").count()
     }
-}
-
-/// Runs `mini-connector <args>` with `stdin`; returns (code, stdout, stderr).
-fn cli_stdin(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mini-connector"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// An agent started with extra environment variables (the proxy variables are always cleared

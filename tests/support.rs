@@ -200,6 +200,26 @@ pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs `mini-connector <args>` with `stdin` piped in; returns (exit code, stdout, stderr).
+pub fn cli_stdin(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mini-connector"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A database server URL from the environment `scripts/db-servers.sh env` prints; `None` (the
 /// test skips) when it is not set, a failure when `MC_REQUIRE_DB_SERVERS=1` (CI).
 pub fn server_url(var: &str) -> Option<String> {
