@@ -58,12 +58,17 @@ impl Signal {
 
     /// Blocks until the waker fires or `timeout` passes.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.events.clear();
-        match self.poller.wait(&mut self.events, timeout) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e),
-        }
+        poll_wait(&self.poller, &mut self.events, timeout)
+    }
+}
+
+/// Waits on `poller` (an interrupted wait counts as a wake-up).
+fn poll_wait(poller: &Poller, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    events.clear();
+    match poller.wait(events, timeout) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -258,12 +263,7 @@ impl<S: Read + Write> PolledWebSocket<S> {
     /// the [`Waker`] is woken. Returns after any of these; the caller then drains its outbound
     /// channel, calls [`Self::flush`] and [`Self::read_available`].
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.events.clear();
-        match self.poller.wait(&mut self.events, timeout) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e),
-        }
+        poll_wait(&self.poller, &mut self.events, timeout)
     }
 
     /// Turns message compression on (after `connected` named it) or off.
