@@ -133,7 +133,12 @@ fn main() {
     prepare_pg(&owner_url);
 
     let gateway = GatewayProc::start(&opts.gateway, &dir.join("gateway"));
+    // The bench profile aborts on panic (no `Drop`): scripts/bench.sh ends what is listed here.
+    let pid_file = opts.json.with_file_name("harness.pids");
+    std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+    std::fs::write(&pid_file, format!("{}\n", gateway.pid())).unwrap();
     let mut agent = AgentProc::start(&opts.agent, &gateway, &dir, &pg_url);
+    std::fs::write(&pid_file, format!("{}\n{}\n", gateway.pid(), agent.pid())).unwrap();
 
     // 1 + 2: start to connected, idle.
     report.put("start", "agent start to connected ms", json!(ms(agent.connected_after)));

@@ -36,9 +36,21 @@ jobs=${MC_BENCH_JOBS:-2}
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target/bench"
 
+pids_file="$target/bench/harness.pids"
+stop_servers=0
+cleanup() {
+    # The harness lists the gateway and agent it started; a failed run (the bench profile aborts
+    # on panic) leaves them running otherwise.
+    if [ -f "$pids_file" ]; then
+        while read -r pid; do kill "$pid" 2>/dev/null || true; done < "$pids_file"
+        rm -f "$pids_file"
+    fi
+    if ((stop_servers)); then scripts/db-servers.sh stop || true; fi
+}
+trap cleanup EXIT
 if [ -z "${MC_TEST_PG_URL:-}" ]; then
     scripts/db-servers.sh start
-    trap 'scripts/db-servers.sh stop || true' EXIT
+    stop_servers=1
     eval "$(scripts/db-servers.sh env)"
 fi
 
