@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-12 benchmark harness in one command (benches/harness.rs): builds the real
+# The issue-12 benchmark harness in one command (drivers/benches/harness.rs): builds the real
 # `connector-gateway` and `mini-connector` binaries, starts real PostgreSQL (scripts/db-servers.sh)
 # unless MC_TEST_PG_URL is already set, and prints one table; JSON in target/bench/harness.json.
 #
@@ -70,7 +70,7 @@ if ((sizes)); then
 fi
 
 echo "==> harness" >&2
-cargo bench --profile "$profile" -j"$jobs" --no-default-features --bench harness -- \
+cargo bench --profile "$profile" -j"$jobs" -p drivers --bench harness -- \
     --agent "$target/bench/mini-connector-headless" --gateway "$target/bench/connector-gateway" \
     --json "$target/bench/harness.json" "${harness_args[@]}"
 if ((quick)); then

@@ -33,8 +33,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use gateway::AdminClient;
+use std::sync::mpsc::{Receiver, Sender};
+
 use serde_json::{Value, json};
 
 /// Any single wait (start, connect) longer than this fails the run.
@@ -57,13 +57,15 @@ struct Opts {
 
 impl Opts {
     fn parse() -> Self {
-        let agent = PathBuf::from(env!("CARGO_BIN_EXE_mini-connector"));
+        // Default: the binaries of the same profile, next to target/<profile>/deps/harness-….
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new(".")).to_owned();
         let mut o = Opts {
             quick: false,
             gb: false,
-            gateway: agent.with_file_name("connector-gateway"),
-            agent,
-            json: PathBuf::from("target/bench/harness.json"),
+            gateway: profile_dir.join("connector-gateway"),
+            agent: profile_dir.join("mini-connector"),
+            json: profile_dir.parent().unwrap_or(Path::new(".")).join("bench/harness.json"),
             idle_secs: 0,
             roundtrips: 0,
             rows: 0,
@@ -365,7 +367,7 @@ impl GatewayProc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, lines) = crossbeam_channel::unbounded();
+        let (tx, lines) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || forward_lines(stderr, &tx));
         let deadline = Instant::now() + WATCHDOG;
@@ -379,7 +381,7 @@ impl GatewayProc {
             assert!(Instant::now() < deadline, "gateway did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let admin = Arc::new(AdminClient::from_data_dir(data_dir).unwrap().unwrap());
+        let admin = Arc::new(AdminClient::from_data_dir(data_dir));
         let (status, health) = admin.call("GET", "/admin/health", None, WATCHDOG).unwrap();
         assert_eq!(status, 200, "{health}");
         Self {
@@ -408,7 +410,7 @@ impl GatewayProc {
     fn wait_line(&self, needle: &str, limit: Duration) -> Instant {
         let deadline = Instant::now() + limit;
         loop {
-            match self.lines.recv_deadline(deadline) {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((at, line)) if line.contains(needle) => return at,
                 Ok(_) => {}
                 Err(_) => panic!("gateway never logged {needle:?}"),
@@ -434,6 +436,63 @@ fn forward_lines(from: impl Read, to: &Sender<(Instant, String)>) {
         if to.send((Instant::now(), line)).is_err() {
             return;
         }
+    }
+}
+
+/// The admin API over plain HTTP/1.1 (`Connection: close`), as `gateway::AdminClient` does it;
+/// the harness lives in the drivers crate so that its bench build does not pull in the desktop
+/// app (a dev-dependency of the root package).
+struct AdminClient {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl AdminClient {
+    fn from_data_dir(data_dir: &Path) -> Self {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(data_dir.join("admin.json")).unwrap()).unwrap();
+        Self {
+            addr: doc["addr"].as_str().unwrap().parse().unwrap(),
+            token: doc["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(u16, Value), String> {
+        let addr = self.addr;
+        let fail = |what: &str, e: &dyn std::fmt::Display| format!("admin api: {what} {addr}: {e}");
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .map_err(|e| fail("cannot connect to", &e))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", &e))?;
+        let body = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.token,
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&body))
+            .map_err(|e| fail("cannot send to", &e))?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).map_err(|e| fail("no answer from", &e))?;
+        let split =
+            response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| fail("no head from", &"?"))?;
+        let head = String::from_utf8_lossy(&response[..split]);
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = &response[split + 4..];
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(body).map_err(|e| fail("non-JSON answer from", &e))?
+        };
+        Ok((status, value))
     }
 }
 
@@ -638,7 +697,7 @@ fn run_query(admin: &AdminClient, connection: &str, sql: &str) -> Result<Value, 
     match admin.call("POST", "/admin/query", Some(&body), Duration::from_secs(70)) {
         Ok((200, outcome)) => Ok(outcome),
         Ok((status, body)) => Err(format!("HTTP {status}: {}", body["error"])),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
