@@ -8,7 +8,8 @@
 #   scripts/bench.sh --quick         smoke: small counts, 10 s idle, no size builds (< 1 min once built)
 #   scripts/bench.sh --1gb           also a 1 GB result for peak RSS
 #   scripts/bench.sh --profile dev   unoptimised binaries (what scripts/test.sh smokes)
-#   scripts/bench.sh --no-sizes      skip the GUI build and the stripped sizes
+#   scripts/bench.sh --no-gui        skip the desktop (GUI) build, whose only use is its size
+#   scripts/bench.sh --no-sizes      no stripped sizes at all
 # Other arguments go to the harness (--rows N, --roundtrips N, --idle-secs N; see its `//!`).
 # MC_BENCH_JOBS (default 2) is cargo's -j.
 set -euo pipefail
@@ -17,12 +18,14 @@ cd "$(dirname "$0")/.."
 profile=bench
 quick=0
 sizes=1
+gui=1
 harness_args=()
 while (($#)); do
     case "$1" in
         --quick) quick=1; sizes=0; harness_args+=(--quick) ;;
         --profile) profile=$2; shift ;;
         --no-sizes) sizes=0 ;;
+        --no-gui) gui=0 ;;
         *) harness_args+=("$1") ;;
     esac
     shift
@@ -56,7 +59,7 @@ fi
 
 echo "==> building connector-gateway and mini-connector (profile $profile)" >&2
 cargo build --profile "$profile" -j"$jobs" -p gateway --bin connector-gateway
-if ((sizes)); then
+if ((sizes && gui)); then
     # The desktop build first: the headless one below is what the harness runs.
     cargo build --profile "$profile" -j"$jobs" --bin mini-connector
     cp "$target/$out/mini-connector" "$target/bench/mini-connector-gui"
