@@ -764,7 +764,7 @@ fn submitted(admin: &Arc<AdminClient>, n: usize) -> (usize, f64, Option<String>)
             std::thread::spawn(move || {
                 let mine = (t..n).step_by(THREADS).count();
                 let body = json!({ "connector": "Bench", "sql": SLEEP_SQL, "connection": "pg" });
-                let mut ids = Vec::new();
+                let mut ids: Vec<String> = Vec::new();
                 let mut results = Vec::new();
                 for _ in 0..mine {
                     match admin.call("POST", "/admin/submit", Some(&body), Duration::from_secs(30)) {
@@ -776,30 +776,29 @@ fn submitted(admin: &Arc<AdminClient>, n: usize) -> (usize, f64, Option<String>)
                     }
                 }
                 let deadline = Instant::now() + Duration::from_secs(120);
-                while !ids.is_empty() && Instant::now() < deadline {
-                    ids.retain(|id| {
-                        let path = format!("/admin/commands/{id}");
-                        match admin.call("GET", &path, None, Duration::from_secs(30)) {
-                            Ok((200, body)) if body["state"] == "answered" => {
-                                results.push(match body.get("outcome") {
-                                    Some(outcome) => check_one_row(outcome),
-                                    None => Err(format!("answered with {}", body["error"])),
-                                });
-                                false
-                            }
-                            Ok((200, _)) => true,
-                            Ok((status, body)) => {
-                                results.push(Err(format!("status: HTTP {status}: {body}")));
-                                false
-                            }
-                            Err(e) => {
-                                results.push(Err(format!("status: {e}")));
-                                false
-                            }
+                // Commands finish about in the order they were queued: poll the oldest one of
+                // this thread's until it is answered, then the next (one poll per command
+                // plus the waits, not a sweep over all of them).
+                ids.reverse();
+                while let Some(id) = ids.last()
+                    && Instant::now() < deadline
+                {
+                    let path = format!("/admin/commands/{id}");
+                    let done = match admin.call("GET", &path, None, Duration::from_secs(30)) {
+                        Ok((200, body)) if body["state"] == "answered" => Some(match body.get("outcome") {
+                            Some(outcome) => check_one_row(outcome),
+                            None => Err(format!("answered with {}", body["error"])),
+                        }),
+                        Ok((200, _)) => None,
+                        Ok((status, body)) => Some(Err(format!("status: HTTP {status}: {body}"))),
+                        Err(e) => Some(Err(format!("status: {e}"))),
+                    };
+                    match done {
+                        Some(result) => {
+                            results.push(result);
+                            ids.pop();
                         }
-                    });
-                    if !ids.is_empty() {
-                        std::thread::sleep(Duration::from_millis(2));
+                        None => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
                 results.extend(ids.iter().map(|id| Err(format!("{id} not answered in 120 s"))));
