@@ -19,11 +19,11 @@
 //! 4. 50 and 200 concurrent 20 ms PostgreSQL queries against a pool of 10 (a view over
 //!    `pg_sleep(0.02)`, created by the fixture owner: the read-only gate refuses `pg_sleep`
 //!    itself), errors and throughput against the same query run sequentially;
-//! 5. N rows from PostgreSQL: `psql -c "COPY (…) TO STDOUT"`, the raw `postgres` crate fetch and
+//! 5. peak RSS (`VmHWM`, reset through `/proc/<pid>/clear_refs` before each) of agent and
+//!    gateway for ~10 MB, ~100 MB (and ~1 GB with `--1gb`) results, smallest first;
+//! 6. N rows from PostgreSQL: `psql -c "COPY (…) TO STDOUT"`, the raw `postgres` crate fetch and
 //!    the agent → gateway buffer (the gateway's `buffer taken by its result` debug line) → caller
 //!    (the admin API's body read to its end), same query, same run;
-//! 6. peak RSS (`VmHWM`, reset through `/proc/<pid>/clear_refs` before each) of agent and
-//!    gateway for ~10 MB, ~100 MB (and ~1 GB with `--1gb`) results;
 //! 7. stripped binary sizes (`--size-headless`, `--size-gui`) and the crate count (`cargo tree`).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -194,11 +194,33 @@ fn main() {
         }
     }
 
-    // 5: bulk rows, side by side.
+    // 5: peak RSS by result size, on a gateway that has not buffered a large result yet.
+    let pids = [agent.pid(), gateway.pid()];
+    let mut sizes: Vec<(&str, u64)> = if opts.quick {
+        vec![("1 MB", 1 << 20), ("5 MB", 5 << 20)]
+    } else {
+        vec![("10 MB", 10_000_000), ("100 MB", 100_000_000)]
+    };
+    if opts.gb {
+        sizes.push(("1 GB", 1_000_000_000));
+    }
+    for (name, bytes) in sizes {
+        let rows = bytes / ROW_BYTES;
+        reset_hwm(&pids);
+        let through = bulk(&gateway, &rows_sql(rows), rows);
+        let label = format!("peak RSS {name} result");
+        report.put(&label, "rows", json!(rows));
+        report.put(&label, "caller bytes MB", json!(round2(through.bytes as f64 / 1e6)));
+        report.put(&label, "agent peak RSS MiB", json!(mib(hwm_kib(pids[0]))));
+        report.put(&label, "gateway peak RSS MiB", json!(mib(hwm_kib(pids[1]))));
+        report.put(&label, "gateway RSS after MiB", json!(mib(rss_kib(pids[1]))));
+        report.put(&label, "to caller s", json!(round3(through.caller.as_secs_f64())));
+    }
+
+    // 6: bulk rows, side by side.
     let sql = rows_sql(opts.rows);
     let psql = psql_copy(&pg_url, &sql);
     let raw = raw_fetch(&pg_url, &sql);
-    let pids = [agent.pid(), gateway.pid()];
     reset_hwm(&pids);
     let through = bulk(&gateway, &sql, opts.rows);
     let hwm = [hwm_kib(pids[0]), hwm_kib(pids[1])];
@@ -220,28 +242,6 @@ fn main() {
     );
     report.put(&label, "agent peak RSS MiB", json!(mib(hwm[0])));
     report.put(&label, "gateway peak RSS MiB", json!(mib(hwm[1])));
-
-    // 6: peak RSS by result size.
-    let mut sizes: Vec<(&str, u64)> = if opts.quick {
-        vec![("1 MB", 1 << 20), ("5 MB", 5 << 20)]
-    } else {
-        vec![("10 MB", 10_000_000), ("100 MB", 100_000_000)]
-    };
-    if opts.gb {
-        sizes.push(("1 GB", 1_000_000_000));
-    }
-    for (name, bytes) in sizes {
-        let rows = bytes / ROW_BYTES;
-        reset_hwm(&pids);
-        let through = bulk(&gateway, &rows_sql(rows), rows);
-        let label = format!("peak RSS {name} result");
-        report.put(&label, "rows", json!(rows));
-        report.put(&label, "caller bytes MB", json!(round2(through.bytes as f64 / 1e6)));
-        report.put(&label, "agent peak RSS MiB", json!(mib(hwm_kib(pids[0]))));
-        report.put(&label, "gateway peak RSS MiB", json!(mib(hwm_kib(pids[1]))));
-        report.put(&label, "gateway RSS after MiB", json!(mib(rss_kib(pids[1]))));
-        report.put(&label, "to caller s", json!(round3(through.caller.as_secs_f64())));
-    }
 
     // 7: sizes and crates.
     for (name, bin) in [("headless", &opts.size_headless), ("gui", &opts.size_gui)] {
