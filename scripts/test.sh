@@ -37,6 +37,8 @@ eval "$(scripts/db-servers.sh env)"
 export MC_REQUIRE_DB_SERVERS=1
 echo "==> cargo test (the gui crate's tests drive the app under Xvfb; screenshots in target/screenshots/)"
 cargo test --workspace
+echo "==> benchmark harness smoke (scripts/bench.sh --quick: every part runs; timings not checked)"
+scripts/bench.sh --quick --profile dev
 echo "==> fuzz targets (cargo-fuzz, nightly): build, then run each for ${MC_FUZZ_SECONDS:=20} s"
 if cargo +nightly --version >/dev/null 2>&1; then
     if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
