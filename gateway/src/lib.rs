@@ -58,6 +58,7 @@ mod longpoll;
 mod query;
 mod server;
 mod session;
+mod spool;
 mod store;
 mod tls;
 mod upload;
@@ -75,6 +76,7 @@ pub use error::GatewayError;
 pub use hub::{CommandStatus, ConnectorInfo, GatewayEvent, PendingQuery};
 pub use keys::{KeyInfo, KeyRecord, KeyState, KeyStore, ROTATION_GRACE};
 pub use query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
+pub use spool::Spool;
 
 /// How long [`Gateway::shutdown`] waits for answers beyond the grace period it announced (at
 /// most the grace period again).
