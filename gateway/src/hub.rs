@@ -1294,7 +1294,14 @@ impl Hub {
             )));
         }
         // Streamed from `gw_chunks` into a spool file: a chunk and a line in memory at a time.
-        crate::spool::verify(&self.store, &self.config.data_dir, buffer_key, chunk_count, byte_count, sha256.trim())
+        crate::spool::verify(
+            &self.store,
+            &self.config.data_dir,
+            buffer_key,
+            chunk_count,
+            byte_count,
+            sha256.trim(),
+        )
     }
 }
 

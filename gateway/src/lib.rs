@@ -401,7 +401,13 @@ impl Gateway {
 
     /// Where a command stands, and its outcome when the gateway still holds it.
     pub fn command_status(&self, command_id: &str) -> CommandStatus {
-        self.hub.command_status(command_id)
+        match self.hub.command_status(command_id) {
+            // The rows of a buffered result, read from its spool.
+            CommandStatus::Answered(Some(Ok(mut outcome))) => {
+                CommandStatus::Answered(Some(outcome.load_rows().map(|()| outcome)))
+            }
+            other => other,
+        }
     }
 
     /// Sends `shutdown {mode: "decommission"}` to a connector's live session: the only frame

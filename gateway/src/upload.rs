@@ -87,7 +87,8 @@ impl Buffer {
             if buffer.complete || chunk.seq != buffer.next_seq {
                 break;
             }
-            let Ok(n) = std::io::copy(&mut ZlibDecoder::new(chunk.body.as_slice()), &mut std::io::sink()) else {
+            let Ok(n) = std::io::copy(&mut ZlibDecoder::new(chunk.body.as_slice()), &mut std::io::sink())
+            else {
                 tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "stored chunk does not inflate; the buffer ends before it");
                 break;
             };
@@ -564,8 +565,13 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         tracing::warn!(buffer = %key, seq, "cannot persist a chunk in gateway.db: {e}");
         store.unreserve(&key, id, n);
         drop(guard);
-        let (_, mut body) =
-            reject(hub, &command_id, 503, ErrorCode::InternalError, format!("chunk {seq} could not be stored"));
+        let (_, mut body) = reject(
+            hub,
+            &command_id,
+            503,
+            ErrorCode::InternalError,
+            format!("chunk {seq} could not be stored"),
+        );
         body["retryable"] = true.into();
         return (503, body);
     }
