@@ -1,5 +1,7 @@
-//! `POST /upload`: signed, zlib-compressed slices of a result stream, reassembled in memory
-//! per `<connector>:<commandId>` until the result is acknowledged or the TTL runs out.
+//! `POST /upload`: signed, zlib-compressed slices of a result stream, stored in `gw_chunks`
+//! (`gateway.db`) per `<connector>:<commandId>` until the result is acknowledged or the TTL
+//! runs out; a buffer in memory holds only counts and digests (see [`crate::spool`] for how a
+//! result is read back).
 //!
 //! **Who may upload what.** A chunk must be signed with the chunk key of the session named in
 //! `x-mc-connection`, and that session must be its connector's current one (`401` otherwise).
@@ -8,8 +10,9 @@
 //! across an agent reconnect, and the agent goes on with the next chunk, signed with the new
 //! session's key. A chunk for a command already answered (`ack` sent, error, timeout) is `409`,
 //! one for a command the connector never got is `404`, and neither creates a buffer. When the
-//! command completes, its buffer goes at once. Every stored chunk is also written, as uploaded,
-//! to `gw_chunks` in `gateway.db` before it is acknowledged, and dropped with its buffer: after a
+//! command completes, its buffer goes at once. Every stored chunk is written, as uploaded, to
+//! `gw_chunks` in `gateway.db` before it is acknowledged (one that cannot be is `503`,
+//! retryable), and dropped with its buffer: after a
 //! gateway restart (or `kill -9`) the buffers of commands still pending are rebuilt
 //! ([`UploadStore::restore`]) and the agent goes on with its next chunk.
 //!
@@ -17,7 +20,7 @@
 //! (`"duplicate": true`); a `seq` past the next expected one is `409` with `"nextSeq"` (the
 //! buffer is kept); the same `seq` with other bytes drops the buffer: `409`, `"nextSeq": 0`.
 //!
-//! **Memory.** Every byte held is counted, decompressed, against three caps: per result
+//! **Caps.** Every byte stored is counted, decompressed, against three caps: per result
 //! (`max_buffer_bytes`), per connector (`max_connection_buffer_bytes`) and in total
 //! (`max_total_buffer_bytes`); a chunk also may not inflate to more than 4 × `maxChunkBytes` +
 //! 64 KiB. Chunks are inflated 64 KiB at a time and each step is reserved against the caps
