@@ -23,8 +23,11 @@ const STEP: usize = 64 * 1024;
 
 /// The plain NDJSON stream of a verified result, on disk (deleted with the last handle).
 #[derive(Debug, Clone)]
-pub struct Spool {
-    file: Arc<File>,
+pub struct Spool(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
     /// Bytes in the file (the reassembled stream).
     len: u64,
     /// Offset of the first byte after the header line.
@@ -35,7 +38,7 @@ pub struct Spool {
 
 impl PartialEq for Spool {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.file, &other.file)
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -61,29 +64,29 @@ impl Read for At<'_> {
 impl Spool {
     /// Length of the reassembled stream.
     pub fn len(&self) -> u64 {
-        self.len
+        self.0.len
     }
 
     /// Whether the stream is empty (never, for a verified result).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.len == 0
     }
 
     /// Number of row lines.
     pub fn row_count(&self) -> u64 {
-        self.rows
+        self.0.rows
     }
 
     /// The whole stream, byte for byte.
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
-        At { file: &self.file, pos: 0, end: self.len }.read_to_end(&mut out)?;
+        let mut out = Vec::with_capacity(usize::try_from(self.0.len).unwrap_or(0));
+        At { file: &self.0.file, pos: 0, end: self.0.len }.read_to_end(&mut out)?;
         Ok(out)
     }
 
     /// Calls `f` with each row line (trimmed), in order.
     fn for_each_row(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        let mut reader = At { file: &self.file, pos: self.rows_at, end: self.len };
+        let mut reader = At { file: &self.0.file, pos: self.0.rows_at, end: self.0.len };
         let mut lines = Lines::default();
         let mut step = vec![0u8; STEP];
         loop {
@@ -98,7 +101,7 @@ impl Spool {
 
     /// The rows as values (for a caller of the Rust API, who asked for them).
     pub fn rows(&self) -> io::Result<Vec<Vec<serde_json::Value>>> {
-        let mut rows = Vec::with_capacity(usize::try_from(self.rows).unwrap_or(0));
+        let mut rows = Vec::with_capacity(usize::try_from(self.0.rows).unwrap_or(0));
         self.for_each_row(|line| {
             rows.push(serde_json::from_slice(line).map_err(io::Error::other)?);
             Ok(())
@@ -108,7 +111,7 @@ impl Spool {
 
     /// Length of [`Spool::write_rows_json`]'s output.
     pub fn rows_json_len(&self, row_bytes: u64) -> u64 {
-        row_bytes + self.rows.saturating_sub(1) + 2
+        row_bytes + self.0.rows.saturating_sub(1) + 2
     }
 
     /// Writes the rows as one JSON array (`[row,row,...]`), copying each row's text as it is
@@ -331,7 +334,7 @@ pub(crate) fn verify(
         return Err(QueryError::Integrity(e));
     }
     let columns = shape.columns.ok_or_else(|| QueryError::Integrity("empty result stream".into()))?;
-    Ok((columns, Spool { file: Arc::new(file), len, rows_at: shape.rows_at, rows: shape.rows }))
+    Ok((columns, Spool(Arc::new(Inner { file, len, rows_at: shape.rows_at, rows: shape.rows }))))
 }
 
 #[cfg(test)]
