@@ -262,6 +262,10 @@ fn a_large_buffered_result_does_not_grow_the_gateway_process() {
         let (status, answer) = crate::common::http_request(&mut tls_stream, &head, &body);
         assert_eq!(status, 200, "chunk {seq}: {answer}");
         seq += 1;
+        if seq % 16 == 0 {
+            // A long upload: the session must not look idle meanwhile.
+            agent.heartbeat(1);
+        }
         plain.clear();
         if last {
             break;
