@@ -14,7 +14,7 @@
 //! | `GET /admin/commands/<id>` | | `{"commandId","state":"queued"\|"sent"\|"answered"\|"unknown","outcome"?,"error"?}` |
 //! | `POST /admin/decommission` | `{"connector"}` | `202 {"requested":true}`; `409 CONNECTOR_OFFLINE` without a session |
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +115,12 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream) -> io::Result<()> {
     }
     tcp.set_deadline(Some(Instant::now() + hub.config.body_timeout));
     let body = read_body(&mut tcp, &mut buf, len as usize)?;
+    if (head.method.as_str(), head.path.as_str()) == ("POST", "/admin/query") {
+        return match parse::<AdminQuery>(&body) {
+            Ok(q) => stream_query(hub, q, &mut tcp),
+            Err((status, answer)) => write_json(&mut tcp, status, &answer, false),
+        };
+    }
     let (status, answer) = route(hub, info, &head.method, &head.path, &body);
     write_json(&mut tcp, status, &answer, false)
 }
@@ -173,7 +179,6 @@ fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]
             Ok((200, json!({ "ok": true, "wsUrl": info.ws_url, "caCertPath": info.ca_cert_path })))
         }
         ("GET", "/admin/connectors") => Ok((200, serde_json::to_value(hub.connectors()).unwrap_or_default())),
-        ("POST", "/admin/query") => parse::<AdminQuery>(body).map(|q| query(hub, q)),
         ("POST", "/admin/submit") => parse::<AdminQuery>(body).map(|q| submit(hub, q)),
         ("GET", p) if p.starts_with("/admin/commands/") => {
             Ok(command_status(hub, &p["/admin/commands/".len()..]))
@@ -271,10 +276,23 @@ fn request(q: AdminQuery) -> QueryRequest {
     }
 }
 
-fn query(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
+/// `POST /admin/query`: the rows of a buffered result go from its spool file to the socket
+/// (never held as values or as one body).
+fn stream_query(hub: &Arc<Hub>, q: AdminQuery, tcp: &mut impl io::Write) -> io::Result<()> {
     let connector = q.connector.clone();
-    match hub.submit(&connector, request(q)).and_then(|pending| pending.wait()) {
-        Ok(outcome) => (200, outcome.to_json()),
-        Err(e) => query_error(&e),
+    match hub.submit(&connector, request(q)).and_then(|pending| pending.wait_spooled()) {
+        Ok(outcome) => {
+            let mut out = io::BufWriter::with_capacity(64 * 1024, tcp);
+            outcome.write_json(&mut out, |out, len| {
+                write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+                )
+            })
+        }
+        Err(e) => {
+            let (status, answer) = query_error(&e);
+            write_json(tcp, status, &answer, false)
+        }
     }
 }

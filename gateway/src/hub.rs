@@ -28,10 +28,9 @@ use protocol::{
     Inbound, Operation, Outbound, ResultPayload, SecretBytes, ShutdownMode,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::keys::{KeyRecord, KeyStore};
-use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest, parse_ndjson};
+use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
 use crate::store::CommandStore;
 use crate::upload::{Buffer, UploadStore};
 
@@ -1168,7 +1167,7 @@ impl Hub {
                 };
                 let checked = match taken {
                     Ok(Some(buffer)) => {
-                        Self::verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256).map(Some)
+                        self.verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256).map(Some)
                     }
                     // Not in memory: the agent may be answering a repeat of an idempotency key
                     // with its stored result, naming the buffer that answered the first command
@@ -1176,7 +1175,7 @@ impl Hub {
                     Ok(None) => match crate::upload::answered_buffer(&self.store, buffer_key, connector) {
                         Some(buffer) => {
                             tracing::info!(connector, command = %command_id, buffer = %buffer_key, "a repeat answered with a kept result");
-                            Self::verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256)
+                            self.verify_buffer(buffer, buffer_key, *chunk_count, *byte_count, sha256)
                                 .map(Some)
                         }
                         None => Ok(None),
@@ -1187,14 +1186,16 @@ impl Hub {
                     ))),
                 };
                 match checked {
-                    Ok(Some((raw, columns, rows))) => {
+                    Ok(Some((columns, spool))) => {
                         let info = BufferedInfo {
                             buffer_key: buffer_key.clone(),
                             chunk_count: *chunk_count,
                             byte_count: *byte_count,
                             sha256: sha256.clone(),
-                            raw,
+                            raw: Vec::new(),
+                            spool,
                         };
+                        let rows = Vec::new();
                         if !self.complete(connector, &command_id, "result", |sent| {
                             Ok(outcome(sent, columns, rows, Some(info)))
                         }) {
@@ -1276,12 +1277,13 @@ impl Hub {
 
     #[allow(clippy::type_complexity)]
     fn verify_buffer(
+        &self,
         buffer: Buffer,
         buffer_key: &str,
         chunk_count: u32,
         byte_count: u64,
         sha256: &str,
-    ) -> Result<(Vec<u8>, Vec<protocol::ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
+    ) -> Result<(Vec<protocol::ColumnMeta>, crate::spool::Spool), QueryError> {
         if !buffer.complete {
             return Err(QueryError::Integrity(format!("{buffer_key}: the final chunk never arrived")));
         }
@@ -1291,21 +1293,15 @@ impl Hub {
                 buffer.next_seq
             )));
         }
-        if buffer.len() != byte_count {
-            return Err(QueryError::Integrity(format!(
-                "{buffer_key}: {} bytes reassembled, {byte_count} announced",
-                buffer.len()
-            )));
-        }
-        let data = buffer.into_data();
-        let digest = hex::encode(Sha256::digest(&data));
-        if !digest.eq_ignore_ascii_case(sha256.trim()) {
-            return Err(QueryError::Integrity(format!(
-                "{buffer_key}: sha256 {digest} does not match the announced {sha256}"
-            )));
-        }
-        let (columns, rows) = parse_ndjson(&data)?;
-        Ok((data, columns, rows))
+        // Streamed from `gw_chunks` into a spool file: a chunk and a line in memory at a time.
+        crate::spool::verify(
+            &self.store,
+            &self.config.data_dir,
+            buffer_key,
+            chunk_count,
+            byte_count,
+            sha256.trim(),
+        )
     }
 }
 
@@ -1343,8 +1339,17 @@ impl PendingQuery {
     }
 
     /// Blocks until the result, an error, the command's TTL (while it is still queued) or the
-    /// wait time, whichever comes first.
+    /// wait time, whichever comes first. The rows of a buffered result are read from its
+    /// spool (see [`PendingQuery::wait_spooled`]).
     pub fn wait(self) -> Result<QueryOutcome, QueryError> {
+        let mut outcome = self.wait_spooled()?;
+        outcome.load_rows()?;
+        Ok(outcome)
+    }
+
+    /// Like [`PendingQuery::wait`], but the rows of a buffered result stay on disk, in
+    /// [`BufferedInfo::spool`] (`rows` and `raw` empty): what the admin API streams.
+    pub fn wait_spooled(self) -> Result<QueryOutcome, QueryError> {
         loop {
             let now = Instant::now();
             let until_expiry = self.expires.duration_since(SystemTime::now()).unwrap_or_default();

@@ -58,6 +58,7 @@ mod longpoll;
 mod query;
 mod server;
 mod session;
+mod spool;
 mod store;
 mod tls;
 mod upload;
@@ -75,6 +76,7 @@ pub use error::GatewayError;
 pub use hub::{CommandStatus, ConnectorInfo, GatewayEvent, PendingQuery};
 pub use keys::{KeyInfo, KeyRecord, KeyState, KeyStore, ROTATION_GRACE};
 pub use query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
+pub use spool::Spool;
 
 /// How long [`Gateway::shutdown`] waits for answers beyond the grace period it announced (at
 /// most the grace period again).
@@ -399,7 +401,13 @@ impl Gateway {
 
     /// Where a command stands, and its outcome when the gateway still holds it.
     pub fn command_status(&self, command_id: &str) -> CommandStatus {
-        self.hub.command_status(command_id)
+        match self.hub.command_status(command_id) {
+            // The rows of a buffered result, read from its spool.
+            CommandStatus::Answered(Some(Ok(mut outcome))) => {
+                CommandStatus::Answered(Some(outcome.load_rows().map(|()| outcome)))
+            }
+            other => other,
+        }
     }
 
     /// Sends `shutdown {mode: "decommission"}` to a connector's live session: the only frame

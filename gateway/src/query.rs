@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use protocol::{ColumnMeta, ErrorBody, ErrorCode};
-use serde::Deserialize;
+
+use crate::spool::Spool;
 
 /// A read-only SQL command for one connector.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +52,12 @@ pub struct BufferedInfo {
     pub byte_count: u64,
     /// Lower-case hex SHA-256 of the reassembled stream (checked).
     pub sha256: String,
-    /// The reassembled, decompressed NDJSON stream, byte for byte.
+    /// The reassembled, decompressed NDJSON stream, byte for byte. Filled by
+    /// [`crate::PendingQuery::wait`] (the Rust API); empty where the rows are streamed from
+    /// [`BufferedInfo::spool`] (the admin API).
     pub raw: Vec<u8>,
+    /// The verified stream, spooled to disk.
+    pub spool: Spool,
 }
 
 /// A finished query.
@@ -62,7 +67,8 @@ pub struct QueryOutcome {
     pub command_id: String,
     /// Result columns.
     pub columns: Vec<ColumnMeta>,
-    /// Rows, cells in column order.
+    /// Rows, cells in column order. For a buffered result these are read from its spool by
+    /// [`crate::PendingQuery::wait`]; [`crate::PendingQuery::wait_spooled`] leaves them empty.
     pub rows: Vec<Vec<serde_json::Value>>,
     /// Row count reported by the agent.
     pub row_count: u64,
@@ -75,12 +81,71 @@ pub struct QueryOutcome {
 }
 
 impl QueryOutcome {
-    /// The JSON the admin API and `query --json` print (without the raw stream).
+    /// Reads the rows and the raw stream of a buffered result from its spool (when they are
+    /// not read yet).
+    pub fn load_rows(&mut self) -> Result<(), QueryError> {
+        if let Some(b) = &mut self.buffered
+            && b.raw.is_empty()
+        {
+            let err = |e: std::io::Error| QueryError::Integrity(format!("{}: spool: {e}", b.buffer_key));
+            self.rows = b.spool.rows().map_err(err)?;
+            b.raw = b.spool.read_all().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes [`QueryOutcome::to_json`] to `out`, the rows of a buffered result streamed from
+    /// its spool (never held as values); `head` is called first with the body's length, to
+    /// write a `Content-Length`.
+    pub(crate) fn write_json<W: std::io::Write>(
+        &self,
+        out: &mut W,
+        head: impl FnOnce(&mut W, u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let spool = self.buffered.as_ref().map(|b| &b.spool).filter(|_| self.rows.is_empty());
+        let mut rest = self.json_with(serde_json::Value::Null);
+        if let Some(map) = rest.as_object_mut() {
+            map.remove("rows");
+        }
+        let rest = serde_json::to_vec(&rest).map_err(std::io::Error::other)?;
+        match spool {
+            Some(spool) => {
+                let rows_len = spool.rows_json_len(spool.row_bytes()?);
+                // `{"rows":` + rows + `,` + the other fields after their `{`.
+                head(out, 8 + rows_len + rest.len() as u64)?;
+                out.write_all(b"{\"rows\":")?;
+                spool.write_rows_json(out)?;
+                out.write_all(b",")?;
+                out.write_all(&rest[1..])?;
+            }
+            None => {
+                let body = serde_json::to_vec(&self.to_json()).map_err(std::io::Error::other)?;
+                head(out, body.len() as u64)?;
+                out.write_all(&body)?;
+            }
+        }
+        out.flush()
+    }
+
+    /// The JSON the admin API and `query --json` print (without the raw stream); the rows of
+    /// a buffered result are read from its spool if they are not loaded.
     pub fn to_json(&self) -> serde_json::Value {
+        let loaded;
+        let rows = match &self.buffered {
+            Some(b) if self.rows.is_empty() && b.spool.row_count() > 0 => {
+                loaded = b.spool.rows().unwrap_or_default();
+                &loaded
+            }
+            _ => &self.rows,
+        };
+        self.json_with(serde_json::to_value(rows).unwrap_or_default())
+    }
+
+    fn json_with(&self, rows: serde_json::Value) -> serde_json::Value {
         serde_json::json!({
             "commandId": self.command_id,
             "columns": self.columns,
-            "rows": self.rows,
+            "rows": rows,
             "rowCount": self.row_count,
             "durationMs": self.duration_ms,
             "roundTripMs": self.round_trip.as_secs_f64() * 1000.0,
@@ -124,41 +189,5 @@ impl QueryError {
             Self::Integrity(_) => (ErrorCode::InternalError.as_str(), self.to_string(), true),
         };
         serde_json::json!({ "code": code, "message": message, "retryable": retryable })
-    }
-}
-
-#[derive(Deserialize)]
-struct HeaderLine {
-    columns: Vec<ColumnMeta>,
-}
-
-/// Splits a result stream: first line `{"columns":[...]}`, then one JSON array per row.
-pub(crate) fn parse_ndjson(raw: &[u8]) -> Result<(Vec<ColumnMeta>, Vec<Vec<serde_json::Value>>), QueryError> {
-    let mut lines = raw.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
-    let first = lines.next().ok_or_else(|| QueryError::Integrity("empty result stream".into()))?;
-    let header: HeaderLine = serde_json::from_slice(first)
-        .map_err(|e| QueryError::Integrity(format!("first line is not a columns header: {e}")))?;
-    let rows = lines
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_slice::<Vec<serde_json::Value>>(line)
-                .map_err(|e| QueryError::Integrity(format!("row {} is not a JSON array: {e}", i + 1)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((header.columns, rows))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ndjson_roundtrip() {
-        let raw = b"{\"columns\":[{\"name\":\"a\",\"type\":\"integer\",\"dbType\":\"INT\"}]}\n[1]\n[2]\n";
-        let (cols, rows) = parse_ndjson(raw).unwrap();
-        assert_eq!(cols.len(), 1);
-        assert_eq!(rows, vec![vec![serde_json::json!(1)], vec![serde_json::json!(2)]]);
-        assert!(matches!(parse_ndjson(b"[1]\n"), Err(QueryError::Integrity(_))));
-        assert!(matches!(parse_ndjson(b"{\"columns\":[]}\n{}\n"), Err(QueryError::Integrity(_))));
     }
 }

@@ -247,7 +247,8 @@ impl CommandStore {
     }
 
     /// The chunks of a result that answered a command of `connector` not long ago
-    /// ([`ANSWERED_CHUNKS_RETENTION`]), in order; empty when none are kept.
+    /// ([`ANSWERED_CHUNKS_RETENTION`]), in order, without their bodies (read one at a time
+    /// with [`CommandStore::chunk_body`]); empty when none are kept.
     pub fn answered_chunks(
         &self,
         buffer_key: &str,
@@ -256,11 +257,23 @@ impl CommandStore {
         let db = self.db.lock().unwrap();
         let cutoff = unix_ms(SystemTime::now()) - ANSWERED_CHUNKS_RETENTION.as_millis() as i64;
         let mut stmt = db.prepare(
-            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
+            "SELECT buffer_key, connector, command_id, seq, final, x'' FROM gw_chunks \
              WHERE buffer_key = ?1 AND connector = ?2 AND answered_at >= ?3 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![buffer_key, connector, cutoff], StoredChunk::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The body (as uploaded) of chunk `seq` of a buffer, if it is stored.
+    pub fn chunk_body(&self, buffer_key: &str, seq: u32) -> Result<Option<Vec<u8>>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        Ok(db
+            .query_row(
+                "SELECT body FROM gw_chunks WHERE buffer_key = ?1 AND seq = ?2",
+                params![buffer_key, seq],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Every stored chunk, by buffer and sequence number.
@@ -385,7 +398,7 @@ mod tests {
         store.drop_chunks("A:c1").unwrap();
         let kept = store.answered_chunks("A:c1", "A").unwrap();
         assert_eq!(kept.iter().map(|c| (c.seq, c.last)).collect::<Vec<_>>(), [(0, false), (1, true)]);
-        assert_eq!(kept[1].body, b"one");
+        assert_eq!(store.chunk_body("A:c1", 1).unwrap().as_deref(), Some(&b"one"[..]));
         assert!(store.answered_chunks("A:c1", "B").unwrap().is_empty(), "another connector's");
         // A dropped buffer goes at once; an answered one after its retention.
         store.drop_chunks("A:c2").unwrap();

@@ -1,5 +1,7 @@
-//! `POST /upload`: signed, zlib-compressed slices of a result stream, reassembled in memory
-//! per `<connector>:<commandId>` until the result is acknowledged or the TTL runs out.
+//! `POST /upload`: signed, zlib-compressed slices of a result stream, stored in `gw_chunks`
+//! (`gateway.db`) per `<connector>:<commandId>` until the result is acknowledged or the TTL
+//! runs out; a buffer in memory holds only counts and digests (see [`crate::spool`] for how a
+//! result is read back).
 //!
 //! **Who may upload what.** A chunk must be signed with the chunk key of the session named in
 //! `x-mc-connection`, and that session must be its connector's current one (`401` otherwise).
@@ -8,8 +10,9 @@
 //! across an agent reconnect, and the agent goes on with the next chunk, signed with the new
 //! session's key. A chunk for a command already answered (`ack` sent, error, timeout) is `409`,
 //! one for a command the connector never got is `404`, and neither creates a buffer. When the
-//! command completes, its buffer goes at once. Every stored chunk is also written, as uploaded,
-//! to `gw_chunks` in `gateway.db` before it is acknowledged, and dropped with its buffer: after a
+//! command completes, its buffer goes at once. Every stored chunk is written, as uploaded, to
+//! `gw_chunks` in `gateway.db` before it is acknowledged (one that cannot be is `503`,
+//! retryable), and dropped with its buffer: after a
 //! gateway restart (or `kill -9`) the buffers of commands still pending are rebuilt
 //! ([`UploadStore::restore`]) and the agent goes on with its next chunk.
 //!
@@ -17,7 +20,7 @@
 //! (`"duplicate": true`); a `seq` past the next expected one is `409` with `"nextSeq"` (the
 //! buffer is kept); the same `seq` with other bytes drops the buffer: `409`, `"nextSeq": 0`.
 //!
-//! **Memory.** Every byte held is counted, decompressed, against three caps: per result
+//! **Caps.** Every byte stored is counted, decompressed, against three caps: per result
 //! (`max_buffer_bytes`), per connector (`max_connection_buffer_bytes`) and in total
 //! (`max_total_buffer_bytes`); a chunk also may not inflate to more than 4 × `maxChunkBytes` +
 //! 64 KiB. Chunks are inflated 64 KiB at a time and each step is reserved against the caps
@@ -50,9 +53,7 @@ pub(crate) struct Buffer {
     id: u64,
     pub connector: String,
     pub command_id: String,
-    /// Stored chunks, decompressed, each allocated to its exact size.
-    segments: Vec<Vec<u8>>,
-    /// Bytes in `segments`.
+    /// Decompressed bytes of the stored chunks (which are on disk, in `gw_chunks`).
     bytes: u64,
     /// Bytes reserved by chunks being inflated right now.
     reserved: u64,
@@ -72,7 +73,6 @@ impl Buffer {
             id,
             connector,
             command_id,
-            segments: Vec::new(),
             bytes: 0,
             reserved: 0,
             next_seq: 0,
@@ -83,21 +83,19 @@ impl Buffer {
     }
 
     /// A buffer from stored chunks (of one buffer, by `seq`): every chunk from 0 up to the first
-    /// missing or unreadable one.
+    /// missing or unreadable one. Each is inflated to count its bytes; none is kept.
     fn rebuild(id: u64, chunks: &[StoredChunk]) -> Self {
         let mut buffer = Buffer::empty(id, chunks[0].connector.clone(), chunks[0].command_id.clone());
         for chunk in chunks {
             if buffer.complete || chunk.seq != buffer.next_seq {
                 break;
             }
-            let mut plain = Vec::new();
-            if ZlibDecoder::new(chunk.body.as_slice()).read_to_end(&mut plain).is_err() {
+            let Ok(n) = std::io::copy(&mut ZlibDecoder::new(chunk.body.as_slice()), &mut std::io::sink())
+            else {
                 tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "stored chunk does not inflate; the buffer ends before it");
                 break;
-            }
-            plain.shrink_to_fit();
-            buffer.bytes += plain.len() as u64;
-            buffer.segments.push(plain);
+            };
+            buffer.bytes += n;
             buffer.digests.push(Sha256::digest(&chunk.body).into());
             buffer.next_seq += 1;
             buffer.complete = chunk.last;
@@ -105,18 +103,18 @@ impl Buffer {
         buffer
     }
 
-    /// Decompressed bytes stored.
-    pub fn len(&self) -> u64 {
-        self.bytes
-    }
-
-    /// The reassembled stream.
-    pub fn into_data(self) -> Vec<u8> {
-        let mut data = Vec::with_capacity(usize::try_from(self.bytes).unwrap_or(0));
-        for segment in self.segments {
-            data.extend_from_slice(&segment);
+    /// A kept (answered) result's buffer from its chunks' `seq` and `final` flags: its bytes
+    /// are counted when it is spooled.
+    fn from_flags(chunks: &[StoredChunk]) -> Self {
+        let mut buffer = Buffer::empty(0, chunks[0].connector.clone(), chunks[0].command_id.clone());
+        for chunk in chunks {
+            if buffer.complete || chunk.seq != buffer.next_seq {
+                break;
+            }
+            buffer.next_seq += 1;
+            buffer.complete = chunk.last;
         }
-        data
+        buffer
     }
 }
 
@@ -316,16 +314,21 @@ pub(crate) fn answered_buffer(persist: &CommandStore, buffer_key: &str, connecto
             return None;
         }
     };
-    (!chunks.is_empty()).then(|| Buffer::rebuild(0, &chunks))
+    (!chunks.is_empty()).then(|| Buffer::from_flags(&chunks))
 }
 
-/// Persists a chunk about to be stored in buffer `key`.
-fn save_chunk(persist: Option<&CommandStore>, key: &str, buffer: &Buffer, seq: u32, last: bool, body: &[u8]) {
-    if let Some(persist) = persist
-        && let Err(e) = persist.save_chunk(key, &buffer.connector, &buffer.command_id, seq, last, body)
-    {
-        // The chunk is still kept in memory: only a restart before the answer would lose it.
-        tracing::warn!(buffer = %key, seq, "cannot persist a chunk in gateway.db: {e}");
+/// Persists a chunk about to be stored in buffer `key`: the chunks are kept on disk only.
+fn save_chunk(
+    persist: Option<&CommandStore>,
+    key: &str,
+    buffer: &Buffer,
+    seq: u32,
+    last: bool,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    match persist {
+        Some(persist) => persist.save_chunk(key, &buffer.connector, &buffer.command_id, seq, last, body),
+        None => Err(GatewayError::Invalid("no chunk store".into())),
     }
 }
 
@@ -487,7 +490,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     let chunk_cap = 4 * config.max_chunk_bytes + 64 * 1024;
     let mut decoder = ZlibDecoder::new(body);
     let mut step = vec![0u8; INFLATE_STEP];
-    let mut plain: Vec<u8> = Vec::new();
+    let mut plain = 0usize;
     let refused = loop {
         let n = match decoder.read(&mut step) {
             Ok(0) => break None,
@@ -497,7 +500,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
                 break Some((400, ErrorCode::MalformedMessage, format!("chunk {seq} is not zlib data: {e}")));
             }
         };
-        if (plain.len() + n) as u64 > chunk_cap {
+        if (plain + n) as u64 > chunk_cap {
             break Some((
                 413,
                 ErrorCode::PayloadTooLarge,
@@ -506,7 +509,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         }
         let reserved = hub.uploads.lock().unwrap().reserve(&key, id, n as u64, &caps);
         match reserved {
-            Ok(()) => plain.extend_from_slice(&step[..n]),
+            Ok(()) => plain += n,
             Err(cap) => {
                 let message = match cap {
                     CapError::Buffer(cap) => format!("result exceeds {cap} bytes (per-result cap)"),
@@ -531,12 +534,10 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     if let Some((status, code, message)) = refused {
         // The result cannot complete: free its buffer (and this chunk's reservation) now.
         hub.uploads.lock().unwrap().fail(&key, id);
-        drop(plain);
         return reject(hub, &command_id, status, code, message);
     }
 
-    plain.shrink_to_fit();
-    let n = plain.len() as u64;
+    let n = plain as u64;
     let mut guard = hub.uploads.lock().unwrap();
     let store = &mut *guard;
     let Some(buffer) = store.buffers.get_mut(&key).filter(|b| b.id == id) else {
@@ -562,10 +563,23 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         );
     }
     // On disk before it counts: a restart from here on finds it.
-    save_chunk(store.persist.as_deref(), &key, buffer, seq, last, body);
+    if let Err(e) = save_chunk(store.persist.as_deref(), &key, buffer, seq, last, body) {
+        // Not on disk, not stored: the agent sends it again.
+        tracing::warn!(buffer = %key, seq, "cannot persist a chunk in gateway.db: {e}");
+        store.unreserve(&key, id, n);
+        drop(guard);
+        let (_, mut body) = reject(
+            hub,
+            &command_id,
+            503,
+            ErrorCode::InternalError,
+            format!("chunk {seq} could not be stored"),
+        );
+        body["retryable"] = true.into();
+        return (503, body);
+    }
     buffer.reserved -= n.min(buffer.reserved);
     buffer.bytes += n;
-    buffer.segments.push(plain);
     buffer.digests.push(digest);
     buffer.next_seq += 1;
     buffer.complete = last;

@@ -203,3 +203,43 @@ fn cli_revokes_in_the_database_when_no_gateway_runs() {
     let _ = std::fs::remove_dir_all(dir);
     let _ = Duration::ZERO;
 }
+
+/// A buffered result goes to the admin caller from its spool file: the same JSON as from
+/// values, every row, with an exact `Content-Length` (the client reads the whole body).
+#[test]
+fn admin_query_streams_a_buffered_result_from_its_spool() {
+    use crate::chunks::{buffered, stream};
+    use crate::common::Chunk;
+
+    let _w = watchdog("admin_spool");
+    let gw = with_admin();
+    let key = gw.key("Warehouse");
+    let mut agent = FakeAgent::connect(&gw, &key, "Warehouse");
+    let client = AdminClient::from_data_dir(&gw.dir).unwrap().expect("admin.json written");
+    let asker = thread::spawn(move || {
+        let body = json!({"connector": "Warehouse", "sql": "SELECT * FROM big", "waitMs": 10_000});
+        client.call("POST", "/admin/query", Some(&body), WAIT).unwrap()
+    });
+    let cmd = agent.expect_command();
+    let raw = stream(5_000);
+    let (conn, hmac) = (agent.connection_id(), agent.hmac_key());
+    let pieces: Vec<&[u8]> = raw.chunks(raw.len() / 4 + 1).collect();
+    for (seq, piece) in pieces.iter().enumerate() {
+        let last = seq + 1 == pieces.len();
+        let (status, body) = Chunk::signed(&hmac, &conn, &cmd.command_id, seq as u32, last, piece).post(&gw);
+        assert_eq!(status, 200, "{body}");
+    }
+    let buffer_key = format!("Warehouse:{}", cmd.command_id);
+    agent.send(&buffered(&cmd, &buffer_key, pieces.len() as u32, &raw, 5_000));
+    agent.expect_ack(&cmd.command_id);
+    let (status, outcome) = asker.join().unwrap();
+    assert_eq!(status, 200, "{outcome}");
+    let rows = outcome["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 5_000);
+    assert_eq!(rows[4_999], json!([4_999, format!("row 4999 \u{e9}t\u{e9} {}", "x".repeat(4_999 % 50))]));
+    assert_eq!(outcome["columns"][1]["name"], "note");
+    assert_eq!(outcome["rowCount"], 5_000);
+    assert_eq!(outcome["buffered"]["bufferKey"], buffer_key.as_str());
+    assert_eq!(outcome["buffered"]["byteCount"], raw.len());
+    assert_eq!(gw.buffered_results(), 0);
+}
