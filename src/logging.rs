@@ -6,8 +6,11 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Log files kept (one per day).
 const KEEP_FILES: usize = 14;
@@ -32,15 +35,16 @@ pub fn default_log_dir() -> PathBuf {
 
 /// Installs the global subscriber: `level` (or `RUST_LOG`), stderr, and files in `dir`.
 pub fn init(level: &str, dir: Option<&Path>) -> io::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},ureq=warn,rustls=warn,tungstenite=warn"))
-    });
+    let filter = filter(level, std::env::var("RUST_LOG").ok().as_deref());
     let stderr = Redacting(io::stderr);
     // A log line that cannot be written (a full disk under stderr or the log files) is lost,
     // never reported with `eprintln!`, which panics when stderr cannot be written — and would
-    // take the logging thread (the supervisor, a worker) down with it.
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true).log_internal_errors(false);
+    // take the logging thread (the supervisor, a worker) down with it. The level filter is the
+    // `Targets` layer below; the builder's own (INFO by default) must let everything through.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
+        .with_thread_names(true)
+        .log_internal_errors(false);
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
@@ -54,15 +58,35 @@ pub fn init(level: &str, dir: Option<&Path>) -> io::Result<()> {
             builder
                 .with_ansi(false)
                 .with_writer(stderr.and(Redacting(std::sync::Mutex::new(files))))
+                .finish()
+                .with(filter)
                 .try_init()
                 .map_err(|e| io::Error::other(e.to_string()))
         }
         None => builder
             .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
             .with_writer(stderr)
+            .finish()
+            .with(filter)
             .try_init()
             .map_err(|e| io::Error::other(e.to_string())),
     }
+}
+
+/// The level filter: `RUST_LOG` when set and valid, else `level` with the chatty transport
+/// crates held at `warn`. `target=level` directives, comma-separated (`Targets`, not
+/// `EnvFilter`: no span or field filters, so `regex` is not linked — see issue 12).
+fn filter(level: &str, rust_log: Option<&str>) -> Targets {
+    if let Some(directives) = rust_log.and_then(|s| s.parse::<Targets>().ok()) {
+        return directives;
+    }
+    format!("{level},ureq=warn,rustls=warn,tungstenite=warn").parse().unwrap_or_else(|_| {
+        Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("ureq", LevelFilter::WARN)
+            .with_target("rustls", LevelFilter::WARN)
+            .with_target("tungstenite", LevelFilter::WARN)
+    })
 }
 
 /// Wraps a `MakeWriter` so that every write is redacted.
@@ -161,6 +185,33 @@ fn mask_passwords(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configured_level_applies_and_transport_crates_stay_at_warn() {
+        let f = filter("debug", None);
+        assert!(f.would_enable("mini_connector::link", &tracing::Level::DEBUG));
+        assert!(!f.would_enable("mini_connector::link", &tracing::Level::TRACE));
+        assert!(!f.would_enable("ureq::unit", &tracing::Level::INFO));
+        assert!(f.would_enable("rustls::conn", &tracing::Level::WARN));
+        assert!(!f.would_enable("tungstenite", &tracing::Level::INFO));
+    }
+
+    #[test]
+    fn rust_log_directives_replace_the_configured_level() {
+        let f = filter("info", Some("warn,mini_connector::worker=trace"));
+        assert!(f.would_enable("mini_connector::worker", &tracing::Level::TRACE));
+        assert!(!f.would_enable("mini_connector::link", &tracing::Level::INFO));
+        assert!(f.would_enable("drivers", &tracing::Level::WARN));
+        // `off` silences everything (the gateway tests use it).
+        assert!(!filter("info", Some("off")).would_enable("mini_connector", &tracing::Level::ERROR));
+    }
+
+    #[test]
+    fn an_unparsable_rust_log_falls_back_to_the_configured_level() {
+        let f = filter("warn", Some("mini_connector=loud"));
+        assert!(f.would_enable("mini_connector", &tracing::Level::WARN));
+        assert!(!f.would_enable("mini_connector", &tracing::Level::INFO));
+    }
 
     #[test]
     fn a_sink_that_cannot_be_written_loses_the_line_and_nothing_else() {
