@@ -36,7 +36,8 @@ case "$profile" in
     *) out=$profile ;;
 esac
 jobs=${MC_BENCH_JOBS:-2}
-target=${CARGO_TARGET_DIR:-target}
+# Absolute: `cargo bench` runs the harness in drivers/, where a relative target/ would not resolve.
+target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 mkdir -p "$target/bench"
 
 pids_file="$target/bench/harness.pids"
