@@ -56,7 +56,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the gateway until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -290,7 +290,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.data_dir.as_path();
     match cli.command {
-        Cmd::Serve(args) => serve(dir, args),
+        Cmd::Serve(args) => serve(dir, *args),
         Cmd::Keys(cmd) => keys(dir, cmd),
         Cmd::Query(args) => query(dir, args),
         Cmd::Connectors { json } => connectors(dir, json),
