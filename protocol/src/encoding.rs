@@ -343,4 +343,18 @@ mod tests {
         assert!(err(&big).to_string().contains("64 KiB"));
         assert!(decode(ContentEncoding::Deflate, b"not zlib").is_err());
     }
+
+    #[test]
+    fn frames_of_the_reference_lz4_tool_are_read_with_64_kib_blocks_only() {
+        let plain = include_bytes!("../tests/fixtures/erp.ndjson");
+        for frame in [
+            &include_bytes!("../tests/fixtures/erp.b4.lz4")[..],
+            &include_bytes!("../tests/fixtures/erp.b4-checksums-size.lz4")[..],
+        ] {
+            assert_eq!(decode(ContentEncoding::Lz4, frame).unwrap(), plain);
+        }
+        let refused = |frame: &[u8]| ContentEncoding::Lz4.decoder(frame).unwrap_err().to_string();
+        assert!(refused(include_bytes!("../tests/fixtures/head.b6.lz4")).contains("64 KiB"));
+        assert!(refused(include_bytes!("../tests/fixtures/head.b4-linked.lz4")).contains("linked"));
+    }
 }
