@@ -628,6 +628,7 @@ impl Doctor {
             max_in_flight: None,
             probe: true,
             compression: Vec::new(),
+            chunk_encodings: Vec::new(),
         });
         let started = Instant::now();
         let sent = {

@@ -806,6 +806,7 @@ fn auth_frame(settings: &LinkSettings, key: ApiKey) -> Outbound {
         max_in_flight: settings.max_in_flight,
         probe: false,
         compression: vec![Compression::Deflate.as_str().to_owned()],
+        chunk_encodings: crate::protocol::ContentEncoding::offer(),
     })
 }
 

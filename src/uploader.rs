@@ -1,8 +1,10 @@
 //! The uploader thread: compresses result chunks, signs them and POSTs them over HTTPS.
 //!
 //! It uses the same TLS 1.3 configuration as the link (see [`crate::https`]). Each chunk is
-//! zlib-compressed, signed with the *current* session's HMAC key over its position and bytes,
-//! and sent with up to three attempts and exponential backoff per session. Chunks are taken
+//! compressed with the encoding the current session's grant picked (`lz4`, or `deflate` = zlib
+//! when the gateway names none: [`granted_encoding`]), signed with that session's HMAC key over
+//! its position and bytes, and sent with up to three attempts and exponential backoff per
+//! session. Chunks are taken
 //! from a bounded channel in order, so the sequence numbers of one result arrive in order.
 //! Every chunk gets exactly one [`ChunkReply`].
 //!
@@ -27,17 +29,14 @@
 //! warning is logged when the session starts. Redirects are not followed (see
 //! [`crate::https`]), so an accepted URL cannot bounce a chunk elsewhere either.
 
-use std::io::Write as _;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use drivers::CancelToken;
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
 
-use crate::protocol::{chunk_signature, headers};
+use crate::protocol::{ContentEncoding, chunk_signature, headers};
 use crate::worker::UploadTarget;
 
 /// Attempts per chunk (spec §5.1: max 3).
@@ -69,6 +68,45 @@ pub struct UploadSlot {
 struct SlotState {
     generation: u64,
     target: Option<Arc<UploadTarget>>,
+}
+
+/// The chunk encoding of a session from its grant's `contentEncoding`: `deflate` when the
+/// gateway names none (it predates the field, or the agent offered nothing it reads), and,
+/// with a warning, when it names one this agent did not offer.
+pub fn granted_encoding(named: Option<&str>) -> ContentEncoding {
+    match named.map(|name| (name, ContentEncoding::from_name(name))) {
+        None => ContentEncoding::Deflate,
+        Some((_, Some(encoding))) => encoding,
+        Some((name, None)) => {
+            let shown: String = name.chars().take(40).collect();
+            tracing::warn!(
+                "the gateway granted chunk encoding `{shown}`, which this agent did not offer; sending deflate"
+            );
+            ContentEncoding::Deflate
+        }
+    }
+}
+
+/// A chunk's compressed body, made for the encoding of the session it goes to (again only when
+/// a later session picked another encoding).
+struct Body {
+    encoding: ContentEncoding,
+    bytes: Arc<Vec<u8>>,
+}
+
+impl Body {
+    fn for_session(
+        cached: &mut Option<Body>,
+        encoding: ContentEncoding,
+        plain: &[u8],
+    ) -> Result<Arc<Vec<u8>>, UploadError> {
+        if let Some(body) = cached.as_ref().filter(|b| b.encoding == encoding) {
+            return Ok(body.bytes.clone());
+        }
+        let bytes = Arc::new(encoding.encode(plain).map_err(|e| UploadError::retryable(e.to_string()))?);
+        *cached = Some(Body { encoding, bytes: bytes.clone() });
+        Ok(bytes)
+    }
 }
 
 /// Result sizes a worker uses for one job.
@@ -358,9 +396,7 @@ enum SessionOutcome {
 /// Delivers one chunk on the current session, or the next ones, until it is stored, refused
 /// for good, cancelled, or its deadline passes.
 fn upload(agent: &ureq::Agent, slot: &UploadSlot, chunk: &Chunk) -> Result<String, UploadError> {
-    let mut encoder = ZlibEncoder::new(Vec::with_capacity(chunk.data.len() / 4), Compression::fast());
-    encoder.write_all(&chunk.data).map_err(|e| UploadError::retryable(e.to_string()))?;
-    let body = Arc::new(encoder.finish().map_err(|e| UploadError::retryable(e.to_string()))?);
+    let mut body = None;
     let (mut generation, mut target) = slot.current();
     let mut last_error = String::from("no session to upload to");
     loop {
@@ -385,6 +421,7 @@ fn upload(agent: &ureq::Agent, slot: &UploadSlot, chunk: &Chunk) -> Result<Strin
                 }
             },
         };
+        let body = Body::for_session(&mut body, current.encoding, &chunk.data)?;
         match send_on_session(agent, slot, generation, &current, chunk, &body) {
             SessionOutcome::Stored(key) => return Ok(key),
             SessionOutcome::Failed(error) => return Err(error),
@@ -438,7 +475,7 @@ fn send_on_session(
         let request = agent
             .post(url.as_str())
             .header("content-type", "application/x-ndjson")
-            .header("content-encoding", "deflate")
+            .header("content-encoding", target.encoding.as_str())
             .header(headers::CONNECTION, &target.connection_id)
             .header(headers::COMMAND, &chunk.command_id)
             .header(headers::SEQ, chunk.seq.to_string())
@@ -593,7 +630,7 @@ mod tests {
     use drivers::CancelToken;
 
     use super::test_endpoint::Endpoint;
-    use super::{Chunk, ChunkReply, UploadPolicy, UploadSlot};
+    use super::{Chunk, ChunkReply, ContentEncoding, UploadPolicy, UploadSlot};
 
     /// Longest any single wait in these tests may take.
     const WATCHDOG: Duration = Duration::from_secs(20);
@@ -744,6 +781,44 @@ mod tests {
             "one refusal, then the same chunk on the new session"
         );
         assert_eq!(rig.endpoint.state.lock().unwrap().stored["c1"].len(), 2);
+    }
+
+    #[test]
+    fn each_chunk_is_compressed_as_its_sessions_grant_says_and_again_for_a_session_that_picked_otherwise() {
+        let rig = Rig::new("encodings");
+        rig.slot.set(Some(rig.endpoint.new_session("s1")));
+        let cancel = CancelToken::new();
+        stored(rig.send("c1", 0, false, &cancel, WATCHDOG).recv_timeout(WATCHDOG).unwrap());
+        // The next session is with a gateway that predates chunk encodings: its grant names
+        // none, so deflate; chunk 1, compressed as LZ4 for s1, goes there as zlib.
+        let mut old = rig.endpoint.new_session("s2");
+        old.encoding = super::granted_encoding(None);
+        let replies = rig.send("c1", 1, true, &cancel, WATCHDOG);
+        let deadline = Instant::now() + WATCHDOG;
+        while !rig.endpoint.seen().iter().any(|s| s.seq == 1 && s.status == 401) {
+            assert!(Instant::now() < deadline, "chunk 1 never tried the ended session");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rig.slot.set(None);
+        rig.slot.set(Some(old));
+        assert_eq!(stored(replies.recv_timeout(WATCHDOG).unwrap()), "buf:c1");
+        let state = rig.endpoint.state.lock().unwrap();
+        assert_eq!(state.encodings, [ContentEncoding::Lz4, ContentEncoding::Deflate]);
+        let expected = |seq: u32| format!("[{seq}, \"row of c1\"]\n").repeat(50).into_bytes();
+        assert_eq!(state.stored["c1"], [expected(0), expected(1)], "both decompress to the rows sent");
+    }
+
+    #[test]
+    fn the_granted_encoding_is_deflate_unless_the_gateway_names_one_this_agent_offered() {
+        assert_eq!(super::granted_encoding(None), ContentEncoding::Deflate, "an old gateway");
+        assert_eq!(super::granted_encoding(Some("lz4")), ContentEncoding::Lz4);
+        assert_eq!(super::granted_encoding(Some("deflate")), ContentEncoding::Deflate);
+        assert_eq!(super::granted_encoding(Some("zstd")), ContentEncoding::Deflate, "not offered");
+        assert_eq!(
+            crate::protocol::ContentEncoding::offer(),
+            ["lz4", "deflate"],
+            "the offer in auth, best first"
+        );
     }
 
     #[test]
@@ -954,6 +1029,8 @@ pub(crate) mod test_endpoint {
         /// network); counts the requests held so.
         pub stall_next: bool,
         pub stalled: usize,
+        /// The content encoding of each signed request, in order.
+        pub encodings: Vec<crate::protocol::ContentEncoding>,
     }
 
     pub struct Endpoint {
@@ -1026,6 +1103,7 @@ pub(crate) mod test_endpoint {
                 key,
                 max_chunk_bytes: 4096,
                 max_inline_bytes: 4096,
+                encoding: crate::protocol::ContentEncoding::Lz4,
             }
         }
 
@@ -1126,8 +1204,11 @@ pub(crate) mod test_endpoint {
                             serde_json::json!({ "code": "CHUNK_SIGNATURE_INVALID", "message": "bad", "retryable": false }),
                         )
                     } else {
+                        let encoding = crate::protocol::ContentEncoding::from_name(&get("content-encoding"))
+                            .expect("a known content-encoding");
+                        state.encodings.push(encoding);
                         let mut plain = Vec::new();
-                        flate2::read::ZlibDecoder::new(body).read_to_end(&mut plain).unwrap();
+                        encoding.decoder(body).unwrap().read_to_end(&mut plain).unwrap();
                         let stored = state.stored.entry(command.clone()).or_default();
                         let next = stored.len() as u32;
                         if seq < next {

@@ -38,6 +38,9 @@ pub struct UploadTarget {
     pub max_chunk_bytes: usize,
     /// Largest result sent inline.
     pub max_inline_bytes: usize,
+    /// How chunks are compressed on this session (the grant's `contentEncoding`; `deflate`
+    /// when it names none).
+    pub encoding: crate::protocol::ContentEncoding,
 }
 
 /// Work for the pool.

@@ -159,6 +159,36 @@ fn a_result_over_the_gateway_cap_fails_for_good() {
     assert_eq!((world.gateway.buffered_results(), world.gateway.buffered_bytes()), (0, 0));
 }
 
+/// The encodings and plain lengths of the chunks a gateway stored (kept a while after the answer).
+fn stored_chunks(gateway_dir: &std::path::Path) -> Vec<(String, u64)> {
+    let db = rusqlite::Connection::open(gateway_dir.join("gateway.db")).unwrap();
+    let mut stmt = db.prepare("SELECT encoding, plain_len FROM gw_chunks ORDER BY seq").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn the_agent_uploads_lz4_when_the_grant_says_so_and_zlib_to_a_gateway_that_names_none() {
+    for (tag, encodings, expected) in [
+        ("upload-lz4", protocol::ContentEncoding::SUPPORTED.to_vec(), "lz4"),
+        ("upload-old-gateway", Vec::new(), "deflate"),
+    ] {
+        let dir = TempDir::new(tag);
+        let gateway_dir = dir.0.join("gateway");
+        let mut config = GatewayConfig::new(&gateway_dir);
+        config.chunk_encodings = encodings;
+        let world = World { dir, gateway: Gateway::start(config).unwrap() };
+        let _agent = connected_agent(&world, "Encoded", json!({}));
+        let outcome = world.gateway.query("Encoded", big_query()).unwrap();
+        assert_eq!(outcome.row_count, 60_000);
+        assert_eq!(outcome.rows[59_999][1], json!("row-60000"));
+        let info = outcome.buffered.as_ref().expect("the result was uploaded");
+        let chunks = stored_chunks(&gateway_dir);
+        assert_eq!(chunks.len() as u32, info.chunk_count, "{tag}");
+        assert!(chunks.iter().all(|(encoding, _)| encoding == expected), "{tag}: {chunks:?}");
+        assert_eq!(chunks.iter().map(|(_, n)| n).sum::<u64>(), info.byte_count, "{tag}: plain lengths");
+    }
+}
+
 /// A TLS server with the gateway's certificate that answers every request with a redirect to
 /// `location`, counting the requests.
 fn redirecting_server(cert_dir: &std::path::Path, location: String) -> (Counter, Arc<AtomicUsize>) {

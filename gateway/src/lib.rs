@@ -146,6 +146,12 @@ pub struct GatewayConfig {
     /// frames of 8 KiB or more then travel deflated both ways. `false` plays a gateway that
     /// predates it.
     pub compression: bool,
+    /// The chunk encodings this gateway grants, best first: each session's upload grant names
+    /// the first of these the agent offered in `auth.chunkEncodings`
+    /// ([`protocol::ContentEncoding::pick`]). Empty plays a gateway that predates the grant:
+    /// it names none and the agent sends zlib. The upload endpoint takes every encoding it
+    /// knows either way.
+    pub chunk_encodings: Vec<protocol::ContentEncoding>,
     /// A session this side wrote nothing to for this long gets a WebSocket ping, so
     /// middleboxes that cut idle connections see traffic even from agents without keepalive.
     pub keepalive_interval: Duration,
@@ -161,7 +167,8 @@ impl GatewayConfig {
     /// timeout, 24 h buffers; upload buffers capped at 256 MiB per result, 512 MiB per
     /// connector and 1 GiB in total; 512 connections; 10 s for the TLS handshake, 10 s for a
     /// request head, 30 s for a request body; a 2 s takeover probe; 64 commands in flight per
-    /// connector; 5 s shutdown grace; compression accepted; a keepalive ping after 20 s
+    /// connector; 5 s shutdown grace; compression accepted; chunk encodings `lz4`, then
+    /// `deflate`; a keepalive ping after 20 s
     /// without a write.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -190,6 +197,7 @@ impl GatewayConfig {
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(5),
             compression: true,
+            chunk_encodings: protocol::ContentEncoding::SUPPORTED.to_vec(),
             keepalive_interval: Duration::from_secs(20),
         }
     }

@@ -279,6 +279,7 @@ fn authenticate<T: Transport>(
                 hmac_key,
                 max_chunk_bytes: hub.config.max_chunk_bytes,
                 max_inline_bytes: hub.config.max_inline_bytes,
+                content_encoding: None,
             },
             compression: None,
         });
@@ -315,6 +316,11 @@ fn authenticate<T: Transport>(
             hmac_key,
             max_chunk_bytes: hub.config.max_chunk_bytes,
             max_inline_bytes: hub.config.max_inline_bytes,
+            content_encoding: protocol::ContentEncoding::pick(
+                &auth.chunk_encodings,
+                &hub.config.chunk_encodings,
+            )
+            .map(|e| e.as_str().to_owned()),
         },
         compression: compression.map(|c| c.as_str().to_owned()),
     });

@@ -1,5 +1,6 @@
 //! A verified buffered result, spooled to disk: [`verify`] streams the stored chunks of a
-//! result out of `gw_chunks` one at a time, inflates them, checks the byte count, the SHA-256
+//! result out of `gw_chunks` one at a time, decompresses each by its own encoding (checking
+//! its recorded plain length), checks the byte count, the SHA-256
 //! and the NDJSON shape (a `{"columns":[...]}` header, then one JSON array per row, validated
 //! without building a value per row) and writes the plain stream to an unnamed file in the
 //! data directory. The gateway's memory for a result is a chunk and a line at a time, whatever
@@ -11,7 +12,6 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use flate2::read::ZlibDecoder;
 use protocol::ColumnMeta;
 use sha2::{Digest, Sha256};
 
@@ -288,21 +288,21 @@ pub(crate) fn verify(
     {
         let mut out = io::BufWriter::with_capacity(STEP, &mut file);
         for seq in 0..chunk_count {
-            let body = store
+            let stored = store
                 .chunk_body(buffer_key, seq)
                 .map_err(|e| QueryError::Integrity(format!("{buffer_key}: chunk {seq}: {e}")))?
                 .ok_or_else(|| QueryError::Integrity(format!("{buffer_key}: chunk {seq} is not stored")))?;
-            let mut decoder = ZlibDecoder::new(body.as_slice());
+            let broken = |e: io::Error| {
+                QueryError::Integrity(format!("{buffer_key}: chunk {seq} does not decompress: {e}"))
+            };
+            let mut decoder = stored.encoding.decoder(&stored.body).map_err(broken)?;
+            let started = len;
             loop {
                 let n = match decoder.read(&mut step) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(QueryError::Integrity(format!(
-                            "{buffer_key}: chunk {seq} does not inflate: {e}"
-                        )));
-                    }
+                    Err(e) => return Err(broken(e)),
                 };
                 len += n as u64;
                 if len > byte_count {
@@ -313,6 +313,15 @@ pub(crate) fn verify(
                 hasher.update(&step[..n]);
                 lines.feed(&step[..n]);
                 out.write_all(&step[..n]).map_err(io_err)?;
+            }
+            // Counted when it arrived; another length now means the stored bytes changed.
+            if let Some(recorded) = stored.plain_len
+                && recorded != len - started
+            {
+                return Err(QueryError::Integrity(format!(
+                    "{buffer_key}: chunk {seq} decompresses to {} bytes, {recorded} when it arrived",
+                    len - started
+                )));
             }
         }
         out.flush().map_err(io_err)?;
@@ -339,25 +348,29 @@ pub(crate) fn verify(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
     use std::time::Duration;
 
-    use flate2::{Compression, write::ZlibEncoder};
+    use protocol::ContentEncoding;
 
     use super::*;
     use crate::query::{BufferedInfo, QueryOutcome};
+    use crate::store::ChunkRow;
 
-    fn zlib(data: &[u8]) -> Vec<u8> {
-        let mut e = ZlibEncoder::new(Vec::new(), Compression::fast());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    /// Stores `stream` cut into `cut`-byte chunks under `key`; returns (chunks, sha256).
+    /// Stores `stream` cut into `cut`-byte chunks under `key`, LZ4 and zlib in turn (a result
+    /// whose upload moved to a session that negotiated otherwise); returns (chunks, sha256).
     fn store_stream(store: &CommandStore, key: &str, stream: &[u8], cut: usize) -> (u32, String) {
         let parts: Vec<&[u8]> = stream.chunks(cut).collect();
         for (i, part) in parts.iter().enumerate() {
-            store.save_chunk(key, "A", "c", i as u32, i + 1 == parts.len(), &zlib(part)).unwrap();
+            let encoding = ContentEncoding::SUPPORTED[i % 2];
+            let body = encoding.encode(part).unwrap();
+            let row = ChunkRow {
+                seq: i as u32,
+                last: i + 1 == parts.len(),
+                encoding,
+                plain_len: part.len() as u64,
+                body: &body,
+            };
+            store.save_chunk(key, "A", "c", row).unwrap();
         }
         (parts.len() as u32, hex::encode(Sha256::digest(stream)))
     }
@@ -443,6 +456,29 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(m.contains("chunk 0 is not stored"), "{m}");
+        // A stored chunk whose bytes no longer decompress, or to another length than counted.
+        let (n, sha) = store_stream(&store, "A:bits", good, 64);
+        let lz4 = ContentEncoding::Lz4.encode(good).unwrap();
+        let mut rotten = lz4.clone();
+        rotten.truncate(rotten.len() - 3);
+        let row = ChunkRow {
+            seq: 0,
+            last: true,
+            encoding: ContentEncoding::Lz4,
+            plain_len: good.len() as u64,
+            body: &rotten,
+        };
+        store.save_chunk("A:bits", "A", "c", row).unwrap();
+        match verify(&store, &dir, "A:bits", n, good.len() as u64, &sha) {
+            Err(QueryError::Integrity(m)) => assert!(m.contains("chunk 0 does not decompress"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let row = ChunkRow { plain_len: good.len() as u64 - 1, body: &lz4, ..row };
+        store.save_chunk("A:bits", "A", "c", row).unwrap();
+        match verify(&store, &dir, "A:bits", n, good.len() as u64, &sha) {
+            Err(QueryError::Integrity(m)) => assert!(m.contains("18 when it arrived"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -14,8 +14,8 @@
 //! a reference gateway that is restarted and redeployed (not power-cut) is what the tests cover.
 //! `gw_answered` rows older than [`ANSWERED_RETENTION`] are purged at start.
 //!
-//! `gw_chunks` holds the chunks of results being uploaded (as uploaded, compressed) until the
-//! buffer is dropped, so a gateway restart in the middle of an upload (or between the last chunk
+//! `gw_chunks` holds the chunks of results being uploaded (as uploaded, compressed, with their
+//! content encoding and uncompressed length) until the buffer is dropped, so a gateway restart in the middle of an upload (or between the last chunk
 //! and the `execution_result`) loses no chunk: the buffer is rebuilt at start and the agent goes
 //! on where it was. Once the command is answered its chunks stay for
 //! [`ANSWERED_CHUNKS_RETENTION`] (at most [`ANSWERED_CHUNKS_MAX_BYTES`]): a caller whose answer
@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use protocol::Command;
+use protocol::{Command, ContentEncoding};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::GatewayError;
@@ -59,8 +59,10 @@ CREATE TABLE IF NOT EXISTS gw_chunks (
     command_id TEXT NOT NULL,
     seq        INTEGER NOT NULL,
     final      INTEGER NOT NULL,  -- 1 on the result's last chunk
-    body       BLOB NOT NULL,     -- the chunk as uploaded (zlib)
+    body       BLOB NOT NULL,     -- the chunk as uploaded (compressed)
     answered_at INTEGER,          -- unix ms once its command is answered (kept a while), else NULL
+    encoding   TEXT,              -- its content encoding (`lz4`, `deflate`); NULL: deflate
+    plain_len  INTEGER,           -- its uncompressed length; NULL (older gateways): not counted
     PRIMARY KEY (buffer_key, seq)
 );
 CREATE INDEX IF NOT EXISTS gw_chunks_command ON gw_chunks (command_id);
@@ -75,7 +77,8 @@ pub(crate) const ANSWERED_CHUNKS_RETENTION: Duration = Duration::from_secs(15 * 
 /// Most bytes (compressed, as uploaded) of answered results kept; the oldest go first.
 pub(crate) const ANSWERED_CHUNKS_MAX_BYTES: i64 = 256 << 20;
 
-/// A stored chunk of a result being uploaded, read back at start.
+/// A stored chunk of a result, without its body (read one at a time with
+/// [`CommandStore::chunk_body`]).
 #[derive(Debug)]
 pub(crate) struct StoredChunk {
     pub buffer_key: String,
@@ -83,7 +86,27 @@ pub(crate) struct StoredChunk {
     pub command_id: String,
     pub seq: u32,
     pub last: bool,
+    /// Uncompressed length, when the gateway that stored it recorded one.
+    pub plain_len: Option<u64>,
+}
+
+/// A stored chunk's body as uploaded, and how to read it.
+#[derive(Debug)]
+pub(crate) struct ChunkBody {
+    pub encoding: ContentEncoding,
+    /// Uncompressed length, when recorded.
+    pub plain_len: Option<u64>,
     pub body: Vec<u8>,
+}
+
+/// What [`CommandStore::save_chunk`] stores besides the buffer's names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkRow<'a> {
+    pub seq: u32,
+    pub last: bool,
+    pub encoding: ContentEncoding,
+    pub plain_len: u64,
+    pub body: &'a [u8],
 }
 
 /// A command read back at start.
@@ -118,6 +141,7 @@ impl CommandStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_chunk_columns(&conn)?;
         crate::tls::make_private(&path)?;
         for suffix in ["-wal", "-shm"] {
             let mut side = path.clone().into_os_string();
@@ -224,14 +248,22 @@ impl CommandStore {
         buffer_key: &str,
         connector: &str,
         command_id: &str,
-        seq: u32,
-        last: bool,
-        body: &[u8],
+        chunk: ChunkRow<'_>,
     ) -> Result<(), GatewayError> {
         self.db.lock().unwrap().execute(
-            "INSERT OR REPLACE INTO gw_chunks (buffer_key, connector, command_id, seq, final, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![buffer_key, connector, command_id, seq, last, body],
+            "INSERT OR REPLACE INTO gw_chunks \
+             (buffer_key, connector, command_id, seq, final, body, encoding, plain_len) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                buffer_key,
+                connector,
+                command_id,
+                chunk.seq,
+                chunk.last,
+                chunk.body,
+                chunk.encoding.as_str(),
+                chunk.plain_len as i64
+            ],
         )?;
         Ok(())
     }
@@ -257,33 +289,49 @@ impl CommandStore {
         let db = self.db.lock().unwrap();
         let cutoff = unix_ms(SystemTime::now()) - ANSWERED_CHUNKS_RETENTION.as_millis() as i64;
         let mut stmt = db.prepare(
-            "SELECT buffer_key, connector, command_id, seq, final, x'' FROM gw_chunks \
+            "SELECT buffer_key, connector, command_id, seq, final, plain_len FROM gw_chunks \
              WHERE buffer_key = ?1 AND connector = ?2 AND answered_at >= ?3 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![buffer_key, connector, cutoff], StoredChunk::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The body (as uploaded) of chunk `seq` of a buffer, if it is stored.
-    pub fn chunk_body(&self, buffer_key: &str, seq: u32) -> Result<Option<Vec<u8>>, GatewayError> {
+    /// The body (as uploaded) of chunk `seq` of a buffer, with its encoding, if it is stored.
+    pub fn chunk_body(&self, buffer_key: &str, seq: u32) -> Result<Option<ChunkBody>, GatewayError> {
         let db = self.db.lock().unwrap();
         Ok(db
             .query_row(
-                "SELECT body FROM gw_chunks WHERE buffer_key = ?1 AND seq = ?2",
+                "SELECT encoding, plain_len, body FROM gw_chunks WHERE buffer_key = ?1 AND seq = ?2",
                 params![buffer_key, seq],
-                |r| r.get(0),
+                |r| {
+                    Ok(ChunkBody {
+                        encoding: encoding_column(r, 0)?,
+                        plain_len: plain_len(r, 1)?,
+                        body: r.get(2)?,
+                    })
+                },
             )
             .optional()?)
     }
 
-    /// Every stored chunk, by buffer and sequence number.
-    pub fn load_chunks(&self) -> Result<Vec<StoredChunk>, GatewayError> {
+    /// The buffers with unanswered chunks (results whose upload may go on), by key.
+    pub fn unanswered_buffers(&self) -> Result<Vec<String>, GatewayError> {
         let db = self.db.lock().unwrap();
         let mut stmt = db.prepare(
-            "SELECT buffer_key, connector, command_id, seq, final, body FROM gw_chunks \
-             WHERE answered_at IS NULL ORDER BY buffer_key, seq",
+            "SELECT DISTINCT buffer_key FROM gw_chunks WHERE answered_at IS NULL ORDER BY buffer_key",
         )?;
-        let rows = stmt.query_map([], StoredChunk::from_row)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The unanswered chunks of one buffer, by sequence number, without their bodies.
+    pub fn unanswered_chunks(&self, buffer_key: &str) -> Result<Vec<StoredChunk>, GatewayError> {
+        let db = self.db.lock().unwrap();
+        let mut stmt = db.prepare(
+            "SELECT buffer_key, connector, command_id, seq, final, plain_len FROM gw_chunks \
+             WHERE buffer_key = ?1 AND answered_at IS NULL ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![buffer_key], StoredChunk::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -331,8 +379,39 @@ fn purge_answered_chunks(db: &Connection, now: i64) -> Result<(), GatewayError> 
     Ok(())
 }
 
+/// `gw_chunks` of a `gateway.db` made before chunks had an encoding and a plain length gets
+/// both columns (NULL in its rows: `deflate`, length not recorded).
+fn add_missing_chunk_columns(db: &Connection) -> Result<(), GatewayError> {
+    let mut stmt = db.prepare("SELECT name FROM pragma_table_info('gw_chunks')")?;
+    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (name, kind) in [("encoding", "TEXT"), ("plain_len", "INTEGER")] {
+        if !columns.iter().any(|c| c == name) {
+            db.execute_batch(&format!("ALTER TABLE gw_chunks ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// An `encoding` column: NULL (a chunk stored before encodings were recorded) is `deflate`.
+fn encoding_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ContentEncoding> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(ContentEncoding::Deflate),
+        Some(name) => ContentEncoding::from_name(&name).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Text,
+                format!("unknown chunk encoding `{name}`").into(),
+            )
+        }),
+    }
+}
+
+fn plain_len(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?.and_then(|n| u64::try_from(n).ok()))
+}
+
 impl StoredChunk {
-    /// A `gw_chunks` row selected as `buffer_key, connector, command_id, seq, final, body`.
+    /// A `gw_chunks` row selected as `buffer_key, connector, command_id, seq, final, plain_len`.
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             buffer_key: r.get(0)?,
@@ -340,7 +419,7 @@ impl StoredChunk {
             command_id: r.get(2)?,
             seq: r.get(3)?,
             last: r.get(4)?,
-            body: r.get(5)?,
+            plain_len: plain_len(r, 5)?,
         })
     }
 }
@@ -383,26 +462,48 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gw-chunks-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = CommandStore::open(&dir).unwrap();
-        store.save_chunk("A:c1", "A", "c1", 0, false, b"zero").unwrap();
-        store.save_chunk("A:c1", "A", "c1", 1, true, b"one").unwrap();
-        store.save_chunk("A:c2", "A", "c2", 0, false, b"other").unwrap();
+        let row = |seq, last, body: &'static [u8]| ChunkRow {
+            seq,
+            last,
+            encoding: if seq == 0 { ContentEncoding::Deflate } else { ContentEncoding::Lz4 },
+            plain_len: 10 + u64::from(seq),
+            body,
+        };
+        store.save_chunk("A:c1", "A", "c1", row(0, false, b"zero")).unwrap();
+        store.save_chunk("A:c1", "A", "c1", row(1, true, b"one")).unwrap();
+        store.save_chunk("A:c2", "A", "c2", row(0, false, b"other")).unwrap();
         drop(store);
-        // Across a restart: every unanswered chunk, by buffer and seq.
+        // Across a restart: every unanswered chunk, buffer by buffer, by seq, without bodies.
         let store = CommandStore::open(&dir).unwrap();
-        let loaded: Vec<(String, u32)> =
-            store.load_chunks().unwrap().into_iter().map(|c| (c.buffer_key, c.seq)).collect();
-        assert_eq!(loaded, [("A:c1".into(), 0), ("A:c1".into(), 1), ("A:c2".into(), 0)]);
+        let unanswered = |store: &CommandStore| -> Vec<(String, u32, Option<u64>)> {
+            let mut out = Vec::new();
+            for key in store.unanswered_buffers().unwrap() {
+                for c in store.unanswered_chunks(&key).unwrap() {
+                    out.push((c.buffer_key, c.seq, c.plain_len));
+                }
+            }
+            out
+        };
+        assert_eq!(
+            unanswered(&store),
+            [("A:c1".into(), 0, Some(10)), ("A:c1".into(), 1, Some(11)), ("A:c2".into(), 0, Some(10))]
+        );
+        let one = store.chunk_body("A:c1", 1).unwrap().unwrap();
+        assert_eq!(
+            (one.encoding, one.plain_len, one.body.as_slice()),
+            (ContentEncoding::Lz4, Some(11), &b"one"[..])
+        );
         // Answered: no longer a buffer to resume, kept for a repeat of the key (this connector's).
         store.answer("c1", "A", "result").unwrap();
-        assert_eq!(store.load_chunks().unwrap().len(), 1);
+        assert_eq!(unanswered(&store).len(), 1);
         store.drop_chunks("A:c1").unwrap();
         let kept = store.answered_chunks("A:c1", "A").unwrap();
         assert_eq!(kept.iter().map(|c| (c.seq, c.last)).collect::<Vec<_>>(), [(0, false), (1, true)]);
-        assert_eq!(store.chunk_body("A:c1", 1).unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(store.chunk_body("A:c1", 1).unwrap().unwrap().body, b"one");
         assert!(store.answered_chunks("A:c1", "B").unwrap().is_empty(), "another connector's");
         // A dropped buffer goes at once; an answered one after its retention.
         store.drop_chunks("A:c2").unwrap();
-        assert!(store.load_chunks().unwrap().is_empty());
+        assert!(unanswered(&store).is_empty());
         let old = unix_ms(SystemTime::now() - ANSWERED_CHUNKS_RETENTION - Duration::from_secs(1));
         store.db.lock().unwrap().execute("UPDATE gw_chunks SET answered_at = ?1", params![old]).unwrap();
         assert!(store.answered_chunks("A:c1", "A").unwrap().is_empty(), "past its retention");
@@ -411,6 +512,31 @@ mod tests {
         let left: i64 =
             store.db.lock().unwrap().query_row("SELECT count(*) FROM gw_chunks", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0, "purged at start");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_gateway_db_from_before_chunk_encodings_gets_the_columns_and_reads_as_deflate() {
+        let dir = std::env::temp_dir().join(format!("gw-chunks-old-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let old = Connection::open(dir.join("gateway.db")).unwrap();
+            old.execute_batch(
+                "CREATE TABLE gw_chunks (buffer_key TEXT NOT NULL, connector TEXT NOT NULL, \
+                 command_id TEXT NOT NULL, seq INTEGER NOT NULL, final INTEGER NOT NULL, \
+                 body BLOB NOT NULL, answered_at INTEGER, PRIMARY KEY (buffer_key, seq)); \
+                 INSERT INTO gw_chunks VALUES ('A:c', 'A', 'c', 0, 1, x'789c', NULL);",
+            )
+            .unwrap();
+        }
+        let store = CommandStore::open(&dir).unwrap();
+        let chunks = store.unanswered_chunks("A:c").unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].plain_len, None, "not recorded by the old gateway");
+        let body = store.chunk_body("A:c", 0).unwrap().unwrap();
+        assert_eq!((body.encoding, body.plain_len), (ContentEncoding::Deflate, None));
+        drop(store);
+        CommandStore::open(&dir).unwrap(); // the columns are there now: opening again is fine
         let _ = std::fs::remove_dir_all(dir);
     }
 }

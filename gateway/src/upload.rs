@@ -1,4 +1,4 @@
-//! `POST /upload`: signed, zlib-compressed slices of a result stream, stored in `gw_chunks`
+//! `POST /upload`: signed, compressed slices of a result stream, stored in `gw_chunks`
 //! (`gateway.db`) per `<connector>:<commandId>` until the result is acknowledged or the TTL
 //! runs out; a buffer in memory holds only counts and digests (see [`crate::spool`] for how a
 //! result is read back).
@@ -20,28 +20,33 @@
 //! (`"duplicate": true`); a `seq` past the next expected one is `409` with `"nextSeq"` (the
 //! buffer is kept); the same `seq` with other bytes drops the buffer: `409`, `"nextSeq": 0`.
 //!
+//! **Encodings.** A chunk's `content-encoding` header names its compression
+//! ([`protocol::ContentEncoding`]): `lz4` or `deflate` (zlib; also when the header is absent).
+//! The gateway takes either, whatever the session's grant picked (a chunk re-sent on a later
+//! session may come from an agent that negotiated differently); another name is `415`
+//! `MALFORMED_MESSAGE`. Each chunk's encoding and uncompressed length are stored with it.
+//!
 //! **Caps.** Every byte stored is counted, decompressed, against three caps: per result
 //! (`max_buffer_bytes`), per connector (`max_connection_buffer_bytes`) and in total
 //! (`max_total_buffer_bytes`); a chunk also may not inflate to more than 4 × `maxChunkBytes` +
-//! 64 KiB. Chunks are inflated 64 KiB at a time and each step is reserved against the caps
-//! *before* it is kept, so a zlib bomb is refused at the step that would pass a cap: at most
-//! one 64 KiB step beyond what the caps allow is ever inflated, and it is not kept. A refused
-//! chunk ends its result: the buffer is freed at once (not at the TTL) and the answer says
-//! `"retryable": false`.
+//! 64 KiB. Chunks are decompressed 64 KiB at a time (an LZ4 frame is taken only with blocks of
+//! at most 64 KiB) and each step is reserved against the caps *before* it is kept, so a bomb
+//! is refused at the step that would pass a cap: at most one 64 KiB step beyond what the caps
+//! allow is ever decompressed, and it is not kept. A refused chunk ends its result: the buffer
+//! is freed at once (not at the TTL) and the answer says `"retryable": false`.
 
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flate2::read::ZlibDecoder;
-use protocol::{ErrorCode, headers, verify_chunk_signature};
+use protocol::{ContentEncoding, ErrorCode, headers, verify_chunk_signature};
 use sha2::{Digest, Sha256};
 
 use crate::GatewayError;
 use crate::http::{RequestHead, error_body};
 use crate::hub::{ChunkPermission, GatewayEvent, Hub};
-use crate::store::{CommandStore, StoredChunk};
+use crate::store::{ChunkRow, CommandStore, StoredChunk};
 
 /// Inflate step: the most bytes decompressed before they are counted against the caps.
 const INFLATE_STEP: usize = 64 * 1024;
@@ -82,21 +87,37 @@ impl Buffer {
         }
     }
 
-    /// A buffer from stored chunks (of one buffer, by `seq`): every chunk from 0 up to the first
-    /// missing or unreadable one. Each is inflated to count its bytes; none is kept.
-    fn rebuild(id: u64, chunks: &[StoredChunk]) -> Self {
+    /// A buffer from stored chunks (of one buffer, by `seq`, without bodies): every chunk from
+    /// 0 up to the first missing or unreadable one. The bodies are read one at a time, for the
+    /// digests; only a chunk stored without its plain length (by an older gateway) is
+    /// decompressed to count it.
+    fn rebuild(id: u64, persist: &CommandStore, chunks: &[StoredChunk]) -> Self {
         let mut buffer = Buffer::empty(id, chunks[0].connector.clone(), chunks[0].command_id.clone());
         for chunk in chunks {
             if buffer.complete || chunk.seq != buffer.next_seq {
                 break;
             }
-            let Ok(n) = std::io::copy(&mut ZlibDecoder::new(chunk.body.as_slice()), &mut std::io::sink())
-            else {
-                tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "stored chunk does not inflate; the buffer ends before it");
+            let stored = match persist.chunk_body(&chunk.buffer_key, chunk.seq) {
+                Ok(Some(stored)) => stored,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "cannot read a stored chunk ({e}); the buffer ends before it");
+                    break;
+                }
+            };
+            let counted = match chunk.plain_len {
+                Some(n) => Ok(n),
+                None => stored
+                    .encoding
+                    .decoder(&stored.body)
+                    .and_then(|mut decoder| std::io::copy(&mut decoder, &mut std::io::sink())),
+            };
+            let Ok(n) = counted else {
+                tracing::warn!(buffer = %chunk.buffer_key, seq = chunk.seq, "stored chunk does not decompress; the buffer ends before it");
                 break;
             };
             buffer.bytes += n;
-            buffer.digests.push(Sha256::digest(&chunk.body).into());
+            buffer.digests.push(Sha256::digest(&stored.body).into());
             buffer.next_seq += 1;
             buffer.complete = chunk.last;
         }
@@ -151,23 +172,19 @@ impl UploadStore {
     /// stored in `gateway.db`; `pending(connector, command_id)` says whether the gateway still
     /// waits for that command's answer (the chunks of any other are dropped). A buffer is
     /// rebuilt up to its first missing or unreadable chunk; the agent goes on from there.
+    /// Buffer by buffer, one chunk body in memory at a time.
     pub fn restore(&mut self, pending: impl Fn(&str, &str) -> bool) -> Result<(), GatewayError> {
         let Some(persist) = self.persist.clone() else { return Ok(()) };
-        let mut by_key: Vec<(String, Vec<StoredChunk>)> = Vec::new();
-        for chunk in persist.load_chunks()? {
-            match by_key.last_mut() {
-                Some((key, chunks)) if *key == chunk.buffer_key => chunks.push(chunk),
-                _ => by_key.push((chunk.buffer_key.clone(), vec![chunk])),
-            }
-        }
-        for (key, chunks) in by_key {
-            let (connector, command_id) = (&chunks[0].connector, &chunks[0].command_id);
+        for key in persist.unanswered_buffers()? {
+            let chunks = persist.unanswered_chunks(&key)?;
+            let Some(first) = chunks.first() else { continue };
+            let (connector, command_id) = (&first.connector, &first.command_id);
             if !pending(connector, command_id) || key != format!("{connector}:{command_id}") {
                 persist.drop_chunks(&key)?;
                 continue;
             }
             self.next_id += 1;
-            let buffer = Buffer::rebuild(self.next_id, &chunks);
+            let buffer = Buffer::rebuild(self.next_id, &persist, &chunks);
             *self.per_connection.entry(buffer.connector.clone()).or_default() += buffer.bytes;
             self.total += buffer.bytes;
             self.buffers.insert(key, buffer);
@@ -322,12 +339,10 @@ fn save_chunk(
     persist: Option<&CommandStore>,
     key: &str,
     buffer: &Buffer,
-    seq: u32,
-    last: bool,
-    body: &[u8],
+    chunk: ChunkRow<'_>,
 ) -> Result<(), GatewayError> {
     match persist {
-        Some(persist) => persist.save_chunk(key, &buffer.connector, &buffer.command_id, seq, last, body),
+        Some(persist) => persist.save_chunk(key, &buffer.connector, &buffer.command_id, chunk),
         None => Err(GatewayError::Invalid("no chunk store".into())),
     }
 }
@@ -389,6 +404,24 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
     };
     let Some(signature) = head.header(headers::SIGNATURE) else {
         return bad("missing x-mc-signature header");
+    };
+    // Absent: an agent from before the header was read (it always sent zlib).
+    let encoding = match head.header("content-encoding") {
+        None => ContentEncoding::Deflate,
+        Some(name) => match ContentEncoding::from_name(name) {
+            Some(encoding) => encoding,
+            None => {
+                let shown: String = name.chars().take(40).collect();
+                let supported = ContentEncoding::offer().join(", ");
+                return reject(
+                    hub,
+                    &command_id,
+                    415,
+                    ErrorCode::MalformedMessage,
+                    format!("unsupported content-encoding `{shown}` (this gateway takes: {supported})"),
+                );
+            }
+        },
     };
     let Some((connector, hmac_key)) = hub.upload_grant(connection_id) else {
         return reject(
@@ -486,9 +519,19 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         );
     };
 
-    // Inflate step by step, each step counted against the caps before it is kept.
+    // Decompress step by step, each step counted against the caps before it is kept.
     let chunk_cap = 4 * config.max_chunk_bytes + 64 * 1024;
-    let mut decoder = ZlibDecoder::new(body);
+    let not_encoded = |e: std::io::Error| {
+        (400, ErrorCode::MalformedMessage, format!("chunk {seq} is not {} data: {e}", encoding.describe()))
+    };
+    let mut decoder = match encoding.decoder(body) {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            let (status, code, message) = not_encoded(e);
+            hub.uploads.lock().unwrap().fail(&key, id);
+            return reject(hub, &command_id, status, code, message);
+        }
+    };
     let mut step = vec![0u8; INFLATE_STEP];
     let mut plain = 0usize;
     let refused = loop {
@@ -496,9 +539,7 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
             Ok(0) => break None,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                break Some((400, ErrorCode::MalformedMessage, format!("chunk {seq} is not zlib data: {e}")));
-            }
+            Err(e) => break Some(not_encoded(e)),
         };
         if (plain + n) as u64 > chunk_cap {
             break Some((
@@ -563,7 +604,8 @@ pub(crate) fn handle(hub: &Hub, head: &RequestHead, body: &[u8]) -> Answer {
         );
     }
     // On disk before it counts: a restart from here on finds it.
-    if let Err(e) = save_chunk(store.persist.as_deref(), &key, buffer, seq, last, body) {
+    let row = ChunkRow { seq, last, encoding, plain_len: n, body };
+    if let Err(e) = save_chunk(store.persist.as_deref(), &key, buffer, row) {
         // Not on disk, not stored: the agent sends it again.
         tracing::warn!(buffer = %key, seq, "cannot persist a chunk in gateway.db: {e}");
         store.unreserve(&key, id, n);

@@ -6,6 +6,7 @@ mod admin;
 mod chunks;
 mod compression;
 mod durable;
+mod encodings;
 mod keepalive;
 mod limits;
 mod longpoll;

@@ -6,7 +6,8 @@
 //! a frame that is not JSON is a [`DecodeError`] carrying the [`ErrorCode`] to answer with.
 //!
 //! Large results do not travel over the WebSocket: they are POSTed as signed, compressed chunks
-//! to the upload URL handed out in [`Connected`]; [`chunk_signature`] is the MAC both sides use.
+//! to the upload URL handed out in [`Connected`]; [`chunk_signature`] is the MAC both sides use,
+//! [`encoding`] the compressions the grant negotiates (`lz4`, `deflate`).
 //!
 //! This crate is small on purpose: the agent and the reference gateway both depend on it, and the
 //! gateway builds nothing else of the agent (no drivers, vault or ODBC). [`schema`] holds the
@@ -22,9 +23,11 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub mod control;
+pub mod encoding;
 pub mod schema;
 pub mod wsio;
 
+pub use encoding::ContentEncoding;
 pub use schema::{ColumnMeta, DatabaseSchema};
 
 /// Version of this wire contract, sent in `auth`.
@@ -411,6 +414,11 @@ pub struct Auth {
     /// [`wsio::Compression`]). Absent (older agents): none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compression: Vec<String>,
+    /// Chunk body encodings the agent can write, best first (`["lz4", "deflate"]`, see
+    /// [`ContentEncoding`]); the gateway picks one for `connected.upload.contentEncoding`.
+    /// Absent (older agents): `deflate` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_encodings: Vec<String>,
 }
 
 /// `heartbeat`.
@@ -562,6 +570,11 @@ pub struct UploadGrant {
     /// Results whose encoded size stays under this travel inline.
     #[serde(default = "default_inline_bytes")]
     pub max_inline_bytes: u64,
+    /// How every chunk of this session is compressed, picked from `auth.chunkEncodings`
+    /// ([`ContentEncoding::pick`]). Absent (older gateways, or an agent that offered none):
+    /// `deflate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
 }
 
 fn default_chunk_bytes() -> u64 {

@@ -824,6 +824,7 @@ impl Supervisor {
             key: upload.hmac_key.clone(),
             max_chunk_bytes: usize::try_from(upload.max_chunk_bytes.clamp(4096, 64 << 20)).unwrap_or(1 << 20),
             max_inline_bytes: usize::try_from(upload.max_inline_bytes.min(8 << 20)).unwrap_or(1 << 18),
+            encoding: crate::uploader::granted_encoding(upload.content_encoding.as_deref()),
         }));
         self.board.connected.store(true, Ordering::Relaxed);
         if self.counters.connection_id.is_some() {
