@@ -103,7 +103,7 @@ pub(crate) fn write_fraction(out: &mut String, micros: u32) {
     if micros > 0 {
         let mut micros = micros;
         let mut width = 6;
-        while micros % 10 == 0 {
+        while micros.is_multiple_of(10) {
             micros /= 10;
             width -= 1;
         }
