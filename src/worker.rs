@@ -205,6 +205,9 @@ struct ResultSink<'a> {
     columns: Vec<ColumnMeta>,
     /// Encoded bytes not yet shipped.
     buf: Vec<u8>,
+    /// While the result may still go inline: its rows as JSON values, built from the cells
+    /// as they come (the inline frame takes them as they are; nothing is parsed back).
+    inline_rows: Vec<Vec<serde_json::Value>>,
     /// Chunk mode: the result outgrew the inline limit.
     chunked: bool,
     seq: u32,
@@ -231,6 +234,7 @@ impl<'a> ResultSink<'a> {
             sizes,
             columns: Vec::new(),
             buf: Vec::with_capacity(16 * 1024),
+            inline_rows: Vec::new(),
             chunked: false,
             seq: 0,
             total_bytes: 0,
@@ -266,13 +270,8 @@ impl<'a> ResultSink<'a> {
 
     fn finish(mut self) -> Result<ResultPayload, ErrorBody> {
         if !self.chunked {
-            // Small result: parse our own lines back into values for the inline frame.
-            let mut lines = self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-            lines.next(); // the columns line
-            let rows = lines.map(serde_json::from_slice).collect::<Result<Vec<_>, _>>().map_err(|e| {
-                ErrorBody::new(ErrorCode::InternalError, format!("re-reading inline rows: {e}"))
-            })?;
-            return Ok(ResultPayload::Inline { columns: self.columns, rows });
+            // Small result: the values collected with the rows go into the frame as they are.
+            return Ok(ResultPayload::Inline { columns: self.columns, rows: self.inline_rows });
         }
         let upload_failed = |e: String| ErrorBody::new(ErrorCode::UploadFailed, e);
         self.ship(true).map_err(|e| ErrorBody { retryable: self.upload_retryable, ..upload_failed(e.0) })?;
@@ -331,10 +330,19 @@ impl RowSink for ResultSink<'_> {
         if self.total_bytes + self.buf.len() as u64 > self.job.max_result_bytes {
             self.too_large = true;
             self.buf = Vec::new();
+            self.inline_rows = Vec::new();
             return Err(SinkError("result too large".into()));
         }
         if !self.chunked && self.buf.len() > self.sizes.max_inline_bytes {
             self.chunked = true;
+            self.inline_rows = Vec::new();
+        }
+        if !self.chunked {
+            // The same `Serialize` as the line above, into values instead of text.
+            match serde_json::to_value(cells).map_err(|e| SinkError(e.to_string()))? {
+                serde_json::Value::Array(row) => self.inline_rows.push(row),
+                other => self.inline_rows.push(vec![other]),
+            }
         }
         if self.chunked && self.buf.len() >= self.sizes.max_chunk_bytes {
             self.ship(false)?;

@@ -21,6 +21,8 @@
 //! `broken` and r2d2 drops it on return. Every other connection has its session state reset
 //! on return ([`Session::reset`]: locks released, settings back to the pinned values); when the
 //! reset fails the connection is dropped instead, so no session state outlives its query.
+//! PostgreSQL resets at the start of each query instead, in the round trip that sets its
+//! statement timeout (see `postgres`), so no state reaches the next query either.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

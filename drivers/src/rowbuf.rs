@@ -45,6 +45,38 @@ impl<'r> Filler<'_, 'r> {
         self.slots.push(Slot::Decimal(range.start, range.end));
     }
 
+    /// A text cell written by a fallible `write` into the scratch buffer (nothing on error).
+    pub(crate) fn try_text_with(
+        &mut self,
+        write: impl FnOnce(&mut String) -> Result<(), DriverError>,
+    ) -> Result<(), DriverError> {
+        let range = self.try_write(write)?;
+        self.slots.push(Slot::Text(range.start, range.end));
+        Ok(())
+    }
+
+    /// A decimal cell written by a fallible `write` into the scratch buffer (nothing on error).
+    pub(crate) fn try_decimal_with(
+        &mut self,
+        write: impl FnOnce(&mut String) -> Result<(), DriverError>,
+    ) -> Result<(), DriverError> {
+        let range = self.try_write(write)?;
+        self.slots.push(Slot::Decimal(range.start, range.end));
+        Ok(())
+    }
+
+    fn try_write(
+        &mut self,
+        write: impl FnOnce(&mut String) -> Result<(), DriverError>,
+    ) -> Result<Range<usize>, DriverError> {
+        let start = self.text.len();
+        if let Err(e) = write(self.text) {
+            self.text.truncate(start);
+            return Err(e);
+        }
+        Ok(start..self.text.len())
+    }
+
     fn write(&mut self, write: impl FnOnce(&mut String)) -> Range<usize> {
         let start = self.text.len();
         write(self.text);

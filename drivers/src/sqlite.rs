@@ -223,7 +223,7 @@ fn run_query(
     let mut buffer: Vec<Cell<'static>> = Vec::with_capacity(width);
     let mut count = 0u64;
     loop {
-        interrupt.check()?;
+        interrupt.check_row(count)?;
         let Some(row) = rows.next().map_err(|e| run_err(e, interrupt))? else {
             break;
         };

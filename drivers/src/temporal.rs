@@ -4,8 +4,9 @@
 //! trimmed), timestamps `YYYY-MM-DDTHH:MM:SS[.ffffff]`, with `Z` when the database stores an
 //! instant (PostgreSQL `timestamptz`) or `±HH:MM` when it stores an offset (`timetz`). Years
 //! outside 0000–9999 get a sign (`+10000-01-01`, `-0044-03-15`).
-
-use std::fmt::Write;
+//!
+//! These run once per temporal cell of every row, so they write digits straight into the
+//! row's text buffer (no `fmt` machinery, no temporary strings).
 
 pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -34,12 +35,47 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Appends `value` as at least `width` decimal digits, zero-padded (`width` ≤ 20).
+pub(crate) fn push_padded(out: &mut String, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut v = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+/// Appends two digits (`value` < 100).
+fn push2(out: &mut String, value: u32) {
+    out.push(char::from(b'0' + (value / 10 % 10) as u8));
+    out.push(char::from(b'0' + (value % 10) as u8));
+}
+
+/// Appends a signed integer in decimal.
+pub(crate) fn push_int(out: &mut String, value: i64) {
+    if value < 0 {
+        out.push('-');
+    }
+    push_padded(out, value.unsigned_abs(), 1);
+}
+
 pub(crate) fn write_ymd(out: &mut String, y: i64, m: u32, d: u32) {
-    let _ = if (0..=9999).contains(&y) {
-        write!(out, "{y:04}-{m:02}-{d:02}")
-    } else {
-        write!(out, "{}{:04}-{m:02}-{d:02}", if y < 0 { '-' } else { '+' }, y.unsigned_abs())
-    };
+    if !(0..=9999).contains(&y) {
+        out.push(if y < 0 { '-' } else { '+' });
+    }
+    push_padded(out, y.unsigned_abs(), 4);
+    out.push('-');
+    push2(out, m);
+    out.push('-');
+    push2(out, d);
 }
 
 /// A date given as days since 1970-01-01.
@@ -50,18 +86,29 @@ pub(crate) fn write_date(out: &mut String, days: i64) {
 
 /// `HH:MM:SS` plus a trimmed fraction of `micros` (0..1_000_000).
 pub(crate) fn write_hms(out: &mut String, h: u32, m: u32, s: u32, micros: u32) {
-    let _ = write!(out, "{h:02}:{m:02}:{s:02}");
+    if h >= 100 {
+        push_padded(out, u64::from(h), 2);
+    } else {
+        push2(out, h);
+    }
+    out.push(':');
+    push2(out, m);
+    out.push(':');
+    push2(out, s);
     write_fraction(out, micros);
 }
 
-fn write_fraction(out: &mut String, micros: u32) {
+/// `.ffffff` without trailing zeros, nothing for 0.
+pub(crate) fn write_fraction(out: &mut String, micros: u32) {
     if micros > 0 {
-        let mut digits = format!("{micros:06}");
-        while digits.ends_with('0') {
-            digits.pop();
+        let mut micros = micros;
+        let mut width = 6;
+        while micros.is_multiple_of(10) {
+            micros /= 10;
+            width -= 1;
         }
         out.push('.');
-        out.push_str(&digits);
+        push_padded(out, u64::from(micros), width);
     }
 }
 
@@ -86,11 +133,14 @@ pub(crate) fn write_offset(out: &mut String, seconds_east: i32) {
         out.push('Z');
         return;
     }
-    let sign = if seconds_east < 0 { '-' } else { '+' };
+    out.push(if seconds_east < 0 { '-' } else { '+' });
     let abs = seconds_east.unsigned_abs();
-    let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
+    push_padded(out, u64::from(abs / 3600), 2);
+    out.push(':');
+    push2(out, abs / 60 % 60);
     if !abs.is_multiple_of(60) {
-        let _ = write!(out, ":{:02}", abs % 60);
+        out.push(':');
+        push2(out, abs % 60);
     }
 }
 
@@ -116,6 +166,42 @@ mod tests {
         assert_eq!(s(|o| write_offset(o, 0)), "Z");
         assert_eq!(s(|o| write_offset(o, -(5 * 3600 + 30 * 60))), "-05:30");
         assert_eq!(s(|o| write_offset(o, 3600 + 7)), "+01:00:07");
+        assert_eq!(s(|o| write_time_micros(o, 86_400_000_000)), "24:00:00");
+        assert_eq!(s(|o| write_time_micros(o, 10_000)), "00:00:00.01");
+        assert_eq!(s(|o| write_time_micros(o, 999_999)), "00:00:00.999999");
+        assert_eq!(s(|o| write_time_micros(o, 1)), "00:00:00.000001");
+        assert_eq!(s(|o| write_ymd(o, 0, 1, 1)), "0000-01-01");
+        assert_eq!(s(|o| write_ymd(o, 9999, 12, 31)), "9999-12-31");
+        assert_eq!(s(|o| write_ymd(o, -5, 1, 1)), "-0005-01-01");
+        assert_eq!(s(|o| push_int(o, i64::MIN)), "-9223372036854775808");
+        assert_eq!(s(|o| push_padded(o, u64::MAX, 1)), "18446744073709551615");
+        assert_eq!(s(|o| push_padded(o, 7, 4)), "0007");
+    }
+
+    /// The hand-written digit writers print what `format!` would, over many values.
+    #[test]
+    fn digit_writers_match_fmt() {
+        for v in (0..2_000_000u64).step_by(997).chain([9, 10, 99, 100, 999_999, 1_000_000]) {
+            for width in [1, 2, 4, 6] {
+                assert_eq!(s(|o| push_padded(o, v, width)), format!("{v:0width$}"));
+            }
+            let micros = (v % 1_000_000) as u32;
+            let want = if micros == 0 {
+                String::new()
+            } else {
+                format!(".{}", format!("{micros:06}").trim_end_matches('0'))
+            };
+            assert_eq!(s(|o| write_fraction(o, micros)), want);
+        }
+        for days in (-1_000_000..3_000_000).step_by(7919) {
+            let (y, m, d) = civil_from_days(days);
+            let want = if (0..=9999).contains(&y) {
+                format!("{y:04}-{m:02}-{d:02}")
+            } else {
+                format!("{}{:04}-{m:02}-{d:02}", if y < 0 { '-' } else { '+' }, y.unsigned_abs())
+            };
+            assert_eq!(s(|o| write_date(o, days)), want);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod limits;
 mod params;
 mod query_cells;
 mod read_only;
+mod round_trips;
 mod servers;
 mod session;
 mod suite;

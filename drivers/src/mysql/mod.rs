@@ -586,7 +586,7 @@ fn stream(
             Some(Err(e)) => return Err(query_error(&e, interrupt)),
             None => break,
         };
-        if let Err(e) = interrupt.check() {
+        if let Err(e) = interrupt.check_row(count) {
             return abort(result, e);
         }
         let emitted = buf.emit(sink, |f| {

@@ -502,7 +502,7 @@ fn read(
     let mut rowbuf = RowBuf::default();
     let mut count = 0u64;
     loop {
-        interrupt.check()?;
+        interrupt.check_row(count)?;
         let Some(mut row) = cursor.next_row().map_err(|e| query_error(&e, interrupt))? else { break };
         vals.clear();
         for (i, kind) in kinds.iter().enumerate() {

@@ -2,15 +2,21 @@
 //!
 //! Session layer: every connection starts with `default_transaction_read_only=on` and
 //! `standard_conforming_strings=on` (startup options, which override role and database
-//! defaults; the gate lexes string literals on that assumption), and every query runs in
-//! `BEGIN READ ONLY` with `SET LOCAL statement_timeout` set to the time left before its
-//! deadline, so a write that slips past the text check fails with SQLSTATE 25006 and a
-//! runaway query is stopped by the server (57014 → `Timeout`). When a connection goes back to
-//! the pool its session state is reset ([`RESET_SESSION`]: advisory locks released, every
-//! setting — `search_path` included — back to its value at connect, cursors closed,
-//! `LISTEN`s dropped); a connection whose reset fails is closed. Cancel sends a cancel request
-//! on the connection's cancel token. Rows stream with `query_raw` (binary format,
-//! tokio-postgres' one-message channel gives back-pressure) and are never buffered.
+//! defaults; the gate lexes string literals on that assumption). A query takes two round trips
+//! (issue 12; it took four): first one simple-query message that resets the session
+//! ([`RESET_SESSION`]: advisory locks released, every setting — `search_path`, the read-only
+//! default — back to its value at connect, cursors closed, `LISTEN`s dropped) and sets
+//! `statement_timeout` to the time left before the deadline; then the statement in one
+//! extended-protocol exchange (`query_typed_raw`: unnamed statement, parameter types inferred
+//! by the server, binary results), which runs in its own implicit transaction, read-only by
+//! that default — a write that slips past the text check fails with SQLSTATE 25006 — and a
+//! runaway query is stopped by the server (57014 → `Timeout`). The reset therefore runs
+//! before each query rather than after it (whatever a query left behind lasts while its
+//! connection is idle, and is gone before the next query on it); a connection whose reset
+//! fails is replaced. An empty result costs a third round trip (a `Describe`, to name its
+//! columns: the crate gives the columns with the rows). Cancel sends a cancel request on
+//! the connection's cancel token. Rows are never buffered (tokio-postgres' one-message
+//! channel gives back-pressure).
 //!
 //! Each physical connection reads its backend pid and start time once at connect; every query
 //! hands them to [`RowSink::started`] as `pg:<pid>:<start, µs since the epoch>` before the
@@ -55,7 +61,7 @@ const SESSION_POLL: Duration = Duration::from_millis(50);
 /// When a cancel request is sent a second time (see `stream`).
 const RESEND: Duration = Duration::from_millis(250);
 
-/// Run when a connection returns to the pool: what `DISCARD ALL` does except `DEALLOCATE ALL`
+/// Run before each query ([`prelude`]): what `DISCARD ALL` does except `DEALLOCATE ALL`
 /// (the client's prepared statements stay valid) and the temporary-object parts (a read-only
 /// session cannot create any). `RESET ALL` brings every setting back to its value at connect,
 /// i.e. the startup options above (`standard_conforming_strings`, read-only default) and the
@@ -104,9 +110,8 @@ impl Session for PgSession {
         self.client.is_closed()
     }
 
-    fn reset(&mut self) -> Result<(), DriverError> {
-        self.client.batch_execute(RESET_SESSION).map_err(|e| DriverError::Query(e.to_string()))
-    }
+    // No `reset` on return: the reset travels with the next query's first round trip
+    // (`prelude`), so returning a connection costs no round trip.
 }
 
 pub(crate) struct PgDb {
@@ -408,16 +413,16 @@ impl Driver for PgDb {
 type PgPooled = r2d2::PooledConnection<crate::pool::Manager<PgSession>>;
 
 impl PgDb {
-    /// A pooled connection inside `BEGIN READ ONLY` with the query's statement timeout.
-    /// A connection that died while idle (server restart) is replaced transparently.
+    /// A pooled connection with its session reset and the query's statement timeout set, in
+    /// one round trip ([`prelude`]). A connection that died while idle (server restart) is
+    /// replaced transparently.
     fn begin(&self, interrupt: &Interrupt) -> Result<PgPooled, DriverError> {
         // A server restart leaves every pooled connection dead: replace as many as the pool holds.
         let mut retries = self.pool.max_size();
         loop {
             let mut pooled = self.pool.acquire(interrupt.remaining())?;
             let timeout_ms = interrupt.remaining_ms().unwrap_or(0);
-            let begin = format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}");
-            match pooled.conn.client.batch_execute(&begin) {
+            match pooled.conn.client.batch_execute(&prelude(timeout_ms)) {
                 Ok(()) => return Ok(pooled),
                 Err(e) => {
                     pooled.broken = true;
@@ -438,8 +443,17 @@ impl PgDb {
     }
 }
 
-/// Runs the statement inside the open transaction and ends it; decides whether the
-/// connection may return to the pool.
+/// The first of a query's two round trips, one simple-query message: the session reset
+/// ([`RESET_SESSION`], so whatever the previous query on this connection left behind is gone
+/// before this one runs) and the statement timeout. The statement itself then runs in the
+/// implicit transaction of its own extended-protocol message, read-only by the pinned
+/// `default_transaction_read_only` (which `RESET ALL` has just restored).
+fn prelude(timeout_ms: u64) -> String {
+    format!("{RESET_SESSION}; SET statement_timeout = {timeout_ms}")
+}
+
+/// Runs the statement (second round trip) and decides whether the connection may return to
+/// the pool.
 fn run(
     pooled: &mut Pooled<PgSession>,
     sql: &str,
@@ -447,22 +461,11 @@ fn run(
     interrupt: &Interrupt,
     sink: &mut dyn RowSink,
 ) -> Result<QueryStats, DriverError> {
-    if let Err(e) = sink.started(Some(&pooled.conn.server_session)) {
-        if pooled.conn.client.batch_execute("ROLLBACK").is_err() {
-            pooled.broken = true;
-        }
-        return Err(e.into());
-    }
+    sink.started(Some(&pooled.conn.server_session))?;
     let client = &mut pooled.conn.client;
     let (outcome, fired) = stream(client, sql, params, interrupt, sink);
     match outcome {
-        Ok(stats) if !fired => match client.batch_execute("COMMIT") {
-            Ok(()) => Ok(stats),
-            Err(e) => {
-                pooled.broken = true;
-                Err(query_error(&e, interrupt))
-            }
-        },
+        Ok(stats) if !fired => Ok(stats),
         Ok(stats) => {
             // A cancel may land after the last row: do not trust the session any more.
             pooled.broken = true;
@@ -474,9 +477,8 @@ fn run(
                 // instead of draining a possibly huge result.
                 let _ = client.cancel_token().cancel_query(NoTls);
                 pooled.broken = true;
-            } else if client.batch_execute("ROLLBACK").is_err() {
-                pooled.broken = true;
             }
+            // Otherwise the statement's implicit transaction already ended with its error.
             Err(error)
         }
     }
@@ -488,8 +490,10 @@ struct Aborted {
     pending: bool,
 }
 
-/// Prepares, executes and reads the statement; also says whether a cancel hook or the
-/// deadline alarm fired (the session is then not trusted for reuse).
+/// Parses, binds, executes and reads the statement in one extended-protocol exchange
+/// (`query_typed_raw`: unnamed statement, parameter types left to the server — `unknown` —
+/// binary results); also says whether a cancel hook or the deadline alarm fired (the session
+/// is then not trusted for reuse).
 fn stream(
     client: &mut Client,
     sql: &str,
@@ -498,11 +502,6 @@ fn stream(
     sink: &mut dyn RowSink,
 ) -> (Result<QueryStats, Aborted>, bool) {
     let done = |error: DriverError| Aborted { error, pending: false };
-    let prepared = prepare(client, sql, params, interrupt, sink);
-    let (statement, types) = match prepared {
-        Ok(ok) => ok,
-        Err(e) => return (Err(e), false),
-    };
     // A cancel request only stops a statement the server is executing; one that lands while
     // the session waits for the next message is dropped. So the hook sends it at once and
     // again a moment later, and the query thread checks the token itself.
@@ -531,36 +530,54 @@ fn stream(
         drop(again);
         fired
     };
-    let mut rows = match client.query_raw(&statement, params.iter().map(types::Param)) {
-        Ok(rows) => rows,
-        Err(e) => {
-            let result = Err(done(query_error(&e, interrupt)));
-            return (result, disarm(hook, alarm));
+    let typed = params.iter().map(|p| (types::Param(p), postgres::types::Type::UNKNOWN));
+    let outcome = match client.query_typed_raw(sql, typed) {
+        Ok(mut rows) => {
+            let read = read(&mut rows, interrupt, sink);
+            drop(rows);
+            Ok(read)
         }
+        Err(e) => Err(e),
     };
-    let result = read(&mut rows, &types, interrupt, sink);
-    drop(rows);
+    let result = match outcome {
+        Ok(Ok(None)) => describe(client, sql, interrupt, sink),
+        Ok(Ok(Some(stats))) => Ok(stats),
+        Ok(Err(aborted)) => Err(aborted),
+        Err(e) => Err(done(match bind_count_error(&e, params.len()) {
+            Some(error) => error,
+            None if params.is_empty() => query_error(&e, interrupt),
+            // "could not determine data type of parameter $n" is also what more values than
+            // placeholders give: the statement's own parameter count tells (one more round
+            // trip, on this error path only).
+            None => match client.prepare(sql) {
+                Ok(statement) if statement.params().len() != params.len() => {
+                    bind_mismatch(statement.params().len(), params.len())
+                }
+                _ => query_error(&e, interrupt),
+            },
+        })),
+    };
     (result, disarm(hook, alarm))
 }
 
-fn prepare(
-    client: &mut Client,
-    sql: &str,
-    params: &[serde_json::Value],
-    interrupt: &Interrupt,
-    sink: &mut dyn RowSink,
-) -> Result<(postgres::Statement, Vec<postgres::types::Type>), Aborted> {
-    let done = |error: DriverError| Aborted { error, pending: false };
-    let statement = client.prepare(sql).map_err(|e| done(query_error(&e, interrupt)))?;
-    if statement.params().len() != params.len() {
-        return Err(done(DriverError::Bind(format!(
-            "query takes {} parameters, {} given",
-            statement.params().len(),
-            params.len()
-        ))));
+fn bind_mismatch(takes: usize, given: usize) -> DriverError {
+    DriverError::Bind(format!("query takes {takes} parameters, {given} given"))
+}
+
+/// The server's answer to fewer values than placeholders ("bind message supplies 0
+/// parameters, but prepared statement \"\" requires 1", SQLSTATE 08P01) as our `Bind` error.
+fn bind_count_error(e: &postgres::Error, given: usize) -> Option<DriverError> {
+    let db = e.as_db_error()?;
+    if *db.code() != SqlState::PROTOCOL_VIOLATION {
+        return None;
     }
-    let columns: Vec<ColumnMeta> = statement
-        .columns()
+    let takes = db.message().strip_prefix("bind message supplies ")?.rsplit(" requires ").next()?;
+    Some(bind_mismatch(takes.trim().parse().ok()?, given))
+}
+
+/// Column metadata of a result.
+fn column_meta(columns: &[postgres::Column]) -> Vec<ColumnMeta> {
+    columns
         .iter()
         .map(|c| ColumnMeta {
             name: c.name().to_owned(),
@@ -568,41 +585,60 @@ fn prepare(
             db_type: c.type_().name().to_owned(),
             nullable: None,
         })
-        .collect();
-    sink.columns(&columns).map_err(|e| done(e.into()))?;
-    let types: Vec<postgres::types::Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
-    Ok((statement, types))
+        .collect()
 }
 
+/// Reads the rows into `sink`. The columns come with the first row: the postgres crate does
+/// not hand out the description of an unnamed statement, so only an empty result costs one
+/// more round trip (a `Describe` of the statement, to name its columns).
 fn read(
     rows: &mut postgres::RowIter<'_>,
-    types: &[postgres::types::Type],
     interrupt: &Interrupt,
     sink: &mut dyn RowSink,
-) -> Result<QueryStats, Aborted> {
+) -> Result<Option<QueryStats>, Aborted> {
     let done = |error: DriverError| Aborted { error, pending: false };
+    let pending = |error| Aborted { error, pending: true };
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut next = || rows.next().map_err(|e| done(query_error(&e, interrupt)));
+    let Some(first) = next()? else {
+        // Empty: the statement is over; only its columns are missing (see `describe`).
+        return Ok(None);
+    };
+    sink.columns(&column_meta(first.columns())).map_err(|e| pending(e.into()))?;
+    let types: Vec<postgres::types::Type> = first.columns().iter().map(|c| c.type_().clone()).collect();
     let mut buf = RowBuf::default();
     let mut count = 0u64;
-    use postgres::fallible_iterator::FallibleIterator;
-    loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
-            Ok(None) => break,
-            Err(e) => return Err(done(query_error(&e, interrupt))),
-        };
-        let pending = |error| Aborted { error, pending: true };
-        interrupt.check().map_err(pending)?;
+    let mut row = Some(first);
+    while let Some(current) = row {
+        interrupt.check_row(count).map_err(pending)?;
         buf.emit(sink, |f| {
             for (i, ty) in types.iter().enumerate() {
-                let raw: types::Raw<'_> = row.try_get(i).map_err(|e| DriverError::Query(e.to_string()))?;
+                let raw: types::Raw<'_> =
+                    current.try_get(i).map_err(|e| DriverError::Query(e.to_string()))?;
                 types::push_cell(f, ty, raw.0)?;
             }
             Ok(())
         })
         .map_err(pending)?;
         count += 1;
+        row = next()?;
     }
-    Ok(QueryStats { rows: count, columns: types.len() })
+    Ok(Some(QueryStats { rows: count, columns: types.len() }))
+}
+
+/// The columns of an empty result, told to `sink` (one `Parse`/`Describe` round trip; the
+/// statement is closed again without running).
+fn describe(
+    client: &mut Client,
+    sql: &str,
+    interrupt: &Interrupt,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, Aborted> {
+    let done = |error: DriverError| Aborted { error, pending: false };
+    let statement = client.prepare(sql).map_err(|e| done(query_error(&e, interrupt)))?;
+    let meta = column_meta(statement.columns());
+    sink.columns(&meta).map_err(|e| done(e.into()))?;
+    Ok(QueryStats { rows: 0, columns: meta.len() })
 }
 
 /// Catalogue and privilege queries through the normal row path (read-only transaction,

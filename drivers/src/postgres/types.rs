@@ -10,7 +10,10 @@ use std::fmt::Write;
 use postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 
 use crate::rowbuf::Filler;
-use crate::temporal::{MICROS_PER_DAY, write_date, write_offset, write_time_micros, write_timestamp_micros};
+use crate::temporal::{
+    MICROS_PER_DAY, push_int, push_padded, write_date, write_fraction, write_offset, write_time_micros,
+    write_timestamp_micros,
+};
 use crate::{Cell, DriverError, WireType};
 
 /// Days from 1970-01-01 to PostgreSQL's epoch 2000-01-01.
@@ -148,21 +151,16 @@ pub(crate) fn push_cell<'r>(
         Type::FLOAT8 => f.cell(Cell::Float(f64::from_be_bytes(be::<8>(raw, 0)?))),
         Type::BYTEA => f.cell(Cell::Bytes(raw)),
         Type::JSONB => text_cell(f, raw.get(1..).unwrap_or_default()),
-        Type::NUMERIC => {
-            let mut out = String::new();
-            write_numeric(&mut out, raw)?;
-            f.decimal_with(|s| s.push_str(&out));
-        }
+        Type::NUMERIC => f.try_decimal_with(|s| write_numeric(s, raw))?,
         Type::MONEY => {
             let cents = i64_at(raw, 0)?;
             f.decimal_with(|s| {
-                let _ = write!(
-                    s,
-                    "{}{}.{:02}",
-                    if cents < 0 { "-" } else { "" },
-                    (cents / 100).unsigned_abs(),
-                    (cents % 100).unsigned_abs()
-                );
+                if cents < 0 {
+                    s.push('-');
+                }
+                push_padded(s, (cents / 100).unsigned_abs(), 1);
+                s.push('.');
+                push_padded(s, (cents % 100).unsigned_abs(), 2);
             });
         }
         Type::DATE
@@ -174,18 +172,10 @@ pub(crate) fn push_cell<'r>(
         | Type::INTERVAL
         | Type::INET
         | Type::CIDR
-        | Type::MACADDR => {
-            let mut out = String::new();
-            write_formatted(&mut out, ty, raw)?;
-            f.text_with(|s| s.push_str(&out));
-        }
+        | Type::MACADDR => f.try_text_with(|s| write_formatted(s, ty, raw))?,
         _ => match ty.kind() {
             Kind::Domain(inner) => return push_cell(f, inner, Some(raw)),
-            Kind::Array(element) => {
-                let mut out = String::new();
-                write_array(&mut out, element, raw)?;
-                f.text_with(|s| s.push_str(&out));
-            }
+            Kind::Array(element) => f.try_text_with(|s| write_array(s, element, raw))?,
             // text, varchar, bpchar, name, json, xml, enum labels, citext...: UTF-8 as sent.
             _ => text_cell(f, raw),
         },
@@ -230,7 +220,7 @@ fn write_formatted(out: &mut String, ty: &Type, raw: &[u8]) -> Result<(), Driver
                 if matches!(i, 4 | 6 | 8 | 10) {
                     out.push('-');
                 }
-                let _ = write!(out, "{byte:02x}");
+                push_hex(out, *byte);
             }
         }
         Type::INTERVAL => write_interval(out, i64_at(raw, 0)?, i32_at(raw, 8)?, i32_at(raw, 12)?),
@@ -251,8 +241,12 @@ fn write_formatted(out: &mut String, ty: &Type, raw: &[u8]) -> Result<(), Driver
             }
         }
         Type::MACADDR => {
-            let parts: Vec<String> = raw.iter().map(|b| format!("{b:02x}")).collect();
-            out.push_str(&parts.join(":"));
+            for (i, byte) in raw.iter().enumerate() {
+                if i > 0 {
+                    out.push(':');
+                }
+                push_hex(out, *byte);
+            }
         }
         _ => {}
     }
@@ -264,34 +258,36 @@ fn write_interval(out: &mut String, micros: i64, days: i32, months: i32) {
     out.push('P');
     let (years, months) = (months / 12, months % 12);
     if years != 0 {
-        let _ = write!(out, "{years}Y");
+        push_int(out, i64::from(years));
+        out.push('Y');
     }
     if months != 0 {
-        let _ = write!(out, "{months}M");
+        push_int(out, i64::from(months));
+        out.push('M');
     }
     if days != 0 {
-        let _ = write!(out, "{days}D");
+        push_int(out, i64::from(days));
+        out.push('D');
     }
     if micros != 0 {
         out.push('T');
         let (h, rest) = (micros / 3_600_000_000, micros % 3_600_000_000);
         let (m, rest) = (rest / 60_000_000, rest % 60_000_000);
         if h != 0 {
-            let _ = write!(out, "{h}H");
+            push_int(out, h);
+            out.push('H');
         }
         if m != 0 {
-            let _ = write!(out, "{m}M");
+            push_int(out, m);
+            out.push('M');
         }
         if rest != 0 {
             let (s, frac) = (rest / 1_000_000, (rest % 1_000_000).unsigned_abs());
             if rest < 0 && s == 0 {
                 out.push('-');
             }
-            let _ = write!(out, "{s}");
-            if frac != 0 {
-                let digits = format!("{frac:06}");
-                let _ = write!(out, ".{}", digits.trim_end_matches('0'));
-            }
+            push_int(out, s);
+            write_fraction(out, frac as u32);
             out.push('S');
         }
     } else if years == 0 && months == 0 && days == 0 {
@@ -320,11 +316,13 @@ pub(crate) fn write_numeric(out: &mut String, raw: &[u8]) -> Result<(), DriverEr
         }
         _ => {}
     }
-    let mut digits = Vec::with_capacity(ndigits);
-    for i in 0..ndigits {
-        digits.push(i16_at(raw, 8 + 2 * i)?);
-    }
-    let digit = |i: i64| -> i16 { if i < 0 { 0 } else { digits.get(i as usize).copied().unwrap_or(0) } };
+    // Base-10000 digit `i` (0 = the most significant group; beyond the sent ones: 0).
+    let digit = |i: i64| -> Result<u64, DriverError> {
+        if i < 0 || i >= ndigits as i64 {
+            return Ok(0);
+        }
+        Ok(i16_at(raw, 8 + 2 * i as usize)?.clamp(0, 9999) as u64)
+    };
     if sign == 0x4000 {
         out.push('-');
     }
@@ -332,24 +330,34 @@ pub(crate) fn write_numeric(out: &mut String, raw: &[u8]) -> Result<(), DriverEr
         out.push('0');
     } else {
         for i in 0..=weight {
-            let _ = if i == 0 { write!(out, "{}", digit(i)) } else { write!(out, "{:04}", digit(i)) };
+            push_padded(out, digit(i)?, if i == 0 { 1 } else { 4 });
         }
     }
     if dscale > 0 {
         out.push('.');
-        let mut written = 0;
+        let mut left = dscale;
         let mut i = weight + 1;
-        while written < dscale {
-            for ch in format!("{:04}", digit(i)).chars() {
-                if written < dscale {
-                    out.push(ch);
-                    written += 1;
-                }
+        while left > 0 {
+            let group = digit(i)?;
+            let take = left.min(4);
+            // The first `take` of the group's four digits.
+            let mut rest = group;
+            for _ in take..4 {
+                rest /= 10;
             }
+            push_padded(out, rest, take);
+            left -= take;
             i += 1;
         }
     }
     Ok(())
+}
+
+/// Two lower-case hex digits.
+fn push_hex(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 15)]));
 }
 
 /// A binary array as JSON text: nested arrays per dimension, elements as their cells' JSON.
