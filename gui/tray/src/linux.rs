@@ -3,6 +3,12 @@
 //! Two threads: `tray` runs the ksni service (it owns the D-Bus connection and answers the
 //! panel's calls), `tray-anim` applies [`State`] changes and steps the animation frames (only
 //! while an animated state shows; otherwise it sleeps until the next change).
+//!
+//! When the service's D-Bus connection fails (the bus daemon restarted or dropped us: `run`
+//! returns an error) it is started again with the same state, a few times. A panic inside
+//! ksni (it asserts on some malformed peer calls, e.g. a dbusmenu `Event` on the root item) is
+//! not caught: release builds abort on a panic (`panic = "abort"`, for size), so the desktop
+//! process ends; nothing here relies on unwinding.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -16,8 +22,10 @@ use crate::{OnAction, State, TrayAction, TrayError, icon};
 
 /// Time between animation frames.
 const FRAME: Duration = Duration::from_millis(250);
-/// How often the service is restarted after a panic inside it before giving up.
+/// How often the service is restarted after its D-Bus connection failed before giving up.
 const MAX_RESTARTS: u32 = 3;
+/// Pause before a restart (a bus daemon that is restarting needs a moment).
+const RESTART_PAUSE: Duration = Duration::from_millis(500);
 
 /// The model ksni serves.
 struct Item {
@@ -127,7 +135,7 @@ impl LinuxTray {
         let on_action = Arc::new(on_action);
         let service =
             ksni::TrayService::new(Item { state: State::default(), frame: 0, on_action: on_action.clone() });
-        let handle = Arc::new(Mutex::new(service.handle()));
+        let handle = Arc::new(Mutex::new(Served { handle: service.handle(), stopped: false }));
         let served = handle.clone();
         let (commands, inbox) = channel();
         std::thread::Builder::new()
@@ -152,37 +160,46 @@ impl Drop for LinuxTray {
     }
 }
 
-/// The current service's handle (replaced when the service restarts).
-type SharedHandle = Arc<Mutex<ksni::Handle<Item>>>;
+/// The current service's handle (replaced when the service restarts) and whether the tray was
+/// stopped (so that a restart racing with `Drop` does not leave a service running).
+struct Served {
+    handle: ksni::Handle<Item>,
+    stopped: bool,
+}
 
-/// Runs the service; a panic inside ksni (it asserts on some malformed peer calls, e.g. a
-/// dbusmenu `Event` on the root item) restarts it a few times instead of ending the tray.
+type SharedHandle = Arc<Mutex<Served>>;
+
+/// Runs the service until it is shut down (`Ok`). A failed D-Bus connection (`Err`: the bus
+/// daemon went away or dropped us) starts a fresh service with the same state, under a new
+/// name, registered again with the watcher; after [`MAX_RESTARTS`] failures the tray gives up
+/// with a warning (the GUI keeps running without an icon).
 fn serve(service: ksni::TrayService<Item>, shared: &SharedHandle, on_action: Arc<OnAction>) {
-    let mut service = Some(service);
-    for attempt in 0..=MAX_RESTARTS {
-        let current = match service.take() {
-            Some(s) => s,
-            None => {
-                let mut handle = shared.lock().unwrap_or_else(|p| p.into_inner());
-                let state = handle.update(|item| item.state.clone());
-                let fresh = ksni::TrayService::new(Item { state, frame: 0, on_action: on_action.clone() });
-                *handle = fresh.handle();
-                fresh
-            }
+    let mut service = service;
+    let mut restarts = 0;
+    loop {
+        let error = match service.run() {
+            Ok(()) => return,
+            Err(e) => e,
         };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| current.run())) {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "tray icon stopped");
-                return;
-            }
-            Err(_) => tracing::warn!(attempt, "the tray icon's D-Bus service panicked; restarting it"),
+        if restarts == MAX_RESTARTS {
+            tracing::warn!(error = %error, "tray icon stopped: its D-Bus connection failed {} times", restarts + 1);
+            return;
         }
+        restarts += 1;
+        tracing::warn!(error = %error, restarts, "the tray icon's D-Bus connection failed; restarting it");
+        std::thread::sleep(RESTART_PAUSE);
+        let mut served = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if served.stopped {
+            return;
+        }
+        let state = served.handle.update(|item| item.state.clone());
+        service = ksni::TrayService::new(Item { state, frame: 0, on_action: on_action.clone() });
+        served.handle = service.handle();
     }
 }
 
 fn animate(shared: &SharedHandle, inbox: &Receiver<Cmd>) {
-    let handle = || shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let handle = || shared.lock().unwrap_or_else(|p| p.into_inner()).handle.clone();
     let mut animated = false;
     loop {
         let cmd = if animated {
@@ -205,7 +222,9 @@ fn animate(shared: &SharedHandle, inbox: &Receiver<Cmd>) {
                 });
             }
             Some(Cmd::Stop) => {
-                handle().shutdown();
+                let mut served = shared.lock().unwrap_or_else(|p| p.into_inner());
+                served.stopped = true;
+                served.handle.shutdown();
                 return;
             }
             None => {
