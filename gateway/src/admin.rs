@@ -195,7 +195,8 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream, place: bool) -> io::
                 None => Duration::ZERO,
                 Some(Ok(ms)) => Duration::from_millis(ms.min(MAX_STATUS_WAIT_MS)),
                 Some(Err(_)) => {
-                    let answer = error("MALFORMED_MESSAGE", "waitMs must be a whole number of milliseconds", false);
+                    let answer =
+                        error("MALFORMED_MESSAGE", "waitMs must be a whole number of milliseconds", false);
                     return write_json(&mut tcp, 400, &answer, false);
                 }
             };

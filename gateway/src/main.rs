@@ -493,7 +493,8 @@ fn query(dir: &Path, args: QueryArgs) -> Result<(), Failure> {
         return Err(remote_failure(&outcome));
     }
     // The body is read as it arrives, a row at a time: a large result is never held whole.
-    let broken = |e: &dyn std::fmt::Display| Failure(EXIT_USAGE, anyhow::anyhow!("reading the gateway's answer: {e}"));
+    let broken =
+        |e: &dyn std::fmt::Display| Failure(EXIT_USAGE, anyhow::anyhow!("reading the gateway's answer: {e}"));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
@@ -512,7 +513,9 @@ fn query(dir: &Path, args: QueryArgs) -> Result<(), Failure> {
     .map_err(|e| broken(&e))?;
     let printed = table.finish().map_err(|e| broken(&e))?;
     let n = row_count.unwrap_or(printed);
-    writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" }).and_then(|()| out.flush()).map_err(|e| broken(&e))?;
+    writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })
+        .and_then(|()| out.flush())
+        .map_err(|e| broken(&e))?;
     Ok(())
 }
 

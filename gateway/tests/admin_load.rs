@@ -71,7 +71,8 @@ fn two_hundred_blocking_admin_callers_are_all_answered() {
             let (client, start) = (client.clone(), start.clone());
             thread::spawn(move || {
                 start.wait();
-                let body = json!({"connector": "Warehouse", "sql": "SELECT ?", "params": [i], "waitMs": 30_000});
+                let body =
+                    json!({"connector": "Warehouse", "sql": "SELECT ?", "params": [i], "waitMs": 30_000});
                 client.call("POST", "/admin/query", Some(&body), Duration::from_secs(40))
             })
         })
@@ -113,8 +114,11 @@ fn admin_requests_beyond_the_budget_wait_then_get_a_retryable_503() {
     let request = move |path: &str| {
         let mut tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(WAIT)).unwrap();
-        write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = String::new();
         tcp.read_to_string(&mut answer).expect("an answer, not a reset");
         answer
