@@ -62,6 +62,9 @@ enum Cmd {
     #[command(subcommand)]
     Keys(KeysCmd),
     /// Run a read-only query on a connector through the running gateway.
+    ///
+    /// Rows are printed as they arrive (a large result is never held whole): the table's
+    /// columns are sized by its first 1,000 rows.
     Query(QueryArgs),
     /// List connectors and their status (running gateway).
     Connectors {
@@ -221,7 +224,7 @@ struct QueryArgs {
     /// Connector name.
     #[arg(long)]
     connector: String,
-    /// Print the outcome as JSON.
+    /// Print the outcome as JSON (the admin API's document, pretty-printed as it arrives).
     #[arg(long)]
     json: bool,
     /// A bound parameter as JSON (repeat for each placeholder; bare words are strings).
