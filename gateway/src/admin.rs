@@ -2,9 +2,10 @@
 //! connection, one request per connection; the request head and body have the same deadlines
 //! as on the HTTPS port (`header_timeout`, `body_timeout`).
 //!
-//! **Budget.** At most 256 requests are served at once (`ADMIN_MAX_SERVING`; a blocking
-//! `/admin/query` holds its place until its answer). Up to 64 more connections wait for a place
-//! (`ADMIN_MAX_WAITING`), at most [`ADMIN_QUEUE_WAIT`]; one that gets none is answered
+//! **Budget.** At most 256 requests are served at once (`ADMIN_MAX_SERVING`; a request takes
+//! its place once it is read and its token checked, and a blocking `/admin/query` holds it until
+//! its answer). At most 64 more connections (`ADMIN_MAX_WAITING`) are read or wait for a place,
+//! at most [`ADMIN_QUEUE_WAIT`]; a request that gets none is answered
 //! `503 {"error":{"code":"ADMIN_BUSY","retryable":true}}` with `Retry-After: 1`. Beyond those
 //! a new connection is closed unanswered (a warning is logged): threads and buffers stay bounded.
 //!
@@ -103,8 +104,7 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, info: Arc<AdminI
         let spawned = spawn_named("gw-admin-conn".into(), move || {
             let _slot = slot;
             let id = hub2.track_socket(&tcp);
-            let place = places2.take(ADMIN_QUEUE_WAIT);
-            if let Err(e) = handle(&hub2, &info2, tcp, place.is_some()) {
+            if let Err(e) = handle(&hub2, &info2, tcp, &places2) {
                 tracing::debug!("admin connection ended: {e}");
             }
             hub2.untrack_socket(id);
@@ -121,10 +121,11 @@ fn error(code: &str, message: impl Into<String>, retryable: bool) -> Value {
     json!({ "error": { "code": code, "message": message.into(), "retryable": retryable } })
 }
 
-/// Serves one request; without a `place` the request is read and answered `503 ADMIN_BUSY`
-/// (reading it first: closing with unread bytes would reset the connection, and the caller
-/// could not tell a busy gateway from a broken one).
-fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream, place: bool) -> io::Result<()> {
+/// Serves one request. The request is read (and its token checked) first; then it takes a
+/// place, waiting at most [`ADMIN_QUEUE_WAIT`] for one, or is answered `503 ADMIN_BUSY` (after
+/// reading it: closing with unread bytes would reset the connection, and the caller could not
+/// tell a busy gateway from a broken one). A connection that sends nothing holds no place.
+fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream, places: &Places) -> io::Result<()> {
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut tcp = TimedTcp::new(tcp, Some(Instant::now() + hub.config.header_timeout));
     let mut buf = Vec::new();
@@ -167,7 +168,9 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream, place: bool) -> io::
     }
     tcp.set_deadline(Some(Instant::now() + hub.config.body_timeout));
     let body = read_body(&mut tcp, &mut buf, len as usize)?;
-    if !place {
+    // Held until the answer is written.
+    let place = places.take(ADMIN_QUEUE_WAIT);
+    if place.is_none() {
         tracing::warn!("admin API busy: {ADMIN_MAX_SERVING} requests in progress; answered 503");
         let answer = error(
             "ADMIN_BUSY",

@@ -138,7 +138,7 @@ pub enum GatewayEvent {
 /// place until its answer, so this is also how many callers can wait for results at once.
 pub(crate) const ADMIN_MAX_SERVING: usize = 256;
 
-/// Admin connections accepted beyond [`ADMIN_MAX_SERVING`] that wait (at most
+/// Admin connections beyond [`ADMIN_MAX_SERVING`] that are being read or wait (at most
 /// `admin::ADMIN_QUEUE_WAIT`) for a place, then get `503 ADMIN_BUSY` (retryable). A connection
 /// beyond these is closed unanswered: threads and buffers stay bounded whatever arrives.
 pub(crate) const ADMIN_MAX_WAITING: usize = 64;

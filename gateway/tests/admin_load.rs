@@ -103,11 +103,13 @@ fn two_hundred_blocking_admin_callers_are_all_answered() {
 
 /// A request that finds every place taken waits for one (`ADMIN_QUEUE_WAIT`, 2 s), then is
 /// answered `503 ADMIN_BUSY`, retryable, with `Retry-After` — read first, never reset; a place
-/// freed while it waits serves it.
+/// freed while it waits serves it. Connections that send nothing hold no place.
 #[test]
 fn admin_requests_beyond_the_budget_wait_then_get_a_retryable_503() {
+    const PLACES: usize = 256;
     let _w = watchdog("admin_busy");
     let gw = with_admin();
+    let _offline = gw.key("Offline");
     let addr = gw.admin_addr().unwrap();
     let doc: Value = serde_json::from_slice(&std::fs::read(gw.dir.join("admin.json")).unwrap()).unwrap();
     let token = doc["token"].as_str().unwrap().to_owned();
@@ -123,10 +125,29 @@ fn admin_requests_beyond_the_budget_wait_then_get_a_retryable_503() {
         tcp.read_to_string(&mut answer).expect("an answer, not a reset");
         answer
     };
-    // 256 connections that send nothing hold every place (until the header timeout).
-    let mut idle: Vec<TcpStream> = (0..256).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Connections that send nothing do not count against the places.
+    let _idle: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    assert!(request("/admin/health").starts_with("HTTP/1.1 200"));
+
+    // Every place held by a blocked caller: one waits for a connected (fake) agent, which
+    // answers when the test says so; the others for a connector that is offline.
+    let key = gw.key("Warehouse");
+    let mut agent = FakeAgent::connect(&gw, &key, "Warehouse");
+    let client = client(&gw);
+    let call = |connector: &'static str| {
+        let client = client.clone();
+        thread::spawn(move || {
+            let body = json!({"connector": connector, "sql": "SELECT 1", "waitMs": 40_000});
+            client
+                .call("POST", "/admin/query", Some(&body), Duration::from_secs(50))
+                .map(|(status, _)| status)
+        })
+    };
+    let first = call("Warehouse");
+    let cmd = agent.expect_command();
+    let others: Vec<_> = (1..PLACES).map(|_| call("Offline")).collect();
     // Their threads take their places in the background: ask until the busy answer shows.
-    let busy = loop {
+    let (answer, waited) = loop {
         let started = Instant::now();
         let answer = request("/admin/health");
         if answer.starts_with("HTTP/1.1 503") {
@@ -134,20 +155,26 @@ fn admin_requests_beyond_the_budget_wait_then_get_a_retryable_503() {
         }
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     };
-    let (answer, waited) = busy;
     assert!(waited >= Duration::from_millis(1900), "answered after {waited:?}, before the 2 s wait");
     assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer}");
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "ADMIN_BUSY");
     assert_eq!(body["error"]["retryable"], true);
 
-    // A waiting request is served as soon as a place frees.
+    // A request waiting for a place gets the one its answer frees.
     let waiting = thread::spawn(move || request("/admin/health"));
     // Nothing to observe of a request that waits: give it time to be waiting (well under 2 s).
     thread::sleep(Duration::from_millis(300));
-    drop(idle.pop());
+    agent.answer_inline(&cmd, vec![col("v", "integer")], vec![vec![json!(1)]]);
+    assert_eq!(first.join().unwrap().unwrap(), 200);
     let answer = waiting.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The gateway's shutdown answers the callers still blocked.
+    drop(agent);
+    drop(gw);
+    for other in others {
+        let _ = other.join().unwrap();
+    }
 }
 
 /// `GET /admin/commands/<id>?waitMs=N` answers as soon as the command is answered (no
