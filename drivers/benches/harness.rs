@@ -793,12 +793,9 @@ fn submitted(admin: &Arc<AdminClient>, n: usize) -> (usize, f64, Option<String>)
                         Ok((status, body)) => Some(Err(format!("status: HTTP {status}: {body}"))),
                         Err(e) => Some(Err(format!("status: {e}"))),
                     };
-                    match done {
-                        Some(result) => {
-                            results.push(result);
-                            ids.pop();
-                        }
-                        None => {}
+                    if let Some(result) = done {
+                        results.push(result);
+                        ids.pop();
                     }
                 }
                 results.extend(ids.iter().map(|id| Err(format!("{id} not answered in 120 s"))));
