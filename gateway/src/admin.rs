@@ -1,6 +1,13 @@
 //! The admin API: plain HTTP on loopback, `Authorization: Bearer <token>`, one thread per
-//! connection, one request per connection. At most 64 connections at once; the request head and
-//! body have the same deadlines as on the HTTPS port (`header_timeout`, `body_timeout`).
+//! connection, one request per connection; the request head and body have the same deadlines
+//! as on the HTTPS port (`header_timeout`, `body_timeout`).
+//!
+//! **Budget.** At most 256 requests are served at once (`ADMIN_MAX_SERVING`; a request takes
+//! its place once it is read and its token checked, and a blocking `/admin/query` holds it until
+//! its answer). At most 64 more connections (`ADMIN_MAX_WAITING`) are read or wait for a place,
+//! at most [`ADMIN_QUEUE_WAIT`]; a request that gets none is answered
+//! `503 {"error":{"code":"ADMIN_BUSY","retryable":true}}` with `Retry-After: 1`. Beyond those
+//! a new connection is closed unanswered (a warning is logged): threads and buffers stay bounded.
 //!
 //! | route | body | answer |
 //! |---|---|---|
@@ -11,12 +18,12 @@
 //! | `POST /admin/schema-request` | `{"connector"}` | `202 {"requested":true}` |
 //! | `POST /admin/cancel` | `{"executionId","reason"?}` | `202 {"requested":true}` |
 //! | `POST /admin/submit` | like `/admin/query`, without `waitMs` | `202 {"commandId","executionId"}`: queued (persisted), not waited for |
-//! | `GET /admin/commands/<id>` | | `{"commandId","state":"queued"\|"sent"\|"answered"\|"unknown","outcome"?,"error"?}` |
+//! | `GET /admin/commands/<id>[?waitMs=N]` | | `{"commandId","state":"queued"\|"sent"\|"answered"\|"unknown","outcome"?,"error"?}`; with `waitMs` (≤ 60,000) it answers as soon as the command is answered, or after N ms with its state then; a buffered outcome's rows are streamed from its spool |
 //! | `POST /admin/decommission` | `{"connector"}` | `202 {"requested":true}`; `409 CONNECTOR_OFFLINE` without a session |
 
 use std::io::{self, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, Inbound, SchemaRequest};
@@ -24,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{HeadError, read_body, read_head, write_json};
-use crate::hub::{CommandStatus, Hub};
+use crate::hub::{ADMIN_MAX_SERVING, CommandStatus, Hub};
 use crate::keys::constant_time_eq;
 use crate::query::{QueryError, QueryRequest};
 use crate::server::TimedTcp;
@@ -35,6 +42,47 @@ const MAX_BODY: u64 = 1024 * 1024;
 /// Default `waitMs` of `POST /admin/query`.
 pub(crate) const DEFAULT_WAIT_MS: u64 = 30_000;
 
+/// Largest `waitMs` of `GET /admin/commands/<id>`.
+const MAX_STATUS_WAIT_MS: u64 = 60_000;
+
+/// How long a connection accepted beyond `ADMIN_MAX_SERVING` waits for a place before it is
+/// answered `503 ADMIN_BUSY`.
+pub(crate) const ADMIN_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// Places to serve an admin request: a counting semaphore (std has none).
+struct Places {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A place taken from [`Places`]; dropping it frees it and wakes one waiting connection.
+struct Place<'a>(&'a Places);
+
+impl Places {
+    fn new() -> Self {
+        Self { busy: Mutex::new(0), freed: Condvar::new() }
+    }
+
+    /// Takes a place, waiting at most `wait` for one.
+    fn take(&self, wait: Duration) -> Option<Place<'_>> {
+        let busy = self.busy.lock().unwrap();
+        let (mut busy, _) =
+            self.freed.wait_timeout_while(busy, wait, |busy| *busy >= ADMIN_MAX_SERVING).unwrap();
+        if *busy >= ADMIN_MAX_SERVING {
+            return None;
+        }
+        *busy += 1;
+        Some(Place(self))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap() -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 pub(crate) struct AdminInfo {
     pub token: String,
     pub ws_url: String,
@@ -42,20 +90,21 @@ pub(crate) struct AdminInfo {
 }
 
 pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, info: Arc<AdminInfo>) {
+    let places = Arc::new(Places::new());
     for stream in listener.incoming() {
         if hub.is_stopping() {
             break;
         }
         let Ok(tcp) = stream else { continue };
         let Some(slot) = hub.admit_connection(true) else {
-            tracing::warn!("too many admin connections; closing a new one");
+            tracing::warn!("too many admin connections (serving and waiting); closing a new one");
             continue;
         };
-        let (hub2, info2) = (hub.clone(), info.clone());
+        let (hub2, info2, places2) = (hub.clone(), info.clone(), places.clone());
         let spawned = spawn_named("gw-admin-conn".into(), move || {
             let _slot = slot;
             let id = hub2.track_socket(&tcp);
-            if let Err(e) = handle(&hub2, &info2, tcp) {
+            if let Err(e) = handle(&hub2, &info2, tcp, &places2) {
                 tracing::debug!("admin connection ended: {e}");
             }
             hub2.untrack_socket(id);
@@ -72,7 +121,11 @@ fn error(code: &str, message: impl Into<String>, retryable: bool) -> Value {
     json!({ "error": { "code": code, "message": message.into(), "retryable": retryable } })
 }
 
-fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream) -> io::Result<()> {
+/// Serves one request. The request is read (and its token checked) first; then it takes a
+/// place, waiting at most [`ADMIN_QUEUE_WAIT`] for one, or is answered `503 ADMIN_BUSY` (after
+/// reading it: closing with unread bytes would reset the connection, and the caller could not
+/// tell a busy gateway from a broken one). A connection that sends nothing holds no place.
+fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream, places: &Places) -> io::Result<()> {
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut tcp = TimedTcp::new(tcp, Some(Instant::now() + hub.config.header_timeout));
     let mut buf = Vec::new();
@@ -115,11 +168,44 @@ fn handle(hub: &Arc<Hub>, info: &AdminInfo, tcp: TcpStream) -> io::Result<()> {
     }
     tcp.set_deadline(Some(Instant::now() + hub.config.body_timeout));
     let body = read_body(&mut tcp, &mut buf, len as usize)?;
-    if (head.method.as_str(), head.path.as_str()) == ("POST", "/admin/query") {
-        return match parse::<AdminQuery>(&body) {
-            Ok(q) => stream_query(hub, q, &mut tcp),
-            Err((status, answer)) => write_json(&mut tcp, status, &answer, false),
-        };
+    // Held until the answer is written.
+    let place = places.take(ADMIN_QUEUE_WAIT);
+    if place.is_none() {
+        tracing::warn!("admin API busy: {ADMIN_MAX_SERVING} requests in progress; answered 503");
+        let answer = error(
+            "ADMIN_BUSY",
+            format!("the admin API serves {ADMIN_MAX_SERVING} requests at once; retry shortly"),
+            true,
+        );
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        return write!(
+            tcp,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+            body.len()
+        )
+        .and_then(|()| tcp.write_all(&body))
+        .and_then(|()| tcp.flush());
+    }
+    match (head.method.as_str(), head.path.as_str()) {
+        ("POST", "/admin/query") => {
+            return match parse::<AdminQuery>(&body) {
+                Ok(q) => stream_query(hub, q, &mut tcp),
+                Err((status, answer)) => write_json(&mut tcp, status, &answer, false),
+            };
+        }
+        ("GET", p) if p.starts_with("/admin/commands/") => {
+            let wait = match head.query_param("waitMs").map(str::parse::<u64>) {
+                None => Duration::ZERO,
+                Some(Ok(ms)) => Duration::from_millis(ms.min(MAX_STATUS_WAIT_MS)),
+                Some(Err(_)) => {
+                    let answer =
+                        error("MALFORMED_MESSAGE", "waitMs must be a whole number of milliseconds", false);
+                    return write_json(&mut tcp, 400, &answer, false);
+                }
+            };
+            return stream_command_status(hub, &p["/admin/commands/".len()..], wait, &mut tcp);
+        }
+        _ => {}
     }
     let (status, answer) = route(hub, info, &head.method, &head.path, &body);
     write_json(&mut tcp, status, &answer, false)
@@ -180,9 +266,6 @@ fn route(hub: &Arc<Hub>, info: &AdminInfo, method: &str, path: &str, body: &[u8]
         }
         ("GET", "/admin/connectors") => Ok((200, serde_json::to_value(hub.connectors()).unwrap_or_default())),
         ("POST", "/admin/submit") => parse::<AdminQuery>(body).map(|q| submit(hub, q)),
-        ("GET", p) if p.starts_with("/admin/commands/") => {
-            Ok(command_status(hub, &p["/admin/commands/".len()..]))
-        }
         ("POST", "/admin/decommission") => parse::<ConnectorRef>(body).map(|c| {
             if !hub.is_known(&c.connector) {
                 return gateway_error(&GatewayError::UnknownConnector(c.connector));
@@ -230,18 +313,34 @@ fn submit(hub: &Arc<Hub>, q: AdminQuery) -> (u16, Value) {
     }
 }
 
-fn command_status(hub: &Hub, id: &str) -> (u16, Value) {
-    let (state, answer) = match hub.command_status(id) {
+/// `GET /admin/commands/<id>`: the state, and the outcome when the gateway holds it (waiting
+/// up to `wait` for the answer). A buffered outcome's rows go from its spool file to the
+/// socket, as in `POST /admin/query`.
+fn stream_command_status(hub: &Hub, id: &str, wait: Duration, tcp: &mut impl io::Write) -> io::Result<()> {
+    let (state, answer) = match hub.wait_command(id, wait) {
         CommandStatus::Queued => ("queued", None),
         CommandStatus::Sent => ("sent", None),
         CommandStatus::Answered(answer) => ("answered", answer),
         CommandStatus::Unknown => {
-            return (404, error("UNKNOWN_COMMAND", format!("no command `{id}` is known"), false));
+            let answer = error("UNKNOWN_COMMAND", format!("no command `{id}` is known"), false);
+            return write_json(tcp, 404, &answer, false);
         }
     };
     let mut body = json!({ "commandId": id, "state": state });
     match answer {
-        Some(Ok(outcome)) => body["outcome"] = outcome.to_json(),
+        Some(Ok(outcome)) => {
+            // `{"commandId":…,"state":"answered","outcome":` + the outcome + `}`.
+            let mut prefix = serde_json::to_vec(&body).map_err(io::Error::other)?;
+            prefix.pop();
+            prefix.extend_from_slice(b",\"outcome\":");
+            let mut out = io::BufWriter::with_capacity(64 * 1024, tcp);
+            return outcome.write_json_within(&mut out, &prefix, b"}", |out, len| {
+                write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+                )
+            });
+        }
         Some(Err(e)) => body["error"] = e.to_json(),
         None if state == "answered" => {
             body["error"] = json!({
@@ -252,7 +351,7 @@ fn command_status(hub: &Hub, id: &str) -> (u16, Value) {
         }
         None => {}
     }
-    (200, body)
+    write_json(tcp, 200, &body, false)
 }
 
 fn query_error(e: &QueryError) -> (u16, Value) {

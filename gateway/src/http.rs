@@ -19,6 +19,8 @@ pub(crate) struct RequestHead {
     pub method: String,
     /// Path without the query string.
     pub path: String,
+    /// The query string after `?` (empty when there is none).
+    pub query: String,
     /// `(lower-case name, value)`.
     pub headers: Vec<(String, String)>,
     /// HTTP/1.0 (no keep-alive by default).
@@ -36,6 +38,11 @@ impl RequestHead {
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    }
+
+    /// The value of `name` in the query string (`a=1&b=2`; no percent-decoding).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
     }
 
     pub fn keep_alive(&self) -> bool {
@@ -81,6 +88,7 @@ pub(crate) fn read_head<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Result<Re
                     let head = RequestHead {
                         method: req.method.unwrap_or("").to_owned(),
                         path: path.split('?').next().unwrap_or("/").to_owned(),
+                        query: path.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default(),
                         headers: req
                             .headers
                             .iter()
@@ -212,10 +220,36 @@ pub(crate) fn admin_call(
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<(u16, serde_json::Value), GatewayError> {
-    let admin_err =
-        |what: &str, e: &dyn std::fmt::Display| GatewayError::Admin(format!("{what} {addr}: {e}"));
+    let (status, mut reader) = admin_open(addr, token, method, path, body, timeout)?;
+    let mut body = Vec::new();
+    reader.read_to_end(&mut body).map_err(|e| admin_error(addr, "no answer from", &e))?;
+    let value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| admin_error(addr, "non-JSON response from", &e))?
+    };
+    Ok((status, value))
+}
+
+fn admin_error(addr: SocketAddr, what: &str, e: &dyn std::fmt::Display) -> GatewayError {
+    GatewayError::Admin(format!("{what} {addr}: {e}"))
+}
+
+/// The body of an admin API response, read from the socket as it arrives (to its end: the
+/// gateway closes each connection after its response).
+pub type AdminBody = io::BufReader<TcpStream>;
+
+/// Sends one admin request and reads the response head: the status, and the body to read.
+pub(crate) fn admin_open(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<(u16, AdminBody), GatewayError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| admin_err("cannot connect to", &e))?;
+        .map_err(|e| admin_error(addr, "cannot connect to", &e))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
@@ -225,19 +259,26 @@ pub(crate) fn admin_call(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(&body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| admin_err("no answer from", &e))?;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
+    let mut head = Vec::new();
+    loop {
+        let before = head.len();
+        let n = io::BufRead::read_until(&mut reader, b'\n', &mut head)
+            .map_err(|e| admin_error(addr, "no answer from", &e))?;
+        if n == 0 {
+            return Err(admin_error(addr, "malformed response from", &"incomplete head"));
+        }
+        if head[before..] == *b"\r\n" || head[before..] == *b"\n" {
+            break;
+        }
+        if head.len() > MAX_HEAD_BYTES {
+            return Err(admin_error(addr, "malformed response from", &"head too large"));
+        }
+    }
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut parsed = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(n)) = parsed.parse(&response) else {
-        return Err(admin_err("malformed response from", &"incomplete head"));
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(&head) else {
+        return Err(admin_error(addr, "malformed response from", &"incomplete head"));
     };
-    let status = parsed.code.unwrap_or(0);
-    let body = &response[n..];
-    let value = if body.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(body).map_err(|e| admin_err("non-JSON response from", &e))?
-    };
-    Ok((status, value))
+    Ok((parsed.code.unwrap_or(0), reader))
 }

@@ -133,9 +133,18 @@ pub enum GatewayEvent {
     },
 }
 
-/// Most connections the admin API serves at once (it is on loopback; its own budget, so a
-/// flood on the HTTPS port does not lock the operator out).
-const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Most requests the admin API serves at once (it is on loopback; its own budget, so a flood
+/// on the HTTPS port does not lock the operator out). A blocking `POST /admin/query` holds its
+/// place until its answer, so this is also how many callers can wait for results at once.
+pub(crate) const ADMIN_MAX_SERVING: usize = 256;
+
+/// Admin connections beyond [`ADMIN_MAX_SERVING`] that are being read or wait (at most
+/// `admin::ADMIN_QUEUE_WAIT`) for a place, then get `503 ADMIN_BUSY` (retryable). A connection
+/// beyond these is closed unanswered: threads and buffers stay bounded whatever arrives.
+pub(crate) const ADMIN_MAX_WAITING: usize = 64;
+
+/// Admin connections with a thread at once: serving + waiting.
+const ADMIN_MAX_CONNECTIONS: usize = ADMIN_MAX_SERVING + ADMIN_MAX_WAITING;
 
 /// A connection counted against its listener's limit; dropping it frees the place.
 #[derive(Debug)]
@@ -293,6 +302,9 @@ struct PendingCommand {
     /// lock): another copy of that result (a resend on a newer session, read by another
     /// session thread meanwhile) is a duplicate, not a result whose chunks are missing.
     result_claimed: bool,
+    /// Callers of [`Hub::wait_command`]: told (by dropping these) once the command is answered
+    /// and its outcome handed out or kept. One per waiting admin connection (bounded).
+    watchers: Vec<(u64, Sender<()>)>,
 }
 
 #[derive(Debug, Default)]
@@ -464,6 +476,7 @@ impl Hub {
                 seq: stored.seq,
                 waiters: Vec::new(),
                 result_claimed: false,
+                watchers: Vec::new(),
             });
         }
         for (connector, id) in expired {
@@ -715,6 +728,7 @@ impl Hub {
         if !delivered {
             commands.keep(&id, reply);
         }
+        // `pending.watchers` drop here: each `wait_command` wakes and reads the status.
     }
 
     /// Kicks every session that authenticated with this key (it was revoked).
@@ -903,6 +917,7 @@ impl Hub {
             seq,
             waiters: vec![tx],
             result_claimed: false,
+            watchers: Vec::new(),
         };
         commands.add(pending);
         self.pump(&mut commands, connector);
@@ -1031,6 +1046,34 @@ impl Hub {
             return CommandStatus::Answered(None);
         }
         CommandStatus::Unknown
+    }
+
+    /// Like [`Hub::command_status`], but waits up to `wait` for a queued or sent command to be
+    /// answered (woken by the answer, no polling).
+    pub fn wait_command(&self, command_id: &str, wait: Duration) -> CommandStatus {
+        static NEXT_WATCHER: AtomicU64 = AtomicU64::new(0);
+        let watch = {
+            let mut commands = self.commands.lock().unwrap();
+            match commands.by_id.get_mut(command_id) {
+                Some(p) if !wait.is_zero() => {
+                    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+                    let id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
+                    p.watchers.push((id, tx));
+                    Some((id, rx))
+                }
+                _ => None,
+            }
+        };
+        if let Some((id, rx)) = watch
+            && let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(wait)
+        {
+            // Still pending: take the watcher back, so repeated waits leave nothing behind.
+            let mut commands = self.commands.lock().unwrap();
+            if let Some(p) = commands.by_id.get_mut(command_id) {
+                p.watchers.retain(|(w, _)| *w != id);
+            }
+        }
+        self.command_status(command_id)
     }
 
     /// Sends `cancel` for an execution (or command) id to the connector running it.

@@ -73,6 +73,7 @@ use std::time::{Duration, Instant};
 use protocol::{Inbound, SchemaRequest, WS_PATH};
 
 pub use error::GatewayError;
+pub use http::AdminBody;
 pub use hub::{CommandStatus, ConnectorInfo, GatewayEvent, PendingQuery};
 pub use keys::{KeyInfo, KeyRecord, KeyState, KeyStore, ROTATION_GRACE};
 pub use query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
@@ -580,6 +581,18 @@ impl AdminClient {
         timeout: Duration,
     ) -> Result<(u16, serde_json::Value), GatewayError> {
         http::admin_call(self.addr, &self.token, method, path, body, timeout)
+    }
+
+    /// One call whose body is read as it arrives (a large result is never held whole): the
+    /// status and the body's reader.
+    pub fn call_streaming(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, AdminBody), GatewayError> {
+        http::admin_open(self.addr, &self.token, method, path, body, timeout)
     }
 }
 

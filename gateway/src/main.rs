@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 the remote side (agent or gateway) answered with an error,
 //! 2 usage, configuration or connection problems.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +62,9 @@ enum Cmd {
     #[command(subcommand)]
     Keys(KeysCmd),
     /// Run a read-only query on a connector through the running gateway.
+    ///
+    /// Rows are printed as they arrive (a large result is never held whole): the table's
+    /// columns are sized by its first 1,000 rows.
     Query(QueryArgs),
     /// List connectors and their status (running gateway).
     Connectors {
@@ -230,7 +234,7 @@ struct QueryArgs {
     /// Connector name.
     #[arg(long)]
     connector: String,
-    /// Print the outcome as JSON.
+    /// Print the outcome as JSON (the admin API's document, pretty-printed as it arrives).
     #[arg(long)]
     json: bool,
     /// A bound parameter as JSON (repeat for each placeholder; bare words are strings).
@@ -493,30 +497,170 @@ fn query(dir: &Path, args: QueryArgs) -> Result<(), Failure> {
         "ttlMs": args.ttl_ms,
     });
     let timeout = Duration::from_millis(args.wait_ms) + Duration::from_secs(10);
-    let (status, outcome) = client.call("POST", "/admin/query", Some(&body), timeout)?;
+    let (status, mut reader) = client.call_streaming("POST", "/admin/query", Some(&body), timeout)?;
     if status != 200 {
+        let outcome: Value = serde_json::from_reader(&mut reader).unwrap_or(Value::Null);
         if status == 404 && outcome["error"]["code"] == "UNKNOWN_CONNECTOR" {
             let message = outcome["error"]["message"].as_str().unwrap_or_default().to_owned();
             return Err(Failure(EXIT_USAGE, anyhow::anyhow!(message)));
         }
         return Err(remote_failure(&outcome));
     }
+    // The body is read as it arrives, a row at a time: a large result is never held whole.
+    let broken =
+        |e: &dyn std::fmt::Display| Failure(EXIT_USAGE, anyhow::anyhow!("reading the gateway's answer: {e}"));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
-        print_json(&outcome);
+        let mut from = serde_json::Deserializer::from_reader(reader);
+        let mut to = serde_json::Serializer::pretty(&mut out);
+        serde_transcode::transcode(&mut from, &mut to).map_err(|e| broken(&e))?;
+        from.end().map_err(|e| broken(&e))?;
+        writeln!(out).and_then(|()| out.flush()).map_err(|e| broken(&e))?;
         return Ok(());
     }
-    let headers: Vec<String> = outcome["columns"].as_array().into_iter().flatten().map(column_name).collect();
-    let rows: Vec<Vec<String>> = outcome["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|row| row.as_array().into_iter().flatten().map(cell_text).collect())
-        .collect();
-    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-    print_table(&header_refs, &rows);
-    let n = outcome["rowCount"].as_u64().unwrap_or(rows.len() as u64);
-    println!("({n} row{})", if n == 1 { "" } else { "s" });
+    let mut table = StreamTable::new(&mut out);
+    let row_count = serde::de::DeserializeSeed::deserialize(
+        TableOutcome(&mut table),
+        &mut serde_json::Deserializer::from_reader(reader),
+    )
+    .map_err(|e| broken(&e))?;
+    let printed = table.finish().map_err(|e| broken(&e))?;
+    let n = row_count.unwrap_or(printed);
+    writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })
+        .and_then(|()| out.flush())
+        .map_err(|e| broken(&e))?;
     Ok(())
+}
+
+/// Rows whose cells size the table's columns; later rows are printed as they arrive, in those
+/// widths (a longer cell makes its line longer).
+const TABLE_SIZING_ROWS: usize = 1000;
+
+/// A text table printed while its rows arrive: the first [`TABLE_SIZING_ROWS`] are held to
+/// size the columns, the rest go straight out.
+struct StreamTable<'a, W: Write> {
+    out: &'a mut W,
+    headers: Vec<String>,
+    held: Vec<Vec<String>>,
+    widths: Option<Vec<usize>>,
+    rows: u64,
+}
+
+impl<'a, W: Write> StreamTable<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        Self { out, headers: Vec::new(), held: Vec::new(), widths: None, rows: 0 }
+    }
+
+    fn push(&mut self, row: Vec<String>) -> std::io::Result<()> {
+        self.rows += 1;
+        if self.widths.is_some() {
+            return self.line(&row);
+        }
+        self.held.push(row);
+        if self.held.len() == TABLE_SIZING_ROWS { self.start() } else { Ok(()) }
+    }
+
+    /// Sizes the columns, prints the header and the held rows.
+    fn start(&mut self) -> std::io::Result<()> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.held {
+            for (i, cell) in row.iter().enumerate() {
+                if i >= widths.len() {
+                    widths.push(0);
+                }
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        self.widths = Some(widths);
+        let headers = std::mem::take(&mut self.headers);
+        self.line(&headers)?;
+        let rule: Vec<String> = self.widths.iter().flatten().map(|w| "-".repeat(*w)).collect();
+        self.line(&rule)?;
+        for row in std::mem::take(&mut self.held) {
+            self.line(&row)?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, cells: &[String]) -> std::io::Result<()> {
+        let widths = self.widths.as_deref().unwrap_or_default();
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        writeln!(self.out, "{}", parts.join("  ").trim_end())
+    }
+
+    /// Prints what is held; the number of rows printed.
+    fn finish(mut self) -> std::io::Result<u64> {
+        if self.widths.is_none() {
+            self.start()?;
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Reads the outcome object of `POST /admin/query` into a [`StreamTable`]: `columns` set the
+/// header, each element of `rows` is printed (or held) as it is parsed, the rest is skipped.
+/// Gives `rowCount`.
+struct TableOutcome<'t, 'a, W: Write>(&'t mut StreamTable<'a, W>);
+
+impl<'de, W: Write> serde::de::DeserializeSeed<'de> for TableOutcome<'_, '_, W> {
+    type Value = Option<u64>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, W: Write> serde::de::Visitor<'de> for TableOutcome<'_, '_, W> {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a query outcome object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+        let mut row_count = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "columns" => {
+                    let columns: Vec<Value> = map.next_value()?;
+                    self.0.headers = columns.iter().map(column_name).collect();
+                }
+                "rows" => map.next_value_seed(TableRows(self.0))?,
+                "rowCount" => row_count = map.next_value()?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(row_count)
+    }
+}
+
+/// The `rows` array: one row parsed, printed and dropped at a time.
+struct TableRows<'t, 'a, W: Write>(&'t mut StreamTable<'a, W>);
+
+impl<'de, W: Write> serde::de::DeserializeSeed<'de> for TableRows<'_, '_, W> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, W: Write> serde::de::Visitor<'de> for TableRows<'_, '_, W> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of rows")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(row) = seq.next_element::<Vec<Value>>()? {
+            self.0.push(row.iter().map(cell_text).collect()).map_err(serde::de::Error::custom)?;
+        }
+        Ok(())
+    }
 }
 
 fn column_name(column: &Value) -> String {

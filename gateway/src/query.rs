@@ -102,28 +102,45 @@ impl QueryOutcome {
         out: &mut W,
         head: impl FnOnce(&mut W, u64) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
+        self.write_json_within(out, b"", b"", head)
+    }
+
+    /// Like [`QueryOutcome::write_json`], with the outcome's JSON between `prefix` and `suffix`
+    /// (a document that embeds it); the length given to `head` counts them.
+    pub(crate) fn write_json_within<W: std::io::Write>(
+        &self,
+        out: &mut W,
+        prefix: &[u8],
+        suffix: &[u8],
+        head: impl FnOnce(&mut W, u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let spool = self.buffered.as_ref().map(|b| &b.spool).filter(|_| self.rows.is_empty());
         let mut rest = self.json_with(serde_json::Value::Null);
         if let Some(map) = rest.as_object_mut() {
             map.remove("rows");
         }
         let rest = serde_json::to_vec(&rest).map_err(std::io::Error::other)?;
+        let around = (prefix.len() + suffix.len()) as u64;
         match spool {
             Some(spool) => {
                 let rows_len = spool.rows_json_len(spool.row_bytes()?);
-                // `{"rows":` + rows + `,` + the other fields after their `{`.
-                head(out, 8 + rows_len + rest.len() as u64)?;
-                out.write_all(b"{\"rows\":")?;
+                // The other fields without their `}` + `,"rows":` + rows + `}`: `rows` last, as
+                // in `to_json` (sorted keys), so a reader has the columns before the rows.
+                head(out, around + rest.len() as u64 - 1 + 8 + rows_len + 1)?;
+                out.write_all(prefix)?;
+                out.write_all(&rest[..rest.len() - 1])?;
+                out.write_all(b",\"rows\":")?;
                 spool.write_rows_json(out)?;
-                out.write_all(b",")?;
-                out.write_all(&rest[1..])?;
+                out.write_all(b"}")?;
             }
             None => {
                 let body = serde_json::to_vec(&self.to_json()).map_err(std::io::Error::other)?;
-                head(out, body.len() as u64)?;
+                head(out, around + body.len() as u64)?;
+                out.write_all(prefix)?;
                 out.write_all(&body)?;
             }
         }
+        out.write_all(suffix)?;
         out.flush()
     }
 

@@ -3,6 +3,7 @@
 mod common;
 
 mod admin;
+mod admin_load;
 mod chunks;
 mod compression;
 mod durable;
