@@ -454,7 +454,7 @@ mod tests {
         let first = clone.open_existing_vault().unwrap().unwrap();
         let second = config.open_vault().unwrap();
         assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(&*clone.db_password("a").unwrap().unwrap().expose(), "one");
+        assert_eq!(clone.db_password("a").unwrap().unwrap().expose(), "one");
         assert_eq!(config.vault_opens(), 3);
         let another = config.hold_vault();
         drop(hold);
@@ -473,7 +473,7 @@ mod tests {
         let (reset, _aside) = config.reset_vault().unwrap();
         drop(reset);
         config.open_vault().unwrap().put("db:b", b"two").unwrap();
-        assert_eq!(&*config.db_password("b").unwrap().unwrap().expose(), "two");
+        assert_eq!(config.db_password("b").unwrap().unwrap().expose(), "two");
         assert_eq!(config.vault_opens(), 6);
         drop(hold);
         std::fs::remove_dir_all(&dir).unwrap();
