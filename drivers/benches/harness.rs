@@ -142,14 +142,18 @@ fn main() {
     let pid_file = opts.json.with_file_name("harness.pids");
     std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
     std::fs::write(&pid_file, format!("{}\n", gateway.pid())).unwrap();
+    // Both keys before the first agent connects: a key created after that is refused until the
+    // gateway restarts (it was: AUTH_FAILED for the second agent's new key).
+    let vault_key = create_key(&gateway, "BenchVault");
     let mut agent = AgentProc::start(&opts.agent, &gateway, &dir, &pg_url);
     std::fs::write(&pid_file, format!("{}\n{}\n", gateway.pid(), agent.pid())).unwrap();
 
     // 1 + 2: start to connected (`file:` secrets, then vault secrets), idle.
     report.put("start", "agent start to connected ms", json!(ms(agent.connected_after)));
-    let mut vaulted = AgentProc::start_vaulted(&opts.agent, &gateway, &dir, &pg_url);
+    // Listed before it connects: a failed wait (abort, no `Drop`) must not leave it running.
     let pids = format!("{}\n{}\n", gateway.pid(), agent.pid());
-    std::fs::write(&pid_file, format!("{pids}{}\n", vaulted.pid())).unwrap();
+    let list = |pid: u32| std::fs::write(&pid_file, format!("{pids}{pid}\n")).unwrap();
+    let mut vaulted = AgentProc::start_vaulted(&opts.agent, &gateway, &dir, &pg_url, &vault_key, list);
     report.put("start", "agent start to connected, vault secrets ms", json!(ms(vaulted.connected_after)));
     vaulted.stop();
     std::fs::write(&pid_file, pids).unwrap();
@@ -555,7 +559,13 @@ fn agent_cli(bin: &Path, args: &[&str], stdin: &str) {
 }
 
 /// Spawns `mini-connector start` and waits for the gateway's `agent connected` line.
-fn spawn_agent(bin: &Path, gateway: &GatewayProc, config_path: &Path, stderr: &Path) -> AgentProc {
+fn spawn_agent(
+    bin: &Path,
+    gateway: &GatewayProc,
+    config_path: &Path,
+    stderr: &Path,
+    spawned: impl FnOnce(u32),
+) -> AgentProc {
     gateway.drain();
     let started = Instant::now();
     let child = Command::new(bin)
@@ -566,6 +576,7 @@ fn spawn_agent(bin: &Path, gateway: &GatewayProc, config_path: &Path, stderr: &P
         .stderr(std::fs::File::create(stderr).unwrap())
         .spawn()
         .unwrap();
+    spawned(child.id());
     let connected = gateway.wait_line("agent connected", WATCHDOG);
     AgentProc { child, connected_after: connected - started }
 }
@@ -574,8 +585,14 @@ impl AgentProc {
     /// The second agent (`BenchVault`, SQLite `erp` and PostgreSQL `pg`): its API key and the
     /// PostgreSQL password are stored in its vault with the agent's own CLI first (`key rotate
     /// --api-key-stdin`, `db edit pg --password-stdin`), so its start reads both from the vault.
-    fn start_vaulted(bin: &Path, gateway: &GatewayProc, dir: &Path, pg_url: &str) -> Self {
-        let key = create_key(gateway, "BenchVault");
+    fn start_vaulted(
+        bin: &Path,
+        gateway: &GatewayProc,
+        dir: &Path,
+        pg_url: &str,
+        key: &str,
+        spawned: impl FnOnce(u32),
+    ) -> Self {
         let agent_dir = dir.join("agent-vault");
         std::fs::create_dir_all(&agent_dir).unwrap();
         let db = agent_dir.join("erp.db");
@@ -602,7 +619,7 @@ impl AgentProc {
         let config_path = agent_dir.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let config_arg = config_path.to_str().unwrap();
-        agent_cli(bin, &["key", "rotate", "--config", config_arg, "--api-key-stdin"], &key);
+        agent_cli(bin, &["key", "rotate", "--config", config_arg, "--api-key-stdin"], key);
         agent_cli(
             bin,
             &["db", "edit", "pg", "--config", config_arg, "--password-stdin", "--no-test"],
@@ -610,7 +627,7 @@ impl AgentProc {
         );
         let written: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
         assert_eq!(written["apiKeyRef"], "vault://apikey", "the key is not in the vault: {written}");
-        spawn_agent(bin, gateway, &config_path, &agent_dir.join("agent.stderr"))
+        spawn_agent(bin, gateway, &config_path, &agent_dir.join("agent.stderr"), spawned)
     }
 
     fn start(bin: &Path, gateway: &GatewayProc, dir: &Path, pg_url: &str) -> Self {
@@ -642,7 +659,7 @@ impl AgentProc {
         });
         let config_path = agent_dir.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        spawn_agent(bin, gateway, &config_path, &agent_dir.join("agent.stderr"))
+        spawn_agent(bin, gateway, &config_path, &agent_dir.join("agent.stderr"), |_| {})
     }
 
     fn pid(&self) -> u32 {
