@@ -66,6 +66,10 @@ impl Agent {
         control: Option<&std::path::Path>,
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
+        // One vault key derivation for the whole start: the key check here, the database and
+        // proxy passwords, the link's first `auth` (the supervisor drops the hold on the first
+        // `connected`, or at its first housekeeping).
+        let vault_hold = config.hold_vault();
         // Fail before dialling if the key is missing or malformed.
         drop(config.load_api_key()?);
         let tls = crate::tls::for_agent(config)?;
@@ -173,6 +177,7 @@ impl Agent {
             },
         )
         .with_upload_slot(upload_slot)
+        .with_start_vault(vault_hold)
         .with_identity(crate::supervisor::Identity {
             connector_name: config.connector_name.clone(),
             cloud_url: config.cloud_url.clone(),

@@ -189,6 +189,9 @@ pub struct AgentConfig {
     /// The file this configuration was loaded from (absolute; not part of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The vault handle shared while held ([`Self::hold_vault`]; not part of the file).
+    #[serde(skip)]
+    pub(crate) vault_share: crate::secrets::VaultShare,
     /// Local databases.
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,

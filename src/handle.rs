@@ -65,9 +65,12 @@ impl AgentHandle {
     /// its control socket.
     pub fn start(config_path: &Path) -> anyhow::Result<Self> {
         let config = AgentConfig::load(config_path)?;
+        // The key check here and the start share one vault key derivation.
+        let vault_hold = config.hold_vault();
         config.load_api_key()?;
         let socket = crate::control::socket_path(config_path, config.control_socket.as_deref());
         let agent = Agent::start_from(config_path, &config, Some(&socket))?;
+        drop(vault_hold);
         let inbox = agent.inbox();
         let (done, stopped) = crossbeam_channel::bounded(1);
         let waiter = crate::spawn_named("agent-wait", move || {

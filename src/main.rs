@@ -260,6 +260,8 @@ fn main() -> ExitCode {
                 eprintln!("warning: cannot write log files to {}: {e}", log_dir.display());
                 let _ = mini_connector::logging::init(&config.log_level, None);
             }
+            // The key check here and the start share one vault key derivation.
+            let vault_hold = config.hold_vault();
             if let Err(e) = config.load_api_key() {
                 eprintln!("error: {e}");
                 return config_exit(&e);
@@ -273,6 +275,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(exit::FAILURE);
                 }
             };
+            drop(vault_hold);
             let inbox = agent.inbox();
             let grace = Duration::from_millis(config.command_timeout_ms.min(30_000));
             if let Err(e) = ctrlc::set_handler(move || {

@@ -9,7 +9,13 @@
 //! This module is the only one in `src/` that opens the [`vault`]. Plaintext leaves it only as
 //! zeroizing values ([`ApiKey`](crate::protocol::ApiKey), [`drivers::Secret`]) handed straight
 //! to the `auth` frame or a driver's connect call. The vault is opened per use (PBKDF2 each
-//! time, ~60 ms), so its derived key is not held in memory while the agent idles.
+//! time, ~60 ms), so its derived key is not held in memory while the agent idles — except
+//! during an agent start: [`AgentConfig::hold_vault`] keeps the one handle opened first for
+//! every vault read of the start (the API key check, database and proxy passwords, the link's
+//! first `auth`), so a start derives the key once (issue 12: four derivations were ~400 ms of
+//! the start). The agent gives its hold to the supervisor, which drops it on the first
+//! `connected` or at its first housekeeping (30 s), whichever comes first; the keys are
+//! zeroized when the last hold goes.
 //!
 //! | `apiKeyRef`                     | where the key is                                       |
 //! |---------------------------------|--------------------------------------------------------|
@@ -19,6 +25,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use vault::{ApiKeyStore, SecretStore, SystemIdentity, Vault, VaultError};
 use zeroize::Zeroizing;
@@ -93,17 +100,38 @@ impl AgentConfig {
     }
 
     /// Opens the vault, creating it (directory, install id, install secret, empty file) on first
-    /// use; an old-format vault is migrated to the install secret on the way.
-    pub fn open_vault(&self) -> Result<Vault, ConfigError> {
+    /// use; an old-format vault is migrated to the install secret on the way. While a
+    /// [`VaultHold`] of this configuration (or a clone) lives, the first handle opened is
+    /// shared and later calls derive nothing.
+    pub fn open_vault(&self) -> Result<Arc<Vault>, ConfigError> {
         let dir = self.vault_dir();
-        Vault::open(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| ConfigError::Vault {
-            what: format!("opening the vault {}", dir.display()),
-            source,
+        self.vault_share.get_or_open(|| {
+            let vault = Vault::open(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| {
+                ConfigError::Vault { what: format!("opening the vault {}", dir.display()), source }
+            })?;
+            tracing::debug!(dir = %dir.display(), "vault opened (key derived)");
+            Ok(vault)
         })
+    }
+
+    /// Keeps the vault open, once opened, for every read through this configuration and its
+    /// clones until the returned hold (and every other hold) is dropped: one key derivation for
+    /// a sequence of reads such as an agent start. Opens nothing by itself.
+    pub fn hold_vault(&self) -> VaultHold {
+        self.vault_share.hold()
+    }
+
+    /// How many times the vault was opened (each a PBKDF2 key derivation) through this
+    /// configuration and its clones. For tests and diagnostics.
+    pub fn vault_opens(&self) -> u64 {
+        self.vault_share.lock().opens
     }
 
     /// [`Vault::reset`] of this configuration's vault (after `VAULT_DECRYPT_ERROR`).
     pub fn reset_vault(&self) -> Result<(Vault, Option<PathBuf>), ConfigError> {
+        // A held handle has the old key: it would read the new file as stale.
+        let held = self.vault_share.lock().vault.take();
+        drop(held);
         let dir = self.vault_dir();
         Vault::reset(&dir, &self.secret_store(), &SystemIdentity).map_err(|source| ConfigError::Vault {
             what: format!("resetting the vault {}", dir.display()),
@@ -112,7 +140,7 @@ impl AgentConfig {
     }
 
     /// Opens the vault if one exists; `None` (and nothing created) when there is none yet.
-    pub fn open_existing_vault(&self) -> Result<Option<Vault>, ConfigError> {
+    pub fn open_existing_vault(&self) -> Result<Option<Arc<Vault>>, ConfigError> {
         if !self.vault_dir().join(Vault::FILE_NAME).exists() {
             return Ok(None);
         }
@@ -137,6 +165,88 @@ impl AgentConfig {
             Err(VaultError::NotFound { .. }) => Ok(None),
             Err(source) => Err(ConfigError::Vault { what: what(), source }),
         }
+    }
+}
+
+/// The vault handle shared by the clones of one configuration while a [`VaultHold`] lives
+/// (see [`AgentConfig::hold_vault`]). Not part of the file; every share compares equal.
+#[derive(Clone, Default)]
+pub struct VaultShare(Arc<Mutex<ShareState>>);
+
+#[derive(Default)]
+struct ShareState {
+    /// Live [`VaultHold`]s.
+    holds: usize,
+    /// The handle opened while held; dropped (keys zeroized) with the last hold.
+    vault: Option<Arc<Vault>>,
+    /// Vault opens (key derivations) so far.
+    opens: u64,
+}
+
+impl VaultShare {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShareState> {
+        // The state is a counter and an optional handle: always consistent, so a panic elsewhere
+        // while it was locked leaves nothing half-done.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hold(&self) -> VaultHold {
+        self.lock().holds += 1;
+        VaultHold(self.clone())
+    }
+
+    /// The held handle, or a new one from `open` (kept while held). While held, the lock is kept
+    /// across `open`, so two threads of one start never derive twice.
+    fn get_or_open(
+        &self,
+        open: impl FnOnce() -> Result<Vault, ConfigError>,
+    ) -> Result<Arc<Vault>, ConfigError> {
+        let mut state = self.lock();
+        if state.holds == 0 {
+            state.opens += 1;
+            drop(state);
+            return open().map(Arc::new);
+        }
+        if let Some(vault) = &state.vault {
+            return Ok(vault.clone());
+        }
+        state.opens += 1;
+        let vault = Arc::new(open()?);
+        state.vault = Some(vault.clone());
+        Ok(vault)
+    }
+}
+
+impl std::fmt::Debug for VaultShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("VaultShare")
+            .field("holds", &state.holds)
+            .field("open", &state.vault.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for VaultShare {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Keeps a configuration's vault open once opened (see [`AgentConfig::hold_vault`]); the last
+/// hold to drop closes it.
+#[derive(Debug)]
+#[must_use = "the vault is shared only while the hold lives"]
+pub struct VaultHold(VaultShare);
+
+impl Drop for VaultHold {
+    fn drop(&mut self) {
+        let closed = {
+            let mut state = self.0.lock();
+            state.holds = state.holds.saturating_sub(1);
+            if state.holds == 0 { state.vault.take() } else { None }
+        };
+        drop(closed);
     }
 }
 
@@ -321,6 +431,52 @@ mod tests {
                 user.vault_key_dir().display()
             );
         }
+    }
+
+    #[test]
+    fn a_held_vault_is_opened_once_for_every_clone_and_closed_with_the_last_hold() {
+        let dir = std::env::temp_dir().join(format!("mc-secrets-hold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = config(serde_json::json!({
+            "vaultDir": dir.join("vault"),
+            "vaultKeyDir": dir.join("vault-keys"),
+        }));
+        config.source = Some(dir.join("config.json"));
+        // Unheld: every open derives the key.
+        config.open_vault().unwrap().put("db:a", b"one").unwrap();
+        drop(config.open_existing_vault().unwrap().unwrap());
+        assert_eq!(config.vault_opens(), 2);
+
+        // Held: one derivation for the configuration and its clones (the link's key loader holds
+        // a clone), whichever asks first.
+        let hold = config.hold_vault();
+        let clone = config.clone();
+        let first = clone.open_existing_vault().unwrap().unwrap();
+        let second = config.open_vault().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(clone.db_password("a").unwrap().unwrap().expose(), "one");
+        assert_eq!(config.vault_opens(), 3);
+        let another = config.hold_vault();
+        drop(hold);
+        assert!(Arc::ptr_eq(&config.open_vault().unwrap(), &first), "open while any hold lives");
+        assert_eq!(config.vault_opens(), 3);
+        drop(another);
+        // The last hold gave the handle back: only the callers' copies remain.
+        assert_eq!(Arc::strong_count(&first), 2);
+        drop((first, second));
+        drop(config.open_vault().unwrap());
+        assert_eq!(config.vault_opens(), 4);
+
+        // A reset under a hold: the held handle (old key) is not reused.
+        let hold = config.hold_vault();
+        drop(config.open_vault().unwrap());
+        let (reset, _aside) = config.reset_vault().unwrap();
+        drop(reset);
+        config.open_vault().unwrap().put("db:b", b"two").unwrap();
+        assert_eq!(config.db_password("b").unwrap().unwrap().expose(), "two");
+        assert_eq!(config.vault_opens(), 6);
+        drop(hold);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -190,3 +190,46 @@ fn api_key_never_appears_in_the_agent_log_or_config() {
     // The key travels only by reference.
     assert!(config_text.contains("\"apiKeyRef\": \"file:"));
 }
+
+/// Issue 12: a start with the API key and a database password in the vault derives the vault
+/// key (PBKDF2, 600,000 rounds) once, not once per secret read (the key check in `main`, the
+/// one in `Agent::start`, each database password, the link's first `auth`: four before). The
+/// real binary logs each vault open at debug level; counted once the agent is connected.
+#[test]
+fn a_start_with_vault_secrets_derives_the_vault_key_once() {
+    let world = World::new("auth-vault-once");
+    let events = world.gateway.subscribe();
+    let key = world.key("Vaulted");
+    let config_path = world.agent_config("Vaulted", key.expose(), serde_json::json!({}));
+    let dir = config_path.parent().unwrap().to_owned();
+    std::fs::remove_file(dir.join("api-key")).unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    value["apiKeyRef"] = "vault://apikey".into();
+    value["vaultDir"] = dir.join("vault").to_str().unwrap().into();
+    value["vaultKeyDir"] = dir.join("vault-keys").to_str().unwrap().into();
+    value["logLevel"] = "debug".into();
+    // A network database opens lazily (nothing listens on port 1): only its password is read.
+    value["connections"].as_array_mut().unwrap().push(serde_json::json!({
+        "name": "pg", "type": "postgres", "host": "127.0.0.1", "port": 1, "database": "erp", "user": "reader"
+    }));
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    {
+        let config = mini_connector::config::AgentConfig::load(&config_path).unwrap();
+        let vault = config.open_vault().unwrap();
+        vault::ApiKeyStore::Vault.store(&vault, key.expose().as_bytes()).unwrap();
+        vault.put(&mini_connector::secrets::db_password_id("pg"), b"pg-s3cret").unwrap();
+    }
+
+    let agent = AgentProc::start(&config_path);
+    wait_event(&events, |e| match e {
+        GatewayEvent::AgentConnected { connector, .. } if connector == "Vaulted" => Some(()),
+        _ => None,
+    });
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("vault opened (key derived)").count(),
+        1,
+        "one key derivation per start; the agent's log:\n{log}"
+    );
+    assert!(!log.contains(key.expose()) && !log.contains("pg-s3cret"), "a secret is in the log");
+}

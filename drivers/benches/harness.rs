@@ -11,7 +11,10 @@
 //! ```
 //!
 //! What it measures, in this order (the agent's figures are of a fresh process):
-//! 1. start to connected: agent spawn → the gateway logs `agent connected`;
+//! 1. start to connected: agent spawn → the gateway logs `agent connected`, for the agent of
+//!    the run (API key and PostgreSQL password from `file:` references) and for a second agent
+//!    whose API key and PostgreSQL password are in the vault (`vault://apikey`, `db:pg`; the
+//!    start derives the vault key, PBKDF2 600,000 rounds), started, measured and stopped;
 //! 2. idle: RSS, CPU and wake-ups (context switches of all threads) of agent and gateway over
 //!    `--idle-secs` connected and idle;
 //! 3. round trip `SELECT 1` on SQLite and PostgreSQL through the admin API (HTTP to the
@@ -139,11 +142,21 @@ fn main() {
     let pid_file = opts.json.with_file_name("harness.pids");
     std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
     std::fs::write(&pid_file, format!("{}\n", gateway.pid())).unwrap();
+    // Both keys before the first agent connects: a key created after that is refused until the
+    // gateway restarts (it was: AUTH_FAILED for the second agent's new key).
+    let vault_key = create_key(&gateway, "BenchVault");
     let mut agent = AgentProc::start(&opts.agent, &gateway, &dir, &pg_url);
     std::fs::write(&pid_file, format!("{}\n{}\n", gateway.pid(), agent.pid())).unwrap();
 
-    // 1 + 2: start to connected, idle.
+    // 1 + 2: start to connected (`file:` secrets, then vault secrets), idle.
     report.put("start", "agent start to connected ms", json!(ms(agent.connected_after)));
+    // Listed before it connects: a failed wait (abort, no `Drop`) must not leave it running.
+    let pids = format!("{}\n{}\n", gateway.pid(), agent.pid());
+    let list = |pid: u32| std::fs::write(&pid_file, format!("{pids}{pid}\n")).unwrap();
+    let mut vaulted = AgentProc::start_vaulted(&opts.agent, &gateway, &dir, &pg_url, &vault_key, list);
+    report.put("start", "agent start to connected, vault secrets ms", json!(ms(vaulted.connected_after)));
+    vaulted.stop();
+    std::fs::write(&pid_file, pids).unwrap();
     let idle = idle(&[agent.pid(), gateway.pid()], Duration::from_secs(opts.idle_secs));
     for (who, sample) in ["agent", "gateway"].iter().zip(idle) {
         report.put("idle", &format!("{who} RSS MiB"), json!(mib(sample.rss_kib)));
@@ -177,7 +190,14 @@ fn main() {
     report.put("concurrency", "sequential queries/s", json!(round2(seq_rate)));
     report.put("concurrency", "sequential errors", json!(seq_errors));
     for n in [50usize, 200] {
+        // The agent's peak while n commands are in flight (spec: ≤ 64 MB under any load).
+        reset_hwm(&[agent.pid()]);
         let (errors, rate, first_error) = submitted(&gateway.admin, n);
+        report.put(
+            "concurrency",
+            &format!("{n} in flight agent peak RSS MiB"),
+            json!(mib(hwm_kib(agent.pid()))),
+        );
         report.put("concurrency", &format!("{n} in flight errors"), json!(errors));
         report.put("concurrency", &format!("{n} in flight queries/s"), json!(round2(rate)));
         report.put("concurrency", &format!("{n} in flight × sequential"), json!(round2(rate / seq_rate)));
@@ -504,19 +524,117 @@ struct AgentProc {
     connected_after: Duration,
 }
 
+/// A new API key for connector `name` from the gateway's CLI.
+fn create_key(gateway: &GatewayProc, name: &str) -> String {
+    let output = Command::new(&gateway.bin)
+        .arg("--data-dir")
+        .arg(&gateway.data_dir)
+        .args(["keys", "create", "--tenant", "bench", "--name", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
+    let key: Value = serde_json::from_slice(&output.stdout).unwrap();
+    key["apiKey"].as_str().unwrap().to_owned()
+}
+
+/// Runs `agent <args>` with `stdin` as its input; panics unless it succeeds.
+fn agent_cli(bin: &Path, args: &[&str], stdin: &str) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{stdin}\n").as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "mini-connector {}: {}{}",
+        args.first().copied().unwrap_or_default(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Spawns `mini-connector start` and waits for the gateway's `agent connected` line.
+fn spawn_agent(
+    bin: &Path,
+    gateway: &GatewayProc,
+    config_path: &Path,
+    stderr: &Path,
+    spawned: impl FnOnce(u32),
+) -> AgentProc {
+    gateway.drain();
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .args(["start", "--config"])
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    spawned(child.id());
+    let connected = gateway.wait_line("agent connected", WATCHDOG);
+    AgentProc { child, connected_after: connected - started }
+}
+
 impl AgentProc {
+    /// The second agent (`BenchVault`, SQLite `erp` and PostgreSQL `pg`): its API key and the
+    /// PostgreSQL password are stored in its vault with the agent's own CLI first (`key rotate
+    /// --api-key-stdin`, `db edit pg --password-stdin`), so its start reads both from the vault.
+    fn start_vaulted(
+        bin: &Path,
+        gateway: &GatewayProc,
+        dir: &Path,
+        pg_url: &str,
+        key: &str,
+        spawned: impl FnOnce(u32),
+    ) -> Self {
+        let agent_dir = dir.join("agent-vault");
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        let db = agent_dir.join("erp.db");
+        drivers::fixture::create_sample_erp(&db, 1).unwrap();
+        let pg = parse_url(pg_url);
+        let config = json!({
+            "connectorName": "BenchVault",
+            "apiKeyRef": "vault://apikey",
+            "vaultDir": agent_dir.join("vault"),
+            "vaultKeyDir": agent_dir.join("vault-keys"),
+            "cloudUrl": gateway.ws_url,
+            "caCertPath": gateway.ca_cert,
+            "logLevel": "warn",
+            "logDir": agent_dir.join("logs"),
+            "workers": 10,
+            "connections": [
+                { "name": "erp", "type": "sqlite", "path": db },
+                {
+                    "name": "pg", "type": "postgres", "host": pg.host, "port": pg.port,
+                    "database": pg.database, "user": pg.user, "poolMax": 10,
+                }
+            ]
+        });
+        let config_path = agent_dir.join("config.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let config_arg = config_path.to_str().unwrap();
+        agent_cli(bin, &["key", "rotate", "--config", config_arg, "--api-key-stdin"], key);
+        agent_cli(
+            bin,
+            &["db", "edit", "pg", "--config", config_arg, "--password-stdin", "--no-test"],
+            &pg.password,
+        );
+        let written: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        assert_eq!(written["apiKeyRef"], "vault://apikey", "the key is not in the vault: {written}");
+        spawn_agent(bin, gateway, &config_path, &agent_dir.join("agent.stderr"), spawned)
+    }
+
     fn start(bin: &Path, gateway: &GatewayProc, dir: &Path, pg_url: &str) -> Self {
-        let output = Command::new(&gateway.bin)
-            .arg("--data-dir")
-            .arg(&gateway.data_dir)
-            .args(["keys", "create", "--tenant", "bench", "--name", "Bench", "--json"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
-        let key: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let key = create_key(gateway, "Bench");
         let agent_dir = dir.join("agent");
         std::fs::create_dir_all(&agent_dir).unwrap();
-        std::fs::write(agent_dir.join("api-key"), key["apiKey"].as_str().unwrap()).unwrap();
+        std::fs::write(agent_dir.join("api-key"), &key).unwrap();
         let db = agent_dir.join("erp.db");
         drivers::fixture::create_sample_erp(&db, 1).unwrap();
         let pg = parse_url(pg_url);
@@ -541,18 +659,7 @@ impl AgentProc {
         });
         let config_path = agent_dir.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        gateway.drain();
-        let started = Instant::now();
-        let child = Command::new(bin)
-            .args(["start", "--config"])
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(agent_dir.join("agent.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let connected = gateway.wait_line("agent connected", WATCHDOG);
-        Self { child, connected_after: connected - started }
+        spawn_agent(bin, gateway, &config_path, &agent_dir.join("agent.stderr"), |_| {})
     }
 
     fn pid(&self) -> u32 {

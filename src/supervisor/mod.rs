@@ -258,6 +258,9 @@ pub struct Supervisor {
     identity: Identity,
     /// Why the last discovery of an unhealthy connection failed.
     db_errors: HashMap<String, String>,
+    /// The vault opened at start, kept for the link's first `auth`: dropped on the first
+    /// `connected` or at the first housekeeping (keys zeroized), so later reads open it anew.
+    start_vault: Option<crate::secrets::VaultHold>,
 }
 
 /// What the snapshot names besides the supervisor's own state (set by the agent at start).
@@ -507,7 +510,15 @@ impl Supervisor {
             },
             identity: Identity::default(),
             db_errors: HashMap::new(),
+            start_vault: None,
         }
+    }
+
+    /// Keeps the vault opened during the agent start until the first `connected` (the link's
+    /// first `auth` reads the API key through it) or the first housekeeping, whichever is first.
+    pub fn with_start_vault(mut self, hold: crate::secrets::VaultHold) -> Self {
+        self.start_vault = Some(hold);
+        self
     }
 
     /// Names the agent in the snapshot (connector name, cloud URL, pool sizes).
@@ -646,6 +657,8 @@ impl Supervisor {
         }
         if Instant::now() >= self.next_housekeeping {
             self.next_housekeeping = Instant::now() + HOUSEKEEPING;
+            // No `connected` yet (cloud unreachable): do not keep the vault's keys meanwhile.
+            self.start_vault = None;
             if let Err(e) = self.store.check_usage() {
                 tracing::error!(error = %e, "cannot read the offline queue's size");
             }
@@ -733,7 +746,11 @@ impl Supervisor {
                     self.set_state(LinkState::Connecting);
                 }
             }
-            SupMsg::LinkUp(connected) => self.link_up(*connected),
+            SupMsg::LinkUp(connected) => {
+                // The link's first `auth` is written: the start's vault handle is done.
+                self.start_vault = None;
+                self.link_up(*connected)
+            }
             SupMsg::LinkDown { reason, rejected } => {
                 if self.board.is_connected() {
                     // A session dropped: reconnecting (blue) until dials keep failing (red).
