@@ -278,6 +278,7 @@ fn main() {
     agent.stop();
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
+    unprepare_pg(&owner_url);
     report.print();
     if let Some(parent) = opts.json.parent() {
         std::fs::create_dir_all(parent).unwrap();
@@ -788,6 +789,16 @@ fn prepare_pg(owner_url: &str) {
         )
         .unwrap();
 }
+
+/// Drops the view again: the fixture database is shared with the test suite, whose discovery
+/// tests compare every table and view against a golden file. (scripts/bench.sh drops it too
+/// when a run ends early.)
+fn unprepare_pg(owner_url: &str) {
+    pg_connect(owner_url).batch_execute(DROP_SLEEP_VIEW).unwrap();
+}
+
+/// Kept in step with the `psql` line of scripts/bench.sh's cleanup.
+const DROP_SLEEP_VIEW: &str = "DROP VIEW IF EXISTS mc_bench_sleep20";
 
 /// The rows of `drivers/benches/stream.rs` (~118 bytes of NDJSON each).
 fn rows_sql(n: u64) -> String {
