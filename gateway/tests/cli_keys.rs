@@ -68,7 +68,8 @@ impl Served {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let ws_url = ws_url.expect("serve printed no cloudUrl");
         let addr = ws_url.trim_start_matches("wss://").trim_end_matches("/ws").parse().unwrap();
-        let tls = mini_connector::tls::client_config(Some(&ca.expect("serve printed no caCertPath"))).unwrap();
+        let tls =
+            mini_connector::tls::client_config(Some(&ca.expect("serve printed no caCertPath"))).unwrap();
         if admin {
             // `keys revoke` finds the running gateway through admin.json.
             let deadline = std::time::Instant::now() + crate::common::WAIT;
