@@ -205,7 +205,7 @@ fn a_key_revoked_by_the_cli_disconnects_its_agent_at_once() {
 
 /// `keys revoke` when the gateway cannot be told (no admin API): the CLI writes the database
 /// itself; the serving gateway refuses the key on the next `auth` and ends the live session at
-/// its next heartbeat (PROTOCOL.md, "Authentication"). Keys created meanwhile are accepted.
+/// its next heartbeat (docs/PROTOCOL.md §3). Keys created meanwhile are accepted.
 #[test]
 fn a_key_revoked_in_the_database_is_refused_and_kicked_at_the_next_heartbeat() {
     let _w = watchdog("cli-keys-revoke-db");
