@@ -142,8 +142,8 @@ fn main() {
     let pid_file = opts.json.with_file_name("harness.pids");
     std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
     std::fs::write(&pid_file, format!("{}\n", gateway.pid())).unwrap();
-    // Both keys before the first agent connects: a key created after that is refused until the
-    // gateway restarts (it was: AUTH_FAILED for the second agent's new key).
+    // Both keys before the first agent connects (a key created later was refused until the
+    // gateway restarted; fixed in the gateway, `gateway/tests/cli_keys.rs`).
     let vault_key = create_key(&gateway, "BenchVault");
     let mut agent = AgentProc::start(&opts.agent, &gateway, &dir, &pg_url);
     std::fs::write(&pid_file, format!("{}\n{}\n", gateway.pid(), agent.pid())).unwrap();

@@ -124,6 +124,49 @@ fn salted_hash(salt: &[u8], key: &ApiKey) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Makes `gateway.db` (created empty if missing) and its `-journal`, `-wal` and `-shm` files
+/// owner-only (mode 0600 on Unix) **without opening a file that exists**.
+///
+/// Closing *any* descriptor of a file drops every POSIX (`fcntl`) lock this process holds on it,
+/// and SQLite's WAL locks are such locks: each connection keeps a shared lock on `-shm` that tells
+/// other processes "a connection is open here". The gateway used to open and close the files (to
+/// set the mode) while its key connection was open, which silently dropped that lock; a
+/// `connector-gateway keys create` in another process then took itself for the only user, reset
+/// the WAL index when it closed, and the gateway's connections went on answering from their
+/// stale page cache: the new key was listed as active and refused (`AUTH_FAILED`) until a
+/// restart. `chmod` by path takes no descriptor and no lock.
+pub(crate) fn private_db_files(db: &Path) -> Result<(), GatewayError> {
+    let mut options = std::fs::OpenOptions::new();
+    // A file that does not exist yet has no lock to lose: it is created owner-only.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(db) {
+        Ok(file) => drop(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut file = db.as_os_str().to_owned();
+        file.push(suffix);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = file;
+    }
+    Ok(())
+}
+
 /// Compares two byte strings without an early exit on the first difference.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -147,15 +190,7 @@ impl KeyStore {
     pub fn open(data_dir: &Path) -> Result<Self, GatewayError> {
         crate::tls::create_private_dir(data_dir)?;
         let path = data_dir.join("gateway.db");
-        crate::tls::make_private(&path)?;
-        for suffix in ["-journal", "-wal", "-shm"] {
-            let mut side = path.clone().into_os_string();
-            side.push(suffix);
-            let side = std::path::PathBuf::from(side);
-            if side.exists() {
-                crate::tls::make_private(&side)?;
-            }
-        }
+        private_db_files(&path)?;
         let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;

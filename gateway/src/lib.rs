@@ -6,7 +6,9 @@
 //! agents behind a proxy that refuses the WebSocket upgrade: the same session code over HTTP
 //! requests (docs/PROTOCOL.md, "HTTPS long-poll transport"); an optional admin API (plain HTTP on loopback, bearer token) lets
 //! the `connector-gateway` CLI run queries, list connectors and revoke keys in a running
-//! gateway. API keys live hashed (salted SHA-256) in `<data-dir>/gateway.db`.
+//! gateway. API keys live hashed (salted SHA-256) in `<data-dir>/gateway.db`; keys the CLI
+//! creates, rotates or revokes in the file while the gateway runs count at the next `auth` (no
+//! cache; `keys::private_db_files` tells why the file's mode is only ever set by path).
 //!
 //! Threads, all named: an accept thread per listener, one thread per connection. A WebSocket
 //! session thread sleeps in [`protocol::wsio::PolledWebSocket::wait`]; other threads put

@@ -142,15 +142,9 @@ impl CommandStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         add_missing_chunk_columns(&conn)?;
-        crate::tls::make_private(&path)?;
-        for suffix in ["-wal", "-shm"] {
-            let mut side = path.clone().into_os_string();
-            side.push(suffix);
-            let side = std::path::PathBuf::from(side);
-            if side.exists() {
-                crate::tls::make_private(&side)?;
-            }
-        }
+        // By path, never through a descriptor: see `keys::private_db_files` (a descriptor
+        // closed here dropped the key connection's WAL locks).
+        crate::keys::private_db_files(&path)?;
         let cutoff = unix_ms(SystemTime::now() - ANSWERED_RETENTION);
         conn.execute("DELETE FROM gw_answered WHERE answered_at < ?1", params![cutoff])?;
         purge_answered_chunks(&conn, unix_ms(SystemTime::now()))?;

@@ -135,25 +135,6 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Makes an existing file owner-only (mode 0600 on Unix); a missing file is created empty so.
-pub(crate) fn make_private(path: &Path) -> Result<(), GatewayError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    drop(file);
-    Ok(())
-}
-
 /// Writes a file only its owner can read (mode 0600 on Unix).
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
     let mut options = fs::OpenOptions::new();
