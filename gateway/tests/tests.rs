@@ -13,6 +13,8 @@ mod keepalive;
 mod limits;
 mod longpoll;
 mod offline;
+// Measures the process through Linux `/proc`.
+#[cfg(target_os = "linux")]
 mod process;
 mod query;
 mod restart;
