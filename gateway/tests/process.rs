@@ -33,12 +33,28 @@ fn rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-#[cfg(target_os = "linux")]
-#[test]
-fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
-    let _w = watchdog("process-bomb");
+/// A `connector-gateway serve` process (key "A" created by its CLI first) with a fake agent
+/// authenticated on it.
+struct Served {
+    gw: Proc,
+    /// Its data directory.
+    dir: std::path::PathBuf,
+    pid: u32,
+    admin: AdminClient,
+    /// The gateway's `admin.json`.
+    doc: serde_json::Value,
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    agent: FakeAgent,
+    conn: String,
+    hmac: Vec<u8>,
+}
+
+/// Creates key "A" with `bin keys create`, starts `bin serve` with `limits` added, waits for its
+/// `admin.json` and connects a fake agent with the key.
+fn serve_and_connect(bin: &str, limits: &[&str]) -> Served {
     let dir = temp_dir();
-    let out = Command::new(BIN)
+    let out = Command::new(bin)
         .args(["--data-dir"])
         .arg(&dir)
         .args(["keys", "create", "--tenant", "acme", "--name", "A", "--json"])
@@ -47,12 +63,11 @@ fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = key["apiKey"].as_str().unwrap().to_owned();
-
-    let child = Command::new(BIN)
+    let child = Command::new(bin)
         .args(["--data-dir"])
         .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--max-buffer-bytes", "16MiB"])
+        .args(limits)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -75,7 +90,6 @@ fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
     let tls =
         mini_connector::tls::client_config(Some(std::path::Path::new(doc["caCertPath"].as_str().unwrap())))
             .unwrap();
-
     let mut agent = FakeAgent::open_at(addr, &ws_url, tls.clone());
     let connected = match agent.auth(&key, "A") {
         Inbound::Connected(c) => c,
@@ -83,6 +97,15 @@ fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
     };
     let conn = connected.connection_id.clone();
     let hmac = connected.upload.hmac_key.expose().to_vec();
+    Served { gw, dir, pid, admin, doc, addr, tls, agent, conn, hmac }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn sixty_small_zlib_bombs_do_not_pin_memory_in_the_gateway_process() {
+    let _w = watchdog("process-bomb");
+    let Served { gw, dir, pid, admin, doc: _, addr, tls, mut agent, conn, hmac } =
+        serve_and_connect(BIN, &["--max-buffer-bytes", "16MiB"]);
     // Warm up: one refused chunk, so TLS and thread buffers exist before the baseline.
     assert_eq!(bomb(&hmac, &conn, "warm-up", 0, BOMB).post_to(addr, tls.clone()).0, 404);
     let before = rss(pid);
@@ -162,51 +185,17 @@ fn a_large_buffered_result_does_not_grow_the_gateway_process() {
     let _w = (!measuring).then(|| watchdog("process-spool"));
     let bin = std::env::var("GW_SPOOL_BIN").unwrap_or_else(|_| BIN.to_owned());
     let mib_wanted: u64 = std::env::var("GW_SPOOL_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let dir = temp_dir();
-    let out = Command::new(&bin)
-        .args(["--data-dir"])
-        .arg(&dir)
-        .args(["keys", "create", "--tenant", "acme", "--name", "A", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let key = key["apiKey"].as_str().unwrap().to_owned();
-    let child = Command::new(&bin)
-        .args(["--data-dir"])
-        .arg(&dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--max-buffer-bytes", "4GiB", "--max-connection-buffer-bytes", "4GiB"])
-        .args(["--max-total-buffer-bytes", "4GiB"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw = Proc(child);
-    let pid = gw.0.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let admin = loop {
-        if let Ok(Some(client)) = AdminClient::from_data_dir(&dir) {
-            break client;
-        }
-        assert!(Instant::now() < deadline, "the gateway never wrote admin.json");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("admin.json")).unwrap()).unwrap();
-    let ws_url = doc["wsUrl"].as_str().unwrap().to_owned();
-    let addr: SocketAddr = ws_url.trim_start_matches("wss://").trim_end_matches("/ws").parse().unwrap();
-    let tls =
-        mini_connector::tls::client_config(Some(std::path::Path::new(doc["caCertPath"].as_str().unwrap())))
-            .unwrap();
-    let mut agent = FakeAgent::open_at(addr, &ws_url, tls.clone());
-    let connected = match agent.auth(&key, "A") {
-        Inbound::Connected(c) => c,
-        other => panic!("expected connected, got {other:?}"),
-    };
-    let conn = connected.connection_id.clone();
-    let hmac = connected.upload.hmac_key.expose().to_vec();
+    let Served { gw, dir, pid, admin, doc, addr, tls, mut agent, conn, hmac } = serve_and_connect(
+        &bin,
+        &[
+            "--max-buffer-bytes",
+            "4GiB",
+            "--max-connection-buffer-bytes",
+            "4GiB",
+            "--max-total-buffer-bytes",
+            "4GiB",
+        ],
+    );
 
     let admin_addr: SocketAddr = doc["addr"].as_str().unwrap().parse().unwrap();
     let admin_token = doc["token"].as_str().unwrap().to_owned();
