@@ -113,6 +113,8 @@ pub struct Store {
     pending_since: Cell<Option<Instant>>,
     /// WAL frames after the last commit (from the WAL hook).
     wal_frames: Cell<u64>,
+    /// WAL length at which the checkpoint thread is woken next.
+    next_wake: Cell<u64>,
     counters: Arc<Counters>,
     checkpointer: Option<Checkpointer>,
 }
@@ -608,6 +610,7 @@ impl Store {
             pending_acks: RefCell::new(Vec::new()),
             pending_since: Cell::new(None),
             wal_frames: Cell::new(0),
+            next_wake: Cell::new(0),
             counters,
             checkpointer,
         })
@@ -639,6 +642,7 @@ impl Store {
             pending_acks: RefCell::new(Vec::new()),
             pending_since: Cell::new(None),
             wal_frames: Cell::new(0),
+            next_wake: Cell::new(0),
             counters: Arc::new(Counters::default()),
             checkpointer: None,
         })
@@ -723,11 +727,18 @@ impl Store {
         self.counters.wal_frames.fetch_add(written, Ordering::Relaxed);
         let threshold = self.cfg.checkpoint_pages.max(1);
         if frames < threshold {
+            // The WAL started over (or is short): the next wake is at the threshold.
+            self.next_wake.set(threshold);
             return;
         }
         match &self.checkpointer {
             Some(checkpointer) if frames < threshold.saturating_mul(INLINE_CHECKPOINT_FACTOR) => {
-                checkpointer.wake()
+                // One pass per `threshold` new frames, as SQLite's auto-checkpoint would: a
+                // pass per commit would sync the files at every commit of a busy writer.
+                if frames >= self.next_wake.get() {
+                    self.next_wake.set(frames + threshold);
+                    checkpointer.wake();
+                }
             }
             _ => {
                 let pass = self
