@@ -1,9 +1,10 @@
 //! The supervisor's `ResultStore`: the durable queue (`queue` crate) in protocol terms.
 //!
 //! The store is the only place a command's fate is recorded. A command is written on receipt,
-//! before anything else happens to it; it is marked running before a worker gets it, its
-//! server-side session is written before the statement is sent, and its answer frame is kept
-//! until the cloud `ack`s it. So after a cut the unacknowledged answers are sent again, and after
+//! before anything else happens to it; it is marked running before a worker gets it (in the
+//! receipt's commit when it goes to a worker at once), its server-side session is written
+//! before the statement is sent (SQLite, inside the agent, has none), and its answer frame is
+//! kept until the cloud `ack`s it (the `ack` itself is written with the next change). So after a cut the unacknowledged answers are sent again, and after
 //! a crash every command the agent had is either resumed or reported (see
 //! `Supervisor::recover`). The `queue` crate knows nothing of frames: this module turns
 //! `Command`s and `Outbound` answers into its records and back.
@@ -51,6 +52,17 @@ impl ResultStore {
     /// Persists a new command, or finds the earlier one with its idempotency key.
     /// `Ok(None)`: new, persisted as received. `Ok(Some(repeat))`: known; do not run it.
     pub fn receive(&mut self, command: &Command) -> Result<Option<Repeat>, QueueError> {
+        Ok(self.receive_as(command, false)?.0)
+    }
+
+    /// Like [`ResultStore::receive`], and a new command is marked running in the same commit
+    /// (it goes to a worker at once). Returns also how many times it has been started, this
+    /// one included (0 for a repeat).
+    pub fn receive_running(&mut self, command: &Command) -> Result<(Option<Repeat>, u32), QueueError> {
+        self.receive_as(command, true)
+    }
+
+    fn receive_as(&mut self, command: &Command, running: bool) -> Result<(Option<Repeat>, u32), QueueError> {
         let frame_json = Inbound::Command(command.clone()).encode();
         let expires_at_ms = command
             .payload
@@ -58,7 +70,7 @@ impl ResultStore {
             .as_deref()
             .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
             .map(epoch_ms);
-        let receipt = self.store.receive(&NewCommand {
+        let new = NewCommand {
             command_id: &command.command_id,
             execution_id: Some(&command.execution_id),
             activity_id: Some(&command.activity_id),
@@ -68,10 +80,12 @@ impl ResultStore {
             frame_json: &frame_json,
             expires_at_ms,
             received_at_ms: queue::now_ms(),
-        })?;
+        };
+        let (receipt, starts) =
+            if running { self.store.receive_running(&new)? } else { (self.store.receive(&new)?, 0) };
         match receipt {
-            Receipt::New => Ok(None),
-            Receipt::Known(existing) => Ok(Some(repeat_of(existing, command))),
+            Receipt::New => Ok((None, starts)),
+            Receipt::Known(existing) => Ok((Some(repeat_of(existing, command)), 0)),
         }
     }
 
@@ -137,6 +151,27 @@ impl ResultStore {
     /// The cloud acknowledged a command's answer.
     pub fn acknowledge(&mut self, command_id: &str) -> Result<bool, QueueError> {
         self.store.acknowledge(command_id)
+    }
+
+    /// The cloud acknowledged a command's answer: written with the next change of the store
+    /// (see [`queue::Store::acknowledge_later`]), or by [`ResultStore::flush`].
+    pub fn acknowledge_later(&mut self, command_id: &str) -> Result<(), QueueError> {
+        self.store.acknowledge_later(command_id)
+    }
+
+    /// Writes the acknowledgements held in memory.
+    pub fn flush(&mut self) -> Result<(), QueueError> {
+        self.store.flush()
+    }
+
+    /// Since when the oldest acknowledgement held in memory has waited.
+    pub fn pending_acks_since(&self) -> Option<std::time::Instant> {
+        self.store.pending_acks_since()
+    }
+
+    /// Reads the queue database's [`queue::StoreStats`] from any thread.
+    pub fn stats_probe(&self) -> queue::StatsProbe {
+        self.store.stats_probe()
     }
 
     /// Answers not acknowledged yet, oldest first, as frames to send again.

@@ -305,7 +305,14 @@ impl RowSink for ResultSink<'_> {
     /// The statement is about to be sent: the supervisor writes where it runs to the store
     /// first, so after a crash the agent knows which server session to stop — and a command
     /// found running without one was never sent.
+    ///
+    /// An engine inside the agent (SQLite) has no session to record: it stops with the agent,
+    /// and recovery runs a command found running without a session again. So no round trip
+    /// to the supervisor (and no commit) for it.
     fn started(&mut self, server_session: Option<&str>) -> Result<(), SinkError> {
+        if server_session.is_none() && self.job.db.kind() == drivers::DbKind::Sqlite {
+            return Ok(());
+        }
         let (recorded, written) = crossbeam_channel::bounded(1);
         let started = SupMsg::Started {
             command_id: self.job.command.command_id.clone(),

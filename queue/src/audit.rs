@@ -7,7 +7,7 @@
 //! same transaction, so cutting records off the end is detected too.
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 use sha2::{Digest as _, Sha256};
 
 use crate::{AuditRecord, AuditReport, QueueError};
@@ -77,11 +77,13 @@ fn int(v: Option<i64>) -> Field<'static> {
 
 /// The head kept in `meta`: (last seq, last hash).
 pub(crate) fn head(conn: &Connection) -> Result<Option<(i64, String)>, QueueError> {
-    let seq: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'audit_head_seq'", [], |r| r.get(0)).optional()?;
-    let hash: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'audit_head_hash'", [], |r| r.get(0))
-        .optional()?;
+    // One cached statement for both (this runs for every record appended).
+    let (seq, hash): (Option<String>, Option<String>) = conn
+        .prepare_cached(
+            "SELECT (SELECT value FROM meta WHERE key = 'audit_head_seq'), \
+             (SELECT value FROM meta WHERE key = 'audit_head_hash')",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     match (seq, hash) {
         (None, None) => Ok(None),
         (Some(seq), Some(hash)) => {

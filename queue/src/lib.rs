@@ -30,10 +30,43 @@
 //! the newest commits (never corrupt the file): a lost receipt is harmless because the gateway
 //! keeps a command until it is answered and delivers it again; a lost `running` mark means the
 //! database session died with the machine's TCP connections anyway. `FULL` adds an fsync per
-//! commit, three per command (receive, start, finish) plus one for the acknowledgement;
-//! `benches/queue.rs` measured ~10x fewer small commands per second with `FULL` (one run:
-//! ~480/s vs ~40/s on a shared VM disk) and ~2.5x fewer with 256 KiB answers.
+//! commit (two per command, three with a server session, see below); `benches/queue.rs`
+//! measured, with the four commits per command of the time, ~10x fewer small commands per
+//! second with `FULL` (one run: ~480/s vs ~40/s on a shared VM disk) and ~2.5x fewer with
+//! 256 KiB answers.
 //! `busy_timeout` is 5 s so the read-only `audit` CLI never makes the agent fail.
+//!
+//! # Commits per command
+//!
+//! A command that goes to a worker at once costs two commits on the writer's thread, each one
+//! needed on its own:
+//!
+//! 1. [`Store::receive_running`]: receipt and start (`received` + `started` records), before
+//!    the command is handed to a worker — a repeat must find it from then on, and a crash
+//!    must find it. It is one commit because nothing happens between the two that the disk
+//!    has to show: a crash after it finds the command `Running` without a server session,
+//!    which the caller treats as never sent and runs again, as it does a command found
+//!    `Received` (all a crash between two separate commits could leave). A command that has
+//!    to wait is [`Store::receive`]d (its own commit: it is accepted) and [`Store::start`]ed
+//!    when a worker is free.
+//! 2. [`Store::finish`]: the answer, before it is sent — after a crash a re-delivery gets
+//!    this answer instead of running again.
+//!
+//! In between, a driver that runs the statement on a server records the server session with
+//! [`Store::set_server_session`] (its own commit, before the statement is sent: after a crash,
+//! a session on disk is what can be cancelled; no session means never sent). An engine inside
+//! the process (SQLite) needs none: it stops with the process. The cloud's `ack` needs no
+//! commit of its own: [`Store::acknowledge_later`] holds it in memory and writes it inside the
+//! next transaction (a lost one only makes the answer be sent again, which the cloud drops).
+//! Every statement is prepared once per connection and kept ([`StoreStats::prepare_checks`]
+//! counts preparations), `BEGIN` and `COMMIT` included.
+//!
+//! The WAL is checkpointed by a background thread with its own connection (`PRAGMA
+//! wal_checkpoint(PASSIVE)`, woken when a commit leaves the WAL at
+//! [`StoreConfig::checkpoint_pages`]), not by SQLite's auto-checkpoint on the writer's thread:
+//! with `NORMAL` a checkpoint's two fsyncs are the only ones, and they no longer hold up the
+//! writer (it checkpoints itself only past 8 times that length). [`Store::stats`] counts the
+//! commits, preparations, WAL frames and checkpoints, so this is measured, not assumed.
 //!
 //! # On disk
 //!
@@ -96,8 +129,8 @@ const _: fn() = || {
     send::<Store>();
 };
 pub use error::QueueError;
-pub use store::{SCHEMA_VERSION, Store, now_ms, query_hash};
+pub use store::{SCHEMA_VERSION, StatsProbe, Store, now_ms, query_hash};
 pub use types::{
     AuditEvent, AuditRecord, AuditReport, Counts, Existing, Finish, NewCommand, PurgeReport, Receipt, State,
-    StoreConfig, StoredAnswer, StoredCommand, Synchronous, Usage,
+    StoreConfig, StoreStats, StoredAnswer, StoredCommand, Synchronous, Usage,
 };

@@ -1,7 +1,10 @@
 //! [`Store`]: the commands table, its state machine, the size cap, and the audit appends.
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, TransactionBehavior, params};
 use sha2::{Digest as _, Sha256};
@@ -9,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use crate::audit::{self, Entry};
 use crate::{
     AuditEvent, AuditRecord, AuditReport, Counts, Existing, Finish, NewCommand, PurgeReport, QueueError,
-    Receipt, State, StoreConfig, StoredAnswer, StoredCommand, Synchronous, Usage,
+    Receipt, State, StoreConfig, StoreStats, StoredAnswer, StoredCommand, Synchronous, Usage,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -80,8 +83,22 @@ const COLUMNS: &str = "command_id, execution_id, activity_id, idem_key, connecti
     attempts, received_at, started_at, finished_at, expires_at, server_session, answer_json, code, retryable, \
     row_count, result_bytes, buffer_key, sha256, duration_ms, acked_at, purged_at";
 
+/// Statements kept prepared per connection: every statement of the store fits, so none is
+/// prepared again once used (rusqlite's default of 16 is fewer than the store has).
+const STATEMENT_CACHE: usize = 64;
+
+/// The writer checkpoints the WAL itself past this many times `checkpoint_pages`.
+const INLINE_CHECKPOINT_FACTOR: u64 = 8;
+
+/// Acknowledgements held in memory before they are written on their own.
+const MAX_PENDING_ACKS: usize = 256;
+
+const ACK_SQL: &str = "UPDATE commands SET acked_at = ?2 WHERE command_id = ?1 AND acked_at IS NULL \
+    AND state NOT IN ('received', 'running')";
+
 /// The durable command store and audit log: one SQLite connection, owned by one thread (it is
-/// `Send`, not `Sync`). See the crate overview.
+/// `Send`, not `Sync`), plus a background thread with its own connection that checkpoints the
+/// WAL. See the crate overview.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
@@ -89,6 +106,170 @@ pub struct Store {
     cfg: StoreConfig,
     instance_id: String,
     read_only: bool,
+    /// Acknowledgements not written yet (command id, when), oldest first; see
+    /// [`Store::acknowledge_later`].
+    pending_acks: RefCell<Vec<(String, i64)>>,
+    /// When the oldest pending acknowledgement came.
+    pending_since: Cell<Option<Instant>>,
+    /// WAL frames after the last commit (from the WAL hook).
+    wal_frames: Cell<u64>,
+    /// WAL length at which the checkpoint thread is woken next.
+    next_wake: Cell<u64>,
+    counters: Arc<Counters>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// The figures behind [`StoreStats`], shared with the hooks and the checkpoint thread.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    prepare_checks: AtomicU64,
+    wal_frames: AtomicU64,
+    checkpoints_inline: AtomicU64,
+    checkpoints_background: AtomicU64,
+}
+
+impl Counters {
+    fn read(&self) -> StoreStats {
+        StoreStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            prepare_checks: self.prepare_checks.load(Ordering::Relaxed),
+            wal_frames: self.wal_frames.load(Ordering::Relaxed),
+            checkpoints_inline: self.checkpoints_inline.load(Ordering::Relaxed),
+            checkpoints_background: self.checkpoints_background.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Reads a store's [`StoreStats`] from any thread (the store itself lives on its owner's).
+#[derive(Debug, Clone)]
+pub struct StatsProbe(Arc<Counters>);
+
+impl StatsProbe {
+    /// The figures now.
+    pub fn read(&self) -> StoreStats {
+        self.0.read()
+    }
+}
+
+/// A `BEGIN IMMEDIATE` transaction whose `BEGIN` and `COMMIT` come from the statement cache
+/// (rusqlite's `Transaction` prepares both anew every time). Rolled back when dropped
+/// uncommitted. `acks`: pending acknowledgements it carries (see [`Store::begin`]).
+struct Tx<'c> {
+    conn: &'c Connection,
+    open: bool,
+    acks: usize,
+}
+
+impl<'c> Tx<'c> {
+    fn begin(conn: &'c Connection) -> Result<Self, QueueError> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Tx { conn, open: true, acks: 0 })
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "queue database: rollback failed");
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+thread_local! {
+    /// WAL frames after this thread's last commit, set by [`on_wal_commit`] during the commit
+    /// (SQLite calls the hook on the committing thread) and read right after it by the store
+    /// that committed. -1: no commit since the last read.
+    static WAL_FRAMES: Cell<i64> = const { Cell::new(-1) };
+}
+
+/// The WAL hook of the store's connection: it replaces SQLite's auto-checkpoint (which would
+/// copy the WAL into the database file and fsync both on the writer's thread) and notes the
+/// WAL's length for [`Store::after_commit`].
+fn on_wal_commit(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(i64::from(frames));
+    Ok(())
+}
+
+/// The background checkpoint thread: its own connection, woken (coalesced) after a commit
+/// leaves the WAL at `checkpoint_pages` or more. It runs `PRAGMA wal_checkpoint(PASSIVE)`,
+/// which never blocks the writer; once a pass has copied every frame, the writer's next
+/// transaction starts the WAL over (SQLite does that itself). Ended and joined when the store
+/// is dropped, before the store's own connection closes (the last connection to close
+/// checkpoints and removes the WAL).
+#[derive(Debug)]
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn spawn(path: &Path, counters: Arc<Counters>) -> Result<Checkpointer, QueueError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("queue-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    let mut last_done = -1;
+                    // A few passes while the writer keeps appending: each copies what came
+                    // since the last; done when one has copied every frame (or is stuck on a
+                    // reader's snapshot: the next wake tries again).
+                    for _ in 0..4 {
+                        let pass =
+                            conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)").and_then(|mut stmt| {
+                                stmt.query_row([], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                            });
+                        match pass {
+                            Ok((log, done)) => {
+                                counters.checkpoints_background.fetch_add(1, Ordering::Relaxed);
+                                if done >= log || done == last_done {
+                                    break;
+                                }
+                                last_done = done;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "queue database: background checkpoint failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| QueueError::io(path, e))?;
+        Ok(Checkpointer { wake: Some(wake), thread: Some(thread) })
+    }
+
+    /// Asks for a pass (a no-op when one is asked for already).
+    fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -171,11 +352,51 @@ fn get_command(conn: &Connection, command_id: &str) -> Result<Option<StoredComma
     Ok(query_commands(conn, "WHERE command_id = ?1", [command_id])?.pop())
 }
 
+/// What a state change needs to know of a command (not its frame or answer, which
+/// [`get_command`] reads and checks).
+struct Meta {
+    state: State,
+    attempts: u32,
+    execution_id: Option<String>,
+    connection: Option<String>,
+    query_hash: String,
+}
+
+fn get_meta(conn: &Connection, command_id: &str) -> Result<Option<Meta>, QueueError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, attempts, execution_id, connection, query_hash FROM commands WHERE command_id = ?1",
+    )?;
+    let mut rows = stmt.query([command_id])?;
+    let Some(r) = rows.next()? else { return Ok(None) };
+    let state: String = r.get(0)?;
+    let attempts: i64 = r.get(1)?;
+    Ok(Some(Meta {
+        state: state.parse()?,
+        attempts: u32::try_from(attempts).map_err(|_| QueueError::Corrupt("attempts out of range".into()))?,
+        execution_id: r.get(2)?,
+        connection: r.get(3)?,
+        query_hash: r.get(4)?,
+    }))
+}
+
 /// Bytes of pages in use: what the file needs (free pages are reused before it grows).
 fn used_bytes(conn: &Connection) -> Result<u64, QueueError> {
-    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-    let (size, count, free) = (pragma("page_size")?, pragma("page_count")?, pragma("freelist_count")?);
+    // `page_size` and `page_count` are prepared anew on every run whatever the cache (SQLite
+    // computes them while preparing); see `used_bound` for the hot path.
+    let pragma = |sql: &str| conn.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0));
+    let size = pragma("PRAGMA page_size")?;
+    let count = pragma("PRAGMA page_count")?;
+    let free = pragma("PRAGMA freelist_count")?;
     Ok(u64::try_from(size.saturating_mul(count.saturating_sub(free))).unwrap_or(0))
+}
+
+/// An upper bound of [`used_bytes`] without a statement: every page in use is in the database
+/// file or in the WAL. `None` when the connection has no file.
+fn used_bound(conn: &Connection) -> Option<u64> {
+    let path = conn.path().filter(|p| !p.is_empty())?;
+    let db = std::fs::metadata(path).ok()?.len();
+    let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+    Some(db + wal)
 }
 
 /// Purges oldest-first until the pages in use are at most `target` bytes: first the frame and
@@ -252,8 +473,15 @@ fn make_room(
     report: &mut PurgeReport,
 ) -> Result<(bool, u64), QueueError> {
     let target = cap.saturating_sub(needed);
-    if used_bytes(conn)? <= target {
-        return Ok((true, used_bytes(conn)?));
+    // Far from the cap (nearly always): two `stat`s instead of three pragma statements.
+    if let Some(bound) = used_bound(conn)
+        && bound <= target
+    {
+        return Ok((true, bound));
+    }
+    let used = used_bytes(conn)?;
+    if used <= target {
+        return Ok((true, used));
     }
     purge_to(conn, target, 0, report)?;
     let used = used_bytes(conn)?;
@@ -352,7 +580,40 @@ impl Store {
             tracing::info!(path = %path.display(), "queue database created");
         }
         let instance_id = read_instance_id(&conn)?;
-        Ok(Store { conn, path: path.to_owned(), cfg, instance_id, read_only: false })
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let counters = Arc::new(Counters::default());
+        let commits = Arc::clone(&counters);
+        conn.commit_hook(Some(move || {
+            commits.commits.fetch_add(1, Ordering::Relaxed);
+            false
+        }))?;
+        let prepares = Arc::clone(&counters);
+        conn.authorizer(Some(move |_: rusqlite::hooks::AuthContext<'_>| {
+            prepares.prepare_checks.fetch_add(1, Ordering::Relaxed);
+            rusqlite::hooks::Authorization::Allow
+        }))?;
+        // Replaces SQLite's auto-checkpoint on this connection (see `on_wal_commit`).
+        conn.wal_hook(Some(on_wal_commit));
+        let checkpointer = match Checkpointer::spawn(path, Arc::clone(&counters)) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(e) => {
+                tracing::warn!(error = %e, "queue database: no background checkpoint thread; checkpointing inline");
+                None
+            }
+        };
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            cfg,
+            instance_id,
+            read_only: false,
+            pending_acks: RefCell::new(Vec::new()),
+            pending_since: Cell::new(None),
+            wal_frames: Cell::new(0),
+            next_wake: Cell::new(0),
+            counters,
+            checkpointer,
+        })
     }
 
     /// Opens an existing store read-only (the `audit` command while the agent runs). Every
@@ -372,7 +633,19 @@ impl Store {
             return Err(QueueError::Corrupt("not a queue database (no schema)".into()));
         }
         let instance_id = read_instance_id(&conn)?;
-        Ok(Store { conn, path: path.to_owned(), cfg: StoreConfig::default(), instance_id, read_only: true })
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            cfg: StoreConfig::default(),
+            instance_id,
+            read_only: true,
+            pending_acks: RefCell::new(Vec::new()),
+            pending_since: Cell::new(None),
+            wal_frames: Cell::new(0),
+            next_wake: Cell::new(0),
+            counters: Arc::new(Counters::default()),
+            checkpointer: None,
+        })
     }
 
     /// The random id made on first open (kept across restarts; sent in `auth`).
@@ -402,6 +675,117 @@ impl Store {
         (query_hash, if self.cfg.audit_query_text { query } else { None })
     }
 
+    /// What the store did on its connection since it was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.read()
+    }
+
+    /// Reads [`Store::stats`] from another thread.
+    pub fn stats_probe(&self) -> StatsProbe {
+        StatsProbe(Arc::clone(&self.counters))
+    }
+
+    /// Opens a write transaction carrying the pending acknowledgements (they are written with
+    /// it, and forgotten from memory only when it commits: see [`Store::commit`]).
+    fn begin(&self) -> Result<Tx<'_>, QueueError> {
+        let mut tx = Tx::begin(&self.conn)?;
+        let pending = self.pending_acks.borrow();
+        if !pending.is_empty() {
+            let mut stmt = self.conn.prepare_cached(ACK_SQL)?;
+            for (command_id, at) in pending.iter() {
+                stmt.execute(params![command_id, at])?;
+            }
+            tx.acks = pending.len();
+        }
+        Ok(tx)
+    }
+
+    /// Commits `tx`; the acknowledgements it carried are on disk now.
+    fn commit(&self, mut tx: Tx<'_>) -> Result<(), QueueError> {
+        tx.prepare_cached("COMMIT")?.execute([])?;
+        tx.open = false;
+        if tx.acks > 0 {
+            let mut pending = self.pending_acks.borrow_mut();
+            let rest = pending.split_off(tx.acks);
+            *pending = rest;
+            if pending.is_empty() {
+                self.pending_since.set(None);
+            }
+        }
+        drop(tx);
+        self.after_commit();
+        Ok(())
+    }
+
+    /// After every commit of this connection: counts the WAL frames it wrote and has the WAL
+    /// checkpointed when it is long: by the background thread, or here if that one is far
+    /// behind (or could not be started).
+    fn after_commit(&self) {
+        let Ok(frames) = u64::try_from(WAL_FRAMES.replace(-1)) else { return };
+        let last = self.wal_frames.replace(frames);
+        let written = if frames >= last { frames - last } else { frames };
+        self.counters.wal_frames.fetch_add(written, Ordering::Relaxed);
+        let threshold = self.cfg.checkpoint_pages.max(1);
+        if frames < threshold {
+            // The WAL started over (or is short): the next wake is at the threshold.
+            self.next_wake.set(threshold);
+            return;
+        }
+        match &self.checkpointer {
+            Some(checkpointer) if frames < threshold.saturating_mul(INLINE_CHECKPOINT_FACTOR) => {
+                // One pass per `threshold` new frames, as SQLite's auto-checkpoint would: a
+                // pass per commit would sync the files at every commit of a busy writer.
+                if frames >= self.next_wake.get() {
+                    self.next_wake.set(frames + threshold);
+                    checkpointer.wake();
+                }
+            }
+            _ => {
+                let pass = self
+                    .conn
+                    .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
+                    .and_then(|mut stmt| stmt.query_row([], |_| Ok(())));
+                self.counters.checkpoints_inline.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = pass {
+                    tracing::warn!(error = %e, "queue database: checkpoint failed");
+                }
+            }
+        }
+    }
+
+    /// Writes the pending acknowledgements now (one transaction), if any.
+    fn flush_acks(&self) -> Result<(), QueueError> {
+        if self.pending_acks.borrow().is_empty() {
+            return Ok(());
+        }
+        let tx = self.begin()?;
+        self.commit(tx)
+    }
+
+    /// Writes the acknowledgements [`Store::acknowledge_later`] holds, if any. When that
+    /// fails they are kept and [`Store::pending_acks_since`] starts over (retry later).
+    pub fn flush(&mut self) -> Result<(), QueueError> {
+        let result = self.flush_acks();
+        if result.is_err() {
+            self.pending_since.set(Some(Instant::now()));
+        }
+        result
+    }
+
+    /// Since when the oldest acknowledgement not written yet has waited (`None`: none waits).
+    pub fn pending_acks_since(&self) -> Option<Instant> {
+        self.pending_since.get()
+    }
+
+    /// Runs one statement that changes something, in its own transaction with the pending
+    /// acknowledgements. Returns the rows it changed.
+    fn write(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, QueueError> {
+        let tx = self.begin()?;
+        let changed = tx.prepare_cached(sql)?.execute(params)?;
+        self.commit(tx)?;
+        Ok(changed)
+    }
+
     /// Persists a command on receipt, in one transaction with its `received` audit record.
     ///
     /// A known idempotency key or command id gives [`Receipt::Known`] (nothing inserted):
@@ -410,11 +794,25 @@ impl Store {
     /// again (same row, attempts kept); before that, a re-delivery gets the stored answer.
     /// Over the cap after purging finished work: [`QueueError::Full`].
     pub fn receive(&mut self, c: &NewCommand<'_>) -> Result<Receipt, QueueError> {
+        Ok(self.receive_as(c, false)?.0)
+    }
+
+    /// [`Store::receive`] and [`Store::start`] in one transaction, for a command that goes to
+    /// a worker at once: a new command is stored `Running` with its `received` and `started`
+    /// records. Returns the receipt and, for a new one, the attempts so far, this one included
+    /// (0 when known). One commit instead of two: a crash after it finds the command `Running`
+    /// without a server session, which recovery treats as never sent and runs again — as it
+    /// does a command found `Received`, all a crash between two separate commits could leave.
+    pub fn receive_running(&mut self, c: &NewCommand<'_>) -> Result<(Receipt, u32), QueueError> {
+        self.receive_as(c, true)
+    }
+
+    fn receive_as(&mut self, c: &NewCommand<'_>, start: bool) -> Result<(Receipt, u32), QueueError> {
         self.writable()?;
         let qhash = query_hash(c.query);
         let (qh, qtext) = self.audit_entry(Some(&qhash), Some(c.query));
         let cap = self.cfg.max_bytes;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let by_key = match c.idempotency_key {
             Some(key) => query_commands(&tx, "WHERE idem_key = ?1", [key])?.pop(),
             None => None,
@@ -427,13 +825,17 @@ impl Store {
             by_id.clone().filter(|cmd| !cmd.state.is_final() || !cmd.retryable || !cmd.acknowledged)
         });
         if let Some(cmd) = known {
-            return Ok(Receipt::Known(Existing {
+            if tx.acks > 0 {
+                self.commit(tx)?;
+            }
+            let existing = Existing {
                 command_id: cmd.command_id,
                 state: cmd.state,
                 answer_json: cmd.answer_json,
                 purged: cmd.purged,
                 code: cmd.code,
-            }));
+            };
+            return Ok((Receipt::Known(existing), 0));
         }
         let needed = c.frame_json.len() as u64 + ROW_OVERHEAD;
         let mut report = PurgeReport::default();
@@ -442,22 +844,27 @@ impl Store {
         if !fits {
             // Keep what was purged (it is not done again on the next try); the command is not
             // stored: the caller answers AGENT_BUSY.
-            tx.commit()?;
+            self.commit(tx)?;
             if freed {
                 self.shrink();
             }
             return Err(QueueError::Full { used_bytes: used, cap_bytes: cap });
         }
-        // A repeat of a known commandId (its key freed by a retryable failure) reuses its row.
+        // A repeat of a known commandId (its key freed by a retryable failure) reuses its row;
+        // its attempts keep counting.
+        let attempts = by_id.as_ref().map_or(0, |cmd| cmd.attempts) + u32::from(start);
+        let now = now_ms();
+        let (state, started_at) = if start { (State::Running, Some(now)) } else { (State::Received, None) };
         let sql = if by_id.is_some() {
             "UPDATE commands SET execution_id = ?2, activity_id = ?3, idem_key = ?4, connection = ?5, \
-             query_hash = ?6, frame_json = ?7, state = 'received', received_at = ?8, started_at = NULL, \
+             query_hash = ?6, frame_json = ?7, state = ?10, received_at = ?8, started_at = ?12, \
              finished_at = NULL, expires_at = ?9, server_session = NULL, answer_json = NULL, code = NULL, \
              retryable = 0, row_count = NULL, result_bytes = NULL, buffer_key = NULL, sha256 = NULL, \
-             duration_ms = NULL, acked_at = NULL, purged_at = NULL WHERE command_id = ?1"
+             duration_ms = NULL, acked_at = NULL, purged_at = NULL, attempts = ?11 WHERE command_id = ?1"
         } else {
             "INSERT INTO commands (command_id, execution_id, activity_id, idem_key, connection, query_hash, \
-             frame_json, state, received_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9)"
+             frame_json, state, received_at, expires_at, attempts, started_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10, ?8, ?9, ?11, ?12)"
         };
         tx.prepare_cached(sql)?.execute(params![
             c.command_id,
@@ -468,7 +875,10 @@ impl Store {
             qhash,
             c.frame_json,
             c.received_at_ms,
-            c.expires_at_ms
+            c.expires_at_ms,
+            state.as_str(),
+            attempts,
+            started_at
         ])?;
         audit::append(
             &tx,
@@ -484,19 +894,35 @@ impl Store {
                 ..Entry::default()
             },
         )?;
-        tx.commit()?;
+        if start {
+            let detail = format!("attempt {attempts}");
+            audit::append(
+                &tx,
+                &Entry {
+                    ts_ms: now,
+                    event: "started",
+                    command_id: Some(c.command_id),
+                    execution_id: c.execution_id,
+                    connection: c.connection,
+                    query_hash: Some(&qhash),
+                    detail: Some(&detail),
+                    ..Entry::default()
+                },
+            )?;
+        }
+        self.commit(tx)?;
         if freed {
             self.shrink();
         }
-        Ok(Receipt::New)
+        Ok((Receipt::New, attempts))
     }
 
     /// `Received` → `Running`: counts the attempt and records `started`. Returns the attempts
     /// so far, this one included.
     pub fn start(&mut self, command_id: &str) -> Result<u32, QueueError> {
         self.writable()?;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cmd = get_command(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
+        let tx = self.begin()?;
+        let cmd = get_meta(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
         if cmd.state != State::Received {
             return Err(QueueError::Transition {
                 command_id: command_id.to_owned(),
@@ -525,7 +951,7 @@ impl Store {
                 ..Entry::default()
             },
         )?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(attempts)
     }
 
@@ -533,12 +959,12 @@ impl Store {
     /// can be cancelled there after a crash.
     pub fn set_server_session(&mut self, command_id: &str, session: &str) -> Result<(), QueueError> {
         self.writable()?;
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE commands SET server_session = ?2 WHERE command_id = ?1 AND state = 'running'",
-            )?
-            .execute(params![command_id, session])?;
+        // Its own commit, always: the worker sends the statement only once this is on disk, so
+        // a command found running after a crash without a session was never sent.
+        let changed = self.write(
+            "UPDATE commands SET server_session = ?2 WHERE command_id = ?1 AND state = 'running'",
+            params![command_id, session],
+        )?;
         if changed == 0 {
             return Err(match self.get(command_id)? {
                 None => QueueError::NotFound(command_id.to_owned()),
@@ -556,8 +982,8 @@ impl Store {
     /// be gone from the server. Records `interrupted`.
     pub fn requeue(&mut self, command_id: &str) -> Result<(), QueueError> {
         self.writable()?;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cmd = get_command(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
+        let tx = self.begin()?;
+        let cmd = get_meta(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
         if cmd.state != State::Running {
             return Err(QueueError::Transition {
                 command_id: command_id.to_owned(),
@@ -581,7 +1007,7 @@ impl Store {
                 ..Entry::default()
             },
         )?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -592,8 +1018,8 @@ impl Store {
     pub fn finish(&mut self, command_id: &str, f: &Finish<'_>) -> Result<(), QueueError> {
         self.writable()?;
         let cap = self.cfg.max_bytes;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cmd = get_command(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
+        let tx = self.begin()?;
+        let cmd = get_meta(&tx, command_id)?.ok_or_else(|| QueueError::NotFound(command_id.to_owned()))?;
         if cmd.state.is_final() || !f.state.is_final() {
             return Err(QueueError::Transition {
                 command_id: command_id.to_owned(),
@@ -640,7 +1066,7 @@ impl Store {
                 ..Entry::default()
             },
         )?;
-        tx.commit()?;
+        self.commit(tx)?;
         if purged.bodies_purged + purged.rows_deleted > 0 {
             self.shrink();
         }
@@ -651,27 +1077,39 @@ impl Store {
     /// False when the command is unknown, unfinished or acknowledged already.
     pub fn acknowledge(&mut self, command_id: &str) -> Result<bool, QueueError> {
         self.writable()?;
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE commands SET acked_at = ?2 WHERE command_id = ?1 AND acked_at IS NULL \
-                 AND state NOT IN ('received', 'running')",
-            )?
-            .execute(params![command_id, now_ms()])?;
+        let changed = self.write(ACK_SQL, params![command_id, now_ms()])?;
         Ok(changed > 0)
+    }
+
+    /// Like [`Store::acknowledge`], without a commit of its own: the acknowledgement is held in
+    /// memory and written in the store's next transaction (a receipt, a start, an answer...),
+    /// by [`Store::flush`], before any read that shows it ([`Store::unacknowledged`],
+    /// [`Store::get`], [`Store::counts`], ...), when 256 wait, or when the
+    /// store is dropped. Nothing depends on it being durable at once: an acknowledgement lost
+    /// in a crash only means the answer is sent again after the restart, which the cloud drops
+    /// as a duplicate (it also happens when the crash comes before the `ack` arrives).
+    pub fn acknowledge_later(&mut self, command_id: &str) -> Result<(), QueueError> {
+        self.writable()?;
+        let full = {
+            let mut pending = self.pending_acks.borrow_mut();
+            pending.push((command_id.to_owned(), now_ms()));
+            pending.len() >= MAX_PENDING_ACKS
+        };
+        if self.pending_since.get().is_none() {
+            self.pending_since.set(Some(Instant::now()));
+        }
+        if full { self.flush_acks() } else { Ok(()) }
     }
 
     /// A finished command whose error was retryable must not answer repeats: frees its key so a
     /// repeat runs again (the row stays for the audit and until acknowledged). True if changed.
     pub fn forget_retryable(&mut self, command_id: &str) -> Result<bool, QueueError> {
         self.writable()?;
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE commands SET retryable = 1, idem_key = NULL WHERE command_id = ?1 \
-                 AND state NOT IN ('received', 'running')",
-            )?
-            .execute([command_id])?;
+        let changed = self.write(
+            "UPDATE commands SET retryable = 1, idem_key = NULL WHERE command_id = ?1 \
+             AND state NOT IN ('received', 'running')",
+            [command_id],
+        )?;
         Ok(changed > 0)
     }
 
@@ -682,6 +1120,7 @@ impl Store {
 
     /// Like [`Store::unacknowledged`], at most `limit` (answers can be megabytes each).
     pub fn unacknowledged_limited(&self, limit: usize) -> Result<Vec<StoredAnswer>, QueueError> {
+        self.flush_acks()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let cmds = query_commands(
             &self.conn,
@@ -716,12 +1155,14 @@ impl Store {
     /// The `limit` most recently received commands, newest first, metadata and frames (the
     /// diagnostic bundle's command records; it keeps none of the frame's text).
     pub fn recent(&self, limit: usize) -> Result<Vec<StoredCommand>, QueueError> {
+        self.flush_acks()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         query_commands(&self.conn, "ORDER BY seq DESC LIMIT ?1", [limit])
     }
 
     /// One command.
     pub fn get(&self, command_id: &str) -> Result<Option<StoredCommand>, QueueError> {
+        self.flush_acks()?;
         get_command(&self.conn, command_id)
     }
 
@@ -742,7 +1183,7 @@ impl Store {
         mut answer: impl FnMut(&StoredCommand) -> Option<String>,
     ) -> Result<Vec<String>, QueueError> {
         self.writable()?;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let due = query_commands(
             &tx,
             "WHERE state = 'received' AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY seq",
@@ -771,12 +1212,13 @@ impl Store {
             )?;
             ids.push(cmd.command_id.clone());
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(ids)
     }
 
     /// Commands per state, unacknowledged and purged answers.
     pub fn counts(&self) -> Result<Counts, QueueError> {
+        self.flush_acks()?;
         let mut counts = Counts::default();
         let mut stmt = self.conn.prepare_cached(
             "SELECT state, count(*), count(*) FILTER (WHERE acked_at IS NULL AND state NOT IN ('received', 'running')), \
@@ -824,7 +1266,7 @@ impl Store {
     pub fn purge(&mut self) -> Result<PurgeReport, QueueError> {
         self.writable()?;
         let target = (self.cfg.max_bytes as f64 * self.cfg.warn_ratio.clamp(0.0, 1.0)) as u64;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let mut report = PurgeReport { used_before: used_bytes(&tx)?, ..PurgeReport::default() };
         purge_to(&tx, target, u64::MAX, &mut report)?;
         if report.bodies_purged + report.rows_deleted > 0 {
@@ -835,7 +1277,7 @@ impl Store {
                 &Entry { ts_ms: now_ms(), event: "purged", detail: Some(&detail), ..Entry::default() },
             )?;
         }
-        tx.commit()?;
+        self.commit(tx)?;
         if report.bodies_purged + report.rows_deleted > 0 {
             self.shrink();
         }
@@ -870,7 +1312,7 @@ impl Store {
         }
         let qhash = ev.query.map(query_hash);
         let (qh, qtext) = self.audit_entry(qhash.as_deref(), ev.query);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         audit::append(
             &tx,
             &Entry {
@@ -886,13 +1328,24 @@ impl Store {
                 ..Entry::default()
             },
         )?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
     /// `PRAGMA integrity_check` (slow on a big file: for tests and diagnostics).
     pub fn integrity_check(&self) -> Result<String, QueueError> {
         Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+impl Drop for Store {
+    /// Writes the pending acknowledgements, then ends the checkpoint thread before the store's
+    /// connection closes (the last one to close checkpoints the WAL and removes it).
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_acks() {
+            tracing::warn!(error = %e, "queue database: pending acknowledgements not written (their answers are sent again)");
+        }
+        self.checkpointer = None;
     }
 }
 

@@ -100,6 +100,10 @@ pub struct StoreConfig {
     pub audit_query_text: bool,
     /// `PRAGMA synchronous` (default [`Synchronous::Normal`]).
     pub synchronous: Synchronous,
+    /// WAL pages after which a background thread checkpoints the WAL into the database file
+    /// (default 1000, SQLite's own auto-checkpoint point). The writer checkpoints itself only
+    /// when the WAL passes 8 times this (the background thread cannot keep up).
+    pub checkpoint_pages: u64,
 }
 
 impl Default for StoreConfig {
@@ -109,6 +113,45 @@ impl Default for StoreConfig {
             warn_ratio: 0.8,
             audit_query_text: false,
             synchronous: Synchronous::Normal,
+            checkpoint_pages: 1000,
+        }
+    }
+}
+
+/// What a store did on its database connection since it was opened ([`crate::Store::stats`]):
+/// the per-command cost of the durable queue, counted by SQLite itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed (SQLite's commit hook: explicit transactions and single
+    /// statements alike).
+    pub commits: u64,
+    /// SQLite's authorizer calls: made while a statement is prepared (once or more per
+    /// statement), never when a cached statement runs again. 0 over a stretch of work: every
+    /// statement came from the cache.
+    pub prepare_checks: u64,
+    /// WAL frames (one page each) the commits appended.
+    pub wal_frames: u64,
+    /// Checkpoints the writer ran itself (each syncs the WAL and the database file on the
+    /// writer's thread: the only fsyncs of `synchronous = NORMAL`). 0 unless the background
+    /// checkpointer falls far behind.
+    pub checkpoints_inline: u64,
+    /// Checkpoint passes of the background thread (its own connection).
+    pub checkpoints_background: u64,
+}
+
+impl std::ops::Sub for StoreStats {
+    type Output = StoreStats;
+
+    /// The work done between two readings.
+    fn sub(self, earlier: StoreStats) -> StoreStats {
+        StoreStats {
+            commits: self.commits.saturating_sub(earlier.commits),
+            prepare_checks: self.prepare_checks.saturating_sub(earlier.prepare_checks),
+            wal_frames: self.wal_frames.saturating_sub(earlier.wal_frames),
+            checkpoints_inline: self.checkpoints_inline.saturating_sub(earlier.checkpoints_inline),
+            checkpoints_background: self
+                .checkpoints_background
+                .saturating_sub(earlier.checkpoints_background),
         }
     }
 }

@@ -32,8 +32,19 @@ impl Supervisor {
     /// A `command` frame: persist, then answer from the store, refuse, run or queue it.
     pub(super) fn command(&mut self, command: Command) {
         tracing::info!(command = %command.command_id, execution = %command.execution_id, "command received");
-        let repeat = match self.store.receive(&command) {
-            Ok(repeat) => repeat,
+        // The checks first (they write nothing), so a command that goes to a worker at once is
+        // received and marked running in one commit. A repeat is answered from the store
+        // whatever the checks said.
+        let admitted = self.admit(&command);
+        let run_now = admitted.is_ok() && self.has_free_worker();
+        let received = if run_now {
+            self.store.receive_running(&command)
+        } else {
+            self.store.receive(&command).map(|repeat| (repeat, 0))
+        };
+        let starts = match received {
+            Ok((None, starts)) => starts,
+            Ok((Some(repeat), _)) => return self.repeat(command, repeat),
             Err(e) => {
                 tracing::error!(command = %command.command_id, error = %e, "cannot write the command to the offline queue");
                 let message = if e.is_disk_full() {
@@ -48,18 +59,15 @@ impl Supervisor {
                 return;
             }
         };
-        if let Some(repeat) = repeat {
-            return self.repeat(command, repeat);
-        }
         self.activity_received(&command);
-        let (db, checked) = match self.admit(&command) {
+        let (db, checked) = match admitted {
             Ok(admitted) => admitted,
             Err((code, message)) => {
                 return self.answer(&command.command_id, error_frame(&command, code, message));
             }
         };
-        if self.running.len() < self.capacity && self.waiting.is_empty() && !self.stopping {
-            self.launch(command, db, checked);
+        if run_now {
+            self.hand_over(command, db, checked, starts);
         } else if self.waiting.len() < self.max_waiting {
             tracing::debug!(command = %command.command_id, waiting = self.waiting.len() + 1, "waiting for a worker");
             self.waiting.push_back(Waiting {
@@ -75,6 +83,11 @@ impl Supervisor {
             );
             self.answer(&command.command_id, error_frame(&command, ErrorCode::AgentBusy, message));
         }
+    }
+
+    /// A new command may go to a worker now: one is free, none waits before it, no stop.
+    fn has_free_worker(&self) -> bool {
+        self.running.len() < self.capacity && self.waiting.is_empty() && !self.stopping
     }
 
     /// A repeat of a command the store knows.
@@ -142,7 +155,7 @@ impl Supervisor {
         .map_err(|rejection| (crate::policy::rejection_code(rejection.code), rejection.reason))
     }
 
-    /// Marks the command running in the store and hands it to a worker.
+    /// Marks a waiting command running in the store and hands it to a worker.
     fn launch(&mut self, command: Command, db: Database, checked: gate::Checked) {
         let starts = match self.store.start(&command.command_id) {
             Ok(starts) => starts,
@@ -157,6 +170,11 @@ impl Supervisor {
                 return self.answer(&command.command_id, frame);
             }
         };
+        self.hand_over(command, db, checked, starts);
+    }
+
+    /// Hands a command the store marked running (for the `starts`-th time) to a worker.
+    fn hand_over(&mut self, command: Command, db: Database, checked: gate::Checked, starts: u32) {
         if starts > MAX_STARTS {
             let message = format!(
                 "the agent stopped {} times while running this command; it is not started again",
@@ -278,10 +296,15 @@ impl Supervisor {
 
     /// A worker is about to send a command's statement: record where it runs.
     pub(super) fn started(&mut self, command_id: &str, session: Option<String>) {
-        let session = session.unwrap_or_else(|| {
-            let in_process = self.running.get(command_id).is_some_and(|f| f.in_process);
-            (if in_process { IN_PROCESS } else { UNKNOWN_SESSION }).to_owned()
-        });
+        let in_process = self.running.get(command_id).is_some_and(|f| f.in_process);
+        if session.is_none() && in_process {
+            // Nothing to write: recovery treats a running command without a session and one
+            // marked IN_PROCESS alike (it stopped with the agent; run it again), so a commit
+            // here would change nothing the disk can tell. (The worker does not even ask for
+            // an in-process engine; this covers a driver that does.)
+            return;
+        }
+        let session = session.unwrap_or_else(|| UNKNOWN_SESSION.to_owned());
         if let Err(e) = self.store.set_server_session(command_id, &session) {
             tracing::error!(command = %command_id, error = %e, "cannot record the command's server session");
         }

@@ -43,6 +43,9 @@ use crate::worker::{Job, UploadTarget};
 const ACTIVITY_ENTRIES: usize = 200;
 /// How often the supervisor checks the queue's size and retries databases that failed.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// Acknowledgements held in memory are written at the latest this long after the first of
+/// them (normally the next command's receipt carries them).
+const ACK_FLUSH: Duration = Duration::from_secs(1);
 /// Subscribers get a changed status at most this often.
 pub const STATUS_MIN_GAP: Duration = Duration::from_millis(250);
 /// ...and a status at least this often (uptime, latency, retry countdown move).
@@ -561,6 +564,9 @@ impl Supervisor {
             if let Some(due) = self.status_due() {
                 wake = wake.min(due);
             }
+            if let Some(since) = self.store.pending_acks_since() {
+                wake = wake.min(since + ACK_FLUSH);
+            }
             match self.inbox.recv_deadline(wake) {
                 Ok(SupMsg::Shutdown { reason, grace }) => {
                     self.drain(grace);
@@ -643,8 +649,13 @@ impl Supervisor {
         self.counters.received_at.insert(command.command_id.clone(), entry);
     }
 
-    /// Work that is due: the end of a restart drain, housekeeping.
+    /// Work that is due: acknowledgements to write, the end of a restart drain, housekeeping.
     fn timers(&mut self) {
+        if self.store.pending_acks_since().is_some_and(|since| since.elapsed() >= ACK_FLUSH)
+            && let Err(e) = self.store.flush()
+        {
+            tracing::error!(error = %e, "cannot record acks in the offline queue");
+        }
         if let Some(deadline) = self.restart_drain
             && (self.running.is_empty() || Instant::now() >= deadline)
         {
@@ -1221,8 +1232,10 @@ impl Supervisor {
                 self.schema = None;
                 self.start_discovery(self.databases.clone());
             }
-            Inbound::Ack(ack) => match self.store.acknowledge(&ack.command_id) {
-                Ok(_) => tracing::debug!(command = %ack.command_id, "answer acknowledged"),
+            // No commit of its own: written with the next change of the store, or after
+            // ACK_FLUSH when none comes (a lost ack only makes the answer be sent again).
+            Inbound::Ack(ack) => match self.store.acknowledge_later(&ack.command_id) {
+                Ok(()) => tracing::debug!(command = %ack.command_id, "answer acknowledged"),
                 Err(e) => tracing::error!(command = %ack.command_id, error = %e, "cannot record an ack"),
             },
             Inbound::Shutdown(shutdown) => {

@@ -52,6 +52,8 @@ struct Harness {
     link: Receiver<LinkMsg>,
     jobs: Receiver<Job>,
     thread: Option<JoinHandle<String>>,
+    /// The queue database's counters (commits, statement preparations).
+    queue_stats: queue::StatsProbe,
 }
 
 impl Harness {
@@ -81,12 +83,14 @@ impl Harness {
         let (inbox, inbox_rx) = crossbeam_channel::unbounded();
         let (link, link_rx) = LinkSender::channel();
         let (jobs_tx, jobs) = crossbeam_channel::bounded(capacity * 2);
+        let store = dir.store();
+        let queue_stats = store.stats_probe();
         let supervisor = Supervisor::new(
             inbox_rx,
             link,
             jobs_tx,
             std::sync::Arc::new(StatusBoard::default()),
-            dir.store(),
+            store,
             SupervisorSettings {
                 databases: vec![db],
                 unopened,
@@ -98,7 +102,7 @@ impl Harness {
         )
         .with_identity(super::Identity { config_path, ..Default::default() });
         let thread = std::thread::spawn(move || supervisor.run());
-        let harness = Self { inbox, link: link_rx, jobs, thread: Some(thread) };
+        let harness = Self { inbox, link: link_rx, jobs, thread: Some(thread), queue_stats };
         // The first job is the schema discovery every start runs.
         match harness.job() {
             Job::Discover(_) => harness.send(SupMsg::Discovered(Vec::new())),
@@ -256,6 +260,45 @@ fn a_command_is_persisted_run_once_and_its_answer_kept_until_acked() {
     h.send(SupMsg::Inbound(Box::new(Inbound::decode(r#"{"type":"ack","commandId":"c1"}"#).unwrap())));
     h.send(SupMsg::LinkUp(connected()));
     h.quiet();
+}
+
+/// The cloud's `ack` of an answer.
+fn ack(id: &str) -> SupMsg {
+    SupMsg::Inbound(Box::new(Inbound::decode(&format!(r#"{{"type":"ack","commandId":"{id}"}}"#)).unwrap()))
+}
+
+#[test]
+fn a_command_costs_two_queue_commits_on_the_supervisor_and_prepares_no_statement() {
+    let dir = Dir::new("cost");
+    let h = Harness::start(&dir, 2, 10);
+    let run = |i: u64| {
+        let id = format!("c{i}");
+        h.command(&id, &format!("k{i}"), "e1");
+        let job = h.query_job();
+        h.finish_ok(&job);
+        assert_eq!(ids(&h.answer()), (id.clone(), None));
+        h.send(ack(&id));
+    };
+    // Warm up: every statement of the path prepared once (and the held ack written by the
+    // status request, which reads the queue's counts).
+    for i in 0..3 {
+        run(i);
+    }
+    h.status();
+    let before = h.queue_stats.read();
+    const N: u64 = 40;
+    for i in 3..3 + N {
+        run(i);
+    }
+    // Every commit of a command comes before its answer is sent (the last ack is held).
+    let cost = h.queue_stats.read() - before;
+    // Per command: receipt + start (one commit), answer (one commit); the ack rides in the
+    // next command's receipt (the last one is held, or written after ACK_FLUSH).
+    assert!(cost.commits == 2 * N || cost.commits == 2 * N + 1, "{cost:?}");
+    assert_eq!(cost.prepare_checks, 0, "a statement was prepared again: {cost:?}");
+    assert_eq!(cost.checkpoints_inline, 0, "{cost:?}");
+    // The status request's read of the counts writes the held ack first.
+    assert_eq!(h.status()["queue"]["unacknowledged"], 0);
 }
 
 #[test]
