@@ -18,7 +18,8 @@ use drivers::{CancelToken, Cell, ColumnMeta, Database, DriverError, QueryOptions
 use sha2::{Digest, Sha256};
 
 use crate::protocol::{
-    Command, ErrorBody, ErrorCode, ExecutionError, ExecutionResult, Outbound, ResultPayload, SecretBytes,
+    Command, ErrorBody, ErrorCode, ExecutionError, ExecutionResult, InlineRows, Outbound, ResultPayload,
+    SecretBytes,
 };
 use crate::supervisor::SupMsg;
 use crate::uploader::{Chunk, ChunkReply, ResultSizes, UPLOAD_PATIENCE, UploadSlot};
@@ -205,9 +206,6 @@ struct ResultSink<'a> {
     columns: Vec<ColumnMeta>,
     /// Encoded bytes not yet shipped.
     buf: Vec<u8>,
-    /// While the result may still go inline: its rows as JSON values, built from the cells
-    /// as they come (the inline frame takes them as they are; nothing is parsed back).
-    inline_rows: Vec<Vec<serde_json::Value>>,
     /// Chunk mode: the result outgrew the inline limit.
     chunked: bool,
     seq: u32,
@@ -234,7 +232,6 @@ impl<'a> ResultSink<'a> {
             sizes,
             columns: Vec::new(),
             buf: Vec::with_capacity(16 * 1024),
-            inline_rows: Vec::new(),
             chunked: false,
             seq: 0,
             total_bytes: 0,
@@ -270,8 +267,11 @@ impl<'a> ResultSink<'a> {
 
     fn finish(mut self) -> Result<ResultPayload, ErrorBody> {
         if !self.chunked {
-            // Small result: the values collected with the rows go into the frame as they are.
-            return Ok(ResultPayload::Inline { columns: self.columns, rows: self.inline_rows });
+            // Small result: the rows, already encoded in `buf`, go into the frame as they are.
+            let rows = inline_rows(&self.buf).map_err(|e| {
+                ErrorBody::new(ErrorCode::QueryFailed, format!("cannot encode the rows: {e}"))
+            })?;
+            return Ok(ResultPayload::Inline { columns: self.columns, rows });
         }
         let upload_failed = |e: String| ErrorBody::new(ErrorCode::UploadFailed, e);
         self.ship(true).map_err(|e| ErrorBody { retryable: self.upload_retryable, ..upload_failed(e.0) })?;
@@ -299,6 +299,13 @@ impl<'a> ResultSink<'a> {
             }
         }
     }
+}
+
+/// The rows of an inline result from the encoded stream (a `columns` line, then one JSON array
+/// per line), copied into one array, not encoded again.
+fn inline_rows(stream: &[u8]) -> Result<InlineRows, serde_json::Error> {
+    let rows = stream.iter().position(|&b| b == b'\n').map_or(&[][..], |end| &stream[end + 1..]);
+    InlineRows::from_lines(rows)
 }
 
 impl RowSink for ResultSink<'_> {
@@ -337,19 +344,10 @@ impl RowSink for ResultSink<'_> {
         if self.total_bytes + self.buf.len() as u64 > self.job.max_result_bytes {
             self.too_large = true;
             self.buf = Vec::new();
-            self.inline_rows = Vec::new();
             return Err(SinkError("result too large".into()));
         }
         if !self.chunked && self.buf.len() > self.sizes.max_inline_bytes {
             self.chunked = true;
-            self.inline_rows = Vec::new();
-        }
-        if !self.chunked {
-            // The same `Serialize` as the line above, into values instead of text.
-            match serde_json::to_value(cells).map_err(|e| SinkError(e.to_string()))? {
-                serde_json::Value::Array(row) => self.inline_rows.push(row),
-                other => self.inline_rows.push(vec![other]),
-            }
         }
         if self.chunked && self.buf.len() >= self.sizes.max_chunk_bytes {
             self.ship(false)?;

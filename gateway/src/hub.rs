@@ -1177,7 +1177,12 @@ impl Hub {
                     self.drop_answer(connector, &command_id);
                     return Some(ack);
                 }
-                let (columns, rows) = (columns.clone(), rows.clone());
+                let columns = columns.clone();
+                let Ok(rows) = rows.clone().into_values() else {
+                    // Only an agent-built (encoded) payload can fail here, never a decoded one.
+                    self.drop_answer(connector, &command_id);
+                    return Some(ack);
+                };
                 if !self
                     .complete(connector, &command_id, "result", |sent| Ok(outcome(sent, columns, rows, None)))
                 {

@@ -337,7 +337,7 @@ impl FakeAgent {
             command_id: cmd.command_id.clone(),
             execution_id: cmd.execution_id.clone(),
             activity_id: cmd.activity_id.clone(),
-            result: ResultPayload::Inline { columns, rows },
+            result: ResultPayload::Inline { columns, rows: rows.into() },
             row_count,
             duration_ms: 3,
         }));

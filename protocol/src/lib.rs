@@ -470,7 +470,7 @@ pub enum ResultPayload {
         /// Result columns.
         columns: Vec<ColumnMeta>,
         /// One array of cells per row, in column order.
-        rows: Vec<Vec<serde_json::Value>>,
+        rows: InlineRows,
     },
     /// Large results: uploaded as chunks; the stream is described in `docs/PROTOCOL.md`.
     #[serde(rename_all = "camelCase")]
@@ -484,6 +484,89 @@ pub enum ResultPayload {
         /// Lower-case hex SHA-256 of the uncompressed result stream.
         sha256: String,
     },
+}
+
+/// The rows of an inline result: a JSON array with one array of cells per row.
+///
+/// The agent encodes each row once, straight from the driver's cells, into the same text the
+/// chunked stream uses; the frame then carries that text as it is ([`InlineRows::from_json`]):
+/// storing the answer in the offline queue and sending it copy bytes instead of encoding every
+/// cell again (and no `Value` is built per cell). A decoded frame holds parsed rows.
+#[derive(Debug, Clone)]
+pub enum InlineRows {
+    /// Encoded JSON text (`[[…],[…]]`), as the agent built it.
+    Encoded(Box<serde_json::value::RawValue>),
+    /// Rows as values, as a peer decoded them.
+    Values(Vec<Vec<serde_json::Value>>),
+}
+
+impl InlineRows {
+    /// Wraps JSON text that must be an array (checked, with the JSON itself: the text goes onto
+    /// the wire as it is).
+    pub fn from_json(text: String) -> Result<Self, serde_json::Error> {
+        let raw = serde_json::value::RawValue::from_string(text)?;
+        let first = raw.get().trim_start().as_bytes().first().copied();
+        if first != Some(b'[') {
+            return Err(serde::de::Error::custom("inline rows must be a JSON array"));
+        }
+        Ok(Self::Encoded(raw))
+    }
+
+    /// Joins rows encoded one JSON array per line (the result stream's row lines) into one
+    /// array. The lines are copied, not encoded again; serde_json escapes newlines inside
+    /// strings, so a newline only ever ends a row.
+    pub fn from_lines(lines: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut text = String::with_capacity(lines.len() + 2);
+        text.push('[');
+        for line in lines.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+            if text.len() > 1 {
+                text.push(',');
+            }
+            text.push_str(std::str::from_utf8(line).map_err(serde::de::Error::custom)?);
+        }
+        text.push(']');
+        Self::from_json(text)
+    }
+
+    /// The rows as values (parses encoded text).
+    pub fn into_values(self) -> Result<Vec<Vec<serde_json::Value>>, serde_json::Error> {
+        match self {
+            Self::Encoded(raw) => serde_json::from_str(raw.get()),
+            Self::Values(rows) => Ok(rows),
+        }
+    }
+}
+
+impl From<Vec<Vec<serde_json::Value>>> for InlineRows {
+    fn from(rows: Vec<Vec<serde_json::Value>>) -> Self {
+        Self::Values(rows)
+    }
+}
+
+/// Equal when they hold the same rows, whichever form each is in.
+impl PartialEq for InlineRows {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.clone().into_values(), other.clone().into_values()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for InlineRows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Encoded(raw) => raw.serialize(serializer),
+            Self::Values(rows) => rows.serialize(serializer),
+        }
+    }
+}
+
+/// Always into values: a `RawValue` cannot be read inside the tagged enums that carry it.
+impl<'de> Deserialize<'de> for InlineRows {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<Vec<serde_json::Value>>::deserialize(deserializer).map(Self::Values)
+    }
 }
 
 /// `execution_error`.
@@ -823,6 +906,41 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_inline_rows_are_the_same_frame_as_values() {
+        let rows = vec![
+            vec![serde_json::json!(1), serde_json::json!("a\nb\t\"c\" \u{1b}[31m 東京 🙂")],
+            vec![serde_json::Value::Null, serde_json::json!(-2.5)],
+        ];
+        let lines: String = rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        let encoded = InlineRows::from_lines(lines.as_bytes()).unwrap();
+        assert!(matches!(encoded, InlineRows::Encoded(_)));
+        let frame = |rows: InlineRows| {
+            Outbound::ExecutionResult(ExecutionResult {
+                command_id: "c".into(),
+                execution_id: "e".into(),
+                activity_id: "a".into(),
+                result: ResultPayload::Inline { columns: Vec::new(), rows },
+                row_count: 2,
+                duration_ms: 1,
+            })
+            .encode()
+        };
+        let text = frame(encoded.clone());
+        assert_eq!(text, frame(rows.clone().into()), "byte for byte the frame the values give");
+        let Ok(Outbound::ExecutionResult(back)) = Outbound::decode(&text) else { panic!("{text}") };
+        let ResultPayload::Inline { rows: decoded, .. } = back.result else { panic!("not inline") };
+        assert_eq!(decoded.clone().into_values().unwrap(), rows);
+        assert_eq!(decoded, encoded);
+
+        assert_eq!(
+            InlineRows::from_lines(b"").unwrap().into_values().unwrap(),
+            Vec::<Vec<serde_json::Value>>::new()
+        );
+        assert!(InlineRows::from_lines(b"[1,\n").is_err(), "broken JSON never reaches the wire");
+        assert!(InlineRows::from_json("{}".into()).is_err(), "not an array");
+    }
 
     #[test]
     fn spec_example_key_checksum_rule_is_ours() {

@@ -184,7 +184,7 @@ impl Harness {
             activity_id: job.command.activity_id.clone(),
             result: crate::protocol::ResultPayload::Inline {
                 columns: Vec::new(),
-                rows: vec![vec![1.into()]],
+                rows: vec![vec![1.into()]].into(),
             },
             row_count: 1,
             duration_ms: 3,
