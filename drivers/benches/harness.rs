@@ -26,7 +26,8 @@
 //!    gateway for ~10 MB, ~100 MB (and ~1 GB with `--1gb`) results, smallest first;
 //! 6. N rows from PostgreSQL: `psql -c "COPY (…) TO STDOUT"`, the raw `postgres` crate fetch and
 //!    the agent → gateway buffer (the gateway's `buffer taken by its result` debug line) → caller
-//!    (the admin API's body read to its end), same query, same run;
+//!    (the admin API's body read to its end), same query, same run; then the buffer time again
+//!    over a connection with `sslMode: disable` (the raw fetch has no TLS either);
 //! 7. stripped binary sizes (`--size-headless`, `--size-gui`) and the crate count (`cargo tree`).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -262,6 +263,19 @@ fn main() {
     );
     report.put(&label, "agent peak RSS MiB", json!(mib(hwm[0])));
     report.put(&label, "gateway peak RSS MiB", json!(mib(hwm[1])));
+    // The raw fetch connects without TLS; the agent's `pg` prefers TLS. The same rows over a
+    // connection with `sslMode: disable`, so the ratio compares like with like.
+    let plain = bulk_on(&gateway, "pg_plain", &sql, opts.rows);
+    report.put(
+        &label,
+        "agent → gateway buffer, PostgreSQL without TLS s",
+        json!(round3(plain.buffered.as_secs_f64())),
+    );
+    report.put(
+        &label,
+        "buffer without TLS ÷ raw fetch (speed ratio)",
+        json!(round2(raw.as_secs_f64() / plain.buffered.as_secs_f64())),
+    );
 
     // 7: sizes and crates.
     for (name, bin) in [("headless", &opts.size_headless), ("gui", &opts.size_gui)] {
@@ -655,6 +669,13 @@ impl AgentProc {
                     "name": "pg", "type": "postgres", "host": pg.host, "port": pg.port,
                     "database": pg.database, "user": pg.user, "poolMax": 10,
                     "passwordRef": format!("file:{}", agent_dir.join("pg-password").display()),
+                },
+                {
+                    // The same server without TLS, as the raw fetch connects: the side-by-side
+                    // ratio without the cost of TLS (section 6).
+                    "name": "pg_plain", "type": "postgres", "host": pg.host, "port": pg.port,
+                    "database": pg.database, "user": pg.user, "poolMax": 2, "sslMode": "disable",
+                    "passwordRef": format!("file:{}", agent_dir.join("pg-password").display()),
                 }
             ]
         });
@@ -988,9 +1009,14 @@ struct Through {
 /// One query through the admin API, its body read to the end without parsing (a plain HTTP/1.1
 /// request; the admin API answers `Connection: close`).
 fn bulk(gateway: &GatewayProc, sql: &str, rows: u64) -> Through {
+    bulk_on(gateway, "pg", sql, rows)
+}
+
+/// [`bulk`] on a named connection of the agent.
+fn bulk_on(gateway: &GatewayProc, connection: &str, sql: &str, rows: u64) -> Through {
     let (addr, token) = gateway.admin_addr();
     let body = serde_json::to_vec(&json!({
-        "connector": "Bench", "sql": sql, "connection": "pg", "waitMs": 600_000,
+        "connector": "Bench", "sql": sql, "connection": connection, "waitMs": 600_000,
     }))
     .unwrap();
     gateway.drain();
