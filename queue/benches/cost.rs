@@ -28,9 +28,7 @@ fn main() {
     );
     let answer =
         r#"{"type":"execution_result","commandId":"c","result":{"columns":[],"rows":[[1]]},"rowCount":1}"#;
-    // SUPERV-NEW-BEGIN
     let before = store.stats();
-    // SUPERV-NEW-END
     let started = Instant::now();
     for i in 0..n {
         let id = format!("cmd-{i}");
@@ -64,19 +62,16 @@ fn main() {
                 store.finish(&id, &finish).expect("finish");
                 store.acknowledge(&id).expect("acknowledge");
             }
-            // SUPERV-NEW-BEGIN
             "folded" => {
                 store.receive_running(&cmd).expect("receive");
                 store.finish(&id, &finish).expect("finish");
                 store.acknowledge_later(&id).expect("acknowledge");
             }
-            // SUPERV-NEW-END
             other => panic!("QUEUE_COST_MODE {other}?"),
         }
     }
     let elapsed = started.elapsed();
     println!("{mode}: {n} commands in {elapsed:.2?} ({:.1} µs each)", elapsed.as_secs_f64() * 1e6 / n as f64);
-    // SUPERV-NEW-BEGIN
     let cost = store.stats() - before;
     println!(
         "per command: {:.2} commits, {:.2} prepare checks, {:.2} WAL frames; checkpoints: {} inline, {} background",
@@ -86,7 +81,6 @@ fn main() {
         cost.checkpoints_inline,
         cost.checkpoints_background
     );
-    // SUPERV-NEW-END
     drop(store);
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.clone().into_os_string();

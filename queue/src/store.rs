@@ -895,20 +895,7 @@ impl Store {
             },
         )?;
         if start {
-            let detail = format!("attempt {attempts}");
-            audit::append(
-                &tx,
-                &Entry {
-                    ts_ms: now,
-                    event: "started",
-                    command_id: Some(c.command_id),
-                    execution_id: c.execution_id,
-                    connection: c.connection,
-                    query_hash: Some(&qhash),
-                    detail: Some(&detail),
-                    ..Entry::default()
-                },
-            )?;
+            append_started(&tx, now, c.command_id, c.execution_id, c.connection, &qhash, attempts)?;
         }
         self.commit(tx)?;
         if freed {
@@ -937,19 +924,14 @@ impl Store {
              WHERE command_id = ?1",
         )?
         .execute(params![command_id, attempts, now])?;
-        let detail = format!("attempt {attempts}");
-        audit::append(
+        append_started(
             &tx,
-            &Entry {
-                ts_ms: now,
-                event: "started",
-                command_id: Some(command_id),
-                execution_id: cmd.execution_id.as_deref(),
-                connection: cmd.connection.as_deref(),
-                query_hash: Some(&cmd.query_hash),
-                detail: Some(&detail),
-                ..Entry::default()
-            },
+            now,
+            command_id,
+            cmd.execution_id.as_deref(),
+            cmd.connection.as_deref(),
+            &cmd.query_hash,
+            attempts,
         )?;
         self.commit(tx)?;
         Ok(attempts)
@@ -1353,4 +1335,31 @@ fn read_instance_id(conn: &Connection) -> Result<String, QueueError> {
     conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get::<_, String>(0))
         .optional()?
         .ok_or_else(|| QueueError::Corrupt("the instance id is missing".into()))
+}
+
+/// The `started` audit record of an attempt.
+fn append_started(
+    tx: &rusqlite::Connection,
+    now: i64,
+    command_id: &str,
+    execution_id: Option<&str>,
+    connection: Option<&str>,
+    query_hash: &str,
+    attempts: u32,
+) -> Result<(), QueueError> {
+    let detail = format!("attempt {attempts}");
+    audit::append(
+        tx,
+        &Entry {
+            ts_ms: now,
+            event: "started",
+            command_id: Some(command_id),
+            execution_id,
+            connection,
+            query_hash: Some(query_hash),
+            detail: Some(&detail),
+            ..Entry::default()
+        },
+    )
+    .map(drop)
 }
