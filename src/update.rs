@@ -183,7 +183,9 @@ fn decode_signature(what: &str, text: &str) -> Result<Signature, UpdateError> {
 
 fn bad_sig(what: &str, e: minisign_verify::Error) -> UpdateError {
     let reason = match e {
-        minisign_verify::Error::InvalidSignature => "the signature does not match the file (tampered?)".into(),
+        minisign_verify::Error::InvalidSignature => {
+            "the signature does not match the file (tampered?)".into()
+        }
         minisign_verify::Error::UnexpectedAlgorithm | minisign_verify::Error::UnsupportedLegacyMode => {
             "legacy (non-prehashed) minisign signatures are not accepted".into()
         }
@@ -234,10 +236,7 @@ impl Manifest {
         let manifest: Self =
             serde_json::from_slice(bytes).map_err(|e| UpdateError::Manifest(e.to_string()))?;
         if manifest.product != PRODUCT {
-            return Err(UpdateError::Manifest(format!(
-                "it is for `{}`, not {PRODUCT}",
-                manifest.product
-            )));
+            return Err(UpdateError::Manifest(format!("it is for `{}`, not {PRODUCT}", manifest.product)));
         }
         parse_version(&manifest.version, "version")?;
         if let Some(min) = &manifest.min_version {
@@ -249,16 +248,21 @@ impl Manifest {
     /// The binary for this platform.
     pub fn binary(&self) -> Result<&Artefact, UpdateError> {
         let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
-        let artefact = self
-            .artefacts
-            .iter()
-            .find(|a| a.os == os && a.arch == arch && a.kind == "binary")
-            .ok_or_else(|| UpdateError::Manifest(format!("no binary for {os}/{arch} in version {}", self.version)))?;
+        let artefact =
+            self.artefacts.iter().find(|a| a.os == os && a.arch == arch && a.kind == "binary").ok_or_else(
+                || UpdateError::Manifest(format!("no binary for {os}/{arch} in version {}", self.version)),
+            )?;
         if artefact.sha256.len() != 64 || hex::decode(&artefact.sha256).is_err() {
-            return Err(UpdateError::Manifest(format!("artefact {}: sha256 is not 64 hex digits", artefact.url)));
+            return Err(UpdateError::Manifest(format!(
+                "artefact {}: sha256 is not 64 hex digits",
+                artefact.url
+            )));
         }
         if artefact.size == 0 || artefact.size > ARTEFACT_LIMIT {
-            return Err(UpdateError::Manifest(format!("artefact {}: size {} out of range", artefact.url, artefact.size)));
+            return Err(UpdateError::Manifest(format!(
+                "artefact {}: size {} out of range",
+                artefact.url, artefact.size
+            )));
         }
         Ok(artefact)
     }
@@ -338,7 +342,8 @@ impl Source {
         }
         .map_err(|e| fetch(e.to_string()))?;
         let proxy = crate::proxy::ProxySettings::from_config(config).map_err(|e| fetch(e.to_string()))?;
-        let http = crate::https::agent(tls, proxy, Duration::from_secs(600)).map_err(|e| fetch(e.to_string()))?;
+        let http =
+            crate::https::agent(tls, proxy, Duration::from_secs(600)).map_err(|e| fetch(e.to_string()))?;
         Ok(Self::Url { manifest: url.to_owned(), http })
     }
 
@@ -367,7 +372,9 @@ impl Source {
                     return Ok(Location::Url(name.to_owned()));
                 }
                 if name.contains("://") || name.starts_with('/') || name.split('/').any(|s| s == "..") {
-                    return Err(UpdateError::Manifest(format!("artefact URL `{name}` is neither https:// nor relative")));
+                    return Err(UpdateError::Manifest(format!(
+                        "artefact URL `{name}` is neither https:// nor relative"
+                    )));
                 }
                 let base = manifest.rsplit_once('/').map_or(manifest.as_str(), |(b, _)| b);
                 Ok(Location::Url(format!("{base}/{name}")))
@@ -383,7 +390,11 @@ impl Source {
         }
     }
 
-    fn open(&self, location: &Location, limit: u64) -> Result<(Box<dyn Read + Send>, Option<u64>), UpdateError> {
+    fn open(
+        &self,
+        location: &Location,
+        limit: u64,
+    ) -> Result<(Box<dyn Read + Send>, Option<u64>), UpdateError> {
         match (self, location) {
             (Self::Url { http, .. }, Location::Url(url)) => {
                 let fetch = |reason: String| UpdateError::Fetch { what: url.clone(), reason };
@@ -400,8 +411,10 @@ impl Source {
                 Ok((Box::new(response.into_body().into_reader().take(limit + 1)), len))
             }
             (_, Location::File(path)) => {
-                let file = File::open(path)
-                    .map_err(|e| UpdateError::Fetch { what: path.display().to_string(), reason: e.to_string() })?;
+                let file = File::open(path).map_err(|e| UpdateError::Fetch {
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
                 let len = file.metadata().ok().map(|m| m.len());
                 Ok((Box::new(file.take(limit + 1)), len))
             }
@@ -416,7 +429,10 @@ impl Source {
             .read_to_end(&mut bytes)
             .map_err(|e| UpdateError::Fetch { what: location.to_string(), reason: e.to_string() })?;
         if bytes.len() as u64 > SMALL_FILE_LIMIT {
-            return Err(UpdateError::Fetch { what: location.to_string(), reason: "larger than 256 KiB".into() });
+            return Err(UpdateError::Fetch {
+                what: location.to_string(),
+                reason: "larger than 256 KiB".into(),
+            });
         }
         Ok(bytes)
     }
@@ -494,7 +510,12 @@ pub fn check(source: &Source, keys: &Keyring) -> Result<(Manifest, CheckReport),
 
 /// Downloads the binary `manifest` names for this platform into `dest` (created, 0755),
 /// checking its size, SHA-256 and signature while streaming; `dest` is removed on failure.
-pub fn download(source: &Source, keys: &Keyring, manifest: &Manifest, dest: &Path) -> Result<(), UpdateError> {
+pub fn download(
+    source: &Source,
+    keys: &Keyring,
+    manifest: &Manifest,
+    dest: &Path,
+) -> Result<(), UpdateError> {
     let result = download_inner(source, keys, manifest, dest);
     if result.is_err() {
         let _ = std::fs::remove_file(dest);
@@ -502,12 +523,18 @@ pub fn download(source: &Source, keys: &Keyring, manifest: &Manifest, dest: &Pat
     result
 }
 
-fn download_inner(source: &Source, keys: &Keyring, manifest: &Manifest, dest: &Path) -> Result<(), UpdateError> {
+fn download_inner(
+    source: &Source,
+    keys: &Keyring,
+    manifest: &Manifest,
+    dest: &Path,
+) -> Result<(), UpdateError> {
     let artefact = manifest.binary()?;
     let what = format!("artefact {}", artefact.url);
-    let signature_text = source
-        .read_small(&source.locate(&format!("{}.minisig", artefact.url))?)
-        .map_err(|e| UpdateError::Signature { what: what.clone(), reason: format!("no signature file: {e}") })?;
+    let signature_text =
+        source.read_small(&source.locate(&format!("{}.minisig", artefact.url))?).map_err(|e| {
+            UpdateError::Signature { what: what.clone(), reason: format!("no signature file: {e}") }
+        })?;
     let signature = decode_signature(&what, &String::from_utf8_lossy(&signature_text))?;
     let key = keys.key_for(&what, &signature)?;
     let mut verifier = key.verify_stream(&signature).map_err(|e| bad_sig(&what, e))?;
@@ -526,7 +553,10 @@ fn download_inner(source: &Source, keys: &Keyring, manifest: &Manifest, dest: &P
         }
         total += n as u64;
         if total > artefact.size {
-            return Err(UpdateError::Integrity(format!("{} is larger than the manifest's {} bytes", artefact.url, artefact.size)));
+            return Err(UpdateError::Integrity(format!(
+                "{} is larger than the manifest's {} bytes",
+                artefact.url, artefact.size
+            )));
         }
         sha.update(&buf[..n]);
         verifier.update(&buf[..n]);
@@ -540,7 +570,10 @@ fn download_inner(source: &Source, keys: &Keyring, manifest: &Manifest, dest: &P
     }
     let digest = hex::encode(sha.finalize());
     if !digest.eq_ignore_ascii_case(&artefact.sha256) {
-        return Err(UpdateError::Integrity(format!("{}: SHA-256 {digest}, the manifest says {}", artefact.url, artefact.sha256)));
+        return Err(UpdateError::Integrity(format!(
+            "{}: SHA-256 {digest}, the manifest says {}",
+            artefact.url, artefact.sha256
+        )));
     }
     verifier.finalize().map_err(|e| bad_sig(&what, e))?;
     file.sync_all().map_err(install)?;
@@ -566,9 +599,16 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// The running binary (its path as started, links resolved).
+    /// The running binary (its path as started, links resolved). Debug builds honour
+    /// `MC_TEST_UPDATE_EXE` (the tests update a small stand-in instead of copying the
+    /// 300 MB debug binary several times per test).
     pub fn current() -> Result<Self, UpdateError> {
-        let exe = std::env::current_exe().map_err(|e| UpdateError::Install(format!("cannot find this binary: {e}")))?;
+        #[cfg(debug_assertions)]
+        if let Some(exe) = std::env::var_os("MC_TEST_UPDATE_EXE") {
+            return Ok(Self { exe: PathBuf::from(exe) });
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| UpdateError::Install(format!("cannot find this binary: {e}")))?;
         let exe = exe.canonicalize().unwrap_or(exe);
         Ok(Self { exe })
     }
@@ -716,7 +756,10 @@ pub fn trial_run(exe: &Path, config_path: &Path, timeout: Duration) -> Result<()
         Ok(())
     } else {
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        Err(format!("it exited with {status}{}", if last.is_empty() { String::new() } else { format!(": {last}") }))
+        Err(format!(
+            "it exited with {status}{}",
+            if last.is_empty() { String::new() } else { format!(": {last}") }
+        ))
     }
 }
 
@@ -732,7 +775,11 @@ pub fn probe(config_path: &Path) -> Result<(), String> {
     {
         return Err(format!("{}: {}", step.name, step.detail));
     }
-    if !report.steps.iter().any(|s| s.name == "auth" && s.status != crate::protocol::control::StepStatus::Fail) {
+    if !report
+        .steps
+        .iter()
+        .any(|s| s.name == "auth" && s.status != crate::protocol::control::StepStatus::Fail)
+    {
         return Err("the cloud was not reached".into());
     }
     Ok(())
@@ -768,10 +815,16 @@ pub fn apply(
     let staged = paths.staged();
     let _ = std::fs::remove_file(&staged);
     download(source, keys, &manifest, &staged)?;
-    install(paths, &staged, &offered.to_string(), |exe| trial_run(exe, config_path, trial_timeout)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&staged);
-    })?;
-    Ok(Applied { from: current.to_string(), to: offered.to_string(), exe: paths.exe.clone(), previous: paths.previous() })
+    install(paths, &staged, &offered.to_string(), |exe| trial_run(exe, config_path, trial_timeout))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&staged);
+        })?;
+    Ok(Applied {
+        from: current.to_string(),
+        to: offered.to_string(),
+        exe: paths.exe.clone(),
+        previous: paths.previous(),
+    })
 }
 
 /// The trial timeout: [`TRIAL_TIMEOUT`]; debug builds honour `MC_TEST_TRIAL_TIMEOUT_MS`.
@@ -822,7 +875,8 @@ pub fn spawn_auto(
             }
             delay = WEEK;
             if auto_once(&config_path, &config) {
-                let _ = inbox.send(crate::supervisor::SupMsg::Shutdown { reason: RESTART_REASON.into(), grace });
+                let _ =
+                    inbox.send(crate::supervisor::SupMsg::Shutdown { reason: RESTART_REASON.into(), grace });
                 return;
             }
         }
@@ -933,7 +987,10 @@ mod tests {
         assert_eq!(manifest("0.9.9", None).check_newer(&current).unwrap_err().code(), "UPDATE_NOT_NEWER");
         assert_eq!(manifest("0.10.0", None).check_newer(&current).unwrap_err().code(), "UPDATE_NOT_NEWER");
         assert_eq!(manifest("0.10.1-rc.1", None).check_newer(&current).unwrap().to_string(), "0.10.1-rc.1");
-        assert_eq!(manifest("1.0.0", Some("0.11.0")).check_newer(&current).unwrap_err().code(), "UPDATE_TOO_OLD");
+        assert_eq!(
+            manifest("1.0.0", Some("0.11.0")).check_newer(&current).unwrap_err().code(),
+            "UPDATE_TOO_OLD"
+        );
         assert!(Manifest::parse(br#"{"product":"other","version":"1.0.0","artefacts":[]}"#).is_err());
     }
 

@@ -90,7 +90,10 @@ pub fn update(command: UpdateCmd) -> ExitCode {
                     if json {
                         success(serde_json::to_value(&report).unwrap_or_default());
                     } else if report.update_available {
-                        println!("update available: {} (installed {}); install it with `mini-connector update apply`", report.latest, report.current);
+                        println!(
+                            "update available: {} (installed {}); install it with `mini-connector update apply`",
+                            report.latest, report.current
+                        );
                     } else {
                         println!(
                             "up to date: installed {}, latest {}{}",
@@ -114,7 +117,8 @@ pub fn update(command: UpdateCmd) -> ExitCode {
                     }
                 }
                 let paths = Paths::current().map_err(Failure::Update)?;
-                update::apply(&source, &keys, &paths, &config.path(), update::trial_timeout()).map_err(Failure::Update)
+                update::apply(&source, &keys, &paths, &config.path(), update::trial_timeout())
+                    .map_err(Failure::Update)
             });
             match result {
                 Ok(applied) => {
