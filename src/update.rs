@@ -908,6 +908,10 @@ fn auto_once(config_path: &Path, config: &AgentConfig) -> bool {
             tracing::info!(%current, source = %url, "no update: this is the latest version");
             false
         }
+        Err(UpdateError::Fetch { reason, .. }) if reason == "HTTP 404" => {
+            tracing::info!(source = %url, "no update published there");
+            false
+        }
         Err(e) => {
             tracing::warn!(code = e.code(), error = %e, source = %url, "update check failed");
             false
