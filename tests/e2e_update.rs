@@ -181,6 +181,12 @@ fn check_then_apply_installs_the_new_version_keeps_the_previous_and_it_runs() {
     assert_eq!(check["data"]["current"], env!("CARGO_PKG_VERSION"));
     assert_eq!(check["data"]["updateAvailable"], true);
 
+    // Without --yes and without a terminal to confirm on: a usage error, nothing changed.
+    let (code, _, err) = s.run(&["update", "apply"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    s.assert_untouched();
+
     let (code, value, err) = s.apply();
     assert_eq!(code, Some(0), "{value}\n{err}");
     assert_eq!(value["ok"], true, "{value}");
