@@ -14,6 +14,8 @@ use crate::exit;
 pub enum UpdateCmd {
     /// Read the signed update manifest and say whether a newer version is available
     /// (exit 0 either way).
+    #[command(after_help = "Exit codes: 0 answered (update or not); 1 cannot fetch; 2 usage;
+5 refused (signature, bad manifest).")]
     Check {
         #[command(flatten)]
         config: ConfigArg,
@@ -30,6 +32,13 @@ pub enum UpdateCmd {
     /// Download, verify and install a newer version: the binary is replaced atomically, the
     /// old one kept as `<binary>.previous`, and the new one must start and reach the cloud
     /// (`update probe`) within 60 s or it is rolled back.
+    #[command(after_help = "Examples:
+  mini-connector update apply --yes
+  mini-connector update apply --yes --file /media/usb/mini-connector-update/
+
+Exit codes: 0 installed; 1 cannot fetch or write; 2 usage / not confirmed;
+5 refused (signature, tampered, bad manifest); 6 not newer (downgrade refused);
+7 the new version failed its trial run and was rolled back.")]
     Apply {
         #[command(flatten)]
         config: ConfigArg,
