@@ -143,6 +143,10 @@ pub struct AgentConfig {
     /// Whether to look for updates.
     #[serde(default = "defaults::yes")]
     pub auto_update: bool,
+    /// The signed update manifest (`https://…/manifest.json`, docs/UPDATES.md); when absent,
+    /// `https://<cloudUrl's host[:port]>/updates/manifest.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_url: Option<String>,
     /// Directory for the rotating log files; the platform's log directory when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
@@ -436,6 +440,12 @@ impl AgentConfig {
             && !proxy.starts_with("http://")
         {
             return field("proxyUrl", "must be an http:// CONNECT proxy URL");
+        }
+        if let Some(url) = &self.update_url
+            && (!url.starts_with("https://")
+                || url.parse::<ureq::http::Uri>().map(|u| u.host().is_none()).unwrap_or(true))
+        {
+            return field("updateUrl", "must be an https:// URL with a host");
         }
         if let Some(user) = &self.proxy_user
             && (user.is_empty() || user.contains(':') || user.chars().any(char::is_control))

@@ -8,7 +8,8 @@
 //! left to `Dial` too ([`NoResolve`]): behind a proxy the target's name is the proxy's to
 //! resolve.
 //!
-//! It carries chunk uploads only, so it is strict: plain `http://` is refused before a socket
+//! It carries chunk uploads (and the long-poll transport and update downloads, `update.rs`), so
+//! it is strict: plain `http://` is refused before a socket
 //! is opened, and redirects are not followed (a 3xx comes back as a response), so a chunk goes
 //! to the URL [`crate::uploader::UploadPolicy`] accepted or nowhere.
 

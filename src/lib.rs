@@ -46,6 +46,7 @@ pub mod setup;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
+pub mod update;
 pub mod uploader;
 pub mod worker;
 

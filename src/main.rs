@@ -157,6 +157,11 @@ enum Cmd {
         #[command(subcommand)]
         command: cli::diag::DiagCmd,
     },
+    /// Signed updates (docs/UPDATES.md): `update check`, `update apply [--file PACKAGE]`.
+    Update {
+        #[command(subcommand)]
+        command: cli::update::UpdateCmd,
+    },
     /// Create the sample ERP database (SQLite) used by the demo and the tests.
     SampleErp {
         /// Where to write the database file (replaced if it exists).
@@ -260,6 +265,9 @@ fn main() -> ExitCode {
                 eprintln!("warning: cannot write log files to {}: {e}", log_dir.display());
                 let _ = mini_connector::logging::init(&config.log_level, None);
             }
+            if let Some(code) = cli::update::recover_at_start() {
+                return code;
+            }
             // The key check here and the start share one vault key derivation.
             let vault_hold = config.hold_vault();
             if let Err(e) = config.load_api_key() {
@@ -284,8 +292,13 @@ fn main() -> ExitCode {
                 eprintln!("warning: cannot install the Ctrl-C handler: {e}");
             }
             tracing::info!(name = %config.connector_name, url = %config.cloud_url, "agent started");
+            let updater = cli::update::auto_updater(&config_path, &config, agent.inbox(), grace);
             let reason = agent.wait();
+            drop(updater);
             tracing::info!(%reason, "agent stopped");
+            if reason == mini_connector::update::RESTART_REASON {
+                return ExitCode::from(mini_connector::update::restart_exit());
+            }
             ExitCode::from(exit::OK)
         }
         Cmd::Logs { config, lines } => print_logs(&config, lines),
@@ -321,6 +334,7 @@ fn main() -> ExitCode {
         Cmd::Service { command } => finish(cli::service::service(command)),
         Cmd::Audit(args) => finish(cli::audit::audit(&args)),
         Cmd::Diag { command } => finish(cli::diag::diag(command)),
+        Cmd::Update { command } => cli::update::update(command),
         Cmd::Notify { command } => mini_connector::notify::cli::run(command, default_config_path()),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {

@@ -31,6 +31,7 @@ mod e2e_link;
 mod e2e_postgres;
 mod e2e_proxy;
 mod e2e_query;
+mod e2e_update;
 mod e2e_upload;
 mod protocol_golden;
 mod relay;

@@ -63,6 +63,7 @@ mod session;
 mod spool;
 mod store;
 mod tls;
+mod updates;
 mod upload;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -161,6 +162,9 @@ pub struct GatewayConfig {
     /// `gracePeriod` of the `shutdown` frame sent at [`Gateway::shutdown`] and by
     /// decommission; the gateway waits that long plus 2 s for answers of running commands.
     pub shutdown_grace: Duration,
+    /// `GET /updates/<file>` serves the files of this directory (signed update manifest,
+    /// binaries, signatures: docs/UPDATES.md); `None` = no update route (404).
+    pub updates_dir: Option<PathBuf>,
 }
 
 impl GatewayConfig {
@@ -199,6 +203,7 @@ impl GatewayConfig {
             takeover_probe: Duration::from_millis(2000),
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(5),
+            updates_dir: None,
             compression: true,
             chunk_encodings: protocol::ContentEncoding::SUPPORTED.to_vec(),
             keepalive_interval: Duration::from_secs(20),

@@ -131,6 +131,10 @@ struct ServeArgs {
     /// only https to their cloudUrl's host or to a host in their uploadHosts.
     #[arg(long)]
     upload_url: Option<String>,
+    /// Publish the signed update files of this directory (manifest.json, its .minisig, the
+    /// binaries and theirs) read-only at https://<host>/updates/<file> (docs/UPDATES.md).
+    #[arg(long, value_name = "DIR")]
+    updates_dir: Option<PathBuf>,
     /// Largest decompressed result buffered for one command (e.g. 256MiB).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_buffer_bytes: u64,
@@ -316,6 +320,12 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     config.session_idle_timeout = args.idle_timeout;
     config.default_command_ttl = args.command_ttl;
     config.upload_url = args.upload_url;
+    if let Some(dir) = &args.updates_dir
+        && !dir.is_dir()
+    {
+        return Err(Failure(EXIT_USAGE, anyhow::anyhow!("--updates-dir {}: not a directory", dir.display())));
+    }
+    config.updates_dir = args.updates_dir;
     config.max_buffer_bytes = args.max_buffer_bytes;
     config.max_connection_buffer_bytes = args.max_connection_buffer_bytes;
     config.max_total_buffer_bytes = args.max_total_buffer_bytes;

@@ -1,6 +1,7 @@
 //! The HTTPS port: an accept thread, one thread per connection (TLS handshake, request head,
 //! route): `GET /ws` upgrades to a session, `POST /upload` takes a chunk (keep-alive),
-//! `/lp/...` is the HTTPS long-poll transport (`longpoll.rs`, keep-alive), anything else is `404`.
+//! `/lp/...` is the HTTPS long-poll transport (`longpoll.rs`, keep-alive), `GET /updates/<file>`
+//! serves `--updates-dir` (`updates.rs`), anything else is `404`.
 //!
 //! **Limits.** At most `max_connections` connections are served at once; one more is closed
 //! right after `accept`, before any TLS work. Slow clients are cut by deadlines, not by
@@ -201,6 +202,13 @@ fn serve_requests(
             (_, path) if path.starts_with(protocol::LP_PATH) => {
                 let local = stream.sock.tcp.local_addr()?;
                 if !crate::longpoll::handle(hub, stream, buf, &head, local)? {
+                    return Ok(None);
+                }
+            }
+            (_, path) if path.starts_with(crate::updates::PREFIX) => {
+                // A file may take minutes to send: give the writes their own bound.
+                stream.sock.set_deadline(Some(Instant::now() + crate::updates::SEND_TIMEOUT));
+                if !crate::updates::handle(hub.config.updates_dir.as_deref(), stream, &head)? {
                     return Ok(None);
                 }
             }

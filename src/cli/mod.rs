@@ -18,6 +18,7 @@ pub mod diag;
 pub mod doctor;
 pub mod schema;
 pub mod service;
+pub mod update;
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
