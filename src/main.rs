@@ -206,10 +206,7 @@ fn config_exit(error: &mini_connector::config::ConfigError) -> ExitCode {
 fn finish(outcome: cli::Outcome) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(fail) => {
-            eprintln!("error: {:#}", fail.error);
-            ExitCode::from(fail.code)
-        }
+        Err(fail) => ExitCode::from(cli::output::report(&fail)),
     }
 }
 
@@ -234,7 +231,18 @@ fn load(path: &Path) -> Result<AgentConfig, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    cli::output::init(std::env::args_os());
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--json`: a refused command line is an envelope too (help and --version are not errors).
+        Err(e) if cli::output::json() && e.use_stderr() => {
+            let text = e.to_string();
+            let message = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            cli::output::print_error("USAGE", message);
+            return ExitCode::from(exit::CONFIG);
+        }
+        Err(e) => e.exit(),
+    };
     let Some(command) = cli.command else {
         return no_subcommand();
     };
