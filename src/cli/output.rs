@@ -56,10 +56,29 @@ impl std::fmt::Display for Coded {
 
 impl std::error::Error for Coded {}
 
+/// A failure whose details are already in the printed data (`schema discover` with some
+/// connections failed, `db test`...): with `--json` nothing more is printed (the data line was
+/// the envelope); as text, `error: <summary>`.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 impl Fail {
     /// A failure with exit code `exit` and envelope code `code`.
     pub fn coded(exit: u8, code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { code: exit, error: Coded { code: code.into(), message: message.into() }.into() }
+    }
+
+    /// A failure already told in the printed data: exit `exit`, `summary` on stderr as text.
+    pub fn reported(exit: u8, summary: impl Into<String>) -> Self {
+        Self { code: exit, error: Reported(summary.into()).into() }
     }
 
     /// The envelope's error code: the one the failure carries, else one derived from the exit
@@ -135,17 +154,15 @@ pub fn print_error(code: &str, message: &str) {
 pub fn report(fail: &Fail) -> u8 {
     let message = format!("{:#}", fail.error);
     if json() {
-        print_error(&fail.error_code(), &message);
+        if fail.error.downcast_ref::<Reported>().is_none() {
+            print_error(&fail.error_code(), &message);
+        }
     } else {
         eprintln!("error: {}", escape(&message));
     }
     fail.code
 }
 
-/// Prints a command's data: the envelope with `--json`, else the text `text` makes.
-pub fn print<T: Serialize + ?Sized>(data: &T, text: impl FnOnce(&T)) {
-    if json() { print_ok(data) } else { text(data) }
-}
 
 #[cfg(test)]
 mod tests {
