@@ -206,7 +206,7 @@ fn starts(lines: &[&str], n: usize) -> Vec<usize> {
         .iter()
         .map(|l| {
             let cells: Vec<&str> = l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-            let head = &l[..l.find(cells[n]).unwrap()];
+            let head = &l[..l.rfind(cells[n]).unwrap()];
             width(head)
         })
         .collect()

@@ -45,7 +45,7 @@ fn starts(lines: &[&str], n: usize) -> Vec<usize> {
         .iter()
         .map(|l| {
             let cells: Vec<&str> = l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-            protocol::term::width(&l[..l.find(cells[n]).unwrap()])
+            protocol::term::width(&l[..l.rfind(cells[n]).unwrap()])
         })
         .collect()
 }
@@ -182,7 +182,7 @@ fn query_and_schema_text_escape_database_text_and_align_wide_cells() {
 fn serve_writes_no_colour_codes_or_debug_values_into_a_pipe() {
     let _w = watchdog("cli_serve_plain");
     let dir = crate::common::temp_dir();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--data-dir")
         .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
