@@ -371,7 +371,9 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
             match (&reply, args.json) {
                 (ControlReply::Status(snapshot), true) => print_ok(snapshot.as_ref()),
                 (ControlReply::Status(snapshot), false) => print_status(snapshot),
-                (ControlReply::Activity(entries), true) => print_ok(&serde_json::json!({ "commands": entries })),
+                (ControlReply::Activity(entries), true) => {
+                    print_ok(&serde_json::json!({ "commands": entries }))
+                }
                 (ControlReply::Activity(entries), false) => print_activity(entries),
                 (_, true) => print_ok(&serde_json::json!({})),
                 (_, false) => println!("ok"),

@@ -68,7 +68,8 @@ impl Sandbox {
         let home = self.dir.0.join("home");
         // MC_CLI_BIN runs these tests against another build (e.g. to show a test failing
         // on an older binary).
-        let bin = std::env::var_os("MC_CLI_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mini-connector").into());
+        let bin =
+            std::env::var_os("MC_CLI_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mini-connector").into());
         let mut child = Command::new(bin)
             .args(args)
             .env("MINI_CONNECTOR_CONFIG", &self.config)

@@ -29,7 +29,9 @@ fn erp_sandbox(tag: &str) -> Sandbox {
     sandbox.configure(URL);
     let erp = sandbox.path("erp.db");
     std::fs::copy(sample_erp(), &erp).unwrap();
-    sandbox.run(&["db", "add", "--name", "erp", "--type", "sqlite", "--path", erp.to_str().unwrap()], None).ok();
+    sandbox
+        .run(&["db", "add", "--name", "erp", "--type", "sqlite", "--path", erp.to_str().unwrap()], None)
+        .ok();
     sandbox
 }
 
@@ -100,7 +102,20 @@ fn db_test_json_failure_is_the_error_envelope_with_the_spec_code() {
     sandbox.configure(URL);
     let missing = sandbox.path("missing.db");
     sandbox
-        .run(&["db", "add", "--name", "gone", "--type", "sqlite", "--path", missing.to_str().unwrap(), "--no-test"], None)
+        .run(
+            &[
+                "db",
+                "add",
+                "--name",
+                "gone",
+                "--type",
+                "sqlite",
+                "--path",
+                missing.to_str().unwrap(),
+                "--no-test",
+            ],
+            None,
+        )
         .ok();
     let out = sandbox.run(&["db", "test", "gone", "--json"], None);
     assert_eq!(out.code, Some(1), "{out:?}");
@@ -137,11 +152,19 @@ fn golden_schema_discover_show_diff() {
              CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 100;",
         )
         .unwrap();
-    sandbox.run(&["db", "add", "--name", "small", "--type", "sqlite", "--path", db.to_str().unwrap()], None).ok();
-    sandbox.run(&["schema", "private", "add", "--connection", "small", "--column", "customers.email"], None).ok();
+    sandbox
+        .run(&["db", "add", "--name", "small", "--type", "sqlite", "--path", db.to_str().unwrap()], None)
+        .ok();
+    sandbox
+        .run(&["schema", "private", "add", "--connection", "small", "--column", "customers.email"], None)
+        .ok();
     golden(&sandbox, "agent-schema-discover", &sandbox.run(&["schema", "discover", "--json"], None).ok());
     golden(&sandbox, "agent-schema-show", &sandbox.run(&["schema", "show", "--json"], None).ok());
-    golden(&sandbox, "agent-schema-show-visible", &sandbox.run(&["schema", "show", "--visible", "--json"], None).ok());
+    golden(
+        &sandbox,
+        "agent-schema-show-visible",
+        &sandbox.run(&["schema", "show", "--visible", "--json"], None).ok(),
+    );
     golden(&sandbox, "agent-schema-diff", &sandbox.run(&["schema", "diff", "--json"], None).ok());
 }
 
@@ -155,7 +178,11 @@ fn golden_key_show_and_vault_status() {
 #[test]
 fn golden_sql_check() {
     let sandbox = Sandbox::new("golden-sql");
-    golden(&sandbox, "agent-sql-check-allow", &sandbox.run(&["sql", "check", "--json", "SELECT 1"], None).ok());
+    golden(
+        &sandbox,
+        "agent-sql-check-allow",
+        &sandbox.run(&["sql", "check", "--json", "SELECT 1"], None).ok(),
+    );
     let out = sandbox.run(&["sql", "check", "--json", "DELETE FROM t"], None);
     assert_eq!(out.code, Some(1), "a rejection is a verdict, exit 1: {out:?}");
     golden(&sandbox, "agent-sql-check-reject", &out);
@@ -216,10 +243,25 @@ fn starts(lines: &[&str], n: usize) -> Vec<usize> {
 fn db_list_aligns_wide_names_and_escapes_control_characters() {
     let sandbox = Sandbox::new("text-db-list");
     sandbox.configure(URL);
-    for (name, file) in [("東京支店", "a.db"), ("cafe\u{301}", "b.db"), ("🙂🙂", "c.db"), ("plain", "tab\there.db")] {
+    for (name, file) in
+        [("東京支店", "a.db"), ("cafe\u{301}", "b.db"), ("🙂🙂", "c.db"), ("plain", "tab\there.db")]
+    {
         let path = sandbox.path(file);
         sandbox
-            .run(&["db", "add", "--name", name, "--type", "sqlite", "--path", path.to_str().unwrap(), "--no-test"], None)
+            .run(
+                &[
+                    "db",
+                    "add",
+                    "--name",
+                    name,
+                    "--type",
+                    "sqlite",
+                    "--path",
+                    path.to_str().unwrap(),
+                    "--no-test",
+                ],
+                None,
+            )
             .ok();
     }
     let out = sandbox.run(&["db", "list"], None).ok();
@@ -227,7 +269,11 @@ fn db_list_aligns_wide_names_and_escapes_control_characters() {
     assert_eq!(lines.len(), 5, "a tab in a path never breaks a row: {}", out.stdout);
     assert!(out.stdout.contains("tab\\there.db"), "{}", out.stdout);
     let type_starts = starts(&lines, 1);
-    assert!(type_starts.iter().all(|s| *s == type_starts[0]), "TYPE column misaligned {type_starts:?}:\n{}", out.stdout);
+    assert!(
+        type_starts.iter().all(|s| *s == type_starts[0]),
+        "TYPE column misaligned {type_starts:?}:\n{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -246,19 +292,30 @@ fn schema_show_never_prints_escape_sequences_from_the_database() {
     }
     let text = &show.stdout;
     assert!(text.contains("evil\\x1b]0;pwned\\x07"), "{text}");
-    assert!(text.contains("a\\tb") && text.contains("line\\nbreak") && text.contains("\\x1b[31mred"), "{text}");
+    assert!(
+        text.contains("a\\tb") && text.contains("line\\nbreak") && text.contains("\\x1b[31mred"),
+        "{text}"
+    );
     assert!(text.contains("rtl\\u{202e}txt"), "{text}");
     // The JSON stays exact.
     let json = sandbox.run(&["schema", "show", "--json"], None).ok().json();
-    let names: Vec<&str> =
-        json["schemas"][0]["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = json["schemas"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"evil\x1b]0;pwned\x07"), "{names:?}");
 
     // The columns of `顧客` line up: their types start at one display column.
     let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("顧客")).skip(1).take(4).collect();
     assert_eq!(lines.len(), 4, "{text}");
     let type_starts = starts(&lines, 1);
-    assert!(type_starts.iter().all(|s| *s == type_starts[0]), "misaligned {type_starts:?}:\n{}", lines.join("\n"));
+    assert!(
+        type_starts.iter().all(|s| *s == type_starts[0]),
+        "misaligned {type_starts:?}:\n{}",
+        lines.join("\n")
+    );
 }
 
 #[test]

@@ -471,7 +471,6 @@ fn decommission(dir: &Path, name: &str, json: bool) -> Result<(), Failure> {
     }
 }
 
-
 fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
     let store =
         || KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display()));
@@ -844,8 +843,10 @@ fn schema(dir: &Path, connector: &str, refresh: Option<u64>, json: bool) -> Resu
         print_ok(&json!({ "connector": connector, "schemas": entry["schema"] }));
         return Ok(());
     }
-    let schemas: Vec<protocol::DatabaseSchema> = serde_json::from_value(entry["schema"].clone())
-        .map_err(|e| Failure::message(EXIT_RUNTIME, "IO", format!("the gateway's schema is unreadable: {e}")))?;
+    let schemas: Vec<protocol::DatabaseSchema> =
+        serde_json::from_value(entry["schema"].clone()).map_err(|e| {
+            Failure::message(EXIT_RUNTIME, "IO", format!("the gateway's schema is unreadable: {e}"))
+        })?;
     print!("{}", schema_text(&schemas));
     Ok(())
 }

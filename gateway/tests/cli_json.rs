@@ -20,14 +20,17 @@ use crate::common::{FakeAgent, TestGateway, col, start_with, watchdog};
 #[path = "../../tests/golden/normalise.rs"]
 mod golden;
 
-const BIN: &str = env!("CARGO_BIN_EXE_connector-gateway");
+/// `MC_GATEWAY_BIN` runs these tests against another build (e.g. main's, where they fail).
+fn bin() -> std::ffi::OsString {
+    std::env::var_os("MC_GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_connector-gateway").into())
+}
 
 fn with_admin() -> Arc<TestGateway> {
     Arc::new(start_with(|c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())))
 }
 
 fn cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN).arg("--data-dir").arg(dir).args(args).env("RUST_LOG", "off").output().unwrap()
+    Command::new(bin()).arg("--data-dir").arg(dir).args(args).env("RUST_LOG", "off").output().unwrap()
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -74,7 +77,8 @@ fn every_json_answer_is_an_envelope_pinned_by_a_golden_file() {
         {"name": "t", "kind": "table", "columns": [{"name": "id", "dataType": "INTEGER", "wireType": "integer", "nullable": false}], "primaryKey": ["id"], "foreignKeys": []}
     ]}))
     .unwrap();
-    agent.send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
+    agent
+        .send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
     agent.heartbeat(0);
     gw.wait_event(|e| {
         matches!(e, gateway::GatewayEvent::Frame { frame: Outbound::Heartbeat(_), .. }).then_some(())
@@ -83,7 +87,9 @@ fn every_json_answer_is_an_envelope_pinned_by_a_golden_file() {
     golden(&gw, "gateway-schema", &cli(&gw.dir, &["schema", "--connector", "Warehouse", "--json"]));
 
     let gw2 = gw.clone();
-    let runner = thread::spawn(move || cli(&gw2.dir, &["query", "--connector", "Warehouse", "--json", "SELECT id FROM t"]));
+    let runner = thread::spawn(move || {
+        cli(&gw2.dir, &["query", "--connector", "Warehouse", "--json", "SELECT id FROM t"])
+    });
     let cmd = agent.expect_command();
     agent.answer_inline(&cmd, vec![col("id", "integer")], vec![vec![json!(1)], vec![json!(2)]]);
     agent.expect_ack(&cmd.command_id);
@@ -135,7 +141,8 @@ fn query_and_schema_text_escape_database_text_and_align_wide_cells() {
         ], "primaryKey": [], "foreignKeys": []}
     ]}))
     .unwrap();
-    agent.send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
+    agent
+        .send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
     agent.heartbeat(0);
     gw.wait_event(|e| {
         matches!(e, gateway::GatewayEvent::Frame { frame: Outbound::Heartbeat(_), .. }).then_some(())
@@ -151,7 +158,8 @@ fn query_and_schema_text_escape_database_text_and_align_wide_cells() {
     assert!(type_starts.iter().all(|s| *s == type_starts[0]), "{type_starts:?}\n{text}");
 
     let gw2 = gw.clone();
-    let runner = thread::spawn(move || cli(&gw2.dir, &["query", "--connector", "Warehouse", "SELECT * FROM t"]));
+    let runner =
+        thread::spawn(move || cli(&gw2.dir, &["query", "--connector", "Warehouse", "SELECT * FROM t"]));
     let cmd = agent.expect_command();
     agent.answer_inline(
         &cmd,
@@ -182,7 +190,7 @@ fn query_and_schema_text_escape_database_text_and_align_wide_cells() {
 fn serve_writes_no_colour_codes_or_debug_values_into_a_pipe() {
     let _w = watchdog("cli_serve_plain");
     let dir = crate::common::temp_dir();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .arg("--data-dir")
         .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])

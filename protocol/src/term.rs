@@ -71,7 +71,9 @@ pub fn line(cells: &[String], widths: &[usize], right: &[bool]) -> String {
     let parts: Vec<String> = cells
         .iter()
         .enumerate()
-        .map(|(i, cell)| pad(cell, widths.get(i).copied().unwrap_or(0), right.get(i).copied().unwrap_or(false)))
+        .map(|(i, cell)| {
+            pad(cell, widths.get(i).copied().unwrap_or(0), right.get(i).copied().unwrap_or(false))
+        })
         .collect();
     parts.join("  ").trim_end().to_owned()
 }
@@ -89,10 +91,7 @@ pub struct Table {
 impl Table {
     /// A table with these column headers.
     pub fn new<S: AsRef<str>>(headers: &[S]) -> Self {
-        Self {
-            headers: headers.iter().map(|h| escape(h.as_ref()).into_owned()).collect(),
-            ..Self::default()
-        }
+        Self { headers: headers.iter().map(|h| escape(h.as_ref()).into_owned()).collect(), ..Self::default() }
     }
 
     /// Draws a rule of dashes under the header.

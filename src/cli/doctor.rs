@@ -69,7 +69,8 @@ impl Style {
                 let v = v.to_ascii_lowercase();
                 v.contains("utf-8") || v.contains("utf8")
             });
-        let fancy = super::output::term::color_allowed(std::io::stdout().is_terminal()) && (utf8 || cfg!(windows));
+        let fancy =
+            super::output::term::color_allowed(std::io::stdout().is_terminal()) && (utf8 || cfg!(windows));
         Self { unicode: fancy, color: fancy }
     }
 }

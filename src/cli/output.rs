@@ -163,7 +163,6 @@ pub fn report(fail: &Fail) -> u8 {
     fail.code
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,7 +101,10 @@ const MOMENTARY: &[&str] =
 pub fn shape(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter().filter(|(k, _)| !MOMENTARY.contains(&k.as_str())).map(|(k, v)| (k.clone(), shape(v))).collect(),
+            map.iter()
+                .filter(|(k, _)| !MOMENTARY.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), shape(v)))
+                .collect(),
         ),
         Value::Array(items) => Value::Array(items.first().map(shape).into_iter().collect()),
         Value::String(_) => Value::String("<string>".into()),
@@ -114,7 +117,8 @@ pub fn shape(value: &Value) -> Value {
 /// [`check`] of the answer's [`shape`] (the envelope's `ok` kept).
 #[track_caller]
 pub fn check_shape(name: &str, stdout: &str) {
-    let value: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {stdout}"));
+    let value: Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {stdout}"));
     let mut reduced = shape(&value);
     reduced["ok"] = value["ok"].clone();
     check(name, &format!("{reduced}\n"), Path::new(""));
@@ -124,7 +128,8 @@ pub fn check_shape(name: &str, stdout: &str) {
 #[track_caller]
 pub fn check(name: &str, stdout: &str, dir: &Path) {
     assert_eq!(stdout.lines().count(), 1, "{name}: --json prints one line: {stdout:?}");
-    let value: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {stdout}"));
+    let value: Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {stdout}"));
     assert!(value["ok"].is_boolean(), "{name}: no envelope: {stdout}");
     let got = normalise(&value, dir.to_str().unwrap_or_default());
     let pretty = serde_json::to_string_pretty(&got).unwrap() + "\n";
@@ -136,5 +141,10 @@ pub fn check(name: &str, stdout: &str, dir: &Path) {
     let want = std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", file.display()));
     let want: Value = serde_json::from_str(&want).unwrap();
-    assert!(got == want, "{name}: the --json shape changed\n--- {}\n{}\n--- now\n{pretty}", file.display(), serde_json::to_string_pretty(&want).unwrap());
+    assert!(
+        got == want,
+        "{name}: the --json shape changed\n--- {}\n{}\n--- now\n{pretty}",
+        file.display(),
+        serde_json::to_string_pretty(&want).unwrap()
+    );
 }
