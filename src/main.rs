@@ -184,6 +184,10 @@ enum ConfigCmd {
         /// Configuration file.
         #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
         config: PathBuf,
+        /// Print JSON: {"ok": true, "data": {"connector", "apiKey" (masked)}}, or the error
+        /// envelope (CONFIG_INVALID, VAULT_DECRYPT_ERROR, IO).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -303,19 +307,38 @@ fn main() -> ExitCode {
         Cmd::Reconnect(args) => control(&args, ControlCmd::Reconnect),
         Cmd::Stop(args) => control(&args, ControlCmd::Stop),
         Cmd::Activity(args) => control(&args, ControlCmd::Activity),
-        Cmd::Config { command: ConfigCmd::Check { config } } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match config.load_api_key() {
-                Ok(key) => {
-                    println!("config ok: connector `{}`, API key {}", config.connector_name, key.masked());
+        Cmd::Config { command: ConfigCmd::Check { config, json } } => {
+            let checked = AgentConfig::load(&config)
+                .map_err(|e| (cli::output::config_code(&e), e.to_string(), exit::CONFIG))
+                .and_then(|config| match config.load_api_key() {
+                    Ok(key) => Ok((config, key)),
+                    Err(e) => {
+                        let exit = if e.is_vault_decrypt() { exit::VAULT } else { exit::CONFIG };
+                        Err((cli::output::config_code(&e), e.to_string(), exit))
+                    }
+                });
+            match checked {
+                Ok((config, key)) if json => {
+                    cli::output::print_ok(
+                        &serde_json::json!({ "connector": config.connector_name, "apiKey": key.masked() }),
+                    );
                     ExitCode::from(exit::OK)
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    config_exit(&e)
+                Ok((config, key)) => {
+                    println!(
+                        "config ok: connector `{}`, API key {}",
+                        cli::output::escape(&config.connector_name),
+                        key.masked()
+                    );
+                    ExitCode::from(exit::OK)
+                }
+                Err((code, message, exit)) => {
+                    if json {
+                        cli::output::print_error(code, &message);
+                    } else {
+                        eprintln!("error: {}", cli::output::escape(&message));
+                    }
+                    ExitCode::from(exit)
                 }
             }
         }

@@ -176,6 +176,16 @@ fn golden_key_show_and_vault_status() {
 }
 
 #[test]
+fn golden_config_check() {
+    let sandbox = erp_sandbox("golden-config-check");
+    golden(&sandbox, "agent-config-check", &sandbox.run(&["config", "check", "--json"], None).ok());
+    std::fs::write(&sandbox.config, "{\"connectorName\": 5}").unwrap();
+    let out = sandbox.run(&["config", "check", "--json"], None);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    golden(&sandbox, "agent-config-check-invalid", &out);
+}
+
+#[test]
 fn golden_sql_check() {
     let sandbox = Sandbox::new("golden-sql");
     golden(
