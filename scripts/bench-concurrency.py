@@ -51,7 +51,7 @@ def call(method, path, body=None, timeout=70):
 
 st, health = call("GET", "/admin/health")
 key = json.loads(subprocess.check_output([GW, "--data-dir", d + "/gw", "keys", "create", "--tenant", "bench", "--name", "Bench", "--json"]))
-open(d + "/agent/api-key", "w").write(key["apiKey"])
+open(d + "/agent/api-key", "w").write(key["data"]["apiKey"])
 u = urllib.parse.urlparse(os.environ["MC_TEST_PG_URL"])
 open(d + "/agent/pg-password", "w").write(urllib.parse.unquote(u.password))
 cfg = {"connectorName": "Bench", "apiKeyRef": f"file:{d}/agent/api-key", "cloudUrl": health["wsUrl"], "caCertPath": health["caCertPath"],

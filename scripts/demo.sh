@@ -34,7 +34,7 @@ print(s1.getsockname()[1], s2.getsockname()[1])')
 
 echo "==> creating an API key for connector \"Warehouse\" (shown once, stored only hashed)"
 key=$($bin/connector-gateway keys create --tenant demo --name Warehouse --json \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])')
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["apiKey"])')
 echo "    key: $(printf '%s' "$key" | sed -E 's/^(vmc_[a-z0-9]+_)[a-z0-9]+(_[0-9a-f]+)$/\1****\2/') (masked)"
 
 echo "==> starting the gateway on wss://127.0.0.1:$port/ws"
@@ -63,7 +63,7 @@ $bin/mini-connector start --config "$data/config.json" 2> "$data/agent.log" &
 agent_pid=$!
 pids+=("$agent_pid")
 for _ in $(seq 100); do
-    $bin/connector-gateway connectors --json 2>/dev/null | grep -q '"connected": *true' && break
+    $bin/connector-gateway connectors --json 2>/dev/null | grep -q '"connected":true' && break
     sleep 0.1
 done
 $bin/connector-gateway connectors
@@ -96,7 +96,7 @@ $bin/connector-gateway query --connector Warehouse --json --wait-ms 60000 \
     > "$data/big.json"
 python3 - "$data/big.json" <<'PY'
 import json, sys
-o = json.load(open(sys.argv[1]))
+o = json.load(open(sys.argv[1]))["data"]
 b = o["buffered"]
 print("    %d rows in %d chunks, %d bytes, sha256 %s... verified by the gateway"
       % (o["rowCount"], b["chunkCount"], b["byteCount"], b["sha256"][:16]))

@@ -64,7 +64,7 @@ pub fn init(level: &str, dir: Option<&Path>) -> io::Result<()> {
                 .map_err(|e| io::Error::other(e.to_string()))
         }
         None => builder
-            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .with_ansi(crate::protocol::term::stderr_color())
             .with_writer(stderr)
             .finish()
             .with(filter)

@@ -189,6 +189,10 @@ enum ConfigCmd {
         /// Configuration file.
         #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
         config: PathBuf,
+        /// Print JSON: {"ok": true, "data": {"connector", "apiKey" (masked)}}, or the error
+        /// envelope (CONFIG_INVALID, VAULT_DECRYPT_ERROR, IO).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -211,10 +215,7 @@ fn config_exit(error: &mini_connector::config::ConfigError) -> ExitCode {
 fn finish(outcome: cli::Outcome) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(fail) => {
-            eprintln!("error: {:#}", fail.error);
-            ExitCode::from(fail.code)
-        }
+        Err(fail) => ExitCode::from(cli::output::report(&fail)),
     }
 }
 
@@ -239,7 +240,18 @@ fn load(path: &Path) -> Result<AgentConfig, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    cli::output::init(std::env::args_os());
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--json`: a refused command line is an envelope too (help and --version are not errors).
+        Err(e) if cli::output::json() && e.use_stderr() => {
+            let text = e.to_string();
+            let message = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            cli::output::print_error("USAGE", message);
+            return ExitCode::from(exit::CONFIG);
+        }
+        Err(e) => e.exit(),
+    };
     let Some(command) = cli.command else {
         return no_subcommand();
     };
@@ -308,19 +320,38 @@ fn main() -> ExitCode {
         Cmd::Reconnect(args) => control(&args, ControlCmd::Reconnect),
         Cmd::Stop(args) => control(&args, ControlCmd::Stop),
         Cmd::Activity(args) => control(&args, ControlCmd::Activity),
-        Cmd::Config { command: ConfigCmd::Check { config } } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match config.load_api_key() {
-                Ok(key) => {
-                    println!("config ok: connector `{}`, API key {}", config.connector_name, key.masked());
+        Cmd::Config { command: ConfigCmd::Check { config, json } } => {
+            let checked = AgentConfig::load(&config)
+                .map_err(|e| (cli::output::config_code(&e), e.to_string(), exit::CONFIG))
+                .and_then(|config| match config.load_api_key() {
+                    Ok(key) => Ok((config, key)),
+                    Err(e) => {
+                        let exit = if e.is_vault_decrypt() { exit::VAULT } else { exit::CONFIG };
+                        Err((cli::output::config_code(&e), e.to_string(), exit))
+                    }
+                });
+            match checked {
+                Ok((config, key)) if json => {
+                    cli::output::print_ok(
+                        &serde_json::json!({ "connector": config.connector_name, "apiKey": key.masked() }),
+                    );
                     ExitCode::from(exit::OK)
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    config_exit(&e)
+                Ok((config, key)) => {
+                    println!(
+                        "config ok: connector `{}`, API key {}",
+                        cli::output::escape(&config.connector_name),
+                        key.masked()
+                    );
+                    ExitCode::from(exit::OK)
+                }
+                Err((code, message, exit)) => {
+                    if json {
+                        cli::output::print_error(code, &message);
+                    } else {
+                        eprintln!("error: {}", cli::output::escape(&message));
+                    }
+                    ExitCode::from(exit)
                 }
             }
         }
@@ -338,7 +369,15 @@ fn main() -> ExitCode {
         Cmd::Notify { command } => mini_connector::notify::cli::run(command, default_config_path()),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {
-                println!("created {}: {stats:?}", path.display());
+                println!(
+                    "created {}: {} customers, {} products, {} orders, {} order lines, {} invoices",
+                    path.display(),
+                    stats.customers,
+                    stats.products,
+                    stats.orders,
+                    stats.order_lines,
+                    stats.invoices
+                );
                 ExitCode::from(exit::OK)
             }
             Err(e) => {
@@ -349,48 +388,40 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sends one control request to the agent running with `args.config` and prints the answer.
+/// Sends one control request to the agent running with `args.config` and prints the answer
+/// (`--json`: the envelope of `cli::output`, errors included).
 fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
+    use cli::output::{escape, print_error, print_ok};
     let configured = AgentConfig::load(&args.config).ok().and_then(|c| c.control_socket);
     let path = mini_connector::control::socket_path(&args.config, configured.as_deref());
-    match mini_connector::control::call(&path, &cmd.into()) {
-        Ok(ControlReply::Error { code, message }) => {
-            if args.json {
-                print_json(&ControlReply::Error { code, message });
-            } else {
-                eprintln!("error: {message} ({code})");
-            }
-            ExitCode::from(exit::FAILURE)
+    let fail = |code: &str, message: &str, exit: u8| {
+        if args.json {
+            print_error(code, message);
+        } else {
+            eprintln!("error: {} ({code})", escape(message));
         }
+        ExitCode::from(exit)
+    };
+    match mini_connector::control::call(&path, &cmd.into()) {
+        Ok(ControlReply::Error { code, message }) => fail(&code, &message, exit::FAILURE),
         Ok(reply) => {
             match (&reply, args.json) {
-                (ControlReply::Status(snapshot), true) => print_json(snapshot.as_ref()),
+                (ControlReply::Status(snapshot), true) => print_ok(snapshot.as_ref()),
                 (ControlReply::Status(snapshot), false) => print_status(snapshot),
-                (ControlReply::Activity(entries), true) => print_json(entries),
+                (ControlReply::Activity(entries), true) => {
+                    print_ok(&serde_json::json!({ "commands": entries }))
+                }
                 (ControlReply::Activity(entries), false) => print_activity(entries),
-                (_, true) => print_json(&reply),
+                (_, true) => print_ok(&serde_json::json!({})),
                 (_, false) => println!("ok"),
             }
             ExitCode::from(exit::OK)
         }
         Err(e @ mini_connector::control::ControlError::NotRunning(_)) => {
-            if args.json {
-                print_json(&ControlReply::error("NOT_RUNNING", e.to_string()));
-            } else {
-                eprintln!("{e}");
-            }
-            ExitCode::from(exit::NOT_RUNNING)
+            fail("NOT_RUNNING", &e.to_string(), exit::NOT_RUNNING)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(exit::FAILURE)
-        }
+        Err(e) => fail("IO", &e.to_string(), exit::FAILURE),
     }
-}
-
-/// Prints a typed reply as pretty JSON.
-fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn print_activity(entries: &[ActivityEntry]) {
@@ -398,10 +429,9 @@ fn print_activity(entries: &[ActivityEntry]) {
         println!("no commands yet");
         return;
     }
-    println!(
-        "{:<20}  {:<36}  {:<12}  {:<26}  {:>8}  {:>8}",
-        "RECEIVED", "COMMAND", "CONNECTION", "OUTCOME", "ROWS", "MS"
-    );
+    let mut table = cli::output::Table::new(&["RECEIVED", "COMMAND", "CONNECTION", "OUTCOME", "ROWS", "MS"])
+        .right(4)
+        .right(5);
     let or_dash = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     for entry in entries {
         let outcome = match &entry.outcome {
@@ -411,25 +441,26 @@ fn print_activity(entries: &[ActivityEntry]) {
             Outcome::Failed { code } => code.clone(),
             Outcome::Cancelled => "cancelled".to_owned(),
         };
-        println!(
-            "{:<20}  {:<36}  {:<12}  {:<26}  {:>8}  {:>8}",
-            entry.received_at,
-            entry.command_id,
-            entry.connection.as_deref().unwrap_or("-"),
+        table.push(&[
+            entry.received_at.clone(),
+            entry.command_id.clone(),
+            entry.connection.clone().unwrap_or_else(|| "-".to_owned()),
             outcome,
             or_dash(entry.rows),
-            or_dash(entry.duration_ms)
-        );
+            or_dash(entry.duration_ms),
+        ]);
     }
+    print!("{table}");
 }
 
 fn print_status(s: &StatusSnapshot) {
-    let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
-    println!("connector:      {} ({})", s.connector_name, s.cloud_url);
+    use cli::output::escape;
+    let or_dash = |v: Option<&str>| escape(v.unwrap_or("-")).into_owned();
+    println!("connector:      {} ({})", escape(&s.connector_name), escape(&s.cloud_url));
     println!(
         "status:         {}{}",
         s.indicator.label(),
-        s.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        s.reason.as_deref().map(|r| format!(": {}", escape(r))).unwrap_or_default()
     );
     let state = serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned));
     println!("state:          {}", or_dash(state.as_deref()));
@@ -454,7 +485,7 @@ fn print_status(s: &StatusSnapshot) {
         s.bytes_sent, s.bytes_sent_today, s.bytes_received
     );
     match &s.queue.error {
-        Some(error) => println!("queue:          unreadable: {error}"),
+        Some(error) => println!("queue:          unreadable: {}", escape(error)),
         None => println!(
             "queue:          {} waiting, {} unacknowledged answers, {} of {} MiB{}",
             s.waiting_commands,
@@ -473,7 +504,7 @@ fn print_status(s: &StatusSnapshot) {
                 .pool
                 .map(|p| format!(", pool {}/{}", p.open - p.idle.min(p.open), p.max))
                 .unwrap_or_default();
-            format!("{} ({}{health}{pool})", d.name, d.kind.as_deref().unwrap_or("-"))
+            format!("{} ({}{health}{pool})", escape(&d.name), escape(d.kind.as_deref().unwrap_or("-")))
         })
         .collect();
     println!("databases:      {}", if dbs.is_empty() { "-".to_owned() } else { dbs.join(", ") });

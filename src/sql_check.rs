@@ -108,24 +108,24 @@ pub fn run(args: &SqlCheckArgs) -> ExitCode {
         None => {
             let mut stdin = io::stdin().lock();
             if stdin.is_terminal() {
-                eprintln!("error: give the query as an argument or on stdin (see --help)");
-                return ExitCode::from(exit::USAGE);
+                return usage(args.json, "give the query as an argument or on stdin (see --help)");
             }
             let mut text = String::new();
             if let Err(e) = stdin.read_to_string(&mut text) {
-                eprintln!("error: cannot read the query from stdin: {e}");
-                return ExitCode::from(exit::USAGE);
+                return usage(args.json, &format!("cannot read the query from stdin: {e}"));
             }
             text
         }
     };
     let result = gate::check(&sql, args.dialect, &Policy::default());
+    // `--json`: the verdict in the envelope (a rejection is a verdict, not a failure: exit 1).
     let line = if args.json {
-        to_json(&Verdict::of(None, &result))
+        crate::cli::output::ok_line(&Verdict::of(None, &result))
     } else {
         match &result {
             Ok(_) => "allow".to_owned(),
-            Err(r) => format!("reject {}: {}", r.code, r.reason),
+            // The reason may quote the SQL: escaped.
+            Err(r) => format!("reject {}: {}", r.code, crate::cli::output::escape(&r.reason)),
         }
     };
     let mut out = io::stdout().lock();
@@ -134,6 +134,16 @@ pub fn run(args: &SqlCheckArgs) -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     ExitCode::from(if result.is_ok() { exit::ALLOW } else { exit::REJECT })
+}
+
+/// A usage error: the envelope (`USAGE`) with `--json`, else `error: …` on stderr; exit 2.
+fn usage(json: bool, message: &str) -> ExitCode {
+    if json {
+        crate::cli::output::print_error("USAGE", message);
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(exit::USAGE)
 }
 
 /// One input line of `--batch`.

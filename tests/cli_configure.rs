@@ -26,8 +26,22 @@ pub struct Run {
 }
 
 impl Run {
+    /// The `--json` envelope (one line of stdout, `ok` a boolean).
+    #[track_caller]
+    pub fn envelope(&self) -> Value {
+        assert_eq!(self.stdout.lines().count(), 1, "--json prints one line: {self:?}");
+        let value: Value =
+            serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
+        assert!(value["ok"].is_boolean(), "no envelope: {self:?}");
+        value
+    }
+
+    /// A `--json` answer: the envelope's `data` on success, else the whole failure envelope
+    /// (`{"ok": false, "error": {"code", "message"}}`).
+    #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+        let value = self.envelope();
+        if value["ok"] == true { value["data"].clone() } else { value }
     }
 
     #[track_caller]
@@ -52,7 +66,11 @@ impl Sandbox {
     /// home, feeding `stdin` (or nothing).
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
         let home = self.dir.0.join("home");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mini-connector"))
+        // MC_CLI_BIN runs these tests against another build (e.g. to show a test failing
+        // on an older binary).
+        let bin =
+            std::env::var_os("MC_CLI_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mini-connector").into());
+        let mut child = Command::new(bin)
             .args(args)
             .env("MINI_CONNECTOR_CONFIG", &self.config)
             .env("HOME", &home)

@@ -229,7 +229,7 @@ fn a_bundle_after_a_session_holds_no_secret_no_row_and_no_private_name() {
     let (code, out, err) =
         cli(&["diag", "bundle", "--config", c, "--out", running.to_str().unwrap(), "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    let info: Value = serde_json::from_str(&out).unwrap();
+    let info: Value = crate::support::json_answer(&out);
     assert_eq!(info["builtBy"], "agent", "{info}");
     assert_eq!(info["path"], running.to_str().unwrap());
     #[cfg(unix)]

@@ -16,8 +16,8 @@ use crate::support::{AgentProc, DbUrl, TempDir, WATCHDOG, World, cli, net_tool, 
 /// `doctor --json` for `config`: (exit code, report, stderr).
 fn doctor_json(config: &Path) -> (Option<i32>, Value, String) {
     let (code, stdout, stderr) = cli(&["doctor", "--json", "--config", config.to_str().unwrap()]);
-    let report: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}\n{stderr}");
+    let report: Value = crate::support::json_answer(&stdout);
     (code, report, stderr)
 }
 

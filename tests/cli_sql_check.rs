@@ -97,12 +97,17 @@ fn json_prints_one_object() {
     let run = sql_check(&["--json", "--dialect", "sqlite", "SELECT name FROM customers"], None);
     assert_eq!(run.status.code(), Some(0));
     let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert_eq!(v, serde_json::json!({"verdict": "allow", "code": null, "reason": null}));
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": true, "data": {"verdict": "allow", "code": null, "reason": null}})
+    );
     assert_eq!(run.stdout.lines().count(), 1);
 
     let run = sql_check(&["--json", "--dialect", "mssql", "SELECT * FROM t WITH (UPDLOCK)"], None);
     assert_eq!(run.status.code(), Some(1));
     let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(v["ok"], true);
+    let v = &v["data"];
     assert_eq!(v["verdict"], "reject");
     assert_eq!(v["code"], "WRITE_OPERATION_REJECTED");
     assert!(v["reason"].as_str().unwrap().contains("UPDLOCK"), "{v}");

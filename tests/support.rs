@@ -200,6 +200,20 @@ pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// A `--json` answer (docs/CLI.md): one line, `{"ok": true, "data": D}` gives D, a failure
+/// envelope `{"ok": false, "error": {"code", "message"}}` is returned whole.
+#[track_caller]
+pub fn json_answer(stdout: &str) -> serde_json::Value {
+    assert_eq!(stdout.lines().count(), 1, "--json prints one line: {stdout:?}");
+    let value: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout:?}"));
+    match value["ok"].as_bool() {
+        Some(true) => value["data"].clone(),
+        Some(false) => value,
+        None => panic!("no envelope: {stdout}"),
+    }
+}
+
 /// Runs `mini-connector <args>` with `stdin` piped in; returns (exit code, stdout, stderr).
 pub fn cli_stdin(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     use std::io::Write as _;

@@ -359,7 +359,9 @@ impl Gateway {
             tls::write_private(&file, serde_json::to_string_pretty(&doc).unwrap_or_default().as_bytes())?;
             gateway.admin_file = Some(file);
         }
-        tracing::info!(ws = %gateway.ws_url(), cert = %files.cert.display(), admin = ?admin_addr, "gateway started");
+        // Display values only (no `Some(127.0.0.1:8444)`): "off" without the admin API.
+        let admin = admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(ws = %gateway.ws_url(), cert = %files.cert.display(), %admin, "gateway started");
         Ok(gateway)
     }
 

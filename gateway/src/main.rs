@@ -1,7 +1,12 @@
 //! `connector-gateway`: run the reference gateway and administer it.
 //!
-//! Exit codes: 0 success, 1 the remote side (agent or gateway) answered with an error,
-//! 2 usage, configuration or connection problems.
+//! Exit codes (README, docs/CLI.md): 0 success; 1 a runtime failure (the agent or the gateway
+//! answered with an error, I/O, a port in use); 2 usage or configuration (bad flags or values);
+//! 3 not found or not running (no running gateway, unknown connector or key, no schema yet).
+//!
+//! `--json` (every command that prints data): one line on stdout, `{"ok": true, "data": …}`
+//! or `{"ok": false, "error": {"code", "message"}}`, the same envelope as `mini-connector`'s.
+//! Text goes through `protocol::term` (escaped cells, display-width tables).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,11 +17,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use gateway::{AdminClient, Gateway, GatewayConfig, GatewayError, KeyStore};
+use protocol::term::{Table, escape};
 use serde_json::{Value, json};
 
 const EXIT_OK: u8 = 0;
-const EXIT_REMOTE: u8 = 1;
+/// A runtime failure: the remote side answered with an error, I/O, a port in use.
+const EXIT_RUNTIME: u8 = 1;
+/// Bad flags or values.
 const EXIT_USAGE: u8 = 2;
+/// No running gateway, unknown connector or key, nothing reported yet.
+const EXIT_NOT_FOUND: u8 = 3;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -41,7 +51,10 @@ Stopping `serve` (Ctrl-C, SIGTERM) tells agents the gateway restarts: they recon
 back, and commands not answered yet are kept in <data-dir>/gateway.db and delivered then. Only
 `decommission` tells an agent to exit.
 
-Exit codes: 0 ok, 1 remote error (printed as CODE: message), 2 usage or connection problem.";
+Exit codes: 0 ok; 1 runtime failure (a remote error is printed as CODE: message; I/O; a port
+in use); 2 usage or configuration; 3 not found or not running (no running gateway, unknown
+connector or key, no schema yet). With --json every command prints one line:
+{\"ok\": true, \"data\": …} or {\"ok\": false, \"error\": {\"code\", \"message\"}}.";
 
 /// Reference cloud gateway for Mini Connector agents.
 #[derive(Debug, Parser)]
@@ -72,11 +85,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the latest schema a connector reported (running gateway).
+    /// Print the latest schema a connector reported (running gateway): tables and columns, or
+    /// `--json`.
     Schema {
         /// Connector name.
         #[arg(long)]
         connector: String,
+        /// Print JSON: {"ok": true, "data": {"connector", "schemas": [...]}}.
+        #[arg(long)]
+        json: bool,
         /// Ask the agent for a fresh schema first and wait up to this many seconds for it.
         #[arg(long)]
         refresh: Option<u64>,
@@ -86,6 +103,9 @@ enum Cmd {
     Decommission {
         /// Connector name.
         name: String,
+        /// Print JSON: {"ok": true, "data": {"connector"}}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -222,6 +242,9 @@ enum KeysCmd {
     Revoke {
         /// Key id or connector name.
         id_or_name: String,
+        /// Print JSON: {"ok": true, "data": {"revoked": [ids]}}.
+        #[arg(long)]
+        json: bool,
     },
     /// Issue a new key for a connector; its old key keeps working for 24 h.
     Rotate {
@@ -238,7 +261,8 @@ struct QueryArgs {
     /// Connector name.
     #[arg(long)]
     connector: String,
-    /// Print the outcome as JSON (the admin API's document, pretty-printed as it arrives).
+    /// Print the outcome as JSON, one line: {"ok": true, "data": <the admin API's outcome
+    /// document>}, copied as it arrives.
     #[arg(long)]
     json: bool,
     /// A bound parameter as JSON (repeat for each placeholder; bare words are strings).
@@ -260,23 +284,88 @@ struct QueryArgs {
     sql: String,
 }
 
-/// A failure with its exit code.
-struct Failure(u8, anyhow::Error);
+/// A failure: its exit code, its error code (the `--json` envelope's) and the message.
+struct Failure {
+    exit: u8,
+    code: String,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn new(exit: u8, code: &str, error: impl Into<anyhow::Error>) -> Self {
+        Self { exit, code: code.to_owned(), error: error.into() }
+    }
+
+    fn message(exit: u8, code: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(exit, code, anyhow::anyhow!("{message}"))
+    }
+}
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Self(EXIT_USAGE, e)
+        match e.downcast::<GatewayError>() {
+            Ok(gateway) => gateway.into(),
+            Err(e) => {
+                let mut failure = e.chain().find_map(|c| c.downcast_ref::<GatewayError>()).map(classify);
+                let (exit, code) = failure.take().unwrap_or((EXIT_RUNTIME, "FAILED"));
+                Self::new(exit, code, e)
+            }
+        }
+    }
+}
+
+/// The exit and error code of a gateway error.
+fn classify(e: &GatewayError) -> (u8, &'static str) {
+    match e {
+        GatewayError::Invalid(_) => (EXIT_USAGE, "INVALID_INPUT"),
+        GatewayError::KeyNotFound(_) => (EXIT_NOT_FOUND, "KEY_NOT_FOUND"),
+        GatewayError::UnknownConnector(_) => (EXIT_NOT_FOUND, "UNKNOWN_CONNECTOR"),
+        GatewayError::KeyConflict(_) => (EXIT_RUNTIME, "KEY_CONFLICT"),
+        GatewayError::ConnectorOffline(_) => (EXIT_RUNTIME, "CONNECTOR_OFFLINE"),
+        GatewayError::Cert(_) | GatewayError::Tls(_) => (EXIT_USAGE, "CONFIG_INVALID"),
+        GatewayError::Admin(_) => (EXIT_RUNTIME, "GATEWAY_ERROR"),
+        GatewayError::ShuttingDown => (EXIT_RUNTIME, "SHUTTING_DOWN"),
+        _ => (EXIT_RUNTIME, "IO"),
     }
 }
 
 impl From<GatewayError> for Failure {
     fn from(e: GatewayError) -> Self {
-        Self(EXIT_USAGE, e.into())
+        let (exit, code) = classify(&e);
+        Self::new(exit, code, e)
     }
 }
 
+/// Whether `--json` is on the command line (before `--`): read before clap parses, so that a
+/// refused command line of a `--json` call is an envelope too.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn json_mode() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `{"ok": true, "data": data}` on one line of stdout.
+fn print_ok(data: &(impl serde::Serialize + ?Sized)) {
+    println!("{}", json!({ "ok": true, "data": data }));
+}
+
+/// `{"ok": false, "error": {"code", "message"}}` on one line of stdout.
+fn print_error(code: &str, message: &str) {
+    println!("{}", json!({ "ok": false, "error": { "code": code, "message": message } }));
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let json = std::env::args_os().take_while(|a| a != "--").any(|a| a == "--json");
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let text = e.to_string();
+            print_error("USAGE", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
     // One-shot commands die quietly when their output pipe closes (`... | head`); `serve` keeps
     // SIGPIPE ignored so a closed pipe never kills the gateway.
     if !matches!(cli.command, Cmd::Serve(_)) {
@@ -285,12 +374,22 @@ fn main() -> ExitCode {
     let level = if matches!(cli.command, Cmd::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only on a terminal, never with NO_COLOR (log files and pipes get plain text).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(protocol::term::stderr_color())
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Failure(code, e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(code)
+        Err(failure) => {
+            let message = format!("{:#}", failure.error);
+            if json {
+                print_error(&failure.code, &message);
+            } else {
+                eprintln!("error: {}", escape(&message));
+            }
+            ExitCode::from(failure.exit)
         }
     }
 }
@@ -302,8 +401,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Keys(cmd) => keys(dir, cmd),
         Cmd::Query(args) => query(dir, args),
         Cmd::Connectors { json } => connectors(dir, json),
-        Cmd::Schema { connector, refresh } => schema(dir, &connector, refresh),
-        Cmd::Decommission { name } => decommission(dir, &name),
+        Cmd::Schema { connector, refresh, json } => schema(dir, &connector, refresh, json),
+        Cmd::Decommission { name, json } => decommission(dir, &name, json),
     }
 }
 
@@ -365,22 +464,21 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn decommission(dir: &Path, name: &str) -> Result<(), Failure> {
+fn decommission(dir: &Path, name: &str, json: bool) -> Result<(), Failure> {
     let body = json!({ "connector": name });
     let (status, answer) =
         admin(dir)?.call("POST", "/admin/decommission", Some(&body), Duration::from_secs(10))?;
     match status {
         202 => {
-            println!("connector `{name}` told to drain and exit");
+            if json {
+                print_ok(&json!({ "connector": name }));
+            } else {
+                println!("connector `{}` told to drain and exit", escape(name));
+            }
             Ok(())
         }
-        404 => Err(Failure(EXIT_USAGE, anyhow::anyhow!("unknown connector `{name}`"))),
-        _ => Err(remote_failure(&answer)),
+        _ => Err(remote_failure(status, &answer)),
     }
-}
-
-fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
@@ -401,27 +499,23 @@ fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
         KeysCmd::List { json } => {
             let list = store()?.list()?;
             if json {
-                print_json(&list);
+                print_ok(&json!({ "keys": list }));
             } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|k| {
-                        vec![
-                            k.id.clone(),
-                            k.tenant.clone(),
-                            k.name.clone(),
-                            k.masked_key.clone(),
-                            k.state_text(),
-                        ]
-                    })
-                    .collect();
-                print_table(&["ID", "TENANT", "NAME", "KEY", "STATE"], &rows);
+                let mut table = Table::new(&["ID", "TENANT", "NAME", "KEY", "STATE"]).with_rule();
+                for k in &list {
+                    table.push(&[&k.id, &k.tenant, &k.name, &k.masked_key, &k.state_text()]);
+                }
+                print!("{table}");
             }
         }
-        KeysCmd::Revoke { id_or_name } => {
+        KeysCmd::Revoke { id_or_name, json } => {
             let ids = revoke(dir, &id_or_name)?;
-            for id in ids {
-                println!("revoked {id}");
+            if json {
+                print_ok(&json!({ "revoked": ids }));
+            } else {
+                for id in ids {
+                    println!("revoked {}", escape(&id));
+                }
             }
         }
     }
@@ -431,9 +525,9 @@ fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
 fn print_new_key(id: &str, tenant: &str, name: &str, key: &str, json: bool, verb: &str) {
     // Printing the plaintext is the point of this command: it is shown once and never stored.
     if json {
-        print_json(&json!({ "id": id, "tenant": tenant, "name": name, "apiKey": key }));
+        print_ok(&json!({ "id": id, "tenant": tenant, "name": name, "apiKey": key }));
     } else {
-        println!("Key {verb} for connector `{name}` (tenant {tenant}), id {id}:");
+        println!("Key {verb} for connector `{}` (tenant {}), id {id}:", escape(name), escape(tenant));
         println!();
         println!("    {key}");
         println!();
@@ -458,32 +552,35 @@ fn revoke(dir: &Path, id_or_name: &str) -> Result<Vec<String>, Failure> {
                     .filter_map(|v| v.as_str().map(str::to_owned));
                 return Ok(ids.collect());
             }
-            Ok((_, body)) => return Err(remote_failure(&body)),
+            Ok((status, body)) => return Err(remote_failure(status, &body)),
             Err(e) => eprintln!("note: gateway not reachable ({e}); revoking in the database directly"),
         }
     }
     let store =
         KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display()))?;
-    let ids = store.revoke(id_or_name).map_err(|e| match e {
-        GatewayError::KeyNotFound(_) | GatewayError::KeyConflict(_) => Failure(EXIT_REMOTE, e.into()),
-        other => other.into(),
-    })?;
+    let ids = store.revoke(id_or_name)?;
     Ok(ids)
 }
 
-fn remote_failure(body: &Value) -> Failure {
+/// The admin API's error answer: its code and message; a 404 (unknown connector or key) is
+/// exit 3, anything else exit 1.
+fn remote_failure(status: u16, body: &Value) -> Failure {
     let err = &body["error"];
-    let code = err["code"].as_str().unwrap_or("ERROR");
+    let code = err["code"].as_str().unwrap_or("GATEWAY_ERROR");
     let message = err["message"].as_str().unwrap_or("no message");
-    Failure(EXIT_REMOTE, anyhow::anyhow!("{code}: {message}"))
+    let exit = if status == 404 { EXIT_NOT_FOUND } else { EXIT_RUNTIME };
+    // As text: `CODE: message`; in the envelope the code has its own field.
+    let text = if json_mode() { message.to_owned() } else { format!("{code}: {message}") };
+    Failure::message(exit, code, text)
 }
 
 fn admin(dir: &Path) -> Result<AdminClient, Failure> {
     match AdminClient::from_data_dir(dir)? {
         Some(client) => Ok(client),
-        None => Err(Failure(
-            EXIT_USAGE,
-            anyhow::anyhow!(
+        None => Err(Failure::message(
+            EXIT_NOT_FOUND,
+            "NOT_RUNNING",
+            format!(
                 "no running gateway found ({} is missing); start `connector-gateway serve`",
                 dir.join("admin.json").display()
             ),
@@ -512,21 +609,25 @@ fn query(dir: &Path, args: QueryArgs) -> Result<(), Failure> {
         let outcome: Value = serde_json::from_reader(&mut reader).unwrap_or(Value::Null);
         if status == 404 && outcome["error"]["code"] == "UNKNOWN_CONNECTOR" {
             let message = outcome["error"]["message"].as_str().unwrap_or_default().to_owned();
-            return Err(Failure(EXIT_USAGE, anyhow::anyhow!(message)));
+            return Err(Failure::message(EXIT_NOT_FOUND, "UNKNOWN_CONNECTOR", message));
         }
-        return Err(remote_failure(&outcome));
+        return Err(remote_failure(status, &outcome));
     }
     // The body is read as it arrives, a row at a time: a large result is never held whole.
-    let broken =
-        |e: &dyn std::fmt::Display| Failure(EXIT_USAGE, anyhow::anyhow!("reading the gateway's answer: {e}"));
+    let broken = |e: &dyn std::fmt::Display| {
+        Failure::message(EXIT_RUNTIME, "IO", format!("reading the gateway's answer: {e}"))
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
+        // The outcome document copied into the envelope as it arrives, compact, on one line
+        // (a large result is never held whole). Errors come with another status, above.
+        out.write_all(br#"{"ok":true,"data":"#).map_err(|e| broken(&e))?;
         let mut from = serde_json::Deserializer::from_reader(reader);
-        let mut to = serde_json::Serializer::pretty(&mut out);
+        let mut to = serde_json::Serializer::new(&mut out);
         serde_transcode::transcode(&mut from, &mut to).map_err(|e| broken(&e))?;
         from.end().map_err(|e| broken(&e))?;
-        writeln!(out).and_then(|()| out.flush()).map_err(|e| broken(&e))?;
+        out.write_all(b"}\n").and_then(|()| out.flush()).map_err(|e| broken(&e))?;
         return Ok(());
     }
     let mut table = StreamTable::new(&mut out);
@@ -548,7 +649,8 @@ fn query(dir: &Path, args: QueryArgs) -> Result<(), Failure> {
 const TABLE_SIZING_ROWS: usize = 1000;
 
 /// A text table printed while its rows arrive: the first [`TABLE_SIZING_ROWS`] are held to
-/// size the columns, the rest go straight out.
+/// size the columns, the rest go straight out. Cells are escaped ([`cell_text`]) and sized by
+/// display width (`protocol::term`, the renderer of every other table).
 struct StreamTable<'a, W: Write> {
     out: &'a mut W,
     headers: Vec<String>,
@@ -573,16 +675,7 @@ impl<'a, W: Write> StreamTable<'a, W> {
 
     /// Sizes the columns, prints the header and the held rows.
     fn start(&mut self) -> std::io::Result<()> {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.held {
-            for (i, cell) in row.iter().enumerate() {
-                if i >= widths.len() {
-                    widths.push(0);
-                }
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-        self.widths = Some(widths);
+        self.widths = Some(protocol::term::widths(&self.headers, &self.held));
         let headers = std::mem::take(&mut self.headers);
         self.line(&headers)?;
         let rule: Vec<String> = self.widths.iter().flatten().map(|w| "-".repeat(*w)).collect();
@@ -595,8 +688,7 @@ impl<'a, W: Write> StreamTable<'a, W> {
 
     fn line(&mut self, cells: &[String]) -> std::io::Result<()> {
         let widths = self.widths.as_deref().unwrap_or_default();
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        writeln!(self.out, "{}", parts.join("  ").trim_end())
+        writeln!(self.out, "{}", protocol::term::line(cells, widths, &[]))
     }
 
     /// Prints what is held; the number of rows printed.
@@ -673,49 +765,31 @@ impl<'de, W: Write> serde::de::Visitor<'de> for TableRows<'_, '_, W> {
     }
 }
 
+/// A column's name as printed: escaped (names come from the database).
 fn column_name(column: &Value) -> String {
-    match column {
+    let name = match column {
         Value::String(s) => s.clone(),
         Value::Object(map) => {
             map.get("name").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| column.to_string())
         }
         other => other.to_string(),
-    }
+    };
+    escape(&name).into_owned()
 }
 
+/// A cell as printed: tabs, newlines, escape sequences and other controls shown escaped.
 fn cell_text(cell: &Value) -> String {
     match cell {
         Value::Null => "NULL".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         other => other.to_string(),
-    }
-}
-
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i >= widths.len() {
-                widths.push(0);
-            }
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let parts: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(&mut headers.iter().copied());
-    line(&mut widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str));
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
     }
 }
 
 fn fetch_connectors(dir: &Path) -> Result<Vec<Value>, Failure> {
     let (status, body) = admin(dir)?.call("GET", "/admin/connectors", None, Duration::from_secs(10))?;
     if status != 200 {
-        return Err(remote_failure(&body));
+        return Err(remote_failure(status, &body));
     }
     Ok(body.as_array().cloned().unwrap_or_default())
 }
@@ -723,41 +797,41 @@ fn fetch_connectors(dir: &Path) -> Result<Vec<Value>, Failure> {
 fn connectors(dir: &Path, json: bool) -> Result<(), Failure> {
     let list = fetch_connectors(dir)?;
     if json {
-        print_json(&list);
+        print_ok(&json!({ "connectors": list }));
         return Ok(());
     }
     let text = |v: &Value| {
         v.as_str().map(str::to_owned).unwrap_or_else(|| if v.is_null() { "-".into() } else { v.to_string() })
     };
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|c| {
-            vec![
-                text(&c["name"]),
-                text(&c["tenant"]),
-                if c["connected"].as_bool() == Some(true) { "online".into() } else { "offline".into() },
-                text(&c["status"]),
-                text(&c["lastHeartbeat"]),
-                text(&c["activeCommands"]),
-                text(&c["agentVersion"]),
-            ]
-        })
-        .collect();
-    print_table(&["NAME", "TENANT", "STATE", "STATUS", "LAST HEARTBEAT", "ACTIVE", "AGENT"], &rows);
+    let mut table =
+        Table::new(&["NAME", "TENANT", "STATE", "STATUS", "LAST HEARTBEAT", "ACTIVE", "AGENT"]).with_rule();
+    for c in &list {
+        table.push(&[
+            text(&c["name"]),
+            text(&c["tenant"]),
+            if c["connected"].as_bool() == Some(true) { "online".into() } else { "offline".into() },
+            text(&c["status"]),
+            text(&c["lastHeartbeat"]),
+            text(&c["activeCommands"]),
+            text(&c["agentVersion"]),
+        ]);
+    }
+    print!("{table}");
     Ok(())
 }
 
-fn schema(dir: &Path, connector: &str, refresh: Option<u64>) -> Result<(), Failure> {
+fn schema(dir: &Path, connector: &str, refresh: Option<u64>, json: bool) -> Result<(), Failure> {
     let find = |list: Vec<Value>| list.into_iter().find(|c| c["name"] == connector);
-    let before = find(fetch_connectors(dir)?)
-        .ok_or_else(|| Failure(EXIT_USAGE, anyhow::anyhow!("unknown connector `{connector}`")))?;
+    let before = find(fetch_connectors(dir)?).ok_or_else(|| {
+        Failure::message(EXIT_NOT_FOUND, "UNKNOWN_CONNECTOR", format!("unknown connector `{connector}`"))
+    })?;
     let mut entry = before.clone();
     if let Some(secs) = refresh {
         let body = json!({ "connector": connector });
         let (status, answer) =
             admin(dir)?.call("POST", "/admin/schema-request", Some(&body), Duration::from_secs(10))?;
         if status != 202 {
-            return Err(remote_failure(&answer));
+            return Err(remote_failure(status, &answer));
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         while std::time::Instant::now() < deadline {
@@ -769,13 +843,75 @@ fn schema(dir: &Path, connector: &str, refresh: Option<u64>) -> Result<(), Failu
         }
     }
     if entry["schema"].is_null() {
-        return Err(Failure(
-            EXIT_REMOTE,
-            anyhow::anyhow!("connector `{connector}` has not reported a schema yet"),
+        return Err(Failure::message(
+            EXIT_NOT_FOUND,
+            "NO_SCHEMA",
+            format!("connector `{connector}` has not reported a schema yet"),
         ));
     }
-    print_json(&entry["schema"]);
+    if json {
+        print_ok(&json!({ "connector": connector, "schemas": entry["schema"] }));
+        return Ok(());
+    }
+    let schemas: Vec<protocol::DatabaseSchema> =
+        serde_json::from_value(entry["schema"].clone()).map_err(|e| {
+            Failure::message(EXIT_RUNTIME, "IO", format!("the gateway's schema is unreadable: {e}"))
+        })?;
+    print!("{}", schema_text(&schemas));
     Ok(())
+}
+
+/// The text view of a reported schema: per database its tables (views marked) with columns,
+/// types and nullability, primary and foreign keys. Every name escaped, columns aligned by
+/// display width.
+fn schema_text(schemas: &[protocol::DatabaseSchema]) -> String {
+    use protocol::schema::TableKind;
+    let list = |names: &[String]| names.iter().map(|n| escape(n).into_owned()).collect::<Vec<_>>().join(", ");
+    let mut out = String::new();
+    for db in schemas {
+        let columns: usize = db.tables.iter().map(|t| t.columns.len()).sum();
+        let db_type = serde_json::to_value(db.db_type).ok().and_then(|v| v.as_str().map(str::to_owned));
+        out.push_str(&format!(
+            "{} ({}): {} tables, {} columns\n",
+            escape(&db.connection),
+            db_type.as_deref().unwrap_or("-"),
+            db.tables.len(),
+            columns
+        ));
+        for t in &db.tables {
+            let name = match &t.schema {
+                Some(schema) => format!("{schema}.{}", t.name),
+                None => t.name.clone(),
+            };
+            let view = if t.kind == TableKind::View { " (view)" } else { "" };
+            let rows = t.row_count_estimate.map(|n| format!("  ~{n} rows")).unwrap_or_default();
+            out.push_str(&format!("  {}{view}{rows}\n", escape(&name)));
+            let mut table = Table::new(&["", "", ""]);
+            for c in &t.columns {
+                let mut flags = if c.nullable { "null" } else { "not null" }.to_owned();
+                if t.primary_key.contains(&c.name) {
+                    flags.push_str("  PK");
+                }
+                let data_type = if c.data_type.is_empty() { "-" } else { c.data_type.as_str() };
+                table.push(&[c.name.as_str(), data_type, flags.as_str()]);
+            }
+            for line in table.render().lines().skip(1) {
+                out.push_str(&format!("    {line}\n"));
+            }
+            if t.primary_key.len() > 1 {
+                out.push_str(&format!("    primary key ({})\n", list(&t.primary_key)));
+            }
+            for fk in &t.foreign_keys {
+                out.push_str(&format!(
+                    "    foreign key ({}) -> {}({})\n",
+                    list(&fk.columns),
+                    escape(&fk.ref_table),
+                    list(&fk.ref_columns)
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

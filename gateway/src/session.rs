@@ -100,7 +100,11 @@ pub(crate) fn run<T: Transport>(hub: Arc<Hub>, mut ws: T, waker: Waker, upload_u
                         // Answers of running commands are still read until the agent closes.
                         live.drain_until =
                             Some(Instant::now() + Duration::from_millis(grace_ms) + DRAIN_SLACK);
-                        reason = format!("shutdown ({mode:?}): {why}");
+                        let mode = match mode {
+                            protocol::ShutdownMode::Restart => "restart",
+                            protocol::ShutdownMode::Decommission => "decommission",
+                        };
+                        reason = format!("shutdown ({mode}): {why}");
                     }
                     SessionMsg::Probe(tx) => {
                         if ws.ping().is_ok() {

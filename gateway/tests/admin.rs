@@ -83,7 +83,7 @@ fn cli_keys_query_connectors_schema_and_revoke() {
     let out = cli(&gw, &["keys", "create", "--tenant", "acme", "--name", "Warehouse", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let key = created["apiKey"].as_str().unwrap().to_owned();
+    let key = created["data"]["apiKey"].as_str().unwrap().to_owned();
     assert!(protocol::ApiKey::parse(&key).is_ok());
 
     let out = cli(&gw, &["keys", "list"]);
@@ -152,21 +152,32 @@ fn cli_keys_query_connectors_schema_and_revoke() {
     agent.expect_ack(&cmd.command_id);
     let out = runner.join().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WRITE_OPERATION_REJECTED: DROP is a write"));
+    // --json: the agent's error is the failure envelope on stdout, not text.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc,
+        json!({"ok": false, "error": {"code": "WRITE_OPERATION_REJECTED", "message": "DROP is a write"}})
+    );
 
     let out = cli(&gw, &["query", "--connector", "Nobody", "SELECT 1"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "an unknown connector is 'not found'");
 
     let out = cli(&gw, &["connectors", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = &list["data"]["connectors"];
     assert_eq!(list[0]["connected"], true);
     let out = cli(&gw, &["connectors"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("online"));
 
-    let out = cli(&gw, &["schema", "--connector", "Warehouse"]);
+    let out = cli(&gw, &["schema", "--connector", "Warehouse", "--json"]);
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(schema, serde_json::to_value(vec![db_schema("erp")]).unwrap());
+    assert_eq!(schema["data"]["schemas"], serde_json::to_value(vec![db_schema("erp")]).unwrap());
+    // Without --json: a text view of the tables and columns.
+    let out = cli(&gw, &["schema", "--connector", "Warehouse"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("erp (") && !text.starts_with('{'), "{text}");
 
     // revoke through the running gateway kicks the agent.
     let out = cli(&gw, &["keys", "revoke", "Warehouse"]);
@@ -174,7 +185,7 @@ fn cli_keys_query_connectors_schema_and_revoke() {
     agent.expect_error(ErrorCode::AuthFailed);
     agent.expect_closed();
     let out = cli(&gw, &["keys", "revoke", "Warehouse"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(1), "no usable key left: KEY_CONFLICT");
 }
 
 #[test]
@@ -189,15 +200,17 @@ fn cli_revokes_in_the_database_when_no_gateway_runs() {
     assert!(out.status.success());
     let out = run(&["keys", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = &list["data"]["keys"];
     assert_eq!(list[0]["state"], "expiring");
     assert_eq!(list[1]["state"], "active");
     let id = list[0]["id"].as_str().unwrap().to_owned();
     assert!(run(&["keys", "revoke", &id]).status.success());
     let out = run(&["keys", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = &list["data"]["keys"];
     assert_eq!(list[0]["state"], "revoked");
     let out = run(&["query", "--connector", "Shop", "SELECT 1"]);
-    assert_eq!(out.status.code(), Some(2), "no gateway running");
+    assert_eq!(out.status.code(), Some(3), "no gateway running");
     let out = run(&["--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"));
     let _ = std::fs::remove_dir_all(dir);

@@ -305,11 +305,18 @@ fn cli_query_streams_a_large_result() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
         if json_flag {
+            assert_eq!(text.lines().count(), 1, "one line");
             let doc: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(doc["ok"], true);
+            let doc = &doc["data"];
             assert_eq!(doc["rows"].as_array().unwrap().len(), 3_000);
             assert_eq!(doc["rows"][2_999][0], 2_999);
             assert_eq!(doc["rowCount"], 3_000);
-            assert!(text.starts_with("{\n  \"buffered\": {"), "pretty, sorted as before: {}", &text[..60]);
+            assert!(
+                text.starts_with("{\"ok\":true,\"data\":{\"buffered\":{"),
+                "compact, in the envelope: {}",
+                &text[..60]
+            );
         } else {
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines.len(), 2 + 3_000 + 1, "header, rule, rows, count");

@@ -120,6 +120,7 @@ fn cli(dir: &Path, args: &[&str]) -> Output {
 fn new_key(dir: &Path, args: &[&str]) -> (String, String) {
     let out = cli(dir, &[args, &["--json"]].concat());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = &doc["data"];
     (doc["id"].as_str().unwrap().to_owned(), doc["apiKey"].as_str().unwrap().to_owned())
 }
 
@@ -127,7 +128,7 @@ fn new_key(dir: &Path, args: &[&str]) -> (String, String) {
 fn state(dir: &Path, id: &str) -> String {
     let out = cli(dir, &["keys", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let key = list.as_array().unwrap().iter().find(|k| k["id"] == id).expect("key listed");
+    let key = list["data"]["keys"].as_array().unwrap().iter().find(|k| k["id"] == id).expect("key listed");
     key["state"].as_str().unwrap().to_owned()
 }
 

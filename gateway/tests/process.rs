@@ -62,7 +62,7 @@ fn serve_and_connect(bin: &str, limits: &[&str]) -> Served {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let key = key["apiKey"].as_str().unwrap().to_owned();
+    let key = key["data"]["apiKey"].as_str().unwrap().to_owned();
     let child = Command::new(bin)
         .args(["--data-dir"])
         .arg(&dir)

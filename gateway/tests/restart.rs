@@ -110,7 +110,7 @@ fn create_key(dir: &Path) -> String {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    key["apiKey"].as_str().unwrap().to_owned()
+    key["data"]["apiKey"].as_str().unwrap().to_owned()
 }
 
 fn integrity_ok(dir: &Path) {
@@ -201,7 +201,7 @@ fn sigterm_sends_shutdown_restart_exits_0_and_the_commands_come_again_then_decom
     }
     let out =
         Command::new(BIN).arg("--data-dir").arg(&dir).args(["decommission", "Nobody"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "not found");
     drop(gw);
     let _ = std::fs::remove_dir_all(dir);
 }

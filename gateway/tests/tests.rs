@@ -5,6 +5,7 @@ mod common;
 mod admin;
 mod admin_load;
 mod chunks;
+mod cli_json;
 mod cli_keys;
 mod compression;
 mod durable;

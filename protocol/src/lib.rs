@@ -12,7 +12,8 @@
 //! This crate is small on purpose: the agent and the reference gateway both depend on it, and the
 //! gateway builds nothing else of the agent (no drivers, vault or ODBC). [`schema`] holds the
 //! schema types `schema_discovery` carries; [`wsio`] the polled WebSocket both ends drive;
-//! [`control`] the local control API the CLI and the desktop app speak to an agent.
+//! [`control`] the local control API the CLI and the desktop app speak to an agent; [`term`]
+//! the terminal text both command lines print (escaping, display widths, one table renderer).
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ use zeroize::Zeroizing;
 pub mod control;
 pub mod encoding;
 pub mod schema;
+pub mod term;
 pub mod wsio;
 
 pub use encoding::ContentEncoding;

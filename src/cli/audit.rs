@@ -55,10 +55,11 @@ pub fn audit(args: &AuditArgs) -> Outcome {
 pub fn run(path: &Path, args: &AuditArgs) -> Outcome {
     let since = args.since.as_deref().map(parse_since).transpose()?;
     if !path.exists() {
-        return Err(Fail::runtime(anyhow::anyhow!(
-            "no queue database at {} (the agent creates it when it starts)",
-            path.display()
-        )));
+        return Err(Fail::coded(
+            crate::exit::FAILURE,
+            "IO",
+            format!("no queue database at {} (the agent creates it when it starts)", path.display()),
+        ));
     }
     let store = Store::open_read_only(path).map_err(|e| {
         Fail::runtime(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
@@ -87,7 +88,8 @@ pub fn run(path: &Path, args: &AuditArgs) -> Outcome {
         }
     }
     match report {
-        Some(report) if !report.ok => Err(Fail::runtime(anyhow::anyhow!("{}", broken(&report)))),
+        // The verdict is in the printed data (`verify`); exit 1.
+        Some(report) if !report.ok => Err(Fail::reported(crate::exit::FAILURE, broken(&report))),
         _ => Ok(()),
     }
 }
@@ -123,26 +125,37 @@ fn print_table(records: &[AuditRecord]) {
         println!("no audit records");
         return;
     }
-    println!(
-        "{:>6}  {:<24}  {:<12}  {:<36}  {:<12}  {:>8}  {:>7}  {:<24}  QUERY SHA-256",
-        "SEQ", "TIME", "EVENT", "COMMAND", "CONNECTION", "ROWS", "MS", "OUTCOME"
-    );
+    let mut table = super::output::Table::new(&[
+        "SEQ",
+        "TIME",
+        "EVENT",
+        "COMMAND",
+        "CONNECTION",
+        "ROWS",
+        "MS",
+        "OUTCOME",
+        "QUERY SHA-256",
+    ])
+    .right(0)
+    .right(5)
+    .right(6);
     let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let num = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
     for r in records {
         let hash = r.query_hash.as_deref().map_or_else(|| "-".to_owned(), |h| h.chars().take(16).collect());
-        println!(
-            "{:>6}  {:<24}  {:<12}  {:<36}  {:<12}  {:>8}  {:>7}  {:<24}  {hash}",
-            r.seq,
-            r.time,
-            r.event,
+        table.push(&[
+            r.seq.to_string(),
+            r.time.clone(),
+            r.event.clone(),
             text(&r.command_id),
             text(&r.connection),
             num(r.row_count),
             num(r.duration_ms),
             text(&r.outcome),
-        );
+            hash,
+        ]);
     }
+    print!("{table}");
 }
 
 #[cfg(test)]

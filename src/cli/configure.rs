@@ -369,7 +369,8 @@ pub fn vault(command: VaultCmd) -> Outcome {
             if code == exit::OK {
                 Ok(())
             } else {
-                Err(Fail { code, error: anyhow::anyhow!("vault unreadable") })
+                // The state is in the printed data (`readable`, `error`): one line with --json.
+                Err(Fail::reported(code, "vault unreadable"))
             }
         }
         VaultCmd::Reset { config } => {

@@ -18,6 +18,7 @@ use mini_connector::setup::{self, databases};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+use super::output::{self, escape};
 use super::{ConfigArg, Fail, Outcome, absolute, print_json, secret_from_prompt, secret_from_stdin};
 use crate::exit;
 
@@ -88,8 +89,9 @@ value; 4 VAULT_DECRYPT_ERROR.")]
         config: ConfigArg,
         /// The connection to test.
         name: String,
-        /// Print JSON: {"name", "type", "ok", "latencyMs", "error", "code", "serverVersion",
-        /// "privileges", "privilegeError"}.
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"name", "type", "latencyMs",
+        /// "serverVersion", "privileges", "privilegeError"}}; a failed test is
+        /// {"ok": false, "error": {"code", "message"}}.
         #[arg(long)]
         json: bool,
     },
@@ -98,7 +100,7 @@ value; 4 VAULT_DECRYPT_ERROR.")]
     List {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print JSON: {"connections": [{"name", "type", ..., "passwordStored"}]}.
+        /// Print JSON: {"ok": true, "data": {"connections": [{"name", "type", ..., "passwordStored"}]}}.
         #[arg(long)]
         json: bool,
     },
@@ -295,21 +297,19 @@ fn test(arg: &ConfigArg, name: &str, json: bool) -> Outcome {
     let password = config.db_password(name)?;
     let probe = databases::probe(&config, &connection, password, TEST_TIMEOUT);
     if json {
+        // A failed test is the error envelope with the spec's code (DATABASE_UNAVAILABLE...).
+        if let Some((code, message)) = &probe.error {
+            return Err(Fail::coded(exit::FAILURE, code.as_str(), message.clone()));
+        }
         print_json(&json!({
             "name": name,
             "type": connection.kind.as_str(),
-            "ok": probe.error.is_none(),
             "latencyMs": probe.latency_ms,
-            "error": probe.error.as_ref().map(|(_, message)| message),
-            "code": probe.error.as_ref().map(|(code, _)| code.as_str()),
             "serverVersion": probe.server_version,
             "privileges": probe.privileges,
             "privilegeError": probe.privilege_error,
         }));
-        return match &probe.error {
-            None => Ok(()),
-            Some((_, e)) => Err(Fail { code: exit::FAILURE, error: anyhow::anyhow!("{e}") }),
-        };
+        return Ok(());
     }
     report_test(&connection, &probe)?;
     Ok(())
@@ -321,7 +321,7 @@ fn list(arg: &ConfigArg, json: bool) -> Outcome {
     let stored: Option<Vec<String>> = match databases::stored_ids(&config) {
         Ok(ids) => Some(ids),
         Err(e) => {
-            eprintln!("warning: {e}");
+            eprintln!("warning: {}", escape(&e.to_string()));
             None
         }
     };
@@ -348,34 +348,16 @@ fn list(arg: &ConfigArg, json: bool) -> Outcome {
         println!("no connections; add one with `mini-connector db add --name NAME --type ...`");
         return Ok(());
     }
-    let rows: Vec<[String; 4]> = config
-        .connections
-        .iter()
-        .map(|c| {
-            let password = match has_password(&c.name) {
-                Some(true) => "stored".to_owned(),
-                Some(false) => "-".to_owned(),
-                None => "unknown".to_owned(),
-            };
-            [c.name.clone(), c.kind.as_str().to_owned(), target(c), password]
-        })
-        .collect();
-    let header = ["NAME".to_owned(), "TYPE".to_owned(), "TARGET".to_owned(), "PASSWORD".to_owned()];
-    let widths: Vec<usize> = (0..3)
-        .map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        println!(
-            "{:w0$}  {:w1$}  {:w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
+    let mut table = output::Table::new(&["NAME", "TYPE", "TARGET", "PASSWORD"]);
+    for c in &config.connections {
+        let password = match has_password(&c.name) {
+            Some(true) => "stored",
+            Some(false) => "-",
+            None => "unknown",
+        };
+        table.push(&[c.name.as_str(), c.kind.as_str(), target(c).as_str(), password]);
     }
+    print!("{table}");
     Ok(())
 }
 
@@ -506,37 +488,41 @@ fn check_required(connection: &ConnectionConfig, value: &Value) -> Result<(), Fa
 
 /// Prints a test's outcome; a failed connection is exit 1.
 fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail> {
-    if let Some((_, error)) = &probe.error {
-        return Err(Fail::runtime(anyhow::anyhow!(
-            "cannot connect to `{}` ({}): {error}; nothing was saved (use --no-test to save anyway)",
-            connection.name,
-            describe(connection)
-        )));
+    if let Some((code, error)) = &probe.error {
+        return Err(Fail::coded(
+            exit::FAILURE,
+            code.as_str(),
+            format!(
+                "cannot connect to `{}` ({}): {error}; nothing was saved (use --no-test to save anyway)",
+                connection.name,
+                describe(connection)
+            ),
+        ));
     }
     println!(
         "connection `{}` ({}): ok in {} ms",
-        connection.name,
-        describe(connection),
+        escape(&connection.name),
+        escape(&describe(connection)),
         probe.latency_ms.unwrap_or_default()
     );
     if let Some(privileges) = probe.privileges.as_ref().filter(|p| p.can_write || p.superuser) {
         let who = if privileges.user.is_empty() {
             "the agent's OS user".to_owned()
         } else {
-            format!("user `{}`", privileges.user)
+            format!("user `{}`", escape(&privileges.user))
         };
         println!("warning: {who} can change data{}:", if privileges.superuser { " (superuser)" } else { "" });
         for finding in &privileges.findings {
-            println!("  - {finding}");
+            println!("  - {}", escape(finding));
         }
         println!("  The agent stays read-only regardless (read-only sessions, statement check), but a");
         println!("  SELECT-only user is safer. An administrator can create one with:");
         for line in privileges.suggested_sql.lines() {
-            println!("    {line}");
+            println!("    {}", escape(line));
         }
     }
     if let Some(error) = &probe.privilege_error {
-        println!("note: could not check the user's privileges: {error}");
+        println!("note: could not check the user's privileges: {}", escape(error));
     }
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! report, one line per step with its verdict, details indented, then the overall verdict.
 //!
 //! Symbols and colours: `✔ ! ✘ –` in colour on a UTF-8 terminal; `[ok] [warn] [FAIL] [skip]`
-//! without colour when stdout is not a terminal, the locale is not UTF-8, or `NO_COLOR` is set.
+//! without colour when stdout is not a terminal, the locale is not UTF-8, `NO_COLOR` is set or
+//! `TERM` is `dumb`. Details are escaped (`protocol::term::escape`). `--json`: the report in the
+//! envelope (`{"ok": true, "data": report}`), the exit code as for text.
 //! Exit code: 0 when nothing failed (warnings included), 1 when a step failed, 2 when the
 //! configuration itself does not load.
 
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 
 use mini_connector::protocol::control::{DoctorReport, StepStatus, Verdict};
 
+use super::output::term::{escape, pad, width};
 use crate::exit;
 
 /// `doctor`'s flags.
@@ -28,13 +31,8 @@ pub struct DoctorArgs {
 pub fn doctor(args: &DoctorArgs) -> ExitCode {
     let report = mini_connector::doctor::run(&args.config.path());
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit::FAILURE);
-            }
-        }
+        // The report is the data, failed steps included (the exit code tells the verdict).
+        super::output::print_ok(&report);
     } else {
         print!("{}", render(&report, Style::detect()));
     }
@@ -64,7 +62,6 @@ pub struct Style {
 impl Style {
     /// Unicode and colour on a UTF-8 terminal without `NO_COLOR`; plain ASCII otherwise.
     pub fn detect() -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let utf8 = ["LC_ALL", "LC_CTYPE", "LANG"]
             .iter()
             .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
@@ -72,7 +69,8 @@ impl Style {
                 let v = v.to_ascii_lowercase();
                 v.contains("utf-8") || v.contains("utf8")
             });
-        let fancy = !no_color && std::io::stdout().is_terminal() && (utf8 || cfg!(windows));
+        let fancy =
+            super::output::term::color_allowed(std::io::stdout().is_terminal()) && (utf8 || cfg!(windows));
         Self { unicode: fancy, color: fancy }
     }
 }
@@ -80,7 +78,7 @@ impl Style {
 /// The report as text.
 pub fn render(report: &DoctorReport, style: Style) -> String {
     let mut out = String::new();
-    let width = report.steps.iter().map(|s| s.name.chars().count()).max().unwrap_or(0);
+    let width = report.steps.iter().map(|s| width(&escape(&s.name))).max().unwrap_or(0);
     for step in &report.steps {
         let (symbol, colour) = match (step.status, style.unicode) {
             (StepStatus::Ok, true) => ("✔", "32"),
@@ -94,14 +92,15 @@ pub fn render(report: &DoctorReport, style: Style) -> String {
         };
         let symbol =
             if style.color { format!("\u{1b}[{colour}m{symbol}\u{1b}[0m") } else { symbol.to_owned() };
-        let mut lines = step.detail.lines();
+        // Details carry texts from servers and databases: each line escaped.
+        let mut lines = step.detail.lines().map(escape);
         let first = lines.next().unwrap_or_default();
-        out.push_str(&format!("{symbol} {:<width$}  {first}\n", step.name));
+        out.push_str(&format!("{symbol} {}  {first}\n", pad(&escape(&step.name), width, false)));
         for line in lines {
             out.push_str(&format!("      {line}\n"));
         }
         if let Some(hint) = &step.hint {
-            let mut hint_lines = hint.lines();
+            let mut hint_lines = hint.lines().map(escape);
             out.push_str(&format!("      hint: {}\n", hint_lines.next().unwrap_or_default()));
             for line in hint_lines {
                 out.push_str(&format!("            {line}\n"));

@@ -4,7 +4,8 @@
 //! [`Fail`] into its documented exit code.
 //!
 //! The work itself is the library's `mini_connector::setup` (shared with the desktop app):
-//! these modules parse flags, prompt for secrets and print text or `--json`.
+//! these modules parse flags, prompt for secrets and print text or `--json` ([`output`]: the
+//! envelope, error codes, escaped text and tables).
 //!
 //! Secrets typed by the user (API key, database passwords) are read from a no-echo prompt or
 //! from stdin, held in zeroizing buffers, checked, stored in the vault (or the OS credential
@@ -16,6 +17,7 @@ pub mod configure;
 pub mod db;
 pub mod diag;
 pub mod doctor;
+pub mod output;
 pub mod schema;
 pub mod service;
 pub mod update;
@@ -68,8 +70,8 @@ impl From<mini_connector::setup::SetupError> for Fail {
         use mini_connector::setup::SetupError;
         match error {
             SetupError::Config(e) => Self::from(e),
-            e if e.is_usage() => Self { code: exit::CONFIG, error: anyhow::anyhow!("{e}") },
-            e => Self { code: exit::FAILURE, error: anyhow::anyhow!("{e}") },
+            e if e.is_usage() => Self::coded(exit::CONFIG, e.code(), e.to_string()),
+            e => Self::coded(exit::FAILURE, e.code(), e.to_string()),
         }
     }
 }
@@ -92,10 +94,14 @@ impl ConfigArg {
     pub fn load(&self) -> Result<AgentConfig, Fail> {
         let path = self.path();
         if !path.exists() {
-            return Err(Fail::usage(format!(
-                "no configuration at {}; create one with `mini-connector configure --name NAME --cloud-url wss://... --api-key-stdin`",
-                path.display()
-            )));
+            return Err(Fail::coded(
+                exit::CONFIG,
+                "NOT_CONFIGURED",
+                format!(
+                    "no configuration at {}; create one with `mini-connector configure --name NAME --cloud-url wss://... --api-key-stdin`",
+                    path.display()
+                ),
+            ));
         }
         Ok(AgentConfig::load(&path)?)
     }
@@ -145,9 +151,9 @@ pub fn secret_from_prompt(prompt: &str, what: &str, stdin_flag: &str) -> Result<
     Ok(text)
 }
 
-/// Prints a JSON value on stdout, pretty.
+/// Prints a command's `--json` data in the envelope (`{"ok": true, "data": …}`, one line).
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    output::print_ok(value);
 }
 
 /// Whether an agent answers on this configuration's control socket (to remind the user to

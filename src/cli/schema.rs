@@ -23,6 +23,7 @@ use mini_connector::setup;
 use mini_connector::setup::schema::{names_table, qualified};
 use serde_json::{Value, json};
 
+use super::output::{self, escape};
 use super::{ConfigArg, Fail, Outcome, print_json};
 use crate::exit;
 
@@ -301,7 +302,7 @@ fn discover(arg: &ConfigArg, name: Option<&str>, json: bool) -> Outcome {
                 if !json {
                     println!(
                         "`{}`: {} tables, {} views, {} columns; saved to {}",
-                        connection.name,
+                        escape(&connection.name),
                         c.tables,
                         c.views,
                         c.columns,
@@ -319,7 +320,7 @@ fn discover(arg: &ConfigArg, name: Option<&str>, json: bool) -> Outcome {
                     return Err(fail);
                 }
                 if !json {
-                    eprintln!("error: {:#}", fail.error);
+                    eprintln!("error: {}", escape(&format!("{:#}", fail.error)));
                 }
                 reports.push(json!({
                     "name": connection.name, "ok": false, "tables": null, "views": null,
@@ -335,10 +336,13 @@ fn discover(arg: &ConfigArg, name: Option<&str>, json: bool) -> Outcome {
     match first_failure {
         None => Ok(()),
         // Already printed (or in the JSON): exit 1 with a short summary.
-        Some(_) => Err(Fail::runtime(anyhow::anyhow!(
-            "{} connection(s) could not be discovered",
-            reports.iter().filter(|r| r["ok"] == json!(false)).count()
-        ))),
+        Some(_) => Err(Fail::reported(
+            exit::FAILURE,
+            format!(
+                "{} connection(s) could not be discovered",
+                reports.iter().filter(|r| r["ok"] == json!(false)).count()
+            ),
+        )),
     }
 }
 
@@ -359,7 +363,8 @@ fn show(arg: &ConfigArg, name: Option<&str>, json: bool, visible: bool) -> Outco
                     Some(schema) => saved.push(schema),
                     None if !json => println!(
                         "`{}`: not discovered yet (mini-connector schema discover --connection {})\n",
-                        connection.name, connection.name
+                        escape(&connection.name),
+                        escape(&connection.name)
                     ),
                     None => {}
                 }
@@ -448,12 +453,19 @@ fn marked(schema: &DatabaseSchema, policy: &SchemaPolicy) -> Value {
 fn print_tree(schema: &DatabaseSchema, policy: &SchemaPolicy, note: &str) {
     let marks = Marks::new(policy);
     let c = counts(schema);
+    // Names come from the database: escaped (a tab, newline or escape sequence in a name must
+    // neither break the layout nor reach the terminal), padded by display width.
     println!(
         "{} ({}): {} tables, {} views, {} columns{note}",
-        schema.connection, schema.db_type, c.tables, c.views, c.columns
+        escape(&schema.connection),
+        schema.db_type,
+        c.tables,
+        c.views,
+        c.columns
     );
+    let list = |names: &[String]| names.iter().map(|n| escape(n).into_owned()).collect::<Vec<_>>().join(", ");
     for t in &schema.tables {
-        let mut head = format!("  {}", qualified(t));
+        let mut head = format!("  {}", escape(&qualified(t)));
         if t.kind == TableKind::View {
             head.push_str(" (view)");
         }
@@ -466,33 +478,31 @@ fn print_tree(schema: &DatabaseSchema, policy: &SchemaPolicy, note: &str) {
             head.push_str("  [not approved]");
         }
         println!("{head}");
-        let width = t.columns.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
-        let type_width = t.columns.iter().map(|c| c.data_type.chars().count()).max().unwrap_or(0).max(1);
+        let mut columns = output::Table::new(&["", "", ""]);
         for column in &t.columns {
             let data_type = if column.data_type.is_empty() { "-" } else { column.data_type.as_str() };
-            let mut line = format!(
-                "    {:width$}  {:type_width$}  {}",
-                column.name,
-                data_type,
-                if column.nullable { "null    " } else { "not null" }
-            );
+            let mut flags = if column.nullable { "null    " } else { "not null" }.to_owned();
             if t.primary_key.contains(&column.name) {
-                line.push_str("  PK");
+                flags.push_str("  PK");
             }
             if marks.column_private(t, &column.name) {
-                line.push_str("  [private]");
+                flags.push_str("  [private]");
             }
-            println!("{}", line.trim_end());
+            columns.push(&[column.name.as_str(), data_type, flags.as_str()]);
+        }
+        // The header row of the shared renderer is empty here: skip it.
+        for line in columns.render().lines().skip(1) {
+            println!("    {line}");
         }
         if t.primary_key.len() > 1 {
-            println!("    primary key ({})", t.primary_key.join(", "));
+            println!("    primary key ({})", list(&t.primary_key));
         }
         for fk in &t.foreign_keys {
             println!(
                 "    foreign key ({}) -> {}({})",
-                fk.columns.join(", "),
-                fk.ref_table,
-                fk.ref_columns.join(", ")
+                list(&fk.columns),
+                escape(&fk.ref_table),
+                list(&fk.ref_columns)
             );
         }
     }
@@ -535,38 +545,38 @@ fn diff(arg: &ConfigArg, name: Option<&str>, json: bool) -> Result<bool, Fail> {
 
 fn print_diff(name: &str, changes: &SchemaDiff) {
     if changes.is_empty() {
-        println!("`{name}`: no change since the last discovery");
+        println!("`{}`: no change since the last discovery", escape(name));
         return;
     }
-    println!("`{name}`: changed since the last discovery");
+    println!("`{}`: changed since the last discovery", escape(name));
     for table in &changes.added_tables {
-        println!("  + table {table}");
+        println!("  + table {}", escape(table));
     }
     for table in &changes.removed_tables {
-        println!("  - table {table}");
+        println!("  - table {}", escape(table));
     }
     for change in &changes.changed_tables {
-        println!("  ~ table {}", change.table);
+        println!("  ~ table {}", escape(&change.table));
         for column in &change.added_columns {
-            println!("      + column {column}");
+            println!("      + column {}", escape(column));
         }
         for column in &change.removed_columns {
-            println!("      - column {column}");
+            println!("      - column {}", escape(column));
         }
         for column in &change.changed_columns {
             let describe = |c: &drivers::Column| {
-                format!("{} {}", c.data_type, if c.nullable { "null" } else { "not null" })
+                format!("{} {}", escape(&c.data_type), if c.nullable { "null" } else { "not null" })
             };
             println!(
                 "      ~ column {} ({}): {} -> {}",
-                column.column,
+                escape(&column.column),
                 column.fields.join(", "),
                 describe(&column.before),
                 describe(&column.after)
             );
         }
         for property in &change.changed_properties {
-            println!("      ~ {property}");
+            println!("      ~ {}", escape(property));
         }
     }
 }

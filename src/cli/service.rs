@@ -169,11 +169,10 @@ fn report(found: &Registration, json: bool) -> Outcome {
         }
     }
     match (found.registered, matches) {
-        (false, _) => {
-            Err(Fail { code: exit::NOT_RUNNING, error: anyhow::anyhow!("the service is not registered") })
-        }
+        // The verdict is in the printed data (`registered`, `pathMatches`): one line with --json.
+        (false, _) => Err(Fail::reported(exit::NOT_RUNNING, "the service is not registered")),
         (true, Some(true)) => Ok(()),
-        (true, _) => Err(Fail::runtime(anyhow::anyhow!("the registered service runs another binary"))),
+        (true, _) => Err(Fail::reported(exit::FAILURE, "the registered service runs another binary")),
     }
 }
 

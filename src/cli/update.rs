@@ -97,7 +97,7 @@ pub fn update(command: UpdateCmd) -> ExitCode {
             match result {
                 Ok((_, report)) => {
                     if json {
-                        success(serde_json::to_value(&report).unwrap_or_default());
+                        super::output::print_ok(&report);
                     } else if report.update_available {
                         println!(
                             "update available: {} (installed {}); install it with `mini-connector update apply`",
@@ -132,7 +132,7 @@ pub fn update(command: UpdateCmd) -> ExitCode {
             match result {
                 Ok(applied) => {
                     if json {
-                        success(serde_json::to_value(&applied).unwrap_or_default());
+                        super::output::print_ok(&applied);
                     } else {
                         println!(
                             "updated {} → {}: {} (previous kept as {}); restart the agent or its service to run it",
@@ -162,16 +162,12 @@ impl Failure {
             Self::Update(e) => (e.code(), e.to_string(), exit_code(e)),
         };
         if json {
-            println!("{}", serde_json::json!({ "ok": false, "error": { "code": code, "message": text } }));
+            super::output::print_error(code, &text);
         } else {
-            eprintln!("error: {code}: {text}");
+            eprintln!("error: {code}: {}", super::output::escape(&text));
         }
         ExitCode::from(exit)
     }
-}
-
-fn success(data: serde_json::Value) {
-    println!("{}", serde_json::json!({ "ok": true, "data": data }));
 }
 
 fn source(config: &ConfigArg, url: Option<&str>, file: Option<&std::path::Path>) -> Result<Source, Failure> {
