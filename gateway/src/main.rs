@@ -422,7 +422,8 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     if let Some(dir) = &args.updates_dir
         && !dir.is_dir()
     {
-        return Err(Failure(EXIT_USAGE, anyhow::anyhow!("--updates-dir {}: not a directory", dir.display())));
+        let message = format!("--updates-dir {}: not a directory", dir.display());
+        return Err(Failure::message(EXIT_USAGE, "CONFIG_INVALID", message));
     }
     config.updates_dir = args.updates_dir;
     config.max_buffer_bytes = args.max_buffer_bytes;
