@@ -70,13 +70,13 @@ $bin/connector-gateway connectors
 
 echo "==> schema the agent broadcast (metadata only, no rows):"
 for _ in $(seq 50); do
-    $bin/connector-gateway schema --connector Warehouse > "$data/schema.json" 2>/dev/null && break
+    $bin/connector-gateway schema --connector Warehouse --json > "$data/schema.json" 2>/dev/null && break
     sleep 0.1
 done
 python3 - "$data/schema.json" <<'PY'
 import json, sys
-schema = json.load(open(sys.argv[1]))
-dbs = schema if isinstance(schema, list) else schema.get("schema", [schema])
+schema = json.load(open(sys.argv[1]))["data"]
+dbs = schema["schemas"]
 for db in dbs:
     for t in db["tables"]:
         fks = ", ".join(f'{",".join(fk["columns"])}->{fk["refTable"]}' for fk in t.get("foreignKeys", []))
