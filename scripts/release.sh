@@ -64,7 +64,10 @@ esac
 bin_dir="$target_dir/$profile_dir"
 out="${out:-$target_dir/release-artifacts}"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
-assets="$bin_dir/package-assets"
+# cargo-deb reads the generated files from target/release/package-assets (its alias for
+# $CARGO_TARGET_DIR/release) whatever the profile: it is always run without --profile, since it
+# refuses the dev profile.
+assets="$target_dir/release/package-assets"
 started=$SECONDS
 
 say() { echo "==> $*"; }
@@ -85,6 +88,10 @@ if ((build)); then
     cargo build --profile "$profile" --no-default-features --bin mini-connector
 fi
 cp "$bin_dir/mini-connector" "$assets/bin/mini-connector"
+if [[ "$profile" != release ]]; then
+    # A debug build carries ~250 MB of debug info: packaged as is, compressing it takes minutes.
+    strip --strip-debug "$assets/bin/mini-connector"
+fi
 if ldd "$assets/bin/mini-connector" | grep -Ei 'libX|fontconfig|fltk|pango|cairo|freetype|libGL'; then
     echo "FAIL: the headless binary links GUI libraries (above): was it built with --no-default-features?" >&2
     exit 1
@@ -106,10 +113,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
     say "installing cargo-deb"
     cargo install cargo-deb --locked
 fi
-say "cargo deb (profile $profile)"
-deb_flags=(--no-build --profile "$profile" --output "$out/")
+say "cargo deb (the $profile build)"
+# --no-strip: the release profile strips already; a debug build was stripped of its debug info
+# above (--fast: a quick xz level for those larger binaries).
+deb_flags=(--no-build --no-strip --output "$out/")
 if [[ "$profile" != release ]]; then
-    deb_flags+=(--no-strip)
+    deb_flags+=(--fast)
 fi
 cargo deb "${deb_flags[@]}"
 
@@ -157,10 +166,15 @@ if ((!deb_only)); then
                 say "cargo build --profile $profile --target x86_64-pc-windows-gnu --no-default-features (Windows service build)"
                 cargo build --profile "$profile" --target x86_64-pc-windows-gnu --no-default-features --bin mini-connector
             fi
-            win_exe="$target_dir/x86_64-pc-windows-gnu/$profile_dir/mini-connector.exe"
             say "wixl: mini-connector-$version-x86_64.msi"
-            wixl --arch x64 -D Version="$version" -D SourceExe="$win_exe" -D SourceDir="$PWD" \
-                -o "$out/mini-connector-$version-x86_64.msi" packaging/windows/mini-connector.wxs
+            # wixl takes the files' Source= paths relative to the current directory.
+            msi_stage="$assets/msi"
+            mkdir -p "$msi_stage"
+            cp "$target_dir/x86_64-pc-windows-gnu/$profile_dir/mini-connector.exe" README.md docs/INSTALL-windows.md \
+                "$msi_stage/"
+            msi_out="$(cd "$out" && pwd)/mini-connector-$version-x86_64.msi"
+            (cd "$msi_stage" && wixl --arch x64 -D Version="$version" -o "$msi_out" \
+                "$OLDPWD/packaging/windows/mini-connector.wxs")
         fi
     fi
 fi

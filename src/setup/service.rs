@@ -339,6 +339,9 @@ pub mod systemd {
         pub config_file: Option<(u32, u32, u32)>,
         /// The owner uid of the vault directory the configuration names, when it exists.
         pub vault_owner: Option<u32>,
+        /// A vault that exists where the configuration (without `vaultDir`) puts it today, and
+        /// where its install secret is: both must move when `vaultDir` is pinned.
+        pub unpinned_vault: Option<(PathBuf, String)>,
     }
 
     impl Machine {
@@ -354,7 +357,18 @@ pub mod systemd {
                 .as_ref()
                 .and_then(|_| std::fs::metadata(config.vault_dir()).ok())
                 .map(|m| m.uid());
-            Self { account, config_file, vault_owner }
+            let unpinned_vault = (config.vault_dir.is_none()
+                && config.vault_dir().join(vault::Vault::FILE_NAME).exists())
+            .then(|| {
+                let id = std::fs::read_to_string(config.vault_dir().join(vault::Vault::INSTALL_ID_FILE_NAME));
+                let secret = id
+                    .ok()
+                    .filter(|id| !id.trim().is_empty())
+                    .map(|id| config.secret_store().location(id.trim()))
+                    .unwrap_or_else(|| config.vault_key_dir().display().to_string());
+                (config.vault_dir(), secret)
+            });
+            Self { account, config_file, vault_owner, unpinned_vault }
         }
     }
 
@@ -409,6 +423,13 @@ pub mod systemd {
                  this, and moves an existing vault and its install secret there",
                 config_path.display(),
                 unset.join(", ")
+            ));
+        }
+        if let Some((vault_dir, secret)) = &machine.unpinned_vault {
+            steps.push(format!(
+                "the credentials in {} (install secret {secret}) must move with vaultDir and \
+                 vaultKeyDir, owned by {user}, or the service starts without them",
+                vault_dir.display()
             ));
         }
         match (machine.account, machine.config_file) {
@@ -794,6 +815,16 @@ pub mod systemd {
             let steps = missing_steps(exe, path, &config(serde_json::json!({})), "mini-connector", &ready);
             assert_eq!(steps.len(), 1, "{steps:?}");
             assert!(steps[0].contains("\"controlSocket\": \"/run/mini-connector/agent.sock\""));
+            let old_vault = Machine {
+                unpinned_vault: Some(("/etc/mini-connector/vault".into(), "/root/keys/x.key".into())),
+                ..ready.clone()
+            };
+            let steps =
+                missing_steps(exe, path, &config(serde_json::json!({})), "mini-connector", &old_vault);
+            assert_eq!(steps.len(), 2, "{steps:?}");
+            assert!(
+                steps[1].contains("/etc/mini-connector/vault (install secret /root/keys/x.key) must move")
+            );
             let home = Path::new("/home/alice/mc/config.json");
             let steps = missing_steps(Path::new("/root/mc"), home, &pinned, "mini-connector", &ready);
             assert_eq!(steps.len(), 2, "{steps:?}");
