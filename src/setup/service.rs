@@ -450,14 +450,14 @@ pub mod systemd {
             )),
             (Some(_), None) => {}
         }
-        if let (Some(owner), Some((uid, _))) = (machine.vault_owner, machine.account) {
-            if owner != uid {
-                steps.push(format!(
-                    "hand the vault to the service account: sudo chown -R {user}: {} {}",
-                    config.vault_dir().display(),
-                    config.vault_key_dir().display()
-                ));
-            }
+        if let (Some(owner), Some((uid, _))) = (machine.vault_owner, machine.account)
+            && owner != uid
+        {
+            steps.push(format!(
+                "hand the vault to the service account: sudo chown -R {user}: {} {}",
+                config.vault_dir().display(),
+                config.vault_key_dir().display()
+            ));
         }
         steps
     }
@@ -533,7 +533,7 @@ pub mod systemd {
         }
         if !system {
             // Nothing was set up: say exactly what is still missing, then how to install it.
-            log.line(format!("(--unit-dir: no systemctl calls, no account or directory set-up)"));
+            log.line("(--unit-dir: no systemctl calls, no account or directory set-up)".into());
             let steps =
                 missing_steps(&exe, config_path, &config, user, &Machine::probe(config_path, &config, user));
             if steps.is_empty() {
@@ -797,6 +797,7 @@ pub mod systemd {
                 account: Some((998, 998)),
                 config_file: Some((0, 998, 0o640)),
                 vault_owner: Some(998),
+                unpinned_vault: None,
             };
             assert_eq!(missing_steps(exe, path, &pinned, "mini-connector", &ready), Vec::<String>::new());
 
