@@ -30,6 +30,8 @@ if ldd "$headless" | grep -Ei 'libX|fontconfig|fltk|pango|cairo|freetype|libGL';
     echo "FAIL: the headless binary links GUI libraries (above)" >&2
     exit 1
 fi
+echo "==> packages: the .deb built from the headless debug binary, unpacked, checked, signed (scripts/test-package.sh)"
+scripts/test-package.sh
 echo "==> starting real PostgreSQL and MariaDB servers on loopback (+ ODBC drivers)"
 scripts/db-servers.sh start
 trap 'scripts/db-servers.sh stop || true' EXIT

@@ -162,6 +162,12 @@ enum Cmd {
         #[command(subcommand)]
         command: cli::update::UpdateCmd,
     },
+    /// Shell completions and man pages for packaging (`generate completions bash`, `generate man`).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: cli::generate::GenerateCmd,
+    },
     /// Create the sample ERP database (SQLite) used by the demo and the tests.
     SampleErp {
         /// Where to write the database file (replaced if it exists).
@@ -366,6 +372,9 @@ fn main() -> ExitCode {
         Cmd::Audit(args) => finish(cli::audit::audit(&args)),
         Cmd::Diag { command } => finish(cli::diag::diag(command)),
         Cmd::Update { command } => cli::update::update(command),
+        Cmd::Generate { command } => {
+            finish(cli::generate::generate(command, <Cli as clap::CommandFactory>::command()))
+        }
         Cmd::Notify { command } => mini_connector::notify::cli::run(command, default_config_path()),
         Cmd::SampleErp { path, scale } => match drivers::fixture::create_sample_erp(&path, scale) {
             Ok(stats) => {

@@ -87,3 +87,64 @@ fn verify_unit(unit: &Path) {
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("mini-connector.service")).collect();
     assert!(ours.is_empty(), "systemd-analyze verify complained: {ours:?}");
 }
+
+/// Issue 13: `service install --unit-dir` wrote the template's "TEMPLATE" comment and a unit
+/// that could not start as written (no user, the vault and control socket where the service
+/// cannot reach them, the configuration under /tmp). The written unit is a finished unit, and
+/// the command lists exactly what else must be done before it can start.
+#[test]
+fn service_install_unit_dir_writes_a_finished_unit_and_lists_what_is_missing() {
+    let sandbox = Sandbox::new("service-unit-dir");
+    sandbox.configure("wss://console.example.com/ws");
+    let units = sandbox.path("units");
+    let user = "mc-no-such-user";
+    let out = sandbox
+        .run(&["service", "install", "--unit-dir", units.to_str().unwrap(), "--user", user], None)
+        .ok();
+    let unit_path = units.join("mini-connector.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    assert!(!unit.contains("TEMPLATE") && !unit.contains("{{"), "a finished unit: {unit}");
+    assert!(
+        unit.starts_with("# Mini Connector agent, written by `mini-connector service install`"),
+        "{unit}"
+    );
+    let values = |key: &str| -> Vec<String> {
+        unit.lines().filter_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_owned).collect()
+    };
+    assert_eq!(values("User"), [user]);
+    assert_eq!(values("Group"), [user]);
+    assert_eq!(values("StateDirectory"), ["mini-connector"]);
+    assert_eq!(values("LogsDirectory"), ["mini-connector"]);
+    assert_eq!(values("RuntimeDirectory"), ["mini-connector"]);
+    let exec = values("ExecStart");
+    assert_eq!(exec.len(), 1);
+    assert!(exec[0].ends_with(&format!("start --config \"{}\"", sandbox.config.display())), "{exec:?}");
+    verify_unit(&unit_path);
+
+    // What is still missing, as commands and values, not as a hint.
+    let text = &out.stdout;
+    assert!(text.contains("before this unit can start"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "sudo useradd --system --user-group --home-dir /var/lib/mini-connector --no-create-home --shell /usr/sbin/nologin {user}"
+        )),
+        "the account does not exist: {text}"
+    );
+    assert!(text.contains("PrivateTmp=yes"), "the configuration is under /tmp: {text}");
+    for pin in [
+        "\"vaultDir\": \"/var/lib/mini-connector/vault\"",
+        "\"vaultKeyDir\": \"/var/lib/mini-connector/vault-keys\"",
+        "\"controlSocket\": \"/run/mini-connector/agent.sock\"",
+        "\"logDir\": \"/var/log/mini-connector\"",
+    ] {
+        assert!(text.contains(pin), "{pin} is not set in the configuration: {text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "sudo install -m 0644 {} /etc/systemd/system/mini-connector.service",
+            unit_path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("sudo systemctl enable --now mini-connector"), "{text}");
+}

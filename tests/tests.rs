@@ -12,6 +12,7 @@ mod cli_db;
 mod cli_diag;
 mod cli_doctor;
 mod cli_json;
+mod cli_generate;
 mod cli_notify;
 mod cli_schema;
 mod cli_service;

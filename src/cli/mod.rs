@@ -1,5 +1,5 @@
 //! The one-shot commands that change or inspect this machine's setup: `configure`, `key`,
-//! `vault`, `db`, `schema`, `service`, `audit`, `doctor` and `diag`. Each returns [`Outcome`]
+//! `vault`, `db`, `schema`, `service`, `audit`, `doctor`, `diag` and (hidden, for packaging) `generate`. Each returns [`Outcome`]
 //! (`doctor` its exit code); `main` turns a
 //! [`Fail`] into its documented exit code.
 //!
@@ -18,6 +18,7 @@ pub mod db;
 pub mod diag;
 pub mod doctor;
 pub mod output;
+pub mod generate;
 pub mod schema;
 pub mod service;
 pub mod update;

@@ -142,7 +142,10 @@ pub fn install_service(config_path: &Path) -> Result<String> {
         let dir = config_path.parent().unwrap_or(Path::new(".")).to_owned();
         let options = Options { unit_dir: Some(dir), ..Options::default() };
         let mut log = install(config_path, &options)?;
-        log.lines.retain(|l| !l.starts_with("(--unit-dir"));
+        // The --unit-dir checklist is what `sudo ... service install` does: cut it.
+        if let Some(at) = log.lines.iter().position(|l| l.starts_with("(--unit-dir")) {
+            log.lines.truncate(at);
+        }
         log.line(format!(
             "to install it as a system service, run as root: sudo {} service install --config {}",
             this_exe()?.display(),
@@ -300,11 +303,163 @@ pub mod systemd {
         if !user_ok {
             return Err(format!("--user `{user}` is not a valid account name ([a-z_][a-z0-9_-]*)"));
         }
-        let text = TEMPLATE.replace("{{EXE}}", exe).replace("{{CONFIG}}", config).replace("{{USER}}", user);
+        // The template's own header (it says TEMPLATE and how to fill it) is not part of the
+        // written unit: that starts with what it is and who wrote it.
+        let body = TEMPLATE.find("\n[Unit]").map_or(TEMPLATE, |at| &TEMPLATE[at + 1..]);
+        let header = format!(
+            "# Mini Connector agent, written by `mini-connector service install` (version {}).\n\
+             # Runs {exe} as user {user} with the configuration {config}.\n\
+             # Re-run `service install` rather than editing this file (packaging/README.md).\n\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        let text =
+            header + &body.replace("{{EXE}}", exe).replace("{{CONFIG}}", config).replace("{{USER}}", user);
         if text.contains("{{") {
             return Err("the unit template has an unknown placeholder".into());
         }
         Ok(text)
+    }
+
+    /// What a configuration must hold for the service: the paths [`install`] pins (without
+    /// `--unit-dir`), as (field, value).
+    pub const SERVICE_PATHS: [(&str, &str); 4] = [
+        ("vaultDir", "/var/lib/mini-connector/vault"),
+        ("vaultKeyDir", "/var/lib/mini-connector/vault-keys"),
+        ("controlSocket", "/run/mini-connector/agent.sock"),
+        ("logDir", LOG_DIR),
+    ];
+
+    /// What the machine looks like for a unit written with `--unit-dir` (read by
+    /// [`Machine::probe`]; a plain value so [`missing_steps`] can be tested).
+    #[derive(Debug, Clone, Default)]
+    pub struct Machine {
+        /// The service account's uid and gid, when it exists.
+        pub account: Option<(u32, u32)>,
+        /// The configuration file's owner uid, gid and mode bits.
+        pub config_file: Option<(u32, u32, u32)>,
+        /// The owner uid of the vault directory the configuration names, when it exists.
+        pub vault_owner: Option<u32>,
+        /// A vault that exists where the configuration (without `vaultDir`) puts it today, and
+        /// where its install secret is: both must move when `vaultDir` is pinned.
+        pub unpinned_vault: Option<(PathBuf, String)>,
+    }
+
+    impl Machine {
+        /// Reads the account, the configuration file and the vault directory.
+        pub fn probe(config_path: &Path, config: &AgentConfig, user: &str) -> Self {
+            use std::os::unix::fs::MetadataExt as _;
+            let number = |flag: &str| run("id", &[flag, user]).ok().and_then(|n| n.parse::<u32>().ok());
+            let account = number("-u").zip(number("-g"));
+            let config_file =
+                std::fs::metadata(config_path).ok().map(|m| (m.uid(), m.gid(), m.mode() & 0o7777));
+            let vault_owner = config
+                .vault_dir
+                .as_ref()
+                .and_then(|_| std::fs::metadata(config.vault_dir()).ok())
+                .map(|m| m.uid());
+            let unpinned_vault = (config.vault_dir.is_none()
+                && config.vault_dir().join(vault::Vault::FILE_NAME).exists())
+            .then(|| {
+                let id = std::fs::read_to_string(config.vault_dir().join(vault::Vault::INSTALL_ID_FILE_NAME));
+                let secret = id
+                    .ok()
+                    .filter(|id| !id.trim().is_empty())
+                    .map(|id| config.secret_store().location(id.trim()))
+                    .unwrap_or_else(|| config.vault_key_dir().display().to_string());
+                (config.vault_dir(), secret)
+            });
+            Self { account, config_file, vault_owner, unpinned_vault }
+        }
+    }
+
+    /// The steps, as commands or exact values, that must still happen before a unit written
+    /// for `exe`, `config_path` and `user` can start; empty when it can start as written.
+    pub fn missing_steps(
+        exe: &Path,
+        config_path: &Path,
+        config: &AgentConfig,
+        user: &str,
+        machine: &Machine,
+    ) -> Vec<String> {
+        let mut steps = Vec::new();
+        if machine.account.is_none() {
+            steps.push(format!(
+                "create the service account: sudo useradd --system --user-group --home-dir {STATE_DIR} \
+                 --no-create-home --shell /usr/sbin/nologin {user}"
+            ));
+        }
+        for (what, path) in [("the program", exe), ("the configuration", config_path)] {
+            let hidden = if ["/home/", "/root/", "/run/user/"].iter().any(|p| path.starts_with(p)) {
+                Some("ProtectHome=yes")
+            } else if ["/tmp/", "/var/tmp/"].iter().any(|p| path.starts_with(p)) {
+                Some("PrivateTmp=yes")
+            } else {
+                None
+            };
+            if let Some(setting) = hidden {
+                steps.push(format!(
+                    "{what} {} is hidden from the service ({setting}): put the program in \
+                     /usr/local/bin and the configuration in {CONFIG_DIR}/, then write the unit again \
+                     from there",
+                    path.display()
+                ));
+            }
+        }
+        let unset: Vec<String> = SERVICE_PATHS
+            .iter()
+            .filter(|(field, _)| match *field {
+                "vaultDir" => config.vault_dir.is_none(),
+                "vaultKeyDir" => config.vault_key_dir.is_none(),
+                "controlSocket" => config.control_socket.is_none(),
+                _ => config.log_dir.is_none(),
+            })
+            .map(|(field, value)| format!("\"{field}\": \"{value}\""))
+            .collect();
+        if !unset.is_empty() {
+            steps.push(format!(
+                "set the service's directories in {} (the administrator's CLI and the service must \
+                 use the same vault; the service can write only under {STATE_DIR}, {LOG_DIR} and \
+                 {RUNTIME_DIR}): {}. `sudo mini-connector service install` (without --unit-dir) does \
+                 this, and moves an existing vault and its install secret there",
+                config_path.display(),
+                unset.join(", ")
+            ));
+        }
+        if let Some((vault_dir, secret)) = &machine.unpinned_vault {
+            steps.push(format!(
+                "the credentials in {} (install secret {secret}) must move with vaultDir and \
+                 vaultKeyDir, owned by {user}, or the service starts without them",
+                vault_dir.display()
+            ));
+        }
+        match (machine.account, machine.config_file) {
+            (Some((uid, gid)), Some((owner, group, mode))) => {
+                let readable = mode & 0o004 != 0
+                    || (owner == uid && mode & 0o400 != 0)
+                    || (group == gid && mode & 0o040 != 0);
+                if !readable {
+                    steps.push(format!(
+                        "let the service read its configuration: sudo chgrp {user} {0} && sudo chmod 0640 {0}",
+                        config_path.display()
+                    ));
+                }
+            }
+            (None, _) => steps.push(format!(
+                "then let the service read its configuration: sudo chgrp {user} {0} && sudo chmod 0640 {0}",
+                config_path.display()
+            )),
+            (Some(_), None) => {}
+        }
+        if let (Some(owner), Some((uid, _))) = (machine.vault_owner, machine.account)
+            && owner != uid
+        {
+            steps.push(format!(
+                "hand the vault to the service account: sudo chown -R {user}: {} {}",
+                config.vault_dir().display(),
+                config.vault_key_dir().display()
+            ));
+        }
+        steps
     }
 
     /// A path as it may stand inside `ExecStart="..."`: absolute UTF-8 without `"`, `\`, `%`,
@@ -377,7 +532,24 @@ pub mod systemd {
             }
         }
         if !system {
-            log.line(format!("(--unit-dir: no systemctl calls; copy it to {SYSTEM_UNIT_DIR} to use it)"));
+            // Nothing was set up: say exactly what is still missing, then how to install it.
+            log.line("(--unit-dir: no systemctl calls, no account or directory set-up)".into());
+            let steps =
+                missing_steps(&exe, config_path, &config, user, &Machine::probe(config_path, &config, user));
+            if steps.is_empty() {
+                log.line("the account, the configuration and its paths are ready for this unit".into());
+            } else {
+                log.line("before this unit can start:".into());
+                for (n, step) in steps.iter().enumerate() {
+                    log.line(format!("  {}. {step}", n + 1));
+                }
+            }
+            log.line(format!(
+                "to use it: sudo install -m 0644 {} {SYSTEM_UNIT_DIR}/{UNIT_FILE} && sudo systemctl daemon-reload \
+                 && sudo systemctl enable --now {}",
+                unit_path.display(),
+                UNIT_FILE.trim_end_matches(".service")
+            ));
             return Ok(());
         }
         if !systemd_running() || !have("systemctl") {
@@ -597,6 +769,67 @@ pub mod systemd {
             let (exe, config) = registered(&unit);
             assert_eq!(exe.unwrap(), Path::new("/opt/mini connector/bin"));
             assert_eq!(config.unwrap(), Path::new("/etc/mc/config.json"));
+        }
+
+        fn config(extra: serde_json::Value) -> AgentConfig {
+            let mut value = serde_json::json!({
+                "connectorName": "t",
+                "apiKeyRef": "vault://apikey",
+                "cloudUrl": "wss://example.com/ws",
+            });
+            value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let mut config: AgentConfig = serde_json::from_value(value).unwrap();
+            config.source = Some(PathBuf::from("/etc/mini-connector/config.json"));
+            config
+        }
+
+        #[test]
+        fn a_unit_dir_unit_lists_what_is_missing_and_nothing_when_ready() {
+            let exe = Path::new("/usr/bin/mini-connector");
+            let path = Path::new("/etc/mini-connector/config.json");
+            let pinned = config(serde_json::json!({
+                "vaultDir": "/var/lib/mini-connector/vault",
+                "vaultKeyDir": "/var/lib/mini-connector/vault-keys",
+                "controlSocket": "/run/mini-connector/agent.sock",
+                "logDir": "/var/log/mini-connector",
+            }));
+            let ready = Machine {
+                account: Some((998, 998)),
+                config_file: Some((0, 998, 0o640)),
+                vault_owner: Some(998),
+                unpinned_vault: None,
+            };
+            assert_eq!(missing_steps(exe, path, &pinned, "mini-connector", &ready), Vec::<String>::new());
+
+            // Each gap, alone, is one step that names the fix.
+            let no_account = Machine { account: None, ..ready.clone() };
+            let steps = missing_steps(exe, path, &pinned, "mini-connector", &no_account);
+            assert!(steps[0].contains("sudo useradd --system"), "{steps:?}");
+            let unreadable = Machine { config_file: Some((0, 0, 0o600)), ..ready.clone() };
+            let steps = missing_steps(exe, path, &pinned, "mini-connector", &unreadable);
+            assert_eq!(steps.len(), 1, "{steps:?}");
+            assert!(steps[0].contains("sudo chgrp mini-connector /etc/mini-connector/config.json"));
+            let root_vault = Machine { vault_owner: Some(0), ..ready.clone() };
+            let steps = missing_steps(exe, path, &pinned, "mini-connector", &root_vault);
+            assert_eq!(steps.len(), 1, "{steps:?}");
+            assert!(steps[0].contains("sudo chown -R mini-connector: /var/lib/mini-connector/vault"));
+            let steps = missing_steps(exe, path, &config(serde_json::json!({})), "mini-connector", &ready);
+            assert_eq!(steps.len(), 1, "{steps:?}");
+            assert!(steps[0].contains("\"controlSocket\": \"/run/mini-connector/agent.sock\""));
+            let old_vault = Machine {
+                unpinned_vault: Some(("/etc/mini-connector/vault".into(), "/root/keys/x.key".into())),
+                ..ready.clone()
+            };
+            let steps =
+                missing_steps(exe, path, &config(serde_json::json!({})), "mini-connector", &old_vault);
+            assert_eq!(steps.len(), 2, "{steps:?}");
+            assert!(
+                steps[1].contains("/etc/mini-connector/vault (install secret /root/keys/x.key) must move")
+            );
+            let home = Path::new("/home/alice/mc/config.json");
+            let steps = missing_steps(Path::new("/root/mc"), home, &pinned, "mini-connector", &ready);
+            assert_eq!(steps.len(), 2, "{steps:?}");
+            assert!(steps.iter().all(|s| s.contains("ProtectHome=yes")));
         }
 
         #[test]
