@@ -15,6 +15,7 @@ mod cli_notify;
 mod cli_schema;
 mod cli_service;
 mod cli_sql_check;
+mod cli_truth;
 mod control_golden;
 mod e2e_auth;
 mod e2e_compression;

@@ -100,6 +100,20 @@ impl ConfigArg {
     }
 }
 
+/// A path flag that may be given empty (`--ca-cert ""`): the empty value removes the field.
+/// (clap's own path parser refuses an empty value.)
+pub fn path_or_empty(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(text))
+}
+
+/// A port flag where `""` (like 0) removes the port.
+pub fn port_or_empty(text: &str) -> Result<u16, String> {
+    if text.trim().is_empty() {
+        return Ok(0);
+    }
+    text.trim().parse().map_err(|e| format!("{e} (a port is 1-65535; \"\" or 0 removes it)"))
+}
+
 /// `path` made absolute against the current directory (not resolving links).
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
@@ -125,19 +139,9 @@ pub fn secret_from_prompt(prompt: &str, what: &str, stdin_flag: &str) -> Result<
     if !std::io::stdin().is_terminal() {
         return Err(Fail::usage(format!("no terminal to ask for the {what}; pipe it in with {stdin_flag}")));
     }
-    // Ctrl-C during the prompt must not leave the terminal without echo.
-    #[cfg(unix)]
-    let _ = ctrlc::set_handler(|| {
-        if let Ok(tty) = std::fs::File::open("/dev/tty") {
-            let _ = std::process::Command::new("stty").arg("echo").stdin(tty).status();
-        }
-        eprintln!();
-        std::process::exit(130);
-    });
-    let text = Zeroizing::new(
-        rpassword::prompt_password(prompt)
-            .map_err(|e| Fail::usage(format!("cannot read the {what} from the terminal: {e}")))?,
-    );
+    // Ctrl-C: echo restored, exit 130.
+    let text = mini_connector::prompt::password(prompt)
+        .map_err(|e| Fail::usage(format!("cannot read the {what} from the terminal: {e}")))?;
     if text.is_empty() {
         return Err(Fail::usage(format!("empty {what}")));
     }

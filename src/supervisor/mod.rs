@@ -261,6 +261,8 @@ pub struct Supervisor {
     identity: Identity,
     /// Why the last discovery of an unhealthy connection failed.
     db_errors: HashMap<String, String>,
+    /// When each connection was last checked (opened, or its schema discovered).
+    db_checked: HashMap<String, SystemTime>,
     /// The vault opened at start, kept for the link's first `auth`: dropped on the first
     /// `connected` or at the first housekeeping (keys zeroized), so later reads open it anew.
     start_vault: Option<crate::secrets::VaultHold>,
@@ -465,6 +467,7 @@ impl Supervisor {
             board,
             databases,
             default_unopened: unopened.iter().find(|u| u.first).map(|u| u.name.clone()),
+            db_checked: unopened.iter().map(|u| (u.name.clone(), SystemTime::now())).collect(),
             unopened,
             policies: policies.iter().map(|(k, p)| (k.clone(), crate::policy::before_discovery(p))).collect(),
             configured_policies: policies,
@@ -694,6 +697,7 @@ impl Supervisor {
                 }
                 Err(e) => unopened.reason = e.to_string(),
             }
+            self.db_checked.insert(unopened.name.clone(), SystemTime::now());
         }
         if opened.is_empty() {
             return;
@@ -896,6 +900,7 @@ impl Supervisor {
         let first = !self.recovered;
         let mut schema = self.schema.take().unwrap_or_default();
         for (name, result) in results {
+            self.db_checked.insert(name.clone(), SystemTime::now());
             match result {
                 Ok(db) => {
                     self.db_errors.remove(&name);
@@ -1137,6 +1142,7 @@ impl Supervisor {
                         max: self.identity.pool_max.get(db.name()).copied().unwrap_or(0),
                     }),
                     tables: tables(db.name()),
+                    checked_at: self.db_checked.get(db.name()).copied().map(rfc3339),
                 }
             })
             .chain(self.unopened.iter().map(|u| DatabaseHealth {
@@ -1146,6 +1152,7 @@ impl Supervisor {
                 error: Some(u.reason.clone()),
                 pool: None,
                 tables: None,
+                checked_at: self.db_checked.get(&u.name).copied().map(rfc3339),
             }))
             .collect();
         let warnings = self.warnings(&queue);
@@ -1169,6 +1176,7 @@ impl Supervisor {
             connector_name: self.identity.connector_name.clone(),
             cloud_url: self.identity.cloud_url.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: Some(std::process::id()),
             instance_id: self.store.instance_id().to_owned(),
             connection_id: self.counters.connection_id.clone().filter(|_| connected),
             connected_since: self.counters.connected_since.map(rfc3339),
