@@ -93,6 +93,10 @@ enum Cmd {
     Reconnect(ControlArgs),
     /// Stop the running agent gracefully.
     Stop(ControlArgs),
+    /// Make the running agent re-read its configuration's connections and schema privacy
+    /// without dropping the cloud link (SIGHUP does the same). Exit 0 applied; 2 the
+    /// configuration does not load (nothing changed); 3 no agent running.
+    Reload(ControlArgs),
     /// Recent commands the running agent handled (newest first): id, outcome, rows, duration.
     Activity(ControlArgs),
     /// Print the end of the agent's newest log file (this configuration's own log directory:
@@ -290,6 +294,7 @@ fn main() -> ExitCode {
             }) {
                 eprintln!("warning: cannot install the Ctrl-C handler: {e}");
             }
+            reload_on_sighup(agent.inbox());
             tracing::info!(name = %config.connector_name, url = %config.cloud_url, "agent started");
             let reason = agent.wait();
             tracing::info!(%reason, "agent stopped");
@@ -301,6 +306,7 @@ fn main() -> ExitCode {
         Cmd::Resume(args) => control(&args, ControlCmd::Resume),
         Cmd::Reconnect(args) => control(&args, ControlCmd::Reconnect),
         Cmd::Stop(args) => control(&args, ControlCmd::Stop),
+        Cmd::Reload(args) => control(&args, ControlCmd::Reload),
         Cmd::Activity(args) => control(&args, ControlCmd::Activity),
         Cmd::Config { command: ConfigCmd::Check { config } } => {
             let config = match load(&config) {
@@ -342,18 +348,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// SIGHUP makes the agent reload its configuration (like `mini-connector reload`).
+fn reload_on_sighup(inbox: crossbeam_channel::Sender<SupMsg>) {
+    #[cfg(unix)]
+    {
+        let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the SIGHUP handler; use `mini-connector reload`");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new().name("sighup".into()).spawn(move || {
+            let mut signals = signals;
+            for _ in signals.forever() {
+                match mini_connector::control::ask(&inbox, ControlRequest::Reload) {
+                    ControlReply::Message(text) => tracing::info!("SIGHUP: {text}"),
+                    other => tracing::warn!(reply = ?other, "SIGHUP: reload failed"),
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the SIGHUP thread");
+        }
+    }
+    #[cfg(not(unix))]
+    drop(inbox);
+}
+
 /// Sends one control request to the agent running with `args.config` and prints the answer.
 fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
     let configured = AgentConfig::load(&args.config).ok().and_then(|c| c.control_socket);
     let path = mini_connector::control::socket_path(&args.config, configured.as_deref());
     match mini_connector::control::call(&path, &cmd.into()) {
         Ok(ControlReply::Error { code, message }) => {
+            let exit_code = if code == "INVALID_CONFIG" { exit::CONFIG } else { exit::FAILURE };
             if args.json {
                 print_json(&ControlReply::Error { code, message });
             } else {
                 eprintln!("error: {message} ({code})");
             }
-            ExitCode::from(exit::FAILURE)
+            ExitCode::from(exit_code)
         }
         Ok(reply) => {
             match (&reply, args.json) {
@@ -361,6 +396,7 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
                 (ControlReply::Status(snapshot), false) => print_status(snapshot),
                 (ControlReply::Activity(entries), true) => print_json(entries),
                 (ControlReply::Activity(entries), false) => print_activity(entries),
+                (ControlReply::Message(text), false) => println!("{text}"),
                 (_, true) => print_json(&reply),
                 (_, false) => println!("ok"),
             }

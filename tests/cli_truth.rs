@@ -356,3 +356,78 @@ fn status_of_a_disconnected_agent_shows_the_next_retry() {
     let status: Value = serde_json::from_str(&json_text).unwrap();
     assert!(status["nextRetryMs"].is_u64() || status["connected"] == true, "{status}");
 }
+
+#[test]
+fn reload_applies_a_new_database_and_privacy_without_dropping_the_link() {
+    use gateway::{GatewayEvent, QueryError};
+    use mini_connector::protocol::ErrorCode;
+
+    let world = World::new("truth-reload");
+    let agent = connected_agent(&world, "Reload", json!({}));
+    let events = world.gateway.subscribe();
+    let config = agent.config.to_str().unwrap();
+    let status = |key: &str| -> Value {
+        let (_, out, _) = cli(&["status", "--json", "--config", config]);
+        serde_json::from_str::<Value>(&out).unwrap()[key].clone()
+    };
+    let session = status("connectionId");
+    assert!(session.is_string());
+    let copy = world.dir.0.join("erp-copy.db");
+    std::fs::copy(crate::support::sample_erp(), &copy).unwrap();
+
+    // Both commands reload the running agent themselves.
+    let (code, stdout, stderr) =
+        cli(&["db", "add", "--config", config, "--name", "erp2", "--type", "sqlite", "--path", copy.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("connections added: erp2"), "{stdout}");
+    let (code, stdout, stderr) =
+        cli(&["schema", "private", "add", "--config", config, "--connection", "erp", "--table", "customers"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("schema privacy changed"), "{stdout}");
+    // By hand: nothing new to apply.
+    let (code, stdout, _) = cli(&["reload", "--config", config]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("added: -; changed: -; removed: -; schema privacy unchanged"), "{stdout}");
+
+    let mut request = crate::e2e_query::request("SELECT count(*) AS n FROM orders");
+    request.connection = Some("erp2".into());
+    let answer = world.gateway.query("Reload", request).unwrap();
+    assert!(answer.rows[0][0].as_i64().unwrap() > 0, "{:?}", answer.rows);
+    match world.gateway.query("Reload", crate::e2e_query::request("SELECT name FROM customers")) {
+        Err(QueryError::Remote(body)) => assert_eq!(body.code, ErrorCode::SchemaAccessDenied),
+        other => panic!("expected SCHEMA_ACCESS_DENIED, got {other:?}"),
+    }
+
+    // The same session throughout.
+    assert_eq!(status("connectionId"), session);
+    assert_eq!(status("reconnects"), 0);
+    assert!(
+        !events.try_iter().any(|e| matches!(e, GatewayEvent::AgentDisconnected { .. })),
+        "the gateway saw the agent disconnect"
+    );
+
+    // A configuration that does not load changes nothing: exit 2.
+    edit_config(&agent.config, |v| v["logLevel"] = json!("verbose"));
+    let (code, _, stderr) = cli(&["reload", "--config", config]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("nothing changed") && stderr.contains("logLevel"), "{stderr}");
+}
+
+#[test]
+fn sighup_reloads_the_configuration() {
+    let world = World::new("truth-sighup");
+    let agent = connected_agent(&world, "Hup", json!({}));
+    edit_config(&agent.config, |v| {
+        v["connections"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "erp3", "type": "sqlite", "path": crate::support::sample_erp()}));
+    });
+    std::process::Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap();
+    agent.wait_log("connections added: erp3");
+    let (_, out, _) = cli(&["status", "--json", "--config", agent.config.to_str().unwrap()]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = status["databases"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
+    assert_eq!(names, ["erp", "erp3"]);
+    assert_eq!(status["reconnects"], 0);
+}

@@ -801,6 +801,7 @@ impl Backend for ScriptedBackend {
                 });
                 ControlReply::Ok
             }
+            ControlRequest::Reload => ControlReply::Message("reloaded (fake backend)".into()),
             ControlRequest::Stop => {
                 self.shared.stopped.store(true, Ordering::SeqCst);
                 self.emit(AgentEvent::Stopped { reason: "stopped by the operator".into() });

@@ -410,6 +410,10 @@ pub enum ControlRequest {
     Reconnect,
     /// Shut down gracefully.
     Stop,
+    /// Read the configuration file again and apply its connections and schema privacy without
+    /// dropping the cloud link (`mini-connector reload`, SIGHUP). Answered with a `Message`
+    /// saying what changed, or an `Error` (`INVALID_CONFIG`) leaving everything as it was.
+    Reload,
     /// Keep the connection open and stream [`AgentEvent`]s (socket only).
     Subscribe,
     /// Configuration and vault work (see [`SetupRequest`]).

@@ -542,9 +542,5 @@ fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail>
 }
 
 fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
-    if super::agent_running(&arg.path(), config) {
-        println!(
-            "the running agent keeps its old connections until restarted (mini-connector stop, then start)"
-        );
-    }
+    super::reload_running_agent(&arg.path(), config);
 }

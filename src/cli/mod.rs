@@ -153,6 +153,27 @@ pub fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
+/// After a change of connections or schema privacy: tells the agent running for this
+/// configuration, if any, to reload (it keeps its cloud link) and prints what it applied.
+pub fn reload_running_agent(config_path: &Path, config: &AgentConfig) {
+    use mini_connector::protocol::control::{ControlReply, ControlRequest};
+    let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
+    if !socket.exists() {
+        println!("the agent applies this when it starts");
+        return;
+    }
+    match mini_connector::control::call(&socket, &ControlRequest::Reload) {
+        Ok(ControlReply::Message(text)) => println!("running agent {text}"),
+        Ok(ControlReply::Error { message, .. }) => {
+            println!("note: the running agent did not reload ({message}); run `mini-connector reload`")
+        }
+        Err(mini_connector::control::ControlError::NotRunning(_)) => {
+            println!("the agent applies this when it starts")
+        }
+        Ok(_) | Err(_) => println!("note: run `mini-connector reload` so the running agent applies this"),
+    }
+}
+
 /// Whether an agent answers on this configuration's control socket (to remind the user to
 /// restart it after a change).
 pub fn agent_running(config_path: &Path, config: &AgentConfig) -> bool {
