@@ -287,14 +287,8 @@ fn main() -> ExitCode {
                 }
             };
             drop(vault_hold);
-            let inbox = agent.inbox();
             let grace = Duration::from_millis(config.command_timeout_ms.min(30_000));
-            if let Err(e) = ctrlc::set_handler(move || {
-                let _ = inbox.send(SupMsg::Shutdown { reason: "signal".into(), grace });
-            }) {
-                eprintln!("warning: cannot install the Ctrl-C handler: {e}");
-            }
-            reload_on_sighup(agent.inbox());
+            handle_signals(agent.inbox(), grace);
             tracing::info!(name = %config.connector_name, url = %config.cloud_url, "agent started");
             let reason = agent.wait();
             tracing::info!(%reason, "agent stopped");
@@ -348,32 +342,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGHUP makes the agent reload its configuration (like `mini-connector reload`).
-fn reload_on_sighup(inbox: crossbeam_channel::Sender<SupMsg>) {
+/// Ctrl-C and SIGTERM stop the agent gracefully; SIGHUP (Unix) makes it reload its
+/// configuration like `mini-connector reload`. (On Unix one signal-hook thread handles all
+/// three: ctrlc's `termination` feature would treat SIGHUP as a stop.)
+fn handle_signals(inbox: crossbeam_channel::Sender<SupMsg>, grace: Duration) {
     #[cfg(unix)]
     {
-        let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
             Ok(signals) => signals,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot install the SIGHUP handler; use `mini-connector reload`");
+                eprintln!("warning: cannot install the signal handlers: {e}");
                 return;
             }
         };
-        let spawned = std::thread::Builder::new().name("sighup".into()).spawn(move || {
+        let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
             let mut signals = signals;
-            for _ in signals.forever() {
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    let _ = inbox.send(SupMsg::Shutdown { reason: "signal".into(), grace });
+                    continue;
+                }
                 match mini_connector::control::ask(&inbox, ControlRequest::Reload) {
                     ControlReply::Message(text) => tracing::info!("SIGHUP: {text}"),
-                    other => tracing::warn!(reply = ?other, "SIGHUP: reload failed"),
+                    ControlReply::Error { message, .. } => tracing::warn!("SIGHUP: reload failed: {message}"),
+                    _ => {}
                 }
             }
         });
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the SIGHUP thread");
+            eprintln!("warning: cannot start the signal thread: {e}");
         }
     }
     #[cfg(not(unix))]
-    drop(inbox);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = inbox.send(SupMsg::Shutdown { reason: "signal".into(), grace });
+    }) {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
 }
 
 /// Sends one control request to the agent running with `args.config` and prints the answer.
