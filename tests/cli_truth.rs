@@ -306,9 +306,17 @@ fn status_shows_version_pid_retry_and_per_database_health() {
     let world = World::new("truth-status");
     let agent = connected_agent(&world, "Stat", json!({}));
     let config = agent.config.to_str().unwrap();
-    let (code, stdout, stderr) = cli(&["status", "--json", "--config", config]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let status: Value = serde_json::from_str(&stdout).unwrap();
+    // The first schema discovery (the first check of each database) runs right after connecting.
+    let deadline = Instant::now() + WATCHDOG;
+    let status = loop {
+        let (code, stdout, stderr) = cli(&["status", "--json", "--config", config]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let status: Value = serde_json::from_str(&stdout).unwrap();
+        if status["databases"][0]["checkedAt"].is_string() || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status["cloudUrl"], world.gateway.ws_url());
     assert_eq!(status["connectorName"], "Stat");
     assert_eq!(status["agentVersion"], env!("CARGO_PKG_VERSION"));
@@ -376,8 +384,18 @@ fn reload_applies_a_new_database_and_privacy_without_dropping_the_link() {
     std::fs::copy(crate::support::sample_erp(), &copy).unwrap();
 
     // Both commands reload the running agent themselves.
-    let (code, stdout, stderr) =
-        cli(&["db", "add", "--config", config, "--name", "erp2", "--type", "sqlite", "--path", copy.to_str().unwrap()]);
+    let (code, stdout, stderr) = cli(&[
+        "db",
+        "add",
+        "--config",
+        config,
+        "--name",
+        "erp2",
+        "--type",
+        "sqlite",
+        "--path",
+        copy.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("connections added: erp2"), "{stdout}");
     let (code, stdout, stderr) =
@@ -427,7 +445,8 @@ fn sighup_reloads_the_configuration() {
     agent.wait_log("connections added: erp3");
     let (_, out, _) = cli(&["status", "--json", "--config", agent.config.to_str().unwrap()]);
     let status: Value = serde_json::from_str(&out).unwrap();
-    let names: Vec<&str> = status["databases"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
+    let names: Vec<&str> =
+        status["databases"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
     assert_eq!(names, ["erp", "erp3"]);
     assert_eq!(status["reconnects"], 0);
 }

@@ -979,7 +979,10 @@ impl Supervisor {
     /// load changes nothing.
     fn reload(&mut self) -> ControlReply {
         let Some(path) = self.identity.config_path.clone() else {
-            return ControlReply::error("BAD_REQUEST", "this agent was not started from a configuration file");
+            return ControlReply::error(
+                "BAD_REQUEST",
+                "this agent was not started from a configuration file",
+            );
         };
         let config = match crate::config::AgentConfig::load(&path) {
             Ok(config) => config,
@@ -1030,11 +1033,20 @@ impl Supervisor {
             }
             self.db_checked.insert(connection.name.clone(), SystemTime::now());
             let spec = config.resolved_connection_spec(connection);
-            match spec.as_ref().map_err(|e| e.to_string()).and_then(|s| Database::open(s).map_err(|e| e.to_string())) {
+            match spec
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|s| Database::open(s).map_err(|e| e.to_string()))
+            {
                 Ok(db) => databases.push(db),
                 Err(reason) => {
                     tracing::error!(connection = %connection.name, %reason, "cannot open this database; retried every 30 s");
-                    unopened.push(Unopened { name: connection.name.clone(), spec: spec.ok(), reason, first: i == 0 });
+                    unopened.push(Unopened {
+                        name: connection.name.clone(),
+                        spec: spec.ok(),
+                        reason,
+                        first: i == 0,
+                    });
                 }
             }
         }
