@@ -183,6 +183,7 @@ impl Agent {
             cloud_url: config.cloud_url.clone(),
             pool_max: config.connections.iter().map(|c| (c.name.clone(), c.pool_max)).collect(),
             config_path: config_path.clone(),
+            connections: config.connections.clone(),
         })
         .with_upload_policy(
             crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)

@@ -76,9 +76,10 @@ impl ConfigError {
     }
 }
 
-/// The agent's configuration file.
+/// The agent's configuration file. Unknown fields are refused (a typo such as
+/// `heartbeatIntervalMS` would otherwise be ignored silently); see [`AgentConfig::load`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentConfig {
     /// Friendly name of this connector.
     pub connector_name: String,
@@ -137,7 +138,7 @@ pub struct AgentConfig {
     /// default); a larger result stops the query with `PAYLOAD_TOO_LARGE`, not retryable.
     #[serde(default = "defaults::max_result_mb", rename = "maxResultMB", alias = "maxResultMb")]
     pub max_result_mb: u64,
-    /// `error`, `warn`, `info`, `debug` or `trace`.
+    /// `error`, `warn`, `info`, `debug` or `trace` ([`LOG_LEVELS`]; `off` is read too).
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
     /// Whether to look for updates.
@@ -147,7 +148,8 @@ pub struct AgentConfig {
     /// `https://<cloudUrl's host[:port]>/updates/manifest.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_url: Option<String>,
-    /// Directory for the rotating log files; the platform's log directory when absent.
+    /// Directory for the rotating log files; when absent, a directory of this configuration's
+    /// own under the platform's log directory ([`Self::log_dir`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
     /// Number of query worker threads: how many commands run at once (default 10, the
@@ -214,7 +216,7 @@ pub struct AgentConfig {
 /// `user`; `odbc` needs `dsn` or `connectionString` and usually a `dialect`. Passwords never
 /// appear in this file: `passwordRef` points at them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionConfig {
     /// Name commands use to address it.
     pub name: String,
@@ -271,6 +273,9 @@ pub struct ConnectionConfig {
     #[serde(default = "defaults::acquire_ms")]
     pub acquire_timeout_ms: u64,
 }
+
+/// The values `logLevel` takes (any case); `off` is accepted as well (no log at all).
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// Shortest `keepaliveIntervalMs`: more often would only add traffic.
 pub const KEEPALIVE_MIN_MS: u64 = 100;
@@ -366,11 +371,37 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let mut config: Self = serde_json::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
+        let mut config = Self::parse(&text)
+            .map_err(|reason| ConfigError::Parse { path: path.display().to_string(), reason })?;
         config.validate()?;
         config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         Ok(config)
+    }
+
+    /// Reads the JSON text of a configuration file (not validated yet): a secret where it does
+    /// not belong and an unknown field are refused by name, with the nearest known field.
+    fn parse(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(object) = value.as_object() {
+            if object.contains_key("apiKey") {
+                return Err("field `apiKey`: the API key does not belong in the configuration file; \
+                     store it with `mini-connector key rotate` (apiKeyRef points at it)"
+                    .to_owned());
+            }
+            let connections = object.get("connections").and_then(serde_json::Value::as_array);
+            for (i, connection) in connections.into_iter().flatten().enumerate() {
+                let Some(connection) = connection.as_object() else { continue };
+                if let Some(key) = ["password", "pwd", "passwd"].iter().find(|k| connection.contains_key(**k))
+                {
+                    let name = connection.get("name").and_then(serde_json::Value::as_str).unwrap_or("NAME");
+                    return Err(format!(
+                        "field `connections[{i}].{key}`: passwords belong in the vault, not in the \
+                         configuration file; remove it and run `mini-connector db edit --name {name} --password`"
+                    ));
+                }
+            }
+        }
+        serde_json::from_str(text).map_err(|e| explain_unknown_field(&e.to_string()))
     }
 
     /// Validates and writes the configuration to `path` atomically (temporary file, fsync,
@@ -435,6 +466,14 @@ impl AgentConfig {
         }
         if !(1..=1 << 20).contains(&self.offline_queue_max_mb) {
             return field("offlineQueueMaxMB", "must be between 1 and 1048576");
+        }
+        if !self.log_level.eq_ignore_ascii_case("off")
+            && !LOG_LEVELS.iter().any(|l| self.log_level.eq_ignore_ascii_case(l))
+        {
+            return field(
+                "logLevel",
+                &format!("must be one of {}, not `{}`", LOG_LEVELS.join(", "), self.log_level),
+            );
         }
         if let Some(proxy) = &self.proxy_url
             && !proxy.starts_with("http://")
@@ -514,6 +553,36 @@ impl AgentConfig {
             Some(path) => self.config_dir().join(path),
             None => crate::secrets::state_directory().unwrap_or_else(|| self.config_dir()).join("queue.db"),
         }
+    }
+
+    /// Where the rotating log files go: `logDir` as given, else a directory of this
+    /// configuration's own under the platform's log directory
+    /// ([`crate::logging::default_log_dir`]): `<config dir name>-<first 8 bytes of the SHA-256
+    /// of the config file's absolute path, hex>`. Two agents with different configurations
+    /// never share a log directory, so `logs --config A` never shows B's lines.
+    pub fn log_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.log_dir {
+            return dir.clone();
+        }
+        let base = crate::logging::default_log_dir();
+        let Some(source) = &self.source else {
+            return base;
+        };
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(source.as_os_str().as_encoded_bytes());
+        let name: String = source
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                    .take(40)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tag = hex::encode(&digest[..8]);
+        base.join(if name.is_empty() { tag } else { format!("{name}-{tag}") })
     }
 
     /// Settings of the durable queue.
@@ -602,6 +671,34 @@ impl AgentConfig {
     }
 }
 
+/// serde's `unknown field `x`, expected one of `a`, `b`` with the nearest known name instead of
+/// the whole list (`did you mean `heartbeatIntervalMs`?`); other messages unchanged.
+fn explain_unknown_field(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((field, rest)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    // `, expected one of `a`, `b` at line 3 column 9` / `, expected `a` at ...`.
+    let (expected, position) = match rest.rfind(" at line ") {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, ""),
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let nearest = known
+        .iter()
+        .map(|k| {
+            (strsim::normalized_damerau_levenshtein(&field.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k)
+        })
+        .filter(|(score, _)| *score >= 0.6)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match nearest {
+        Some((_, k)) => format!("unknown field `{field}`{position} (did you mean `{k}`?)"),
+        None => format!("unknown field `{field}`{position} (known fields: {})", known.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AgentConfig;
@@ -614,6 +711,99 @@ mod tests {
         });
         value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         serde_json::from_value(value).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "connectorName": "t",
+            "apiKeyRef": "vault://apikey",
+            "cloudUrl": "wss://example.com/ws",
+            "connections": [{ "name": "erp", "type": "sqlite", "path": "/tmp/erp.db" }],
+        })
+    }
+
+    fn load_text(value: &serde_json::Value) -> Result<AgentConfig, String> {
+        let dir = std::env::temp_dir().join(format!("mc-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = dir.join(format!("{}.json", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::write(&path, value.to_string()).unwrap();
+        let out = AgentConfig::load(&path).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name_with_the_nearest_known_one() {
+        let mut value = base();
+        value["heartbeatIntervalMS"] = 15000.into();
+        let err = load_text(&value).unwrap_err();
+        assert!(err.contains("unknown field `heartbeatIntervalMS`"), "{err}");
+        assert!(err.contains("did you mean `heartbeatIntervalMs`?"), "{err}");
+        let mut value = base();
+        value["connections"][0]["poolmax"] = 3.into();
+        let err = load_text(&value).unwrap_err();
+        assert!(err.contains("unknown field `poolmax`") && err.contains("`poolMax`"), "{err}");
+        let mut value = base();
+        value["frobnicate"] = true.into();
+        let err = load_text(&value).unwrap_err();
+        assert!(err.contains("unknown field `frobnicate`") && err.contains("known fields: "), "{err}");
+    }
+
+    #[test]
+    fn a_password_in_a_connection_is_sent_to_the_vault_and_never_echoed() {
+        let mut value = base();
+        value["connections"][0]["password"] = "hunter2-secret".into();
+        let err = load_text(&value).unwrap_err();
+        assert!(err.contains("connections[0].password"), "{err}");
+        assert!(err.contains("vault") && err.contains("db edit --name erp --password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let mut value = base();
+        value["apiKey"] = "vmc_acme_secret".into();
+        let err = load_text(&value).unwrap_err();
+        assert!(err.contains("`apiKey`") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_values_are_refused_with_the_allowed_ones() {
+        let mut value = base();
+        value["logLevel"] = "verbose".into();
+        let err = load_text(&value).unwrap_err();
+        assert!(err.contains("logLevel") && err.contains("error, warn, info, debug, trace"), "{err}");
+        for ok in ["info", "DEBUG", "Warn", "off"] {
+            let mut value = base();
+            value["logLevel"] = ok.into();
+            load_text(&value).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (field, bad, allowed) in [
+            ("type", "postgresq", "`postgres`"),
+            ("sslMode", "strict", "`verify-full`"),
+            ("dialect", "db2", "`sqlserver`"),
+        ] {
+            let mut value = base();
+            value["connections"][0][field] = bad.into();
+            let err = load_text(&value).unwrap_err();
+            assert!(err.contains(bad) && err.contains(allowed), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_config_written_by_an_older_version_still_loads() {
+        // Every field the spec's Appendix B example and earlier releases wrote.
+        let value = serde_json::json!({
+            "connectorName": "Warehouse SAP", "apiKeyRef": "vault://apikey",
+            "cloudUrl": "wss://connector.example.com/ws", "heartbeatIntervalMs": 30000,
+            "commandTimeoutMs": 30000, "offlineQueueMaxMB": 500, "logLevel": "info",
+            "autoUpdate": true, "proxyUrl": null, "offlineQueueMaxMb": null,
+            "connections": [{ "name": "erp", "type": "sqlite", "path": "/tmp/erp.db",
+                "poolMax": 10, "poolMin": 2, "acquireTimeoutMs": 10000 }],
+        });
+        let mut value = value;
+        value.as_object_mut().unwrap().remove("offlineQueueMaxMb");
+        load_text(&value).unwrap();
+        let mut saved = serde_json::to_value(load_text(&base()).unwrap()).unwrap();
+        saved["connections"][0]["name"] = "erp".into();
+        load_text(&saved).expect("what save() writes loads again");
     }
 
     #[test]

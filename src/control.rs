@@ -63,6 +63,8 @@ pub enum ControlCmd {
     Stop,
     /// The most recent commands (the audit tail kept in memory).
     Activity,
+    /// Re-read connections and schema privacy from the configuration, keeping the link.
+    Reload,
 }
 
 impl From<ControlCmd> for ControlRequest {
@@ -74,6 +76,7 @@ impl From<ControlCmd> for ControlRequest {
             ControlCmd::Reconnect => Self::Reconnect,
             ControlCmd::Stop => Self::Stop,
             ControlCmd::Activity => Self::Activity { limit: None },
+            ControlCmd::Reload => Self::Reload,
         }
     }
 }

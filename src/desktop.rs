@@ -14,10 +14,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     // The agent's log goes to files (there is no terminal to read it on a desktop).
     let config = AgentConfig::load(config_path).ok();
     let level = config.as_ref().map_or("info", |c| c.log_level.as_str()).to_owned();
-    let log_dir = config
-        .as_ref()
-        .and_then(|c| c.log_dir.clone())
-        .unwrap_or_else(mini_connector::logging::default_log_dir);
+    let log_dir = config.as_ref().map_or_else(mini_connector::logging::default_log_dir, AgentConfig::log_dir);
     if mini_connector::logging::init(&level, Some(&log_dir)).is_err() {
         let _ = mini_connector::logging::init(&level, None);
     }

@@ -424,7 +424,7 @@ fn log_dir(config: &AgentConfig) -> PathBuf {
     match &config.log_dir {
         Some(dir) if dir.is_absolute() => dir.clone(),
         Some(dir) => config.config_dir().join(dir),
-        None => crate::logging::default_log_dir(),
+        None => config.log_dir(),
     }
 }
 

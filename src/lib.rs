@@ -40,6 +40,7 @@ pub mod logging;
 pub mod longpoll;
 pub mod notify;
 pub mod policy;
+pub mod prompt;
 pub mod proxy;
 pub mod secrets;
 pub mod setup;

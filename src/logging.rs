@@ -15,7 +15,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Log files kept (one per day).
 const KEEP_FILES: usize = 14;
 
-/// The platform's log directory for the agent.
+/// The platform's log directory for the agent. Each configuration without `logDir` logs to a
+/// directory of its own under it ([`crate::config::AgentConfig::log_dir`]).
 pub fn default_log_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     if cfg!(target_os = "macos") {

@@ -93,9 +93,16 @@ enum Cmd {
     Reconnect(ControlArgs),
     /// Stop the running agent gracefully.
     Stop(ControlArgs),
+    /// Make the running agent re-read its configuration's connections and schema privacy
+    /// without dropping the cloud link (SIGHUP does the same). Exit 0 applied; 2 the
+    /// configuration does not load (nothing changed); 3 no agent running.
+    Reload(ControlArgs),
     /// Recent commands the running agent handled (newest first): id, outcome, rows, duration.
     Activity(ControlArgs),
-    /// Print the end of the agent's newest log file.
+    /// Print the end of the agent's newest log file (this configuration's own log directory:
+    /// `logDir`, else one per configuration under the platform's log directory).
+    #[command(after_help = "Exit codes: 0 ok; 1 no log file / cannot read it; 2 bad configuration; \
+130 `--follow` ended with Ctrl-C.")]
     Logs {
         /// Configuration file (its `logDir` says where the logs are).
         #[arg(long, env = "MINI_CONNECTOR_CONFIG", default_value_os_t = default_config_path())]
@@ -103,6 +110,10 @@ enum Cmd {
         /// Number of lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        /// Keep printing new lines as they are written, across the daily rotation, until
+        /// Ctrl-C (like `tail -F`).
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Check SQL offline against the read-only gate (`sql check --dialect postgres "SELECT ..."`).
     Sql {
@@ -278,7 +289,7 @@ fn main() -> ExitCode {
             if daemon {
                 return daemonize(&config_path, &config);
             }
-            let log_dir = config.log_dir.clone().unwrap_or_else(mini_connector::logging::default_log_dir);
+            let log_dir = config.log_dir();
             if let Err(e) = mini_connector::logging::init(&config.log_level, Some(&log_dir)) {
                 eprintln!("warning: cannot write log files to {}: {e}", log_dir.display());
                 let _ = mini_connector::logging::init(&config.log_level, None);
@@ -302,13 +313,8 @@ fn main() -> ExitCode {
                 }
             };
             drop(vault_hold);
-            let inbox = agent.inbox();
             let grace = Duration::from_millis(config.command_timeout_ms.min(30_000));
-            if let Err(e) = ctrlc::set_handler(move || {
-                let _ = inbox.send(SupMsg::Shutdown { reason: "signal".into(), grace });
-            }) {
-                eprintln!("warning: cannot install the Ctrl-C handler: {e}");
-            }
+            handle_signals(agent.inbox(), grace);
             tracing::info!(name = %config.connector_name, url = %config.cloud_url, "agent started");
             let updater = cli::update::auto_updater(&config_path, &config, agent.inbox(), grace);
             let reason = agent.wait();
@@ -319,12 +325,13 @@ fn main() -> ExitCode {
             }
             ExitCode::from(exit::OK)
         }
-        Cmd::Logs { config, lines } => print_logs(&config, lines),
+        Cmd::Logs { config, lines, follow } => print_logs(&config, lines, follow),
         Cmd::Status(args) => control(&args, ControlCmd::Status),
         Cmd::Pause(args) => control(&args, ControlCmd::Pause),
         Cmd::Resume(args) => control(&args, ControlCmd::Resume),
         Cmd::Reconnect(args) => control(&args, ControlCmd::Reconnect),
         Cmd::Stop(args) => control(&args, ControlCmd::Stop),
+        Cmd::Reload(args) => control(&args, ControlCmd::Reload),
         Cmd::Activity(args) => control(&args, ControlCmd::Activity),
         Cmd::Config { command: ConfigCmd::Check { config, json } } => {
             let checked = AgentConfig::load(&config)
@@ -397,6 +404,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C and SIGTERM stop the agent gracefully; SIGHUP (Unix) makes it reload its
+/// configuration like `mini-connector reload`. (On Unix one signal-hook thread handles all
+/// three: ctrlc's `termination` feature would treat SIGHUP as a stop.)
+fn handle_signals(inbox: crossbeam_channel::Sender<SupMsg>, grace: Duration) {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("warning: cannot install the signal handlers: {e}");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+            let mut signals = signals;
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    let _ = inbox.send(SupMsg::Shutdown { reason: "signal".into(), grace });
+                    continue;
+                }
+                match mini_connector::control::ask(&inbox, ControlRequest::Reload) {
+                    ControlReply::Message(text) => tracing::info!("SIGHUP: {text}"),
+                    ControlReply::Error { message, .. } => tracing::warn!("SIGHUP: reload failed: {message}"),
+                    _ => {}
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            eprintln!("warning: cannot start the signal thread: {e}");
+        }
+    }
+    #[cfg(not(unix))]
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = inbox.send(SupMsg::Shutdown { reason: "signal".into(), grace });
+    }) {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
+}
+
 /// Sends one control request to the agent running with `args.config` and prints the answer
 /// (`--json`: the envelope of `cli::output`, errors included).
 fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
@@ -412,7 +459,10 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
         ExitCode::from(exit)
     };
     match mini_connector::control::call(&path, &cmd.into()) {
-        Ok(ControlReply::Error { code, message }) => fail(&code, &message, exit::FAILURE),
+        Ok(ControlReply::Error { code, message }) => {
+            let exit_code = if code == "INVALID_CONFIG" { exit::CONFIG } else { exit::FAILURE };
+            fail(&code, &message, exit_code)
+        }
         Ok(reply) => {
             match (&reply, args.json) {
                 (ControlReply::Status(snapshot), true) => print_ok(snapshot.as_ref()),
@@ -421,6 +471,8 @@ fn control(args: &ControlArgs, cmd: ControlCmd) -> ExitCode {
                     print_ok(&serde_json::json!({ "commands": entries }))
                 }
                 (ControlReply::Activity(entries), false) => print_activity(entries),
+                (ControlReply::Message(text), false) => println!("{}", escape(text)),
+                (ControlReply::Message(text), true) => print_ok(&serde_json::json!({ "message": text })),
                 (_, true) => print_ok(&serde_json::json!({})),
                 (_, false) => println!("ok"),
             }
@@ -465,7 +517,10 @@ fn print_activity(entries: &[ActivityEntry]) {
 fn print_status(s: &StatusSnapshot) {
     use cli::output::escape;
     let or_dash = |v: Option<&str>| escape(v.unwrap_or("-")).into_owned();
-    println!("connector:      {} ({})", escape(&s.connector_name), escape(&s.cloud_url));
+    println!("connector:      {}", escape(&s.connector_name));
+    println!("cloud:          {}", escape(&s.cloud_url));
+    let pid = s.pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+    println!("version:        {}{pid}", escape(&s.agent_version));
     println!(
         "status:         {}{}",
         s.indicator.label(),
@@ -475,8 +530,10 @@ fn print_status(s: &StatusSnapshot) {
     println!("state:          {}", or_dash(state.as_deref()));
     println!("connected:      {} (since {})", s.connected, or_dash(s.connected_since.as_deref()));
     if let Some(since) = &s.disconnected_since {
-        let retry = s.next_retry_ms.map(|ms| format!(", next try in {ms} ms")).unwrap_or_default();
-        println!("disconnected:   since {since}{retry}");
+        println!("disconnected:   since {since}");
+    }
+    if let Some(ms) = s.next_retry_ms.filter(|_| !s.connected) {
+        println!("next retry:     in {:.1} s", ms as f64 / 1000.0);
     }
     if let Some(transport) = s.transport {
         println!("transport:      {}", transport.label());
@@ -504,29 +561,49 @@ fn print_status(s: &StatusSnapshot) {
             if s.queue.warning { " (over 80 %)" } else { "" }
         ),
     }
-    let dbs: Vec<String> = s
-        .databases
-        .iter()
-        .map(|d| {
-            let health = if d.healthy { "" } else { ", unreachable" };
-            let pool = d
-                .pool
-                .map(|p| format!(", pool {}/{}", p.open - p.idle.min(p.open), p.max))
-                .unwrap_or_default();
-            format!("{} ({}{health}{pool})", escape(&d.name), escape(d.kind.as_deref().unwrap_or("-")))
-        })
-        .collect();
-    println!("databases:      {}", if dbs.is_empty() { "-".to_owned() } else { dbs.join(", ") });
+    println!("databases:      {}", if s.databases.is_empty() { "-" } else { "" });
+    for d in &s.databases {
+        let health = match (d.healthy, &d.error) {
+            (true, _) => "ok".to_owned(),
+            (false, Some(error)) => format!("error: {}", escape(error)),
+            (false, None) => "unreachable".to_owned(),
+        };
+        let checked =
+            d.checked_at.as_deref().map(|at| format!(", checked {}", escape(at))).unwrap_or_default();
+        let pool =
+            d.pool.map(|p| format!(", pool {}/{}", p.open - p.idle.min(p.open), p.max)).unwrap_or_default();
+        let tables = d.tables.map(|t| format!(", {t} tables")).unwrap_or_default();
+        println!(
+            "  {} ({}): {health}{checked}{pool}{tables}",
+            escape(&d.name),
+            escape(d.kind.as_deref().unwrap_or("-"))
+        );
+    }
     println!("last error:     {}", or_dash(s.last_error.as_deref()));
 }
 
-/// Starts the agent again as a background process and returns once it is up.
+/// Starts the agent again as a background process and returns once it is up: its own control
+/// socket answers with its pid. When the child exits first (another agent already runs for this
+/// configuration, a database file cannot be opened...), its error lines are printed and its exit
+/// code returned.
 fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
     if let Err(e) = config.load_api_key() {
         eprintln!("error: {e}");
         return config_exit(&e);
     }
+    let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
+    if let Ok(ControlReply::Status(running)) = mini_connector::control::call(&socket, &ControlRequest::Status)
+    {
+        let pid = running.pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+        eprintln!(
+            "error: another agent is already running for {}{pid}; `mini-connector stop --config {}` first",
+            config_path.display(),
+            config_path.display()
+        );
+        return ExitCode::from(exit::FAILURE);
+    }
     let log_path = config_path.parent().unwrap_or(Path::new(".")).join("agent.log");
+    let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len());
     let spawned = (|| -> std::io::Result<std::process::Child> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let exe = std::env::current_exe()?;
@@ -549,53 +626,132 @@ fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
+            // What the child said, from this start's part of the log.
+            let said = std::fs::read(&log_path).ok().map(|bytes| {
+                let tail = bytes.get(usize::try_from(log_start).unwrap_or(0)..).unwrap_or_default();
+                String::from_utf8_lossy(tail).into_owned()
+            });
+            for line in said.iter().flat_map(|text| text.lines()).filter(|l| l.contains("error")).take(10) {
+                eprintln!("{line}");
+            }
             eprintln!("error: the agent exited at once ({status}); see {}", log_path.display());
-            return ExitCode::from(exit::FAILURE);
+            let code = status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0);
+            return ExitCode::from(code.unwrap_or(exit::FAILURE));
         }
-        if matches!(
-            mini_connector::control::call(&socket, &ControlRequest::Status),
-            Ok(ControlReply::Status(_))
-        ) {
+        if let Ok(ControlReply::Status(snapshot)) =
+            mini_connector::control::call(&socket, &ControlRequest::Status)
+            && snapshot.pid == Some(child.id())
+        {
             println!("agent running in the background (pid {}); log: {}", child.id(), log_path.display());
             return ExitCode::from(exit::OK);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("error: the agent did not come up within 10 s; see {}", log_path.display());
+    eprintln!(
+        "error: the agent (pid {}) did not answer on {} within 30 s; see {}",
+        child.id(),
+        socket.display(),
+        log_path.display()
+    );
     ExitCode::from(exit::FAILURE)
 }
 
-/// Prints the last `lines` lines of the newest log file.
-fn print_logs(config_path: &Path, lines: usize) -> ExitCode {
-    let dir = AgentConfig::load(config_path)
-        .ok()
-        .and_then(|c| c.log_dir)
-        .unwrap_or_else(mini_connector::logging::default_log_dir);
-    let newest = std::fs::read_dir(&dir).ok().and_then(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("agent"))
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-    });
+/// The newest agent log file in `dir` (by modification time, then name: `agent.YYYY-MM-DD.log`).
+fn newest_log(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("agent"))
+        .filter_map(|e| Some((e.metadata().and_then(|m| m.modified()).ok()?, e.file_name(), e.path())))
+        .max()
+        .map(|(_, _, path)| path)
+}
+
+/// Prints the last `lines` lines of the newest log file; with `follow`, then every new line,
+/// switching to the next file at the daily rotation, until Ctrl-C (exit 130).
+fn print_logs(config_path: &Path, lines: usize, follow: bool) -> ExitCode {
+    let dir = match AgentConfig::load(config_path) {
+        Ok(config) => config.log_dir(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let newest = newest_log(&dir);
     let Some(newest) = newest else {
+        if follow {
+            return follow_logs(&dir, None, 0);
+        }
         eprintln!("no log files in {}", dir.display());
         return ExitCode::from(exit::FAILURE);
     };
-    match std::fs::read_to_string(newest.path()) {
-        Ok(text) => {
+    match std::fs::read(&newest) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
             let all: Vec<&str> = text.lines().collect();
             for line in &all[all.len().saturating_sub(lines)..] {
                 println!("{line}");
             }
+            if follow {
+                return follow_logs(&dir, Some(newest), bytes.len() as u64);
+            }
             ExitCode::from(exit::OK)
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", newest.path().display());
+            eprintln!("error: {}: {e}", newest.display());
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+/// `logs -f`: prints what is appended to `current` from `pos` on, and moves to a newer file
+/// when one appears (daily rotation; the rest of the old one is printed first). A file that
+/// shrinks (replaced or truncated) is read again from its start. Ends only by Ctrl-C.
+fn follow_logs(dir: &Path, mut current: Option<PathBuf>, mut pos: u64) -> ExitCode {
+    use std::io::{Read as _, Seek as _, Write as _};
+    if let Err(e) = ctrlc::set_handler(|| std::process::exit(130)) {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
+    fn drain(path: &Path, pos: &mut u64, partial: &mut Vec<u8>) {
+        let Ok(mut file) = std::fs::File::open(path) else { return };
+        let len = file.metadata().map_or(0, |m| m.len());
+        if len < *pos {
+            *pos = 0;
+            partial.clear();
+        }
+        if len == *pos || file.seek(std::io::SeekFrom::Start(*pos)).is_err() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        if let Ok(read) = file.take(len - *pos).read_to_end(&mut bytes) {
+            *pos += read as u64;
+            partial.extend_from_slice(&bytes);
+            if let Some(end) = partial.iter().rposition(|b| *b == b'\n') {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&partial[..=end]);
+                let _ = out.flush();
+                partial.drain(..=end);
+            }
+        }
+    }
+    let mut partial = Vec::new();
+    loop {
+        if let Some(path) = &current {
+            drain(path, &mut pos, &mut partial);
+        }
+        let newest = newest_log(dir);
+        if newest.is_some() && newest != current {
+            if let Some(path) = &current {
+                drain(path, &mut pos, &mut partial);
+            }
+            current = newest;
+            pos = 0;
+            partial.clear();
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -187,7 +187,8 @@ pub fn rejection_code(code: gate::RejectCode) -> crate::protocol::ErrorCode {
     match code {
         gate::RejectCode::WriteKeywordDetected => ErrorCode::WriteKeywordDetected,
         gate::RejectCode::SchemaAccessDenied => ErrorCode::SchemaAccessDenied,
-        _ => ErrorCode::WriteOperationRejected,
+        gate::RejectCode::SqlSyntaxError => ErrorCode::SqlSyntaxError,
+        gate::RejectCode::WriteOperationRejected => ErrorCode::WriteOperationRejected,
     }
 }
 

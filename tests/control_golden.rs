@@ -86,6 +86,7 @@ fn every_control_fixture_parses_and_re_serializes_to_the_same_json() {
         "request setup verify_pin",
         "request doctor",
         "request diag_bundle",
+        "request reload",
         "reply ok",
         "reply status",
         "reply activity",

@@ -66,8 +66,13 @@ fn the_gate_rejects_writes_and_side_effects_with_their_codes() {
     assert_eq!(rejected(&world, "SELECT 1; /**/DROP TABLE orders").code, ErrorCode::WriteKeywordDetected);
     let body = rejected(&world, "SELECT load_extension('/tmp/evil.so')");
     assert_eq!(body.code, ErrorCode::WriteOperationRejected, "{}", body.message);
+    // Issue 13: a text that does not parse has its own code (it is still never run).
     let body = rejected(&world, "SELEC name FROM customers");
-    assert_eq!(body.code, ErrorCode::WriteOperationRejected, "unparseable text is never passed through");
+    assert_eq!(body.code, ErrorCode::SqlSyntaxError, "{}", body.message);
+    assert!(body.message.contains("could not parse the query"), "{}", body.message);
+    assert!(!body.retryable);
+    // A write keyword in an unparseable text is still reported as the write it is.
+    assert_eq!(rejected(&world, "SELEC 1; DELETE FROM customers").code, ErrorCode::WriteKeywordDetected);
     // Keywords inside literals, identifiers and comments are fine.
     let ok = world
         .gateway

@@ -119,7 +119,7 @@ fn writes_are_rejected_before_reaching_the_database() {
         ("SELECT * FROM customers FOR UPDATE", ErrorCode::WriteKeywordDetected),
         ("SELECT * FROM customers FOR SHARE", ErrorCode::WriteOperationRejected),
         ("PRAGMA query_only = OFF", ErrorCode::WriteKeywordDetected),
-        ("SELECT sqlite_version() FROM customers WHERE", ErrorCode::WriteOperationRejected),
+        ("SELECT sqlite_version() FROM customers WHERE", ErrorCode::SqlSyntaxError),
     ];
     for (sql, code) in cases {
         match world.gateway.query("Writes", request(sql)) {

@@ -21,7 +21,8 @@
 //!    break, nor a carriage return without a line feed in a line comment, and the character
 //!    right after `--` must be plain (MariaDB reads `--<U+00A0>` as code); NUL nowhere →
 //!    `WRITE_OPERATION_REJECTED`, "character U+00A0 outside strings is not allowed".
-//! 2. **AST check**: the text must parse (sqlparser, in the target's dialect) as exactly one
+//! 2. **AST check**: the text must parse (sqlparser, in the target's dialect; a text that does
+//!    not → `SQL_SYNTAX_ERROR`, never run) as exactly one
 //!    query (`SELECT`/`WITH`/`VALUES`, PostgreSQL and MySQL `TABLE t`, judged as `SELECT *
 //!    FROM t`) or an `EXPLAIN` of one (`EXPLAIN ANALYZE` only on PostgreSQL, where it runs the
 //!    checked query), and nothing in the whole tree may write, lock rows, assign variables, or
@@ -145,6 +146,9 @@ pub enum RejectCode {
     WriteKeywordDetected,
     /// The text is not exactly one read-only query, or something in it has side effects.
     WriteOperationRejected,
+    /// The text does not parse as SQL of the target's dialect (it is never run: a text the
+    /// gate cannot read is refused, only the code says why).
+    SqlSyntaxError,
     /// The query names a private table or column, or a table outside the approved schema.
     SchemaAccessDenied,
 }
@@ -155,6 +159,7 @@ impl RejectCode {
         match self {
             RejectCode::WriteKeywordDetected => "WRITE_KEYWORD_DETECTED",
             RejectCode::WriteOperationRejected => "WRITE_OPERATION_REJECTED",
+            RejectCode::SqlSyntaxError => "SQL_SYNTAX_ERROR",
             RejectCode::SchemaAccessDenied => "SCHEMA_ACCESS_DENIED",
         }
     }
@@ -321,7 +326,10 @@ fn check_text(sql: &str, dialect: Dialect, policy: &Policy, limits: &Limits) -> 
     let statements = dialect.with_sqlparser_dialect(|d| Parser::parse_sql(d, &judged)).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg);
-        Rejection::write(format!("could not parse the query as {dialect} SQL: {msg}"))
+        Rejection::new(
+            RejectCode::SqlSyntaxError,
+            format!("could not parse the query as {dialect} SQL: {msg}"),
+        )
     })?;
     let statement = match statements.as_slice() {
         [one] => one,
@@ -466,6 +474,19 @@ mod tests {
         let sql = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
         let err = check_with(&sql, 0, Dialect::Generic, &Policy::default(), &limits).unwrap_err();
         assert!(err.reason.contains(&MAX_SQL_BYTES.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_text_that_does_not_parse_is_a_syntax_error_not_a_write() {
+        let policy = Policy::default();
+        for sql in ["SELEC 1", "SELECT FROM WHERE", "SELECT (1"] {
+            let err = check(sql, Dialect::Postgres, &policy).unwrap_err();
+            assert_eq!(err.code, RejectCode::SqlSyntaxError, "{sql}: {err}");
+            assert!(err.reason.starts_with("could not parse the query as"), "{err}");
+        }
+        // The write check still comes first.
+        let err = check("SELEC 1; DROP TABLE t", Dialect::Postgres, &policy).unwrap_err();
+        assert_eq!(err.code, RejectCode::WriteKeywordDetected);
     }
 
     #[test]

@@ -211,6 +211,7 @@ fn base_status() -> StatusSnapshot {
         connector_name: "Warehouse SAP".into(),
         cloud_url: "wss://console.acme.example/ws".into(),
         agent_version: "0.1.0".into(),
+        pid: None,
         instance_id: "7f3a9c1e-preview".into(),
         connection_id: Some("c-2291".into()),
         connected_since: Some(ago_rfc3339(3 * 86_400)),
@@ -239,6 +240,7 @@ fn base_status() -> StatusSnapshot {
                 error: None,
                 pool: Some(PoolUse { open: 3, idle: 2, max: 8 }),
                 tables: Some(4),
+                checked_at: None,
             },
             DatabaseHealth {
                 name: "legacy-crm".into(),
@@ -247,6 +249,7 @@ fn base_status() -> StatusSnapshot {
                 error: Some("connection refused (127.0.0.1:3306)".into()),
                 pool: Some(PoolUse { open: 0, idle: 0, max: 4 }),
                 tables: None,
+                checked_at: None,
             },
         ],
         schema_changes: vec!["erp".into()],
@@ -623,6 +626,7 @@ impl ScriptedBackend {
                         error: None,
                         pool: Some(PoolUse { open: 1, idle: 1, max: 8 }),
                         tables: Some(5),
+                        checked_at: None,
                     });
                 }
                 st.schemas.entry(name.clone()).or_insert_with(|| {
@@ -797,6 +801,7 @@ impl Backend for ScriptedBackend {
                 });
                 ControlReply::Ok
             }
+            ControlRequest::Reload => ControlReply::Message("reloaded (fake backend)".into()),
             ControlRequest::Stop => {
                 self.shared.stopped.store(true, Ordering::SeqCst);
                 self.emit(AgentEvent::Stopped { reason: "stopped by the operator".into() });

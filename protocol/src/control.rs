@@ -135,6 +135,10 @@ pub struct DatabaseHealth {
     /// Tables discovered (after privacy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<u64>,
+    /// RFC 3339, when the agent last checked the database (opened it, or discovered its
+    /// schema); `healthy` and `error` are that check's result. `None`: not checked yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
 }
 
 /// What carries a live session (docs/PROTOCOL.md, "HTTPS long-poll transport").
@@ -178,6 +182,9 @@ pub struct StatusSnapshot {
     pub cloud_url: String,
     /// The agent's version.
     pub agent_version: String,
+    /// The agent's process id (`start --daemon` checks that the agent answering is its child).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// The durable queue's instance id (stable across restarts).
     pub instance_id: String,
     /// The gateway's id for the current session.
@@ -246,6 +253,7 @@ impl StatusSnapshot {
             connector_name: String::new(),
             cloud_url: String::new(),
             agent_version: String::new(),
+            pid: None,
             instance_id: String::new(),
             connection_id: None,
             connected_since: None,
@@ -402,6 +410,10 @@ pub enum ControlRequest {
     Reconnect,
     /// Shut down gracefully.
     Stop,
+    /// Read the configuration file again and apply its connections and schema privacy without
+    /// dropping the cloud link (`mini-connector reload`, SIGHUP). Answered with a `Message`
+    /// saying what changed, or an `Error` (`INVALID_CONFIG`) leaving everything as it was.
+    Reload,
     /// Keep the connection open and stream [`AgentEvent`]s (socket only).
     Subscribe,
     /// Configuration and vault work (see [`SetupRequest`]).

@@ -83,6 +83,8 @@ pub enum ErrorCode {
     DuplicateConnection,
     /// The command contained a write operation.
     WriteOperationRejected,
+    /// The query text does not parse as SQL of the target database's dialect; it was not run.
+    SqlSyntaxError,
     /// The keyword pre-filter found a write keyword.
     WriteKeywordDetected,
     /// The command referenced a private or unapproved table or column.
@@ -153,6 +155,7 @@ impl ErrorCode {
             Self::AuthFailed => "AUTH_FAILED",
             Self::DuplicateConnection => "DUPLICATE_CONNECTION",
             Self::WriteOperationRejected => "WRITE_OPERATION_REJECTED",
+            Self::SqlSyntaxError => "SQL_SYNTAX_ERROR",
             Self::WriteKeywordDetected => "WRITE_KEYWORD_DETECTED",
             Self::SchemaAccessDenied => "SCHEMA_ACCESS_DENIED",
             Self::QueryTimeout => "QUERY_TIMEOUT",

@@ -50,7 +50,7 @@ pub struct ConfigureArgs {
     #[arg(long, value_name = "PIN")]
     pin_spki: Vec<String>,
     /// Extra CA certificate (PEM) to trust for the gateway; an empty value removes it.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", value_parser = super::path_or_empty)]
     ca_cert: Option<PathBuf>,
     /// Heartbeat period in milliseconds (1000-3600000).
     #[arg(long, value_name = "MS")]
@@ -60,13 +60,14 @@ pub struct ConfigureArgs {
     #[arg(long, value_name = "MS")]
     keepalive_ms: Option<u64>,
     /// Directory of the credential vault (default: `vault/` next to the configuration file,
-    /// or `$STATE_DIRECTORY/vault` under systemd).
-    #[arg(long, value_name = "DIR")]
+    /// or `$STATE_DIRECTORY/vault` under systemd); an empty value goes back to the default.
+    #[arg(long, value_name = "DIR", value_parser = super::path_or_empty)]
     vault_dir: Option<PathBuf>,
     /// Directory of the vault's install secret, kept apart from the vault so a copy of the
     /// vault directory cannot be decrypted (default: vault-keys/ beside --vault-dir when that is
-    /// set, else the user's state directory, e.g. ~/.local/state/mini-connector/vault-keys).
-    #[arg(long, value_name = "DIR")]
+    /// set, else the user's state directory, e.g. ~/.local/state/mini-connector/vault-keys);
+    /// an empty value goes back to the default.
+    #[arg(long, value_name = "DIR", value_parser = super::path_or_empty)]
     vault_key_dir: Option<PathBuf>,
     #[command(flatten)]
     key: KeyInput,
@@ -158,6 +159,11 @@ fn old_reference_note(old: Option<&str>) {
     }
 }
 
+/// An absolute path as text; an empty path stays empty (it removes the field).
+fn absolute_or_empty(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() { String::new() } else { absolute(path).display().to_string() }
+}
+
 /// `configure`: the flags become a [`SettingsChange`] for `setup::settings::configure_with`.
 pub fn configure(mut args: ConfigureArgs) -> Outcome {
     let path = args.config.path();
@@ -209,13 +215,11 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         connector_name: args.name.take(),
         cloud_url: args.cloud_url.take(),
         proxy_url: args.proxy.take(),
-        ca_cert_path: args.ca_cert.take().map(|ca| {
-            if ca.as_os_str().is_empty() { String::new() } else { absolute(&ca).display().to_string() }
-        }),
+        ca_cert_path: args.ca_cert.take().map(|ca| absolute_or_empty(&ca)),
         heartbeat_interval_ms: args.heartbeat_ms,
         keepalive_interval_ms: args.keepalive_ms,
-        vault_dir: args.vault_dir.take().map(|d| absolute(&d).display().to_string()),
-        vault_key_dir: args.vault_key_dir.take().map(|d| absolute(&d).display().to_string()),
+        vault_dir: args.vault_dir.take().map(|d| absolute_or_empty(&d)),
+        vault_key_dir: args.vault_key_dir.take().map(|d| absolute_or_empty(&d)),
         api_key: key.as_ref().map(|k| k.as_str().to_owned()),
         ..SettingsChange::default()
     };

@@ -121,13 +121,13 @@ pub struct ConnFields {
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
     /// SQLite: the database file (stored as an absolute path).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = super::path_or_empty)]
     path: Option<PathBuf>,
     /// PostgreSQL / MySQL: server host name or address.
     #[arg(long)]
     host: Option<String>,
-    /// PostgreSQL / MySQL: TCP port (default 5432 / 3306); 0 removes it.
-    #[arg(long)]
+    /// PostgreSQL / MySQL: TCP port (default 5432 / 3306); "" or 0 removes it.
+    #[arg(long, value_parser = super::port_or_empty)]
     port: Option<u16>,
     /// Database (schema) name.
     #[arg(long, visible_alias = "db", value_name = "NAME")]
@@ -147,7 +147,7 @@ pub struct ConnFields {
     ssl_mode: Option<String>,
     /// PEM file of the CA the server certificate must chain to (verify-ca, verify-full);
     /// stored as an absolute path; "" removes it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = super::path_or_empty)]
     ssl_root_cert: Option<PathBuf>,
     /// Let the password travel in clear text when the server asks for it on a connection
     /// without TLS (true/false; default false).
@@ -528,9 +528,5 @@ fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail>
 }
 
 fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
-    if super::agent_running(&arg.path(), config) {
-        println!(
-            "the running agent keeps its old connections until restarted (mini-connector stop, then start)"
-        );
-    }
+    super::reload_running_agent(&arg.path(), config);
 }

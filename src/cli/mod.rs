@@ -17,8 +17,8 @@ pub mod configure;
 pub mod db;
 pub mod diag;
 pub mod doctor;
-pub mod output;
 pub mod generate;
+pub mod output;
 pub mod schema;
 pub mod service;
 pub mod update;
@@ -108,6 +108,20 @@ impl ConfigArg {
     }
 }
 
+/// A path flag that may be given empty (`--ca-cert ""`): the empty value removes the field.
+/// (clap's own path parser refuses an empty value.)
+pub fn path_or_empty(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(text))
+}
+
+/// A port flag where `""` (like 0) removes the port.
+pub fn port_or_empty(text: &str) -> Result<u16, String> {
+    if text.trim().is_empty() {
+        return Ok(0);
+    }
+    text.trim().parse().map_err(|e| format!("{e} (a port is 1-65535; \"\" or 0 removes it)"))
+}
+
 /// `path` made absolute against the current directory (not resolving links).
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
@@ -133,19 +147,9 @@ pub fn secret_from_prompt(prompt: &str, what: &str, stdin_flag: &str) -> Result<
     if !std::io::stdin().is_terminal() {
         return Err(Fail::usage(format!("no terminal to ask for the {what}; pipe it in with {stdin_flag}")));
     }
-    // Ctrl-C during the prompt must not leave the terminal without echo.
-    #[cfg(unix)]
-    let _ = ctrlc::set_handler(|| {
-        if let Ok(tty) = std::fs::File::open("/dev/tty") {
-            let _ = std::process::Command::new("stty").arg("echo").stdin(tty).status();
-        }
-        eprintln!();
-        std::process::exit(130);
-    });
-    let text = Zeroizing::new(
-        rpassword::prompt_password(prompt)
-            .map_err(|e| Fail::usage(format!("cannot read the {what} from the terminal: {e}")))?,
-    );
+    // Ctrl-C: echo restored, exit 130.
+    let text = mini_connector::prompt::password(prompt)
+        .map_err(|e| Fail::usage(format!("cannot read the {what} from the terminal: {e}")))?;
     if text.is_empty() {
         return Err(Fail::usage(format!("empty {what}")));
     }
@@ -155,6 +159,27 @@ pub fn secret_from_prompt(prompt: &str, what: &str, stdin_flag: &str) -> Result<
 /// Prints a command's `--json` data in the envelope (`{"ok": true, "data": …}`, one line).
 pub fn print_json(value: &serde_json::Value) {
     output::print_ok(value);
+}
+
+/// After a change of connections or schema privacy: tells the agent running for this
+/// configuration, if any, to reload (it keeps its cloud link) and prints what it applied.
+pub fn reload_running_agent(config_path: &Path, config: &AgentConfig) {
+    use mini_connector::protocol::control::{ControlReply, ControlRequest};
+    let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
+    if !socket.exists() {
+        println!("the agent applies this when it starts");
+        return;
+    }
+    match mini_connector::control::call(&socket, &ControlRequest::Reload) {
+        Ok(ControlReply::Message(text)) => println!("running agent {text}"),
+        Ok(ControlReply::Error { message, .. }) => {
+            println!("note: the running agent did not reload ({message}); run `mini-connector reload`")
+        }
+        Err(mini_connector::control::ControlError::NotRunning(_)) => {
+            println!("the agent applies this when it starts")
+        }
+        Ok(_) | Err(_) => println!("note: run `mini-connector reload` so the running agent applies this"),
+    }
 }
 
 /// Whether an agent answers on this configuration's control socket (to remind the user to

@@ -109,7 +109,7 @@ Examples:
   mini-connector schema approve --connection erp --tables customers,orders
   mini-connector schema approve --connection erp --clear               # no approval list
 
-The running agent applies the change when restarted (mini-connector stop, then start).
+A running agent is told to reload (it keeps its cloud link; `mini-connector reload` by hand).
 
 Exit codes: 0 ok; 2 unknown connection or table, no saved schema (run `schema discover`),
 or bad configuration.")]
@@ -143,7 +143,7 @@ Examples:
   mini-connector schema private add --connection erp --table payroll
   mini-connector schema private add --connection erp --column customers.email
 
-The running agent applies the change when restarted (mini-connector stop, then start).
+A running agent is told to reload (it keeps its cloud link; `mini-connector reload` by hand).
 
 Exit codes: 0 ok; 2 unknown connection, bad name or bad configuration.")]
     Add(PrivateArgs),
@@ -276,11 +276,7 @@ fn discover_now(config: &AgentConfig, connection: &ConnectionConfig) -> Result<D
 }
 
 fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
-    if super::agent_running(&arg.path(), config) {
-        println!("the running agent applies this when restarted (mini-connector stop, then start)");
-    } else {
-        println!("the agent applies this when it starts");
-    }
+    super::reload_running_agent(&arg.path(), config);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ mod windows {
             Ok(config) => config,
             Err(e) => return failed(exit::CONFIG, e.into()),
         };
-        let log_dir = config.log_dir.clone().unwrap_or_else(mini_connector::logging::default_log_dir);
+        let log_dir = config.log_dir();
         let _ = mini_connector::logging::init(&config.log_level, Some(&log_dir));
         let agent = match Agent::start(&config, None::<&Path>) {
             Ok(agent) => agent,

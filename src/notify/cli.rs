@@ -110,8 +110,8 @@ pub fn run(cmd: NotifyCmd, default_config: PathBuf) -> ExitCode {
                         "no terminal to ask for the SMTP password; pipe it in with --password-stdin",
                     );
                 }
-                match rpassword::prompt_password("SMTP password: ") {
-                    Ok(p) => Zeroizing::new(p),
+                match crate::prompt::password("SMTP password: ") {
+                    Ok(p) => p,
                     Err(e) => return fail(2, &format!("cannot read the SMTP password: {e}")),
                 }
             };

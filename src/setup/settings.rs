@@ -25,7 +25,7 @@ use crate::protocol::control::{KeyReport, SettingsChange, SettingsView};
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The log levels `logLevel` takes.
-pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+pub const LOG_LEVELS: [&str; 5] = crate::config::LOG_LEVELS;
 
 /// What [`configure_with`] did, for a caller that reports more than the [`SettingsView`].
 #[derive(Debug)]

@@ -261,6 +261,13 @@ pub struct Supervisor {
     identity: Identity,
     /// Why the last discovery of an unhealthy connection failed.
     db_errors: HashMap<String, String>,
+    /// When each connection was last checked (opened, or its schema discovered).
+    db_checked: HashMap<String, SystemTime>,
+    /// Connections to discover once the discovery under way ends (added or changed by a reload).
+    pending_discovery: BTreeSet<String>,
+    /// SHA-256 of each connection's vault password as of the last reload (`None`: none stored),
+    /// so a reload after `db edit --password` rebuilds that pool. Never the password.
+    password_fingerprints: HashMap<String, Option<[u8; 32]>>,
     /// The vault opened at start, kept for the link's first `auth`: dropped on the first
     /// `connected` or at the first housekeeping (keys zeroized), so later reads open it anew.
     start_vault: Option<crate::secrets::VaultHold>,
@@ -278,6 +285,9 @@ pub struct Identity {
     /// The configuration file: approved schemas (`schema/<connection>.approved.json`, written
     /// by `schema approve` and the desktop app) are kept next to it. `None`: no comparison.
     pub config_path: Option<std::path::PathBuf>,
+    /// The connections as configured at start (or at the last reload): a reload rebuilds the
+    /// pools of the ones that changed.
+    pub connections: Vec<crate::config::ConnectionConfig>,
 }
 
 /// Subscribers and the status they saw last.
@@ -465,6 +475,7 @@ impl Supervisor {
             board,
             databases,
             default_unopened: unopened.iter().find(|u| u.first).map(|u| u.name.clone()),
+            db_checked: unopened.iter().map(|u| (u.name.clone(), SystemTime::now())).collect(),
             unopened,
             policies: policies.iter().map(|(k, p)| (k.clone(), crate::policy::before_discovery(p))).collect(),
             configured_policies: policies,
@@ -513,6 +524,8 @@ impl Supervisor {
             },
             identity: Identity::default(),
             db_errors: HashMap::new(),
+            pending_discovery: BTreeSet::new(),
+            password_fingerprints: HashMap::new(),
             start_vault: None,
         }
     }
@@ -674,6 +687,7 @@ impl Supervisor {
                 tracing::error!(error = %e, "cannot read the offline queue's size");
             }
             self.reopen();
+            self.discover_pending();
             if !self.unhealthy.is_empty() {
                 let retry: Vec<Database> =
                     self.databases.iter().filter(|db| self.unhealthy.contains(db.name())).cloned().collect();
@@ -694,6 +708,7 @@ impl Supervisor {
                 }
                 Err(e) => unopened.reason = e.to_string(),
             }
+            self.db_checked.insert(unopened.name.clone(), SystemTime::now());
         }
         if opened.is_empty() {
             return;
@@ -896,6 +911,11 @@ impl Supervisor {
         let first = !self.recovered;
         let mut schema = self.schema.take().unwrap_or_default();
         for (name, result) in results {
+            // Removed by a reload meanwhile, or changed (discovered again below).
+            if !self.databases.iter().any(|db| db.name() == name) || self.pending_discovery.contains(&name) {
+                continue;
+            }
+            self.db_checked.insert(name.clone(), SystemTime::now());
             match result {
                 Ok(db) => {
                     self.db_errors.remove(&name);
@@ -932,6 +952,169 @@ impl Supervisor {
         if first {
             self.recover();
         }
+        self.discover_pending();
+    }
+
+    /// Starts the discovery of the connections a reload added or changed, unless one is under
+    /// way (then [`Self::discovered`] calls this again).
+    fn discover_pending(&mut self) {
+        let open = &self.databases;
+        self.pending_discovery.retain(|name| open.iter().any(|db| db.name() == name));
+        if self.discovering || self.pending_discovery.is_empty() {
+            return;
+        }
+        let databases: Vec<Database> =
+            self.databases.iter().filter(|db| self.pending_discovery.contains(db.name())).cloned().collect();
+        self.start_discovery(databases);
+        if self.discovering {
+            self.pending_discovery.clear();
+        }
+    }
+
+    /// `mini-connector reload` / SIGHUP: reads the configuration file again and applies its
+    /// connections and schema privacy. The link is not touched (same session). A connection
+    /// whose settings changed gets a new pool; commands running on the old one finish there
+    /// (they hold it). Added and changed connections are discovered again and the schema the
+    /// cloud sees is sent again at once (with the new privacy). A configuration that does not
+    /// load changes nothing.
+    fn reload(&mut self) -> ControlReply {
+        let Some(path) = self.identity.config_path.clone() else {
+            return ControlReply::error(
+                "BAD_REQUEST",
+                "this agent was not started from a configuration file",
+            );
+        };
+        let config = match crate::config::AgentConfig::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(error = %e, "reload refused: the configuration does not load");
+                return ControlReply::error("INVALID_CONFIG", format!("nothing changed: {e}"));
+            }
+        };
+        let old: HashMap<&str, &crate::config::ConnectionConfig> =
+            self.identity.connections.iter().map(|c| (c.name.as_str(), c)).collect();
+        // One vault key derivation for every password read below.
+        let _vault = config.hold_vault();
+        let fingerprint = |c: &crate::config::ConnectionConfig| -> Option<[u8; 32]> {
+            use sha2::Digest as _;
+            if c.password_ref.is_some() || c.kind == drivers::DbKind::Sqlite {
+                return None;
+            }
+            let secret = config.db_password(&c.name).ok().flatten()?;
+            Some(sha2::Sha256::digest(secret.expose().as_bytes()).into())
+        };
+        let mut fingerprints = HashMap::new();
+        let (mut added, mut changed, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut databases = Vec::new();
+        let mut unopened = Vec::new();
+        for (i, connection) in config.connections.iter().enumerate() {
+            let password = fingerprint(connection);
+            // Unknown before the first reload: a stored password may have changed since start.
+            let same_password = match self.password_fingerprints.get(&connection.name) {
+                Some(before) => *before == password,
+                None => password.is_none(),
+            };
+            fingerprints.insert(connection.name.clone(), password);
+            let same = same_password && old.get(connection.name.as_str()).is_some_and(|c| *c == connection);
+            if same {
+                if let Some(db) = self.databases.iter().find(|db| db.name() == connection.name) {
+                    databases.push(db.clone());
+                } else if let Some(at) = self.unopened.iter().position(|u| u.name == connection.name) {
+                    let mut u = self.unopened.remove(at);
+                    u.first = i == 0;
+                    unopened.push(u);
+                }
+                continue;
+            }
+            if old.contains_key(connection.name.as_str()) {
+                changed.push(connection.name.clone());
+            } else {
+                added.push(connection.name.clone());
+            }
+            self.db_checked.insert(connection.name.clone(), SystemTime::now());
+            let spec = config.resolved_connection_spec(connection);
+            match spec
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|s| Database::open(s).map_err(|e| e.to_string()))
+            {
+                Ok(db) => databases.push(db),
+                Err(reason) => {
+                    tracing::error!(connection = %connection.name, %reason, "cannot open this database; retried every 30 s");
+                    unopened.push(Unopened {
+                        name: connection.name.clone(),
+                        spec: spec.ok(),
+                        reason,
+                        first: i == 0,
+                    });
+                }
+            }
+        }
+        for connection in &self.identity.connections {
+            if !config.connections.iter().any(|c| c.name == connection.name) {
+                removed.push(connection.name.clone());
+            }
+        }
+        let gone: BTreeSet<&String> = changed.iter().chain(&removed).collect();
+        for name in &gone {
+            self.unhealthy.remove(name.as_str());
+            self.db_errors.remove(name.as_str());
+            self.schema_changes.remove(name.as_str());
+            if removed.contains(name) {
+                self.db_checked.remove(name.as_str());
+            }
+        }
+        if let Some(schema) = &mut self.schema {
+            schema.retain(|db| !gone.contains(&db.connection));
+        }
+        self.default_unopened = unopened.iter().find(|u| u.first).map(|u| u.name.clone());
+        self.databases = databases;
+        self.unopened = unopened;
+
+        let privacy_before = self.configured_policies.clone();
+        self.configured_policies =
+            config.schema_policy.iter().map(|(name, policy)| (name.clone(), policy.to_gate())).collect();
+        let privacy_changed = privacy_before != self.configured_policies;
+        self.policies = self
+            .configured_policies
+            .iter()
+            .map(|(name, configured)| {
+                let known = self.schema.as_ref().and_then(|s| s.iter().find(|db| &db.connection == name));
+                let effective = match known {
+                    Some(db) => crate::policy::effective_policy(configured, db),
+                    None => crate::policy::before_discovery(configured),
+                };
+                (name.clone(), effective)
+            })
+            .collect();
+        self.identity.pool_max = config.connections.iter().map(|c| (c.name.clone(), c.pool_max)).collect();
+        self.identity.connections = config.connections.clone();
+        self.password_fingerprints = fingerprints;
+
+        if let Some(schema) = self.schema.clone()
+            && (privacy_changed || !gone.is_empty())
+        {
+            self.send_schema(schema);
+        }
+        self.pending_discovery.extend(added.iter().chain(&changed).cloned());
+        self.discover_pending();
+        self.events.dirty = true;
+        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { names.join(", ") };
+        tracing::info!(
+            added = %list(&added),
+            changed = %list(&changed),
+            removed = %list(&removed),
+            privacy_changed,
+            "configuration reloaded (the cloud link was kept)"
+        );
+        ControlReply::Message(format!(
+            "reloaded {}: connections added: {}; changed: {}; removed: {}; schema privacy {}",
+            path.display(),
+            list(&added),
+            list(&changed),
+            list(&removed),
+            if privacy_changed { "changed" } else { "unchanged" }
+        ))
     }
 
     fn control(&mut self, request: ControlRequest) -> ControlReply {
@@ -964,6 +1147,7 @@ impl Supervisor {
                 }
                 ControlReply::Paused(self.paused)
             }
+            ControlRequest::Reload => self.reload(),
             ControlRequest::Reconnect => {
                 tracing::info!("operator asked to reconnect");
                 self.link.send(crate::link::LinkMsg::Reconnect);
@@ -1137,6 +1321,7 @@ impl Supervisor {
                         max: self.identity.pool_max.get(db.name()).copied().unwrap_or(0),
                     }),
                     tables: tables(db.name()),
+                    checked_at: self.db_checked.get(db.name()).copied().map(rfc3339),
                 }
             })
             .chain(self.unopened.iter().map(|u| DatabaseHealth {
@@ -1146,6 +1331,7 @@ impl Supervisor {
                 error: Some(u.reason.clone()),
                 pool: None,
                 tables: None,
+                checked_at: self.db_checked.get(&u.name).copied().map(rfc3339),
             }))
             .collect();
         let warnings = self.warnings(&queue);
@@ -1169,6 +1355,7 @@ impl Supervisor {
             connector_name: self.identity.connector_name.clone(),
             cloud_url: self.identity.cloud_url.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: Some(std::process::id()),
             instance_id: self.store.instance_id().to_owned(),
             connection_id: self.counters.connection_id.clone().filter(|_| connected),
             connected_since: self.counters.connected_since.map(rfc3339),

@@ -390,6 +390,7 @@ mod tests {
             error: Some("connection refused".into()),
             pool: Some(PoolUse { open: 2, idle: 2, max: 8 }),
             tables: Some(1200),
+            checked_at: None,
         };
         let r = connection_row(&e, Some(&h));
         assert_eq!(r, ["erp", "PostgreSQL", "db.acme:5432/erp", "● connection refused", "0/8", "1,200"]);

@@ -331,6 +331,7 @@ pub(crate) mod tests {
             connector_name: "Warehouse SAP".into(),
             cloud_url: "wss://console.acme.example/ws".into(),
             agent_version: "0.1.0".into(),
+            pid: None,
             instance_id: "i-1".into(),
             connection_id: None,
             connected_since: None,
@@ -358,6 +359,7 @@ pub(crate) mod tests {
                 error: None,
                 pool: Some(PoolUse { open: 3, idle: 1, max: 8 }),
                 tables: Some(42),
+                checked_at: None,
             }],
             schema_changes: vec![],
         }
@@ -437,6 +439,7 @@ pub(crate) mod tests {
             error: Some("connection refused".into()),
             pool: None,
             tables: None,
+            checked_at: None,
         });
         s.queue.waiting = 3;
         s.queue.warning = true;
