@@ -34,6 +34,7 @@ mod e2e_link;
 mod e2e_postgres;
 mod e2e_proxy;
 mod e2e_query;
+#[cfg(unix)] // the updater replaces a running binary by rename: Unix only (Windows updates through the MSI)
 mod e2e_update;
 mod e2e_upload;
 mod protocol_golden;
