@@ -499,3 +499,22 @@ fn start_daemon_json_gives_the_pid_or_the_error_envelope() {
     assert_eq!(envelope["error"]["code"], "ALREADY_RUNNING", "{again:?}");
     assert!(again.2.is_empty(), "nothing on stderr: {again:?}");
 }
+
+#[test]
+fn golden_vault_reset() {
+    let sandbox = Sandbox::new("golden-vault-reset");
+    sandbox.configure(URL);
+    // Another install id = another machine's vault (VAULT_DECRYPT_ERROR).
+    std::fs::write(sandbox.path("etc/vault/install-id"), "00000000-0000-4000-8000-000000000000").unwrap();
+    let out = sandbox.run(&["vault", "reset", "--json"], None).ok();
+    assert_eq!(out.json()["reenter"], json!(["mini-connector key rotate"]), "{out:?}");
+    // The moved file's name carries the time: checked, then pinned without it.
+    let mut value = out.envelope();
+    let moved = value["data"]["movedTo"].as_str().unwrap().to_owned();
+    assert!(Path::new(&moved).exists(), "{out:?}");
+    let stem = moved.rsplit_once('-').unwrap().0;
+    value["data"]["movedTo"] = json!(format!("{stem}-<time>"));
+    golden::check("agent-vault-reset", &format!("{value}\n"), &sandbox.dir.0);
+    let out = sandbox.run(&["vault", "reset", "--json"], None).ok();
+    golden(&sandbox, "agent-vault-reset-nothing", &out);
+}

@@ -10,6 +10,7 @@ use serde_json::json;
 use vault::{ApiKeyStore, Vault};
 use zeroize::Zeroizing;
 
+use super::output::escape;
 use super::{ConfigArg, Fail, Outcome, absolute, print_json, secret_from_prompt, secret_from_stdin};
 use crate::exit;
 
@@ -160,6 +161,10 @@ pub enum VaultCmd {
     Reset {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"action": "reset"|"nothing to reset",
+        /// "dir", "movedTo", "reenter": [commands]}}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -414,32 +419,49 @@ pub fn vault(command: VaultCmd) -> Outcome {
                 Err(Fail::reported(code, "vault unreadable"))
             }
         }
-        VaultCmd::Reset { config } => {
+        VaultCmd::Reset { config, json } => {
             let config = config.load()?;
             let dir = config.vault_dir();
-            match config.open_existing_vault() {
-                Ok(None) => {
-                    println!("no vault at {} yet; nothing to reset", dir.display());
-                    return Ok(());
+            let nothing = |text: String| {
+                say!("{text}; nothing to reset");
+                if json {
+                    print_json(&json!({
+                        "action": "nothing to reset",
+                        "dir": dir,
+                        "movedTo": null,
+                        "reenter": [],
+                    }));
                 }
+                Ok(())
+            };
+            match config.open_existing_vault() {
+                Ok(None) => return nothing(format!("no vault at {} yet", dir.display())),
                 Ok(Some(_)) => {
-                    println!("the vault at {} can be read on this machine; nothing to reset", dir.display());
-                    return Ok(());
+                    return nothing(format!("the vault at {} can be read on this machine", dir.display()));
                 }
                 Err(e) if e.is_vault_decrypt() => {}
                 Err(e) => return Err(e.into()),
             }
             let (_, aside) = config.reset_vault()?;
-            println!("started an empty vault in {}", dir.display());
-            if let Some(aside) = aside {
-                println!("the unreadable file was moved to {}", aside.display());
+            say!("started an empty vault in {}", dir.display());
+            if let Some(aside) = &aside {
+                say!("the unreadable file was moved to {}", aside.display());
             }
-            println!("re-enter the credentials it held:");
+            let mut reenter = Vec::new();
             if config.api_key_ref == ApiKeyStore::Vault.to_string() {
-                println!("  mini-connector key rotate                 # the API key");
+                reenter.push("mini-connector key rotate".to_owned());
             }
             for connection in config.connections.iter().filter(|c| c.kind != drivers::DbKind::Sqlite) {
-                println!("  mini-connector db edit {} --password", connection.name);
+                reenter.push(format!("mini-connector db edit {} --password", connection.name));
+            }
+            say!("re-enter the credentials it held:");
+            for command in &reenter {
+                let note =
+                    if command.ends_with("key rotate") { "                 # the API key" } else { "" };
+                say!("  {}{note}", escape(command));
+            }
+            if json {
+                print_json(&json!({ "action": "reset", "dir": dir, "movedTo": aside, "reenter": reenter }));
             }
             Ok(())
         }
