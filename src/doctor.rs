@@ -482,9 +482,9 @@ impl Doctor {
         }
         match result {
             Ok(()) => {
-                let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+                let version = conn.protocol_version().map(tls_version_name).unwrap_or_default();
                 let suite =
-                    conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+                    conn.negotiated_cipher_suite().map(|s| cipher_suite_name(s.suite())).unwrap_or_default();
                 self.push(ok(
                     NAME,
                     format!(
@@ -849,6 +849,22 @@ impl Doctor {
     }
 }
 
+/// A TLS version as people write it: `TLS 1.3` (not rustls's `TLSv1_3`).
+fn tls_version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_owned(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_owned(),
+        other => {
+            other.as_str().map_or_else(|| format!("TLS version 0x{:04x}", u16::from(other)), str::to_owned)
+        }
+    }
+}
+
+/// A cipher suite's IANA name (`TLS13_AES_256_GCM_SHA384`), or its number.
+fn cipher_suite_name(suite: rustls::CipherSuite) -> String {
+    suite.as_str().map_or_else(|| format!("cipher suite 0x{:04x}", u16::from(suite)), str::to_owned)
+}
+
 /// Step 8: the skew between `local` (when the answer arrived) and the gateway's `serverTime`,
 /// which was written about half a round trip earlier.
 fn clock_step(server_time: &str, round_trip: Duration, local: SystemTime) -> DoctorStep {
@@ -1076,6 +1092,17 @@ impl ServerCertVerifier for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_names_are_readable_not_debug_values() {
+        assert_eq!(tls_version_name(rustls::ProtocolVersion::TLSv1_3), "TLS 1.3");
+        assert_eq!(tls_version_name(rustls::ProtocolVersion::TLSv1_2), "TLS 1.2");
+        assert_eq!(
+            cipher_suite_name(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384),
+            "TLS13_AES_256_GCM_SHA384"
+        );
+        assert_eq!(cipher_suite_name(rustls::CipherSuite::from(0xfafa)), "cipher suite 0xfafa");
+    }
 
     #[test]
     fn proxy_credentials_are_redacted_and_found() {

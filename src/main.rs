@@ -82,6 +82,10 @@ enum Cmd {
         /// Run in the background: logs go to `agent.log` next to the configuration file.
         #[arg(long)]
         daemon: bool,
+        /// With --daemon: print JSON (docs/CLI.md): {"ok": true, "data": {"pid", "log"}}, or the
+        /// failure envelope.
+        #[arg(long, requires = "daemon")]
+        json: bool,
     },
     /// Show the running agent's state (connection, commands, errors).
     Status(ControlArgs),
@@ -281,14 +285,14 @@ fn main() -> ExitCode {
     match command {
         #[cfg(feature = "gui")]
         Cmd::Gui { config } => desktop::run(&config),
-        Cmd::Start { config: config_path, daemon } => {
+        Cmd::Start { config: config_path, daemon, .. } => {
+            if daemon {
+                return finish(daemonize(&config_path));
+            }
             let config = match load(&config_path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            if daemon {
-                return daemonize(&config_path, &config);
-            }
             let log_dir = config.log_dir();
             if let Err(e) = mini_connector::logging::init(&config.log_level, Some(&log_dir)) {
                 eprintln!("warning: cannot write log files to {}: {e}", log_dir.display());
@@ -586,21 +590,27 @@ fn print_status(s: &StatusSnapshot) {
 /// socket answers with its pid. When the child exits first (another agent already runs for this
 /// configuration, a database file cannot be opened...), its error lines are printed and its exit
 /// code returned.
-fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
-    if let Err(e) = config.load_api_key() {
-        eprintln!("error: {e}");
-        return config_exit(&e);
-    }
+fn daemonize(config_path: &Path) -> cli::Outcome {
+    use cli::Fail;
+    let config = cli::ConfigArg { config: config_path.to_owned() }.load()?;
+    // Exit 4 for VAULT_DECRYPT_ERROR, else 2 (as `start` in the foreground).
+    config.load_api_key().map_err(|e| Fail {
+        code: if e.is_vault_decrypt() { exit::VAULT } else { exit::CONFIG },
+        error: e.into(),
+    })?;
     let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
     if let Ok(ControlReply::Status(running)) = mini_connector::control::call(&socket, &ControlRequest::Status)
     {
         let pid = running.pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
-        eprintln!(
-            "error: another agent is already running for {}{pid}; `mini-connector stop --config {}` first",
-            config_path.display(),
-            config_path.display()
-        );
-        return ExitCode::from(exit::FAILURE);
+        return Err(Fail::coded(
+            exit::FAILURE,
+            "ALREADY_RUNNING",
+            format!(
+                "another agent is already running for {}{pid}; `mini-connector stop --config {}` first",
+                config_path.display(),
+                config_path.display()
+            ),
+        ));
     }
     let log_path = config_path.parent().unwrap_or(Path::new(".")).join("agent.log");
     let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len());
@@ -619,13 +629,9 @@ fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command.spawn()
     })();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!("error: cannot start the agent in the background: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
+    let mut child = spawned.map_err(|e| {
+        Fail::coded(exit::FAILURE, "IO", format!("cannot start the agent in the background: {e}"))
+    })?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -634,29 +640,45 @@ fn daemonize(config_path: &Path, config: &AgentConfig) -> ExitCode {
                 let tail = bytes.get(usize::try_from(log_start).unwrap_or(0)..).unwrap_or_default();
                 String::from_utf8_lossy(tail).into_owned()
             });
-            for line in said.iter().flat_map(|text| text.lines()).filter(|l| l.contains("error")).take(10) {
-                eprintln!("{line}");
-            }
-            eprintln!("error: the agent exited at once ({status}); see {}", log_path.display());
+            let lines: Vec<&str> =
+                said.iter().flat_map(|text| text.lines()).filter(|l| l.contains("error")).take(10).collect();
             let code = status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0);
-            return ExitCode::from(code.unwrap_or(exit::FAILURE));
+            // As text, the child's lines as they are; in the envelope, part of the message.
+            let mut message = String::new();
+            for line in lines {
+                if cli::output::json() {
+                    message.push_str(line);
+                    message.push('\n');
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            message.push_str(&format!("the agent exited at once ({status}); see {}", log_path.display()));
+            return Err(Fail::coded(code.unwrap_or(exit::FAILURE), "FAILED", message));
         }
         if let Ok(ControlReply::Status(snapshot)) =
             mini_connector::control::call(&socket, &ControlRequest::Status)
             && snapshot.pid == Some(child.id())
         {
-            println!("agent running in the background (pid {}); log: {}", child.id(), log_path.display());
-            return ExitCode::from(exit::OK);
+            if cli::output::json() {
+                cli::output::print_ok(&serde_json::json!({ "pid": child.id(), "log": log_path }));
+            } else {
+                println!("agent running in the background (pid {}); log: {}", child.id(), log_path.display());
+            }
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!(
-        "error: the agent (pid {}) did not answer on {} within 30 s; see {}",
-        child.id(),
-        socket.display(),
-        log_path.display()
-    );
-    ExitCode::from(exit::FAILURE)
+    Err(Fail::coded(
+        exit::FAILURE,
+        "FAILED",
+        format!(
+            "the agent (pid {}) did not answer on {} within 30 s; see {}",
+            child.id(),
+            socket.display(),
+            log_path.display()
+        ),
+    ))
 }
 
 /// The newest agent log file in `dir` (by modification time, then name: `agent.YYYY-MM-DD.log`).

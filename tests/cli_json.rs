@@ -335,3 +335,186 @@ fn sample_erp_reports_counts_not_debug_values() {
     assert!(!out.stdout.contains("FixtureStats") && !out.stdout.contains('{'), "{out:?}");
     assert!(out.stdout.contains("customers"), "{out:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Commands that change things answer `--json` too (data: what was done)
+
+#[test]
+fn golden_configure_and_key_rotate() {
+    let sandbox = Sandbox::new("golden-configure");
+    let key = mini_connector::protocol::ApiKey::generate("acme").unwrap();
+    let out = sandbox
+        .run(
+            &["configure", "--name", "Warehouse", "--cloud-url", URL, "--api-key-stdin", "--json"],
+            Some(&format!("{}\n", key.expose())),
+        )
+        .ok();
+    assert!(!out.stdout.contains(key.expose()), "never the key: {out:?}");
+    golden(&sandbox, "agent-configure", &out);
+    let out = sandbox.run(&["configure", "--heartbeat-ms", "20000", "--json"], None).ok();
+    assert_eq!(out.json()["action"], "updated", "{out:?}");
+    assert!(out.json()["apiKey"].is_null(), "key unchanged: {out:?}");
+
+    let new = mini_connector::protocol::ApiKey::generate("acme").unwrap();
+    let out =
+        sandbox.run(&["key", "rotate", "--api-key-stdin", "--json"], Some(&format!("{}\n", new.expose())));
+    let out = out.ok();
+    assert!(!out.stdout.contains(new.expose()), "never the key: {out:?}");
+    golden(&sandbox, "agent-key-rotate", &out);
+
+    // With --json nothing prompts: the secret comes from the stdin flag, or the call is refused.
+    let out = sandbox.run(&["key", "rotate", "--json"], None);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.json()["error"]["code"], "USAGE", "{out:?}");
+    assert!(out.json()["error"]["message"].as_str().unwrap().contains("--api-key-stdin"), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // A bad key: the envelope, nothing stored.
+    let out = sandbox.run(&["key", "rotate", "--api-key-stdin", "--json"], Some("not-a-key\n"));
+    assert_eq!((out.code, out.json()["ok"].clone()), (Some(2), json!(false)), "{out:?}");
+}
+
+#[test]
+fn golden_db_add_edit_remove() {
+    let sandbox = Sandbox::new("golden-db-change");
+    sandbox.configure(URL);
+    let erp = sandbox.path("erp.db");
+    std::fs::copy(sample_erp(), &erp).unwrap();
+    let out = sandbox
+        .run(
+            &["db", "add", "--name", "erp", "--type", "sqlite", "--path", erp.to_str().unwrap(), "--json"],
+            None,
+        )
+        .ok();
+    golden(&sandbox, "agent-db-add", &out);
+    let out = sandbox.run(&["db", "edit", "erp", "--pool-max", "4", "--no-test", "--json"], None).ok();
+    golden(&sandbox, "agent-db-edit", &out);
+    let out = sandbox.run(&["db", "remove", "erp", "--json"], None).ok();
+    golden(&sandbox, "agent-db-remove", &out);
+
+    let out = sandbox.run(&["db", "remove", "erp", "--json"], None);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.json()["error"]["code"], "UNKNOWN_CONNECTION", "{out:?}");
+    // A database that cannot be opened: the spec's code, nothing saved.
+    let gone = sandbox.path("nowhere/missing.db");
+    let out = sandbox.run(
+        &["db", "add", "--name", "gone", "--type", "sqlite", "--path", gone.to_str().unwrap(), "--json"],
+        None,
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.json()["error"]["code"], "DATABASE_UNAVAILABLE", "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn golden_schema_approve_and_private() {
+    let sandbox = Sandbox::new("golden-schema-change");
+    sandbox.configure(URL);
+    let db = sandbox.path("small.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT);
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL);",
+        )
+        .unwrap();
+    sandbox
+        .run(&["db", "add", "--name", "small", "--type", "sqlite", "--path", db.to_str().unwrap()], None)
+        .ok();
+    sandbox.run(&["schema", "discover"], None).ok();
+    let out = sandbox.run(&["schema", "approve", "--connection", "small", "--json"], None).ok();
+    golden(&sandbox, "agent-schema-approve", &out);
+    let out = sandbox
+        .run(
+            &["schema", "private", "add", "--connection", "small", "--column", "customers.email", "--json"],
+            None,
+        )
+        .ok();
+    golden(&sandbox, "agent-schema-private-add", &out);
+    let again = sandbox
+        .run(
+            &["schema", "private", "add", "--connection", "small", "--column", "customers.email", "--json"],
+            None,
+        )
+        .ok();
+    assert_eq!(again.json()["changed"], false, "{again:?}");
+    let out =
+        sandbox.run(&["schema", "approve", "--connection", "small", "--tables", "nope", "--json"], None);
+    assert_eq!((out.code, out.json()["error"]["code"].clone()), (Some(2), json!("INVALID_INPUT")), "{out:?}");
+}
+
+#[test]
+fn golden_service_install_and_uninstall() {
+    let sandbox = erp_sandbox("golden-service-install");
+    let units = sandbox.path("units");
+    let unit_dir = units.to_str().unwrap();
+    let out = sandbox.run(&["service", "install", "--unit-dir", unit_dir, "--json"], None).ok();
+    // The steps name this binary's path: the shape is pinned, the unit checked. Warnings
+    // depend on the machine (e.g. no `systemd-analyze`): a list, whatever it holds.
+    let without_warnings = |stdout: &str| {
+        let mut value: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        let warnings = value["data"].as_object_mut().unwrap().remove("warnings");
+        assert!(warnings.is_some_and(|w| w.is_array()), "{stdout}");
+        format!("{value}\n")
+    };
+    golden::check_shape("agent-service-install", &without_warnings(&out.stdout));
+    let data = out.json();
+    assert_eq!(data["unit"], json!(units.join("mini-connector.service")), "{out:?}");
+    assert!(units.join("mini-connector.service").exists());
+    assert!(!data["steps"].as_array().unwrap().is_empty(), "{out:?}");
+    let out = sandbox.run(&["service", "uninstall", "--unit-dir", unit_dir, "--json"], None).ok();
+    golden::check_shape("agent-service-uninstall", &without_warnings(&out.stdout));
+    assert!(!units.join("mini-connector.service").exists());
+}
+
+#[test]
+fn notify_json_answers_and_never_prompts() {
+    let sandbox = Sandbox::new("json-notify");
+    sandbox.configure(URL);
+    let out = sandbox.run(&["notify", "test", "--json"], None).ok();
+    golden(&sandbox, "agent-notify-test", &out);
+    let out = sandbox.run(&["notify", "set-password", "--json"], None);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.json()["error"]["code"], "USAGE", "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let out = sandbox.run(&["notify", "set-password", "--password-stdin", "--json"], Some("s3cret-smtp\n"));
+    let out = out.ok();
+    assert!(!out.stdout.contains("s3cret-smtp"), "{out:?}");
+    golden(&sandbox, "agent-notify-set-password", &out);
+}
+
+#[test]
+fn start_daemon_json_gives_the_pid_or_the_error_envelope() {
+    let world = crate::support::World::new("json-daemon");
+    let key = world.key("JsonBg");
+    let config = world.agent_config("JsonBg", key.expose(), json!({}));
+    let config = config.to_str().unwrap();
+    let (code, stdout, stderr) = crate::support::cli(&["start", "--daemon", "--json", "--config", config]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    golden::check_shape("agent-start-daemon", &stdout);
+    let again = crate::support::cli(&["start", "--daemon", "--json", "--config", config]);
+    let stop = crate::support::cli(&["stop", "--config", config]);
+    assert_eq!(stop.0, Some(0), "{stop:?}");
+    assert_eq!(again.0, Some(1), "{again:?}");
+    let envelope: serde_json::Value = serde_json::from_str(&again.1).unwrap();
+    assert_eq!(envelope["error"]["code"], "ALREADY_RUNNING", "{again:?}");
+    assert!(again.2.is_empty(), "nothing on stderr: {again:?}");
+}
+
+#[test]
+fn golden_vault_reset() {
+    let sandbox = Sandbox::new("golden-vault-reset");
+    sandbox.configure(URL);
+    // Another install id = another machine's vault (VAULT_DECRYPT_ERROR).
+    std::fs::write(sandbox.path("etc/vault/install-id"), "00000000-0000-4000-8000-000000000000").unwrap();
+    let out = sandbox.run(&["vault", "reset", "--json"], None).ok();
+    assert_eq!(out.json()["reenter"], json!(["mini-connector key rotate"]), "{out:?}");
+    // The moved file's name carries the time: checked, then pinned without it.
+    let mut value = out.envelope();
+    let moved = value["data"]["movedTo"].as_str().unwrap().to_owned();
+    assert!(Path::new(&moved).exists(), "{out:?}");
+    let stem = moved.rsplit_once('-').unwrap().0;
+    value["data"]["movedTo"] = json!(format!("{stem}-<time>"));
+    golden::check("agent-vault-reset", &format!("{value}\n"), &sandbox.dir.0);
+    let out = sandbox.run(&["vault", "reset", "--json"], None).ok();
+    golden(&sandbox, "agent-vault-reset-nothing", &out);
+}

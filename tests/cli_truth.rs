@@ -311,7 +311,7 @@ fn status_shows_version_pid_retry_and_per_database_health() {
     let status = loop {
         let (code, stdout, stderr) = cli(&["status", "--json", "--config", config]);
         assert_eq!(code, Some(0), "{stderr}");
-        let status: Value = serde_json::from_str(&stdout).unwrap();
+        let status: Value = serde_json::from_str::<Value>(&stdout).unwrap()["data"].clone();
         if status["databases"][0]["checkedAt"].is_string() || Instant::now() > deadline {
             break status;
         }
@@ -361,7 +361,7 @@ fn status_of_a_disconnected_agent_shows_the_next_retry() {
     };
     assert!(text.contains("next retry:     in "), "{text}");
     let (_, json_text, _) = cli(&["status", "--json", "--config", config]);
-    let status: Value = serde_json::from_str(&json_text).unwrap();
+    let status: Value = serde_json::from_str::<Value>(&json_text).unwrap()["data"].clone();
     assert!(status["nextRetryMs"].is_u64() || status["connected"] == true, "{status}");
 }
 
@@ -376,7 +376,7 @@ fn reload_applies_a_new_database_and_privacy_without_dropping_the_link() {
     let config = agent.config.to_str().unwrap();
     let status = |key: &str| -> Value {
         let (_, out, _) = cli(&["status", "--json", "--config", config]);
-        serde_json::from_str::<Value>(&out).unwrap()[key].clone()
+        serde_json::from_str::<Value>(&out).unwrap()["data"][key].clone()
     };
     let session = status("connectionId");
     assert!(session.is_string());
@@ -444,7 +444,7 @@ fn sighup_reloads_the_configuration() {
     std::process::Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap();
     agent.wait_log("connections added: erp3");
     let (_, out, _) = cli(&["status", "--json", "--config", agent.config.to_str().unwrap()]);
-    let status: Value = serde_json::from_str(&out).unwrap();
+    let status: Value = serde_json::from_str::<Value>(&out).unwrap()["data"].clone();
     let names: Vec<&str> =
         status["databases"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
     assert_eq!(names, ["erp", "erp3"]);

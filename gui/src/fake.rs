@@ -747,7 +747,7 @@ pub fn fake_doctor_report() -> DoctorReport {
         step("dns", StepStatus::Ok, "console.example.com → 203.0.113.10 (4 ms)", None),
         step("proxy", StepStatus::Ok, "none configured: the agent dials the cloud directly", None),
         step("tcp", StepStatus::Ok, "connected to 203.0.113.10:443 in 21 ms", None),
-        step("tls", StepStatus::Ok, "TLSv1_3 TLS13_AES_256_GCM_SHA384, certificate verified (35 ms)", None),
+        step("tls", StepStatus::Ok, "TLS 1.3 TLS13_AES_256_GCM_SHA384, certificate verified (35 ms)", None),
         step("websocket", StepStatus::Ok, "upgrade accepted (101, 18 ms)", None),
         step("auth", StepStatus::Ok, "key vmc_acme_****_x1 accepted: tenant `acme`", None),
         step("clock", StepStatus::Ok, "within 120 ms of the gateway's clock", None),

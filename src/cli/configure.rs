@@ -10,6 +10,7 @@ use serde_json::json;
 use vault::{ApiKeyStore, Vault};
 use zeroize::Zeroizing;
 
+use super::output::escape;
 use super::{ConfigArg, Fail, Outcome, absolute, print_json, secret_from_prompt, secret_from_stdin};
 use crate::exit;
 
@@ -71,6 +72,12 @@ pub struct ConfigureArgs {
     vault_key_dir: Option<PathBuf>,
     #[command(flatten)]
     key: KeyInput,
+    /// Print JSON (docs/CLI.md): {"ok": true, "data": {"config", "action", "connector",
+    /// "cloudUrl", "proxy", "proxyUser", "proxyPasswordStored", "pinnedSpki", "apiKey",
+    /// "apiKeyRef", "vaultDir", "vaultKeyDir"}} (`apiKey` masked, null when unchanged). Secrets
+    /// come from the --*-stdin flags only.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where a new API key comes from.
@@ -124,6 +131,10 @@ Exit codes: 0 ok; 1 the key could not be stored; 2 malformed key or bad usage; 4
         config: ConfigArg,
         #[command(flatten)]
         key: KeyInput,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"action": "replaced", "apiKey",
+        /// "apiKeyRef", "agentRunning"}}. Needs --api-key-stdin (no prompt).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -150,12 +161,16 @@ pub enum VaultCmd {
     Reset {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"action": "reset"|"nothing to reset",
+        /// "dir", "movedTo", "reenter": [commands]}}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 fn old_reference_note(old: Option<&str>) {
     if let Some(old) = old.filter(|old| old.starts_with("file:") || old.starts_with("env:")) {
-        println!("note: apiKeyRef was {old}; it is no longer read (delete the old copy of the key)");
+        say!("note: apiKeyRef was {old}; it is no longer read (delete the old copy of the key)");
     }
 }
 
@@ -228,36 +243,54 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
     let done = setup::settings::configure_net(&path, change, net)?;
     let config = &done.config;
 
-    println!("{} {}", if done.created { "created" } else { "updated" }, path.display());
-    println!("connector:  {}", config.connector_name);
-    println!("cloud:      {}", config.cloud_url);
+    say!("{} {}", if done.created { "created" } else { "updated" }, path.display());
+    say!("connector:  {}", config.connector_name);
+    say!("cloud:      {}", config.cloud_url);
     if let Some(proxy) = &config.proxy_url {
         // Never the password: it is in the vault (and a URL with one was split above).
         match &config.proxy_user {
             Some(user) if mini_connector::proxy::password_stored(config) => {
-                println!("proxy:      {proxy} (user {user}, password in the vault)")
+                say!("proxy:      {proxy} (user {user}, password in the vault)")
             }
             Some(user) => {
-                println!("proxy:      {proxy} (user {user})");
-                println!(
+                say!("proxy:      {proxy} (user {user})");
+                say!(
                     "note:       no proxy password is stored yet: echo \"$PASSWORD\" | mini-connector configure --proxy-password-stdin"
                 );
             }
-            None => println!("proxy:      {proxy}"),
+            None => say!("proxy:      {proxy}"),
         }
     }
     if !config.pinned_spki.is_empty() {
-        println!("pinned:     {}", config.pinned_spki.join(", "));
+        say!("pinned:     {}", config.pinned_spki.join(", "));
     }
     match &done.key_stored {
-        Some(masked) => println!("API key:    {masked} (stored in {})", config.api_key_ref),
-        None => println!("API key:    unchanged ({})", config.api_key_ref),
+        Some(masked) => say!("API key:    {masked} (stored in {})", config.api_key_ref),
+        None => say!("API key:    unchanged ({})", config.api_key_ref),
     }
-    println!("vault:      {}", config.vault_dir().display());
-    println!("vault keys: {}", config.vault_key_dir().display());
+    say!("vault:      {}", config.vault_dir().display());
+    say!("vault keys: {}", config.vault_key_dir().display());
     old_reference_note(done.old_reference.as_deref());
     if done.created {
-        println!("next:       mini-connector db add --name NAME --type ... ; mini-connector start --daemon");
+        say!("next:       mini-connector db add --name NAME --type ... ; mini-connector start --daemon");
+    }
+    if args.json {
+        let proxy_password_stored =
+            config.proxy_user.is_some() && mini_connector::proxy::password_stored(config);
+        print_json(&json!({
+            "config": path,
+            "action": if done.created { "created" } else { "updated" },
+            "connector": config.connector_name,
+            "cloudUrl": config.cloud_url,
+            "proxy": config.proxy_url,
+            "proxyUser": config.proxy_user,
+            "proxyPasswordStored": proxy_password_stored,
+            "pinnedSpki": config.pinned_spki,
+            "apiKey": done.key_stored,
+            "apiKeyRef": config.api_key_ref,
+            "vaultDir": config.vault_dir(),
+            "vaultKeyDir": config.vault_key_dir(),
+        }));
     }
     Ok(())
 }
@@ -280,7 +313,7 @@ pub fn key(command: KeyCmd) -> Outcome {
             }
             Ok(())
         }
-        KeyCmd::Rotate { config: arg, mut key } => {
+        KeyCmd::Rotate { config: arg, mut key, json } => {
             arg.load()?;
             let text = match key.take()? {
                 Some(text) => text,
@@ -288,12 +321,21 @@ pub fn key(command: KeyCmd) -> Outcome {
             };
             let (key, config, old_reference) = setup::store_api_key(&arg.path(), &text)?;
             drop(text);
-            println!("API key replaced: {} (stored in {})", key.masked(), config.api_key_ref);
+            say!("API key replaced: {} (stored in {})", key.masked(), config.api_key_ref);
             old_reference_note(old_reference.as_deref());
-            if super::agent_running(&arg.path(), &config) {
-                println!(
+            let running = super::agent_running(&arg.path(), &config);
+            if running {
+                say!(
                     "the running agent uses it at its next connection; `mini-connector reconnect` switches now"
                 );
+            }
+            if json {
+                print_json(&json!({
+                    "action": "replaced",
+                    "apiKey": key.masked(),
+                    "apiKeyRef": config.api_key_ref,
+                    "agentRunning": running,
+                }));
             }
             Ok(())
         }
@@ -377,32 +419,49 @@ pub fn vault(command: VaultCmd) -> Outcome {
                 Err(Fail::reported(code, "vault unreadable"))
             }
         }
-        VaultCmd::Reset { config } => {
+        VaultCmd::Reset { config, json } => {
             let config = config.load()?;
             let dir = config.vault_dir();
-            match config.open_existing_vault() {
-                Ok(None) => {
-                    println!("no vault at {} yet; nothing to reset", dir.display());
-                    return Ok(());
+            let nothing = |text: String| {
+                say!("{text}; nothing to reset");
+                if json {
+                    print_json(&json!({
+                        "action": "nothing to reset",
+                        "dir": dir,
+                        "movedTo": null,
+                        "reenter": [],
+                    }));
                 }
+                Ok(())
+            };
+            match config.open_existing_vault() {
+                Ok(None) => return nothing(format!("no vault at {} yet", dir.display())),
                 Ok(Some(_)) => {
-                    println!("the vault at {} can be read on this machine; nothing to reset", dir.display());
-                    return Ok(());
+                    return nothing(format!("the vault at {} can be read on this machine", dir.display()));
                 }
                 Err(e) if e.is_vault_decrypt() => {}
                 Err(e) => return Err(e.into()),
             }
             let (_, aside) = config.reset_vault()?;
-            println!("started an empty vault in {}", dir.display());
-            if let Some(aside) = aside {
-                println!("the unreadable file was moved to {}", aside.display());
+            say!("started an empty vault in {}", dir.display());
+            if let Some(aside) = &aside {
+                say!("the unreadable file was moved to {}", aside.display());
             }
-            println!("re-enter the credentials it held:");
+            let mut reenter = Vec::new();
             if config.api_key_ref == ApiKeyStore::Vault.to_string() {
-                println!("  mini-connector key rotate                 # the API key");
+                reenter.push("mini-connector key rotate".to_owned());
             }
             for connection in config.connections.iter().filter(|c| c.kind != drivers::DbKind::Sqlite) {
-                println!("  mini-connector db edit {} --password", connection.name);
+                reenter.push(format!("mini-connector db edit {} --password", connection.name));
+            }
+            say!("re-enter the credentials it held:");
+            for command in &reenter {
+                let note =
+                    if command.ends_with("key rotate") { "                 # the API key" } else { "" };
+                say!("  {}{note}", escape(command));
+            }
+            if json {
+                print_json(&json!({ "action": "reset", "dir": dir, "movedTo": aside, "reenter": reenter }));
             }
             Ok(())
         }

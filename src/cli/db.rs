@@ -53,6 +53,9 @@ exists, or an invalid value; 4 VAULT_DECRYPT_ERROR (see `mini-connector vault re
         /// Save without trying to connect.
         #[arg(long)]
         no_test: bool,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"connection", "action", "passwordStored", "test", "agent"}}.
+        #[arg(long)]
+        json: bool,
     },
     /// Change a connection: only the given flags change; an empty value removes a field.
     #[command(after_help = "\
@@ -78,6 +81,9 @@ value; 4 VAULT_DECRYPT_ERROR.")]
         /// Save without trying to connect.
         #[arg(long)]
         no_test: bool,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"connection", "action", "password", "test", "agent"}}.
+        #[arg(long)]
+        json: bool,
     },
     /// Connect to a configured database with its stored password, run `SELECT 1`, and check
     /// whether its user could write.
@@ -111,6 +117,9 @@ value; 4 VAULT_DECRYPT_ERROR.")]
         config: ConfigArg,
         /// The connection to remove.
         name: String,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"connection", "action", "passwordRemoved", "agent"}}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -191,19 +200,33 @@ impl PasswordInput {
 /// `db ...`.
 pub fn db(command: DbCmd) -> Outcome {
     match command {
-        DbCmd::Add { config, name, fields, password, no_test } => {
-            add(&config, &name, &fields, &password, no_test)
+        DbCmd::Add { config, name, fields, password, no_test, json } => {
+            add(&config, &name, &fields, &password, no_test, json)
         }
-        DbCmd::Edit { config, name, fields, password, remove_password, no_test } => {
-            edit(&config, &name, &fields, &password, remove_password, no_test)
+        DbCmd::Edit { config, name, fields, password, remove_password, no_test, json } => {
+            edit(&config, &name, &fields, &password, Change { remove_password, no_test, json })
         }
         DbCmd::Test { config, name, json } => test(&config, &name, json),
         DbCmd::List { config, json } => list(&config, json),
-        DbCmd::Remove { config, name } => remove(&config, &name),
+        DbCmd::Remove { config, name, json } => remove(&config, &name, json),
     }
 }
 
-fn add(arg: &ConfigArg, name: &str, fields: &ConnFields, input: &PasswordInput, no_test: bool) -> Outcome {
+/// `db edit`'s switches.
+struct Change {
+    remove_password: bool,
+    no_test: bool,
+    json: bool,
+}
+
+fn add(
+    arg: &ConfigArg,
+    name: &str,
+    fields: &ConnFields,
+    input: &PasswordInput,
+    no_test: bool,
+    json: bool,
+) -> Outcome {
     check_name(name)?;
     let config = arg.load()?;
     if config.connections.iter().any(|c| c.name == name) {
@@ -222,35 +245,35 @@ fn add(arg: &ConfigArg, name: &str, fields: &ConnFields, input: &PasswordInput, 
     check.validate()?;
     refuse_sqlite_password(&connection, input)?;
     let password = input.read()?;
+    let mut test = Value::Null;
     if !no_test {
         let secret = password.as_ref().map(|p| drivers::Secret::new(p.as_str()));
-        report_test(&connection, &databases::probe(&config, &connection, secret, TEST_TIMEOUT))?;
+        test = report_test(&connection, &databases::probe(&config, &connection, secret, TEST_TIMEOUT))?;
     }
     let change = match &password {
         Some(p) => PasswordChange::Set(p.clone()),
         None => PasswordChange::Keep,
     };
     let config = databases::save_connection(&arg.path(), connection.clone(), None, change)?;
-    println!("added connection `{name}` ({})", describe(&connection));
+    say!("added connection `{name}` ({})", describe(&connection));
     if password.is_some() {
-        println!(
-            "password stored in the vault ({}) as {}",
-            config.vault_dir().display(),
-            db_password_id(name)
-        );
+        say!("password stored in the vault ({}) as {}", config.vault_dir().display(), db_password_id(name));
     }
-    restart_hint(arg, &config);
+    let agent = restart_hint(arg, &config);
+    if json {
+        print_json(&json!({
+            "connection": name,
+            "action": "added",
+            "passwordStored": password.is_some(),
+            "test": test,
+            "agent": agent,
+        }));
+    }
     Ok(())
 }
 
-fn edit(
-    arg: &ConfigArg,
-    name: &str,
-    fields: &ConnFields,
-    input: &PasswordInput,
-    remove_password: bool,
-    no_test: bool,
-) -> Outcome {
+fn edit(arg: &ConfigArg, name: &str, fields: &ConnFields, input: &PasswordInput, change: Change) -> Outcome {
+    let Change { remove_password, no_test, json } = change;
     let config = arg.load()?;
     let index = setup::find(&config, name)?;
     let Value::Object(object) = serde_json::to_value(&config.connections[index]).map_err(Fail::runtime)?
@@ -267,13 +290,14 @@ fn edit(
     let mut check = config.clone();
     check.connections[index] = connection.clone();
     check.validate()?;
+    let mut test = Value::Null;
     if !no_test {
         let secret = match &password {
             Some(p) => Some(drivers::Secret::new(p.as_str())),
             None if remove_password => None,
             None => config.db_password(name)?,
         };
-        report_test(&connection, &databases::probe(&check, &connection, secret, TEST_TIMEOUT))?;
+        test = report_test(&connection, &databases::probe(&check, &connection, secret, TEST_TIMEOUT))?;
     }
     let change = match &password {
         Some(p) => PasswordChange::Set(p.clone()),
@@ -281,13 +305,27 @@ fn edit(
         None => PasswordChange::Keep,
     };
     let config = databases::save_connection(&arg.path(), connection.clone(), Some(name), change)?;
-    println!("updated connection `{name}` ({})", describe(&connection));
+    say!("updated connection `{name}` ({})", describe(&connection));
     if password.is_some() {
-        println!("new password stored in the vault as {}", db_password_id(name));
+        say!("new password stored in the vault as {}", db_password_id(name));
     } else if remove_password {
-        println!("stored password removed");
+        say!("stored password removed");
     }
-    restart_hint(arg, &config);
+    let agent = restart_hint(arg, &config);
+    if json {
+        let password = match (&password, remove_password) {
+            (Some(_), _) => "stored",
+            (None, true) => "removed",
+            (None, false) => "unchanged",
+        };
+        print_json(&json!({
+            "connection": name,
+            "action": "updated",
+            "password": password,
+            "test": test,
+            "agent": agent,
+        }));
+    }
     Ok(())
 }
 
@@ -311,8 +349,7 @@ fn test(arg: &ConfigArg, name: &str, json: bool) -> Outcome {
         }));
         return Ok(());
     }
-    report_test(&connection, &probe)?;
-    Ok(())
+    report_test(&connection, &probe).map(drop)
 }
 
 fn list(arg: &ConfigArg, json: bool) -> Outcome {
@@ -361,16 +398,24 @@ fn list(arg: &ConfigArg, json: bool) -> Outcome {
     Ok(())
 }
 
-fn remove(arg: &ConfigArg, name: &str) -> Outcome {
+fn remove(arg: &ConfigArg, name: &str, json: bool) -> Outcome {
     let removed = databases::remove_database(&arg.path(), name)?;
-    println!("removed connection `{name}`");
+    say!("removed connection `{name}`");
     if removed.password_removed {
-        println!("removed its password from the vault");
+        say!("removed its password from the vault");
     }
     if let Some(e) = &removed.vault_error {
         eprintln!("warning: the connection is gone, but its vault entry could not be removed: {e}");
     }
-    restart_hint(arg, &removed.config);
+    let agent = restart_hint(arg, &removed.config);
+    if json {
+        print_json(&json!({
+            "connection": name,
+            "action": "removed",
+            "passwordRemoved": removed.password_removed,
+            "agent": agent,
+        }));
+    }
     Ok(())
 }
 
@@ -486,8 +531,9 @@ fn check_required(connection: &ConnectionConfig, value: &Value) -> Result<(), Fa
     }
 }
 
-/// Prints a test's outcome; a failed connection is exit 1.
-fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail> {
+/// Prints a test's outcome (text view) and gives it for `--json` (`latencyMs`,
+/// `serverVersion`, `privileges`, `privilegeError`); a failed connection is exit 1.
+fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<Value, Fail> {
     if let Some((code, error)) = &probe.error {
         return Err(Fail::coded(
             exit::FAILURE,
@@ -499,7 +545,7 @@ fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail>
             ),
         ));
     }
-    println!(
+    say!(
         "connection `{}` ({}): ok in {} ms",
         escape(&connection.name),
         escape(&describe(connection)),
@@ -511,22 +557,27 @@ fn report_test(connection: &ConnectionConfig, probe: &Probe) -> Result<(), Fail>
         } else {
             format!("user `{}`", escape(&privileges.user))
         };
-        println!("warning: {who} can change data{}:", if privileges.superuser { " (superuser)" } else { "" });
+        say!("warning: {who} can change data{}:", if privileges.superuser { " (superuser)" } else { "" });
         for finding in &privileges.findings {
-            println!("  - {}", escape(finding));
+            say!("  - {}", escape(finding));
         }
-        println!("  The agent stays read-only regardless (read-only sessions, statement check), but a");
-        println!("  SELECT-only user is safer. An administrator can create one with:");
+        say!("  The agent stays read-only regardless (read-only sessions, statement check), but a");
+        say!("  SELECT-only user is safer. An administrator can create one with:");
         for line in privileges.suggested_sql.lines() {
-            println!("    {}", escape(line));
+            say!("    {}", escape(line));
         }
     }
     if let Some(error) = &probe.privilege_error {
-        println!("note: could not check the user's privileges: {}", escape(error));
+        say!("note: could not check the user's privileges: {}", escape(error));
     }
-    Ok(())
+    Ok(json!({
+        "latencyMs": probe.latency_ms,
+        "serverVersion": probe.server_version,
+        "privileges": probe.privileges,
+        "privilegeError": probe.privilege_error,
+    }))
 }
 
-fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
-    super::reload_running_agent(&arg.path(), config);
+fn restart_hint(arg: &ConfigArg, config: &AgentConfig) -> &'static str {
+    super::reload_running_agent(&arg.path(), config)
 }

@@ -12,6 +12,15 @@
 //! store) and dropped. They are never printed, logged or written anywhere else; the API key is
 //! shown masked.
 
+/// `println!` for the text view only: with `--json` the command prints its data object instead.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::cli::output::json() {
+            println!($($arg)*);
+        }
+    };
+}
+
 pub mod audit;
 pub mod configure;
 pub mod db;
@@ -144,6 +153,14 @@ pub fn secret_from_stdin(what: &str) -> Result<Zeroizing<String>, Fail> {
 /// Asks for a secret on the terminal without echo. Fails (exit 2) when there is no terminal,
 /// so a script gets a clear error instead of a hang.
 pub fn secret_from_prompt(prompt: &str, what: &str, stdin_flag: &str) -> Result<Zeroizing<String>, Fail> {
+    if output::json() {
+        // A prompt would land in the middle of the JSON answer (and scripts cannot answer it).
+        return Err(Fail::coded(
+            exit::CONFIG,
+            "USAGE",
+            format!("--json does not prompt for the {what}; pipe it in with {stdin_flag}"),
+        ));
+    }
     if !std::io::stdin().is_terminal() {
         return Err(Fail::usage(format!("no terminal to ask for the {what}; pipe it in with {stdin_flag}")));
     }
@@ -162,23 +179,35 @@ pub fn print_json(value: &serde_json::Value) {
 }
 
 /// After a change of connections or schema privacy: tells the agent running for this
-/// configuration, if any, to reload (it keeps its cloud link) and prints what it applied.
-pub fn reload_running_agent(config_path: &Path, config: &AgentConfig) {
+/// configuration, if any, to reload (it keeps its cloud link) and prints what it applied (text
+/// view). Gives the outcome for `--json`: `reloaded`, `applies at start` or `reload failed`.
+pub fn reload_running_agent(config_path: &Path, config: &AgentConfig) -> &'static str {
     use mini_connector::protocol::control::{ControlReply, ControlRequest};
     let socket = mini_connector::control::socket_path(config_path, config.control_socket.as_deref());
     if !socket.exists() {
-        println!("the agent applies this when it starts");
-        return;
+        say!("the agent applies this when it starts");
+        return "applies at start";
     }
     match mini_connector::control::call(&socket, &ControlRequest::Reload) {
-        Ok(ControlReply::Message(text)) => println!("running agent {text}"),
+        Ok(ControlReply::Message(text)) => {
+            say!("running agent {}", output::escape(&text));
+            "reloaded"
+        }
         Ok(ControlReply::Error { message, .. }) => {
-            println!("note: the running agent did not reload ({message}); run `mini-connector reload`")
+            say!(
+                "note: the running agent did not reload ({}); run `mini-connector reload`",
+                output::escape(&message)
+            );
+            "reload failed"
         }
         Err(mini_connector::control::ControlError::NotRunning(_)) => {
-            println!("the agent applies this when it starts")
+            say!("the agent applies this when it starts");
+            "applies at start"
         }
-        Ok(_) | Err(_) => println!("note: run `mini-connector reload` so the running agent applies this"),
+        Ok(_) | Err(_) => {
+            say!("note: run `mini-connector reload` so the running agent applies this");
+            "reload failed"
+        }
     }
 }
 

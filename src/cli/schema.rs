@@ -126,6 +126,10 @@ or bad configuration.")]
         /// Remove the approval list: every table that is not private is visible again.
         #[arg(long)]
         clear: bool,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"connections": [{"connection",
+        /// "approvedTables"}], "agent"}}; `approvedTables` null means no approval list.
+        #[arg(long)]
+        json: bool,
     },
     /// Mark tables or columns private (never shown to nor queryable by the cloud), or unmark them.
     Private {
@@ -170,6 +174,10 @@ pub struct PrivateArgs {
     /// A column, as `table.column` (`schema.table.column`).
     #[arg(long, value_name = "T.C")]
     column: Option<String>,
+    /// Print JSON (docs/CLI.md): {"ok": true, "data": {"connection", "table", "column",
+    /// "private", "changed", "agent"}}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `schema ...`. `diff` exits 1 when the schema changed, without an error message.
@@ -184,8 +192,8 @@ pub fn schema(command: SchemaCmd) -> ExitCode {
             Ok(false) => return ExitCode::from(exit::FAILURE),
             Err(fail) => Err(fail),
         },
-        SchemaCmd::Approve { config, connection, tables, clear } => {
-            approve(&config, connection.as_deref(), tables, clear)
+        SchemaCmd::Approve { config, connection, tables, clear, json } => {
+            approve(&config, connection.as_deref(), tables, clear, json)
         }
         SchemaCmd::Private { command: PrivateCmd::Add(args) } => private(&args, true),
         SchemaCmd::Private { command: PrivateCmd::Remove(args) } => private(&args, false),
@@ -275,8 +283,8 @@ fn discover_now(config: &AgentConfig, connection: &ConnectionConfig) -> Result<D
     Ok(result?)
 }
 
-fn restart_hint(arg: &ConfigArg, config: &AgentConfig) {
-    super::reload_running_agent(&arg.path(), config);
+fn restart_hint(arg: &ConfigArg, config: &AgentConfig) -> &'static str {
+    super::reload_running_agent(&arg.path(), config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,7 +588,13 @@ fn print_diff(name: &str, changes: &SchemaDiff) {
 // ---------------------------------------------------------------------------------------------
 // approve
 
-fn approve(arg: &ConfigArg, name: Option<&str>, tables: Option<Vec<String>>, clear: bool) -> Outcome {
+fn approve(
+    arg: &ConfigArg,
+    name: Option<&str>,
+    tables: Option<Vec<String>>,
+    clear: bool,
+    json: bool,
+) -> Outcome {
     let mut config = arg.load()?;
     let names: Vec<String> = match (name, &tables) {
         (Some(name), _) => vec![find(&config, name)?.name.clone()],
@@ -593,6 +607,7 @@ fn approve(arg: &ConfigArg, name: Option<&str>, tables: Option<Vec<String>>, cle
         (None, _) => selected(&config, None)?.iter().map(|c| c.name.clone()).collect(),
     };
     let mut messages = Vec::new();
+    let mut data = Vec::new();
     let mut snapshots = Vec::new();
     for name in &names {
         let approved = if clear {
@@ -622,6 +637,7 @@ fn approve(arg: &ConfigArg, name: Option<&str>, tables: Option<Vec<String>>, cle
                 set.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
         });
+        data.push(json!({ "connection": name, "approvedTables": approved }));
         setup::schema::set_approved(&mut config, name, approved);
     }
     config.save(&arg.path())?;
@@ -630,9 +646,12 @@ fn approve(arg: &ConfigArg, name: Option<&str>, tables: Option<Vec<String>>, cle
         save_schema(&setup::schema::approved_file(&arg.path(), name), schema)?;
     }
     for message in messages {
-        println!("{message}");
+        say!("{}", escape(&message));
     }
-    restart_hint(arg, &config);
+    let agent = restart_hint(arg, &config);
+    if json {
+        print_json(&json!({ "connections": data, "agent": agent }));
+    }
     Ok(())
 }
 
@@ -695,18 +714,41 @@ fn private(args: &PrivateArgs, add: bool) -> Outcome {
         (None, None) => return Err(Fail::usage("give --table T or --column T.C")),
     };
     let (config, changed) = setup::schema::mark_private(&arg.path(), &name, &table, column.as_deref(), add)?;
+    let data = |agent: Option<&str>| {
+        json!({
+            "connection": name,
+            "table": table,
+            "column": column,
+            "private": add,
+            "changed": changed,
+            "agent": agent,
+        })
+    };
     if !changed {
-        println!(
-            "{what} of `{name}` {}; nothing changed",
+        say!(
+            "{} of `{}` {}; nothing changed",
+            escape(&what),
+            escape(&name),
             if add { "is private already" } else { "was not private" }
         );
+        if args.json {
+            print_json(&data(None));
+        }
         return Ok(());
     }
-    println!("{what} of `{name}` is {}", if add { "now private" } else { "no longer private" });
+    say!(
+        "{} of `{}` is {}",
+        escape(&what),
+        escape(&name),
+        if add { "now private" } else { "no longer private" }
+    );
     if add {
         warn_if_unknown(arg, &name, args);
     }
-    restart_hint(arg, &config);
+    let agent = restart_hint(arg, &config);
+    if args.json {
+        print_json(&data(Some(agent)));
+    }
     Ok(())
 }
 

@@ -56,6 +56,10 @@ Exit codes: 0 ok; 1 the service manager failed; 2 bad configuration or usage (e.
         /// Register, but do not enable or start.
         #[arg(long)]
         no_start: bool,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"action": "installed", "manager",
+        /// "unit", "steps", "warnings"}}.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop the service and remove its registration (keeps configuration, vault and logs).
     #[command(
@@ -65,6 +69,10 @@ Exit codes: 0 ok; 1 the service manager failed; 2 bad configuration or usage (e.
         /// Remove the unit / plist from DIR (as given to `install --unit-dir`).
         #[arg(long, value_name = "DIR")]
         unit_dir: Option<PathBuf>,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"action": "uninstalled", "manager",
+        /// "unit", "steps", "warnings"}}.
+        #[arg(long)]
+        json: bool,
     },
     /// Whether the service is registered, whether the registration runs this binary, and
     /// whether it is running.
@@ -91,14 +99,16 @@ Exit codes: 0 registered and running this binary; 1 registered, but for another 
 /// `service ...`.
 pub fn service(command: ServiceCmd) -> Outcome {
     match command {
-        ServiceCmd::Install { config, user, unit_dir, no_start } => {
+        ServiceCmd::Install { config, user, unit_dir, no_start, json } => {
             config.load()?;
+            let unit = setup_service::status(unit_dir.clone()).ok();
             let options = Options { user, unit_dir, no_start };
-            print_log(&setup_service::install(&config.path(), &options)?);
+            print_log(&setup_service::install(&config.path(), &options)?, "installed", unit, json);
             Ok(())
         }
-        ServiceCmd::Uninstall { unit_dir } => {
-            print_log(&setup_service::uninstall(unit_dir)?);
+        ServiceCmd::Uninstall { unit_dir, json } => {
+            let unit = setup_service::status(unit_dir.clone()).ok();
+            print_log(&setup_service::uninstall(unit_dir)?, "uninstalled", unit, json);
             Ok(())
         }
         ServiceCmd::Status { unit_dir, json } => report(&setup_service::status(unit_dir)?, json),
@@ -113,7 +123,19 @@ pub fn service(command: ServiceCmd) -> Outcome {
     }
 }
 
-fn print_log(log: &Log) {
+/// Prints what `install` / `uninstall` did: its steps (text), or with `--json` one object
+/// (`unit` is the unit file / plist / service name, null when it cannot be told).
+fn print_log(log: &Log, action: &str, unit: Option<Registration>, json: bool) {
+    if json {
+        print_json(&json!({
+            "action": action,
+            "manager": unit.as_ref().map(|r| r.manager),
+            "unit": unit.as_ref().map(|r| r.unit.as_str()),
+            "steps": log.lines,
+            "warnings": log.warnings,
+        }));
+        return;
+    }
     for line in &log.lines {
         println!("{line}");
     }

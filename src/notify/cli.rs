@@ -23,6 +23,10 @@ pub enum NotifyCmd {
         /// key-revoked, new-version, queue-disk-warning.
         #[arg(long, value_parser = parse_kind, default_value = "connection-lost")]
         event: NoticeKind,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"event", "sinks": [{"sink",
+        /// "result": "sent"|"failed"|"skipped", "error"}]}}; exit 1 when a sink failed.
+        #[arg(long)]
+        json: bool,
     },
     /// Store the SMTP password (`notifications.email.username`'s) in the vault.
     SetPassword {
@@ -32,6 +36,10 @@ pub enum NotifyCmd {
         /// Read the password from the first line of stdin instead of asking.
         #[arg(long)]
         password_stdin: bool,
+        /// Print JSON (docs/CLI.md): {"ok": true, "data": {"action": "stored", "vaultId"}}.
+        /// Needs --password-stdin (no prompt).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -57,14 +65,15 @@ fn parse_kind(text: &str) -> Result<NoticeKind, String> {
 /// `default_config` is used when `--config` is absent.
 pub fn run(cmd: NotifyCmd, default_config: PathBuf) -> ExitCode {
     match cmd {
-        NotifyCmd::Test { config, event } => {
-            let config = match AgentConfig::load(&config.unwrap_or_else(|| default_config.clone())) {
+        NotifyCmd::Test { config, event, json } => {
+            let out = Out { json };
+            let config = match load(&config.unwrap_or_else(|| default_config.clone())) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e.to_string()),
+                Err((code, message)) => return out.fail(2, code, &message),
             };
             let mut dispatcher = match Dispatcher::new(&config) {
                 Ok(d) => d,
-                Err(e) => return fail(2, &e.to_string()),
+                Err(e) => return out.fail(2, "CONFIG_INVALID", &e.to_string()),
             };
             let notice = Notice {
                 kind: event,
@@ -77,25 +86,41 @@ pub fn run(cmd: NotifyCmd, default_config: PathBuf) -> ExitCode {
             };
             let delivery = dispatcher.deliver(&notice, true);
             let mut failed = false;
+            let mut sinks = Vec::new();
             for (sink, result) in [("desktop", &delivery.desktop), ("email", &delivery.email)] {
-                match result {
-                    Some(Ok(())) => println!("{sink}: sent"),
+                let (outcome, error) = match result {
+                    Some(Ok(())) => ("sent", None),
                     Some(Err(e)) => {
                         failed = true;
-                        println!("{sink}: FAILED: {e}");
+                        ("failed", Some(e.to_string()))
                     }
-                    None if sink == "desktop" => {
+                    None => ("skipped", None),
+                };
+                sinks.push(serde_json::json!({ "sink": sink, "result": outcome, "error": error }));
+                if json {
+                    continue;
+                }
+                match (outcome, &error) {
+                    ("sent", _) => println!("{sink}: sent"),
+                    (_, Some(e)) => println!("{sink}: FAILED: {}", crate::protocol::term::escape(e)),
+                    _ if sink == "desktop" => {
                         println!("desktop: skipped (no notification service in this session)")
                     }
-                    None => println!("email: skipped (no notifications.email in the configuration)"),
+                    _ => println!("email: skipped (no notifications.email in the configuration)"),
                 }
+            }
+            if json {
+                // A failed sink is the test's verdict (data, exit 1), as for `doctor`.
+                out.ok(&serde_json::json!({ "event": event, "sinks": sinks }));
             }
             ExitCode::from(if failed { 1 } else { 0 })
         }
-        NotifyCmd::SetPassword { config, password_stdin } => {
-            let config = match AgentConfig::load(&config.unwrap_or_else(|| default_config.clone())) {
+        NotifyCmd::SetPassword { config, password_stdin, json } => {
+            let out = Out { json };
+            let fail = |exit: u8, message: &str| out.fail(exit, "USAGE", message);
+            let config = match load(&config.unwrap_or_else(|| default_config.clone())) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e.to_string()),
+                Err((code, message)) => return out.fail(2, code, &message),
             };
             let password = if password_stdin {
                 let mut text = Zeroizing::new(String::new());
@@ -104,6 +129,12 @@ pub fn run(cmd: NotifyCmd, default_config: PathBuf) -> ExitCode {
                 }
                 Zeroizing::new(text.lines().next().unwrap_or_default().to_owned())
             } else {
+                if json {
+                    return fail(
+                        2,
+                        "--json does not prompt for the SMTP password; pipe it in with --password-stdin",
+                    );
+                }
                 if !std::io::stdin().is_terminal() {
                     return fail(
                         2,
@@ -120,18 +151,61 @@ pub fn run(cmd: NotifyCmd, default_config: PathBuf) -> ExitCode {
             }
             match super::sinks::store_password(&config, &password) {
                 Ok(()) => {
-                    println!("SMTP password stored in the vault as {}", super::settings::SMTP_PASSWORD_ID);
+                    if json {
+                        out.ok(&serde_json::json!({
+                            "action": "stored",
+                            "vaultId": super::settings::SMTP_PASSWORD_ID,
+                        }));
+                    } else {
+                        println!(
+                            "SMTP password stored in the vault as {}",
+                            super::settings::SMTP_PASSWORD_ID
+                        );
+                    }
                     ExitCode::from(0)
                 }
-                Err(e) => fail(1, &e.to_string()),
+                Err(e) => out.fail(1, "IO", &e.to_string()),
             }
         }
     }
 }
 
-fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
+/// Loads the configuration; a failure as (envelope code, message).
+fn load(path: &std::path::Path) -> Result<AgentConfig, (&'static str, String)> {
+    use crate::config::ConfigError;
+    if !path.exists() {
+        return Err(("NOT_CONFIGURED", format!("no configuration at {}", path.display())));
+    }
+    AgentConfig::load(path).map_err(|e| {
+        let code = match &e {
+            e if e.is_vault_decrypt() => "VAULT_DECRYPT_ERROR",
+            ConfigError::Vault { .. } | ConfigError::Write { .. } | ConfigError::Read { .. } => "IO",
+            _ => "CONFIG_INVALID",
+        };
+        (code, e.to_string())
+    })
+}
+
+/// Text or the `--json` envelope of docs/CLI.md (one line on stdout).
+#[derive(Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn ok(self, data: &serde_json::Value) {
+        println!("{}", serde_json::json!({ "ok": true, "data": data }));
+    }
+
+    /// A failure: `error: …` on stderr, or the failure envelope; exit `exit`.
+    fn fail(self, exit: u8, code: &str, message: &str) -> ExitCode {
+        if self.json {
+            println!("{}", serde_json::json!({ "ok": false, "error": { "code": code, "message": message } }));
+        } else {
+            eprintln!("error: {}", crate::protocol::term::escape(message));
+        }
+        ExitCode::from(exit)
+    }
 }
 
 #[cfg(test)]

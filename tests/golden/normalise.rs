@@ -93,7 +93,7 @@ pub fn normalise(value: &Value, dir: &str) -> Value {
 /// Optional fields whose presence depends on the moment (a `status` taken before or after the
 /// first heartbeat's pong, a reconnect): left out of a [`shape`].
 const MOMENTARY: &[&str] =
-    &["reason", "disconnectedSince", "nextRetryMs", "latencyMs", "lastError", "schemaChanges"];
+    &["reason", "disconnectedSince", "nextRetryMs", "latencyMs", "lastError", "schemaChanges", "checkedAt"];
 
 /// `value` reduced to its shape: every scalar becomes its type (`"<string>"`, `"<number>"`,
 /// `"<bool>"`; `null` stays), an array its first element. For answers whose values all vary
