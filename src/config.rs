@@ -699,18 +699,27 @@ fn explain_unknown_field(message: &str) -> String {
     }
 }
 
+/// A minimal valid configuration with `extra`'s fields merged in; `source` is where it says it
+/// was loaded from (tests of this and other modules).
+#[cfg(test)]
+pub(crate) fn test_config(extra: serde_json::Value, source: Option<&str>) -> AgentConfig {
+    let mut value = serde_json::json!({
+        "connectorName": "t",
+        "apiKeyRef": "vault://apikey",
+        "cloudUrl": "wss://example.com/ws",
+    });
+    value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let mut config: AgentConfig = serde_json::from_value(value).unwrap();
+    config.source = source.map(PathBuf::from);
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::AgentConfig;
 
     fn config(extra: serde_json::Value) -> AgentConfig {
-        let mut value = serde_json::json!({
-            "connectorName": "t",
-            "apiKeyRef": "vault://apikey",
-            "cloudUrl": "wss://example.com/ws",
-        });
-        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        serde_json::from_value(value).unwrap()
+        super::test_config(extra, None)
     }
 
     fn base() -> serde_json::Value {

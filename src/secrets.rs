@@ -400,15 +400,7 @@ mod tests {
     }
 
     fn config(extra: serde_json::Value) -> AgentConfig {
-        let mut value = serde_json::json!({
-            "connectorName": "t",
-            "apiKeyRef": "vault://apikey",
-            "cloudUrl": "wss://example.com/ws",
-        });
-        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let mut config: AgentConfig = serde_json::from_value(value).unwrap();
-        config.source = Some(PathBuf::from("/etc/mc/config.json"));
-        config
+        crate::config::test_config(extra, Some("/etc/mc/config.json"))
     }
 
     #[test]

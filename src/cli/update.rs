@@ -18,16 +18,7 @@ pub enum UpdateCmd {
 5 refused (signature, bad manifest).")]
     Check {
         #[command(flatten)]
-        config: ConfigArg,
-        /// The manifest URL (default: `updateUrl`, else https://<cloudUrl host>/updates/manifest.json).
-        #[arg(long)]
-        url: Option<String>,
-        /// A directory with the offline package (or its manifest.json) instead of a URL.
-        #[arg(long, conflicts_with = "url")]
-        file: Option<PathBuf>,
-        /// One JSON line: {"ok": true, "data": {...}}.
-        #[arg(long)]
-        json: bool,
+        from: FromArgs,
     },
     /// Download, verify and install a newer version: the binary is replaced atomically, the
     /// old one kept as `<binary>.previous`, and the new one must start and reach the cloud
@@ -41,20 +32,10 @@ Exit codes: 0 installed; 1 cannot fetch or write; 2 usage / not confirmed;
 7 the new version failed its trial run and was rolled back.")]
     Apply {
         #[command(flatten)]
-        config: ConfigArg,
-        /// The manifest URL (default as for `check`).
-        #[arg(long)]
-        url: Option<String>,
-        /// The offline package: a directory with manifest.json, manifest.json.minisig, the
-        /// binary and its .minisig (or the manifest.json in it).
-        #[arg(long, conflicts_with = "url")]
-        file: Option<PathBuf>,
+        from: FromArgs,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// One JSON line: {"ok": true, "data": {...}}.
-        #[arg(long)]
-        json: bool,
     },
     /// The trial run of a freshly installed binary: load the configuration and authenticate
     /// to the cloud; exit 0 when it works.
@@ -63,6 +44,23 @@ Exit codes: 0 installed; 1 cannot fetch or write; 2 usage / not confirmed;
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+/// Where `check` and `apply` read the update from, and how they answer.
+#[derive(Debug, clap::Args)]
+pub struct FromArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The manifest URL (default: `updateUrl`, else https://<cloudUrl host>/updates/manifest.json).
+    #[arg(long)]
+    url: Option<String>,
+    /// The offline package instead of a URL: a directory with manifest.json,
+    /// manifest.json.minisig, the binary and its .minisig (or the manifest.json in it).
+    #[arg(long, conflicts_with = "url")]
+    file: Option<PathBuf>,
+    /// One JSON line: {"ok": true, "data": {...}}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Exit code: the files were refused (bad signature, tampered, invalid manifest).
@@ -91,7 +89,7 @@ pub fn update(command: UpdateCmd) -> ExitCode {
                 ExitCode::from(exit::FAILURE)
             }
         },
-        UpdateCmd::Check { config, url, file, json } => {
+        UpdateCmd::Check { from: FromArgs { config, url, file, json } } => {
             let result = source(&config, url.as_deref(), file.as_deref())
                 .and_then(|source| update::check(&source, &Keyring::builtin()).map_err(Failure::Update));
             match result {
@@ -116,7 +114,7 @@ pub fn update(command: UpdateCmd) -> ExitCode {
                 Err(e) => e.report(json),
             }
         }
-        UpdateCmd::Apply { config, url, file, yes, json } => {
+        UpdateCmd::Apply { from: FromArgs { config, url, file, json }, yes } => {
             let keys = Keyring::builtin();
             let result = source(&config, url.as_deref(), file.as_deref()).and_then(|source| {
                 if !yes {

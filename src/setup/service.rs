@@ -772,15 +772,7 @@ pub mod systemd {
         }
 
         fn config(extra: serde_json::Value) -> AgentConfig {
-            let mut value = serde_json::json!({
-                "connectorName": "t",
-                "apiKeyRef": "vault://apikey",
-                "cloudUrl": "wss://example.com/ws",
-            });
-            value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            let mut config: AgentConfig = serde_json::from_value(value).unwrap();
-            config.source = Some(PathBuf::from("/etc/mini-connector/config.json"));
-            config
+            crate::config::test_config(extra, Some("/etc/mini-connector/config.json"))
         }
 
         #[test]
