@@ -125,9 +125,12 @@ if command -v wixl >/dev/null 2>&1; then
     mkdir -p "$work/msi"
     printf 'MZ stand-in\n' >"$work/msi/mini-connector.exe"
     cp README.md docs/INSTALL-windows.md "$work/msi/"
+    # The table goes to a file first: `msiinfo | grep -q` under pipefail fails when grep exits
+    # before msiinfo has written everything (SIGPIPE).
     if (cd "$work/msi" && wixl --arch x64 -D Version="$version" -o test.msi "$OLDPWD/packaging/windows/mini-connector.wxs") \
         2>"$work/msi/log" &&
-        msiinfo export "$work/msi/test.msi" File | grep -q 'mini-connector.exe'; then
+        msiinfo export "$work/msi/test.msi" File >"$work/msi/files" 2>>"$work/msi/log" &&
+        grep -q 'mini-connector.exe' "$work/msi/files"; then
         echo "ok   packaging/windows/mini-connector.wxs builds an MSI with mini-connector.exe"
     else
         fail "wixl: $(cat "$work/msi/log")"
