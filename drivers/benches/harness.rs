@@ -549,7 +549,7 @@ fn create_key(gateway: &GatewayProc, name: &str) -> String {
         .unwrap();
     assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
     let key: Value = serde_json::from_slice(&output.stdout).unwrap();
-    key["apiKey"].as_str().unwrap().to_owned()
+    key["data"]["apiKey"].as_str().unwrap().to_owned()
 }
 
 /// Runs `agent <args>` with `stdin` as its input; panics unless it succeeds.
