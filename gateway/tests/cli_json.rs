@@ -38,6 +38,16 @@ fn stdout(out: &std::process::Output) -> String {
 }
 
 #[track_caller]
+/// The agent broadcasts `schema`; returns once the gateway has it (the heartbeat after it arrived).
+fn broadcast(gw: &TestGateway, agent: &mut FakeAgent, schema: protocol::DatabaseSchema) {
+    agent
+        .send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
+    agent.heartbeat(0);
+    gw.wait_event(|e| {
+        matches!(e, gateway::GatewayEvent::Frame { frame: Outbound::Heartbeat(_), .. }).then_some(())
+    });
+}
+
 fn golden(gw: &TestGateway, name: &str, out: &std::process::Output) {
     golden::check(name, &stdout(out), &gw.dir);
 }
@@ -77,12 +87,7 @@ fn every_json_answer_is_an_envelope_pinned_by_a_golden_file() {
         {"name": "t", "kind": "table", "columns": [{"name": "id", "dataType": "INTEGER", "wireType": "integer", "nullable": false}], "primaryKey": ["id"], "foreignKeys": []}
     ]}))
     .unwrap();
-    agent
-        .send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
-    agent.heartbeat(0);
-    gw.wait_event(|e| {
-        matches!(e, gateway::GatewayEvent::Frame { frame: Outbound::Heartbeat(_), .. }).then_some(())
-    });
+    broadcast(&gw, &mut agent, schema);
     golden(&gw, "gateway-connectors", &cli(&gw.dir, &["connectors", "--json"]));
     golden(&gw, "gateway-schema", &cli(&gw.dir, &["schema", "--connector", "Warehouse", "--json"]));
 
@@ -141,12 +146,7 @@ fn query_and_schema_text_escape_database_text_and_align_wide_cells() {
         ], "primaryKey": [], "foreignKeys": []}
     ]}))
     .unwrap();
-    agent
-        .send(&Outbound::SchemaDiscovery(SchemaDiscovery { timestamp: now_rfc3339(), schema: vec![schema] }));
-    agent.heartbeat(0);
-    gw.wait_event(|e| {
-        matches!(e, gateway::GatewayEvent::Frame { frame: Outbound::Heartbeat(_), .. }).then_some(())
-    });
+    broadcast(&gw, &mut agent, schema);
 
     let out = cli(&gw.dir, &["schema", "--connector", "Warehouse"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
