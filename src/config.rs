@@ -667,6 +667,8 @@ impl AgentConfig {
             ssl_root_cert: connection.ssl_root_cert.clone(),
             allow_cleartext_password: connection.allow_cleartext_password,
             dialect: connection.dialect,
+            // Tally's company: a config field of its own lands with the Tally integration.
+            company: None,
         }
     }
 }

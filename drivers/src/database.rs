@@ -156,6 +156,9 @@ pub struct ConnectionSpec {
     pub allow_cleartext_password: bool,
     /// ODBC: which database is behind the DSN (catalogue SQL, session setup, type names).
     pub dialect: Option<OdbcDialect>,
+    /// Tally: the company the XML gateway exports from (`SVCURRENTCOMPANY`); without it, the
+    /// company loaded in TallyPrime.
+    pub company: Option<String>,
 }
 
 impl Default for ConnectionSpec {
@@ -176,6 +179,7 @@ impl Default for ConnectionSpec {
             ssl_root_cert: None,
             allow_cleartext_password: false,
             dialect: None,
+            company: None,
         }
     }
 }
@@ -212,6 +216,12 @@ impl ConnectionSpec {
                     .into())
             }
             DbKind::Odbc => Ok(()),
+            DbKind::Mongodb if self.host.is_none() && cs.is_none() => {
+                Err("`host` or `connectionString` is required for mongodb".into())
+            }
+            DbKind::Mongodb => Ok(()),
+            // TallyPrime's XML gateway: `host` defaults to localhost, `port` to 9000.
+            DbKind::Tally => Ok(()),
         }
     }
 
@@ -345,6 +355,8 @@ impl Database {
             DbKind::Odbc => {
                 return Err(DriverError::UnsupportedKind("odbc (this build has no ODBC support)".into()));
             }
+            DbKind::Mongodb => crate::mongodb::MongoDb::open(spec)?,
+            DbKind::Tally => crate::tally::TallyDb::open(spec)?,
         };
         tracing::debug!(name = %spec.name, kind = %spec.kind, "database opened");
         Ok(Database { inner: Arc::new(Inner { name: spec.name.clone(), kind: spec.kind, driver }) })
@@ -428,10 +440,12 @@ impl Database {
     pub fn gate_target(&self) -> gate::Target {
         let dialect = self.dialect().gate_dialect();
         let placeholders = match self.inner.kind {
+            DbKind::Mongodb => return gate::Target::MONGO,
+            DbKind::Tally => return gate::Target::TALLY,
             DbKind::Postgres => gate::Placeholders::Dollar,
             _ => gate::Placeholders::Question,
         };
-        gate::Target { dialect, placeholders }
+        gate::Target { dialect, placeholders, language: gate::Language::Sql }
     }
 
     /// Runs one query the read-only gate approved, with positional `params`, and pushes its

@@ -95,6 +95,7 @@ mod dialect;
 mod diff;
 mod error;
 pub mod fixture;
+mod mongodb;
 mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
@@ -106,6 +107,7 @@ mod rowbuf;
 mod schema;
 mod secret;
 mod sqlite;
+mod tally;
 mod temporal;
 mod tls;
 mod views;

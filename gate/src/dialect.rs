@@ -48,18 +48,47 @@ pub enum Placeholders {
     Dollar,
 }
 
-/// What a text is judged for: the engine's dialect and its driver's placeholder style.
+/// The query language of a target: SQL for the SQL engines, a JSON document for MongoDB, a
+/// SQL subset translated into a collection export for Tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// SQL in [`Target::dialect`].
+    #[default]
+    Sql,
+    /// A MongoDB read as a JSON document (module `mongo`): `{"collection", "filter",
+    /// "projection", "sort", "skip", "limit"}` or `{"collection", "pipeline"}`.
+    Mongo,
+    /// A `SELECT` over Tally collections, judged as generic SQL first and then translated
+    /// exactly into a collection export (module `tally`), or refused.
+    Tally,
+}
+
+/// What a text is judged for: the engine's dialect, its driver's placeholder style and the
+/// query language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 pub struct Target {
-    /// The engine's SQL dialect.
+    /// The engine's SQL dialect ([`Dialect::Generic`] for MongoDB and Tally).
     pub dialect: Dialect,
     /// How its driver binds parameters.
     pub placeholders: Placeholders,
+    /// What the text is: SQL, a MongoDB JSON document, or Tally's SQL subset.
+    pub language: Language,
+}
+
+impl Target {
+    /// The target of a MongoDB connection.
+    pub const MONGO: Target =
+        Target { dialect: Dialect::Generic, placeholders: Placeholders::Question, language: Language::Mongo };
+
+    /// The target of a Tally connection.
+    pub const TALLY: Target =
+        Target { dialect: Dialect::Generic, placeholders: Placeholders::Question, language: Language::Tally };
 }
 
 impl From<Dialect> for Target {
     fn from(dialect: Dialect) -> Self {
-        Target { dialect, placeholders: Placeholders::Question }
+        Target { dialect, placeholders: Placeholders::Question, language: Language::Sql }
     }
 }
 

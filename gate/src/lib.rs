@@ -74,15 +74,17 @@ mod dialect;
 pub mod functions;
 mod judged;
 mod lex;
+mod mongo;
 mod placeholders;
 mod policy;
+mod tally;
 
 use std::fmt;
 
 use serde::Serialize;
 use sqlparser::parser::Parser;
 
-pub use dialect::{Dialect, Placeholders, Target, UnknownDialect};
+pub use dialect::{Dialect, Language, Placeholders, Target, UnknownDialect};
 pub use policy::Policy;
 
 /// The largest text any configuration may allow ([`Limits::max_sql_bytes`] is capped to it).
@@ -267,6 +269,19 @@ pub fn check_with(
     let max = limits.max_sql_bytes.min(MAX_SQL_BYTES);
     if sql.len() > max {
         return Err(too_large(max));
+    }
+    match target.language {
+        Language::Sql => {}
+        Language::Mongo => {
+            let outcome = mongo::check(sql, params, policy, limits)?;
+            return Ok(Checked { target, ..outcome });
+        }
+        Language::Tally => {
+            // The SQL layers first (generic dialect), then the exact translation.
+            check_text(sql, Dialect::Generic, policy, limits)?;
+            let outcome = tally::check(sql, params, policy)?;
+            return Ok(Checked { target, ..outcome });
+        }
     }
     // PostgreSQL parses only `$n` placeholders. The native driver runs the `$n` text; an ODBC
     // driver gets the original and rewrites `?` itself, so the `$n` form is what both judge.
@@ -491,7 +506,7 @@ mod tests {
 
     #[test]
     fn postgres_question_placeholders_are_rewritten_before_the_layers_judge() {
-        let pg = Target { dialect: Dialect::Postgres, placeholders: Placeholders::Dollar };
+        let pg = Target { dialect: Dialect::Postgres, placeholders: Placeholders::Dollar, language: Language::Sql };
         let (policy, limits) = (Policy::default(), Limits::default());
         let ok = check_with("SELECT id FROM orders WHERE id = ? AND note <> '?'", 1, pg, &policy, &limits)
             .unwrap();

@@ -22,6 +22,12 @@ pub enum DbKind {
     /// Any database behind an ODBC driver; the connection's
     /// `OdbcDialect` (drivers) says which.
     Odbc,
+    /// MongoDB 4.4+ (and wire-compatible servers); queries are JSON documents, not SQL.
+    #[serde(alias = "mongo")]
+    Mongodb,
+    /// TallyPrime through its XML gateway (HTTP, port 9000); queries are a small SQL subset
+    /// translated into collection exports.
+    Tally,
 }
 
 impl DbKind {
@@ -32,6 +38,8 @@ impl DbKind {
             Self::Postgres => "postgres",
             Self::Mysql => "mysql",
             Self::Odbc => "odbc",
+            Self::Mongodb => "mongodb",
+            Self::Tally => "tally",
         }
     }
 }
@@ -57,13 +65,15 @@ impl std::error::Error for UnknownKind {}
 impl FromStr for DbKind {
     type Err = UnknownKind;
 
-    /// Case-insensitive; aliases: `sqlite3`, `postgresql`/`pg`, `mariadb`.
+    /// Case-insensitive; aliases: `sqlite3`, `postgresql`/`pg`, `mariadb`, `mongo`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "sqlite" | "sqlite3" => Ok(Self::Sqlite),
             "postgres" | "postgresql" | "pg" => Ok(Self::Postgres),
             "mysql" | "mariadb" => Ok(Self::Mysql),
             "odbc" => Ok(Self::Odbc),
+            "mongodb" | "mongo" => Ok(Self::Mongodb),
+            "tally" => Ok(Self::Tally),
             _ => Err(UnknownKind(s.to_owned())),
         }
     }

@@ -545,7 +545,7 @@ fn server_version(database: &drivers::Database) -> Option<String> {
         DbKind::Sqlite => "SELECT 'SQLite ' || sqlite_version()",
         DbKind::Postgres => "SELECT version()",
         DbKind::Mysql => "SELECT concat('MySQL/MariaDB ', version())",
-        DbKind::Odbc => return None,
+        DbKind::Odbc | DbKind::Mongodb | DbKind::Tally => return None,
     };
     let checked =
         gate::check_with(sql, 0, database.gate_target(), &gate::Policy::default(), &gate::Limits::default())
