@@ -3,9 +3,11 @@
 #  - FLTK (the `gui` crate, default feature of the binary) builds from its bundled C++ source:
 #    a C++ compiler, CMake >= 3.28 (Debian 12 ships 3.25: we take PyPI's wheel), X11/Xft/pango
 #    headers.
+#  - libdbus-1-dev + pkg-config: the binaries compile libdbus in (vendored), but a test build of
+#    the tray crate alone links the system libdbus (its own feature set, without `vendored`).
 #  - The GUI tests run under Xvfb, driven by xdotool, photographed by ImageMagick.
 
-gui_pkgs=(g++ libx11-dev libxext-dev libxft-dev libxinerama-dev libxcursor-dev libxrender-dev libxfixes-dev
+gui_pkgs=(g++ pkg-config libdbus-1-dev libx11-dev libxext-dev libxft-dev libxinerama-dev libxcursor-dev libxrender-dev libxfixes-dev
     libpango1.0-dev libgl1-mesa-dev libglu1-mesa-dev xvfb xdotool imagemagick)
 python3 -m pip --version >/dev/null 2>&1 || gui_pkgs+=(python3-pip)
 gui_missing=()
