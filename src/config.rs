@@ -213,14 +213,16 @@ pub struct AgentConfig {
 ///
 /// Which fields apply depends on `type` (checked by `drivers::ConnectionSpec::validate`):
 /// `sqlite` needs `path`; `postgres` and `mysql` need `host` (or `connectionString`) and
-/// `user`; `odbc` needs `dsn` or `connectionString` and usually a `dialect`. Passwords never
+/// `user`; `odbc` needs `dsn` or `connectionString` and usually a `dialect`; `mongodb` needs
+/// `host` or `connectionString`; `tally` takes `host` (default localhost), `port` (default 9000)
+/// and `company`, and no password. Passwords never
 /// appear in this file: `passwordRef` points at them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionConfig {
     /// Name commands use to address it.
     pub name: String,
-    /// Database type: `sqlite`, `postgres`, `mysql` (MariaDB too) or `odbc`.
+    /// Database type: `sqlite`, `postgres`, `mysql` (MariaDB too), `odbc`, `mongodb` or `tally`.
     #[serde(rename = "type")]
     pub kind: drivers::DbKind,
     /// SQLite: path of the database file.
@@ -263,6 +265,9 @@ pub struct ConnectionConfig {
     /// ODBC: `sqlserver`, `oracle`, `hana`, `postgres`, `mysql`, `sqlite` or `generic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialect: Option<drivers::OdbcDialect>,
+    /// Tally: the company the XML gateway exports from (default: the one loaded in TallyPrime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
     /// Pool: most connections.
     #[serde(default = "defaults::pool_max")]
     pub pool_max: u32,
@@ -632,7 +637,7 @@ impl AgentConfig {
     ) -> Result<drivers::ConnectionSpec, ConfigError> {
         let mut spec = Self::connection_spec(connection);
         if connection.password_ref.is_none()
-            && connection.kind != drivers::DbKind::Sqlite
+            && !matches!(connection.kind, drivers::DbKind::Sqlite | drivers::DbKind::Tally)
             && let Some(secret) = self.db_password(&connection.name)?
         {
             spec.password = drivers::Password::Value(secret);
@@ -667,8 +672,7 @@ impl AgentConfig {
             ssl_root_cert: connection.ssl_root_cert.clone(),
             allow_cleartext_password: connection.allow_cleartext_password,
             dialect: connection.dialect,
-            // Tally's company: a config field of its own lands with the Tally integration.
-            company: None,
+            company: connection.company.clone(),
         }
     }
 }

@@ -288,3 +288,65 @@ fn tls_settings_are_stored_validated_and_used() {
     assert_eq!(stored["allowCleartextPassword"], true, "{stored}");
     sandbox.assert_nowhere(&password);
 }
+
+/// MongoDB and Tally connections are configured like the others: the fields each needs, the
+/// Tally company (Unicode kept as written), and no password for TallyPrime's gateway.
+#[test]
+fn mongodb_and_tally_connections_are_stored_with_their_own_fields() {
+    let sandbox = Sandbox::new("db-mongo-tally");
+    sandbox.configure(URL);
+    let out = sandbox.run(&["db", "add", "--name", "docs", "--type", "mongodb", "--no-test"], None);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--type mongodb needs --host"), "{out:?}");
+    let out = sandbox.run(
+        &["db", "add", "--name", "books", "--type", "tally", "--company", "x", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--type tally has no password"), "{out:?}");
+    let out = sandbox.run(
+        &["db", "add", "--name", "books", "--type", "tally", "--company", "x", "--dsn", "erp", "--no-test"],
+        None,
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+
+    let company = "शर्मा ट्रेडर्स";
+    for args in [
+        &[
+            "db",
+            "add",
+            "--name",
+            "docs",
+            "--type",
+            "mongo",
+            "--host",
+            "127.0.0.1",
+            "--database",
+            "erp",
+            "--no-test",
+        ][..],
+        &[
+            "db",
+            "add",
+            "--name",
+            "books",
+            "--type",
+            "tally",
+            "--port",
+            "9000",
+            "--company",
+            company,
+            "--no-test",
+        ],
+    ] {
+        let out = sandbox.run(args, None);
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    let connections = sandbox.config_json()["connections"].clone();
+    assert_eq!(connections[0]["type"], json!("mongodb"));
+    assert_eq!(connections[0]["database"], json!("erp"));
+    assert_eq!(connections[1]["type"], json!("tally"));
+    assert_eq!(connections[1]["company"], json!(company));
+    assert_eq!(connections[1]["port"], json!(9000));
+    sandbox.assert_nowhere(PASSWORD);
+}

@@ -186,7 +186,11 @@ fn allowed_texts(
 #[test]
 fn postgres_runs_no_code_the_gate_took_for_text() {
     let Some(url) = server_url("MC_TEST_PG_URL") else { return };
-    let target = Target { dialect: gate::Dialect::Postgres, placeholders: Placeholders::Dollar, language: gate::Language::Sql };
+    let target = Target {
+        dialect: gate::Dialect::Postgres,
+        placeholders: Placeholders::Dollar,
+        language: gate::Language::Sql,
+    };
     let allowed = allowed_texts(
         0x5eed_0001,
         POSTGRES,

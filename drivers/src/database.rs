@@ -221,6 +221,12 @@ impl ConnectionSpec {
             }
             DbKind::Mongodb => Ok(()),
             // TallyPrime's XML gateway: `host` defaults to localhost, `port` to 9000.
+            DbKind::Tally if !matches!(self.password, Password::None) => {
+                Err("tally takes no password: TallyPrime's XML gateway has no login".into())
+            }
+            DbKind::Tally if cs.is_some() || self.dsn.is_some() => {
+                Err("tally takes `host`, `port` and `company`, not `connectionString` or `dsn`".into())
+            }
             DbKind::Tally => Ok(()),
         }
     }
@@ -525,6 +531,18 @@ mod tests {
         assert!(odbc.validate().is_err());
         assert!(ConnectionSpec { dsn: Some("erp".into()), ..odbc }.validate().is_ok());
         assert!(ConnectionSpec::default().validate().is_err(), "sqlite without path");
+        let mongo = ConnectionSpec { kind: DbKind::Mongodb, ..ConnectionSpec::default() };
+        assert_eq!(mongo.validate().unwrap_err(), "`host` or `connectionString` is required for mongodb");
+        assert!(ConnectionSpec { host: Some("db".into()), ..mongo }.validate().is_ok());
+        let tally = ConnectionSpec { kind: DbKind::Tally, ..ConnectionSpec::default() };
+        assert!(tally.validate().is_ok(), "host and port have defaults");
+        let with_password = ConnectionSpec { password: Password::Value(Secret::new("x")), ..tally.clone() };
+        assert_eq!(
+            with_password.validate().unwrap_err(),
+            "tally takes no password: TallyPrime's XML gateway has no login"
+        );
+        let with_dsn = ConnectionSpec { dsn: Some("erp".into()), ..tally };
+        assert!(with_dsn.validate().unwrap_err().contains("not `connectionString` or `dsn`"));
         let err = Database::open(&ConnectionSpec {
             name: "x".into(),
             kind: DbKind::Mysql,

@@ -506,7 +506,11 @@ mod tests {
 
     #[test]
     fn postgres_question_placeholders_are_rewritten_before_the_layers_judge() {
-        let pg = Target { dialect: Dialect::Postgres, placeholders: Placeholders::Dollar, language: Language::Sql };
+        let pg = Target {
+            dialect: Dialect::Postgres,
+            placeholders: Placeholders::Dollar,
+            language: Language::Sql,
+        };
         let (policy, limits) = (Policy::default(), Limits::default());
         let ok = check_with("SELECT id FROM orders WHERE id = ? AND note <> '?'", 1, pg, &policy, &limits)
             .unwrap();

@@ -17,7 +17,12 @@ const OPERATORS: &[&str] =
     &["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$and", "$or", "$nor", "$not", "$exists"];
 
 /// Judges one MongoDB query document.
-pub(crate) fn check(text: &str, params: usize, policy: &Policy, limits: &Limits) -> Result<Checked, Rejection> {
+pub(crate) fn check(
+    text: &str,
+    params: usize,
+    policy: &Policy,
+    limits: &Limits,
+) -> Result<Checked, Rejection> {
     if params > 0 {
         return Err(Rejection::write("MongoDB queries take no positional parameters"));
     }
@@ -28,7 +33,10 @@ pub(crate) fn check(text: &str, params: usize, policy: &Policy, limits: &Limits)
         return Err(Rejection::new(RejectCode::SqlSyntaxError, "the MongoDB query must be a JSON object"));
     };
     let Some(Value::String(collection)) = doc.get("collection") else {
-        return Err(Rejection::new(RejectCode::SqlSyntaxError, "the MongoDB query needs a `collection` string"));
+        return Err(Rejection::new(
+            RejectCode::SqlSyntaxError,
+            "the MongoDB query needs a `collection` string",
+        ));
     };
     if policy.table_denied(&[collection.clone()]) {
         return Err(Rejection::new(RejectCode::SchemaAccessDenied, SCHEMA_DENIED_REASON));

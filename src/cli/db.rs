@@ -126,7 +126,8 @@ value; 4 VAULT_DECRYPT_ERROR.")]
 /// The connection fields a flag can set (all optional; which are needed depends on --type).
 #[derive(Debug, Default, clap::Args)]
 pub struct ConnFields {
-    /// Database type: sqlite, postgres (postgresql, pg), mysql (mariadb), odbc.
+    /// Database type: sqlite, postgres (postgresql, pg), mysql (mariadb), odbc, mongodb (mongo),
+    /// tally.
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
     /// SQLite: the database file (stored as an absolute path).
@@ -166,6 +167,9 @@ pub struct ConnFields {
     /// generic.
     #[arg(long, value_name = "NAME")]
     dialect: Option<String>,
+    /// Tally: the company to export from (default: the company loaded in TallyPrime); "" removes it.
+    #[arg(long, value_name = "NAME")]
+    company: Option<String>,
     /// Pool: fewest idle connections kept.
     #[arg(long, value_name = "N")]
     pool_min: Option<u32>,
@@ -419,10 +423,15 @@ fn remove(arg: &ConfigArg, name: &str, json: bool) -> Outcome {
     Ok(())
 }
 
-/// SQLite files have no password; a typed one would sit in the vault unused.
+/// SQLite files and TallyPrime's XML gateway have no password; a typed one would sit in the
+/// vault unused.
 fn refuse_sqlite_password(connection: &ConnectionConfig, input: &PasswordInput) -> Result<(), Fail> {
-    if connection.kind == DbKind::Sqlite && (input.password || input.password_stdin) {
+    let typed = input.password || input.password_stdin;
+    if connection.kind == DbKind::Sqlite && typed {
         return Err(Fail::usage("--type sqlite has no password (the agent opens the file read-only)"));
+    }
+    if connection.kind == DbKind::Tally && typed {
+        return Err(Fail::usage("--type tally has no password (TallyPrime's XML gateway has no login)"));
     }
     Ok(())
 }
@@ -490,6 +499,7 @@ fn apply(mut object: Map<String, Value>, fields: &ConnFields) -> Result<Connecti
             "--allow-cleartext-password",
         ),
         ("dialect", fields.dialect.as_ref().map(|v| json!(v.to_ascii_lowercase())), "--dialect"),
+        ("company", fields.company.as_ref().map(|v| json!(v)), "--company"),
         ("poolMin", fields.pool_min.map(|v| json!(v)), "--pool-min"),
         ("poolMax", fields.pool_max.map(|v| json!(v)), "--pool-max"),
     ];
@@ -523,6 +533,9 @@ fn check_required(connection: &ConnectionConfig, value: &Value) -> Result<(), Fa
         DbKind::Odbc if !has("dsn") && !has("connectionString") => {
             Some("--type odbc needs --dsn or --connection-string")
         }
+        DbKind::Mongodb if !has("host") && !has("connectionString") => Some(
+            "--type mongodb needs --host (and usually --database, --user, --password), or --connection-string",
+        ),
         _ => None,
     };
     match missing {
