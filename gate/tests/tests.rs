@@ -4,4 +4,5 @@ mod catalogue;
 mod chained_ctes;
 mod corpus;
 mod cost;
+mod mongo;
 mod props;
