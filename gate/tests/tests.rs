@@ -6,3 +6,4 @@ mod corpus;
 mod cost;
 mod mongo;
 mod props;
+mod tally;
