@@ -43,6 +43,13 @@
 //!    `sqlite_schema`, SQL Server `sys.*`, Oracle `ALL_*`/`V$*`, ...) and the table functions
 //!    that read them are denied too (module `catalog` has the lists).
 //!
+//! **Other query languages** ([`Language`], chosen by the [`Target`]): a MongoDB query is a JSON
+//! document judged by its own allow-lists and privacy rules (module `mongo`,
+//! [`Target::MONGO`]); a Tally query passes the SQL layers in the generic dialect and is then
+//! translated exactly into an export plan or refused (module `tally`, [`Target::TALLY`]). Both
+//! verdicts carry canonical JSON as their text: what the driver runs. `docs/PROTOCOL.md` has
+//! the forms and codes.
+//!
 //! The gate is pure: no I/O, no knowledge of the network or the drivers. Parameters are bound
 //! by the drivers, never spliced, so the gate only ever sees the text. The database session is
 //! read-only as well (layer 3 of the spec's stack); the gate does not rely on it.
