@@ -381,12 +381,23 @@ impl Judge<'_> {
                 return Err(denied());
             }
         }
+        self.sub_pipeline(body, pipeline, &private)
+    }
+
+    /// A `$lookup`/`$unionWith` body with its sub-pipeline judged and, for a collection with
+    /// private fields, their removal as its first stage.
+    fn sub_pipeline(
+        &mut self,
+        mut body: Map<String, Value>,
+        pipeline: Option<Value>,
+        private: &BTreeSet<String>,
+    ) -> Result<Value, Rejection> {
         let mut stages = match pipeline {
             Some(pipeline) => self.pipeline(pipeline)?,
             None => Vec::new(),
         };
         if !private.is_empty() {
-            stages.insert(0, exclusion_stage(&private));
+            stages.insert(0, exclusion_stage(private));
         }
         if !stages.is_empty() {
             body.insert("pipeline".into(), Value::Array(stages));
@@ -411,17 +422,8 @@ impl Judge<'_> {
         }
         self.collection(&coll)?;
         let private = self.private_fields(&coll);
-        let mut stages = match body.remove("pipeline") {
-            Some(pipeline) => self.pipeline(pipeline)?,
-            None => Vec::new(),
-        };
-        if !private.is_empty() {
-            stages.insert(0, exclusion_stage(&private));
-        }
-        if !stages.is_empty() {
-            body.insert("pipeline".into(), Value::Array(stages));
-        }
-        Ok(Value::Object(body))
+        let pipeline = body.remove("pipeline");
+        self.sub_pipeline(body, pipeline, &private)
     }
 
     /// Any value: `$` keys must be allowed operators, other keys and `"$path"` strings must not
