@@ -16,11 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# minisign signs and verifies; wixl compiles the MSI source (both Debian packages).
-for tool in minisign wixl; do
+# minisign signs and verifies; wixl compiles the MSI source and msiinfo (Debian's msitools,
+# a separate package from wixl) reads its tables back.
+for pair in minisign:minisign wixl:wixl msiinfo:msitools; do
+    tool="${pair%%:*}" deb="${pair#*:}"
     if ! command -v "$tool" >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null ||
-            { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null; } || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$deb" >/dev/null ||
+            { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$deb" >/dev/null; } || true
     fi
 done
 command -v minisign >/dev/null 2>&1 || { echo "FAIL: minisign is not installed (apt-get install minisign)" >&2; exit 1; }
