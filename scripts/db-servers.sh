@@ -3,8 +3,9 @@
 #
 #   scripts/db-servers.sh start     install if missing, start PostgreSQL 15 and MariaDB, load the
 #                                   sample ERP fixture, write ODBC ini files
+#   scripts/db-servers.sh start mongo   only the MongoDB-compatible server
 #   scripts/db-servers.sh env       print `export ...` lines for the tests (eval "$(... env)")
-#   scripts/db-servers.sh restart pg|mysql   restart one server (same data), for pool-recovery tests
+#   scripts/db-servers.sh restart pg|mysql|mongo   restart one server (same data), for pool-recovery tests
 #   scripts/db-servers.sh stop      stop both servers by their pid files
 #   scripts/db-servers.sh status
 #
@@ -20,11 +21,18 @@
 #   MC_DB_DIR (default /tmp/mc-db-servers), MC_PG_PORT (55432), MC_MY_PORT (53306).
 # Servers run as the `postgres` / `mysql` system users (PostgreSQL refuses root); the data
 # directories live under /tmp so those users can reach them. Passwords below are test-only.
+#
+# MongoDB: no `mongod` in Debian; SecantusDB (PyPI, a pre-release, pinned below) is a
+# MongoDB-wire-compatible server on WiredTiger. It starts once without access control to create
+# its users and load scripts/mongo-seed.py, then again with --auth (SCRAM-SHA-256) on MC_MONGO_PORT
+# (57017). `env` exports MC_TEST_MONGO_URL (read-only login) and MC_TEST_MONGO_OWNER_URL.
 set -euo pipefail
 
 DIR=${MC_DB_DIR:-/tmp/mc-db-servers}
 PG_PORT=${MC_PG_PORT:-55432}
 MY_PORT=${MC_MY_PORT:-53306}
+MO_PORT=${MC_MONGO_PORT:-57017}
+SECANTUS=secantusdb==0.7.0b3
 PG_BIN=${MC_PG_BIN:-/usr/lib/postgresql/15/bin}
 DB=mc_test
 OWNER=mc_owner
@@ -40,6 +48,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 PG_DATA=$DIR/pg
 MY_DATA=$DIR/mysql
+MO_DATA=$DIR/mongo
 ODBC_DIR=$DIR/odbc
 TLS_DIR=$DIR/tls
 
@@ -276,7 +285,52 @@ export MC_DB_SERVERS='$ROOT/scripts/db-servers.sh'
 export MC_DB_CA='$TLS_DIR/ca.pem'
 export MC_TEST_PG_CLEAR_URL='postgres://$CLEAR:$CLEAR_PW@127.0.0.1:$PG_PORT/$DB'
 export MC_TEST_PG_LOGGED_URL='postgres://$LOGGED:$LOGGED_PW@127.0.0.1:$PG_PORT/$DB'
+export MC_TEST_MONGO_URL='mongodb://$RO:$RO_PW@127.0.0.1:$MO_PORT/$DB?authSource=admin'
+export MC_TEST_MONGO_OWNER_URL='mongodb://$OWNER:$OWNER_PW@127.0.0.1:$MO_PORT/$DB?authSource=admin'
 EOF
+}
+
+mo_running() { [ -f "$MO_DATA.pid" ] && kill -0 "$(cat "$MO_DATA.pid")" 2>/dev/null; }
+
+# Starts SecantusDB on MO_PORT with the given extra flags and waits until it answers.
+run_mongo() {
+    local bin
+    bin=$(command -v secantusd-py)
+    nohup "$bin" --host 127.0.0.1 --port "$MO_PORT" --storage-path "$MO_DATA" --log-level WARNING "$@" \
+        >>"$DIR/mongo.log" 2>&1 &
+    echo $! >"$MO_DATA.pid"
+    for _ in $(seq 1 150); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $MO_PORT), 0.2)" 2>/dev/null; then
+            return 0
+        fi
+        mo_running || { log "SecantusDB exited; see $DIR/mongo.log"; tail -20 "$DIR/mongo.log" >&2; return 1; }
+        sleep 0.2
+    done
+    log "SecantusDB did not answer on $MO_PORT"
+    return 1
+}
+
+start_mongo() {
+    command -v secantusd-py >/dev/null || python3 -m pip install -q --pre "$SECANTUS" >&2
+    stop_mongo
+    rm -rf "$MO_DATA"
+    run_mongo
+    python3 "$ROOT/scripts/mongo-seed.py" "$MO_PORT" "$DB" "$OWNER" "$OWNER_PW" "$RO" "$RO_PW"
+    stop_mongo
+    run_mongo --auth
+    log "mongodb (SecantusDB) running on $MO_PORT"
+}
+
+stop_mongo() {
+    if mo_running; then
+        local pid
+        pid=$(cat "$MO_DATA.pid")
+        kill -TERM "$pid"
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$MO_DATA.pid"
+        log "mongodb stopped"
+    fi
 }
 
 stop_pg() {
@@ -303,10 +357,12 @@ case "${1:-}" in
     start)
         mkdir -p "$DIR"
         chmod 0755 "$DIR"
+        if [ "${2:-}" = mongo ]; then start_mongo; exit 0; fi
         install_if_missing
         make_tls
         start_pg
         start_my
+        start_mongo
         write_odbc
         ;;
     env) print_env ;;
@@ -314,13 +370,15 @@ case "${1:-}" in
         case "${2:-}" in
             pg) stop_pg; make_tls; start_pg ;;
             mysql) stop_my; make_tls; start_my ;;
-            *) echo "usage: $0 restart pg|mysql" >&2; exit 2 ;;
+            mongo) stop_mongo; run_mongo --auth ;;
+            *) echo "usage: $0 restart pg|mysql|mongo" >&2; exit 2 ;;
         esac
         ;;
-    stop) stop_pg; stop_my ;;
+    stop) stop_pg; stop_my; stop_mongo ;;
     status)
         pg_running && echo "postgres: running on $PG_PORT" || echo "postgres: stopped"
         my_running && echo "mariadb: running on $MY_PORT" || echo "mariadb: stopped"
+        mo_running && echo "mongodb: running on $MO_PORT" || echo "mongodb: stopped"
         ;;
-    *) echo "usage: $0 start|env|restart pg|mysql|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|env|restart pg|mysql|mongo|stop|status" >&2; exit 2 ;;
 esac

@@ -154,6 +154,7 @@ pub(crate) fn assemble(
                 nullable: is_yes(r.get(5).copied().flatten().unwrap_or("YES")),
                 default: default.map(str::to_owned),
                 enum_values,
+                presence: None,
             },
         ));
         Ok(())

@@ -159,6 +159,7 @@ mod tests {
             nullable,
             default: None,
             enum_values: Vec::new(),
+            presence: None,
         }
     }
 

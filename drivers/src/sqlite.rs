@@ -423,6 +423,7 @@ fn describe_table(conn: &Connection, t: &Listed, has_stat1: bool) -> rusqlite::R
             nullable: !(*not_null || (*key > 0 && t.without_rowid) || rowid_alias == Some(name.as_str())),
             default: default.clone(),
             enum_values: enums.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default(),
+            presence: None,
         })
         .collect();
 

@@ -6,6 +6,7 @@ mod dialects;
 mod discovery;
 mod durable;
 mod limits;
+mod mongodb;
 mod params;
 mod query_cells;
 mod read_only;

@@ -87,6 +87,7 @@ fn col(name: &str, ty: &str, wire: WireType, nullable: bool) -> Column {
         nullable,
         default: None,
         enum_values: vec![],
+        presence: None,
     }
 }
 

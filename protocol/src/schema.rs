@@ -227,6 +227,10 @@ pub struct Column {
     /// Allowed values when a constraint restricts the column to a fixed list.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub enum_values: Vec<String>,
+    /// Where columns are inferred from sampled rows (MongoDB documents): the share of sampled
+    /// rows that hold the field, 0.0–1.0. `None` for columns a catalogue declares.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub presence: Option<f64>,
 }
 
 /// A foreign key from some columns of a table to columns of another.

@@ -291,6 +291,7 @@ pub(crate) mod tests {
             nullable,
             default: None,
             enum_values: vec![],
+            presence: None,
         }
     }
 
