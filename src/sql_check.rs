@@ -6,8 +6,10 @@
 //! The check uses an empty privacy policy: it answers "is this read-only", not "may this cloud
 //! see these tables".
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use clap::{Args, Subcommand};
 use gate::{Dialect, Policy, Rejection};
@@ -22,6 +24,50 @@ pub mod exit {
     pub const REJECT: u8 = 1;
     /// Bad usage, unreadable input or unwritable output.
     pub const USAGE: u8 = 2;
+}
+
+/// What a text is checked as: SQL in a dialect, a MongoDB query document, or Tally's SQL
+/// subset (`--dialect mongodb|tally`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// SQL in one dialect.
+    Sql(Dialect),
+    /// A MongoDB find or aggregate document (JSON).
+    Mongo,
+    /// Tally's SQL subset, translated into a collection export.
+    Tally,
+}
+
+impl FromStr for Language {
+    type Err = gate::UnknownDialect;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mongodb" | "mongo" => Ok(Language::Mongo),
+            "tally" => Ok(Language::Tally),
+            _ => s.parse().map(Language::Sql),
+        }
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Language::Sql(d) => d.fmt(f),
+            Language::Mongo => f.write_str("mongodb"),
+            Language::Tally => f.write_str("tally"),
+        }
+    }
+}
+
+/// The gate's verdict on `text` as `language` (no parameters, default limits).
+fn judge(text: &str, language: Language, policy: &Policy) -> Result<gate::Checked, Rejection> {
+    let target = match language {
+        Language::Sql(dialect) => return gate::check(text, dialect, policy),
+        Language::Mongo => gate::Target::MONGO,
+        Language::Tally => gate::Target::TALLY,
+    };
+    gate::check_with(text, 0, target, policy, &gate::Limits::default())
 }
 
 /// `mini-connector sql ...`
@@ -46,6 +92,8 @@ Prints `allow`, or `reject CODE: reason`. Exit status: 0 allow, 1 reject, 2 usag
 Examples:
   mini-connector sql check --dialect postgres \"SELECT id, total FROM orders WHERE total > 100\"
   echo \"SELECT SLEEP(10)\" | mini-connector sql check --dialect mysql --json
+  mini-connector sql check --dialect mongodb '{\"collection\": \"orders\", \"pipeline\": [{\"$out\": \"x\"}]}'
+  mini-connector sql check --dialect tally \"SELECT Name FROM Ledger WHERE Parent = 'Sundry Debtors'\"
   mini-connector sql check --batch < queries.jsonl > verdicts.jsonl
 
 --batch reads JSON lines {\"id\": any, \"dialect\": \"postgres\", \"sql\": \"...\"} (dialect
@@ -54,9 +102,10 @@ optional, default --dialect) and writes, in order, one line per input line:
 A bad line gives verdict \"error\" and the batch goes on.")]
 pub struct SqlCheckArgs {
     /// Dialect of the target database: postgres, mysql, sqlite, mssql, oracle, hana, generic
-    /// (aliases: postgresql, mariadb, sqlserver).
-    #[arg(long, default_value_t = Dialect::Generic)]
-    pub dialect: Dialect,
+    /// (aliases: postgresql, mariadb, sqlserver); `mongodb` for a MongoDB query document,
+    /// `tally` for Tally's SQL subset.
+    #[arg(long, default_value_t = Language::Sql(Dialect::Generic))]
+    pub dialect: Language,
     /// Print one JSON object {"verdict","code","reason"} instead of text.
     #[arg(long)]
     pub json: bool,
@@ -117,7 +166,7 @@ pub fn run(args: &SqlCheckArgs) -> ExitCode {
             text
         }
     };
-    let result = gate::check(&sql, args.dialect, &Policy::default());
+    let result = judge(&sql, args.dialect, &Policy::default());
     // `--json`: the verdict in the envelope (a rejection is a verdict, not a failure: exit 1).
     let line = if args.json {
         crate::cli::output::ok_line(&Verdict::of(None, &result))
@@ -162,7 +211,7 @@ const MAX_LINE_BYTES: u64 = (gate::MAX_SQL_BYTES as u64) * 2 + 64 * 1024;
 /// Streams `input` (JSON lines) to `output` (one JSON verdict line per non-blank input line).
 /// Output is flushed whenever no further input is buffered, so a caller can feed one line and
 /// wait for its answer. Fails only on an I/O error.
-pub fn run_batch(default_dialect: Dialect, input: impl Read, output: impl Write) -> io::Result<()> {
+pub fn run_batch(default_dialect: Language, input: impl Read, output: impl Write) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(64 * 1024, input);
     let mut writer = BufWriter::with_capacity(64 * 1024, output);
     let mut buf = Vec::with_capacity(4096);
@@ -188,7 +237,7 @@ pub fn run_batch(default_dialect: Dialect, input: impl Read, output: impl Write)
 }
 
 /// The verdict line for one input line; `None` for a blank line.
-fn answer(raw: &[u8], too_long: bool, default_dialect: Dialect, policy: &Policy) -> Option<String> {
+fn answer(raw: &[u8], too_long: bool, default_dialect: Language, policy: &Policy) -> Option<String> {
     let line = match std::str::from_utf8(raw) {
         Ok(line) => line.trim(),
         Err(_) if !too_long => return Some(error_line(None, "input line is not valid UTF-8".into())),
@@ -209,11 +258,11 @@ fn answer(raw: &[u8], too_long: bool, default_dialect: Dialect, policy: &Policy)
             return Some(error_line(id.as_ref(), format!("bad input line: {e}")));
         }
     };
-    let dialect = match item.dialect.as_deref().map(str::parse::<Dialect>).transpose() {
+    let dialect = match item.dialect.as_deref().map(str::parse::<Language>).transpose() {
         Ok(d) => d.unwrap_or(default_dialect),
         Err(e) => return Some(error_line(Some(&item.id), e.to_string())),
     };
-    let result = gate::check(&item.sql, dialect, policy);
+    let result = judge(&item.sql, dialect, policy);
     Some(to_json(&Verdict::of(Some(&item.id), &result)))
 }
 
@@ -254,7 +303,7 @@ mod tests {
 
     fn batch(input: &str) -> Vec<Value> {
         let mut out = Vec::new();
-        run_batch(Dialect::Generic, input.as_bytes(), &mut out).unwrap();
+        run_batch(Language::Sql(Dialect::Generic), input.as_bytes(), &mut out).unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
@@ -290,7 +339,7 @@ mod tests {
         let mut input = b"\xff\xfe\n".to_vec();
         input.extend_from_slice(b"{\"id\":1,\"sql\":\"SELECT 1\"}\n");
         let mut out = Vec::new();
-        run_batch(Dialect::Generic, &input[..], &mut out).unwrap();
+        run_batch(Language::Sql(Dialect::Generic), &input[..], &mut out).unwrap();
         let lines: Vec<Value> =
             String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["verdict"], "error");

@@ -208,12 +208,16 @@ fn server(var: &str) -> Option<(String, String, String, String, String)> {
     let (user, password) = userinfo.split_once(':')?;
     let (hostport, database) = rest.split_once('/')?;
     let (host, port) = hostport.split_once(':')?;
+    // MongoDB's URL names the login's database after `?authSource=`.
+    let database = database.split('?').next().unwrap_or(database);
     Some((user.into(), password.into(), host.into(), port.into(), database.into()))
 }
 
 #[test]
 fn db_add_and_test_a_real_server_with_the_password_from_the_vault() {
-    for (var, kind) in [("MC_TEST_PG_URL", "postgres"), ("MC_TEST_MYSQL_URL", "mysql")] {
+    for (var, kind) in
+        [("MC_TEST_PG_URL", "postgres"), ("MC_TEST_MYSQL_URL", "mysql"), ("MC_TEST_MONGO_URL", "mongodb")]
+    {
         let Some((user, password, host, port, database)) = server(var) else {
             eprintln!(
                 "skipping the {kind} part: {var} is not set (scripts/db-servers.sh start; eval \"$(scripts/db-servers.sh env)\")"

@@ -183,3 +183,32 @@ fn batch_of_1000_lines_answers_each_in_order() {
     // One process for the whole batch: far below a process start per line.
     assert!(elapsed < Duration::from_secs(20), "batch took {elapsed:?}");
 }
+
+#[test]
+fn mongodb_documents_and_tally_sql_are_checked_in_their_own_language() {
+    let read = r#"{"collection": "orders", "filter": {"status": "open"}, "limit": 5}"#;
+    let run = sql_check(&["--dialect", "mongodb", read], None);
+    assert_eq!((run.status.code(), run.stdout.trim()), (Some(0), "allow"), "{}", run.stderr);
+    let write = r#"{"collection": "orders", "pipeline": [{"$merge": {"into": "orders"}}]}"#;
+    let run = sql_check(&["--dialect", "mongo", write], None);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(run.stdout.starts_with("reject WRITE_OPERATION_REJECTED: "), "{}", run.stdout);
+    // The same text as SQL is not SQL at all.
+    let run = sql_check(&["--dialect", "postgres", read], None);
+    assert!(run.stdout.starts_with("reject SQL_SYNTAX_ERROR"), "{}", run.stdout);
+    let run =
+        sql_check(&["--dialect", "tally", "SELECT Name FROM Ledger WHERE Parent = 'Sundry Debtors'"], None);
+    assert_eq!((run.status.code(), run.stdout.trim()), (Some(0), "allow"), "{}", run.stderr);
+    let run = sql_check(&["--dialect", "tally", "SELECT Name FROM Ledger WHERE Name LIKE 'A%'"], None);
+    assert!(run.stdout.starts_with("reject SQL_SYNTAX_ERROR: "), "{}", run.stdout);
+    let batch = concat!(
+        r#"{"id": 1, "dialect": "mongodb", "sql": "{\"collection\": \"c\", \"filter\": {\"$where\": \"1\"}}"}"#,
+        "\n",
+        r#"{"id": 2, "dialect": "tally", "sql": "DELETE FROM Ledger"}"#,
+        "\n"
+    );
+    let run = sql_check(&["--batch"], Some(batch));
+    let verdicts: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(verdicts[0]["code"], "WRITE_OPERATION_REJECTED", "{verdicts:?}");
+    assert_eq!(verdicts[1]["verdict"], "reject", "{verdicts:?}");
+}

@@ -31,6 +31,7 @@ mod e2e_hostile;
 mod e2e_keepalive;
 mod e2e_lifecycle;
 mod e2e_link;
+mod e2e_mongodb;
 mod e2e_postgres;
 mod e2e_proxy;
 mod e2e_query;

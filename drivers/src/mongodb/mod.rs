@@ -195,10 +195,7 @@ impl MongoDb {
                 .run_command(doc! { "currentOp": 1, "$ownOps": true, "command.comment": comment })
                 .run()
                 .map_err(|e| client_err(&e))?;
-            Ok(reply
-                .get_array("inprog")
-                .map(|a| a.iter().filter_map(op_id).collect())
-                .unwrap_or_default())
+            Ok(reply.get_array("inprog").map(|a| a.iter().filter_map(op_id).collect()).unwrap_or_default())
         };
         let err = |e: &MongoError| self.error(e, None);
         for _ in 0..20 {

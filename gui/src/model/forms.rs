@@ -51,12 +51,7 @@ pub const DB_TYPES: [DbType; 9] = [
         port: Some(30015),
         refused: Some("SAP HANA is reached through ODBC: choose ODBC and a DSN"),
     },
-    DbType {
-        label: "MongoDB",
-        kind: "mongodb",
-        port: Some(27017),
-        refused: Some("MongoDB is not supported by this version"),
-    },
+    DbType { label: "MongoDB", kind: "mongodb", port: Some(27017), refused: None },
     DbType {
         label: "Tally",
         kind: "tally",
@@ -360,7 +355,7 @@ mod tests {
         let oracle = DatabaseForm { name: "ora".into(), kind: "oracle".into(), ..pg_form() };
         assert!(validate_db_form(&oracle).unwrap_err().contains("ODBC"));
         let mongo = DatabaseForm { kind: "mongodb".into(), ..pg_form() };
-        assert!(validate_db_form(&mongo).unwrap_err().contains("not supported"));
+        assert_eq!(validate_db_form(&mongo), Ok(()), "MongoDB takes the server fields");
     }
 
     #[test]
