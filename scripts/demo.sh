@@ -49,6 +49,18 @@ printf '%s\n' "$key" | $bin/mini-connector configure --config "$data/config.json
     --cloud-url "wss://127.0.0.1:$port/ws" --ca-cert "$CONNECTOR_GATEWAY_DIR/tls/cert.pem" \
     --heartbeat-ms 5000 --api-key-stdin
 $bin/mini-connector db add --config "$data/config.json" --name erp --type sqlite --path "$data/erp.db"
+# Optional: a MongoDB connection when a server is there (MC_DEMO_MONGO_URL, or the test server of
+# `scripts/db-servers.sh start`: `eval "$(scripts/db-servers.sh env)"` sets MC_TEST_MONGO_URL).
+mongo_url=${MC_DEMO_MONGO_URL:-${MC_TEST_MONGO_URL:-}}
+if [ -n "$mongo_url" ]; then
+    read -r m_user m_pw m_host m_port m_db < <(python3 -c '
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.unquote(p.username or ""), u.unquote(p.password or ""), p.hostname, p.port or 27017, p.path.strip("/") or "test")' "$mongo_url")
+    echo "==> adding MongoDB $m_host:$m_port/$m_db as \"docs\" (password into the vault)"
+    printf '%s\n' "$m_pw" | $bin/mini-connector db add --config "$data/config.json" --name docs --type mongodb \
+        --host "$m_host" --port "$m_port" --database "$m_db" --user "$m_user" --password-stdin
+fi
 rm -f "$data/api-key"
 python3 - "$data/config.json" "$data/logs" <<'PY'
 import json, sys
@@ -101,6 +113,11 @@ b = o["buffered"]
 print("    %d rows in %d chunks, %d bytes, sha256 %s... verified by the gateway"
       % (o["rowCount"], b["chunkCount"], b["byteCount"], b["sha256"][:16]))
 PY
+if [ -n "$mongo_url" ]; then
+    echo; echo "==> MongoDB: a query document on connection \"docs\""
+    q --connection docs '{"collection": "customers", "filter": {"country": "DE"}, "projection": {"_id": 0, "code": 1, "name": 1, "address.city": 1}, "sort": {"code": 1}, "limit": 3}'
+    q --connection docs '{"collection": "orders", "pipeline": [{"$out": "stolen"}]}' || echo "    (exit status $?, as expected: \$out writes)"
+fi
 echo; echo "\$ connector-gateway query --connector Warehouse \"DELETE FROM customers\"   (refused: read-only)"
 $bin/connector-gateway query --connector Warehouse "DELETE FROM customers" || echo "    (exit status $?, as expected)"
 
