@@ -250,7 +250,7 @@ fn bad_forms_and_unsupported_types_are_refused_with_a_reason() {
     };
     let form = |kind: &str| DatabaseForm { name: "x".into(), kind: kind.into(), ..DatabaseForm::default() };
     refuse(form("mongodb"), "`host` or `connectionString` is required for mongodb");
-    refuse(form("tally"), "Tally is not supported");
+    refuse(DatabaseForm { password: Some("x".into()), ..form("tally") }, "tally takes no password");
     refuse(form("oracle9"), "unsupported database type");
     refuse(form("sqlite"), "database file");
     refuse(form("postgres"), "host");

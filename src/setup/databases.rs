@@ -4,7 +4,7 @@
 //!
 //! A form becomes the connection's JSON object and is read back as a `ConnectionConfig`, so a
 //! field this build does not know is refused, never silently dropped. Types spec §3.5.1 lists
-//! that this build cannot reach (SQL Server, Oracle, SAP HANA without ODBC; Tally) are
+//! that this build cannot reach (SQL Server, Oracle, SAP HANA without ODBC) are
 //! refused with the reason. A password is never serialized back out: entries carry
 //! `hasPassword` only.
 
@@ -70,15 +70,12 @@ fn kind_of(text: &str) -> Result<(DbKind, Option<&'static str>)> {
         return Ok((DbKind::Odbc, Some(dialect)));
     }
     match lower.as_str() {
-        "tally" => Err(SetupError::invalid(
-            "Tally is not supported by this version of Mini Connector; connect it through its ODBC driver (type odbc)",
-        )),
         "odbc" if !drivers::ODBC_SUPPORT => {
             Err(SetupError::invalid("this build has no ODBC support; use a build with ODBC support"))
         }
         _ => DbKind::from_str(&lower).map(|kind| (kind, None)).map_err(|e| {
             SetupError::invalid(format!(
-                "{e} (expected sqlite, postgres, mysql, odbc, sqlserver, oracle, hana or mongodb)"
+                "{e} (expected sqlite, postgres, mysql, odbc, sqlserver, oracle, hana, mongodb or tally)"
             ))
         }),
     }

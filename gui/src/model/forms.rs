@@ -52,12 +52,7 @@ pub const DB_TYPES: [DbType; 9] = [
         refused: Some("SAP HANA is reached through ODBC: choose ODBC and a DSN"),
     },
     DbType { label: "MongoDB", kind: "mongodb", port: Some(27017), refused: None },
-    DbType {
-        label: "Tally",
-        kind: "tally",
-        port: Some(9000),
-        refused: Some("Tally is not supported by this version"),
-    },
+    DbType { label: "Tally", kind: "tally", port: Some(9000), refused: None },
 ];
 
 /// The dropdown entry for a configured `type`.
@@ -80,14 +75,28 @@ pub struct FieldSet {
     pub path: bool,
     /// ODBC DSN.
     pub dsn: bool,
+    /// User, password and "Use Connection String" (Tally's XML gateway has no login).
+    pub login: bool,
+}
+
+/// The label of the database field: Tally exports from a company, not a database.
+pub fn database_label(kind: &str) -> &'static str {
+    if db_type(kind).is_some_and(|t| t.kind == "tally") {
+        "Company (empty: the one loaded)"
+    } else {
+        "Database name"
+    }
 }
 
 /// The fields of a type (a connection string replaces the server fields except the password).
 pub fn fields_for(kind: &str, use_connection_string: bool) -> FieldSet {
     match db_type(kind).map(|t| t.kind) {
-        Some("sqlite") => FieldSet { server: false, path: true, dsn: false },
-        Some("odbc") => FieldSet { server: !use_connection_string, path: false, dsn: !use_connection_string },
-        _ => FieldSet { server: !use_connection_string, path: false, dsn: false },
+        Some("sqlite") => FieldSet { server: false, path: true, dsn: false, login: false },
+        Some("odbc") => {
+            FieldSet { server: !use_connection_string, path: false, dsn: !use_connection_string, login: true }
+        }
+        Some("tally") => FieldSet { server: true, path: false, dsn: false, login: false },
+        _ => FieldSet { server: !use_connection_string, path: false, dsn: false, login: true },
     }
 }
 
@@ -111,6 +120,9 @@ pub fn validate_db_form(f: &DatabaseForm) -> Result<(), String> {
         "sqlite" => {}
         "odbc" if !uses_cs && blank(&f.dsn) => return Err("Enter the ODBC data source name (DSN)".into()),
         "odbc" => {}
+        // TallyPrime's XML gateway: host and port default to localhost:9000, no login.
+        "tally" if f.port == Some(0) => return Err("The port must be between 1 and 65535".into()),
+        "tally" => {}
         _ if uses_cs => {}
         _ => {
             if blank(&f.host) {
@@ -365,10 +377,29 @@ mod tests {
         assert!(parse_port("0").is_err());
         assert!(parse_port("70000").is_err());
         assert!(parse_port("54a").is_err());
-        assert_eq!(fields_for("sqlite", false), FieldSet { server: false, path: true, dsn: false });
-        assert_eq!(fields_for("postgresql", false), FieldSet { server: true, path: false, dsn: false });
-        assert_eq!(fields_for("odbc", false), FieldSet { server: true, path: false, dsn: true });
-        assert_eq!(fields_for("mysql", true), FieldSet { server: false, path: false, dsn: false });
+        assert_eq!(
+            fields_for("sqlite", false),
+            FieldSet { server: false, path: true, dsn: false, login: false }
+        );
+        assert_eq!(
+            fields_for("postgresql", false),
+            FieldSet { server: true, path: false, dsn: false, login: true }
+        );
+        assert_eq!(fields_for("odbc", false), FieldSet { server: true, path: false, dsn: true, login: true });
+        assert_eq!(
+            fields_for("mysql", true),
+            FieldSet { server: false, path: false, dsn: false, login: true }
+        );
+        let tally = fields_for("tally", true);
+        assert_eq!(
+            tally,
+            FieldSet { server: true, path: false, dsn: false, login: false },
+            "no login, no string"
+        );
+        assert!(database_label("tally").starts_with("Company"));
+        assert_eq!(database_label("mongodb"), "Database name");
+        let tally_form = DatabaseForm { name: "books".into(), kind: "tally".into(), ..Default::default() };
+        assert_eq!(validate_db_form(&tally_form), Ok(()), "localhost:9000 by default");
     }
 
     #[test]

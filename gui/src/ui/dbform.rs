@@ -89,17 +89,17 @@ impl DbFormWidgets {
     /// Shows the fields the chosen type needs.
     pub fn apply_type(&mut self) {
         let fs = forms::fields_for(self.kind_str(), self.use_cs.is_checked());
-        let sqlite = self.kind_str() == "sqlite";
         let show = |w: &mut dyn WidgetExt, on: bool| if on { w.show() } else { w.hide() };
         show(&mut self.host, fs.server && !fs.dsn);
         show(&mut self.port, fs.server && !fs.dsn);
         show(&mut self.database, fs.server && !fs.dsn);
+        self.database.set_label(forms::database_label(self.kind_str()));
         show(&mut self.dsn, fs.dsn);
-        show(&mut self.user, !sqlite);
-        show(&mut self.password, !sqlite);
+        show(&mut self.user, fs.login);
+        show(&mut self.password, fs.login);
         show(&mut self.path, fs.path);
-        show(&mut self.use_cs, !sqlite);
-        show(&mut self.cs, !sqlite && self.use_cs.is_checked());
+        show(&mut self.use_cs, fs.login);
+        show(&mut self.cs, fs.login && self.use_cs.is_checked());
         let kind = self.kind.value();
         if kind != self.port_kind {
             let previous = DB_TYPES.get(self.port_kind.max(0) as usize).and_then(|t| t.port);
@@ -122,23 +122,25 @@ impl DbFormWidgets {
         let kind = self.kind_str();
         let fs = forms::fields_for(kind, self.use_cs.is_checked());
         let server = fs.server && !fs.dsn;
+        let tally = kind == "tally";
+        let mut options = std::collections::BTreeMap::new();
+        // Tally's "database" field is the company (config `company`).
+        if let Some(company) = opt(self.database.value()).filter(|_| tally) {
+            options.insert("company".to_owned(), company.into());
+        }
         Ok(DatabaseForm {
             name: self.name.value().trim().to_owned(),
             kind: kind.to_owned(),
             host: if server { opt(self.host.value()) } else { None },
             port: if server { forms::parse_port(&self.port.value())? } else { None },
-            database: if server { opt(self.database.value()) } else { None },
-            user: if kind != "sqlite" { opt(self.user.value()) } else { None },
-            password: if kind != "sqlite" { opt(self.password.value()) } else { None },
+            database: if server && !tally { opt(self.database.value()) } else { None },
+            user: if fs.login { opt(self.user.value()) } else { None },
+            password: if fs.login { opt(self.password.value()) } else { None },
             path: if fs.path { opt(self.path.value()) } else { None },
             dsn: if fs.dsn { opt(self.dsn.value()) } else { None },
-            connection_string: if kind != "sqlite" && self.use_cs.is_checked() {
-                opt(self.cs.value())
-            } else {
-                None
-            },
+            connection_string: if fs.login && self.use_cs.is_checked() { opt(self.cs.value()) } else { None },
             ssl_mode: None,
-            options: Default::default(),
+            options,
         })
     }
 
@@ -150,7 +152,8 @@ impl DbFormWidgets {
         self.name.set_value(&f.name);
         self.host.set_value(f.host.as_deref().unwrap_or(""));
         self.port.set_value(&f.port.map(|p| p.to_string()).unwrap_or_default());
-        self.database.set_value(f.database.as_deref().unwrap_or(""));
+        let company = f.options.get("company").and_then(|c| c.as_str());
+        self.database.set_value(f.database.as_deref().or(company).unwrap_or(""));
         self.user.set_value(f.user.as_deref().unwrap_or(""));
         self.password.set_value("");
         self.path.set_value(f.path.as_deref().unwrap_or(""));
