@@ -26,7 +26,7 @@
 //! **Reading the answer.** A pull parser (quick-xml) reads one object at a time; the body is
 //! never held whole. UTF-8 and UTF-16 (LE or BE; by BOM, by a `<` next to a zero byte, or by
 //! the HTTP charset — Tally usually answers UTF-16LE) are accepted; invalid UTF-16 or UTF-8 is
-//! an error. An object is the element named after the collection's type (`LEDGER`, ...); a
+//! an error. An object is an element named after the collection's type (`LEDGER`, ...) right inside `COLLECTION`; a
 //! field is its child element in upper case, or the first item of a `FIELD.LIST` child
 //! (`NAME.LIST/NAME`), and `Name` falls back to the object's `NAME` attribute. Values are
 //! trimmed; Tally's `&#4;` marker (before reserved names) is dropped. Bounds: one object (or
@@ -185,7 +185,10 @@ impl TallyDb {
         loop {
             interrupt.check_row(read)?;
             let next = exchange.objects.next_object().map_err(|f| self.read_error(f, interrupt))?;
-            let Some(object) = next else { return Ok(()) };
+            let Some(object) = next else {
+                // A shut socket can also end a close-delimited answer where an object ends.
+                return if interrupt.cancel.is_cancelled() { Err(DriverError::Cancelled) } else { Ok(()) };
+            };
             read += 1;
             if !each(object)? {
                 return Ok(());
@@ -224,6 +227,12 @@ impl TallyDb {
     }
 
     fn read_error(&self, failure: Failure, interrupt: &Interrupt) -> DriverError {
+        // A cancel shuts the socket, which can look like an answer cut short.
+        if !matches!(failure, Failure::Tally(_))
+            && let Err(stopped) = interrupt.check()
+        {
+            return stopped;
+        }
         match failure {
             Failure::Tally(message) => self.tally_error(&message),
             Failure::NotTally(what) => DriverError::Unavailable(format!(
@@ -232,9 +241,6 @@ impl TallyDb {
             )),
             Failure::Malformed(what) => DriverError::Query(format!("Tally: unreadable answer: {what}")),
             Failure::Io(e) => {
-                if let Err(stopped) = interrupt.check() {
-                    return stopped;
-                }
                 if e.kind() == std::io::ErrorKind::TimedOut {
                     return interrupt.stopped();
                 }

@@ -377,7 +377,9 @@ impl Objects {
         self.flush_text();
         let depth = self.stack.len();
         match &mut self.object {
-            None if name == self.tag => {
+            // An object is an element named after the type right inside `COLLECTION` (the
+            // header's `CMPINFO` has elements of the same names holding counts).
+            None if name == self.tag && self.stack.last().is_some_and(|p| p == "COLLECTION") => {
                 let mut values = vec![None; self.fields.len()];
                 // Tally writes an object's name in its NAME attribute too.
                 if let (Some(i), Some(v)) = (self.fields.iter().position(|f| f == "NAME"), name_attr) {
@@ -639,12 +641,12 @@ mod tests {
         let deep = format!("<ENVELOPE>{}", "<A>".repeat(MAX_DEPTH + 5));
         assert!(matches!(objects(deep.into(), &["Name"]), Err(Failure::Malformed(m)) if m.contains("deeper")));
         // (The budget is counted where the 64 KiB read buffer fills, so it may be late by that much.)
-        let huge = format!("<ENVELOPE><LEDGER NAME=\"{}\"/></ENVELOPE>", "x".repeat(MAX_OBJECT_BYTES as usize + (128 << 10)));
+        let huge = format!("<ENVELOPE><COLLECTION><LEDGER NAME=\"{}\"/></ENVELOPE>", "x".repeat(MAX_OBJECT_BYTES as usize + (128 << 10))).replace("</ENVELOPE>", "</COLLECTION></ENVELOPE>");
         let got = objects(huge.into(), &["Name"]).map(|o| o.len());
         assert!(matches!(&got, Err(Failure::Malformed(m)) if m.contains("larger")), "{got:?}");
-        let unclosed = "<ENVELOPE><LEDGER><NAME>x</LEDGER>";
+        let unclosed = "<ENVELOPE><COLLECTION><LEDGER><NAME>x</LEDGER>";
         assert!(matches!(objects(unclosed.into(), &["Name"]), Err(Failure::Malformed(_))));
-        let truncated = "<ENVELOPE><LEDGER><NAME>x</NAME>";
+        let truncated = "<ENVELOPE><COLLECTION><LEDGER><NAME>x</NAME>";
         assert!(matches!(objects(truncated.into(), &["Name"]), Err(Failure::Malformed(_))));
     }
 }
