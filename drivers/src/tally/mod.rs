@@ -26,10 +26,11 @@
 //! **Reading the answer.** A pull parser (quick-xml) reads one object at a time; the body is
 //! never held whole. UTF-8 and UTF-16 (LE or BE; by BOM, by a `<` next to a zero byte, or by
 //! the HTTP charset — Tally usually answers UTF-16LE) are accepted; invalid UTF-16 or UTF-8 is
-//! an error. An object is an element named after the collection's type (`LEDGER`, ...) right inside `COLLECTION`; a
-//! field is its child element in upper case, or the first item of a `FIELD.LIST` child
-//! (`NAME.LIST/NAME`), and `Name` falls back to the object's `NAME` attribute. Values are
-//! trimmed; Tally's `&#4;` marker (before reserved names) is dropped. Bounds: one object (or
+//! an error. An object is an element named after the collection's type (`LEDGER`, ...) right
+//! inside `COLLECTION`; a field is its child element in upper case, or the first item of a
+//! `FIELD.LIST` child (`NAME.LIST/NAME`), and `Name` falls back to the object's `NAME`
+//! attribute. Values are trimmed; Tally's `&#4;` marker (before reserved names) is dropped;
+//! entities other than XML's five are dropped (no DTD is read). Bounds: one object (or
 //! anything between two objects) at most [`response::MAX_OBJECT_BYTES`], elements nested at
 //! most [`response::MAX_DEPTH`] deep; hostile input is an error, never a panic.
 //!
@@ -118,7 +119,8 @@ impl TallyDb {
         if company.is_some_and(|c| c.chars().any(char::is_control)) {
             return Err(open_err("`company` holds a control character".into()));
         }
-        let bracketed = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.into() };
+        let bracketed =
+            if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.into() };
         Ok(Box::new(TallyDb {
             url: format!("http://{bracketed}:{port}/"),
             address: format!("{bracketed}:{port}"),
@@ -284,7 +286,12 @@ impl TallyDb {
         Ok(names)
     }
 
-    fn run(&self, query: &Compiled, interrupt: &Interrupt, sink: &mut dyn RowSink) -> Result<QueryStats, DriverError> {
+    fn run(
+        &self,
+        query: &Compiled,
+        interrupt: &Interrupt,
+        sink: &mut dyn RowSink,
+    ) -> Result<QueryStats, DriverError> {
         let metas: Vec<ColumnMeta> = query
             .select
             .iter()
@@ -348,7 +355,9 @@ impl TallyDb {
         if !query.order.is_empty() {
             query.sort(&mut held);
             let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-            for (n, row) in held.iter().skip(skip).take(usize::try_from(limit).unwrap_or(usize::MAX)).enumerate() {
+            for (n, row) in
+                held.iter().skip(skip).take(usize::try_from(limit).unwrap_or(usize::MAX)).enumerate()
+            {
                 interrupt.check_row(n as u64)?;
                 emit(sink, &query.select, row)?;
                 emitted += 1;
@@ -370,10 +379,13 @@ fn emit(sink: &mut dyn RowSink, select: &[usize], row: &[Val]) -> Result<(), Dri
     Ok(())
 }
 
+/// Fields of a collection with their Tally types, in the gate's order.
+type Fields = Vec<(String, Kind)>;
+
 /// The gate's catalogue: each collection with its fields and Tally types, read from the
 /// verdict on `SELECT * FROM <collection>` (so the driver holds no copy of it).
-fn catalogue() -> &'static [(&'static str, Vec<(String, Kind)>)] {
-    static CATALOGUE: OnceLock<Vec<(&'static str, Vec<(String, Kind)>)>> = OnceLock::new();
+fn catalogue() -> &'static [(&'static str, Fields)] {
+    static CATALOGUE: OnceLock<Vec<(&'static str, Fields)>> = OnceLock::new();
     CATALOGUE.get_or_init(|| {
         COLLECTIONS
             .iter()
@@ -391,7 +403,8 @@ fn catalogue() -> &'static [(&'static str, Vec<(String, Kind)>)] {
                     tracing::error!(collection = name, "the gate has no Tally catalogue entry");
                     return None;
                 };
-                let fields = plan.fields.into_iter().filter_map(|f| Some((f.name, Kind::parse(&f.kind)?))).collect();
+                let fields =
+                    plan.fields.into_iter().filter_map(|f| Some((f.name, Kind::parse(&f.kind)?))).collect();
                 Some((name, fields))
             })
             .collect()
@@ -476,8 +489,10 @@ impl Compiled {
             if let Some(i) = fetch.iter().position(|(n, _)| n == name) {
                 return Ok(i);
             }
-            let (n, kind) =
-                known.iter().find(|(n, _)| n == name).ok_or_else(|| bad_plan(format!("unknown field `{name}`")))?;
+            let (n, kind) = known
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| bad_plan(format!("unknown field `{name}`")))?;
             fetch.push((n.clone(), *kind));
             Ok(fetch.len() - 1)
         };
@@ -545,9 +560,10 @@ fn cond(
     }
     let Json::Object(map) = tree else { return Err(bad_plan("a condition is not an object")) };
     let pair = |list: &Json, position: &mut dyn FnMut(&str) -> Result<usize, DriverError>| match list {
-        Json::Array(items) if items.len() == 2 => {
-            Ok((Box::new(cond(&items[0], position, depth + 1)?), Box::new(cond(&items[1], position, depth + 1)?)))
-        }
+        Json::Array(items) if items.len() == 2 => Ok((
+            Box::new(cond(&items[0], position, depth + 1)?),
+            Box::new(cond(&items[1], position, depth + 1)?),
+        )),
         _ => Err(bad_plan("AND/OR take two conditions")),
     };
     if map.len() == 1 {
@@ -564,7 +580,8 @@ fn cond(
         }
     }
     let op = map.get("op").and_then(Json::as_str).ok_or_else(|| bad_plan("a condition without `op`"))?;
-    let field = map.get("field").and_then(Json::as_str).ok_or_else(|| bad_plan("a condition without `field`"))?;
+    let field =
+        map.get("field").and_then(Json::as_str).ok_or_else(|| bad_plan("a condition without `field`"))?;
     let field = position(field)?;
     let value = || map.get("value").cloned().ok_or_else(|| bad_plan("a comparison without `value`"));
     Ok(match op {
@@ -634,7 +651,9 @@ impl Driver for TallyDb {
     fn ping(&self) -> Result<(), DriverError> {
         let companies = self.companies(&bounded(PING_TIMEOUT))?;
         if companies.is_empty() {
-            return Err(DriverError::Unavailable("Tally has no company loaded (open one in TallyPrime)".into()));
+            return Err(DriverError::Unavailable(
+                "Tally has no company loaded (open one in TallyPrime)".into(),
+            ));
         }
         if let Some(wanted) = &self.company
             && !companies.iter().any(|c| c.to_lowercase() == wanted.to_lowercase())
@@ -743,8 +762,9 @@ mod tests {
     use super::*;
 
     fn plan(sql: &str) -> Compiled {
-        let checked = gate::check_with(sql, 0, gate::Target::TALLY, &gate::Policy::default(), &gate::Limits::default())
-            .expect("the gate approves");
+        let checked =
+            gate::check_with(sql, 0, gate::Target::TALLY, &gate::Policy::default(), &gate::Limits::default())
+                .expect("the gate approves");
         Compiled::parse(checked.sql()).expect("a plan")
     }
 
@@ -777,7 +797,9 @@ mod tests {
 
     #[test]
     fn plans_fetch_selected_then_filtered_and_sorted_fields() {
-        let q = plan("SELECT Name FROM Ledger WHERE Parent = 'Sundry Debtors' ORDER BY ClosingBalance DESC LIMIT 2");
+        let q = plan(
+            "SELECT Name FROM Ledger WHERE Parent = 'Sundry Debtors' ORDER BY ClosingBalance DESC LIMIT 2",
+        );
         let names: Vec<&str> = q.fetch.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Name", "Parent", "ClosingBalance"]);
         assert_eq!(q.select, [0]);
@@ -790,7 +812,9 @@ mod tests {
     fn filters_are_exact_and_three_valued() {
         let q = plan("SELECT Name FROM Ledger WHERE Parent = 'Sundry Debtors' AND ClosingBalance > 1000");
         let f = q.filter.as_ref().unwrap();
-        let parent = |p: &str, bal: &str| row(&q, &[("Parent", Val::Text(p.into())), ("ClosingBalance", Val::Dec(bal.into()))]);
+        let parent = |p: &str, bal: &str| {
+            row(&q, &[("Parent", Val::Text(p.into())), ("ClosingBalance", Val::Dec(bal.into()))])
+        };
         assert_eq!(f.eval(&parent("Sundry Debtors", "1000.01")), Some(true));
         assert_eq!(f.eval(&parent("sundry debtors", "5000")), Some(false), "case-sensitive");
         assert_eq!(f.eval(&parent("Sundry Debtors", "1000.00")), Some(false));
@@ -798,12 +822,21 @@ mod tests {
 
         let q = plan("SELECT Name FROM Ledger WHERE NOT (Parent IN ('A', 'B')) OR Email IS NULL");
         let f = q.filter.as_ref().unwrap();
-        assert_eq!(f.eval(&row(&q, &[("Parent", Val::Text("A".into())), ("Email", Val::Text("x".into()))])), Some(false));
-        assert_eq!(f.eval(&row(&q, &[("Parent", Val::Text("C".into())), ("Email", Val::Text("x".into()))])), Some(true));
+        assert_eq!(
+            f.eval(&row(&q, &[("Parent", Val::Text("A".into())), ("Email", Val::Text("x".into()))])),
+            Some(false)
+        );
+        assert_eq!(
+            f.eval(&row(&q, &[("Parent", Val::Text("C".into())), ("Email", Val::Text("x".into()))])),
+            Some(true)
+        );
         assert_eq!(f.eval(&row(&q, &[("Parent", Val::Text("A".into()))])), Some(true));
 
         let q = plan("SELECT Name FROM Ledger WHERE IsBillWiseOn = true");
-        assert_eq!(q.filter.as_ref().unwrap().eval(&row(&q, &[("IsBillWiseOn", Val::Bool(true))])), Some(true));
+        assert_eq!(
+            q.filter.as_ref().unwrap().eval(&row(&q, &[("IsBillWiseOn", Val::Bool(true))])),
+            Some(true)
+        );
     }
 
     #[test]

@@ -314,7 +314,8 @@ impl Objects {
         match event {
             Event::Start(start) => {
                 let name = start.name().as_ref().to_ascii_uppercase();
-                let attr = if self.object.is_none() && name == self.tag { name_attribute(&start) } else { None };
+                let attr =
+                    if self.object.is_none() && name == self.tag { name_attribute(&start) } else { None };
                 self.start(name, attr)?;
             }
             Event::End(_) => {
@@ -361,7 +362,9 @@ impl Objects {
     fn start(&mut self, name: String, name_attr: Option<String>) -> Result<(), Failure> {
         if self.stack.len() >= MAX_DEPTH {
             self.done = true;
-            return Err(Failure::Malformed(format!("the answer nests elements deeper than {MAX_DEPTH} levels")));
+            return Err(Failure::Malformed(format!(
+                "the answer nests elements deeper than {MAX_DEPTH} levels"
+            )));
         }
         if !self.root_seen {
             self.root_seen = true;
@@ -465,7 +468,9 @@ impl Objects {
             }
             Capture::None => {
                 // `<STATUS>0</STATUS>` in the header: the export failed; the message follows.
-                if self.object.is_none() && self.stack.last().is_some_and(|n| n == "STATUS") && text.trim() == "0"
+                if self.object.is_none()
+                    && self.stack.last().is_some_and(|n| n == "STATUS")
+                    && text.trim() == "0"
                 {
                     self.failed = true;
                 }
@@ -595,7 +600,10 @@ mod tests {
     fn objects_stream_with_lists_references_and_attributes() {
         let got = objects(LEDGERS.as_bytes().to_vec(), &["Name", "Parent", "ClosingBalance"]).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0], [Some("Müller & Co".into()), Some("Sundry Debtors".into()), Some("-1250.00".into())]);
+        assert_eq!(
+            got[0],
+            [Some("Müller & Co".into()), Some("Sundry Debtors".into()), Some("-1250.00".into())]
+        );
         assert_eq!(got[1], [Some("Cash".into()), None, Some("10.00".into())]);
     }
 
@@ -624,13 +632,17 @@ mod tests {
     #[test]
     fn tally_errors_are_reported() {
         let line = "<ENVELOPE><BODY><DATA><LINEERROR>Could not find Company 'X'</LINEERROR></DATA></BODY></ENVELOPE>";
-        assert!(matches!(objects(line.into(), &["Name"]), Err(Failure::Tally(m)) if m == "Could not find Company 'X'"));
+        assert!(
+            matches!(objects(line.into(), &["Name"]), Err(Failure::Tally(m)) if m == "Could not find Company 'X'")
+        );
         let response = "<RESPONSE>Unknown Request, cannot be processed</RESPONSE>";
         assert!(
             matches!(objects(response.into(), &["Name"]), Err(Failure::Tally(m)) if m == "Unknown Request, cannot be processed")
         );
         let status = "<ENVELOPE><HEADER><VERSION>1</VERSION><STATUS>0</STATUS></HEADER><BODY><DESC></DESC><DATA>No company is open</DATA></BODY></ENVELOPE>";
-        assert!(matches!(objects(status.into(), &["Name"]), Err(Failure::Tally(m)) if m == "No company is open"));
+        assert!(
+            matches!(objects(status.into(), &["Name"]), Err(Failure::Tally(m)) if m == "No company is open")
+        );
     }
 
     #[test]
@@ -639,9 +651,15 @@ mod tests {
             assert!(matches!(objects(body.into(), &["Name"]), Err(Failure::NotTally(_))), "{body}");
         }
         let deep = format!("<ENVELOPE>{}", "<A>".repeat(MAX_DEPTH + 5));
-        assert!(matches!(objects(deep.into(), &["Name"]), Err(Failure::Malformed(m)) if m.contains("deeper")));
+        assert!(
+            matches!(objects(deep.into(), &["Name"]), Err(Failure::Malformed(m)) if m.contains("deeper"))
+        );
         // (The budget is counted where the 64 KiB read buffer fills, so it may be late by that much.)
-        let huge = format!("<ENVELOPE><COLLECTION><LEDGER NAME=\"{}\"/></ENVELOPE>", "x".repeat(MAX_OBJECT_BYTES as usize + (128 << 10))).replace("</ENVELOPE>", "</COLLECTION></ENVELOPE>");
+        let huge = format!(
+            "<ENVELOPE><COLLECTION><LEDGER NAME=\"{}\"/></ENVELOPE>",
+            "x".repeat(MAX_OBJECT_BYTES as usize + (128 << 10))
+        )
+        .replace("</ENVELOPE>", "</COLLECTION></ENVELOPE>");
         let got = objects(huge.into(), &["Name"]).map(|o| o.len());
         assert!(matches!(&got, Err(Failure::Malformed(m)) if m.contains("larger")), "{got:?}");
         let unclosed = "<ENVELOPE><COLLECTION><LEDGER><NAME>x</LEDGER>";

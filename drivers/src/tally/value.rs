@@ -72,7 +72,8 @@ impl Val {
     /// Types Tally's text for a field of `kind`; `Err` names what is wrong.
     pub(super) fn from_tally(kind: Kind, raw: Option<String>) -> Result<Val, String> {
         let Some(raw) = raw else { return Ok(Val::Null) };
-        let fail = || format!("`{}` is not a Tally {} value", raw.chars().take(60).collect::<String>(), kind.name());
+        let fail =
+            || format!("`{}` is not a Tally {} value", raw.chars().take(60).collect::<String>(), kind.name());
         Ok(match kind {
             Kind::String => Val::Text(raw),
             Kind::Number => {
@@ -149,7 +150,8 @@ pub(super) fn decimal(raw: &str, kind: Kind) -> Option<String> {
     let debit = lower.ends_with("dr");
     let start = text.find(|c: char| c.is_ascii_digit() || c == '.')?;
     let minus = text[..start].contains('-') || text[..start].contains('(');
-    let run: String = text[start..].chars().take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.').collect();
+    let run: String =
+        text[start..].chars().take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.').collect();
     let run = run.trim_end_matches([',', '.']).to_owned();
     let digits: String = run.chars().filter(|c| *c != ',').collect();
     let (int, frac) = match digits.split_once('.') {
@@ -222,7 +224,8 @@ pub(super) fn date(raw: &str) -> Option<String> {
         if parts.next().is_some() || d.len() > 2 || !(y.len() == 2 || y.len() == 4) {
             return None;
         }
-        const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+        const MONTHS: [&str; 12] =
+            ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
         let m = m.to_ascii_lowercase();
         let month = match MONTHS.iter().position(|name| m.starts_with(name) && m.len() <= 9) {
             Some(i) => u32::try_from(i).ok()? + 1,
