@@ -59,6 +59,12 @@ struct State {
 /// The fake gateway; dropping it stops the server.
 struct Fake {
     port: u16,
+    shared: Shared,
+}
+
+/// What the fake's threads and the test share.
+#[derive(Clone)]
+struct Shared {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     /// Requests that were not exactly one `<TALLYREQUEST>Export</TALLYREQUEST>`.
@@ -104,8 +110,7 @@ fn element(xml: &str, from: &str, tag: &str) -> Option<String> {
 impl Fake {
     fn start(mode: Mode) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let fake = Fake {
-            port: listener.local_addr().unwrap().port(),
+        let shared = Shared {
             state: Arc::new(Mutex::new(State { mode, requests: Vec::new() })),
             stop: Arc::new(AtomicBool::new(false)),
             not_export: Arc::new(AtomicUsize::new(0)),
@@ -113,7 +118,7 @@ impl Fake {
             finished: Arc::new(AtomicBool::new(false)),
             companies: vec![COMPANY],
         };
-        let shared = fake.shared();
+        let fake = Fake { port: listener.local_addr().unwrap().port(), shared: shared.clone() };
         thread::Builder::new()
             .name("fake-tally".into())
             .spawn(move || {
@@ -132,27 +137,16 @@ impl Fake {
         fake
     }
 
-    fn shared(&self) -> Shared {
-        Shared {
-            state: self.state.clone(),
-            stop: self.stop.clone(),
-            not_export: self.not_export.clone(),
-            released: self.released.clone(),
-            finished: self.finished.clone(),
-            companies: self.companies.clone(),
-        }
-    }
-
     fn set_mode(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = mode;
+        self.shared.state.lock().unwrap().mode = mode;
     }
 
     fn requests(&self) -> Vec<String> {
-        self.state.lock().unwrap().requests.clone()
+        self.shared.state.lock().unwrap().requests.clone()
     }
 
     fn release(&self) {
-        self.released.store(true, Ordering::SeqCst);
+        self.shared.released.store(true, Ordering::SeqCst);
     }
 
     fn spec(&self, company: Option<&str>) -> ConnectionSpec {
@@ -173,24 +167,14 @@ impl Fake {
 
 impl Drop for Fake {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         self.release();
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         // Every request any test made was an Export.
         if !thread::panicking() {
-            assert_eq!(self.not_export.load(Ordering::SeqCst), 0, "a request that is not an Export");
+            assert_eq!(self.shared.not_export.load(Ordering::SeqCst), 0, "a request that is not an Export");
         }
     }
-}
-
-#[derive(Clone)]
-struct Shared {
-    state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    not_export: Arc<AtomicUsize>,
-    released: Arc<AtomicBool>,
-    finished: Arc<AtomicBool>,
-    companies: Vec<&'static str>,
 }
 
 impl Shared {
@@ -674,7 +658,7 @@ impl RowSink for Streaming<'_> {
 
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), SinkError> {
         if self.rows == 0 {
-            self.finished_at_first_row = Some(self.fake.finished.load(Ordering::SeqCst));
+            self.finished_at_first_row = Some(self.fake.shared.finished.load(Ordering::SeqCst));
             self.fake.release();
         }
         assert!(matches!(cells[0], Cell::Text(_)));

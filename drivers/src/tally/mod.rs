@@ -258,7 +258,7 @@ impl TallyDb {
     fn tally_error(&self, message: &str) -> DriverError {
         let lower = message.to_lowercase();
         let about_company = lower.contains("company")
-            && ["could not", "not find", "not found", "no company", "not loaded", "not open", "is not"]
+            && ["could not", "not find", "not found", "no company", "not loaded", "not open"]
                 .iter()
                 .any(|w| lower.contains(w));
         if !about_company {
