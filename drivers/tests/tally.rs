@@ -574,7 +574,11 @@ fn tally_errors_are_coded() {
         sent.contains("<SVCURRENTCOMPANY>R&amp;D &lt;India&gt; &quot;Ltd&quot;</SVCURRENTCOMPANY>"),
         "{sent}"
     );
-    assert!(matches!(other.ping(), Err(DriverError::Unavailable(_))));
+    let err = other.ping().unwrap_err();
+    assert!(
+        matches!(&err, DriverError::Unavailable(m) if m.contains("(loaded: Sample Traders & Co)")),
+        "{err}"
+    );
 
     fake.set_mode(Mode::Html);
     let err = run(&db, "SELECT Name FROM Ledger").unwrap_err();

@@ -174,14 +174,16 @@ impl TallyDb {
         Ok(Exchange { objects: Objects::new(body, collection, fields), _hook: hook })
     }
 
-    /// Runs one collection export and hands each object to `each` until it says stop.
+    /// Runs one collection export from `company` and hands each object to `each` until it says
+    /// stop.
     fn export(
         &self,
         export: &CollectionExport<'_>,
+        company: Option<&str>,
         interrupt: &Interrupt,
         each: &mut dyn FnMut(RawObject) -> Result<bool, DriverError>,
     ) -> Result<(), DriverError> {
-        let envelope = ExportEnvelope::collection(export, self.company.as_deref());
+        let envelope = ExportEnvelope::collection(export, company);
         let mut exchange = self.send(&envelope, export.collection, &export.fetch, interrupt)?;
         let mut read = 0u64;
         loop {
@@ -273,11 +275,12 @@ impl TallyDb {
         })
     }
 
-    /// The names of the companies loaded in Tally.
+    /// The names of the companies loaded in Tally (asked without `SVCURRENTCOMPANY`, so the
+    /// list comes back even when the configured company is not among them).
     fn companies(&self, interrupt: &Interrupt) -> Result<Vec<String>, DriverError> {
         let mut names = Vec::new();
         let export = CollectionExport { collection: "Company", fetch: vec!["Name"], tdl: None };
-        self.export(&export, interrupt, &mut |object| {
+        self.export(&export, None, interrupt, &mut |object| {
             if let Some(Some(name)) = object.into_iter().next() {
                 names.push(name);
             }
@@ -315,7 +318,7 @@ impl TallyDb {
         let fetch: Vec<&str> = query.fetch.iter().map(|(n, _)| n.as_str()).collect();
         let export = CollectionExport { collection: &query.collection, fetch, tdl: query.tdl.as_deref() };
         sink.started(None)?;
-        self.export(&export, interrupt, &mut |object| {
+        self.export(&export, self.company.as_deref(), interrupt, &mut |object| {
             let row = query.typed(object)?;
             if query.filter.as_ref().is_some_and(|f| f.eval(&row) != Some(true)) {
                 return Ok(true);
@@ -697,7 +700,7 @@ impl Driver for TallyDb {
             let mut count = 0u64;
             let first = fields.first().map(|(n, _)| n.as_str()).unwrap_or("Name");
             let export = CollectionExport { collection, fetch: vec![first], tdl: None };
-            self.export(&export, &bounded(DISCOVERY_TIMEOUT), &mut |_| {
+            self.export(&export, self.company.as_deref(), &bounded(DISCOVERY_TIMEOUT), &mut |_| {
                 count += 1;
                 Ok(true)
             })?;
