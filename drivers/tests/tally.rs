@@ -821,3 +821,36 @@ fn parameters_and_settings_are_checked() {
     ));
     assert_eq!(fake.requests().len(), before);
 }
+
+/// Cancels its query from inside the row callback once `at` rows arrived.
+struct CancelAt {
+    token: CancelToken,
+    at: u64,
+    rows: u64,
+}
+
+impl RowSink for CancelAt {
+    fn columns(&mut self, _: &[ColumnMeta]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn row(&mut self, _: &[Cell<'_>]) -> Result<(), SinkError> {
+        self.rows += 1;
+        if self.rows == self.at {
+            self.token.cancel();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn cancel_stops_a_streaming_answer_between_rows() {
+    let fake = Fake::start(Mode::Large { n: 60_000, gate: usize::MAX });
+    let db = fake.db();
+    let token = CancelToken::new();
+    let opts = QueryOptions { timeout: Some(Duration::from_secs(30)), cancel: token.clone() };
+    let mut sink = CancelAt { token, at: 1_000, rows: 0 };
+    let err = db.query_text("SELECT Name FROM Ledger", &[], &opts, &mut sink).unwrap_err();
+    assert!(matches!(err, DriverError::Cancelled), "{err}");
+    assert_eq!(sink.rows, 1_000, "no row after the cancel");
+}
