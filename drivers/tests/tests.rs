@@ -14,4 +14,5 @@ mod round_trips;
 mod servers;
 mod session;
 mod suite;
+mod tally;
 mod tls;
