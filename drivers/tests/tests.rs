@@ -15,4 +15,5 @@ mod servers;
 mod session;
 mod suite;
 mod tally;
+mod tally_fake;
 mod tls;
