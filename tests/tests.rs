@@ -4,6 +4,8 @@
 //! gateway (in-process, TLS 1.3 on loopback, port 0) and a real SQLite database.
 
 mod support;
+#[path = "../drivers/tests/tally_fake.rs"]
+mod tally_fake;
 
 mod cli_audit;
 mod cli_configure;
@@ -35,6 +37,7 @@ mod e2e_mongodb;
 mod e2e_postgres;
 mod e2e_proxy;
 mod e2e_query;
+mod e2e_tally;
 #[cfg(unix)] // the updater replaces a running binary by rename: Unix only (Windows updates through the MSI)
 mod e2e_update;
 mod e2e_upload;

@@ -313,4 +313,3 @@ fn respond(stream: &mut TcpStream, content_type: &str, body: &[u8]) -> std::io::
     stream.write_all(body)?;
     stream.flush()
 }
-

@@ -128,6 +128,9 @@ pub fn connection_from_form(form: &DatabaseForm) -> Result<ConnectionConfig> {
     if let Some(dialect) = dialect {
         object.insert("dialect".into(), json!(dialect));
     }
+    if kind == DbKind::Tally && text(&form.password).is_some() {
+        return Err(SetupError::invalid("tally takes no password: TallyPrime's XML gateway has no login"));
+    }
     for (key, value) in &form.options {
         if FORM_FIELDS.contains(&key.as_str()) || key.eq_ignore_ascii_case("password") {
             return Err(SetupError::invalid(format!("option `{key}` is a form field, not an option")));
