@@ -290,6 +290,13 @@ export MC_TEST_MONGO_OWNER_URL='mongodb://$OWNER:$OWNER_PW@127.0.0.1:$MO_PORT/$D
 EOF
 }
 
+# Sends SIGNAL to PID and waits up to TRIES tenths of a second for it to exit.
+stop_process() {
+    local pid=$1 signal=$2 tries=$3
+    kill "-$signal" "$pid"
+    for _ in $(seq 1 "$tries"); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+}
+
 mo_running() { [ -f "$MO_DATA.pid" ] && kill -0 "$(cat "$MO_DATA.pid")" 2>/dev/null; }
 
 # Starts SecantusDB on MO_PORT with the given extra flags and waits until it answers.
@@ -325,8 +332,7 @@ stop_mongo() {
     if mo_running; then
         local pid
         pid=$(cat "$MO_DATA.pid")
-        kill -TERM "$pid"
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        stop_process "$pid" TERM 100
         kill -KILL "$pid" 2>/dev/null || true
         rm -f "$MO_DATA.pid"
         log "mongodb stopped"
@@ -337,8 +343,7 @@ stop_pg() {
     if pg_running; then
         local pid
         pid=$(head -1 "$PG_DATA/postmaster.pid")
-        kill -INT "$pid"
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        stop_process "$pid" INT 100
         log "postgres stopped"
     fi
 }
@@ -347,8 +352,7 @@ stop_my() {
     if my_running; then
         local pid
         pid=$(cat "$MY_DATA/m.pid")
-        kill -TERM "$pid"
-        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        stop_process "$pid" TERM 150
         log "mariadb stopped"
     fi
 }
