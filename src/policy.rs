@@ -256,6 +256,7 @@ mod tests {
             primary_key: Vec::new(),
             foreign_keys: Vec::new(),
             row_count_estimate: None,
+            indexes: Vec::new(),
             reads,
         }
     }

@@ -231,6 +231,7 @@ pub(crate) fn assemble(
             primary_key: b.pk.into_iter().map(|(_, c)| c).collect(),
             foreign_keys,
             row_count_estimate: b.rows,
+            indexes: Vec::new(),
             reads: None,
         });
         if (i + 1) % 100 == 0 || i + 1 == total {

@@ -172,6 +172,7 @@ mod tests {
             primary_key: vec!["id".into()],
             foreign_keys: Vec::new(),
             row_count_estimate: Some(1),
+            indexes: Vec::new(),
             reads: None,
         }
     }

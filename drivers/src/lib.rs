@@ -128,7 +128,7 @@ pub use pool::PoolStatus;
 pub use privileges::suggested_sql;
 pub use query::{CancelToken, QueryOptions, QueryStats};
 pub use schema::{
-    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, RelationName, Table, TableKind, ViewReads,
+    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Index, RelationName, Table, TableKind, ViewReads,
     WireType,
 };
 pub use secret::{Password, Secret};

@@ -2,7 +2,7 @@
 //! live in the `protocol` crate (they are what `schema_discovery` carries); the drivers fill them.
 
 pub use protocol::schema::{
-    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, RelationName, Table, TableKind, UnknownKind,
+    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Index, RelationName, Table, TableKind, UnknownKind,
     ViewReads, WireType,
 };
 

@@ -439,6 +439,7 @@ fn describe_table(conn: &Connection, t: &Listed, has_stat1: bool) -> rusqlite::R
         primary_key: pk.iter().map(|(_, name, _)| (*name).to_owned()).collect(),
         foreign_keys,
         row_count_estimate,
+        indexes: Vec::new(),
         reads: None,
     })
 }

@@ -234,6 +234,9 @@ fn discovery_samples_documents_for_fields_types_presence_and_counts() {
     let customers = schema.tables.iter().find(|t| t.name == "customers").unwrap();
     assert_eq!(customers.row_count_estimate, Some(60));
     assert_eq!(customers.primary_key, ["_id"]);
+    let code = customers.indexes.iter().find(|i| i.columns == ["code"]).expect("the index on code");
+    assert!(code.unique, "{:?}", customers.indexes);
+    assert!(customers.indexes.iter().any(|i| i.columns == ["_id"]), "{:?}", customers.indexes);
     let col =
         |name: &str| customers.columns.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}"));
     assert_eq!(col("credit").data_type, "int|long|string", "mixed types reported");

@@ -107,6 +107,7 @@ fn table(
         primary_key: pk.iter().map(|s| (*s).to_owned()).collect(),
         foreign_keys: fks,
         row_count_estimate: Some(rows),
+        indexes: Vec::new(),
         reads: None,
     }
 }

@@ -153,6 +153,9 @@ pub struct Table {
     /// Approximate number of rows (from statistics when available); `None` for views.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub row_count_estimate: Option<u64>,
+    /// Indexes, where discovery reads them (MongoDB); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub indexes: Vec<Index>,
     /// For a view: what it reads, as discovery resolved it. `None` for tables, and for views
     /// whose schema did not come from a discovery (a saved or received schema), which the
     /// privacy policy treats like [`ViewReads::Unresolved`]. Local only: never serialized, so
@@ -231,6 +234,18 @@ pub struct Column {
     /// rows that hold the field, 0.0–1.0. `None` for columns a catalogue declares.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub presence: Option<f64>,
+}
+
+/// An index of a table (or collection).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    /// Index name.
+    pub name: String,
+    /// Indexed columns (field paths), in key order.
+    pub columns: Vec<String>,
+    /// Whether the index enforces unique values.
+    pub unique: bool,
 }
 
 /// A foreign key from some columns of a table to columns of another.

@@ -9,7 +9,7 @@ use mongodb::bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, doc
 use super::MongoDb;
 use crate::privileges::report;
 use crate::{
-    Column, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, PrivilegeReport, RelationName, Table,
+    Column, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, Index, PrivilegeReport, RelationName, Table,
     TableKind, ViewReads, WireType,
 };
 
@@ -100,9 +100,13 @@ fn describe(
     ordered.sort_by_key(|(path, stats)| (path != "_id", stats.first_seen));
     ordered.truncate(MAX_FIELDS);
     let columns = ordered.into_iter().map(|(path, stats)| column(path, &stats, sampled)).collect();
-    let (row_count_estimate, reads) = match kind {
-        TableKind::Table => (Some(coll.estimated_document_count().run().map_err(err)?), None),
-        TableKind::View => (None, Some(view_reads(options))),
+    let (row_count_estimate, reads, indexes) = match kind {
+        TableKind::Table => {
+            let count = coll.estimated_document_count().run().map_err(err)?;
+            let indexes = coll.list_indexes().run().map_err(err)?.filter_map(Result::ok).map(index).collect();
+            (Some(count), None, indexes)
+        }
+        TableKind::View => (None, Some(view_reads(options)), Vec::new()),
     };
     let primary_key = if kind == TableKind::Table { vec!["_id".to_owned()] } else { Vec::new() };
     Ok(Table {
@@ -113,8 +117,19 @@ fn describe(
         primary_key,
         foreign_keys: Vec::new(),
         row_count_estimate,
+        indexes,
         reads,
     })
+}
+
+/// An index as the schema describes it: its name, key paths in order, uniqueness.
+fn index(model: mongodb::IndexModel) -> Index {
+    let options = model.options.unwrap_or_default();
+    Index {
+        name: options.name.unwrap_or_default(),
+        columns: model.keys.keys().cloned().collect(),
+        unique: options.unique.unwrap_or(false),
+    }
 }
 
 /// Records every path of `doc` (sub-documents as dotted paths, array elements that are

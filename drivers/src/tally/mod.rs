@@ -725,6 +725,7 @@ impl Driver for TallyDb {
                 primary_key: if has_guid { vec!["GUID".into()] } else { Vec::new() },
                 foreign_keys: Vec::new(),
                 row_count_estimate: Some(count),
+                indexes: Vec::new(),
                 reads: None,
             });
             progress(DiscoveryProgress { done: tables.len(), total: Some(catalogue.len()) });

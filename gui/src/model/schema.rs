@@ -308,6 +308,7 @@ pub(crate) mod tests {
             primary_key: vec!["id".into()],
             foreign_keys: vec![],
             row_count_estimate: Some(1284),
+            indexes: Vec::new(),
             reads: None,
         };
         let orders = Table {
@@ -326,6 +327,7 @@ pub(crate) mod tests {
                 ref_columns: vec!["id".into()],
             }],
             row_count_estimate: None,
+            indexes: Vec::new(),
             reads: None,
         };
         let salaries = Table {
@@ -336,6 +338,7 @@ pub(crate) mod tests {
             primary_key: vec![],
             foreign_keys: vec![],
             row_count_estimate: None,
+            indexes: Vec::new(),
             reads: None,
         };
         SchemaView {
