@@ -2,8 +2,8 @@
 //! live in the `protocol` crate (they are what `schema_discovery` carries); the drivers fill them.
 
 pub use protocol::schema::{
-    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Index, RelationName, Table, TableKind, UnknownKind,
-    ViewReads, WireType,
+    Column, ColumnMeta, DatabaseSchema, DbKind, ForeignKey, Index, RelationName, Table, TableKind,
+    UnknownKind, ViewReads, WireType,
 };
 
 impl From<UnknownKind> for crate::DriverError {

@@ -9,8 +9,8 @@ use mongodb::bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, doc
 use super::MongoDb;
 use crate::privileges::report;
 use crate::{
-    Column, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, Index, PrivilegeReport, RelationName, Table,
-    TableKind, ViewReads, WireType,
+    Column, DatabaseSchema, DbKind, DiscoveryProgress, DriverError, Index, PrivilegeReport, RelationName,
+    Table, TableKind, ViewReads, WireType,
 };
 
 /// Documents sampled per collection (spec §4.2).

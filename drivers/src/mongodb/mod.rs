@@ -195,7 +195,10 @@ impl MongoDb {
                 .run_command(doc! { "currentOp": 1, "$ownOps": true, "command.comment": comment })
                 .run()
                 .map_err(|e| client_err(&e))?;
-            Ok(reply.get_array("inprog").map(|a| a.iter().filter_map(op_id).collect()).unwrap_or_default())
+            Ok(reply
+                .get_array("inprog")
+                .map(|a| a.iter().filter_map(|op| op_id(op, comment)).collect())
+                .unwrap_or_default())
         };
         let err = |e: &MongoError| self.error(e, None);
         for _ in 0..20 {
@@ -519,8 +522,25 @@ fn lookup<'a>(doc: &'a RawDocument, path: &str) -> Option<RawBsonRef<'a>> {
     None
 }
 
-fn op_id(op: &Bson) -> Option<Bson> {
-    op.as_document().and_then(|d| d.get("opid")).cloned()
+/// The `opid` of a `$currentOp` entry that carries `comment` (on its command, or on the command
+/// that opened its cursor). Checked here, not only in the filter sent: a server that ignores
+/// the filter must not get every operation it lists killed.
+fn op_id(op: &Bson, comment: &str) -> Option<Bson> {
+    let op = op.as_document()?;
+    let commented = |path: &[&str]| {
+        let mut doc = op;
+        for key in &path[..path.len() - 1] {
+            match doc.get_document(key) {
+                Ok(d) => doc = d,
+                Err(_) => return false,
+            }
+        }
+        doc.get_str(path[path.len() - 1]).is_ok_and(|c| c == comment)
+    };
+    let ours = commented(&["command", "comment"])
+        || commented(&["cursor", "originatingCommand", "comment"])
+        || commented(&["originatingCommand", "comment"]);
+    if ours { op.get("opid").cloned() } else { None }
 }
 
 /// The driver's message without the `Kind:` wrapping noise.
@@ -656,6 +676,22 @@ mod tests {
         assert!(Plan::parse(r#"{"collection":"c","skip":-1}"#).is_err());
         let write = Plan::parse(r#"{"collection":"c","pipeline":[{"$match":{}},{"$merge":"d"}]}"#);
         assert!(matches!(write, Err(DriverError::WriteRejected(_))));
+    }
+
+    #[test]
+    fn only_operations_carrying_the_comment_are_killed() {
+        let ours = "mini-connector:1-2-3";
+        let listed = [
+            Bson::Document(doc! { "opid": 1, "command": { "aggregate": "c", "comment": ours } }),
+            Bson::Document(
+                doc! { "opid": 2, "command": { "getMore": 5_i64 }, "cursor": { "originatingCommand": { "comment": ours } } },
+            ),
+            Bson::Document(doc! { "opid": 3, "command": { "find": "c", "comment": "someone else" } }),
+            Bson::Document(doc! { "opid": 4, "command": { "insert": "c" } }),
+            Bson::Document(doc! { "opid": 5 }),
+        ];
+        let ids: Vec<Bson> = listed.iter().filter_map(|op| op_id(op, ours)).collect();
+        assert_eq!(ids, [Bson::Int32(1), Bson::Int32(2)]);
     }
 
     #[test]
