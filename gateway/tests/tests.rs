@@ -10,6 +10,7 @@ mod cli_keys;
 mod compression;
 mod durable;
 mod encodings;
+mod fleet;
 mod keepalive;
 mod limits;
 mod longpoll;
