@@ -55,6 +55,11 @@ struct Args {
     /// Sessions opened per second while the fleet comes up.
     #[arg(long, default_value_t = 500)]
     ramp_per_sec: u32,
+    /// Once every agent is connected, send this many queries one after another through the
+    /// gateway's admin API (found in `--data-dir`), each to a random agent, and print their
+    /// round trips `{"probes", "p50Ms", "p99Ms", "maxMs"}`.
+    #[arg(long, default_value_t = 0)]
+    probe_queries: usize,
 }
 
 #[derive(Default)]
@@ -106,6 +111,9 @@ fn main() -> anyhow::Result<()> {
         handles.push(handle);
         std::thread::sleep(pause);
     }
+    if args.probe_queries > 0 {
+        probe(&args, &stats)?;
+    }
     let started = Instant::now();
     let end = (args.duration_secs > 0).then(|| started + Duration::from_secs(args.duration_secs));
     loop {
@@ -122,6 +130,42 @@ fn main() -> anyhow::Result<()> {
         let _ = handle.join();
     }
     println!("{}", stats.line());
+    Ok(())
+}
+
+/// Waits until the whole fleet is connected, then times `--probe-queries` queries.
+fn probe(args: &Args, stats: &Stats) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stats.connected.load(Ordering::Relaxed) < args.agents {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} agents connected after 10 minutes",
+                stats.connected.load(Ordering::Relaxed),
+                args.agents
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = args.data_dir.as_ref().context("--probe-queries needs --data-dir")?;
+    let client =
+        gateway::AdminClient::from_data_dir(dir)?.context("the gateway has no admin API (--admin-listen)")?;
+    let mut times = Vec::with_capacity(args.probe_queries);
+    for _ in 0..args.probe_queries {
+        let target = rand::random_range(0..args.agents);
+        let body = serde_json::json!({"connector": format!("{}-{target}", args.prefix), "sql": "SELECT 1", "waitMs": 30_000});
+        let started = Instant::now();
+        let (status, answer) = client.call("POST", "/admin/query", Some(&body), Duration::from_secs(40))?;
+        if status != 200 {
+            bail!("probe query to agent {target}: HTTP {status}: {answer}");
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({"probes": times.len(), "p50Ms": at(0.5), "p99Ms": at(0.99), "maxMs": at(1.0)})
+    );
     Ok(())
 }
 
