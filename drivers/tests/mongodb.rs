@@ -81,6 +81,19 @@ fn find_with_a_projection_gives_one_column_per_field() {
 }
 
 #[test]
+fn a_sort_on_two_fields_sorts_by_the_first_one_first() {
+    let Some(db) = ro() else { return };
+    let rec = query(
+        &db,
+        &json!({"collection": "customers", "projection": {"country": 1},
+                "sort": {"country": 1, "_id": -1}, "limit": 3}),
+    )
+    .unwrap();
+    // DE customers are 6, 12, …, 60: the highest ids first within the first country.
+    assert_eq!(rec.json, [r#"[60,"DE"]"#, r#"[54,"DE"]"#, r#"[48,"DE"]"#]);
+}
+
+#[test]
 fn pipelines_stream_whole_documents_as_extended_json() {
     let Some(db) = ro() else { return };
     let rec = query(

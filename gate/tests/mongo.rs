@@ -233,3 +233,17 @@ fn random_json_never_panics() {
         }
     });
 }
+
+#[test]
+fn sort_documents_keep_their_key_order() {
+    // `{"b": 1, "a": -1}` sorts by b first: the approved text must keep that order.
+    let find = json!({"collection": "o", "sort": {"b": 1, "a": -1}, "projection": {"z": 1, "y": 1}});
+    let checked =
+        check_with(&find.to_string(), 0, Target::MONGO, &Policy::default(), &Limits::default()).unwrap();
+    assert!(checked.sql().contains(r#""sort":{"b":1,"a":-1}"#), "{}", checked.sql());
+    assert!(checked.sql().contains(r#""projection":{"z":1,"y":1}"#), "{}", checked.sql());
+    let pipeline = json!({"collection": "o", "pipeline": [{"$sort": {"zz": -1, "aa": 1}}]});
+    let checked =
+        check_with(&pipeline.to_string(), 0, Target::MONGO, &Policy::default(), &Limits::default()).unwrap();
+    assert!(checked.sql().contains(r#"{"$sort":{"zz":-1,"aa":1}}"#), "{}", checked.sql());
+}

@@ -136,6 +136,7 @@ fn index(model: mongodb::IndexModel) -> Index {
 /// documents under the array's path).
 fn walk(doc: &RawDocument, prefix: &str, depth: usize, fields: &mut BTreeMap<String, FieldStats>) {
     for (key, value) in doc.iter().filter_map(Result::ok) {
+        let key = key.as_str();
         let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
         if !fields.contains_key(&path) && fields.len() >= MAX_FIELDS * 2 {
             continue;
@@ -363,7 +364,7 @@ mod tests {
         ];
         let mut fields = BTreeMap::new();
         for d in &docs {
-            let raw = RawDocumentBuf::from_document(d).unwrap();
+            let raw = RawDocumentBuf::try_from(d).unwrap();
             walk(&raw, "", 0, &mut fields);
         }
         let col = |p: &str| column(p.to_owned(), &fields[p], 4);

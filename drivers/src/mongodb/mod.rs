@@ -500,7 +500,7 @@ fn date_text(t: bson::DateTime) -> String {
 
 /// Relaxed Extended JSON of one value.
 fn extended_json(value: RawBsonRef<'_>) -> Result<String, DriverError> {
-    let owned = Bson::try_from(value.to_raw_bson())
+    let owned = Bson::try_from(value)
         .map_err(|e| DriverError::Query(format!("a document the server sent does not decode: {e}")))?;
     Ok(owned.into_relaxed_extjson().to_string())
 }
@@ -696,7 +696,7 @@ mod tests {
 
     #[test]
     fn values_map_to_cells() {
-        let raw = RawDocumentBuf::from_document(&doc! {
+        let raw = RawDocumentBuf::try_from(&doc! {
             "s": "Müller", "i": 7_i32, "l": 8_i64, "d": 1.5, "b": true, "n": null,
             "o": bson::oid::ObjectId::parse_str("64b7f0c2a1b2c3d4e5f60718").unwrap(),
             "t": bson::DateTime::from_millis(0), "sub": { "x": [1, 2] },
