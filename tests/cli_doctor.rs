@@ -43,7 +43,8 @@ fn status<'a>(report: &'a Value, name: &str) -> &'a str {
 fn assert_shape(report: &Value) {
     assert!(["ok", "warn", "fail"].contains(&report["verdict"].as_str().unwrap()), "{report:#}");
     for s in report["steps"].as_array().unwrap() {
-        let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
         assert_eq!(keys, ["data", "detail", "hint", "name", "status"], "{s:#}");
     }
 }
