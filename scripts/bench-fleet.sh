@@ -4,6 +4,7 @@
 # simulated fleet: real TLS 1.3 WebSocket sessions that authenticate, heartbeat and answer).
 #
 #   scripts/bench-fleet.sh [N ...]       default: 1000 2500 5000 agents, 30 s heartbeats
+#   (MC_BENCH_NO_BUILD=1: use the release binaries already in target/release)
 #
 # For each N: a fresh release gateway, the fleet connected, 20 s at rest, then 200 queries one
 # after another to random agents through the admin API (p50/p99). Prints one table row per N.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1000 2500 5000)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo build --release -p gateway --bins >&2
+[ "${MC_BENCH_NO_BUILD:-}" = 1 ] || cargo build --release -p gateway --bins >&2
 bin=target/release
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
