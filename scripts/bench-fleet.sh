@@ -34,7 +34,7 @@ for n in "${counts[@]}"; do
     for _ in $(seq 100); do [ -f "$dir/admin.json" ] && break; sleep 0.1; done
     base=$(rss_kb "$gw")
     "$bin/connector-fleet" --url "wss://127.0.0.1:$port/ws" --ca-cert "$dir/tls/cert.pem" --data-dir "$dir" \
-        --agents "$n" --heartbeat-secs 30 --probe-queries 200 --ramp-per-sec 1000 >"$work/fleet-$n.out" 2>&1 &
+        --agents "$n" --heartbeat-secs 30 --probe-queries 200 --ramp-per-sec 250 >"$work/fleet-$n.out" 2>&1 &
     fleet=$!
     # The probe line comes once the whole fleet is connected and the queries ran.
     for _ in $(seq 1200); do grep -q '"probes"' "$work/fleet-$n.out" && break; sleep 0.5; done
@@ -51,6 +51,7 @@ cpu = (t1 - t0) / hz / 20 * 100
 rt = f'{probe.get("p50Ms", float("nan")):.1f} / {probe.get("p99Ms", float("nan")):.1f} ms'
 print(f"| {n} | {base/1024:.1f} MiB | {rss/1024:.1f} MiB | {per:.0f} KiB | {threads} | {cpu:.1f} % of a core | {rt} |")
 PY
+    cp "$work/gw-$n.log" "$work/fleet-$n.out" "${TMPDIR:-/tmp}/" 2>/dev/null || true  # kept for a look
     kill "$fleet" 2>/dev/null || true; wait "$fleet" 2>/dev/null || true
     kill -INT "$gw" 2>/dev/null || true; wait "$gw" 2>/dev/null || true
 done
