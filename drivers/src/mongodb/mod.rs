@@ -9,7 +9,7 @@
 //! checking the certificate, `verify-full` TLS checked against `sslRootCert` or the Web PKI
 //! roots (`verify-ca` is refused: the rustls backend always compares the host name). A `PLAIN`
 //! (LDAP) login sends the password in clear and is refused without TLS unless
-//! `allowCleartextPassword`. The client's own pool follows [`PoolSettings`]; opening contacts
+//! `allowCleartextPassword`. The client's own pool follows [`PoolSettings`](crate::PoolSettings); opening contacts
 //! no server.
 //!
 //! **Queries.** The text is the gate's approved JSON (`gate/src/mongo.rs`): the find form runs
@@ -50,7 +50,7 @@ use crate::query::Interrupt;
 use crate::secret::scrub;
 use crate::{
     Cell, ColumnMeta, ConnectionSpec, DatabaseSchema, DiscoveryProgress, DriverError, OdbcDialect,
-    PoolSettings, PrivilegeReport, QueryStats, RowSink, Secret, SslMode, WireType,
+    PrivilegeReport, QueryStats, RowSink, Secret, SslMode, WireType,
 };
 
 /// Server error codes that mean "stopped from outside" (killOp, interrupted, cursor killed).
@@ -60,10 +60,11 @@ const TIME_LIMIT: i32 = 50;
 /// Documents per batch: small enough that a batch of big documents stays a few MB.
 const BATCH_SIZE: u32 = 500;
 
+/// Cheap to clone: the client is a handle on the driver's shared pool.
+#[derive(Clone)]
 pub(crate) struct MongoDb {
     client: Client,
     database: String,
-    pool: PoolSettings,
     /// Secrets that must never show in an error message.
     secrets: Vec<Secret>,
 }
@@ -150,7 +151,7 @@ impl MongoDb {
                 }));
         }
         let client = Client::with_options(options).map_err(|e| open_err(message(&e)))?;
-        Ok(Box::new(MongoDb { client, database, pool: spec.pool.clone(), secrets }))
+        Ok(Box::new(MongoDb { client, database, secrets }))
     }
 
     fn db(&self) -> mongodb::sync::Database {
@@ -579,8 +580,8 @@ impl Driver for MongoDb {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        // The official driver keeps its pool to itself: report the configured floor.
-        PoolStatus { connections: self.pool.min_connections.min(self.pool.max_connections), idle: 0 }
+        // The official driver keeps its pool to itself (sized by `PoolSettings` at open): not known.
+        PoolStatus::default()
     }
 
     fn query(
@@ -598,7 +599,7 @@ impl Driver for MongoDb {
         let plan = Plan::parse(sql)?;
         let comment = new_comment();
         sink.started(Some(&format!("{SESSION_PREFIX}{comment}")))?;
-        let killer = self.clone_for_kill();
+        let killer = self.clone();
         let hook_comment = comment.clone();
         let hook = interrupt.cancel.on_cancel(move || {
             let (killer, comment) = (killer.clone(), hook_comment.clone());
@@ -636,18 +637,6 @@ impl Driver for MongoDb {
     #[cfg(test)]
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-impl MongoDb {
-    /// A handle sharing the client (its pool), for the cancel hook's thread.
-    fn clone_for_kill(&self) -> std::sync::Arc<MongoDb> {
-        std::sync::Arc::new(MongoDb {
-            client: self.client.clone(),
-            database: self.database.clone(),
-            pool: self.pool.clone(),
-            secrets: self.secrets.clone(),
-        })
     }
 }
 
