@@ -788,7 +788,11 @@ fn idle(pids: &[u32], window: Duration) -> Vec<IdleSample> {
         .zip(before)
         .map(|(pid, (cpu0, sw0))| {
             let (cpu1, sw1) = cpu_and_switches(*pid);
-            IdleSample { rss_kib: rss_kib(*pid), cpu_ms: cpu1 - cpu0, switches: sw1 - sw0 }
+            IdleSample {
+                rss_kib: rss_kib(*pid),
+                cpu_ms: cpu1.saturating_sub(cpu0),
+                switches: sw1.saturating_sub(sw0),
+            }
         })
         .collect()
 }
