@@ -22,6 +22,10 @@ pub enum GatewayError {
     /// `gateway.db` (keys, command queue) failed.
     #[error("gateway.db: {0}")]
     Db(#[from] rusqlite::Error),
+    /// Redis (cluster mode: registry, keys, command streams, results) failed. The message never
+    /// holds the URL's password.
+    #[error("redis: {0}")]
+    Redis(String),
     /// rustls refused the server configuration.
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
@@ -71,5 +75,11 @@ impl GatewayError {
 impl From<rcgen::Error> for GatewayError {
     fn from(e: rcgen::Error) -> Self {
         Self::Cert(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for GatewayError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e.to_string())
     }
 }

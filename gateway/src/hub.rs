@@ -29,6 +29,7 @@ use protocol::{
 };
 use serde::Serialize;
 
+use crate::cluster::{Cluster, LocalSession, StreamRef};
 use crate::keys::{KeyRecord, KeyStore};
 use crate::query::{BufferedInfo, QueryError, QueryOutcome, QueryRequest};
 use crate::store::CommandStore;
@@ -186,6 +187,9 @@ pub struct ConnectorInfo {
     pub in_flight_commands: usize,
     /// Latest `schema_discovery` payload.
     pub schema: Option<Vec<DatabaseSchema>>,
+    /// Cluster mode: the node holding the connector's session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A message for a session thread; always followed by [`Waker::wake`].
@@ -305,6 +309,9 @@ struct PendingCommand {
     /// Callers of [`Hub::wait_command`]: told (by dropping these) once the command is answered
     /// and its outcome handed out or kept. One per waiting admin connection (bounded).
     watchers: Vec<(u64, Sender<()>)>,
+    /// Cluster mode: the command came from its connector's Redis stream; its answer goes back
+    /// there (and to the node that took it) instead of to local waiters.
+    stream: Option<StreamRef>,
 }
 
 #[derive(Debug, Default)]
@@ -390,6 +397,23 @@ impl Commands {
         self.kept.insert(command_id.to_owned(), reply);
     }
 
+    /// Drops the adopted (stream) commands of `connector` that are back in its queue.
+    fn forget_adopted(&mut self, connector: &str) {
+        let ids: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|p| p.connector == connector && p.stream.is_some() && p.sent.is_none())
+            .map(|p| p.command.command_id.clone())
+            .collect();
+        for id in ids {
+            if let Some(p) = self.by_id.remove(&id)
+                && let Some(queue) = self.queues.get_mut(&p.connector)
+            {
+                queue.remove(&p.seq);
+            }
+        }
+    }
+
     /// Unanswered commands of `connector` written to a session.
     fn in_flight(&self, connector: &str) -> usize {
         self.in_flight.get(connector).copied().unwrap_or(0)
@@ -429,6 +453,8 @@ pub(crate) struct Hub {
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     /// Sessions over the HTTPS long-poll transport, by token.
     pub longpoll: crate::longpoll::Registry,
+    /// Cluster mode (`--redis`): the registry, command streams and outcomes in Redis.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -458,7 +484,12 @@ fn store_error(e: &GatewayError) -> QueryError {
 impl Hub {
     /// Builds the hub around the command store, with every command the store still holds
     /// back in the queue (commands past their TTL are answered `COMMAND_EXPIRED` at once).
-    pub fn new(config: GatewayConfig, keys: KeyStore, store: CommandStore) -> Result<Self, GatewayError> {
+    pub fn new(
+        config: GatewayConfig,
+        keys: KeyStore,
+        store: CommandStore,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Self, GatewayError> {
         let mut commands = Commands::default();
         let now = SystemTime::now();
         let mut expired = Vec::new();
@@ -477,6 +508,7 @@ impl Hub {
                 waiters: Vec::new(),
                 result_claimed: false,
                 watchers: Vec::new(),
+                stream: None,
             });
         }
         for (connector, id) in expired {
@@ -507,6 +539,7 @@ impl Hub {
             admin_connections: AtomicUsize::new(0),
             threads: Mutex::default(),
             longpoll: crate::longpoll::Registry::default(),
+            cluster,
         })
     }
 
@@ -644,16 +677,24 @@ impl Hub {
         let removed = {
             let mut commands = self.commands.lock().unwrap();
             let mut sessions = self.sessions.lock().unwrap();
-            if sessions.get(connector).is_some_and(|s| s.connection_id == connection_id) {
-                sessions.remove(connector);
-                commands.unsend(connection_id);
-                true
-            } else {
-                false
+            match sessions.get(connector) {
+                Some(s) if s.connection_id == connection_id => {
+                    let instance = s.instance_id.clone();
+                    sessions.remove(connector);
+                    commands.unsend(connection_id);
+                    if self.cluster.is_some() {
+                        // Adopted commands live on in the connector's stream: the node it
+                        // connects to next takes them from there.
+                        commands.forget_adopted(connector);
+                    }
+                    Some(instance)
+                }
+                _ => None,
             }
         };
-        if !removed {
-            return;
+        let Some(instance) = removed else { return };
+        if let Some(cluster) = &self.cluster {
+            cluster.release(connector, connection_id, instance.as_deref());
         }
         {
             let mut connectors = self.connectors.lock().unwrap();
@@ -719,7 +760,14 @@ impl Hub {
     }
 
     /// Hands a reply to the waiting caller, or keeps it for [`Hub::command_status`].
-    fn reply(commands: &mut Commands, pending: PendingCommand, reply: Reply) {
+    fn reply(&self, commands: &mut Commands, pending: PendingCommand, reply: Reply) {
+        if let (Some(stream), Some(cluster)) = (&pending.stream, &self.cluster) {
+            // Remembered here too (`command_status` on this node), and published for the node
+            // that took the command (its caller waits there).
+            commands.keep(&pending.command.command_id, reply.clone());
+            cluster.publish(&pending.connector, &pending.command.command_id, stream.clone(), reply);
+            return;
+        }
         let id = pending.command.command_id;
         let mut delivered = false;
         for waiter in &pending.waiters {
@@ -786,8 +834,13 @@ impl Hub {
 
     /// Writes an arbitrary text frame to a live session.
     pub fn send_raw(&self, connector: &str, text: String) -> Result<(), GatewayError> {
-        let session =
-            self.session(connector).ok_or_else(|| GatewayError::ConnectorOffline(connector.to_owned()))?;
+        let Some(session) = self.session(connector) else {
+            // Cluster mode: the node holding it writes it.
+            return match &self.cluster {
+                Some(cluster) if cluster.forward_raw(connector, text) => Ok(()),
+                _ => Err(GatewayError::ConnectorOffline(connector.to_owned())),
+            };
+        };
         if session.send(SessionMsg::Frame(text)) {
             Ok(())
         } else {
@@ -802,12 +855,7 @@ impl Hub {
     // -- connectors -----------------------------------------------------------------------
 
     pub fn is_known(&self, connector: &str) -> bool {
-        self.session(connector).is_some()
-            || self
-                .keys
-                .connectors()
-                .map(|list| list.iter().any(|(name, _)| name == connector))
-                .unwrap_or(false)
+        self.session(connector).is_some() || self.keys.has_connector(connector).unwrap_or(false)
     }
 
     pub fn connectors(&self) -> Vec<ConnectorInfo> {
@@ -831,12 +879,48 @@ impl Hub {
             }
         }
         names.sort();
+        // Cluster mode: connectors held by other nodes, from the registry.
+        let remote: HashMap<String, (crate::cluster::Holder, serde_json::Value)> = match &self.cluster {
+            Some(cluster) => {
+                let others: Vec<String> = names
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .filter(|n| states.get(n).is_none_or(|s| s.connection_id.is_none()))
+                    .collect();
+                let found = cluster.remote_states(&others);
+                others
+                    .into_iter()
+                    .zip(found)
+                    .filter_map(|(n, (holder, info))| Some((n, (holder?, info.unwrap_or_default()))))
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
+        let node = self.cluster.as_ref().map(|c| c.node_id.clone());
         names
             .into_iter()
             .map(|(name, tenant)| {
+                if let Some((holder, info)) = remote.get(&name) {
+                    let text = |k: &str| info.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                    return ConnectorInfo {
+                        queued_commands: 0,
+                        in_flight_commands: 0,
+                        connected: true,
+                        connection_id: Some(holder.conn.clone()),
+                        agent_version: text("agentVersion"),
+                        last_heartbeat: text("lastHeartbeat"),
+                        status: info.get("status").and_then(|v| serde_json::from_value(v.clone()).ok()),
+                        active_commands: info.get("activeCommands").and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+                        schema: None,
+                        tenant,
+                        name,
+                        node: Some(holder.node.clone()),
+                    };
+                }
                 let state = states.get(&name).cloned().unwrap_or_default();
                 let (queued_commands, in_flight_commands) = counts.get(&name).copied().unwrap_or_default();
                 ConnectorInfo {
+                    node: node.clone().filter(|_| state.connection_id.is_some()),
                     queued_commands,
                     in_flight_commands,
                     connected: state.connection_id.is_some(),
@@ -864,6 +948,9 @@ impl Hub {
         if !self.is_known(connector) {
             return Err(QueryError::UnknownConnector(connector.to_owned()));
         }
+        if let Some(cluster) = self.cluster.clone() {
+            return self.submit_to_cluster(&cluster, connector, req);
+        }
         // The same idempotency key for the same connector while a command with it is pending
         // (a caller that gave up waiting and asks again): wait for that command's answer
         // instead of sending another command — the key means "the same work".
@@ -886,24 +973,9 @@ impl Hub {
                 });
             }
         }
-        let command_id = uuid::Uuid::new_v4().to_string();
-        let execution_id = uuid::Uuid::new_v4().to_string();
-        let ttl = req.ttl.unwrap_or(self.config.default_command_ttl);
-        let expires = SystemTime::now() + ttl;
-        let command = Command {
-            command_id: command_id.clone(),
-            execution_id: execution_id.clone(),
-            activity_id: format!("gateway-{}", &command_id[..8]),
-            operation: Operation::Query,
-            payload: CommandPayload {
-                query: req.sql,
-                params: req.params,
-                timeout: req.timeout_ms,
-                idempotency_key: req.idempotency_key.unwrap_or_else(|| command_id.clone()),
-                connection: req.connection,
-                expires_at: Some(humantime::format_rfc3339_millis(expires).to_string()),
-            },
-        };
+        let wait = req.wait;
+        let (command, expires) = self.new_command(req);
+        let (command_id, execution_id) = (command.command_id.clone(), command.execution_id.clone());
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut commands = self.commands.lock().unwrap();
         let seq = commands.next_seq;
@@ -918,6 +990,7 @@ impl Hub {
             waiters: vec![tx],
             result_claimed: false,
             watchers: Vec::new(),
+            stream: None,
         };
         commands.add(pending);
         self.pump(&mut commands, connector);
@@ -927,13 +1000,185 @@ impl Hub {
             command_id,
             execution_id,
             expires,
-            deadline: Instant::now() + req.wait,
+            deadline: Instant::now() + wait,
             rx,
         })
     }
 
+    /// The command a request becomes, and when it expires.
+    fn new_command(&self, req: QueryRequest) -> (Command, SystemTime) {
+        let command_id = uuid::Uuid::new_v4().to_string();
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        let ttl = req.ttl.unwrap_or(self.config.default_command_ttl);
+        let expires = SystemTime::now() + ttl;
+        let command = Command {
+            activity_id: format!("gateway-{}", &command_id[..8]),
+            command_id: command_id.clone(),
+            execution_id,
+            operation: Operation::Query,
+            payload: CommandPayload {
+                query: req.sql,
+                params: req.params,
+                timeout: req.timeout_ms,
+                idempotency_key: req.idempotency_key.unwrap_or(command_id),
+                connection: req.connection,
+                expires_at: Some(humantime::format_rfc3339_millis(expires).to_string()),
+            },
+        };
+        (command, expires)
+    }
+
+    /// Cluster mode: the command goes into its connector's Redis stream (where it outlives
+    /// this node), the node holding the connector is told, and the caller waits for the outcome
+    /// through Redis. An idempotency key of a live command joins that command.
+    fn submit_to_cluster(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        connector: &str,
+        req: QueryRequest,
+    ) -> Result<PendingQuery, QueryError> {
+        let redis_error = |e: GatewayError| {
+            QueryError::Remote(ErrorBody::new(ErrorCode::InternalError, format!("the cluster could not take the command: {e}")))
+        };
+        let wait = req.wait;
+        let ttl = req.ttl.unwrap_or(self.config.default_command_ttl);
+        let (command, expires) = self.new_command(req);
+        if command.payload.idempotency_key != command.command_id {
+            let joined = cluster
+                .claim_idempotency(connector, &command.payload.idempotency_key, &command.command_id, ttl)
+                .map_err(redis_error)?;
+            if let Some(command_id) = joined {
+                let rx = cluster.wait_for(&command_id, expires);
+                // Answered already: hand the stored outcome over at once.
+                if let Some(reply) = cluster.outcome(&command_id) {
+                    cluster.forget_waiters(&command_id);
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    let _ = tx.send(reply);
+                    return Ok(self.pending_query(command_id.clone(), command_id, expires, wait, rx));
+                }
+                return Ok(self.pending_query(command_id.clone(), command_id, expires, wait, rx));
+            }
+        }
+        let rx = cluster.wait_for(&command.command_id, expires);
+        if let Err(e) = cluster.enqueue(connector, &command, expires) {
+            cluster.forget_waiters(&command.command_id);
+            return Err(redis_error(e));
+        }
+        cluster.notify_holder(self, connector);
+        Ok(self.pending_query(command.command_id, command.execution_id, expires, wait, rx))
+    }
+
+    fn pending_query(
+        self: &Arc<Self>,
+        command_id: String,
+        execution_id: String,
+        expires: SystemTime,
+        wait: Duration,
+        rx: Receiver<Reply>,
+    ) -> PendingQuery {
+        PendingQuery { hub: self.clone(), command_id, execution_id, expires, deadline: Instant::now() + wait, rx }
+    }
+
+    /// Cluster mode: takes the connector's unanswered commands from its Redis stream into this
+    /// node's queue (those it has not taken yet) and writes what fits to its session. Only the
+    /// node holding the connector's session does anything.
+    pub fn adopt(&self, connector: &str) {
+        let Some(cluster) = &self.cluster else { return };
+        if self.session(connector).is_none() {
+            return;
+        }
+        let stream = match cluster.read_stream(connector) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(connector, "cannot read the connector's command stream: {e}");
+                return;
+            }
+        };
+        let mut commands = self.commands.lock().unwrap();
+        let now = SystemTime::now();
+        for entry in stream {
+            let id = entry.command.command_id.clone();
+            if commands.by_id.contains_key(&id) {
+                continue;
+            }
+            if commands.answered_set.contains(&id) {
+                // Answered here; its outcome is on its way to Redis (which deletes the entry).
+                continue;
+            }
+            if entry.expires <= now {
+                tracing::info!(connector, command = %id, "queued command expired");
+                cluster.publish(connector, &id, entry.stream, Err(expired_error(&id)));
+                continue;
+            }
+            let seq = commands.next_seq;
+            commands.next_seq += 1;
+            commands.add(PendingCommand {
+                connector: connector.to_owned(),
+                command: entry.command,
+                sent: None,
+                expires: entry.expires,
+                seq,
+                waiters: Vec::new(),
+                result_claimed: false,
+                watchers: Vec::new(),
+                stream: Some(entry.stream),
+            });
+        }
+        self.pump(&mut commands, connector);
+    }
+
+    /// Cluster mode: pings the connector's session `conn` for another node's takeover check;
+    /// the receiver hears once the agent answers. `None` when that session is not here.
+    pub fn probe_session(&self, connector: &str, conn: &str) -> Option<Receiver<()>> {
+        let session = self.session(connector).filter(|s| s.connection_id == conn)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        session.send(SessionMsg::Probe(tx)).then_some(rx)
+    }
+
+    /// Cluster mode: the connector's session `conn` of this node was taken over on another
+    /// node (or the registry names another session now): it closes, and its unanswered
+    /// commands are left to the stream.
+    pub fn replaced_elsewhere(&self, connector: &str, conn: &str, reason: &str) {
+        let Some(session) = self.session(connector).filter(|s| s.connection_id == conn) else { return };
+        session.send(SessionMsg::Replaced { reason: reason.to_owned() });
+        self.unregister(connector, conn, reason);
+        self.emit(GatewayEvent::SessionReplaced {
+            connector: connector.to_owned(),
+            old_connection_id: conn.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Cluster mode: this node's live sessions, for the registry refresh.
+    pub fn registered_sessions(&self) -> Vec<LocalSession> {
+        let sessions: Vec<(String, SessionHandle)> =
+            self.sessions.lock().unwrap().iter().map(|(c, s)| (c.clone(), s.clone())).collect();
+        let states = self.connectors.lock().unwrap();
+        sessions
+            .into_iter()
+            .map(|(connector, s)| {
+                let state = states.get(&connector).cloned().unwrap_or_default();
+                LocalSession {
+                    info: serde_json::json!({
+                        "tenant": state.tenant,
+                        "agentVersion": state.agent_version,
+                        "lastHeartbeat": state.last_heartbeat,
+                        "status": state.status,
+                        "activeCommands": state.active_commands,
+                    }),
+                    connector,
+                    conn: s.connection_id,
+                    inst: s.instance_id,
+                }
+            })
+            .collect()
+    }
+
     /// Delivers the queue of a connector to its (new) session: see [`Hub::pump`].
     pub fn deliver_queued(&self, connector: &str) {
+        if self.cluster.is_some() {
+            return self.adopt(connector);
+        }
         let mut commands = self.commands.lock().unwrap();
         self.pump(&mut commands, connector);
     }
@@ -969,7 +1214,7 @@ impl Hub {
         match self.retire(commands, command_id, "expired") {
             Some(p) => {
                 tracing::info!(connector = %p.connector, command = command_id, "queued command expired");
-                Self::reply(commands, p, Err(expired_error(command_id)));
+                self.reply(commands, p, Err(expired_error(command_id)));
             }
             None => {
                 // Not a pending command (cannot happen): do not loop on it.
@@ -995,7 +1240,7 @@ impl Hub {
         }
         let Some(p) = self.retire(&mut commands, command_id, outcome) else { return false };
         let sent = p.sent.as_ref().map(|(_, at)| *at);
-        Self::reply(&mut commands, p, reply(sent));
+        self.reply(&mut commands, p, reply(sent));
         self.pump(&mut commands, connector);
         true
     }
@@ -1045,6 +1290,16 @@ impl Hub {
         {
             return CommandStatus::Answered(None);
         }
+        drop(commands);
+        if let Some(cluster) = &self.cluster {
+            // Taken on another node, or held in the stream.
+            if let Some(reply) = cluster.outcome(command_id) {
+                return CommandStatus::Answered(Some(reply));
+            }
+            if cluster.command_known(command_id) {
+                return CommandStatus::Queued;
+            }
+        }
         CommandStatus::Unknown
     }
 
@@ -1052,6 +1307,20 @@ impl Hub {
     /// answered (woken by the answer, no polling).
     pub fn wait_command(&self, command_id: &str, wait: Duration) -> CommandStatus {
         static NEXT_WATCHER: AtomicU64 = AtomicU64::new(0);
+        if let Some(cluster) = &self.cluster
+            && !wait.is_zero()
+            && !self.commands.lock().unwrap().by_id.contains_key(command_id)
+            && matches!(self.command_status(command_id), CommandStatus::Queued)
+        {
+            // Pending elsewhere in the cluster: wait for its outcome through Redis.
+            let expires = SystemTime::now() + wait;
+            let rx = cluster.wait_for(command_id, expires);
+            // It may have been answered between the status and the registration.
+            if matches!(self.command_status(command_id), CommandStatus::Queued) {
+                let _ = rx.recv_timeout(wait);
+            }
+            return self.command_status(command_id);
+        }
         let watch = {
             let mut commands = self.commands.lock().unwrap();
             match commands.by_id.get_mut(command_id) {
@@ -1082,9 +1351,10 @@ impl Hub {
             let commands = self.commands.lock().unwrap();
             let found =
                 commands.by_id.values().find(|p| p.command.execution_id == id || p.command.command_id == id);
-            match found {
-                Some(p) => (p.connector.clone(), p.command.execution_id.clone()),
-                None => return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`"))),
+            match (found, &self.cluster) {
+                (Some(p), _) => (p.connector.clone(), p.command.execution_id.clone()),
+                (None, Some(cluster)) => return cluster.forward_cancel(id, reason),
+                (None, None) => return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`"))),
             }
         };
         let cancel = protocol::Cancel { execution_id, reason };
@@ -1414,6 +1684,20 @@ impl PendingQuery {
             // The reply may have landed between the timeout and the lock.
             if let Ok(reply) = self.rx.try_recv() {
                 return reply;
+            }
+            if let Some(cluster) = &self.hub.cluster {
+                drop(commands);
+                // The answer (an expiry too) comes through Redis; past the expiry nothing
+                // more will come unless the agent already had the command.
+                if Instant::now() >= self.deadline || SystemTime::now() >= self.expires + Duration::from_secs(1) {
+                    cluster.forget_waiters(&self.command_id);
+                    return match cluster.outcome(&self.command_id) {
+                        Some(reply) => reply,
+                        None if SystemTime::now() >= self.expires => Err(expired_error(&self.command_id)),
+                        None => Err(QueryError::Timeout),
+                    };
+                }
+                continue;
             }
             let queued = commands.by_id.get(&self.command_id).is_some_and(|p| p.sent.is_none());
             if queued && SystemTime::now() >= self.expires {

@@ -1,5 +1,6 @@
-//! API keys in `<data-dir>/gateway.db`: only a random salt and `sha256(salt || key)` are stored,
-//! never the plaintext, which is shown once by [`KeyStore::create`] / [`KeyStore::rotate`].
+//! API keys in `<data-dir>/gateway.db`, or in Redis for a cluster (`redis_keys.rs`): only a
+//! random salt and `sha256(salt || key)` are stored, never the plaintext, which is shown once by
+//! [`KeyStore::create`] / [`KeyStore::rotate`].
 
 use std::fmt;
 use std::path::Path;
@@ -39,8 +40,17 @@ type RevokeHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// The key database. Cheap to clone; all clones share one SQLite connection.
 #[derive(Clone)]
 pub struct KeyStore {
-    db: Arc<Mutex<Connection>>,
+    backend: Backend,
     on_revoke: Option<RevokeHook>,
+}
+
+/// Where the keys live.
+#[derive(Clone)]
+enum Backend {
+    /// `<data-dir>/gateway.db` (one node).
+    Sqlite(Arc<Mutex<Connection>>),
+    /// Redis, shared by every node of a cluster.
+    Redis(Arc<crate::redis_keys::RedisKeys>),
 }
 
 impl fmt::Debug for KeyStore {
@@ -108,16 +118,16 @@ impl KeyInfo {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn salted_hash(salt: &[u8], key: &ApiKey) -> String {
+pub(crate) fn salted_hash(salt: &[u8], key: &ApiKey) -> String {
     let mut hasher = Sha256::new();
     hasher.update(salt);
     hasher.update(key.expose().as_bytes());
@@ -175,7 +185,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn validate_name(name: &str) -> Result<(), GatewayError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), GatewayError> {
     let ok = !name.trim().is_empty() && name.len() <= 64 && !name.chars().any(char::is_control);
     if ok {
         Ok(())
@@ -194,7 +204,27 @@ impl KeyStore {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { db: Arc::new(Mutex::new(conn)), on_revoke: None })
+        Ok(Self { backend: Backend::Sqlite(Arc::new(Mutex::new(conn))), on_revoke: None })
+    }
+
+    /// The keys of a cluster, in Redis at `url` (`redis://host:port[/db]`).
+    pub fn open_redis(url: &str) -> Result<Self, GatewayError> {
+        let keys = crate::redis_keys::RedisKeys::open(url)?;
+        Ok(Self { backend: Backend::Redis(Arc::new(keys)), on_revoke: None })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.lock().unwrap(),
+            Backend::Redis(_) => unreachable!("the SQLite key code runs only for a SQLite store"),
+        }
+    }
+
+    fn redis(&self) -> Option<&crate::redis_keys::RedisKeys> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Sqlite(_) => None,
+        }
     }
 
     pub(crate) fn with_revoke_hook(mut self, hook: RevokeHook) -> Self {
@@ -226,8 +256,11 @@ impl KeyStore {
     /// A name that already has a usable key must be rotated instead; names are unique across
     /// tenants.
     pub fn create(&self, tenant: &str, name: &str) -> Result<(String, ApiKey), GatewayError> {
+        if let Some(r) = self.redis() {
+            return r.create(tenant, name);
+        }
         validate_name(name)?;
-        let conn = self.db.lock().unwrap();
+        let conn = self.db();
         let other: Option<String> = conn
             .query_row(
                 "SELECT tenant FROM api_keys WHERE connector = ?1 AND tenant <> ?2 LIMIT 1",
@@ -254,8 +287,11 @@ impl KeyStore {
 
     /// Every key, oldest first.
     pub fn list(&self) -> Result<Vec<KeyInfo>, GatewayError> {
+        if let Some(r) = self.redis() {
+            return r.list();
+        }
         let now = now_ms();
-        let conn = self.db.lock().unwrap();
+        let conn = self.db();
         let mut stmt = conn.prepare(
             "SELECT id, tenant, connector, masked, created_at, revoked_at, expires_at
                FROM api_keys ORDER BY created_at, id",
@@ -287,8 +323,10 @@ impl KeyStore {
     /// Returns the revoked ids; a running gateway's store also disconnects their sessions.
     pub fn revoke(&self, id_or_name: &str) -> Result<Vec<String>, GatewayError> {
         let now = now_ms();
-        let ids: Vec<String> = {
-            let conn = self.db.lock().unwrap();
+        let ids: Vec<String> = if let Some(r) = self.redis() {
+            r.revoke(id_or_name)?
+        } else {
+            let conn = self.db();
             let any: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM api_keys WHERE id = ?1 OR connector = ?1",
                 params![id_or_name],
@@ -325,8 +363,11 @@ impl KeyStore {
     /// Issues a new key for an existing connector; its current keys keep working for
     /// [`ROTATION_GRACE`] and then expire. Returns the new id and plaintext.
     pub fn rotate(&self, name: &str) -> Result<(String, ApiKey), GatewayError> {
+        if let Some(r) = self.redis() {
+            return r.rotate(name);
+        }
         let now = now_ms();
-        let conn = self.db.lock().unwrap();
+        let conn = self.db();
         let tenant: Option<String> = conn
             .query_row(
                 "SELECT tenant FROM api_keys WHERE connector = ?1 AND revoked_at IS NULL
@@ -349,7 +390,10 @@ impl KeyStore {
 
     /// The usable key row matching this key, if any.
     pub fn authenticate(&self, key: &ApiKey) -> Result<Option<KeyRecord>, GatewayError> {
-        let conn = self.db.lock().unwrap();
+        if let Some(r) = self.redis() {
+            return r.authenticate(key);
+        }
+        let conn = self.db();
         let mut stmt = conn.prepare(
             "SELECT id, tenant, connector, salt, key_hash FROM api_keys
               WHERE tenant = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
@@ -377,7 +421,10 @@ impl KeyStore {
 
     /// Whether the key with this id is neither revoked nor expired.
     pub fn is_usable(&self, id: &str) -> Result<bool, GatewayError> {
-        let conn = self.db.lock().unwrap();
+        if let Some(r) = self.redis() {
+            return r.is_usable(id);
+        }
+        let conn = self.db();
         let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM api_keys WHERE id = ?1 AND revoked_at IS NULL
                AND (expires_at IS NULL OR expires_at > ?2)",
@@ -387,9 +434,22 @@ impl KeyStore {
         Ok(n > 0)
     }
 
+    /// Whether a key was ever issued for this connector name.
+    pub fn has_connector(&self, name: &str) -> Result<bool, GatewayError> {
+        if let Some(r) = self.redis() {
+            return r.has_connector(name);
+        }
+        let n: i64 =
+            self.db().query_row("SELECT COUNT(*) FROM api_keys WHERE connector = ?1", params![name], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
     /// `(name, tenant)` of every connector that was ever issued a key.
     pub fn connectors(&self) -> Result<Vec<(String, String)>, GatewayError> {
-        let conn = self.db.lock().unwrap();
+        if let Some(r) = self.redis() {
+            return r.connectors();
+        }
+        let conn = self.db();
         let mut stmt = conn.prepare("SELECT DISTINCT connector, tenant FROM api_keys ORDER BY connector")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)

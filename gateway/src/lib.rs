@@ -56,6 +56,8 @@ mod error;
 mod http;
 mod hub;
 mod keys;
+mod redis_keys;
+mod cluster;
 mod longpoll;
 mod query;
 mod server;
@@ -165,6 +167,11 @@ pub struct GatewayConfig {
     /// `GET /updates/<file>` serves the files of this directory (signed update manifest,
     /// binaries, signatures: docs/UPDATES.md); `None` = no update route (404).
     pub updates_dir: Option<PathBuf>,
+    /// Cluster mode: `redis://host:port[/db]` of the Redis the nodes share (registry, keys,
+    /// command streams, outcomes: `cluster.rs`); `None` = a single node on `gateway.db`.
+    pub redis_url: Option<String>,
+    /// Cluster mode: this node's id (unique among live nodes); `None` = `node-<random>`.
+    pub node_id: Option<String>,
 }
 
 impl GatewayConfig {
@@ -204,6 +211,8 @@ impl GatewayConfig {
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(5),
             updates_dir: None,
+            redis_url: None,
+            node_id: None,
             compression: true,
             chunk_encodings: protocol::ContentEncoding::SUPPORTED.to_vec(),
             keepalive_interval: Duration::from_secs(20),
@@ -261,7 +270,18 @@ impl Gateway {
     /// starts the accept threads.
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         tls::create_private_dir(&config.data_dir)?;
-        let keys = KeyStore::open(&config.data_dir)?;
+        let (keys, cluster) = match &config.redis_url {
+            Some(url) => {
+                let node = config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+                let cluster =
+                    cluster::Cluster::connect(url, &node, config.session_idle_timeout, config.data_dir.clone())?;
+                (KeyStore::open_redis(url)?, Some(Arc::new(cluster)))
+            }
+            None => (KeyStore::open(&config.data_dir)?, None),
+        };
         let store = store::CommandStore::open(&config.data_dir)?;
         let public_host = match &config.public_url {
             Some(url) => match url_host(url).filter(|_| url.starts_with("wss://")) {
@@ -302,16 +322,23 @@ impl Gateway {
         let hook2 = hook.clone();
         let keys = keys.with_revoke_hook(Arc::new(move |key_id: &str| {
             if let Some(hub) = hook2.get().and_then(std::sync::Weak::upgrade) {
-                hub.kick_key(key_id);
+                // Cluster mode: the key store told every node (this one too) on `mc:all`.
+                if hub.cluster.is_none() {
+                    hub.kick_key(key_id);
+                }
             }
         }));
         let public_url = config.public_url.clone();
-        let hub = Arc::new(hub::Hub::new(config, keys, store)?);
+        let hub = Arc::new(hub::Hub::new(config, keys, store, cluster.clone())?);
         let _ = hook.set(Arc::downgrade(&hub));
+        let cluster_threads = match &cluster {
+            Some(cluster) => cluster.start(&hub)?,
+            None => Vec::new(),
+        };
 
         let mut gateway = Gateway {
             hub: hub.clone(),
-            accept_threads: Vec::new(),
+            accept_threads: cluster_threads,
             local_addr,
             admin_addr,
             admin_token: admin_token.clone(),
@@ -512,6 +539,9 @@ impl Gateway {
         self.hub.close_sessions(reason);
         self.hub.closing_listener.store(true, Ordering::SeqCst);
         self.hub.fail_all(reason);
+        if let Some(cluster) = &self.hub.cluster {
+            cluster.stop();
+        }
         // Unblock the accept loops.
         let _ = TcpStream::connect_timeout(&reachable(self.local_addr), Duration::from_secs(1));
         if let Some(addr) = self.admin_addr {

@@ -63,6 +63,10 @@ struct Cli {
     /// Directory for gateway.db, tls/ and admin.json.
     #[arg(long, global = true, env = "CONNECTOR_GATEWAY_DIR", default_value = "./gateway-data")]
     data_dir: PathBuf,
+    /// Cluster mode: the Redis the gateway nodes share (redis://HOST:PORT[/DB]). `serve` joins
+    /// the cluster; `keys` works on the cluster's keys in Redis instead of gateway.db.
+    #[arg(long, global = true, env = "CONNECTOR_GATEWAY_REDIS", value_name = "URL")]
+    redis: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -155,6 +159,10 @@ struct ServeArgs {
     /// binaries and theirs) read-only at https://<host>/updates/<file> (docs/UPDATES.md).
     #[arg(long, value_name = "DIR")]
     updates_dir: Option<PathBuf>,
+    /// Cluster mode (with --redis): this node's id, unique among the live nodes; default
+    /// node-<random>.
+    #[arg(long, value_name = "ID", requires = "redis")]
+    node_id: Option<String>,
     /// Largest decompressed result buffered for one command (e.g. 256MiB).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_buffer_bytes: u64,
@@ -397,8 +405,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.data_dir.as_path();
     match cli.command {
-        Cmd::Serve(args) => serve(dir, *args),
-        Cmd::Keys(cmd) => keys(dir, cmd),
+        Cmd::Serve(args) => serve(dir, cli.redis, *args),
+        Cmd::Keys(cmd) => keys(dir, cli.redis.as_deref(), cmd),
         Cmd::Query(args) => query(dir, args),
         Cmd::Connectors { json } => connectors(dir, json),
         Cmd::Schema { connector, refresh, json } => schema(dir, &connector, refresh, json),
@@ -406,8 +414,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn serve(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
+fn serve(dir: &Path, redis: Option<String>, args: ServeArgs) -> Result<(), Failure> {
     let mut config = GatewayConfig::new(dir);
+    config.redis_url = redis;
+    config.node_id = args.node_id;
     config.listen = args.listen;
     config.admin_listen = (!args.no_admin).then_some(args.admin_listen);
     config.cert = args.cert.zip(args.key);
@@ -482,9 +492,11 @@ fn decommission(dir: &Path, name: &str, json: bool) -> Result<(), Failure> {
     }
 }
 
-fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
-    let store =
-        || KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display()));
+fn keys(dir: &Path, redis: Option<&str>, cmd: KeysCmd) -> Result<(), Failure> {
+    let store = || match redis {
+        Some(url) => KeyStore::open_redis(url).context("cannot reach the cluster's Redis"),
+        None => KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display())),
+    };
     match cmd {
         KeysCmd::Create { tenant, name, json } => {
             let (id, key) = store()?.create(&tenant, &name)?;
@@ -510,7 +522,11 @@ fn keys(dir: &Path, cmd: KeysCmd) -> Result<(), Failure> {
             }
         }
         KeysCmd::Revoke { id_or_name, json } => {
-            let ids = revoke(dir, &id_or_name)?;
+            let ids = match redis {
+                // Every node hears of it on the cluster's broadcast channel and kicks its sessions.
+                Some(_) => store()?.revoke(&id_or_name)?,
+                None => revoke(dir, &id_or_name)?,
+            };
             if json {
                 print_ok(&json!({ "revoked": ids }));
             } else {

@@ -351,8 +351,27 @@ fn authenticate<T: Transport>(
 }
 
 /// Registers the new session, taking over from a registered one that is the same agent
-/// instance or no longer answers; `Err(message)` when the registered one is alive.
+/// instance or no longer answers; `Err(message)` when the registered one is alive. In cluster
+/// mode the connector is then claimed in the registry, where the same rules hold across nodes.
 fn register_or_take_over(
+    hub: &Arc<Hub>,
+    record: &crate::keys::KeyRecord,
+    auth: &Auth,
+    handle: SessionHandle,
+) -> Result<(), String> {
+    let (conn, instance) = (handle.connection_id.clone(), handle.instance_id.clone());
+    register_here(hub, record, auth, handle)?;
+    if let Some(cluster) = &hub.cluster
+        && let Err(message) = cluster.claim(&record.connector, &conn, instance.as_deref(), hub.config.takeover_probe)
+    {
+        hub.unregister(&record.connector, &conn, &message);
+        return Err(message);
+    }
+    Ok(())
+}
+
+/// [`register_or_take_over`] among this node's sessions.
+fn register_here(
     hub: &Arc<Hub>,
     record: &crate::keys::KeyRecord,
     auth: &Auth,

@@ -95,6 +95,25 @@ impl Spool {
         Ok(out)
     }
 
+    /// Calls `f` with the stream in blocks of at most `block` bytes, in order.
+    pub(crate) fn for_each_block(&self, block: usize, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut reader = At { file: &self.0.file, pos: 0, end: self.0.len };
+        let mut buf = vec![0u8; block.max(1)];
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            f(&buf[..filled])?;
+        }
+    }
+
     /// Calls `f` with each row line (trimmed), in order.
     fn for_each_row(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         let mut reader = At { file: &self.0.file, pos: self.0.rows_at, end: self.0.len };
@@ -277,6 +296,89 @@ impl ShapeLines {
     }
 }
 
+/// Writes a plain NDJSON stream to an unnamed file in a directory, counting, hashing and
+/// checking its shape on the way; [`SpoolWriter::finish`] checks the announced length and
+/// SHA-256 and gives the [`Spool`].
+pub(crate) struct SpoolWriter {
+    buffer_key: String,
+    out: io::BufWriter<File>,
+    hasher: Sha256,
+    len: u64,
+    limit: u64,
+    lines: ShapeLines,
+}
+
+impl SpoolWriter {
+    /// A writer for the stream of `buffer_key` that refuses more than `limit` bytes.
+    pub(crate) fn new(dir: &Path, buffer_key: &str, limit: u64) -> Result<Self, QueryError> {
+        let file = tempfile::tempfile_in(dir)
+            .map_err(|e| QueryError::Integrity(format!("{buffer_key}: cannot spool the result: {e}")))?;
+        Ok(Self {
+            buffer_key: buffer_key.to_owned(),
+            out: io::BufWriter::with_capacity(STEP, file),
+            hasher: Sha256::new(),
+            len: 0,
+            limit,
+            lines: ShapeLines {
+                partial: Vec::new(),
+                shape: Shape { columns: None, rows: 0, rows_at: 0, seen: 0, error: None },
+            },
+        })
+    }
+
+    fn io_err(&self, e: io::Error) -> QueryError {
+        QueryError::Integrity(format!("{}: cannot spool the result: {e}", self.buffer_key))
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends the next bytes of the stream.
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), QueryError> {
+        self.len += data.len() as u64;
+        if self.len > self.limit {
+            return Err(QueryError::Integrity(format!(
+                "{}: more than the announced {} bytes reassembled",
+                self.buffer_key, self.limit
+            )));
+        }
+        self.hasher.update(data);
+        self.lines.feed(data);
+        self.out.write_all(data).map_err(|e| self.io_err(e))
+    }
+
+    /// Checks the whole stream against its announced length and SHA-256 and its NDJSON shape.
+    pub(crate) fn finish(mut self, byte_count: u64, sha256: &str) -> Result<(Vec<ColumnMeta>, Spool), QueryError> {
+        let buffer_key = std::mem::take(&mut self.buffer_key);
+        self.out.flush().map_err(|e| QueryError::Integrity(format!("{buffer_key}: cannot spool the result: {e}")))?;
+        self.lines.finish();
+        let len = self.len;
+        if len != byte_count {
+            return Err(QueryError::Integrity(format!(
+                "{buffer_key}: {len} bytes reassembled, {byte_count} announced"
+            )));
+        }
+        let digest = hex::encode(self.hasher.finalize());
+        if !digest.eq_ignore_ascii_case(sha256) {
+            return Err(QueryError::Integrity(format!(
+                "{buffer_key}: sha256 {digest} does not match the announced {sha256}"
+            )));
+        }
+        let shape = self.lines.shape;
+        if let Some(e) = shape.error {
+            return Err(QueryError::Integrity(e));
+        }
+        let columns = shape.columns.ok_or_else(|| QueryError::Integrity("empty result stream".into()))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| QueryError::Integrity(format!("{buffer_key}: cannot spool the result: {e}")))?;
+        Ok((columns, Spool(Arc::new(Inner { file, len, rows_at: shape.rows_at, rows: shape.rows }))))
+    }
+}
+
 /// Streams the `chunk_count` stored chunks of `buffer_key` into a spool file in `dir`,
 /// checking the byte count, the SHA-256 and the NDJSON shape on the way.
 pub(crate) fn verify(
@@ -287,74 +389,37 @@ pub(crate) fn verify(
     byte_count: u64,
     sha256: &str,
 ) -> Result<(Vec<ColumnMeta>, Spool), QueryError> {
-    let io_err = |e: io::Error| QueryError::Integrity(format!("{buffer_key}: cannot spool the result: {e}"));
-    let mut file = tempfile::tempfile_in(dir).map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut len = 0u64;
-    let mut lines = ShapeLines {
-        partial: Vec::new(),
-        shape: Shape { columns: None, rows: 0, rows_at: 0, seen: 0, error: None },
-    };
+    let mut writer = SpoolWriter::new(dir, buffer_key, byte_count)?;
     let mut step = vec![0u8; STEP];
-    {
-        let mut out = io::BufWriter::with_capacity(STEP, &mut file);
-        for seq in 0..chunk_count {
-            let stored = store
-                .chunk_body(buffer_key, seq)
-                .map_err(|e| QueryError::Integrity(format!("{buffer_key}: chunk {seq}: {e}")))?
-                .ok_or_else(|| QueryError::Integrity(format!("{buffer_key}: chunk {seq} is not stored")))?;
-            let broken = |e: io::Error| {
-                QueryError::Integrity(format!("{buffer_key}: chunk {seq} does not decompress: {e}"))
+    for seq in 0..chunk_count {
+        let stored = store
+            .chunk_body(buffer_key, seq)
+            .map_err(|e| QueryError::Integrity(format!("{buffer_key}: chunk {seq}: {e}")))?
+            .ok_or_else(|| QueryError::Integrity(format!("{buffer_key}: chunk {seq} is not stored")))?;
+        let broken =
+            |e: io::Error| QueryError::Integrity(format!("{buffer_key}: chunk {seq} does not decompress: {e}"));
+        let mut decoder = stored.encoding.decoder(&stored.body).map_err(broken)?;
+        let started = writer.len();
+        loop {
+            let n = match decoder.read(&mut step) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(broken(e)),
             };
-            let mut decoder = stored.encoding.decoder(&stored.body).map_err(broken)?;
-            let started = len;
-            loop {
-                let n = match decoder.read(&mut step) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(broken(e)),
-                };
-                len += n as u64;
-                if len > byte_count {
-                    return Err(QueryError::Integrity(format!(
-                        "{buffer_key}: more than the announced {byte_count} bytes reassembled"
-                    )));
-                }
-                hasher.update(&step[..n]);
-                lines.feed(&step[..n]);
-                out.write_all(&step[..n]).map_err(io_err)?;
-            }
-            // Counted when it arrived; another length now means the stored bytes changed.
-            if let Some(recorded) = stored.plain_len
-                && recorded != len - started
-            {
-                return Err(QueryError::Integrity(format!(
-                    "{buffer_key}: chunk {seq} decompresses to {} bytes, {recorded} when it arrived",
-                    len - started
-                )));
-            }
+            writer.write(&step[..n])?;
         }
-        out.flush().map_err(io_err)?;
+        // Counted when it arrived; another length now means the stored bytes changed.
+        if let Some(recorded) = stored.plain_len
+            && recorded != writer.len() - started
+        {
+            return Err(QueryError::Integrity(format!(
+                "{buffer_key}: chunk {seq} decompresses to {} bytes, {recorded} when it arrived",
+                writer.len() - started
+            )));
+        }
     }
-    lines.finish();
-    if len != byte_count {
-        return Err(QueryError::Integrity(format!(
-            "{buffer_key}: {len} bytes reassembled, {byte_count} announced"
-        )));
-    }
-    let digest = hex::encode(hasher.finalize());
-    if !digest.eq_ignore_ascii_case(sha256) {
-        return Err(QueryError::Integrity(format!(
-            "{buffer_key}: sha256 {digest} does not match the announced {sha256}"
-        )));
-    }
-    let shape = lines.shape;
-    if let Some(e) = shape.error {
-        return Err(QueryError::Integrity(e));
-    }
-    let columns = shape.columns.ok_or_else(|| QueryError::Integrity("empty result stream".into()))?;
-    Ok((columns, Spool(Arc::new(Inner { file, len, rows_at: shape.rows_at, rows: shape.rows }))))
+    writer.finish(byte_count, sha256)
 }
 
 #[cfg(test)]
