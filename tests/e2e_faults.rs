@@ -236,6 +236,11 @@ impl GatewayProc {
     /// Starts `connector-gateway serve` on `data_dir` (port 0 = any) and waits for its admin
     /// API (its `admin.json`, written by this very process).
     pub fn start(data_dir: &Path, listen_port: u16, idle_timeout: &str) -> Self {
+        Self::start_with(data_dir, listen_port, idle_timeout, &[])
+    }
+
+    /// [`GatewayProc::start`] with more arguments (global ones such as `--redis` too).
+    pub fn start_with(data_dir: &Path, listen_port: u16, idle_timeout: &str, extra: &[String]) -> Self {
         let log = data_dir.with_extension(format!("log-{}", rand_n()));
         let _ = std::fs::remove_file(data_dir.join("admin.json"));
         let child = Command::new(gateway_bin())
@@ -243,6 +248,7 @@ impl GatewayProc {
             .arg(data_dir)
             .args(["serve", "--listen", &format!("127.0.0.1:{listen_port}"), "--admin-listen", "127.0.0.1:0"])
             .args(["--idle-timeout", idle_timeout])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

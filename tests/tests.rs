@@ -22,6 +22,7 @@ mod cli_sql_check;
 mod cli_truth;
 mod control_golden;
 mod e2e_auth;
+mod e2e_cluster;
 mod e2e_compression;
 mod e2e_control_api;
 mod e2e_differential;

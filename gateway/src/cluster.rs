@@ -206,13 +206,22 @@ impl Cluster {
         }
         let client = redis::Client::open(url)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
-        let claimed: Option<String> = redis::cmd("SET")
-            .arg(format!("mc:node:{node_id}"))
-            .arg(std::process::id())
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(NODE_TTL))
-            .query(&mut conn)?;
+        // A node restarted under its id (kill -9, then systemd) finds its old beat for up to
+        // NODE_TTL: wait it out rather than refuse; a live node keeps it and is refused.
+        let deadline = Instant::now() + NODE_TTL + BEAT;
+        let claimed = loop {
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(format!("mc:node:{node_id}"))
+                .arg(std::process::id())
+                .arg("NX")
+                .arg("PX")
+                .arg(ms(NODE_TTL))
+                .query(&mut conn)?;
+            if claimed.is_some() || Instant::now() >= deadline {
+                break claimed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         if claimed.is_none() {
             return Err(GatewayError::Invalid(format!(
                 "node id `{node_id}` is in use by a live node of this cluster (or it stopped less than {} s ago)",
