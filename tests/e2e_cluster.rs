@@ -136,7 +136,8 @@ fn holder(admin: &AdminClient, name: &str) -> Option<String> {
     entry["node"].as_str().map(str::to_owned)
 }
 
-fn agent_config(dir: &Path, name: &str, key: &str, cloud_url: &str, ca: &Path, pg: &str) -> PathBuf {
+/// The agent's config; `nodes` are the gateway ports it may upload to (each node names itself).
+fn agent_config(dir: &Path, name: &str, key: &str, cloud_url: &str, ca: &Path, pg: &str, nodes: &[u16]) -> PathBuf {
     let agent_dir = dir.join(format!("agent-{name}-{}", run_id("")));
     std::fs::create_dir_all(&agent_dir).unwrap();
     let key_path = agent_dir.join("api-key");
@@ -148,7 +149,7 @@ fn agent_config(dir: &Path, name: &str, key: &str, cloud_url: &str, ca: &Path, p
         "logLevel": "info",
         "logDir": agent_dir.join("logs"),
         "reconnectMaxMs": 1000,
-        "uploadHosts": ["127.0.0.1"],
+        "uploadHosts": nodes.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>(),
     });
     for (k, v) in agent_extra(&agent_dir, pg, cloud_url).as_object().unwrap() {
         config[k] = v.clone();
@@ -207,7 +208,7 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let run = run_id("mcc");
 
     // 1. Through the balancer to some node; a query submitted on another node reaches it.
-    let config = agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{lb}/ws"), &ca, &logged);
+    let config = agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{lb}/ws"), &ca, &logged, &ports);
     let mut agent = AgentProc::start(&config);
     let mut home = String::new();
     wait_until(WATCHDOG, "the agent registered in the cluster", || {
@@ -216,6 +217,14 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let other = nodes.iter().position(|n| n.id != home).unwrap();
     let answer = query(nodes[other].admin(), "Plant", &format!("SELECT '{run}-1' AS tag, 41 + 1 AS n"), &format!("{run}-1"));
     assert_eq!(answer["rows"], json!([[format!("{run}-1"), 42]]), "{answer}");
+    // A result too large to travel inline is uploaded in chunks to the agent's node, and
+    // served to the caller on the other node through Redis (its stream in parts).
+    let big = format!("SELECT '{run}-big' AS tag, g AS n, repeat('x', 240) AS pad FROM generate_series(1, 5000) AS g");
+    let answer = query(nodes[other].admin(), "Plant", &big, &format!("{run}-big"));
+    assert!(answer["buffered"]["chunkCount"].as_u64().unwrap_or(0) >= 1, "not chunked: {}", answer["buffered"]);
+    let rows = answer["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5000);
+    assert_eq!(rows[4999], json!([format!("{run}-big"), 5000, "x".repeat(240)]));
     // Every node sees where it is.
     for node in &nodes {
         assert_eq!(holder(node.admin(), "Plant").as_deref(), Some(home.as_str()), "as node {} sees it", node.id);
@@ -225,7 +234,7 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     // the first one's session answers the forwarded ping, so it is refused.
     let third = nodes.iter().position(|n| n.id != home && n.id != nodes[other].id).unwrap();
     let twin_config =
-        agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{}/ws", nodes[third].port), &ca, &logged);
+        agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{}/ws", nodes[third].port), &ca, &logged, &ports);
     let mut twin = AgentProc::start(&twin_config);
     twin.wait_log("DUPLICATE_CONNECTION");
     twin.child.kill().unwrap();
@@ -272,7 +281,7 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
 
     // Nothing ran twice, nothing was lost.
     let executions = pg.executions(&run);
-    let mut expected: Vec<String> = vec![format!("{run}-1")];
+    let mut expected: Vec<String> = vec![format!("{run}-1"), format!("{run}-big")];
     expected.extend((0..6).map(|n| format!("{run}-k{n}")));
     expected.extend((0..3).map(|n| format!("{run}-q{n}")));
     for tag in &expected {
