@@ -70,8 +70,14 @@ fn start_haproxy(bin: &Path, dir: &Path, nodes: &[u16]) -> (Proc, u16) {
     std::fs::write(&path, cfg).unwrap();
     let check = Command::new(bin).arg("-c").arg("-f").arg(&path).output().unwrap();
     assert!(check.status.success(), "haproxy config: {}", String::from_utf8_lossy(&check.stderr));
-    let child =
-        Command::new(bin).arg("-db").arg("-f").arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = Command::new(bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let proc = Proc(child);
     wait_port(port, "haproxy listening");
     (proc, port)
@@ -112,7 +118,12 @@ impl Node {
     }
 
     fn restart(&mut self, redis: &str, tls: &Path) {
-        self.proc = GatewayProc::start_with(&self.dir, self.port, "6s", &node_args(redis, &self.id, self.port, Some(tls)));
+        self.proc = GatewayProc::start_with(
+            &self.dir,
+            self.port,
+            "6s",
+            &node_args(redis, &self.id, self.port, Some(tls)),
+        );
     }
 
     fn admin(&self) -> &AdminClient {
@@ -137,7 +148,15 @@ fn holder(admin: &AdminClient, name: &str) -> Option<String> {
 }
 
 /// The agent's config; `nodes` are the gateway ports it may upload to (each node names itself).
-fn agent_config(dir: &Path, name: &str, key: &str, cloud_url: &str, ca: &Path, pg: &str, nodes: &[u16]) -> PathBuf {
+fn agent_config(
+    dir: &Path,
+    name: &str,
+    key: &str,
+    cloud_url: &str,
+    ca: &Path,
+    pg: &str,
+    nodes: &[u16],
+) -> PathBuf {
     let agent_dir = dir.join(format!("agent-{name}-{}", run_id("")));
     std::fs::create_dir_all(&agent_dir).unwrap();
     let key_path = agent_dir.join("api-key");
@@ -191,7 +210,9 @@ fn answered_rows(admin: &AdminClient, id: &str) -> Value {
 #[test]
 fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes() {
     let Some((logged, owner)) = pg_urls() else { return };
-    let (Some(redis_bin), Some(haproxy_bin)) = (net_tool("redis-server"), net_tool("haproxy")) else { return };
+    let (Some(redis_bin), Some(haproxy_bin)) = (net_tool("redis-server"), net_tool("haproxy")) else {
+        return;
+    };
     let dir = TempDir::new("cluster");
     let (_redis, redis) = start_redis(&redis_bin, &dir.0);
     let ports = [free_port(), free_port(), free_port()];
@@ -208,38 +229,66 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let run = run_id("mcc");
 
     // 1. Through the balancer to some node; a query submitted on another node reaches it.
-    let config = agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{lb}/ws"), &ca, &logged, &ports);
+    let config =
+        agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{lb}/ws"), &ca, &logged, &ports);
     let mut agent = AgentProc::start(&config);
     let mut home = String::new();
     wait_until(WATCHDOG, "the agent registered in the cluster", || {
         holder(nodes[0].admin(), "Plant").map(|h| home = h).is_some()
     });
     let other = nodes.iter().position(|n| n.id != home).unwrap();
-    let answer = query(nodes[other].admin(), "Plant", &format!("SELECT '{run}-1' AS tag, 41 + 1 AS n"), &format!("{run}-1"));
+    let answer = query(
+        nodes[other].admin(),
+        "Plant",
+        &format!("SELECT '{run}-1' AS tag, 41 + 1 AS n"),
+        &format!("{run}-1"),
+    );
     assert_eq!(answer["rows"], json!([[format!("{run}-1"), 42]]), "{answer}");
     // A result too large to travel inline is uploaded in chunks to the agent's node, and
     // served to the caller on the other node through Redis (its stream in parts).
-    let big = format!("SELECT '{run}-big' AS tag, g AS n, repeat('x', 240) AS pad FROM generate_series(1, 5000) AS g");
+    let big = format!(
+        "SELECT '{run}-big' AS tag, g AS n, repeat('x', 240) AS pad FROM generate_series(1, 5000) AS g"
+    );
     let answer = query(nodes[other].admin(), "Plant", &big, &format!("{run}-big"));
-    assert!(answer["buffered"]["chunkCount"].as_u64().unwrap_or(0) >= 1, "not chunked: {}", answer["buffered"]);
+    assert!(
+        answer["buffered"]["chunkCount"].as_u64().unwrap_or(0) >= 1,
+        "not chunked: {}",
+        answer["buffered"]
+    );
     let rows = answer["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 5000);
     assert_eq!(rows[4999], json!([format!("{run}-big"), 5000, "x".repeat(240)]));
     // Every node sees where it is.
     for node in &nodes {
-        assert_eq!(holder(node.admin(), "Plant").as_deref(), Some(home.as_str()), "as node {} sees it", node.id);
+        assert_eq!(
+            holder(node.admin(), "Plant").as_deref(),
+            Some(home.as_str()),
+            "as node {} sees it",
+            node.id
+        );
     }
 
     // 2. A second agent (another instance) with the same key, dialing a third node directly:
     // the first one's session answers the forwarded ping, so it is refused.
     let third = nodes.iter().position(|n| n.id != home && n.id != nodes[other].id).unwrap();
-    let twin_config =
-        agent_config(&dir.0, "Plant", &key, &format!("wss://127.0.0.1:{}/ws", nodes[third].port), &ca, &logged, &ports);
+    let twin_config = agent_config(
+        &dir.0,
+        "Plant",
+        &key,
+        &format!("wss://127.0.0.1:{}/ws", nodes[third].port),
+        &ca,
+        &logged,
+        &ports,
+    );
     let mut twin = AgentProc::start(&twin_config);
     twin.wait_log("DUPLICATE_CONNECTION");
     twin.child.kill().unwrap();
     twin.child.wait().unwrap();
-    assert_eq!(holder(nodes[other].admin(), "Plant").as_deref(), Some(home.as_str()), "the first session kept its place");
+    assert_eq!(
+        holder(nodes[other].admin(), "Plant").as_deref(),
+        Some(home.as_str()),
+        "the first session kept its place"
+    );
 
     // 3. kill -9 of the agent's node while commands wait for it: they were submitted on the
     // surviving nodes, so the agent, reconnecting through the balancer, gets them elsewhere.
@@ -249,7 +298,11 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let mut ids = Vec::new();
     for n in 0..6 {
         let admin = nodes[survivors[n % 2]].admin();
-        ids.push((survivors[n % 2], n, submit(admin, "Plant", &format!("SELECT '{run}-k{n}' AS tag, {n} AS n"), &format!("{run}-k{n}"))));
+        ids.push((
+            survivors[n % 2],
+            n,
+            submit(admin, "Plant", &format!("SELECT '{run}-k{n}' AS tag, {n} AS n"), &format!("{run}-k{n}")),
+        ));
     }
     let mut new_home = String::new();
     wait_until(Duration::from_secs(60), "the agent reconnected to a surviving node", || {
@@ -265,10 +318,20 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
     let origin = survivors[0];
-    wait_until(Duration::from_secs(30), "the agent's session ended", || holder(nodes[origin].admin(), "Plant").is_none());
+    wait_until(Duration::from_secs(30), "the agent's session ended", || {
+        holder(nodes[origin].admin(), "Plant").is_none()
+    });
     let mut queued = Vec::new();
     for n in 0..3 {
-        queued.push((n, submit(nodes[origin].admin(), "Plant", &format!("SELECT '{run}-q{n}' AS tag, {n} AS n"), &format!("{run}-q{n}"))));
+        queued.push((
+            n,
+            submit(
+                nodes[origin].admin(),
+                "Plant",
+                &format!("SELECT '{run}-q{n}' AS tag, {n} AS n"),
+                &format!("{run}-q{n}"),
+            ),
+        ));
     }
     nodes[origin].proc.kill9();
     nodes[origin].restart(&redis, &tls);
@@ -285,17 +348,26 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     expected.extend((0..6).map(|n| format!("{run}-k{n}")));
     expected.extend((0..3).map(|n| format!("{run}-q{n}")));
     for tag in &expected {
-        assert_eq!(executions.get(tag), Some(&1), "{tag} ran {:?} times: {executions:?}", executions.get(tag));
+        assert_eq!(
+            executions.get(tag),
+            Some(&1),
+            "{tag} ran {:?} times: {executions:?}",
+            executions.get(tag)
+        );
     }
 
     // 5. Revoked through one node: the agent is disconnected by its own node within a second.
     let mut at = String::new();
-    wait_until(WATCHDOG, "the agent connected again", || holder(nodes[0].admin(), "Plant").map(|h| at = h).is_some());
+    wait_until(WATCHDOG, "the agent connected again", || {
+        holder(nodes[0].admin(), "Plant").map(|h| at = h).is_some()
+    });
     let revoker = nodes.iter().position(|n| n.id != at).unwrap();
     let holder_index = nodes.iter().position(|n| n.id == at).unwrap();
     let started = Instant::now();
-    let (status, answer) =
-        nodes[revoker].admin().call("POST", "/admin/keys/revoke", Some(&json!({ "key": "Plant" })), WATCHDOG).unwrap();
+    let (status, answer) = nodes[revoker]
+        .admin()
+        .call("POST", "/admin/keys/revoke", Some(&json!({ "key": "Plant" })), WATCHDOG)
+        .unwrap();
     assert_eq!(status, 200, "{answer}");
     wait_until(Duration::from_secs(5), "the revoked agent disconnected", || {
         holder(nodes[holder_index].admin(), "Plant").is_none()

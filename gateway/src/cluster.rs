@@ -53,6 +53,8 @@ use crate::query::{BufferedInfo, QueryError, QueryOutcome};
 use crate::spool::SpoolWriter;
 
 type Reply = Result<QueryOutcome, QueryError>;
+/// A caller waiting for an outcome, and when its command expires.
+type Waiter = (Sender<Reply>, SystemTime);
 
 /// The channel every node subscribes to.
 pub(crate) const BROADCAST: &str = "mc:all";
@@ -125,7 +127,7 @@ pub(crate) struct Cluster {
     conn: Mutex<redis::Connection>,
     /// Callers on this node waiting for outcomes, by command id (with the command's expiry, to
     /// drop waiters of commands that can no longer be answered).
-    waiters: Mutex<HashMap<String, Vec<(Sender<Reply>, SystemTime)>>>,
+    waiters: Mutex<HashMap<String, Vec<Waiter>>>,
     publish_tx: Sender<Published>,
     publish_rx: Mutex<Option<Receiver<Published>>>,
     /// Registry entries live this long without a refresh (the session idle timeout).
@@ -199,7 +201,10 @@ impl Cluster {
         registry_ttl: Duration,
         spool_dir: PathBuf,
     ) -> Result<Self, GatewayError> {
-        if node_id.is_empty() || node_id.len() > 64 || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if node_id.is_empty()
+            || node_id.len() > 64
+            || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             return Err(GatewayError::Invalid(format!(
                 "node id `{node_id}`: 1-64 of letters, digits, `-`, `_`, `.`"
             )));
@@ -242,13 +247,19 @@ impl Cluster {
         })
     }
 
-    fn redis<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, GatewayError> {
+    fn redis<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, GatewayError> {
         let mut conn = self.conn.lock().unwrap();
         Ok(f(&mut conn)?)
     }
 
     /// Starts the subscriber, beat and publisher threads.
-    pub(crate) fn start(self: &Arc<Self>, hub: &Arc<Hub>) -> Result<Vec<std::thread::JoinHandle<()>>, GatewayError> {
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        hub: &Arc<Hub>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, GatewayError> {
         let sub = self.client.get_connection_with_timeout(Duration::from_secs(5))?;
         sub.set_read_timeout(Some(Duration::from_millis(500)))?;
         let mut threads = Vec::new();
@@ -298,18 +309,26 @@ impl Cluster {
         instance: Option<&str>,
         probe: Duration,
     ) -> Result<(), String> {
-        let mine = Holder { node: self.node_id.clone(), conn: conn.to_owned(), inst: instance.map(str::to_owned) };
+        let mine =
+            Holder { node: self.node_id.clone(), conn: conn.to_owned(), inst: instance.map(str::to_owned) };
         let value = serde_json::to_string(&mine).unwrap_or_default();
         for _ in 0..4 {
             let set: Option<String> = self
                 .redis(|c| {
-                    redis::cmd("SET").arg(conn_key(connector)).arg(&value).arg("NX").arg("PX").arg(ms(self.registry_ttl)).query(c)
+                    redis::cmd("SET")
+                        .arg(conn_key(connector))
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ms(self.registry_ttl))
+                        .query(c)
                 })
                 .map_err(|e| format!("the cluster registry is unavailable: {e}"))?;
             if set.is_some() {
                 return Ok(());
             }
-            let raw: Option<String> = self.redis(|c| c.get(conn_key(connector))).map_err(|e| e.to_string())?;
+            let raw: Option<String> =
+                self.redis(|c| c.get(conn_key(connector))).map_err(|e| e.to_string())?;
             let Some(raw) = raw else { continue };
             let Ok(old) = serde_json::from_str::<Holder>(&raw) else {
                 // Not ours to read: replace it.
@@ -335,7 +354,11 @@ impl Cluster {
             };
             if self.swap(connector, &raw, &value) {
                 if old.node != self.node_id {
-                    let msg = NodeMsg::Replace { connector: connector.to_owned(), conn: old.conn.clone(), reason: reason.clone() };
+                    let msg = NodeMsg::Replace {
+                        connector: connector.to_owned(),
+                        conn: old.conn.clone(),
+                        reason: reason.clone(),
+                    };
                     let _ = self.send(&old.node, &msg);
                 }
                 tracing::info!(connector, old_node = %old.node, "registry taken over: {reason}");
@@ -347,19 +370,24 @@ impl Cluster {
 
     fn swap(&self, connector: &str, old: &str, new: &str) -> bool {
         let script = redis::Script::new(SWAP);
-        self.redis(|c| script.key(conn_key(connector)).arg(old).arg(new).arg(ms(self.registry_ttl)).invoke::<i64>(c))
-            .is_ok_and(|n| n == 1)
+        self.redis(|c| {
+            script.key(conn_key(connector)).arg(old).arg(new).arg(ms(self.registry_ttl)).invoke::<i64>(c)
+        })
+        .is_ok_and(|n| n == 1)
     }
 
     /// Asks the holder's node to ping its session; whether it answered within `probe`.
     fn remote_alive(&self, old: &Holder, connector: &str, probe: Duration) -> bool {
         let reply = format!("mc:probe:{}", uuid::Uuid::new_v4().simple());
-        let msg = NodeMsg::Probe { connector: connector.to_owned(), conn: old.conn.clone(), reply: reply.clone() };
+        let msg =
+            NodeMsg::Probe { connector: connector.to_owned(), conn: old.conn.clone(), reply: reply.clone() };
         if self.send(&old.node, &msg).is_err() {
             return true; // Fail closed: keep the session we cannot check.
         }
         // A connection of its own: BLPOP blocks it.
-        let Ok(mut conn) = self.client.get_connection_with_timeout(Duration::from_secs(2)) else { return true };
+        let Ok(mut conn) = self.client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return true;
+        };
         let got: Option<(String, String)> =
             conn.blpop(&reply, (probe + Duration::from_millis(500)).as_secs_f64()).unwrap_or(None);
         got.is_some()
@@ -367,7 +395,8 @@ impl Cluster {
 
     /// Removes the connector's registry entry if it is still this session's.
     pub(crate) fn release(&self, connector: &str, conn: &str, instance: Option<&str>) {
-        let mine = Holder { node: self.node_id.clone(), conn: conn.to_owned(), inst: instance.map(str::to_owned) };
+        let mine =
+            Holder { node: self.node_id.clone(), conn: conn.to_owned(), inst: instance.map(str::to_owned) };
         let value = serde_json::to_string(&mine).unwrap_or_default();
         let script = redis::Script::new(RELEASE);
         if let Err(e) = self.redis(|c| script.key(conn_key(connector)).arg(value).invoke::<i64>(c)) {
@@ -379,7 +408,12 @@ impl Cluster {
 
     /// Puts a command in its connector's stream and records where it went; returns nothing
     /// until Redis has it (so a node that dies after this loses nothing).
-    pub(crate) fn enqueue(&self, connector: &str, command: &Command, expires: SystemTime) -> Result<(), GatewayError> {
+    pub(crate) fn enqueue(
+        &self,
+        connector: &str,
+        command: &Command,
+        expires: SystemTime,
+    ) -> Result<(), GatewayError> {
         let json = serde_json::to_string(command).map_err(|e| GatewayError::Redis(e.to_string()))?;
         let keep = expires.duration_since(SystemTime::now()).unwrap_or_default() + RESULT_TTL;
         self.redis(|c| {
@@ -416,10 +450,17 @@ impl Cluster {
 
     /// Claims an idempotency key for a new command; `Some(command id)` of the live command
     /// that has it already.
-    pub(crate) fn claim_idempotency(&self, connector: &str, key: &str, command_id: &str, ttl: Duration) -> Result<Option<String>, GatewayError> {
+    pub(crate) fn claim_idempotency(
+        &self,
+        connector: &str,
+        key: &str,
+        command_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, GatewayError> {
         let name = format!("mc:idem:{connector}:{key}");
         self.redis(|c| {
-            let set: Option<String> = redis::cmd("SET").arg(&name).arg(command_id).arg("NX").arg("PX").arg(ms(ttl)).query(c)?;
+            let set: Option<String> =
+                redis::cmd("SET").arg(&name).arg(command_id).arg("NX").arg("PX").arg(ms(ttl)).query(c)?;
             match set {
                 Some(_) => Ok(None),
                 None => c.get(&name),
@@ -430,7 +471,13 @@ impl Cluster {
     /// The connector's unanswered commands, oldest first.
     pub(crate) fn read_stream(&self, connector: &str) -> Result<Vec<StreamCommand>, GatewayError> {
         let reply: redis::streams::StreamRangeReply = self.redis(|c| {
-            redis::cmd("XRANGE").arg(stream_key(connector)).arg("-").arg("+").arg("COUNT").arg(ADOPT_BATCH).query(c)
+            redis::cmd("XRANGE")
+                .arg(stream_key(connector))
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(ADOPT_BATCH)
+                .query(c)
         })?;
         let mut out = Vec::new();
         for entry in reply.ids {
@@ -446,7 +493,11 @@ impl Cluster {
                 continue;
             };
             let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(exp.parse::<u64>().unwrap_or(0));
-            out.push(StreamCommand { stream: StreamRef { entry: entry.id.clone(), origin }, command, expires });
+            out.push(StreamCommand {
+                stream: StreamRef { entry: entry.id.clone(), origin },
+                command,
+                expires,
+            });
         }
         Ok(out)
     }
@@ -477,9 +528,12 @@ impl Cluster {
     /// Forwards a cancel to the node holding the command's connector.
     pub(crate) fn forward_cancel(&self, id: &str, reason: Option<String>) -> Result<(), GatewayError> {
         let connector: Option<String> = self.redis(|c| c.hget(format!("mc:cmd:{id}"), "connector"))?;
-        let connector = connector.ok_or_else(|| GatewayError::UnknownConnector(format!("no pending command `{id}`")))?;
+        let connector =
+            connector.ok_or_else(|| GatewayError::UnknownConnector(format!("no pending command `{id}`")))?;
         match self.holder(&connector) {
-            Some(h) if h.node != self.node_id => self.send(&h.node, &NodeMsg::Cancel { id: id.to_owned(), reason }),
+            Some(h) if h.node != self.node_id => {
+                self.send(&h.node, &NodeMsg::Cancel { id: id.to_owned(), reason })
+            }
             _ => Err(GatewayError::ConnectorOffline(connector)),
         }
     }
@@ -504,8 +558,10 @@ impl Cluster {
 
     /// Whether the command is known to the cluster (queued, sent or answered).
     pub(crate) fn command_known(&self, id: &str) -> bool {
-        self.redis(|c| redis::cmd("EXISTS").arg(format!("mc:cmd:{id}")).arg(format!("mc:res:{id}")).query::<u32>(c))
-            .is_ok_and(|n| n > 0)
+        self.redis(|c| {
+            redis::cmd("EXISTS").arg(format!("mc:cmd:{id}")).arg(format!("mc:res:{id}")).query::<u32>(c)
+        })
+        .is_ok_and(|n| n > 0)
     }
 
     /// The outcome in Redis, if the command was answered.
@@ -516,14 +572,21 @@ impl Cluster {
 
     /// Hands an adopted command's answer to the publisher thread.
     pub(crate) fn publish(&self, connector: &str, command_id: &str, stream: StreamRef, reply: Reply) {
-        let _ = self.publish_tx.send(Published { connector: connector.to_owned(), command_id: command_id.to_owned(), stream, reply });
+        let _ = self.publish_tx.send(Published {
+            connector: connector.to_owned(),
+            command_id: command_id.to_owned(),
+            stream,
+            reply,
+        });
     }
 
     fn publisher(self: Arc<Self>, rx: Receiver<Published>) {
         loop {
             let p = match rx.recv_timeout(BEAT) {
                 Ok(p) => p,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !self.stop.load(Ordering::SeqCst) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !self.stop.load(Ordering::SeqCst) => {
+                    continue;
+                }
                 Err(_) => return,
             };
             // Retried while Redis is away: the answer must reach it (the agent was told it is
@@ -550,7 +613,13 @@ impl Cluster {
         let (doc, parts_key) = self.encode(&p.command_id, &p.reply)?;
         let text = serde_json::to_string(&doc).map_err(|e| GatewayError::Redis(e.to_string()))?;
         let first: Option<String> = self.redis(|c| {
-            redis::cmd("SET").arg(format!("mc:res:{}", p.command_id)).arg(&text).arg("NX").arg("PX").arg(ms(RESULT_TTL)).query(c)
+            redis::cmd("SET")
+                .arg(format!("mc:res:{}", p.command_id))
+                .arg(&text)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms(RESULT_TTL))
+                .query(c)
         })?;
         if first.is_none() {
             // Answered before (by another node, or an expiry met twice): the first answer wins.
@@ -615,13 +684,15 @@ impl Cluster {
         let broken = |why: String| QueryError::Integrity(format!("{id}: stored outcome: {why}"));
         let doc: Value = serde_json::from_str(raw).map_err(|e| broken(e.to_string()))?;
         if let Some(e) = doc.get("error") {
-            let code = serde_json::from_value::<ErrorCode>(e["code"].clone()).unwrap_or(ErrorCode::InternalError);
+            let code =
+                serde_json::from_value::<ErrorCode>(e["code"].clone()).unwrap_or(ErrorCode::InternalError);
             let mut body = ErrorBody::new(code, e["message"].as_str().unwrap_or_default());
             body.retryable = e["retryable"].as_bool().unwrap_or(body.retryable);
             return Err(QueryError::Remote(body));
         }
         let ok = &doc["ok"];
-        let columns: Vec<ColumnMeta> = serde_json::from_value(ok["columns"].clone()).map_err(|e| broken(e.to_string()))?;
+        let columns: Vec<ColumnMeta> =
+            serde_json::from_value(ok["columns"].clone()).map_err(|e| broken(e.to_string()))?;
         let mut outcome = QueryOutcome {
             command_id: ok["commandId"].as_str().unwrap_or(id).to_owned(),
             columns,
@@ -633,7 +704,8 @@ impl Cluster {
         };
         match ok.get("buffered").filter(|b| !b.is_null()) {
             None => {
-                outcome.rows = serde_json::from_value(ok["rows"].clone()).map_err(|e| broken(e.to_string()))?;
+                outcome.rows =
+                    serde_json::from_value(ok["rows"].clone()).map_err(|e| broken(e.to_string()))?;
             }
             Some(b) => {
                 let key = b["parts"].as_str().unwrap_or_default();
@@ -647,7 +719,8 @@ impl Cluster {
                 }
                 // One part at a time: the memory is a part, whatever the result's size.
                 for i in 0..count {
-                    let part: Vec<u8> = self.redis(|c| c.lindex(key, i as isize)).map_err(|e| broken(e.to_string()))?;
+                    let part: Vec<u8> =
+                        self.redis(|c| c.lindex(key, i as isize)).map_err(|e| broken(e.to_string()))?;
                     writer.write(&part)?;
                 }
                 let (_, spool) = writer.finish(byte_count, sha256)?;
@@ -713,12 +786,19 @@ impl Cluster {
                 let _ = crate::spawn_named("gw-cluster-probe".into(), move || {
                     if rx.recv_timeout(wait).is_ok() {
                         let _ = me.redis(|c| {
-                            redis::pipe().lpush(&reply, "alive").ignore().pexpire(&reply, 10_000).ignore().query::<()>(c)
+                            redis::pipe()
+                                .lpush(&reply, "alive")
+                                .ignore()
+                                .pexpire(&reply, 10_000)
+                                .ignore()
+                                .query::<()>(c)
                         });
                     }
                 });
             }
-            NodeMsg::Replace { connector, conn, reason } => hub.replaced_elsewhere(&connector, &conn, &reason),
+            NodeMsg::Replace { connector, conn, reason } => {
+                hub.replaced_elsewhere(&connector, &conn, &reason)
+            }
             NodeMsg::Done { id } => {
                 let me = self.clone();
                 let _ = crate::spawn_named("gw-cluster-fetch".into(), move || me.dispatch(&id));
@@ -738,11 +818,17 @@ impl Cluster {
     }
 
     fn beat(self: Arc<Self>, hub: Weak<Hub>) {
-        let refresh_every = (self.registry_ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let refresh_every =
+            (self.registry_ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(10));
         let mut last_refresh = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let _ = self.redis(|c| {
-                redis::cmd("SET").arg(format!("mc:node:{}", self.node_id)).arg(std::process::id()).arg("PX").arg(ms(NODE_TTL)).exec(c)
+                redis::cmd("SET")
+                    .arg(format!("mc:node:{}", self.node_id))
+                    .arg(std::process::id())
+                    .arg("PX")
+                    .arg(ms(NODE_TTL))
+                    .exec(c)
             });
             let Some(hub) = hub.upgrade() else { return };
             if last_refresh.elapsed() >= refresh_every {
@@ -765,11 +851,21 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.load_script(&script).ignore();
         for s in &sessions {
-            let value = serde_json::to_string(&Holder { node: self.node_id.clone(), conn: s.conn.clone(), inst: s.inst.clone() }).unwrap_or_default();
+            let value = serde_json::to_string(&Holder {
+                node: self.node_id.clone(),
+                conn: s.conn.clone(),
+                inst: s.inst.clone(),
+            })
+            .unwrap_or_default();
             let mut invocation = script.prepare_invoke();
             invocation.key(conn_key(&s.connector)).arg(value).arg(ms(self.registry_ttl));
             pipe.invoke_script(&invocation);
-            pipe.cmd("SET").arg(format!("mc:info:{}", s.connector)).arg(s.info.to_string()).arg("PX").arg(ms(self.registry_ttl)).ignore();
+            pipe.cmd("SET")
+                .arg(format!("mc:info:{}", s.connector))
+                .arg(s.info.to_string())
+                .arg("PX")
+                .arg(ms(self.registry_ttl))
+                .ignore();
         }
         let answers: Vec<redis::Value> = match self.redis(|c| pipe.query(c)) {
             Ok(a) => a,
@@ -793,7 +889,8 @@ impl Cluster {
             return Vec::new();
         }
         let keys: Vec<String> = names.iter().flat_map(|n| [conn_key(n), format!("mc:info:{n}")]).collect();
-        let values: Vec<Option<String>> = self.redis(|c| redis::cmd("MGET").arg(&keys).query(c)).unwrap_or_default();
+        let values: Vec<Option<String>> =
+            self.redis(|c| redis::cmd("MGET").arg(&keys).query(c)).unwrap_or_default();
         values
             .chunks(2)
             .map(|pair| {

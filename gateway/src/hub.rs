@@ -910,7 +910,8 @@ impl Hub {
                         agent_version: text("agentVersion"),
                         last_heartbeat: text("lastHeartbeat"),
                         status: info.get("status").and_then(|v| serde_json::from_value(v.clone()).ok()),
-                        active_commands: info.get("activeCommands").and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+                        active_commands: info.get("activeCommands").and_then(|v| v.as_u64()).unwrap_or(0)
+                            as u32,
                         schema: None,
                         tenant,
                         name,
@@ -1038,7 +1039,10 @@ impl Hub {
         req: QueryRequest,
     ) -> Result<PendingQuery, QueryError> {
         let redis_error = |e: GatewayError| {
-            QueryError::Remote(ErrorBody::new(ErrorCode::InternalError, format!("the cluster could not take the command: {e}")))
+            QueryError::Remote(ErrorBody::new(
+                ErrorCode::InternalError,
+                format!("the cluster could not take the command: {e}"),
+            ))
         };
         let wait = req.wait;
         let ttl = req.ttl.unwrap_or(self.config.default_command_ttl);
@@ -1076,7 +1080,14 @@ impl Hub {
         wait: Duration,
         rx: Receiver<Reply>,
     ) -> PendingQuery {
-        PendingQuery { hub: self.clone(), command_id, execution_id, expires, deadline: Instant::now() + wait, rx }
+        PendingQuery {
+            hub: self.clone(),
+            command_id,
+            execution_id,
+            expires,
+            deadline: Instant::now() + wait,
+            rx,
+        }
     }
 
     /// Cluster mode: takes the connector's unanswered commands from its Redis stream into this
@@ -1354,7 +1365,9 @@ impl Hub {
             match (found, &self.cluster) {
                 (Some(p), _) => (p.connector.clone(), p.command.execution_id.clone()),
                 (None, Some(cluster)) => return cluster.forward_cancel(id, reason),
-                (None, None) => return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`"))),
+                (None, None) => {
+                    return Err(GatewayError::UnknownConnector(format!("no pending command `{id}`")));
+                }
             }
         };
         let cancel = protocol::Cancel { execution_id, reason };
@@ -1689,7 +1702,9 @@ impl PendingQuery {
                 drop(commands);
                 // The answer (an expiry too) comes through Redis; past the expiry nothing
                 // more will come unless the agent already had the command.
-                if Instant::now() >= self.deadline || SystemTime::now() >= self.expires + Duration::from_secs(1) {
+                if Instant::now() >= self.deadline
+                    || SystemTime::now() >= self.expires + Duration::from_secs(1)
+                {
                     cluster.forget_waiters(&self.command_id);
                     return match cluster.outcome(&self.command_id) {
                         Some(reply) => reply,

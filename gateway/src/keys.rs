@@ -439,8 +439,11 @@ impl KeyStore {
         if let Some(r) = self.redis() {
             return r.has_connector(name);
         }
-        let n: i64 =
-            self.db().query_row("SELECT COUNT(*) FROM api_keys WHERE connector = ?1", params![name], |r| r.get(0))?;
+        let n: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM api_keys WHERE connector = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
         Ok(n > 0)
     }
 

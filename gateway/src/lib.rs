@@ -52,14 +52,14 @@
 //! ```
 
 mod admin;
+mod cluster;
 mod error;
 mod http;
 mod hub;
 mod keys;
-mod redis_keys;
-mod cluster;
 mod longpoll;
 mod query;
+mod redis_keys;
 mod server;
 mod session;
 mod spool;
@@ -276,8 +276,12 @@ impl Gateway {
                     .node_id
                     .clone()
                     .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-                let cluster =
-                    cluster::Cluster::connect(url, &node, config.session_idle_timeout, config.data_dir.clone())?;
+                let cluster = cluster::Cluster::connect(
+                    url,
+                    &node,
+                    config.session_idle_timeout,
+                    config.data_dir.clone(),
+                )?;
                 (KeyStore::open_redis(url)?, Some(Arc::new(cluster)))
             }
             None => (KeyStore::open(&config.data_dir)?, None),

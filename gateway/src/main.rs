@@ -495,7 +495,9 @@ fn decommission(dir: &Path, name: &str, json: bool) -> Result<(), Failure> {
 fn keys(dir: &Path, redis: Option<&str>, cmd: KeysCmd) -> Result<(), Failure> {
     let store = || match redis {
         Some(url) => KeyStore::open_redis(url).context("cannot reach the cluster's Redis"),
-        None => KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display())),
+        None => {
+            KeyStore::open(dir).with_context(|| format!("cannot open {}", dir.join("gateway.db").display()))
+        }
     };
     match cmd {
         KeysCmd::Create { tenant, name, json } => {

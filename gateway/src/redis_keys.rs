@@ -133,7 +133,8 @@ impl RedisKeys {
         validate_name(name)?;
         let (id, key, stored) = Self::new_key(tenant, name)?;
         self.update(|current| {
-            if let Some((_, other)) = current.iter().find(|(_, k)| k.connector == name && k.tenant != tenant) {
+            if let Some((_, other)) = current.iter().find(|(_, k)| k.connector == name && k.tenant != tenant)
+            {
                 return Err(GatewayError::KeyConflict(format!(
                     "connector `{name}` belongs to tenant `{}`",
                     other.tenant
@@ -187,7 +188,9 @@ impl RedisKeys {
                 .map(|(id, k)| (id.clone(), Stored { revoked_at: Some(now), ..k.clone() }))
                 .collect();
             if writes.is_empty() {
-                return Err(GatewayError::KeyConflict(format!("`{id_or_name}` has no usable key left to revoke")));
+                return Err(GatewayError::KeyConflict(format!(
+                    "`{id_or_name}` has no usable key left to revoke"
+                )));
             }
             let ids = writes.iter().map(|(id, _)| id.clone()).collect();
             Ok((writes, ids))
@@ -213,7 +216,15 @@ impl RedisKeys {
             let expires = now + ROTATION_GRACE.as_millis() as i64;
             let mut writes: Vec<(String, Stored)> = live
                 .iter()
-                .map(|(id, k)| (id.clone(), Stored { expires_at: Some(k.expires_at.map_or(expires, |at| at.min(expires))), ..k.clone() }))
+                .map(|(id, k)| {
+                    (
+                        id.clone(),
+                        Stored {
+                            expires_at: Some(k.expires_at.map_or(expires, |at| at.min(expires))),
+                            ..k.clone()
+                        },
+                    )
+                })
                 .collect();
             let (id, key, stored) = Self::new_key(&first.tenant, name)?;
             writes.push((id.clone(), stored));
@@ -255,7 +266,8 @@ impl RedisKeys {
 
     pub(crate) fn connectors(&self) -> Result<Vec<(String, String)>, GatewayError> {
         let all = Self::all(&mut self.conn.lock().unwrap())?;
-        let mut names: Vec<(String, String)> = all.into_iter().map(|(_, k)| (k.connector, k.tenant)).collect();
+        let mut names: Vec<(String, String)> =
+            all.into_iter().map(|(_, k)| (k.connector, k.tenant)).collect();
         names.sort();
         names.dedup();
         Ok(names)

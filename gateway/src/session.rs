@@ -362,7 +362,8 @@ fn register_or_take_over(
     let (conn, instance) = (handle.connection_id.clone(), handle.instance_id.clone());
     register_here(hub, record, auth, handle)?;
     if let Some(cluster) = &hub.cluster
-        && let Err(message) = cluster.claim(&record.connector, &conn, instance.as_deref(), hub.config.takeover_probe)
+        && let Err(message) =
+            cluster.claim(&record.connector, &conn, instance.as_deref(), hub.config.takeover_probe)
     {
         hub.unregister(&record.connector, &conn, &message);
         return Err(message);

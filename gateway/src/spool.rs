@@ -96,7 +96,11 @@ impl Spool {
     }
 
     /// Calls `f` with the stream in blocks of at most `block` bytes, in order.
-    pub(crate) fn for_each_block(&self, block: usize, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    pub(crate) fn for_each_block(
+        &self,
+        block: usize,
+        mut f: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut reader = At { file: &self.0.file, pos: 0, end: self.0.len };
         let mut buf = vec![0u8; block.max(1)];
         loop {
@@ -350,9 +354,15 @@ impl SpoolWriter {
     }
 
     /// Checks the whole stream against its announced length and SHA-256 and its NDJSON shape.
-    pub(crate) fn finish(mut self, byte_count: u64, sha256: &str) -> Result<(Vec<ColumnMeta>, Spool), QueryError> {
+    pub(crate) fn finish(
+        mut self,
+        byte_count: u64,
+        sha256: &str,
+    ) -> Result<(Vec<ColumnMeta>, Spool), QueryError> {
         let buffer_key = std::mem::take(&mut self.buffer_key);
-        self.out.flush().map_err(|e| QueryError::Integrity(format!("{buffer_key}: cannot spool the result: {e}")))?;
+        self.out
+            .flush()
+            .map_err(|e| QueryError::Integrity(format!("{buffer_key}: cannot spool the result: {e}")))?;
         self.lines.finish();
         let len = self.len;
         if len != byte_count {
@@ -396,8 +406,9 @@ pub(crate) fn verify(
             .chunk_body(buffer_key, seq)
             .map_err(|e| QueryError::Integrity(format!("{buffer_key}: chunk {seq}: {e}")))?
             .ok_or_else(|| QueryError::Integrity(format!("{buffer_key}: chunk {seq} is not stored")))?;
-        let broken =
-            |e: io::Error| QueryError::Integrity(format!("{buffer_key}: chunk {seq} does not decompress: {e}"));
+        let broken = |e: io::Error| {
+            QueryError::Integrity(format!("{buffer_key}: chunk {seq} does not decompress: {e}"))
+        };
         let mut decoder = stored.encoding.decoder(&stored.body).map_err(broken)?;
         let started = writer.len();
         loop {
