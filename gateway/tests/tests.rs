@@ -7,6 +7,7 @@ mod admin_load;
 mod chunks;
 mod cli_json;
 mod cli_keys;
+mod cluster;
 mod compression;
 mod durable;
 mod encodings;
