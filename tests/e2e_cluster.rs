@@ -292,7 +292,16 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
 
     // 3. kill -9 of the agent's node while commands wait for it: they were submitted on the
     // surviving nodes, so the agent, reconnecting through the balancer, gets them elsewhere.
+    // Some commands are running on the agent when its node dies: their answers cannot reach
+    // it, and go to the next node on the agent's next session (re-sent, not re-run).
     let home_index = nodes.iter().position(|n| n.id == home).unwrap();
+    let mut running = Vec::new();
+    for n in 0..3 {
+        // About a second of work on the server.
+        let sql = format!("SELECT '{run}-r{n}' AS tag, {n} AS n, count(*) AS c FROM generate_series(1, 5000000) g");
+        running.push((other, n, submit(nodes[other].admin(), "Plant", &sql, &format!("{run}-r{n}"))));
+    }
+    wait_until(WATCHDOG, "a slow command running on the agent", || !pg.running(&format!("{run}-r")).is_empty());
     nodes[home_index].proc.kill9();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != home_index).collect();
     let mut ids = Vec::new();
@@ -311,6 +320,10 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     for (node, n, id) in &ids {
         let rows = answered_rows(nodes[*node].admin(), id);
         assert_eq!(rows, json!([[format!("{run}-k{n}"), n]]));
+    }
+    for (node, n, id) in &running {
+        let rows = answered_rows(nodes[*node].admin(), id);
+        assert_eq!(rows, json!([[format!("{run}-r{n}"), n, 5_000_000]]));
     }
 
     // 4. The agent offline: commands wait in Redis, survive a restart of the node they were
@@ -346,6 +359,7 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let executions = pg.executions(&run);
     let mut expected: Vec<String> = vec![format!("{run}-1"), format!("{run}-big")];
     expected.extend((0..6).map(|n| format!("{run}-k{n}")));
+    expected.extend((0..3).map(|n| format!("{run}-r{n}")));
     expected.extend((0..3).map(|n| format!("{run}-q{n}")));
     for tag in &expected {
         assert_eq!(

@@ -301,14 +301,17 @@ impl Cluster {
 
     /// Claims the connector for a new session of this node. Takes over from a dead node, from
     /// the same agent instance, or from a session that does not answer a ping within `probe`;
-    /// `Err(message)` when the holder's session is alive (`DUPLICATE_CONNECTION`).
+    /// `Err` with `DUPLICATE_CONNECTION` when the holder's session is alive, `INTERNAL_ERROR`
+    /// (retryable: the agent dials again) when Redis cannot be asked.
     pub(crate) fn claim(
         &self,
         connector: &str,
         conn: &str,
         instance: Option<&str>,
         probe: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), (ErrorCode, String)> {
+        let unavailable =
+            |e: GatewayError| (ErrorCode::InternalError, format!("the cluster registry is unavailable: {e}"));
         let mine =
             Holder { node: self.node_id.clone(), conn: conn.to_owned(), inst: instance.map(str::to_owned) };
         let value = serde_json::to_string(&mine).unwrap_or_default();
@@ -323,12 +326,11 @@ impl Cluster {
                         .arg(ms(self.registry_ttl))
                         .query(c)
                 })
-                .map_err(|e| format!("the cluster registry is unavailable: {e}"))?;
+                .map_err(unavailable)?;
             if set.is_some() {
                 return Ok(());
             }
-            let raw: Option<String> =
-                self.redis(|c| c.get(conn_key(connector))).map_err(|e| e.to_string())?;
+            let raw: Option<String> = self.redis(|c| c.get(conn_key(connector))).map_err(unavailable)?;
             let Some(raw) = raw else { continue };
             let Ok(old) = serde_json::from_str::<Holder>(&raw) else {
                 // Not ours to read: replace it.
@@ -344,10 +346,13 @@ impl Cluster {
             } else if instance.is_some() && old.inst.as_deref() == instance {
                 "replaced by a newer session of the same agent".to_owned()
             } else if self.remote_alive(&old, connector, probe) {
-                return Err(format!(
-                    "connector `{connector}` is already connected on node {} (its session answered within {} ms)",
-                    old.node,
-                    probe.as_millis()
+                return Err((
+                    ErrorCode::DuplicateConnection,
+                    format!(
+                        "connector `{connector}` is already connected on node {} (its session answered within {} ms)",
+                        old.node,
+                        probe.as_millis()
+                    ),
                 ));
             } else {
                 format!("replaced: the session did not answer a ping within {} ms", probe.as_millis())
@@ -365,7 +370,7 @@ impl Cluster {
                 return Ok(());
             }
         }
-        Err(format!("connector `{connector}` is already connected"))
+        Err((ErrorCode::DuplicateConnection, format!("connector `{connector}` is already connected")))
     }
 
     fn swap(&self, connector: &str, old: &str, new: &str) -> bool {
@@ -430,6 +435,11 @@ impl Cluster {
                 .arg(&self.node_id)
                 .query(c)?;
             let mut pipe = redis::pipe();
+            // The stream of a connector that never comes back goes too, once its newest
+            // command and that command's outcome time are past.
+            let stream_ttl = ms(keep) as i64;
+            pipe.cmd("PEXPIRE").arg(stream_key(connector)).arg(stream_ttl).arg("NX").ignore();
+            pipe.cmd("PEXPIRE").arg(stream_key(connector)).arg(stream_ttl).arg("GT").ignore();
             for id in [&command.command_id, &command.execution_id] {
                 let key = format!("mc:cmd:{id}");
                 pipe.hset_multiple(

@@ -298,8 +298,8 @@ fn authenticate<T: Transport>(
     handle.instance_id = auth.instance_id.clone().filter(|id| !id.is_empty());
     let agent_window = auth.max_in_flight.filter(|n| *n > 0).unwrap_or(AGENT_DEFAULT_IN_FLIGHT);
     handle.max_in_flight = (agent_window as usize).min(hub.config.max_in_flight.max(1));
-    if let Err(message) = register_or_take_over(hub, &record, &auth, handle) {
-        reject(hub, ws, ErrorCode::DuplicateConnection, &message);
+    if let Err((code, message)) = register_or_take_over(hub, &record, &auth, handle) {
+        reject(hub, ws, code, &message);
         return closing();
     }
     // The first compression of the agent's offer this gateway has; old agents offer none.
@@ -351,22 +351,23 @@ fn authenticate<T: Transport>(
 }
 
 /// Registers the new session, taking over from a registered one that is the same agent
-/// instance or no longer answers; `Err(message)` when the registered one is alive. In cluster
-/// mode the connector is then claimed in the registry, where the same rules hold across nodes.
+/// instance or no longer answers; `Err` (`DUPLICATE_CONNECTION`) when the registered one is
+/// alive. In cluster mode the connector is then claimed in the registry, where the same rules
+/// hold across nodes.
 fn register_or_take_over(
     hub: &Arc<Hub>,
     record: &crate::keys::KeyRecord,
     auth: &Auth,
     handle: SessionHandle,
-) -> Result<(), String> {
+) -> Result<(), (ErrorCode, String)> {
     let (conn, instance) = (handle.connection_id.clone(), handle.instance_id.clone());
-    register_here(hub, record, auth, handle)?;
+    register_here(hub, record, auth, handle).map_err(|message| (ErrorCode::DuplicateConnection, message))?;
     if let Some(cluster) = &hub.cluster
-        && let Err(message) =
+        && let Err((code, message)) =
             cluster.claim(&record.connector, &conn, instance.as_deref(), hub.config.takeover_probe)
     {
         hub.unregister(&record.connector, &conn, &message);
-        return Err(message);
+        return Err((code, message));
     }
     Ok(())
 }
