@@ -298,10 +298,13 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let mut running = Vec::new();
     for n in 0..3 {
         // About a second of work on the server.
-        let sql = format!("SELECT '{run}-r{n}' AS tag, {n} AS n, count(*) AS c FROM generate_series(1, 5000000) g");
+        let sql =
+            format!("SELECT '{run}-r{n}' AS tag, {n} AS n, count(*) AS c FROM generate_series(1, 5000000) g");
         running.push((other, n, submit(nodes[other].admin(), "Plant", &sql, &format!("{run}-r{n}"))));
     }
-    wait_until(WATCHDOG, "a slow command running on the agent", || !pg.running(&format!("{run}-r")).is_empty());
+    wait_until(WATCHDOG, "a slow command running on the agent", || {
+        !pg.running(&format!("{run}-r")).is_empty()
+    });
     nodes[home_index].proc.kill9();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != home_index).collect();
     let mut ids = Vec::new();

@@ -5,8 +5,10 @@
 //! As in `gateway.db`, only a random salt and `sha256(salt || key)` are stored. Layout:
 //! `mc:keys` is a hash of key id → JSON record; `mc:keys:masked:<masked key>` is the set of ids
 //! whose key masks to that text (`vmc_<tenant>_****_<checksum>`), so `auth` hashes only the
-//! few candidates that share the key's public checksum instead of every key of the tenant.
-//! Writes are optimistic transactions (`WATCH mc:keys`), retried when another node wrote first.
+//! few candidates that share the key's public checksum instead of every key of the tenant;
+//! `mc:keys:name:<connector>` is the set of a connector's key ids. Writes concern one connector
+//! and are optimistic transactions (`WATCH mc:keys:name:<connector>`), retried when another
+//! node wrote first: creating 5,000 keys reads 5,000 small sets, not the whole table each time.
 
 use std::sync::Mutex;
 
@@ -26,6 +28,10 @@ const NAMES: &str = "mc:keys:names";
 
 fn masked_set(masked: &str) -> String {
     format!("mc:keys:masked:{masked}")
+}
+
+fn name_set(name: &str) -> String {
+    format!("mc:keys:name:{name}")
 }
 
 /// One key, as stored.
@@ -78,16 +84,34 @@ impl RedisKeys {
         Ok(keys)
     }
 
-    /// Runs `plan` on the current records under `WATCH mc:keys`: it returns the records to
-    /// write and a value; the write commits only if no other node wrote meanwhile (else again).
+    /// The records of these ids (missing or unreadable ones left out), oldest first.
+    fn records(conn: &mut redis::Connection, ids: &[String]) -> Result<Vec<(String, Stored)>, GatewayError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<Option<String>> = redis::cmd("HMGET").arg(KEYS).arg(ids).query(conn)?;
+        let mut out: Vec<(String, Stored)> = ids
+            .iter()
+            .zip(raw)
+            .filter_map(|(id, json)| Some((id.clone(), serde_json::from_str(&json?).ok()?)))
+            .collect();
+        out.sort_by(|a, b| (a.1.created_at, &a.0).cmp(&(b.1.created_at, &b.0)));
+        Ok(out)
+    }
+
+    /// Runs `plan` on the records of connector `name` under `WATCH mc:keys:name:<name>`: it
+    /// returns the records to write and a value; the write commits only if no other node
+    /// changed that connector's keys meanwhile (else it plans again).
     fn update<T>(
         &self,
+        name: &str,
         mut plan: impl FnMut(&[(String, Stored)]) -> Result<(Vec<(String, Stored)>, T), GatewayError>,
     ) -> Result<T, GatewayError> {
         let mut conn = self.conn.lock().unwrap();
         for _ in 0..32 {
-            redis::cmd("WATCH").arg(KEYS).exec(&mut *conn)?;
-            let current = Self::all(&mut conn)?;
+            redis::cmd("WATCH").arg(name_set(name)).exec(&mut *conn)?;
+            let ids: Vec<String> = conn.smembers(name_set(name))?;
+            let current = Self::records(&mut conn, &ids)?;
             let (writes, value) = match plan(&current) {
                 Ok(planned) => planned,
                 Err(e) => {
@@ -101,9 +125,10 @@ impl RedisKeys {
                 let json = serde_json::to_string(stored).map_err(|e| GatewayError::Redis(e.to_string()))?;
                 pipe.hset(KEYS, id, json).ignore();
                 pipe.sadd(masked_set(&stored.masked), id).ignore();
+                pipe.sadd(name_set(&stored.connector), id).ignore();
                 pipe.sadd(NAMES, &stored.connector).ignore();
             }
-            // `None`: another node wrote `mc:keys` after the WATCH; plan again.
+            // `None`: another node changed this connector's keys after the WATCH; plan again.
             let done: Option<()> = pipe.query(&mut *conn)?;
             if done.is_some() {
                 return Ok(value);
@@ -132,7 +157,7 @@ impl RedisKeys {
     pub(crate) fn create(&self, tenant: &str, name: &str) -> Result<(String, ApiKey), GatewayError> {
         validate_name(name)?;
         let (id, key, stored) = Self::new_key(tenant, name)?;
-        self.update(|current| {
+        self.update(name, |current| {
             if let Some((_, other)) = current.iter().find(|(_, k)| k.connector == name && k.tenant != tenant)
             {
                 return Err(GatewayError::KeyConflict(format!(
@@ -175,7 +200,13 @@ impl RedisKeys {
 
     /// Revokes, then tells every node on `mc:all` to kick the sessions of the revoked keys.
     pub(crate) fn revoke(&self, id_or_name: &str) -> Result<Vec<String>, GatewayError> {
-        let ids: Vec<String> = self.update(|current| {
+        // An id names its connector; a name is one.
+        let name = {
+            let json: Option<String> = self.conn.lock().unwrap().hget(KEYS, id_or_name)?;
+            json.and_then(|j| serde_json::from_str::<Stored>(&j).ok())
+                .map_or_else(|| id_or_name.to_owned(), |k| k.connector)
+        };
+        let ids: Vec<String> = self.update(&name, |current| {
             let now = now_ms();
             let matching: Vec<&(String, Stored)> =
                 current.iter().filter(|(id, k)| id == id_or_name || k.connector == id_or_name).collect();
@@ -206,7 +237,7 @@ impl RedisKeys {
 
     pub(crate) fn rotate(&self, name: &str) -> Result<(String, ApiKey), GatewayError> {
         let mut issued = None;
-        self.update(|current| {
+        self.update(name, |current| {
             let now = now_ms();
             let live: Vec<&(String, Stored)> =
                 current.iter().filter(|(_, k)| k.connector == name && k.usable(now)).collect();

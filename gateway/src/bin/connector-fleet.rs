@@ -46,9 +46,14 @@ struct Args {
     /// Stop after this many seconds (0: run until killed).
     #[arg(long, default_value_t = 0)]
     duration_secs: u64,
-    /// Mint the fleet's keys in this gateway data directory first.
+    /// Mint the fleet's keys in this gateway data directory first (and find the admin API for
+    /// `--probe-queries` there).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A gateway cluster: mint the fleet's keys in its Redis (redis://HOST:PORT) instead of the
+    /// data directory's `gateway.db`.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Connector name prefix.
     #[arg(long, default_value = "fleet")]
     prefix: String,
@@ -183,10 +188,13 @@ fn probe(args: &Args, stats: &Stats) -> anyhow::Result<()> {
 
 /// The fleet's (name, key) pairs: minted in `--data-dir`, or read from `FLEET_KEYS` lines.
 fn mint_keys(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
-    let Some(dir) = &args.data_dir else {
-        bail!("--data-dir is required (the gateway data directory whose key store the fleet's keys go into)");
+    let store = match (&args.redis, &args.data_dir) {
+        (Some(url), _) => gateway::KeyStore::open_redis(url).context("opening the cluster's key store")?,
+        (None, Some(dir)) => gateway::KeyStore::open(dir).context("opening the gateway's key store")?,
+        (None, None) => bail!(
+            "--data-dir or --redis is required (the gateway data directory or the cluster's Redis the fleet's keys go into)"
+        ),
     };
-    let store = gateway::KeyStore::open(dir).context("opening the gateway's key store")?;
     (0..args.agents)
         .map(|i| {
             let name = format!("{}-{i}", args.prefix);
