@@ -66,8 +66,10 @@ const BEAT: Duration = Duration::from_secs(1);
 pub(crate) const RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Size of one part of a buffered outcome's stream.
 const PART: usize = 1 << 20;
-/// Most stream entries adopted in one pass.
+/// Stream entries read per `XRANGE`.
 const ADOPT_BATCH: usize = 1000;
+/// Most stream entries adopted in one pass (the next `Deliver` or session takes the rest).
+const ADOPT_MAX: usize = 100_000;
 
 /// Who holds a connector (`mc:conn:<connector>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -480,17 +482,29 @@ impl Cluster {
 
     /// The connector's unanswered commands, oldest first.
     pub(crate) fn read_stream(&self, connector: &str) -> Result<Vec<StreamCommand>, GatewayError> {
-        let reply: redis::streams::StreamRangeReply = self.redis(|c| {
-            redis::cmd("XRANGE")
-                .arg(stream_key(connector))
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(ADOPT_BATCH)
-                .query(c)
-        })?;
+        let mut entries = Vec::new();
+        let mut from = "-".to_owned();
+        // Page by page (the stream of a connector offline for long may be big), up to a bound.
+        while entries.len() < ADOPT_MAX {
+            let page: redis::streams::StreamRangeReply = self.redis(|c| {
+                redis::cmd("XRANGE")
+                    .arg(stream_key(connector))
+                    .arg(&from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(ADOPT_BATCH)
+                    .query(c)
+            })?;
+            let Some(last) = page.ids.last() else { break };
+            from = format!("({}", last.id);
+            let full = page.ids.len() == ADOPT_BATCH;
+            entries.extend(page.ids);
+            if !full {
+                break;
+            }
+        }
         let mut out = Vec::new();
-        for entry in reply.ids {
+        for entry in entries {
             let field = |name: &str| entry.get::<String>(name);
             let (Some(cmd), Some(exp), Some(origin)) = (field("cmd"), field("exp"), field("origin")) else {
                 tracing::error!(connector, entry = %entry.id, "malformed command entry dropped from the stream");
@@ -665,7 +679,8 @@ impl Cluster {
         match &outcome.buffered {
             Some(b) => {
                 let key = format!("mc:res:{id}:{}", uuid::Uuid::new_v4().simple());
-                let mut conn = self.conn.lock().unwrap();
+                // A connection of its own: a large result must not hold up the node's others.
+                let mut conn = self.client.get_connection_with_timeout(Duration::from_secs(5))?;
                 let mut parts = 0u64;
                 b.spool
                     .for_each_block(PART, |part| {
@@ -723,14 +738,17 @@ impl Cluster {
                 let sha256 = b["sha256"].as_str().unwrap_or_default();
                 let buffer_key = b["bufferKey"].as_str().unwrap_or_default();
                 let mut writer = SpoolWriter::new(&self.spool_dir, buffer_key, byte_count)?;
-                let count: u64 = self.redis(|c| c.llen(key)).map_err(|e| broken(e.to_string()))?;
+                let mut conn = self
+                    .client
+                    .get_connection_with_timeout(Duration::from_secs(5))
+                    .map_err(|e| broken(e.to_string()))?;
+                let count: u64 = conn.llen(key).map_err(|e| broken(e.to_string()))?;
                 if count != b["partCount"].as_u64().unwrap_or(0) {
                     return Err(broken(format!("{count} parts stored, {} written", b["partCount"])));
                 }
                 // One part at a time: the memory is a part, whatever the result's size.
                 for i in 0..count {
-                    let part: Vec<u8> =
-                        self.redis(|c| c.lindex(key, i as isize)).map_err(|e| broken(e.to_string()))?;
+                    let part: Vec<u8> = conn.lindex(key, i as isize).map_err(|e| broken(e.to_string()))?;
                     writer.write(&part)?;
                 }
                 let (_, spool) = writer.finish(byte_count, sha256)?;
