@@ -186,7 +186,8 @@ impl Agent {
             connections: config.connections.clone(),
         })
         .with_upload_policy(
-            crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)
+            config
+                .upload_policy()
                 .map_err(|reason| anyhow::anyhow!("invalid config field `uploadHosts`: {reason}"))?,
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;
