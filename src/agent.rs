@@ -134,6 +134,7 @@ impl Agent {
         let link = Link::start(
             LinkSettings {
                 url: config.cloud_url.clone(),
+                fallback_urls: config.cloud_url_fallbacks.clone(),
                 connector_name: config.connector_name.clone(),
                 proxy: proxy.clone(),
                 tls: tls.clone(),
