@@ -83,13 +83,15 @@ fn a_dead_cloud_url_fails_over_to_the_fallback() {
     // One refused dial, one hop of at most 100 ms: no growing backoff in between.
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "connected only after {took:?}");
+    // The link logs the session right after it sends `connected` on (the gateway's event may
+    // come first).
+    agent.wait_log("session on gateway 2 of 2");
     let log = agent.log_text();
     assert!(log.contains("dialling gateway 2 of 2"), "{log}");
     assert!(
         log.contains(&format!("(gateway wss://{dead_addr})")),
         "the failed dial names its gateway:\n{log}"
     );
-    assert!(log.contains("session on gateway 2 of 2"), "{log}");
 
     let outcome = world.gateway.query("Fallback", request("SELECT 1 AS one")).unwrap();
     assert_eq!(outcome.rows, vec![vec![json!(1)]]);
@@ -159,8 +161,7 @@ fn when_its_gateway_stops_the_agent_moves_to_the_next_one_and_round_again() {
     let events = audit_events(&config, &outcome.command_id);
     let count = |event: &str| events.iter().filter(|e| *e == event).count();
     assert_eq!((count("started"), count("executed")), (1, 1), "ran exactly once: {events:?}");
-    let log = agent.log_text();
-    assert!(log.contains("session on gateway 2 of 2"), "{log}");
+    agent.wait_log("session on gateway 2 of 2");
 
     // A is back on its address, B goes: round-robin brings the agent back to cloudUrl.
     let a = start(&a_dir, Some(a_addr), None);
@@ -169,8 +170,7 @@ fn when_its_gateway_stops_the_agent_moves_to_the_next_one_and_round_again() {
     wait_connected(&a_events, "Cluster");
     let outcome = a.query("Cluster", request("SELECT 'on A again' AS node")).unwrap();
     assert_eq!(outcome.rows, vec![vec![json!("on A again")]]);
-    let log = agent.log_text();
-    assert!(log.contains("session on gateway 1 of 2"), "{log}");
+    agent.wait_log("session on gateway 1 of 2");
     drop(agent);
     a.shutdown();
     drop(dir);
