@@ -134,6 +134,7 @@ impl Agent {
         let link = Link::start(
             LinkSettings {
                 url: config.cloud_url.clone(),
+                fallback_urls: config.cloud_url_fallbacks.clone(),
                 connector_name: config.connector_name.clone(),
                 proxy: proxy.clone(),
                 tls: tls.clone(),
@@ -186,7 +187,8 @@ impl Agent {
             connections: config.connections.clone(),
         })
         .with_upload_policy(
-            crate::uploader::UploadPolicy::new(&config.cloud_url, &config.upload_hosts)
+            config
+                .upload_policy()
                 .map_err(|reason| anyhow::anyhow!("invalid config field `uploadHosts`: {reason}"))?,
         );
         let supervisor = crate::spawn_named("supervisor", move || supervisor.run())?;

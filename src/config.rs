@@ -89,6 +89,12 @@ pub struct AgentConfig {
     pub api_key_ref: String,
     /// `wss://host[:port]/path` of the cloud gateway.
     pub cloud_url: String,
+    /// Other nodes of the same gateway (a cluster), `wss://host[:port]/path` each, at most
+    /// [`MAX_CLOUD_URL_FALLBACKS`]: the link dials them in turn when `cloudUrl` cannot be
+    /// reached or its session drops ([`crate::link`]). `caCertPath`, `pinnedSpki` and the proxy
+    /// apply to every one, and their hosts may receive result chunks like `cloudUrl`'s.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cloud_url_fallbacks: Vec<String>,
     /// Extra CA certificate (PEM) to trust for the gateway, e.g. a private CA or SSL inspection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert_path: Option<PathBuf>,
@@ -282,6 +288,9 @@ pub struct ConnectionConfig {
 /// The values `logLevel` takes (any case); `off` is accepted as well (no log at all).
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
+/// Most entries of `cloudUrlFallbacks`.
+pub const MAX_CLOUD_URL_FALLBACKS: usize = 16;
+
 /// Shortest `keepaliveIntervalMs`: more often would only add traffic.
 pub const KEEPALIVE_MIN_MS: u64 = 100;
 /// Longest `keepaliveIntervalMs` (10 min): idle cuts come much sooner.
@@ -427,13 +436,36 @@ impl AgentConfig {
         if self.connector_name.trim().is_empty() {
             return field("connectorName", "must not be empty");
         }
-        if !self.cloud_url.starts_with("wss://") {
-            return field("cloudUrl", "must start with wss:// (TLS is required)");
+        if let Err(reason) = check_gateway_url(&self.cloud_url) {
+            return field("cloudUrl", reason);
         }
-        if self.cloud_url.parse::<ureq::http::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
-            return field("cloudUrl", "is not a valid URL with a host");
+        if self.cloud_url_fallbacks.len() > MAX_CLOUD_URL_FALLBACKS {
+            return field(
+                "cloudUrlFallbacks",
+                &format!(
+                    "has {} entries; at most {MAX_CLOUD_URL_FALLBACKS} gateway URLs besides cloudUrl",
+                    self.cloud_url_fallbacks.len()
+                ),
+            );
         }
-        if let Err(reason) = crate::uploader::UploadPolicy::new(&self.cloud_url, &self.upload_hosts) {
+        let mut seen = vec![gateway_identity(&self.cloud_url)];
+        for (i, url) in self.cloud_url_fallbacks.iter().enumerate() {
+            // Only the origin in the message: a path or query may carry a token.
+            let entry = match crate::uploader::url_origin(url) {
+                origin if origin.starts_with('(') => format!("entry {}", i + 1),
+                origin => format!("entry {} ({origin})", i + 1),
+            };
+            if let Err(reason) = check_gateway_url(url) {
+                return field("cloudUrlFallbacks", &format!("{entry} {reason}"));
+            }
+            let identity = gateway_identity(url);
+            if seen.contains(&identity) {
+                let what = if seen[0] == identity { "cloudUrl" } else { "an earlier entry" };
+                return field("cloudUrlFallbacks", &format!("{entry} repeats {what}"));
+            }
+            seen.push(identity);
+        }
+        if let Err(reason) = self.upload_policy() {
             return field("uploadHosts", &reason);
         }
         if let Err(reason) = crate::secrets::check_api_key_ref(&self.api_key_ref) {
@@ -548,6 +580,16 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+
+    /// Every gateway URL the link may dial, in order: `cloudUrl`, then `cloudUrlFallbacks`.
+    pub fn gateway_urls(&self) -> Vec<String> {
+        std::iter::once(&self.cloud_url).chain(&self.cloud_url_fallbacks).cloned().collect()
+    }
+
+    /// Where chunks may be uploaded: the host and port of every gateway URL, and `uploadHosts`.
+    pub fn upload_policy(&self) -> Result<crate::uploader::UploadPolicy, String> {
+        crate::uploader::UploadPolicy::for_gateways(&self.gateway_urls(), &self.upload_hosts)
     }
 
     /// Where the durable queue is: `queuePath` (relative to the config file's directory), else
@@ -675,6 +717,29 @@ impl AgentConfig {
             company: connection.company.clone(),
         }
     }
+}
+
+/// Why `url` cannot be a gateway URL (`cloudUrl` or an entry of `cloudUrlFallbacks`).
+fn check_gateway_url(url: &str) -> Result<(), &'static str> {
+    if !url.starts_with("wss://") {
+        return Err("must start with wss:// (TLS is required)");
+    }
+    if url.parse::<ureq::http::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
+        return Err("is not a valid URL with a host");
+    }
+    Ok(())
+}
+
+/// What makes two gateway URLs the same endpoint: host (any case), port (443 when absent) and
+/// path (not the query), so `wss://GW.example.com/ws` repeats `wss://gw.example.com:443/ws`.
+fn gateway_identity(url: &str) -> Option<(String, u16, String)> {
+    let uri = url.parse::<ureq::http::Uri>().ok()?;
+    let host = uri.host()?.to_ascii_lowercase();
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    Some((host, uri.port_u16().unwrap_or(443), path.to_owned()))
 }
 
 /// serde's `unknown field `x`, expected one of `a`, `b`` with the nearest known name instead of
@@ -819,6 +884,95 @@ mod tests {
         let mut saved = serde_json::to_value(load_text(&base()).unwrap()).unwrap();
         saved["connections"][0]["name"] = "erp".into();
         load_text(&saved).expect("what save() writes loads again");
+    }
+
+    #[test]
+    fn cloud_url_fallbacks_are_optional_and_round_trip_in_order() {
+        let plain = config(serde_json::json!({}));
+        assert!(plain.cloud_url_fallbacks.is_empty());
+        assert_eq!(plain.gateway_urls(), vec!["wss://example.com/ws".to_owned()]);
+        let saved = serde_json::to_value(&plain).unwrap();
+        assert!(saved.get("cloudUrlFallbacks").is_none(), "not written when empty: {saved}");
+
+        let mut value = base();
+        value["cloudUrlFallbacks"] =
+            serde_json::json!(["wss://gw2.example.com/ws", "wss://10.0.0.7:8443/ws"]);
+        let loaded = load_text(&value).unwrap();
+        assert_eq!(
+            loaded.gateway_urls(),
+            ["wss://example.com/ws", "wss://gw2.example.com/ws", "wss://10.0.0.7:8443/ws"]
+        );
+        let saved = serde_json::to_value(&loaded).unwrap();
+        assert_eq!(saved["cloudUrlFallbacks"], value["cloudUrlFallbacks"]);
+        assert_eq!(load_text(&saved).unwrap().cloud_url_fallbacks, loaded.cloud_url_fallbacks);
+    }
+
+    #[test]
+    fn each_cloud_url_fallback_is_checked_like_cloud_url_and_named_by_its_origin_only() {
+        let check = |fallbacks: serde_json::Value| {
+            let mut value = base();
+            value["cloudUrlFallbacks"] = fallbacks;
+            load_text(&value)
+        };
+        for (fallbacks, expected) in [
+            (
+                serde_json::json!(["wss://gw2.example.com/ws", "ws://gw3.example.com/ws?token=s3cret"]),
+                "entry 2 (ws://gw3.example.com:443) must start with wss://",
+            ),
+            (
+                serde_json::json!(["https://gw2.example.com/ws"]),
+                "entry 1 (https://gw2.example.com:443) must start with wss://",
+            ),
+            (serde_json::json!(["wss://"]), "entry 1 is not a valid URL with a host"),
+            (serde_json::json!([""]), "entry 1 must start with wss://"),
+            (
+                serde_json::json!(["wss://EXAMPLE.com:443/ws?token=s3cret"]),
+                "entry 1 (wss://example.com:443) repeats cloudUrl",
+            ),
+            (
+                serde_json::json!(["wss://gw2.example.com/ws", "wss://gw2.example.com:443/ws"]),
+                "entry 2 (wss://gw2.example.com:443) repeats an earlier entry",
+            ),
+        ] {
+            let err = check(fallbacks.clone()).unwrap_err();
+            assert!(err.contains("invalid config field `cloudUrlFallbacks`"), "{fallbacks}: {err}");
+            assert!(err.contains(expected), "{fallbacks}: {err}");
+            assert!(!err.contains("s3cret"), "a URL's query never shows: {err}");
+        }
+        // Another path on the same node is another endpoint, not a repeat.
+        check(serde_json::json!(["wss://example.com/ws2"])).unwrap();
+        // At most 16.
+        let many: Vec<String> =
+            (0..=super::MAX_CLOUD_URL_FALLBACKS).map(|i| format!("wss://gw{i}.example.com/ws")).collect();
+        let err = check(serde_json::json!(many)).unwrap_err();
+        assert!(err.contains("has 17 entries; at most 16"), "{err}");
+        check(serde_json::json!(many[..16])).unwrap();
+        // Not a list of strings: serde names the field.
+        let err = check(serde_json::json!("wss://gw2.example.com/ws")).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn chunks_may_go_to_the_host_and_port_of_any_gateway_url() {
+        let with = config(serde_json::json!({
+            "cloudUrlFallbacks": ["wss://GW2.example.com:8443/ws", "wss://[::1]:9443/ws"],
+            "uploadHosts": ["files.example.com"],
+        }));
+        let policy = with.upload_policy().unwrap();
+        for ok in [
+            "https://example.com/upload",
+            "https://gw2.example.com:8443/upload",
+            "https://[::1]:9443/upload",
+            "https://files.example.com/upload",
+        ] {
+            policy.check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for refused in ["https://gw2.example.com/upload", "https://gw3.example.com:8443/upload"] {
+            let err = policy.check(refused).unwrap_err();
+            assert!(err.contains("cloudUrlFallbacks") && err.contains("uploadHosts"), "{refused}: {err}");
+        }
+        let without = config(serde_json::json!({}));
+        assert!(without.upload_policy().unwrap().check("https://gw2.example.com:8443/upload").is_err());
     }
 
     #[test]

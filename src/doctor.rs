@@ -206,6 +206,11 @@ impl Doctor {
             config.connector_name,
             redact_url(&config.cloud_url)
         );
+        let fallbacks: Vec<String> = config.cloud_url_fallbacks.iter().map(|url| redact_url(url)).collect();
+        if !fallbacks.is_empty() {
+            // The network steps below check cloudUrl; the link dials these when it fails.
+            detail.push_str(&format!("\nfallback gateways {} (not checked below)", fallbacks.join(", ")));
+        }
         if let Some(proxy) = &proxy {
             detail.push_str(&format!("\nproxy {proxy}"));
         }
@@ -219,6 +224,7 @@ impl Doctor {
                 "path": path.display().to_string(),
                 "connector": config.connector_name,
                 "cloudUrl": redact_url(&config.cloud_url),
+                "cloudUrlFallbacks": fallbacks,
                 "proxyUrl": proxy,
                 "caCertPath": config.ca_cert_path,
                 "connections": config.connections.len(),

@@ -14,6 +14,20 @@
 //! 30 s, the key re-read each time); `DUPLICATE_CONNECTION` takes the normal backoff (the
 //! gateway lets the same `instanceId` take a stale session over).
 //!
+//! **Several gateway URLs** (`cloudUrl`, then `cloudUrlFallbacks`: nodes of one gateway
+//! cluster). Each dial goes to the current URL; a failed dial or an ended session (dropped,
+//! cut by the peer, `reconnect`, a gateway restart notice) moves the next attempt on to the
+//! next URL, round-robin (`cloudUrl`, fallback 1, …, fallback n, `cloudUrl`, …). A round tries
+//! every URL once: after a failure the next URL is dialled within 100 ms (uniform jitter), and
+//! only when the whole round failed does the doubling backoff above apply before the next
+//! round, so one dead node costs ~100 ms, not a growing delay. A session sticks to the URL
+//! that worked: nothing fails back to `cloudUrl` while it lasts. `AUTH_FAILED`,
+//! `DUPLICATE_CONNECTION` and a refused proxy password dial the same URL again, on their own
+//! schedules (the node answered; the refusal is not its fault). The HTTPS fallback goes to the
+//! current URL. The same TLS settings (CA, pins) and proxy apply to every URL; a change of URL
+//! is logged (its origin only), and with several URLs the reason of a failed dial names the
+//! gateway's origin.
+//!
 //! **Dead peer.** A session silent for one heartbeat interval is pinged; silent for two, it is
 //! dropped.
 //!
@@ -92,8 +106,11 @@ pub enum LinkMsg {
 /// What the link needs to dial.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
-    /// `wss://...` URL.
+    /// `wss://...` URL (`cloudUrl`): dialled first.
     pub url: String,
+    /// Other nodes of the gateway (`cloudUrlFallbacks`), dialled in turn after `url` (see
+    /// "Several gateway URLs" in the module docs).
+    pub fallback_urls: Vec<String>,
     /// Connector name sent in `auth`.
     pub connector_name: String,
     /// Direct, or through an HTTP CONNECT proxy ([`crate::proxy`]).
@@ -266,6 +283,7 @@ impl Link {
                 stats,
                 compression: None,
                 session_deadline: None,
+                gateway: 0,
             }
             .run();
         })?;
@@ -297,6 +315,8 @@ struct LinkThread {
     compression: Option<Compression>,
     /// When the current session must end (the HTTPS fallback's window): `None` for none.
     session_deadline: Option<Instant>,
+    /// Which gateway URL the next dial goes to: 0 is `url`, `n` is `fallback_urls[n - 1]`.
+    gateway: usize,
 }
 
 /// Why a session ended.
@@ -354,34 +374,51 @@ impl Fallback {
     }
 }
 
-/// Reconnection delays: exponential backoff with full jitter.
+/// Reconnection delays: exponential backoff with full jitter, per round of gateway URLs.
 ///
-/// After `n` failed attempts in a row the next delay is uniform in
+/// With one gateway URL, after `n` failed rounds in a row the next delay is uniform in
 /// `[0, min(cap, 500 ms · 2^(n-1))]`; the first attempt after a healthy session (one that
 /// received `connected`) waits uniform `[0, 100 ms]`. [`Backoff::connected`] resets the count.
-/// `AUTH_FAILED` has its own slow schedule ([`Backoff::auth_delay`]).
+/// With `t` URLs ([`Backoff::with_targets`]) a round is `t` attempts, one per URL: a failure
+/// moves on to the next URL after uniform `[0, 100 ms]` ([`Backoff::delay`], a "hop") until
+/// the round has tried every URL, and only then comes the doubling delay above, which starts
+/// the next round. `AUTH_FAILED` has its own slow schedule ([`Backoff::auth_delay`]).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     cap: Duration,
-    /// Attempts that failed since the last healthy session.
+    /// Rounds that failed since the last healthy session.
     failures: u32,
     /// `AUTH_FAILED` answers in a row.
     auth_failures: u32,
+    /// Gateway URLs per round (at least 1).
+    targets: u32,
+    /// Quick hops to the next URL left in the current round.
+    hops_left: u32,
 }
 
 impl Backoff {
-    /// A backoff whose delays never exceed `cap` (`reconnectMaxMs`).
+    /// A backoff whose delays never exceed `cap` (`reconnectMaxMs`), for one gateway URL.
     pub fn new(cap: Duration) -> Self {
-        Self { cap, failures: 0, auth_failures: 0 }
+        Self::with_targets(cap, 1)
     }
 
-    /// A session is healthy: the next drop reconnects quickly again.
+    /// A backoff for a link that rotates through `targets` gateway URLs: every URL is tried
+    /// once (quick hops) before the delay grows.
+    pub fn with_targets(cap: Duration, targets: usize) -> Self {
+        let targets = u32::try_from(targets.max(1)).unwrap_or(u32::MAX);
+        Self { cap, failures: 0, auth_failures: 0, targets, hops_left: targets - 1 }
+    }
+
+    /// A session is healthy: the next drop reconnects quickly again (to the next URL, then
+    /// the others, before the delay grows).
     pub fn connected(&mut self) {
         self.failures = 0;
         self.auth_failures = 0;
+        self.hops_left = self.targets - 1;
     }
 
-    /// The upper bound of the next [`Backoff::delay`].
+    /// The upper bound of the next [`Backoff::next_round`] (of every [`Backoff::delay`] with
+    /// one URL).
     pub fn ceiling(&self) -> Duration {
         if self.failures == 0 {
             return FIRST_RETRY_CEILING.min(self.cap);
@@ -390,11 +427,23 @@ impl Backoff {
         doubled.min(self.cap)
     }
 
-    /// The delay before the next attempt after a dropped session or a failed dial (and
-    /// `DUPLICATE_CONNECTION`): uniform in `[0, ceiling]`. Counts one failure.
+    /// The delay before the next attempt after a dropped session or a failed dial: a hop
+    /// (uniform in `[0, 100 ms]`) while the round has URLs left to try, else
+    /// [`Backoff::next_round`]. With one URL, always the latter.
     pub fn delay(&mut self) -> Duration {
+        if self.hops_left > 0 {
+            self.hops_left -= 1;
+            return uniform(Duration::ZERO, FIRST_RETRY_CEILING.min(self.cap));
+        }
+        self.next_round()
+    }
+
+    /// The doubling delay (uniform in `[0, ceiling]`) that starts a new round of URLs; also
+    /// what `DUPLICATE_CONNECTION` waits (the same URL is dialled again). Counts one failure.
+    pub fn next_round(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.failures = self.failures.saturating_add(1);
+        self.hops_left = self.targets - 1;
         uniform(Duration::ZERO, ceiling)
     }
 
@@ -422,11 +471,22 @@ fn uniform(low: Duration, high: Duration) -> Duration {
 
 impl LinkThread {
     fn run(mut self) {
-        let mut backoff = Backoff::new(self.settings.reconnect_max);
+        let mut backoff = Backoff::with_targets(self.settings.reconnect_max, self.gateways());
         let mut fallback = Fallback::default();
+        // The URL of the last dial: a change is logged (with several URLs only).
+        let mut dialled: Option<usize> = None;
         loop {
             self.stats.set_next_retry(None);
             let _ = self.supervisor.send(SupMsg::LinkConnecting);
+            if self.gateways() > 1 && dialled != Some(self.gateway) {
+                tracing::info!(
+                    gateway = %crate::uploader::url_origin(self.url()),
+                    "dialling gateway {} of {}",
+                    self.gateway + 1,
+                    self.gateways()
+                );
+            }
+            dialled = Some(self.gateway);
             let end = if fallback.use_long_poll(Instant::now()) {
                 self.long_poll(&mut backoff, fallback.until)
             } else {
@@ -437,6 +497,7 @@ impl LinkThread {
                         }
                         // `connected` arrived: the session is healthy, the backoff starts over.
                         backoff.connected();
+                        self.log_connected();
                         self.session(ws, &tcp)
                     }
                     Err(End::UpgradeRefused(why, definite)) if definite || fallback.suspect_close() => {
@@ -451,13 +512,19 @@ impl LinkThread {
                     Err(end) => end,
                 }
             };
+            // A dial that failed or a session that ended moves on to the next URL; a rejection
+            // (the key, a duplicate instance, the proxy's credentials) is no node's fault and
+            // dials the same URL again.
+            let next_gateway = matches!(end, End::Reconnect(_) | End::UpgradeRefused(..));
             let delay = match end {
                 End::Shutdown => return,
                 End::Reconnect(reason) | End::UpgradeRefused(reason, _) => {
+                    let reason = self.naming_gateway(reason);
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
                     backoff.delay()
                 }
                 End::ProxyCredentialsRefused(reason) => {
+                    let reason = self.naming_gateway(reason);
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: None });
                     let delay = backoff.auth_delay();
                     tracing::warn!(
@@ -467,6 +534,7 @@ impl LinkThread {
                     delay
                 }
                 End::Rejected(code, reason) => {
+                    let reason = self.naming_gateway(reason);
                     let _ = self.supervisor.send(SupMsg::LinkDown { reason, rejected: Some(code) });
                     if code == ErrorCode::AuthFailed {
                         let delay = backoff.auth_delay();
@@ -476,14 +544,52 @@ impl LinkThread {
                         );
                         delay
                     } else {
-                        backoff.delay()
+                        backoff.next_round()
                     }
                 }
             };
+            if next_gateway {
+                self.gateway = (self.gateway + 1) % self.gateways();
+            }
             self.stats.set_next_retry(Some(delay));
             if self.sleep_offline(delay).is_err() {
                 return;
             }
+        }
+    }
+
+    /// How many gateway URLs the link dials in turn.
+    fn gateways(&self) -> usize {
+        1 + self.settings.fallback_urls.len()
+    }
+
+    /// The gateway URL the next dial goes to.
+    fn url(&self) -> &str {
+        match self.gateway.checked_sub(1) {
+            Some(i) => &self.settings.fallback_urls[i],
+            None => &self.settings.url,
+        }
+    }
+
+    /// Which gateway took the session, when there are several.
+    fn log_connected(&self) {
+        if self.gateways() > 1 {
+            tracing::info!(
+                gateway = %crate::uploader::url_origin(self.url()),
+                "session on gateway {} of {}",
+                self.gateway + 1,
+                self.gateways()
+            );
+        }
+    }
+
+    /// `reason`, followed by the origin of the URL dialled when there are several (the status
+    /// and the log then say which gateway failed). Never the URL's path or query.
+    fn naming_gateway(&self, reason: String) -> String {
+        if self.gateways() > 1 {
+            format!("{reason} (gateway {})", crate::uploader::url_origin(self.url()))
+        } else {
+            reason
         }
     }
 
@@ -508,7 +614,8 @@ impl LinkThread {
     /// Dials, handshakes and authenticates. On success the socket is still in blocking mode.
     fn connect(&mut self) -> Result<(tungstenite::WebSocket<TlsStream>, TcpStream), End> {
         let fail = |what: &str, e: &dyn std::fmt::Display| End::Reconnect(format!("{what}: {e}"));
-        let uri: ureq::http::Uri = self.settings.url.parse().map_err(|e| fail("bad cloud URL", &e))?;
+        let url = self.url().to_owned();
+        let uri: ureq::http::Uri = url.parse().map_err(|e| fail("bad cloud URL", &e))?;
         let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = uri.port_u16().unwrap_or(443);
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -533,8 +640,7 @@ impl LinkThread {
         }
         let stream = StreamOwned::new(conn, sock);
 
-        let request =
-            self.settings.url.as_str().into_client_request().map_err(|e| fail("bad cloud URL", &e))?;
+        let request = url.as_str().into_client_request().map_err(|e| fail("bad cloud URL", &e))?;
         let (mut ws, _response) = tungstenite::client::client_with_config(request, stream, Some(ws_config()))
             .map_err(|e| {
                 upgrade_refused(&e).map_or_else(
@@ -567,7 +673,7 @@ impl LinkThread {
     fn long_poll(&mut self, backoff: &mut Backoff, retry_websocket_at: Option<Instant>) -> End {
         let settings = &self.settings;
         let target = match LongPollTarget::from_ws_url(
-            &settings.url,
+            self.url(),
             settings.tls.clone(),
             settings.proxy.clone(),
             settings.heartbeat_interval,
@@ -599,6 +705,7 @@ impl LinkThread {
         };
         let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
         backoff.connected();
+        self.log_connected();
         // The session ends when the fallback window does, so the next dial tries the WebSocket
         // again (results are in the store: nothing is lost or run twice by the switch).
         self.session_deadline = retry_websocket_at;
@@ -898,6 +1005,44 @@ mod tests {
     }
 
     #[test]
+    fn with_several_urls_every_url_is_tried_once_before_the_delay_grows() {
+        let cap = Duration::from_secs(60);
+        let hop = Duration::from_millis(100);
+        let mut backoff = Backoff::with_targets(cap, 3);
+        // Per round: two hops (the 2nd and 3rd URL), then the doubling delay that starts the
+        // next round, whose ceiling is the one-URL schedule's: 100 ms, 500 ms, 1 s, 2 s, ...
+        let mut round_ceiling = Duration::from_millis(100);
+        for round in 0..10 {
+            for _ in 0..2 {
+                assert_eq!(backoff.failures, round, "a hop does not count as a failed round");
+                assert!(backoff.delay() <= hop);
+            }
+            assert_eq!(backoff.ceiling(), round_ceiling.min(cap), "round {round}");
+            let _ = backoff.delay();
+            round_ceiling = if round == 0 { Duration::from_millis(500) } else { round_ceiling * 2 };
+        }
+        // A healthy session: the next drop hops to the next URL at once, then the other.
+        backoff.connected();
+        assert!(backoff.delay() <= hop && backoff.delay() <= hop);
+        assert_eq!(backoff.failures, 0);
+        assert_eq!(backoff.ceiling(), hop, "the round after a healthy session starts quickly");
+        // DUPLICATE_CONNECTION dials the same URL after the growing delay, not a hop.
+        backoff.connected();
+        let _ = backoff.next_round();
+        assert_eq!(backoff.failures, 1);
+        assert_eq!(backoff.ceiling(), Duration::from_millis(500));
+        // A cap below 100 ms holds for hops too.
+        let mut small = Backoff::with_targets(Duration::from_millis(20), 4);
+        for _ in 0..12 {
+            assert!(small.delay() <= Duration::from_millis(20));
+        }
+        // One URL: exactly the old schedule (no hops).
+        let mut one = Backoff::with_targets(cap, 1);
+        let _ = one.delay();
+        assert_eq!(one.ceiling(), Duration::from_millis(500));
+    }
+
+    #[test]
     fn a_rejected_key_is_retried_slowly() {
         for cap in [Duration::from_secs(1), Duration::from_secs(60), Duration::from_secs(3600)] {
             let mut backoff = Backoff::new(cap);
@@ -925,6 +1070,7 @@ mod tests {
     fn auth_carries_the_instance_id_and_max_in_flight_from_the_settings() {
         let mut settings = super::LinkSettings {
             url: "wss://127.0.0.1:1/ws".into(),
+            fallback_urls: Vec::new(),
             connector_name: "Warehouse".into(),
             proxy: crate::proxy::ProxySettings::direct(),
             tls: crate::tls::client_config(None).unwrap(),

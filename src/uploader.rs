@@ -23,7 +23,8 @@
 //!
 //! **Where chunks may go.** The cloud names the upload URL in `connected`; the agent does not
 //! take its word for it. [`UploadPolicy`] accepts only `https` to the host and port of
-//! `cloudUrl`, or to a host the configuration lists in `uploadHosts`; the supervisor checks the
+//! `cloudUrl` or of an entry of `cloudUrlFallbacks` (the gateway's other nodes), or to a host
+//! the configuration lists in `uploadHosts`; the supervisor checks the
 //! URL once per session and the uploader can only POST to an [`UploadUrl`] that passed. A
 //! refused URL means no request at all: chunks fail with `UPLOAD_FAILED` (not retryable) and a
 //! warning is logged when the session starts. Redirects are not followed (see
@@ -206,11 +207,12 @@ pub struct Chunk {
     pub reply: Sender<ChunkReply>,
 }
 
-/// The hosts chunks may be POSTed to: `https` only, to the host and port of `cloudUrl` or to
-/// an entry of `uploadHosts` (`host` = port 443, `host:port`, `[v6]:port`).
+/// The hosts chunks may be POSTed to: `https` only, to the host and port of `cloudUrl` or of
+/// an entry of `cloudUrlFallbacks`, or to an entry of `uploadHosts` (`host` = port 443,
+/// `host:port`, `[v6]:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadPolicy {
-    /// `(lower-case host without brackets, port)`; the first is the cloud's.
+    /// `(lower-case host without brackets, port)`; the gateways' first, `cloudUrl`'s leading.
     allowed: Vec<(String, u16)>,
 }
 
@@ -253,12 +255,24 @@ impl UploadPolicy {
     /// The policy for an agent whose cloud is `cloud_url` (`wss://host[:port]/...`) and whose
     /// configuration allows `upload_hosts` besides it. `Err` names the bad entry.
     pub fn new(cloud_url: &str, upload_hosts: &[String]) -> Result<Self, String> {
-        let cloud = cloud_url
-            .parse::<ureq::http::Uri>()
-            .ok()
-            .and_then(|uri| host_port(&uri))
-            .ok_or_else(|| format!("cloudUrl `{}` has no host", url_origin(cloud_url)))?;
-        let mut allowed = vec![cloud];
+        Self::for_gateways(std::slice::from_ref(&cloud_url), upload_hosts)
+    }
+
+    /// The policy for an agent that may dial any of `gateways` (`cloudUrl`, then
+    /// `cloudUrlFallbacks`): the host and port of each, and `upload_hosts`. `Err` names the bad
+    /// entry.
+    pub fn for_gateways<S: AsRef<str>>(gateways: &[S], upload_hosts: &[String]) -> Result<Self, String> {
+        let mut allowed = Vec::new();
+        for (i, url) in gateways.iter().map(AsRef::as_ref).enumerate() {
+            let gateway =
+                url.parse::<ureq::http::Uri>().ok().and_then(|uri| host_port(&uri)).ok_or_else(|| {
+                    let field = if i == 0 { "cloudUrl" } else { "cloudUrlFallbacks entry" };
+                    format!("{field} `{}` has no host", url_origin(url))
+                })?;
+            if !allowed.contains(&gateway) {
+                allowed.push(gateway);
+            }
+        }
         for entry in upload_hosts {
             let entry = entry.trim();
             if entry.is_empty() || entry.contains(['/', '@', '?', '#']) || entry.contains("://") {
@@ -297,7 +311,8 @@ impl UploadPolicy {
             Ok(UploadUrl(url.to_owned()))
         } else {
             Err(format!(
-                "upload URL `{origin}` is neither the host and port of cloudUrl nor listed in uploadHosts"
+                "upload URL `{origin}` is neither the host and port of cloudUrl (or of an entry of \
+                 cloudUrlFallbacks) nor listed in uploadHosts"
             ))
         }
     }

@@ -113,6 +113,7 @@ fn start_link(
     let link = Link::start(
         LinkSettings {
             url: format!("wss://127.0.0.1:{}/ws", relay.addr.port()),
+            fallback_urls: Vec::new(),
             connector_name: tag.into(),
             proxy: mini_connector::proxy::ProxySettings::direct(),
             tls,

@@ -26,6 +26,7 @@ mod e2e_cluster;
 mod e2e_compression;
 mod e2e_control_api;
 mod e2e_differential;
+mod e2e_failover;
 mod e2e_fallback;
 mod e2e_faults;
 mod e2e_flow;

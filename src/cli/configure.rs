@@ -22,6 +22,7 @@ Examples:
   mini-connector configure --proxy http://proxy.corp:3128
   echo \"$PROXY_PASSWORD\" | mini-connector configure --proxy http://alice@proxy.corp:3128 --proxy-password-stdin
   mini-connector configure --pin-spki sha256/AAAA...= --pin-spki sha256/BBBB...=
+  mini-connector configure --cloud-url-fallback wss://gw2.example.com/ws --cloud-url-fallback wss://gw3.example.com/ws
   mini-connector configure --ca-cert /etc/ssl/corp-root.pem --heartbeat-ms 15000
 
 The key is checked locally (format and checksum), stored in the machine-bound vault (Linux) or
@@ -39,6 +40,11 @@ pub struct ConfigureArgs {
     /// wss:// URL of the cloud gateway (required for a new configuration).
     #[arg(long, value_name = "URL")]
     cloud_url: Option<String>,
+    /// wss:// URL of another node of the gateway, dialled in turn when the ones before it cannot
+    /// be reached (cloudUrlFallbacks). Repeatable, in order; replaces the list; "" removes
+    /// every fallback.
+    #[arg(long, value_name = "URL")]
+    cloud_url_fallback: Vec<String>,
     /// HTTP CONNECT proxy, http://[USER[:PASSWORD]@]host:port; the user goes to proxyUser, the
     /// password to the vault (never the configuration). An empty value removes the proxy.
     #[arg(long, value_name = "URL")]
@@ -73,8 +79,8 @@ pub struct ConfigureArgs {
     #[command(flatten)]
     key: KeyInput,
     /// Print JSON (docs/CLI.md): {"ok": true, "data": {"config", "action", "connector",
-    /// "cloudUrl", "proxy", "proxyUser", "proxyPasswordStored", "pinnedSpki", "apiKey",
-    /// "apiKeyRef", "vaultDir", "vaultKeyDir"}} (`apiKey` masked, null when unchanged). Secrets
+    /// "cloudUrl", "cloudUrlFallbacks", "proxy", "proxyUser", "proxyPasswordStored",
+    /// "pinnedSpki", "apiKey", "apiKeyRef", "vaultDir", "vaultKeyDir"}} (`apiKey` masked, null when unchanged). Secrets
     /// come from the --*-stdin flags only.
     #[arg(long)]
     json: bool,
@@ -239,13 +245,18 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
         ..SettingsChange::default()
     };
     drop(key);
-    let net = setup::settings::NetChange { proxy_password, pinned_spki };
+    let cloud_url_fallbacks =
+        (!args.cloud_url_fallback.is_empty()).then(|| std::mem::take(&mut args.cloud_url_fallback));
+    let net = setup::settings::NetChange { proxy_password, pinned_spki, cloud_url_fallbacks };
     let done = setup::settings::configure_net(&path, change, net)?;
     let config = &done.config;
 
     say!("{} {}", if done.created { "created" } else { "updated" }, path.display());
     say!("connector:  {}", config.connector_name);
     say!("cloud:      {}", config.cloud_url);
+    for url in &config.cloud_url_fallbacks {
+        say!("fallback:   {url}");
+    }
     if let Some(proxy) = &config.proxy_url {
         // Never the password: it is in the vault (and a URL with one was split above).
         match &config.proxy_user {
@@ -282,6 +293,7 @@ pub fn configure(mut args: ConfigureArgs) -> Outcome {
             "action": if done.created { "created" } else { "updated" },
             "connector": config.connector_name,
             "cloudUrl": config.cloud_url,
+            "cloudUrlFallbacks": config.cloud_url_fallbacks,
             "proxy": config.proxy_url,
             "proxyUser": config.proxy_user,
             "proxyPasswordStored": proxy_password_stored,

@@ -85,13 +85,16 @@ pub fn configure(config_path: &Path, change: SettingsChange) -> Result<SettingsV
 }
 
 /// Network settings that [`SettingsChange`] does not carry (`configure --proxy-password-stdin`,
-/// `--pin-spki`).
+/// `--pin-spki`, `--cloud-url-fallback`).
 #[derive(Debug, Default)]
 pub struct NetChange {
     /// A new proxy password (for `proxyUser`), stored in the vault.
     pub proxy_password: Option<zeroize::Zeroizing<String>>,
     /// The new `pinnedSpki` list (empty: remove the pins).
     pub pinned_spki: Option<Vec<String>>,
+    /// The new `cloudUrlFallbacks` list, in order (empty entries are dropped; none left: no
+    /// fallbacks).
+    pub cloud_url_fallbacks: Option<Vec<String>>,
 }
 
 /// [`configure`], with what was done.
@@ -160,6 +163,10 @@ pub fn configure_net(
     // The stored password belongs to the old user: it goes when the user changes or goes.
     let drop_proxy_password =
         proxy_password.is_none() && old_proxy_user.is_some() && config.proxy_user != old_proxy_user;
+    if let Some(urls) = net.cloud_url_fallbacks.take() {
+        config.cloud_url_fallbacks =
+            urls.into_iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+    }
     if let Some(pins) = net.pinned_spki.take() {
         config.pinned_spki =
             pins.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
