@@ -258,6 +258,15 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let rows = answer["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 5000);
     assert_eq!(rows[4999], json!([format!("{run}-big"), 5000, "x".repeat(240)]));
+    // The schema it broadcast (metadata) is visible on every node.
+    wait_until(WATCHDOG, "the schema broadcast visible on another node", || {
+        let (_, list) =
+            nodes[other].admin().call("GET", "/admin/connectors", None, Duration::from_secs(5)).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == json!("Plant") && c["schema"].as_array().is_some_and(|s| !s.is_empty()))
+    });
     // Every node sees where it is.
     for node in &nodes {
         assert_eq!(

@@ -10,6 +10,7 @@
 //! | `mc:node:<id>` | the node is alive (`PX` 3 s, refreshed every second) |
 //! | `mc:conn:<connector>` | the registry: `{node, conn, inst}` of the connector's session, `SET NX PX <idle timeout>`, refreshed while the session lives |
 //! | `mc:info:<connector>` | the last heartbeat, version and status, for `connectors` on any node |
+//! | `mc:schema:<connector>` | the connector's last schema broadcast (metadata only), for any node |
 //! | `mc:q:<connector>` | a stream of the connector's unanswered commands (`id`, `cmd`, `exp`, `origin`) |
 //! | `mc:cmd:<command or execution id>` | where a command went: connector, origin node, stream entry |
 //! | `mc:idem:<connector>:<key>` | the command id an idempotency key stands for, while it lives |
@@ -96,6 +97,8 @@ pub(crate) enum NodeMsg {
     Cancel { id: String, reason: Option<String> },
     /// Write this frame to the connector's session.
     Raw { connector: String, text: String },
+    /// Decommission the connector's session.
+    Decommission { connector: String, grace_ms: u64 },
     /// A key was revoked: kick its sessions (on `mc:all`).
     Kick { key: String },
 }
@@ -549,6 +552,24 @@ impl Cluster {
         }
     }
 
+    /// Forwards a decommission to the node holding the connector; `false` when nobody holds it.
+    pub(crate) fn forward_decommission(&self, connector: &str, grace_ms: u64) -> bool {
+        match self.holder(connector) {
+            Some(h) if h.node != self.node_id => self
+                .send(&h.node, &NodeMsg::Decommission { connector: connector.to_owned(), grace_ms })
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Keeps the connector's last schema broadcast (metadata, never rows) for every node.
+    pub(crate) fn store_schema(&self, connector: &str, schema: &[protocol::DatabaseSchema]) {
+        let Ok(json) = serde_json::to_string(schema) else { return };
+        if let Err(e) = self.redis(|c| c.set::<_, _, ()>(format!("mc:schema:{connector}"), json)) {
+            tracing::warn!(connector, "cannot keep the schema in Redis: {e}");
+        }
+    }
+
     /// Forwards a cancel to the node holding the command's connector.
     pub(crate) fn forward_cancel(&self, id: &str, reason: Option<String>) -> Result<(), GatewayError> {
         let connector: Option<String> = self.redis(|c| c.hget(format!("mc:cmd:{id}"), "connector"))?;
@@ -841,6 +862,11 @@ impl Cluster {
                     tracing::info!(connector, "forwarded frame not delivered: {e}");
                 }
             }
+            NodeMsg::Decommission { connector, grace_ms } => {
+                if let Err(e) = hub.decommission(&connector, grace_ms) {
+                    tracing::info!(connector, "forwarded decommission not delivered: {e}");
+                }
+            }
             NodeMsg::Kick { key } => hub.kick_key(&key),
         }
     }
@@ -916,14 +942,23 @@ impl Cluster {
         if names.is_empty() {
             return Vec::new();
         }
-        let keys: Vec<String> = names.iter().flat_map(|n| [conn_key(n), format!("mc:info:{n}")]).collect();
+        let keys: Vec<String> = names
+            .iter()
+            .flat_map(|n| [conn_key(n), format!("mc:info:{n}"), format!("mc:schema:{n}")])
+            .collect();
         let values: Vec<Option<String>> =
             self.redis(|c| redis::cmd("MGET").arg(&keys).query(c)).unwrap_or_default();
         values
-            .chunks(2)
-            .map(|pair| {
-                let holder = pair.first().cloned().flatten().and_then(|r| serde_json::from_str(&r).ok());
-                let info = pair.get(1).cloned().flatten().and_then(|r| serde_json::from_str(&r).ok());
+            .chunks(3)
+            .map(|triple| {
+                let holder = triple.first().cloned().flatten().and_then(|r| serde_json::from_str(&r).ok());
+                let mut info: Option<Value> =
+                    triple.get(1).cloned().flatten().and_then(|r| serde_json::from_str(&r).ok());
+                let schema: Option<Value> =
+                    triple.get(2).cloned().flatten().and_then(|r| serde_json::from_str(&r).ok());
+                if let (Some(Value::Object(map)), Some(schema)) = (&mut info, schema) {
+                    map.insert("schema".into(), schema);
+                }
                 (holder, info)
             })
             .chain(std::iter::repeat((None, None)))

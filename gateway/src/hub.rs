@@ -816,8 +816,13 @@ impl Hub {
     /// Sends `shutdown {mode: "decommission"}` to a connector's live session: the agent drains
     /// and exits.
     pub fn decommission(&self, connector: &str, grace_ms: u64) -> Result<(), GatewayError> {
-        let session =
-            self.session(connector).ok_or_else(|| GatewayError::ConnectorOffline(connector.to_owned()))?;
+        let Some(session) = self.session(connector) else {
+            // Cluster mode: the node holding it sends it.
+            return match &self.cluster {
+                Some(cluster) if cluster.forward_decommission(connector, grace_ms) => Ok(()),
+                _ => Err(GatewayError::ConnectorOffline(connector.to_owned())),
+            };
+        };
         session.draining.store(true, Ordering::SeqCst);
         let msg = SessionMsg::Shutdown {
             reason: format!("connector `{connector}` is decommissioned"),
@@ -912,7 +917,7 @@ impl Hub {
                         status: info.get("status").and_then(|v| serde_json::from_value(v.clone()).ok()),
                         active_commands: info.get("activeCommands").and_then(|v| v.as_u64()).unwrap_or(0)
                             as u32,
-                        schema: None,
+                        schema: info.get("schema").and_then(|v| serde_json::from_value(v.clone()).ok()),
                         tenant,
                         name,
                         node: Some(holder.node.clone()),
@@ -1414,6 +1419,10 @@ impl Hub {
                 }
             }
             Outbound::SchemaDiscovery(sd) => {
+                if let Some(cluster) = &self.cluster {
+                    // Metadata only (never rows): any node's `connectors` and `schema` show it.
+                    cluster.store_schema(connector, &sd.schema);
+                }
                 let mut connectors = self.connectors.lock().unwrap();
                 connectors.entry(connector.to_owned()).or_default().schema = Some(sd.schema.clone());
             }
