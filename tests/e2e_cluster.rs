@@ -131,6 +131,10 @@ impl Node {
     }
 }
 
+fn home_index(nodes: &[Node], id: &str) -> usize {
+    nodes.iter().position(|n| n.id == id).unwrap()
+}
+
 fn gateway_cli(redis: &str, args: &[&str]) -> Value {
     let out = Command::new(gateway_bin()).args(["--redis", redis]).args(args).output().unwrap();
     assert!(out.status.success(), "connector-gateway {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -258,6 +262,25 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     let rows = answer["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 5000);
     assert_eq!(rows[4999], json!([format!("{run}-big"), 5000, "x".repeat(240)]));
+    // Handed to its caller, the outcome is released (§7.2): its parts leave Redis, and only the
+    // fact that it was answered stays.
+    let big_id = answer["commandId"].as_str().unwrap();
+    let (_, status) = nodes[home_index(&nodes, &home)]
+        .admin()
+        .call("GET", &format!("/admin/commands/{big_id}"), None, WATCHDOG)
+        .unwrap();
+    assert_eq!(status["state"], json!("answered"), "{status}");
+    assert_eq!(status["error"]["code"], json!("RESULT_UNAVAILABLE"), "{status}");
+    let cli = redis_bin.with_file_name("redis-cli");
+    let parts = Command::new(&cli)
+        .args(["-u", &redis, "--scan", "--pattern", &format!("mc:res:{big_id}:*")])
+        .output()
+        .unwrap();
+    assert!(
+        parts.status.success() && parts.stdout.is_empty(),
+        "parts left in Redis: {}",
+        String::from_utf8_lossy(&parts.stdout)
+    );
     // The schema it broadcast (metadata) is visible on every node.
     wait_until(WATCHDOG, "the schema broadcast visible on another node", || {
         let (_, list) =

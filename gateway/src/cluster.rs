@@ -54,9 +54,12 @@ use crate::query::{BufferedInfo, QueryError, QueryOutcome};
 use crate::spool::SpoolWriter;
 
 type Reply = Result<QueryOutcome, QueryError>;
-/// A caller waiting for an outcome, and when its command expires.
-type Waiter = (Sender<Reply>, SystemTime);
+/// A caller waiting for an outcome, when its command expires, and whether it takes the outcome
+/// (a query's caller) or only watches for it (`GET /admin/commands/<id>?waitMs=`).
+type Waiter = (Sender<Reply>, SystemTime, bool);
 
+/// The marker of an outcome handed to its caller and released.
+const RELEASED: &str = "released";
 /// The channel every node subscribes to.
 pub(crate) const BROADCAST: &str = "mc:all";
 /// How long a node counts as alive after its last beat.
@@ -483,6 +486,24 @@ impl Cluster {
         })
     }
 
+    /// Points an idempotency key at a new command (the one it named was answered and taken).
+    pub(crate) fn take_idempotency(
+        &self,
+        connector: &str,
+        key: &str,
+        command_id: &str,
+        ttl: Duration,
+    ) -> Result<(), GatewayError> {
+        self.redis(|c| {
+            redis::cmd("SET")
+                .arg(format!("mc:idem:{connector}:{key}"))
+                .arg(command_id)
+                .arg("PX")
+                .arg(ms(ttl))
+                .exec(c)
+        })
+    }
+
     /// The connector's unanswered commands, oldest first.
     pub(crate) fn read_stream(&self, connector: &str) -> Result<Vec<StreamCommand>, GatewayError> {
         let mut entries = Vec::new();
@@ -584,15 +605,15 @@ impl Cluster {
     }
 
     /// Waits on this node for a command's outcome.
-    pub(crate) fn wait_for(&self, command_id: &str, expires: SystemTime) -> Receiver<Reply> {
+    pub(crate) fn wait_for(&self, command_id: &str, expires: SystemTime, takes: bool) -> Receiver<Reply> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let now = SystemTime::now();
         let mut waiters = self.waiters.lock().unwrap();
         waiters.retain(|_, list| {
-            list.retain(|(_, exp)| *exp + RESULT_TTL > now);
+            list.retain(|(_, exp, _)| *exp + RESULT_TTL > now);
             !list.is_empty()
         });
-        waiters.entry(command_id.to_owned()).or_default().push((tx, expires));
+        waiters.entry(command_id.to_owned()).or_default().push((tx, expires, takes));
         rx
     }
 
@@ -610,9 +631,11 @@ impl Cluster {
     }
 
     /// The outcome in Redis, if the command was answered.
-    pub(crate) fn outcome(&self, id: &str) -> Option<Reply> {
+    /// `None`: not answered (or not known); `Some(None)`: answered, and the outcome was handed
+    /// to its waiting caller and released; `Some(Some(reply))`: answered, kept.
+    pub(crate) fn outcome(&self, id: &str) -> Option<Option<Reply>> {
         let raw: Option<String> = self.redis(|c| c.get(format!("mc:res:{id}"))).ok().flatten();
-        raw.map(|raw| self.decode(id, &raw))
+        raw.map(|raw| (!raw.contains(RELEASED)).then(|| self.decode(id, &raw)))
     }
 
     /// Hands an adopted command's answer to the publisher thread.
@@ -788,14 +811,50 @@ impl Cluster {
 
     /// Hands the stored outcome of `id` to this node's waiting callers (on a thread of its own:
     /// a buffered outcome is read from Redis part by part).
+    /// Once a caller took it, the outcome is released (§7.2: the buffer goes once the cloud has
+    /// the result): its parts are deleted and only the fact that it was answered stays, as a
+    /// single node keeps no outcome it handed to its caller.
     fn dispatch(&self, id: &str) {
         let Some(list) = self.waiters.lock().unwrap().remove(id) else { return };
-        let Some(reply) = self.outcome(id) else {
-            tracing::warn!(command = id, "told of an outcome that is not in Redis");
-            return;
+        let reply = match self.outcome(id) {
+            Some(Some(reply)) => reply,
+            Some(None) => return, // Another caller on this node took it already.
+            None => {
+                tracing::warn!(command = id, "told of an outcome that is not in Redis");
+                return;
+            }
         };
-        for (tx, _) in list {
-            let _ = tx.send(reply.clone());
+        let mut taken = false;
+        for (tx, _, takes) in list {
+            taken |= tx.send(reply.clone()).is_ok() && takes;
+        }
+        if taken {
+            self.release_outcome(id, &reply);
+        }
+    }
+
+    fn release_outcome(&self, id: &str, reply: &Reply) {
+        let parts = reply.as_ref().ok().and_then(|o| o.buffered.as_ref()).map(|_| ());
+        let result = self.redis(|c| {
+            let raw: Option<String> = c.get(format!("mc:res:{id}"))?;
+            let mut pipe = redis::pipe();
+            if let (Some(()), Some(raw)) = (parts, raw) {
+                let key = serde_json::from_str::<Value>(&raw)
+                    .ok()
+                    .and_then(|d| d["ok"]["buffered"]["parts"].as_str().map(str::to_owned));
+                if let Some(key) = key {
+                    pipe.del(key).ignore();
+                }
+            }
+            pipe.cmd("SET")
+                .arg(format!("mc:res:{id}"))
+                .arg(format!("{{\"{RELEASED}\":true}}"))
+                .arg("KEEPTTL")
+                .ignore();
+            pipe.query::<()>(c)
+        });
+        if let Err(e) = result {
+            tracing::warn!(command = id, "cannot release the outcome in Redis (it expires in 24 h): {e}");
         }
     }
 

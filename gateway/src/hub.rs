@@ -762,9 +762,8 @@ impl Hub {
     /// Hands a reply to the waiting caller, or keeps it for [`Hub::command_status`].
     fn reply(&self, commands: &mut Commands, pending: PendingCommand, reply: Reply) {
         if let (Some(stream), Some(cluster)) = (&pending.stream, &self.cluster) {
-            // Remembered here too (`command_status` on this node), and published for the node
-            // that took the command (its caller waits there).
-            commands.keep(&pending.command.command_id, reply.clone());
+            // Published for the node that took the command (its caller waits there) and for
+            // `command_status` on any node.
             cluster.publish(&pending.connector, &pending.command.command_id, stream.clone(), reply);
             return;
         }
@@ -1057,18 +1056,34 @@ impl Hub {
                 .claim_idempotency(connector, &command.payload.idempotency_key, &command.command_id, ttl)
                 .map_err(redis_error)?;
             if let Some(command_id) = joined {
-                let rx = cluster.wait_for(&command_id, expires);
-                // Answered already: hand the stored outcome over at once.
-                if let Some(reply) = cluster.outcome(&command_id) {
-                    cluster.forget_waiters(&command_id);
-                    let (tx, rx) = crossbeam_channel::bounded(1);
-                    let _ = tx.send(reply);
-                    return Ok(self.pending_query(command_id.clone(), command_id, expires, wait, rx));
+                let rx = cluster.wait_for(&command_id, expires, true);
+                match cluster.outcome(&command_id) {
+                    // Pending: wait for its answer with its other callers.
+                    None => return Ok(self.pending_query(command_id.clone(), command_id, expires, wait, rx)),
+                    // Answered and kept: hand it over at once.
+                    Some(Some(reply)) => {
+                        cluster.forget_waiters(&command_id);
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        let _ = tx.send(reply);
+                        return Ok(self.pending_query(command_id.clone(), command_id, expires, wait, rx));
+                    }
+                    // Answered and taken: a new command with the same key (the agent answers it
+                    // from its store, as on a single node).
+                    Some(None) => {
+                        cluster.forget_waiters(&command_id);
+                        cluster
+                            .take_idempotency(
+                                connector,
+                                &command.payload.idempotency_key,
+                                &command.command_id,
+                                ttl,
+                            )
+                            .map_err(redis_error)?;
+                    }
                 }
-                return Ok(self.pending_query(command_id.clone(), command_id, expires, wait, rx));
             }
         }
-        let rx = cluster.wait_for(&command.command_id, expires);
+        let rx = cluster.wait_for(&command.command_id, expires, true);
         if let Err(e) = cluster.enqueue(connector, &command, expires) {
             cluster.forget_waiters(&command.command_id);
             return Err(redis_error(e));
@@ -1298,6 +1313,17 @@ impl Hub {
             }
             self.expire(&mut commands, command_id);
         }
+        if let Some(cluster) = &self.cluster {
+            // Outcomes live in Redis, whichever node took the command and whichever answered.
+            drop(commands);
+            if let Some(reply) = cluster.outcome(command_id) {
+                return CommandStatus::Answered(reply);
+            }
+            if cluster.command_known(command_id) {
+                return CommandStatus::Queued;
+            }
+            return CommandStatus::Unknown;
+        }
         if let Some(reply) = commands.kept.get(command_id) {
             return CommandStatus::Answered(Some(reply.clone()));
         }
@@ -1305,16 +1331,6 @@ impl Hub {
             || self.store.answered(command_id).ok().flatten().is_some()
         {
             return CommandStatus::Answered(None);
-        }
-        drop(commands);
-        if let Some(cluster) = &self.cluster {
-            // Taken on another node, or held in the stream.
-            if let Some(reply) = cluster.outcome(command_id) {
-                return CommandStatus::Answered(Some(reply));
-            }
-            if cluster.command_known(command_id) {
-                return CommandStatus::Queued;
-            }
         }
         CommandStatus::Unknown
     }
@@ -1330,7 +1346,7 @@ impl Hub {
         {
             // Pending elsewhere in the cluster: wait for its outcome through Redis.
             let expires = SystemTime::now() + wait;
-            let rx = cluster.wait_for(command_id, expires);
+            let rx = cluster.wait_for(command_id, expires, false);
             // It may have been answered between the status and the registration.
             if matches!(self.command_status(command_id), CommandStatus::Queued) {
                 let _ = rx.recv_timeout(wait);
@@ -1716,7 +1732,11 @@ impl PendingQuery {
                 {
                     cluster.forget_waiters(&self.command_id);
                     return match cluster.outcome(&self.command_id) {
-                        Some(reply) => reply,
+                        Some(Some(reply)) => reply,
+                        Some(None) => Err(QueryError::Remote(ErrorBody::new(
+                            ErrorCode::ResultUnavailable,
+                            "answered, and the outcome was taken by another caller",
+                        ))),
                         None if SystemTime::now() >= self.expires => Err(expired_error(&self.command_id)),
                         None => Err(QueryError::Timeout),
                     };
