@@ -118,6 +118,7 @@ fn an_agent_connects_to_a_gateway_listening_on_127_0_0_2() {
     let link = Link::start(
         LinkSettings {
             url: serve.cloud_url.clone(),
+            fallback_urls: Vec::new(),
             connector_name: "Warehouse".into(),
             proxy: mini_connector::proxy::ProxySettings::direct(),
             tls: mini_connector::tls::client_config(Some(&serve.ca_cert)).unwrap(),
