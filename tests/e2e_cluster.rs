@@ -426,3 +426,41 @@ fn a_cluster_of_three_nodes_routes_refuses_duplicates_survives_kill9_and_revokes
     assert!(took < Duration::from_secs(1), "revocation took {took:?}");
     agent_again.wait_log("AUTH_FAILED");
 }
+
+#[test]
+fn without_a_balancer_the_agents_url_list_fails_over_to_another_node() {
+    let Some((logged, owner)) = pg_urls() else { return };
+    let Some(redis_bin) = net_tool("redis-server") else { return };
+    let dir = TempDir::new("cluster-urls");
+    let (_redis, redis) = start_redis(&redis_bin, &dir.0);
+    let ports = [free_port(), free_port()];
+    let mut a = Node::start(&dir.0, &redis, "a", ports[0], None);
+    let tls = a.dir.join("tls");
+    let b = Node::start(&dir.0, &redis, "b", ports[1], Some(&tls));
+    let key = gateway_cli(&redis, &["keys", "create", "--tenant", "acme", "--name", "Mill", "--json"]);
+    let key = key["apiKey"].as_str().unwrap().to_owned();
+    let mut pg = PgLog::open(&owner);
+    let run = run_id("mcu");
+    let config = agent_config(
+        &dir.0,
+        "Mill",
+        &key,
+        &format!("wss://127.0.0.1:{}/ws", ports[0]),
+        &tls.join("cert.pem"),
+        &logged,
+        &ports,
+    );
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    doc["cloudUrlFallbacks"] = json!([format!("wss://127.0.0.1:{}/ws", ports[1])]);
+    std::fs::write(&config, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let _agent = AgentProc::start(&config);
+    wait_until(WATCHDOG, "the agent on node a", || holder(b.admin(), "Mill").as_deref() == Some("a"));
+    // Node a dies with a command waiting for the agent; node b took it.
+    a.proc.kill9();
+    let id = submit(b.admin(), "Mill", &format!("SELECT '{run}-1' AS tag, 7 AS n"), &format!("{run}-1"));
+    wait_until(Duration::from_secs(30), "the agent on node b", || {
+        holder(b.admin(), "Mill").as_deref() == Some("b")
+    });
+    assert_eq!(answered_rows(b.admin(), &id), json!([[format!("{run}-1"), 7]]));
+    assert_eq!(pg.executions(&run).get(&format!("{run}-1")), Some(&1));
+}
