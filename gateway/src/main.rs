@@ -161,7 +161,7 @@ struct ServeArgs {
     updates_dir: Option<PathBuf>,
     /// Cluster mode (with --redis): this node's id, unique among the live nodes; default
     /// node-<random>.
-    #[arg(long, value_name = "ID", requires = "redis")]
+    #[arg(long, value_name = "ID")]
     node_id: Option<String>,
     /// Largest decompressed result buffered for one command (e.g. 256MiB).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
@@ -333,6 +333,7 @@ fn classify(e: &GatewayError) -> (u8, &'static str) {
         GatewayError::Cert(_) | GatewayError::Tls(_) => (EXIT_USAGE, "CONFIG_INVALID"),
         GatewayError::Admin(_) => (EXIT_RUNTIME, "GATEWAY_ERROR"),
         GatewayError::ShuttingDown => (EXIT_RUNTIME, "SHUTTING_DOWN"),
+        GatewayError::Redis(_) => (EXIT_RUNTIME, "REDIS_UNAVAILABLE"),
         _ => (EXIT_RUNTIME, "IO"),
     }
 }
@@ -415,6 +416,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn serve(dir: &Path, redis: Option<String>, args: ServeArgs) -> Result<(), Failure> {
+    if args.node_id.is_some() && redis.is_none() {
+        // Checked here: clap's `requires` does not see a global argument given before `serve`.
+        return Err(Failure::message(EXIT_USAGE, "USAGE", "--node-id needs --redis (cluster mode)"));
+    }
     let mut config = GatewayConfig::new(dir);
     config.redis_url = redis;
     config.node_id = args.node_id;

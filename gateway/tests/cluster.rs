@@ -107,3 +107,20 @@ fn a_node_id_is_taken_while_its_node_lives_and_redis_down_is_a_clear_error() {
         other => panic!("an unreachable Redis was not a Redis error: {other:?}"),
     }
 }
+
+#[test]
+fn the_cli_names_cluster_mistakes() {
+    let bin = env!("CARGO_BIN_EXE_connector-gateway");
+    let dir = temp_dir();
+    let out =
+        Command::new(bin).arg("--data-dir").arg(&dir).args(["serve", "--node-id", "a"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id needs --redis"));
+    let out = Command::new(bin)
+        .args(["--redis", "redis://127.0.0.1:1", "keys", "list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["code"], "REDIS_UNAVAILABLE", "{doc}");
+}
