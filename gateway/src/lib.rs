@@ -35,6 +35,12 @@
 //! Results live in memory; the chunks of results still being uploaded are kept in `gateway.db`
 //! too, so an upload goes on across a gateway restart.
 //!
+//! **Cluster mode** ([`GatewayConfig::redis_url`], `serve --redis URL --node-id ID`): several
+//! nodes share one Redis for the connection registry (`DUPLICATE_CONNECTION` and revocation hold
+//! across nodes), the API keys, each connector's command stream (a command taken on any node
+//! reaches the agent on the node holding it, and outlives that node) and the outcomes (24 h,
+//! served by any node); see `cluster.rs`. Without it the gateway is the single node above.
+//!
 //! [`Gateway::shutdown`] (SIGTERM on `serve`) tells agents `shutdown {mode: "restart"}` and
 //! waits for running answers; [`Gateway::decommission`] is the only way to tell an agent to
 //! exit.
