@@ -19,22 +19,12 @@ use std::time::{Duration, Instant};
 use gateway::{Gateway, GatewayConfig, GatewayEvent};
 use serde_json::json;
 
-use crate::e2e_query::request;
+use crate::e2e_query::{big_query, request};
 use crate::support::{AgentProc, TempDir, World, cli, connected_agent, json_answer, wait_event};
 
 /// A loopback address nothing listens on (bound, then released): a dial is refused at once.
 fn dead_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// A result far above `maxInlineBytes`: it travels as uploaded chunks.
-fn big_query() -> gateway::QueryRequest {
-    let mut req = request(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) \
-         SELECT x, 'row-' || x AS label FROM c",
-    );
-    req.wait = Duration::from_secs(60);
-    req
 }
 
 /// Waits until `connector` has a session on the gateway whose events `events` are.

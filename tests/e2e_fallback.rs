@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gateway::GatewayEvent;
 use serde_json::json;
 
-use crate::e2e_query::request;
+use crate::e2e_query::{big_query, request};
 use crate::support::{AgentProc, TempDir, WATCHDOG, World, cli, net_tool};
 
 /// The addon: any request asking for a WebSocket upgrade gets `403`, as a corporate policy would.
@@ -99,16 +99,6 @@ impl Drop for Mitm {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A result far above `maxInlineBytes`: it travels in uploaded chunks.
-fn big_query() -> gateway::QueryRequest {
-    let mut req = request(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) \
-         SELECT x, 'row-' || x AS label FROM c",
-    );
-    req.wait = Duration::from_secs(60);
-    req
 }
 
 fn agent_behind(world: &World, mitm: &Mitm, name: &str, heartbeat_ms: u64) -> AgentProc {

@@ -12,18 +12,8 @@ use std::time::{Duration, Instant};
 use gateway::GatewayEvent;
 use serde_json::json;
 
-use crate::e2e_query::request;
+use crate::e2e_query::big_query;
 use crate::support::{AgentProc, WATCHDOG, World, net_tool, wait_event};
-
-/// A result far above `maxInlineBytes`: it travels in uploaded chunks.
-fn big_query() -> gateway::QueryRequest {
-    let mut req = request(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) \
-         SELECT x, 'row-' || x AS label FROM c",
-    );
-    req.wait = Duration::from_secs(60);
-    req
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -22,6 +22,17 @@ pub fn request(sql: &str) -> QueryRequest {
     }
 }
 
+/// A result far above `maxInlineBytes` (60,000 rows of the sample ERP's SQLite): it travels as
+/// uploaded chunks.
+pub fn big_query() -> QueryRequest {
+    let mut req = request(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) \
+         SELECT x, 'row-' || x AS label FROM c",
+    );
+    req.wait = Duration::from_secs(60);
+    req
+}
+
 /// What SQLite itself returns for `sql`, mapped the way the protocol documents it.
 fn sqlite_rows(sql: &str) -> Vec<Vec<Value>> {
     use base64::Engine as _;

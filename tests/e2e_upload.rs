@@ -10,7 +10,7 @@ use gateway::{Gateway, GatewayConfig, QueryError};
 use mini_connector::protocol::ErrorCode;
 use serde_json::json;
 
-use crate::e2e_query::request;
+use crate::e2e_query::{big_query, request};
 use crate::support::{TempDir, World, connected_agent};
 
 /// A TCP listener that counts the connections made to it.
@@ -65,16 +65,6 @@ fn world(tag: &str, upload_url: String, listen: Option<SocketAddr>) -> World {
     config.upload_url = Some(upload_url);
     let gateway = Gateway::start(config).unwrap();
     World { dir, gateway }
-}
-
-/// A result far above `maxInlineBytes`: it must travel in chunks.
-fn big_query() -> gateway::QueryRequest {
-    let mut req = request(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) \
-         SELECT x, 'row-' || x AS label FROM c",
-    );
-    req.wait = Duration::from_secs(60);
-    req
 }
 
 #[test]

@@ -968,14 +968,11 @@ impl Hub {
             if let Some(p) = pending {
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 p.waiters.push(tx);
-                return Ok(PendingQuery {
-                    hub: self.clone(),
-                    command_id: p.command.command_id.clone(),
-                    execution_id: p.command.execution_id.clone(),
-                    expires: p.expires,
-                    deadline: Instant::now() + req.wait,
-                    rx,
-                });
+                let (command_id, execution_id) =
+                    (p.command.command_id.clone(), p.command.execution_id.clone());
+                let expires = p.expires;
+                drop(commands);
+                return Ok(self.pending_query(command_id, execution_id, expires, req.wait, rx));
             }
         }
         let wait = req.wait;
@@ -1000,14 +997,7 @@ impl Hub {
         commands.add(pending);
         self.pump(&mut commands, connector);
         drop(commands);
-        Ok(PendingQuery {
-            hub: self.clone(),
-            command_id,
-            execution_id,
-            expires,
-            deadline: Instant::now() + wait,
-            rx,
-        })
+        Ok(self.pending_query(command_id, execution_id, expires, wait, rx))
     }
 
     /// The command a request becomes, and when it expires.
