@@ -20,6 +20,12 @@
 //! | `POST /admin/submit` | like `/admin/query`, without `waitMs` | `202 {"commandId","executionId"}`: queued (persisted), not waited for |
 //! | `GET /admin/commands/<id>[?waitMs=N]` | | `{"commandId","state":"queued"\|"sent"\|"answered"\|"unknown","outcome"?,"error"?}`; with `waitMs` (≤ 60,000) it answers as soon as the command is answered, or after N ms with its state then; a buffered outcome's rows are streamed from its spool |
 //! | `POST /admin/decommission` | `{"connector"}` | `202 {"requested":true}`; `409 CONNECTOR_OFFLINE` without a session |
+//!
+//! In cluster mode every route works on any node: `connectors` lists the connectors held by
+//! other nodes from the registry (with `node`, the node holding each), frames, cancels and
+//! decommissions go to the holder, and a command's state and outcome come from Redis (`queued`
+//! stands for "not answered yet" there, wherever it is; an outcome handed to the caller that
+//! waited for it is released, as on one node).
 
 use std::io::{self, Write as _};
 use std::net::{TcpListener, TcpStream};
