@@ -663,6 +663,7 @@ impl LinkThread {
             self.stats.count_received(text.len());
             let connected = accepted(Inbound::decode(text.as_str()))?;
             self.compression = connected.compression.as_deref().and_then(Compression::from_name);
+            let _ = self.supervisor.send(SupMsg::LinkGateway(crate::uploader::url_origin(self.url())));
             let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
             return Ok((ws, tcp));
         }
@@ -703,6 +704,7 @@ impl LinkThread {
         let Some((mut transport, waker)) = transport else {
             return End::Reconnect("HTTPS fallback: `connected` came without a session token".into());
         };
+        let _ = self.supervisor.send(SupMsg::LinkGateway(crate::uploader::url_origin(self.url())));
         let _ = self.supervisor.send(SupMsg::LinkUp(Box::new(connected)));
         backoff.connected();
         self.log_connected();

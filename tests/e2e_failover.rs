@@ -90,12 +90,14 @@ fn a_dead_cloud_url_fails_over_to_the_fallback() {
     assert_eq!(outcome.row_count, 60_000);
     assert!(outcome.buffered.as_ref().is_some_and(|b| b.chunk_count >= 1), "the result was uploaded");
 
-    // `status` still names the configured cloudUrl.
+    // `status` still names the configured cloudUrl, and the gateway the session is on.
     let (code, out, err) = cli(&["status", "--json", "--config", agent.config.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
     let status = json_answer(&out);
     assert_eq!(status["cloudUrl"], dead.as_str());
     assert_eq!(status["connected"], true);
+    let fallback_origin = world.gateway.ws_url().trim_end_matches("/ws").to_owned();
+    assert_eq!(status["gatewayUrl"], fallback_origin.as_str(), "{status}");
 }
 
 #[test]

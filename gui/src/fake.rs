@@ -216,6 +216,7 @@ fn base_status() -> StatusSnapshot {
         pid: None,
         instance_id: "7f3a9c1e-preview".into(),
         connection_id: Some("c-2291".into()),
+        gateway_url: Some("wss://connector.vansales.example:443".into()),
         connected_since: Some(ago_rfc3339(3 * 86_400)),
         disconnected_since: None,
         uptime_secs: 3 * 86_400 + 4 * 3600 + 120,

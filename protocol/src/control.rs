@@ -190,6 +190,10 @@ pub struct StatusSnapshot {
     /// The gateway's id for the current session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<String>,
+    /// `scheme://host:port` of the gateway the current session is on: `cloudUrl`'s, or one of
+    /// `cloudUrlFallbacks`' after a failover (never a path or query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
     /// RFC 3339, when the current session was established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_since: Option<String>,
@@ -256,6 +260,7 @@ impl StatusSnapshot {
             pid: None,
             instance_id: String::new(),
             connection_id: None,
+            gateway_url: None,
             connected_since: None,
             disconnected_since: None,
             uptime_secs: 0,

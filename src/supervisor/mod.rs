@@ -59,6 +59,9 @@ pub const RED_AFTER_FAILED_DIALS: u32 = 3;
 pub enum SupMsg {
     /// The link is dialling.
     LinkConnecting,
+    /// The session about to start is on this gateway (`scheme://host:port` of the URL dialled:
+    /// `cloudUrl` or one of `cloudUrlFallbacks`).
+    LinkGateway(String),
     /// The cloud accepted the agent.
     LinkUp(Box<Connected>),
     /// The connection ended; `rejected` is set when the cloud refused the agent.
@@ -317,6 +320,8 @@ struct Counters {
     failed: u64,
     rows: u64,
     connection_id: Option<String>,
+    /// Origin of the gateway URL of the current (or last) session.
+    gateway: Option<String>,
     connected_since: Option<SystemTime>,
     last_error: Option<String>,
     reconnects: u64,
@@ -506,6 +511,7 @@ impl Supervisor {
                 failed: 0,
                 rows: 0,
                 connection_id: None,
+                gateway: None,
                 connected_since: None,
                 last_error: None,
                 reconnects: 0,
@@ -772,6 +778,7 @@ impl Supervisor {
                     self.set_state(LinkState::Connecting);
                 }
             }
+            SupMsg::LinkGateway(origin) => self.counters.gateway = Some(origin),
             SupMsg::LinkUp(connected) => {
                 // The link's first `auth` is written: the start's vault handle is done.
                 self.start_vault = None;
@@ -1358,6 +1365,7 @@ impl Supervisor {
             pid: Some(std::process::id()),
             instance_id: self.store.instance_id().to_owned(),
             connection_id: self.counters.connection_id.clone().filter(|_| connected),
+            gateway_url: self.counters.gateway.clone().filter(|_| connected),
             connected_since: self.counters.connected_since.map(rfc3339),
             disconnected_since: self.counters.disconnected_since.map(rfc3339),
             uptime_secs: self.counters.started.elapsed().as_secs(),

@@ -334,6 +334,7 @@ pub(crate) mod tests {
             pid: None,
             instance_id: "i-1".into(),
             connection_id: None,
+            gateway_url: None,
             connected_since: None,
             disconnected_since: None,
             uptime_secs: 3 * 86_400 + 4 * 3600,
