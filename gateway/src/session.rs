@@ -257,7 +257,14 @@ fn authenticate<T: Transport>(
         }
         Err(e) => {
             tracing::error!("key lookup failed: {e}");
-            reject(hub, ws, ErrorCode::AuthFailed, "API key could not be checked");
+            // The store failed, not the key: retryable (an agent told AUTH_FAILED would report
+            // its key rejected and retry only slowly).
+            reject(
+                hub,
+                ws,
+                ErrorCode::InternalError,
+                "the API key could not be checked now (key store unavailable); retry",
+            );
             return closing();
         }
     };

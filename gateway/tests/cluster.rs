@@ -124,3 +124,26 @@ fn the_cli_names_cluster_mistakes() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["error"]["code"], "REDIS_UNAVAILABLE", "{doc}");
 }
+
+#[test]
+fn with_redis_gone_an_agent_is_told_to_retry_not_that_its_key_is_bad() {
+    let Some(mut redis) = redis() else { return };
+    let gw = crate::common::start_with(|c| {
+        c.redis_url = Some(redis.1.clone());
+        c.node_id = Some("solo".into());
+    });
+    let key = gw.key("Depot");
+    let mut agent = crate::common::FakeAgent::connect(&gw, &key, "Depot");
+    agent.heartbeat(0);
+    agent.close();
+    let _ = redis.0.kill();
+    let _ = redis.0.wait();
+    let mut agent = crate::common::FakeAgent::open(&gw);
+    match agent.auth(&key, "Depot") {
+        protocol::Inbound::Error(e) => {
+            assert_eq!(e.code, protocol::ErrorCode::InternalError, "{}", e.message);
+            assert!(e.code.retryable());
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
