@@ -10,10 +10,11 @@
 //! creates, rotates or revokes in the file while the gateway runs count at the next `auth` (no
 //! cache; `keys::private_db_files` tells why the file's mode is only ever set by path).
 //!
-//! Threads, all named: an accept thread per listener, one thread per connection. A WebSocket
-//! session thread sleeps in [`protocol::wsio::PolledWebSocket::wait`]; other threads put
-//! frames on its channel and wake it ("send, then wake"), so a command is written at once and
-//! an idle session costs no CPU.
+//! Threads, all named: an accept thread per listener, one thread per connection, and one
+//! `wsio-reactor` thread polling every WebSocket session's socket. A session thread sleeps in
+//! [`protocol::wsio::PolledWebSocket::wait`] until the reactor sees its socket ready or another
+//! thread, having put a frame on its channel, wakes it ("send, then wake"), so a command is
+//! written at once and an idle session costs no CPU and one file descriptor (its socket).
 //!
 //! Limits (see [`GatewayConfig`]): chunks only for commands of that connector not yet
 //! answered, signed with the key of its current session; buffered results capped,
@@ -333,10 +334,12 @@ impl Gateway {
                 ));
             }
         }
+        // One poller for every WebSocket session; its thread ends with the last session.
+        let reactor = protocol::wsio::Reactor::new()?;
         let (hub2, tls2) = (hub.clone(), tls_config);
-        gateway
-            .accept_threads
-            .push(spawn_named("gw-accept".into(), move || server::accept_loop(hub2, listener, tls2))?);
+        gateway.accept_threads.push(spawn_named("gw-accept".into(), move || {
+            server::accept_loop(hub2, listener, tls2, reactor)
+        })?);
         if let (Some(listener), Some(addr)) = (admin_listener, admin_addr) {
             let info = Arc::new(admin::AdminInfo {
                 token: admin_token.clone(),
