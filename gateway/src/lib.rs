@@ -59,6 +59,7 @@ mod hub;
 mod keys;
 mod longpoll;
 mod query;
+mod rlimit;
 mod server;
 mod session;
 mod spool;
@@ -261,6 +262,20 @@ impl Gateway {
     /// Opens the key database, loads or creates the certificate, binds the listeners and
     /// starts the accept threads.
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        if let Some(open_files) = rlimit::raise_open_files() {
+            let max = config.max_connections as u64;
+            if max.saturating_add(rlimit::RESERVED) > open_files {
+                tracing::warn!(
+                    open_files,
+                    max_connections = max,
+                    "the open-file limit is below max_connections plus {}: accepts fail (EMFILE) before \
+                     the connection limit is reached; raise the hard limit (LimitNOFILE=, ulimit -Hn)",
+                    rlimit::RESERVED
+                );
+            } else {
+                tracing::info!(open_files, "open-file limit (one per connection)");
+            }
+        }
         tls::create_private_dir(&config.data_dir)?;
         let keys = KeyStore::open(&config.data_dir)?;
         let store = store::CommandStore::open(&config.data_dir)?;
