@@ -8,8 +8,9 @@
 //! ones are rotated. A dropped session is dialled again after a second. Every 5 s it prints
 //! one JSON line `{"connected", "commandsAnswered", "failures"}`; it stops after
 //! `--duration-secs` (or on SIGINT/SIGTERM being fatal) with the same line as a summary.
-//! One thread per simulated agent, each with a small stack: the tool measures the gateway, not
-//! itself.
+//! One thread per simulated agent, each with a small stack and a small WebSocket read buffer,
+//! waking only for its heartbeats, a frame, or every few seconds to see whether to stop: the
+//! tool measures the gateway, not itself.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -82,6 +83,11 @@ impl Stats {
 }
 
 type Ws = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+
+/// How often an idle agent thread looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_secs(5);
+/// The WebSocket read buffer of a simulated agent (tungstenite's default is 128 KiB, resident).
+const READ_BUFFER: usize = 8 * 1024;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -253,7 +259,7 @@ impl Agent {
         let (mut ws, _) = tungstenite::client::client_with_config(
             self.url.as_str(),
             stream,
-            Some(protocol::wsio::ws_config()),
+            Some(protocol::wsio::ws_config().read_buffer_size(READ_BUFFER)),
         )?;
         let auth = serde_json::json!({
             "type": "auth", "apiKey": self.key, "connectorName": self.name,
@@ -287,10 +293,10 @@ impl Agent {
                 ws.send(Message::text(beat.encode()))?;
                 next_beat = Instant::now() + self.heartbeat;
             }
-            // Wake for the next heartbeat or, at the latest, every second to see `stop`.
+            // Wake for the next heartbeat or, at the latest, to see `stop`.
             let wait = next_beat
                 .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                .clamp(Duration::from_millis(1), STOP_CHECK);
             ws.get_ref().sock.set_read_timeout(Some(wait))?;
             match read_frame(ws) {
                 Ok(Some(Inbound::Command(command))) => {
