@@ -4,8 +4,8 @@
 //! sends a `heartbeat` from each every `--heartbeat-secs`, and answers every `command` at once
 //! with a one-row inline `execution_result` (the row is `[agent index]`), like an agent whose
 //! database answers instantly. With `--data-dir` it first mints the fleet's API keys in the
-//! gateway's key store (connectors `<prefix>-0` … `<prefix>-N-1`, tenant `fleet`); existing
-//! ones are rotated. A dropped session is dialled again after a second. Every 5 s it prints
+//! gateway's key store (connectors `<prefix>-0` … `<prefix>-N-1`, tenant `fleet`, or with
+//! `--tenants K` agent i in tenant `fleet<i mod K>`); existing ones are rotated. A dropped session is dialled again after a second. Every 5 s it prints
 //! one JSON line `{"connected", "commandsAnswered", "failures"}`; it stops after
 //! `--duration-secs` (or on SIGINT/SIGTERM being fatal) with the same line as a summary.
 //! One thread per simulated agent, each with a small stack and a small WebSocket read buffer,
@@ -53,6 +53,11 @@ struct Args {
     /// Connector name prefix.
     #[arg(long, default_value = "fleet")]
     prefix: String,
+    /// Spread the agents over this many tenants (`fleet0`, `fleet1`, ...; 1: all in `fleet`).
+    /// The gateway checks a key against every key of its tenant, so one tenant of thousands of
+    /// keys makes each `auth` slow (docs/BENCHMARKS.md, "Many agents on one gateway node").
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
     /// Sessions opened per second while the fleet comes up.
     #[arg(long, default_value_t = 500)]
     ramp_per_sec: u32,
@@ -196,7 +201,11 @@ fn mint_keys(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     (0..args.agents)
         .map(|i| {
             let name = format!("{}-{i}", args.prefix);
-            let key = match store.create("fleet", &name) {
+            let tenant = match args.tenants {
+                0 | 1 => "fleet".to_owned(),
+                k => format!("fleet{}", i % k),
+            };
+            let key = match store.create(&tenant, &name) {
                 Ok((_, key)) => key,
                 Err(_) => store.rotate(&name).context("rotating an existing fleet key")?.1,
             };
