@@ -58,8 +58,8 @@ mod http;
 mod hub;
 mod keys;
 mod longpoll;
+mod os;
 mod query;
-mod rlimit;
 mod server;
 mod session;
 mod spool;
@@ -262,19 +262,25 @@ impl Gateway {
     /// Opens the key database, loads or creates the certificate, binds the listeners and
     /// starts the accept threads.
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        if let Some(open_files) = rlimit::raise_open_files() {
+        // A thread and a descriptor per connection (os.rs).
+        if let Some(open_files) = os::raise_open_files() {
             let max = config.max_connections as u64;
-            if max.saturating_add(rlimit::RESERVED) > open_files {
+            if max.saturating_add(os::RESERVED_FILES) > open_files {
                 tracing::warn!(
                     open_files,
                     max_connections = max,
                     "the open-file limit is below max_connections plus {}: accepts fail (EMFILE) before \
                      the connection limit is reached; raise the hard limit (LimitNOFILE=, ulimit -Hn)",
-                    rlimit::RESERVED
+                    os::RESERVED_FILES
                 );
             } else {
                 tracing::info!(open_files, "open-file limit (one per connection)");
             }
+        }
+        if let Some(buckets) =
+            os::size_futex_hash(config.max_connections + hub::ADMIN_MAX_SERVING + hub::ADMIN_MAX_WAITING)
+        {
+            tracing::debug!(buckets, "futex hash sized for a thread per connection");
         }
         tls::create_private_dir(&config.data_dir)?;
         let keys = KeyStore::open(&config.data_dir)?;
