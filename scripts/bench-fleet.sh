@@ -3,14 +3,16 @@
 # heartbeats, and the command round trip at that load, measured with `connector-fleet` (a
 # simulated fleet: real TLS 1.3 WebSocket sessions that authenticate, heartbeat and answer).
 #
-#   scripts/bench-fleet.sh [N ...]       default: 1000 2500 5000 agents, 30 s heartbeats
-#   (MC_BENCH_NO_BUILD=1: use the release binaries already in target/release;
+#   scripts/bench-fleet.sh [N ...]       default: 1000 5000 10000 agents, 30 s heartbeats
+#   (MC_BENCH_NO_BUILD=1: use the release binaries already in target/release, or in
+#    MC_BENCH_BIN=DIR (another build of the gateway, to compare);
 #    MC_FLEET_PER_TENANT=K: K agents per tenant, default 100. The gateway checks an `auth`
 #    against every key of the tenant under one lock, so a single tenant of thousands of keys
 #    measures that scan, not the sessions: ~135 auths a second at 5,000 keys, ~50 at 10,000.)
 #
 # For each N: a fresh release gateway, the fleet connected, then 200 queries one after another
-# to random agents through the admin API (p50/p99), then 20 s at rest (CPU). Prints one table
+# to random agents through the admin API (p50/p99), then 60 s at rest (CPU: two heartbeat
+# periods, three of the gateway's keepalive pings per session). Prints one table
 # row per N: resident memory and open descriptors of the gateway before and with the fleet,
 # per session, the part of the RSS that is thread stacks (the touched pages of its 2 MiB stack
 # mappings, from /proc/PID/smaps), threads, CPU, round trips, and the fleet's failed dials.
@@ -20,11 +22,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=("$@")
-[ ${#counts[@]} -gt 0 ] || counts=(1000 2500 5000)
+[ ${#counts[@]} -gt 0 ] || counts=(1000 5000 10000)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ "${MC_BENCH_NO_BUILD:-}" = 1 ] || cargo build --release -p gateway --bins >&2
-bin=target/release
+bin=${MC_BENCH_BIN:-target/release}
 per_tenant=${MC_FLEET_PER_TENANT:-100}
+rest=60
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -65,18 +68,18 @@ for n in "${counts[@]}"; do
     # The probe line comes once the whole fleet is connected and the queries ran.
     for _ in $(seq 1800); do grep -q '"probes"\|^Error' "$work/fleet-$n.out" && break; sleep 0.5; done
     probe=$(grep '"probes"' "$work/fleet-$n.out" || echo '{}')
-    t0=$(cpu_ticks "$gw"); sleep 20; t1=$(cpu_ticks "$gw")
+    t0=$(cpu_ticks "$gw"); sleep "$rest"; t1=$(cpu_ticks "$gw")
     rss=$(rss_kb "$gw"); with_fds=$(fds "$gw"); stacks=$(stack_kb "$gw")
     threads=$(ls "/proc/$gw/task" | wc -l)
     stats=$(grep '"connected"' "$work/fleet-$n.out" | tail -1 || echo '{}')
     python3 - "$n" "$base" "$rss" "$threads" "$t0" "$t1" "$hz" "$base_fds" "$with_fds" "$base_stacks" "$stacks" \
-        "$probe" "$stats" <<'PY'
+        "$rest" "$probe" "$stats" <<'PY'
 import json, sys
-n, base, rss, threads, t0, t1, hz, fds0, fds1, st0, st1 = (int(x) for x in sys.argv[1:12])
-probe = json.loads(sys.argv[12] or "{}")
-stats = json.loads(sys.argv[13] or "{}")
+n, base, rss, threads, t0, t1, hz, fds0, fds1, st0, st1, rest = (int(x) for x in sys.argv[1:13])
+probe = json.loads(sys.argv[13] or "{}")
+stats = json.loads(sys.argv[14] or "{}")
 per = (rss - base) / n
-cpu = (t1 - t0) / hz / 20 * 100
+cpu = (t1 - t0) / hz / rest * 100
 rt = f'{probe.get("p50Ms", float("nan")):.1f} / {probe.get("p99Ms", float("nan")):.1f} ms'
 errors = f' ({probe["errors"]} unanswered)' if probe.get("errors") else ''
 print(f"| {n} | {base/1024:.1f} MiB | {rss/1024:.1f} MiB | {per:.1f} KiB | {(st1 - st0) / n:.1f} KiB "

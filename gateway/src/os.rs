@@ -7,10 +7,11 @@
 //!   operator's (`LimitNOFILE=` in a systemd unit, `ulimit -Hn`).
 //! - **The futex hash** (Linux 6.16 and later). An idle session thread sleeps on a futex (a
 //!   condvar: `protocol::wsio`), and every wake walks the chain of its hash bucket. The kernel
-//!   gives a process a private hash of 4 buckets per CPU, at least 16: on 2 CPUs, 10,000
-//!   sleeping threads are ~625 per bucket, and waking one cost ~0.3 ms of kernel time, a
-//!   quarter of a core at rest (docs/BENCHMARKS.md). [`size_futex_hash`] asks for one bucket
-//!   per expected thread or more. Older kernels share one global hash and refuse the request.
+//!   gives a process a private hash sized by its CPUs, not its threads (16 buckets on the
+//!   2-CPU benchmark machine): 10,000 sleeping threads were ~625 per bucket, and the reactor
+//!   spent most of its time in `futex_wake` (docs/BENCHMARKS.md). [`size_futex_hash`] asks for
+//!   two buckets per expected thread. Older kernels share one global hash and refuse the
+//!   request.
 
 /// Descriptors kept for what is not a connection: listeners, `gateway.db` and its WAL, spool
 /// files, the reactor, admin connections.
