@@ -443,7 +443,8 @@ pub(crate) struct Hub {
     subscribers: Mutex<Vec<Sender<GatewayEvent>>>,
     /// Sockets of connection threads, shut down to unblock them at shutdown; `true` marks a
     /// WebSocket session (closed gracefully first).
-    sockets: Mutex<HashMap<u64, (TcpStream, bool)>>,
+    /// The socket itself, shared with its connection thread (no descriptor of its own).
+    sockets: Mutex<HashMap<u64, (Arc<TcpStream>, bool)>>,
     next_socket: AtomicU64,
     /// Connections being served on the HTTPS port.
     open_connections: AtomicUsize,
@@ -579,10 +580,12 @@ impl Hub {
         self.open_connections.load(Ordering::SeqCst)
     }
 
-    pub fn track_socket(&self, tcp: &TcpStream) -> Option<u64> {
-        let clone = tcp.try_clone().ok()?;
+    /// Keeps the socket to cut it at shutdown: an `Arc<TcpStream>` is shared (HTTPS
+    /// connections), a `TcpStream` cloned (admin connections).
+    pub fn track_socket(&self, tcp: &impl crate::server::SharedSocket) -> Option<u64> {
+        let shared = tcp.share()?;
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        self.sockets.lock().unwrap().insert(id, (clone, false));
+        self.sockets.lock().unwrap().insert(id, (shared, false));
         Some(id)
     }
 

@@ -10,10 +10,11 @@
 //! creates, rotates or revokes in the file while the gateway runs count at the next `auth` (no
 //! cache; `keys::private_db_files` tells why the file's mode is only ever set by path).
 //!
-//! Threads, all named: an accept thread per listener, one thread per connection. A WebSocket
-//! session thread sleeps in [`protocol::wsio::PolledWebSocket::wait`]; other threads put
-//! frames on its channel and wake it ("send, then wake"), so a command is written at once and
-//! an idle session costs no CPU.
+//! Threads, all named: an accept thread per listener, one thread per connection, and one
+//! `wsio-reactor` thread polling every WebSocket session's socket. A session thread sleeps in
+//! [`protocol::wsio::PolledWebSocket::wait`] until the reactor sees its socket ready or another
+//! thread, having put a frame on its channel, wakes it ("send, then wake"), so a command is
+//! written at once and an idle session costs no CPU and one file descriptor (its socket).
 //!
 //! Limits (see [`GatewayConfig`]): chunks only for commands of that connector not yet
 //! answered, signed with the key of its current session; buffered results capped,
@@ -64,6 +65,7 @@ mod http;
 mod hub;
 mod keys;
 mod longpoll;
+mod os;
 mod query;
 mod redis_keys;
 mod server;
@@ -275,6 +277,26 @@ impl Gateway {
     /// Opens the key database, loads or creates the certificate, binds the listeners and
     /// starts the accept threads.
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        // A thread and a descriptor per connection (os.rs).
+        if let Some(open_files) = os::raise_open_files() {
+            let max = config.max_connections as u64;
+            if max.saturating_add(os::RESERVED_FILES) > open_files {
+                tracing::warn!(
+                    open_files,
+                    max_connections = max,
+                    "the open-file limit is below max_connections plus {}: accepts fail (EMFILE) before \
+                     the connection limit is reached; raise the hard limit (LimitNOFILE=, ulimit -Hn)",
+                    os::RESERVED_FILES
+                );
+            } else {
+                tracing::info!(open_files, "open-file limit (one per connection)");
+            }
+        }
+        if let Some(buckets) =
+            os::size_futex_hash(config.max_connections + hub::ADMIN_MAX_SERVING + hub::ADMIN_MAX_WAITING)
+        {
+            tracing::debug!(buckets, "futex hash sized for a thread per connection");
+        }
         tls::create_private_dir(&config.data_dir)?;
         let (keys, cluster) = match &config.redis_url {
             Some(url) => {
@@ -370,10 +392,12 @@ impl Gateway {
                 ));
             }
         }
+        // One poller for every WebSocket session; its thread ends with the last session.
+        let reactor = protocol::wsio::Reactor::new()?;
         let (hub2, tls2) = (hub.clone(), tls_config);
-        gateway
-            .accept_threads
-            .push(spawn_named("gw-accept".into(), move || server::accept_loop(hub2, listener, tls2))?);
+        gateway.accept_threads.push(spawn_named("gw-accept".into(), move || {
+            server::accept_loop(hub2, listener, tls2, reactor)
+        })?);
         if let (Some(listener), Some(addr)) = (admin_listener, admin_addr) {
             let info = Arc::new(admin::AdminInfo {
                 token: admin_token.clone(),

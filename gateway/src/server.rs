@@ -10,13 +10,20 @@
 //! `header_timeout` (of the handshake for the first request, of its first byte for the next
 //! ones on a keep-alive connection, which may idle up to 30 s in between), a body within
 //! `body_timeout`. [`TimedTcp`] enforces them on every socket read, below TLS.
+//!
+//! **One descriptor per connection.** The socket is shared (an `Arc`), never cloned: the
+//! TLS stream, the hub's list of sockets to cut at shutdown and the session's registration
+//! on the gateway's one [`Reactor`] all use the same descriptor, so a WebSocket session holds
+//! exactly one (tests/fleet.rs counts them). A session's WebSocket reads into a small buffer
+//! ([`SESSION_READ_BUFFER`]): most of what an idle session kept was tungstenite's default
+//! 128 KiB one, zero-filled on every read.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::wsio::{PolledWebSocket, ws_config};
+use protocol::wsio::{PolledWebSocket, Reactor, ws_config};
 use protocol::{ErrorCode, MAX_CHUNK_BYTES, WS_PATH};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::WebSocket;
@@ -31,18 +38,40 @@ use crate::{session, spawn_named, upload};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a keep-alive connection may sit idle between requests.
 const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+/// tungstenite's read buffer of a WebSocket session (its default is 128 KiB, all of it
+/// zero-filled and so resident from the first read). A TLS record is at most 16 KiB of
+/// plaintext; a larger frame gets a buffer of its own size once its header is read.
+pub(crate) const SESSION_READ_BUFFER: usize = 8 * 1024;
+
+/// A socket the hub can keep to cut it at shutdown: an `Arc` is shared as it is; a plain
+/// `TcpStream` (the admin API's connections) is cloned.
+pub(crate) trait SharedSocket {
+    fn share(&self) -> Option<Arc<TcpStream>>;
+}
+
+impl SharedSocket for Arc<TcpStream> {
+    fn share(&self) -> Option<Arc<TcpStream>> {
+        Some(self.clone())
+    }
+}
+
+impl SharedSocket for TcpStream {
+    fn share(&self) -> Option<Arc<TcpStream>> {
+        self.try_clone().ok().map(Arc::new)
+    }
+}
 
 /// A TCP stream whose reads fail with `TimedOut` once `deadline` has passed, however the bytes
 /// trickle in. `None` = plain reads (the WebSocket session has its own timers).
 #[derive(Debug)]
 pub(crate) struct TimedTcp {
-    tcp: TcpStream,
+    tcp: Arc<TcpStream>,
     deadline: Option<Instant>,
 }
 
 impl TimedTcp {
-    pub(crate) fn new(tcp: TcpStream, deadline: Option<Instant>) -> Self {
-        Self { tcp, deadline }
+    pub(crate) fn new(tcp: impl Into<Arc<TcpStream>>, deadline: Option<Instant>) -> Self {
+        Self { tcp: tcp.into(), deadline }
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
@@ -59,17 +88,17 @@ impl Read for TimedTcp {
             }
             self.tcp.set_read_timeout(Some(left))?;
         }
-        self.tcp.read(buf)
+        (&*self.tcp).read(buf)
     }
 }
 
 impl io::Write for TimedTcp {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.write(buf)
+        (&*self.tcp).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tcp.flush()
+        (&*self.tcp).flush()
     }
 }
 
@@ -77,8 +106,8 @@ pub(crate) type TlsStream = StreamOwned<ServerConnection, TimedTcp>;
 
 /// Accepts connections until the hub closes its listener, at the end of a shutdown's grace
 /// period (the stopper connects once to unblock `accept`); uploads of answers still arrive
-/// during the grace period.
-pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerConfig>) {
+/// during the grace period. WebSocket sessions wait on `reactor`.
+pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerConfig>, reactor: Reactor) {
     for stream in listener.incoming() {
         if hub.closing_listener.load(std::sync::atomic::Ordering::SeqCst) {
             break;
@@ -99,11 +128,12 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerC
             continue;
         };
         let accepted = Instant::now();
-        let (hub2, tls2) = (hub.clone(), tls.clone());
+        let (hub2, tls2, reactor2) = (hub.clone(), tls.clone(), reactor.clone());
         let spawned = spawn_named(format!("gw-conn {peer}"), move || {
             let _slot = slot;
+            let tcp = Arc::new(tcp);
             let id = hub2.track_socket(&tcp);
-            if let Err(e) = handle_connection(&hub2, tls2, tcp, id, accepted) {
+            if let Err(e) = handle_connection(&hub2, tls2, &reactor2, tcp, id, accepted) {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             hub2.untrack_socket(id);
@@ -120,16 +150,16 @@ pub(crate) fn accept_loop(hub: Arc<Hub>, listener: TcpListener, tls: Arc<ServerC
 fn handle_connection(
     hub: &Arc<Hub>,
     tls: Arc<ServerConfig>,
-    tcp: TcpStream,
+    reactor: &Reactor,
+    tcp: Arc<TcpStream>,
     socket_id: Option<u64>,
     accepted: Instant,
 ) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let raw = tcp.try_clone()?;
     let local = tcp.local_addr()?;
     let conn = ServerConnection::new(tls).map_err(io::Error::other)?;
-    let sock = TimedTcp { tcp, deadline: Some(accepted + hub.config.handshake_timeout) };
+    let sock = TimedTcp { tcp: tcp.clone(), deadline: Some(accepted + hub.config.handshake_timeout) };
     let mut stream = StreamOwned::new(conn, sock);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock)?;
@@ -139,8 +169,8 @@ fn handle_connection(
         Ok(Some(head)) => {
             hub.socket_is_session(socket_id);
             stream.sock.set_deadline(None);
-            raw.set_read_timeout(None)?;
-            upgrade(hub, stream, raw, local, head, buf)
+            tcp.set_read_timeout(None)?;
+            upgrade(hub, reactor, stream, tcp, local, head, buf)
         }
         result => {
             // A clean TLS close, so clients reading to the end see no truncation.
@@ -270,8 +300,9 @@ fn upload_request(
 /// Answers `101` and runs the session on this thread.
 fn upgrade(
     hub: &Arc<Hub>,
+    reactor: &Reactor,
     mut stream: TlsStream,
-    raw: TcpStream,
+    tcp: Arc<TcpStream>,
     local: SocketAddr,
     head: RequestHead,
     leftover: Vec<u8>,
@@ -294,8 +325,9 @@ fn upgrade(
         Some(url) => url.clone(),
         None => format!("https://{}/upload", public_host(&head, local)),
     };
-    let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(ws_config()));
-    let (ws, waker) = PolledWebSocket::new(ws, &raw)?;
+    let config = ws_config().read_buffer_size(SESSION_READ_BUFFER);
+    let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config));
+    let (ws, waker) = PolledWebSocket::on_reactor(ws, tcp, reactor)?;
     session::run(hub.clone(), ws, waker, upload_url);
     Ok(())
 }

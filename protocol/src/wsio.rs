@@ -6,6 +6,14 @@
 //! [`Waker::wake`] after putting an outbound frame on a channel ("send, then wake"). An idle
 //! connection therefore costs no CPU, and a queued frame is written at once.
 //!
+//! **Many sockets, one poller** ([`Reactor`], the gateway). A [`PolledWebSocket::new`] has a
+//! poller of its own: three file descriptors (epoll, its eventfd and timerfd on Linux) and a
+//! clone of the socket besides the socket, fine for the agent's one link. A gateway node holds
+//! thousands of sessions, so [`PolledWebSocket::on_reactor`] registers the socket (shared, not
+//! cloned) on one poller that a single `wsio-reactor` thread waits on: an event raises the
+//! session's flag (a mutex and a condvar, no descriptor) and the session thread, sleeping on
+//! that condvar, wakes. One file descriptor per session: the socket.
+//!
 //! **Compression** ([`PolledWebSocket::set_compression`], negotiated in `auth`/`connected`):
 //! tungstenite has no permessage-deflate, so it is done per message. A text frame of at least
 //! [`COMPRESS_MIN_BYTES`] goes out as a binary frame holding the raw deflate (RFC 1951) of its
@@ -14,9 +22,12 @@
 //! [`Incoming::Malformed`], so a deflate bomb never allocates more); without compression a
 //! binary frame stays [`Incoming::Binary`], which the protocol refuses.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use polling::{Event, Events, PollMode, Poller};
@@ -25,40 +36,109 @@ use tungstenite::{Message, WebSocket};
 
 use crate::MAX_FRAME_BYTES;
 
+/// The socket's key on a poller of its own.
 const KEY: usize = 1;
 
-/// Wakes the thread blocked in [`PolledWebSocket::wait`]. Cheap to clone.
+/// Stack of the reactor thread: it only waits and raises flags.
+const REACTOR_STACK: usize = 64 * 1024;
+
+/// Wakes the thread blocked in [`PolledWebSocket::wait`] (or [`Signal::wait`]). Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Waker(Arc<Poller>);
+pub struct Waker(Wake);
+
+#[derive(Clone, Debug)]
+enum Wake {
+    /// The owner waits on a poller of its own.
+    Poller(Arc<Poller>),
+    /// The owner waits on a flag (a [`Signal`], or a socket on a [`Reactor`]).
+    Flag(Arc<Flag>),
+}
 
 impl Waker {
     /// Interrupts the owner's `wait`. Errors are ignored: a failed wake only delays a frame
     /// until the next socket event or timeout.
     pub fn wake(&self) {
-        let _ = self.0.notify();
+        match &self.0 {
+            Wake::Poller(poller) => {
+                let _ = poller.notify();
+            }
+            Wake::Flag(flag) => flag.raise(false),
+        }
     }
 }
 
-/// A wake-up signal without a socket: a [`polling::Poller`] with nothing registered, so the same
-/// [`Waker`] type wakes a thread that waits on something else than a WebSocket (the HTTPS
-/// long-poll transports of both ends: their frames arrive over channels).
+/// What a thread waiting on a flag is woken by: a [`Waker`], or the reactor seeing its socket
+/// ready. A mutex and a condvar: no file descriptor.
+#[derive(Debug, Default)]
+struct Flag {
+    state: Mutex<FlagState>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlagState {
+    /// Raised since the owner's last wait returned.
+    raised: bool,
+    /// The socket's one-shot registration on the reactor is armed (cleared when it fires).
+    armed: bool,
+}
+
+impl Flag {
+    fn lock(&self) -> MutexGuard<'_, FlagState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the owner; `fired`: by the reactor, whose one-shot registration is now disarmed.
+    fn raise(&self, fired: bool) {
+        let mut state = self.lock();
+        state.raised = true;
+        if fired {
+            state.armed = false;
+        }
+        drop(state);
+        self.cond.notify_one();
+    }
+
+    /// Blocks until raised or `timeout` passes, and lowers the flag.
+    fn wait(&self, timeout: Option<Duration>) {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut state = self.lock();
+        while !state.raised {
+            state = match deadline {
+                None => self.cond.wait(state).unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    self.cond.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
+        }
+        state.raised = false;
+    }
+}
+
+/// A wake-up signal without a socket, so the same [`Waker`] type wakes a thread that waits on
+/// something else than a WebSocket (the HTTPS long-poll transports of both ends: their frames
+/// arrive over channels). A flag: no file descriptor.
 #[derive(Debug)]
 pub struct Signal {
-    poller: Arc<Poller>,
-    events: Events,
+    flag: Arc<Flag>,
 }
 
 impl Signal {
     /// A signal and the waker that fires it.
     pub fn new() -> io::Result<(Self, Waker)> {
-        let poller = Arc::new(Poller::new()?);
-        let waker = Waker(poller.clone());
-        Ok((Self { poller, events: Events::new() }, waker))
+        let flag = Arc::new(Flag::default());
+        let waker = Waker(Wake::Flag(flag.clone()));
+        Ok((Self { flag }, waker))
     }
 
     /// Blocks until the waker fires or `timeout` passes.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        poll_wait(&self.poller, &mut self.events, timeout)
+        self.flag.wait(timeout);
+        Ok(())
     }
 }
 
@@ -69,6 +149,110 @@ fn poll_wait(poller: &Poller, events: &mut Events, timeout: Option<Duration>) ->
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// One poller for the sockets of many [`PolledWebSocket`]s, each owned by its own thread
+/// ([`PolledWebSocket::on_reactor`]). A `wsio-reactor` thread waits on it and raises the flag of
+/// each socket that became ready; sockets are registered one-shot, so a ready socket whose
+/// thread has not read yet does not wake the reactor again (its thread re-arms the
+/// registration before it next sleeps). Cheap to clone; the thread ends, and is joined, when
+/// the last clone (every registered socket holds one) is dropped.
+#[derive(Clone, Debug)]
+pub struct Reactor(Arc<ReactorThread>);
+
+#[derive(Debug)]
+struct ReactorThread {
+    shared: Arc<ReactorShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct ReactorShared {
+    poller: Poller,
+    /// The flag of each registered socket, by key.
+    flags: Mutex<HashMap<usize, Arc<Flag>>>,
+    /// Keys are never reused: a stale event finds no flag.
+    next_key: AtomicUsize,
+    stop: AtomicBool,
+    /// Set when waiting on the poller failed: every wait on the reactor fails from then on.
+    failed: OnceLock<String>,
+}
+
+impl Reactor {
+    /// Creates the poller and starts its thread.
+    pub fn new() -> io::Result<Self> {
+        let shared = Arc::new(ReactorShared {
+            poller: Poller::new()?,
+            flags: Mutex::default(),
+            next_key: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            failed: OnceLock::new(),
+        });
+        let run = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("wsio-reactor".into())
+            .stack_size(REACTOR_STACK)
+            .spawn(move || run.run())?;
+        Ok(Self(Arc::new(ReactorThread { shared, thread: Some(thread) })))
+    }
+
+    /// Sockets registered right now.
+    pub fn registered(&self) -> usize {
+        self.shared().flags().len()
+    }
+
+    fn shared(&self) -> &ReactorShared {
+        &self.0.shared
+    }
+}
+
+impl ReactorShared {
+    fn flags(&self) -> MutexGuard<'_, HashMap<usize, Arc<Flag>>> {
+        self.flags.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run(&self) {
+        let mut events = Events::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            events.clear();
+            if let Err(e) = self.poller.wait(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let _ = self.failed.set(e.to_string());
+                for flag in self.flags().values() {
+                    flag.raise(true);
+                }
+                return;
+            }
+            let flags = self.flags();
+            for event in events.iter() {
+                if let Some(flag) = flags.get(&event.key) {
+                    flag.raise(true);
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.failed.get() {
+            Some(why) => Err(io::Error::other(format!("the shared poller failed: {why}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ReactorThread {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = self.shared.poller.notify();
+        if let Some(thread) = self.thread.take()
+            && let Err(panic) = thread.join()
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
@@ -212,15 +396,24 @@ pub fn ws_config() -> WebSocketConfig {
 /// A WebSocket over a non-blocking TCP socket (plain or wrapped in TLS).
 pub struct PolledWebSocket<S: Read + Write> {
     ws: WebSocket<S>,
-    // Kept to deregister the socket from the poller on drop.
-    tcp: TcpStream,
-    poller: Arc<Poller>,
-    events: Events,
+    // The socket under `ws`: kept to change its interest and to delete it from the poller on
+    // drop, before it can be closed.
+    tcp: Arc<TcpStream>,
+    readiness: Readiness,
     want_write: bool,
     last_read: Instant,
     last_write: Instant,
     last_pong: Option<Instant>,
     compression: Option<Compression>,
+}
+
+/// What [`PolledWebSocket::wait`] sleeps on.
+enum Readiness {
+    /// A poller of its own, the socket registered level-triggered.
+    Own { poller: Arc<Poller>, events: Events },
+    /// The reactor's poller, the socket registered one-shot under `key`; `flag` is raised when
+    /// it fires. `armed_for_write`: the interest of the last arming included writability.
+    Shared { reactor: Reactor, key: usize, flag: Arc<Flag>, armed_for_write: bool },
 }
 
 impl<S: Read + Write> std::fmt::Debug for PolledWebSocket<S> {
@@ -230,40 +423,84 @@ impl<S: Read + Write> std::fmt::Debug for PolledWebSocket<S> {
 }
 
 impl<S: Read + Write> PolledWebSocket<S> {
-    /// Takes over an established WebSocket. `tcp` is the socket under `ws` (a clone of it);
-    /// it is switched to non-blocking mode here.
+    /// Takes over an established WebSocket, with a poller of its own (the agent's link: one
+    /// connection). `tcp` is the socket under `ws` (a clone of it is kept); it is switched to
+    /// non-blocking mode here.
     pub fn new(ws: WebSocket<S>, tcp: &TcpStream) -> io::Result<(Self, Waker)> {
-        let tcp = tcp.try_clone()?;
+        let tcp = Arc::new(tcp.try_clone()?);
         tcp.set_nonblocking(true)?;
         let poller = Arc::new(Poller::new()?);
         // SAFETY: `tcp` is owned by the returned value, which deletes it from the poller in
         // `Drop` before the socket is closed, as `Poller::add_with_mode` requires.
         #[allow(unsafe_code)]
         unsafe {
-            poller.add_with_mode(&tcp, Event::readable(KEY), PollMode::Level)?;
+            poller.add_with_mode(&*tcp, Event::readable(KEY), PollMode::Level)?;
         }
-        let waker = Waker(poller.clone());
-        Ok((
-            Self {
-                ws,
-                tcp,
-                poller,
-                events: Events::new(),
-                want_write: false,
-                last_read: Instant::now(),
-                last_write: Instant::now(),
-                last_pong: None,
-                compression: None,
-            },
-            waker,
-        ))
+        let waker = Waker(Wake::Poller(poller.clone()));
+        Ok((Self::with(ws, tcp, Readiness::Own { poller, events: Events::new() }), waker))
+    }
+
+    /// Takes over an established WebSocket whose socket `tcp` (shared with `ws`'s stream, not
+    /// cloned) is watched by `reactor` (the gateway: one poller for every session). The socket
+    /// is switched to non-blocking mode here.
+    pub fn on_reactor(ws: WebSocket<S>, tcp: Arc<TcpStream>, reactor: &Reactor) -> io::Result<(Self, Waker)> {
+        tcp.set_nonblocking(true)?;
+        let shared = reactor.shared();
+        shared.check()?;
+        let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+        let flag = Arc::new(Flag::default());
+        flag.lock().armed = true;
+        shared.flags().insert(key, flag.clone());
+        // SAFETY: the returned value holds a reference to `tcp`, so the socket stays open until
+        // its `Drop` has deleted it from the poller, as `Poller::add_with_mode` requires.
+        #[allow(unsafe_code)]
+        let added = unsafe { shared.poller.add_with_mode(&*tcp, Event::readable(key), PollMode::Oneshot) };
+        if let Err(e) = added {
+            shared.flags().remove(&key);
+            return Err(e);
+        }
+        let waker = Waker(Wake::Flag(flag.clone()));
+        let readiness = Readiness::Shared { reactor: reactor.clone(), key, flag, armed_for_write: false };
+        Ok((Self::with(ws, tcp, readiness), waker))
+    }
+
+    fn with(ws: WebSocket<S>, tcp: Arc<TcpStream>, readiness: Readiness) -> Self {
+        Self {
+            ws,
+            tcp,
+            readiness,
+            want_write: false,
+            last_read: Instant::now(),
+            last_write: Instant::now(),
+            last_pong: None,
+            compression: None,
+        }
     }
 
     /// Blocks until the socket is readable, a pending write may proceed, `timeout` passes, or
     /// the [`Waker`] is woken. Returns after any of these; the caller then drains its outbound
     /// channel, calls [`Self::flush`] and [`Self::read_available`].
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        poll_wait(&self.poller, &mut self.events, timeout)
+        match &mut self.readiness {
+            Readiness::Own { poller, events } => poll_wait(poller, events, timeout),
+            Readiness::Shared { reactor, key, flag, armed_for_write } => {
+                // Re-arm the one-shot registration when it fired (or the interest changed).
+                // `armed` is set first: the reactor clears it when the new arming fires.
+                let rearm = {
+                    let mut state = flag.lock();
+                    let rearm = !state.armed || *armed_for_write != self.want_write;
+                    state.armed |= rearm;
+                    rearm
+                };
+                if rearm {
+                    let interest = if self.want_write { Event::all(*key) } else { Event::readable(*key) };
+                    reactor.shared().poller.modify_with_mode(&*self.tcp, interest, PollMode::Oneshot)?;
+                    *armed_for_write = self.want_write;
+                }
+                flag.wait(timeout);
+                reactor.shared().check()
+            }
+        }
     }
 
     /// Turns message compression on (after `connected` named it) or off.
@@ -305,8 +542,11 @@ impl<S: Read + Write> PolledWebSocket<S> {
             Err(e) => return Err(e),
         };
         if blocked != self.want_write {
-            let interest = if blocked { Event::all(KEY) } else { Event::readable(KEY) };
-            self.poller.modify_with_mode(&self.tcp, interest, PollMode::Level)?;
+            // On a reactor, `wait` arms the registration with the new interest.
+            if let Readiness::Own { poller, .. } = &self.readiness {
+                let interest = if blocked { Event::all(KEY) } else { Event::readable(KEY) };
+                poller.modify_with_mode(&*self.tcp, interest, PollMode::Level)?;
+            }
             self.want_write = blocked;
         }
         Ok(())
@@ -384,16 +624,170 @@ impl<S: Read + Write> PolledWebSocket<S> {
 
 impl<S: Read + Write> Drop for PolledWebSocket<S> {
     fn drop(&mut self) {
-        let _ = self.poller.delete(&self.tcp);
+        match &self.readiness {
+            Readiness::Own { poller, .. } => {
+                let _ = poller.delete(&*self.tcp);
+            }
+            Readiness::Shared { reactor, key, .. } => {
+                let shared = reactor.shared();
+                let _ = shared.poller.delete(&*self.tcp);
+                shared.flags().remove(key);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
-    use super::{COMPRESS_MIN_BYTES, Compression, deflate, inflate};
+    use super::{
+        COMPRESS_MIN_BYTES, Compression, Incoming, PolledWebSocket, Reactor, Signal, deflate, inflate,
+    };
     use crate::MAX_FRAME_BYTES;
+
+    /// A socket shared the way the gateway shares it (the stream under the WebSocket and the
+    /// reactor's registration use one descriptor).
+    struct Shared(Arc<TcpStream>);
+
+    impl Read for Shared {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            (&*self.0).read(buf)
+        }
+    }
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            (&*self.0).write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    type Client = tungstenite::WebSocket<TcpStream>;
+
+    /// A plain WebSocket pair on loopback, the server side on `reactor`.
+    fn pair(listener: &TcpListener, reactor: &Reactor) -> (PolledWebSocket<Shared>, super::Waker, Client) {
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let tcp = TcpStream::connect(addr).unwrap();
+            tungstenite::client::client(format!("ws://{addr}/ws"), tcp).unwrap().0
+        });
+        let tcp = Arc::new(listener.accept().unwrap().0);
+        let ws = tungstenite::accept(Shared(tcp.clone())).unwrap();
+        let (server, waker) = PolledWebSocket::on_reactor(ws, tcp, reactor).unwrap();
+        (server, waker, client.join().unwrap())
+    }
+
+    fn texts(ws: &mut PolledWebSocket<Shared>) -> Vec<String> {
+        let mut out = Vec::new();
+        ws.read_available(&mut out).unwrap();
+        out.into_iter()
+            .map(|i| match i {
+                Incoming::Text(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sockets_on_one_reactor_wake_only_their_own_thread() {
+        let reactor = Reactor::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut one, _w1, mut c1) = pair(&listener, &reactor);
+        let (mut two, w2, _c2) = pair(&listener, &reactor);
+        assert_eq!(reactor.registered(), 2);
+
+        // A frame for `one` wakes `one` at once, frame after frame (the one-shot registration
+        // is armed again by each wait).
+        for i in 0..3 {
+            c1.send(tungstenite::Message::text(format!("hello {i}"))).unwrap();
+            let started = Instant::now();
+            let mut got = Vec::new();
+            while got.is_empty() {
+                one.wait(Some(Duration::from_secs(30))).unwrap();
+                got = texts(&mut one);
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+            assert_eq!(got, [format!("hello {i}")]);
+        }
+        // ...and not `two`, which sleeps its whole timeout with nothing to read.
+        let started = Instant::now();
+        two.wait(Some(Duration::from_millis(200))).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(texts(&mut two).is_empty());
+
+        // The waker ends a wait, also one that started after the wake (send, then wake).
+        w2.wake();
+        let started = Instant::now();
+        two.wait(Some(Duration::from_secs(30))).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let waker = w2.clone();
+        let woken = std::thread::spawn(move || waker.wake());
+        two.wait(None).unwrap();
+        woken.join().unwrap();
+
+        // A peer that goes away wakes its session, which reads the end.
+        drop(c1);
+        let started = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            one.wait(Some(Duration::from_secs(30))).unwrap();
+            if one.read_available(&mut out).is_err() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the end of the socket never woke it");
+        }
+
+        // Dropping a session deletes its registration.
+        drop(one);
+        assert_eq!(reactor.registered(), 1);
+        drop(two);
+        assert_eq!(reactor.registered(), 0);
+    }
+
+    #[test]
+    fn a_blocked_write_on_a_reactor_goes_on_when_the_peer_reads() {
+        let reactor = Reactor::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut server, _waker, mut client) = pair(&listener, &reactor);
+        // Far more than loopback socket buffers hold, while the peer does not read yet.
+        let frames = 64;
+        let frame = "x".repeat(256 * 1024);
+        for _ in 0..frames {
+            server.send_text(frame.clone()).unwrap();
+        }
+        let reader = std::thread::spawn(move || {
+            for _ in 0..frames {
+                while !matches!(client.read().unwrap(), tungstenite::Message::Text(_)) {}
+            }
+        });
+        // Each wait returns because the socket became writable, not after its 5 s timeout.
+        let started = Instant::now();
+        while !reader.is_finished() {
+            server.wait(Some(Duration::from_secs(5))).unwrap();
+            server.flush().unwrap();
+            assert!(started.elapsed() < Duration::from_secs(4), "writability did not wake the session");
+        }
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn a_signal_wakes_its_waiter_without_a_socket() {
+        let (mut signal, waker) = Signal::new().unwrap();
+        let started = Instant::now();
+        signal.wait(Some(Duration::from_millis(50))).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let woken = std::thread::spawn(move || waker.wake());
+        let started = Instant::now();
+        signal.wait(Some(Duration::from_secs(30))).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        woken.join().unwrap();
+    }
 
     #[test]
     fn deflate_round_trips_and_shrinks_json() {

@@ -4,12 +4,13 @@
 //! sends a `heartbeat` from each every `--heartbeat-secs`, and answers every `command` at once
 //! with a one-row inline `execution_result` (the row is `[agent index]`), like an agent whose
 //! database answers instantly. With `--data-dir` it first mints the fleet's API keys in the
-//! gateway's key store (connectors `<prefix>-0` … `<prefix>-N-1`, tenant `fleet`); existing
-//! ones are rotated. A dropped session is dialled again after a second. Every 5 s it prints
+//! gateway's key store (connectors `<prefix>-0` … `<prefix>-N-1`, tenant `fleet`, or with
+//! `--tenants K` agent i in tenant `fleet<i mod K>`); existing ones are rotated. A dropped session is dialled again after a second. Every 5 s it prints
 //! one JSON line `{"connected", "commandsAnswered", "failures"}`; it stops after
 //! `--duration-secs` (or on SIGINT/SIGTERM being fatal) with the same line as a summary.
-//! One thread per simulated agent, each with a small stack: the tool measures the gateway, not
-//! itself.
+//! One thread per simulated agent, each with a small stack and a small WebSocket read buffer,
+//! waking only for its heartbeats, a frame, or every few seconds to see whether to stop: the
+//! tool measures the gateway, not itself.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -57,6 +58,11 @@ struct Args {
     /// Connector name prefix.
     #[arg(long, default_value = "fleet")]
     prefix: String,
+    /// Spread the agents over this many tenants (`fleet0`, `fleet1`, ...; 1: all in `fleet`).
+    /// The gateway checks a key against every key of its tenant, so one tenant of thousands of
+    /// keys makes each `auth` slow (docs/BENCHMARKS.md, "Many agents on one gateway node").
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
     /// Sessions opened per second while the fleet comes up.
     #[arg(long, default_value_t = 500)]
     ramp_per_sec: u32,
@@ -87,6 +93,11 @@ impl Stats {
 }
 
 type Ws = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+
+/// How often an idle agent thread looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_secs(5);
+/// The WebSocket read buffer of a simulated agent (tungstenite's default is 128 KiB, resident).
+const READ_BUFFER: usize = 8 * 1024;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -198,7 +209,11 @@ fn mint_keys(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     (0..args.agents)
         .map(|i| {
             let name = format!("{}-{i}", args.prefix);
-            let key = match store.create("fleet", &name) {
+            let tenant = match args.tenants {
+                0 | 1 => "fleet".to_owned(),
+                k => format!("fleet{}", i % k),
+            };
+            let key = match store.create(&tenant, &name) {
                 Ok((_, key)) => key,
                 Err(_) => store.rotate(&name).context("rotating an existing fleet key")?.1,
             };
@@ -261,7 +276,7 @@ impl Agent {
         let (mut ws, _) = tungstenite::client::client_with_config(
             self.url.as_str(),
             stream,
-            Some(protocol::wsio::ws_config()),
+            Some(protocol::wsio::ws_config().read_buffer_size(READ_BUFFER)),
         )?;
         let auth = serde_json::json!({
             "type": "auth", "apiKey": self.key, "connectorName": self.name,
@@ -295,10 +310,10 @@ impl Agent {
                 ws.send(Message::text(beat.encode()))?;
                 next_beat = Instant::now() + self.heartbeat;
             }
-            // Wake for the next heartbeat or, at the latest, every second to see `stop`.
+            // Wake for the next heartbeat or, at the latest, to see `stop`.
             let wait = next_beat
                 .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                .clamp(Duration::from_millis(1), STOP_CHECK);
             ws.get_ref().sock.set_read_timeout(Some(wait))?;
             match read_frame(ws) {
                 Ok(Some(Inbound::Command(command))) => {
