@@ -464,3 +464,35 @@ impl<'a> Chunk<'a> {
         http_request(&mut stream, &self.head(false), &self.body)
     }
 }
+
+/// A child process (a `connector-gateway` or a fleet), killed on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` quietly: errors-only logging, no output.
+    pub fn quiet(cmd: &mut std::process::Command) -> Proc {
+        use std::process::Stdio;
+        Proc(cmd.env("RUST_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    }
+}
+
+/// The admin client and `admin.json` of a gateway process started on `dir`, once it wrote them.
+pub fn await_admin(dir: &Path) -> (gateway::AdminClient, serde_json::Value) {
+    let deadline = Instant::now() + WAIT * 2;
+    let admin = loop {
+        if let Ok(Some(client)) = gateway::AdminClient::from_data_dir(dir) {
+            break client;
+        }
+        assert!(Instant::now() < deadline, "the gateway never wrote admin.json");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let doc = serde_json::from_str(&std::fs::read_to_string(dir.join("admin.json")).unwrap()).unwrap();
+    (admin, doc)
+}

@@ -74,25 +74,15 @@ fn a_simulated_fleet_connects_heartbeats_and_answers_its_own_commands() {
 // Counts descriptors through Linux `/proc`.
 #[cfg(target_os = "linux")]
 mod descriptors {
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use gateway::AdminClient;
 
     use super::FLEET;
-    use crate::common::{WAIT, temp_dir, watchdog};
+    use crate::common::{Proc, WAIT, await_admin, temp_dir, watchdog};
 
     const GATEWAY: &str = env!("CARGO_BIN_EXE_connector-gateway");
-
-    /// A child process, killed on drop.
-    struct Proc(Child);
-
-    impl Drop for Proc {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 
     /// Open file descriptors of a process (Linux `/proc`).
     fn open_fds(pid: u32) -> usize {
@@ -111,28 +101,15 @@ mod descriptors {
         let _w = watchdog("fleet-fds");
         // The gateway in a process of its own: every descriptor of that process is the gateway's.
         let dir = temp_dir();
-        let gw = Proc(
-            Command::new(GATEWAY)
-                .arg("--data-dir")
-                .arg(&dir)
-                .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let gw = Proc::quiet(Command::new(GATEWAY).arg("--data-dir").arg(&dir).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]));
         let pid = gw.0.id();
-        let deadline = Instant::now() + WAIT * 2;
-        let admin = loop {
-            if let Ok(Some(client)) = AdminClient::from_data_dir(&dir) {
-                break client;
-            }
-            assert!(Instant::now() < deadline, "the gateway never wrote admin.json");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let doc: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("admin.json")).unwrap()).unwrap();
+        let (admin, doc) = await_admin(&dir);
         assert_eq!(connected(&admin), 0);
         let before = open_fds(pid);
 
@@ -198,16 +175,11 @@ mod descriptors {
         let _w = watchdog("fleet-rlimit");
         let dir = temp_dir();
         // The shell lowers its soft limit and becomes the gateway (same pid).
-        let gw = Proc(
+        let gw = Proc::quiet(
             Command::new("sh")
                 .args(["-c", "ulimit -Sn 256 && exec \"$0\" --data-dir \"$1\" serve --listen 127.0.0.1:0"])
                 .arg(GATEWAY)
-                .arg(&dir)
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+                .arg(&dir),
         );
         let pid = gw.0.id();
         let deadline = Instant::now() + WAIT * 2;

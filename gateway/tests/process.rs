@@ -1,26 +1,16 @@
 //! The `connector-gateway` binary as a real process: its resident memory under a zlib bomb.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gateway::AdminClient;
 use protocol::Inbound;
 
-use crate::common::{FakeAgent, temp_dir, watchdog};
+use crate::common::{FakeAgent, Proc, await_admin, temp_dir, watchdog};
 use crate::limits::{BOMB, bomb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-gateway");
-
-/// The gateway process; killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Resident memory of a process, in bytes (Linux `/proc`).
 fn rss(pid: u32) -> u64 {
@@ -63,28 +53,15 @@ fn serve_and_connect(bin: &str, limits: &[&str]) -> Served {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = key["data"]["apiKey"].as_str().unwrap().to_owned();
-    let child = Command::new(bin)
-        .args(["--data-dir"])
-        .arg(&dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(limits)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw = Proc(child);
+    let gw = Proc::quiet(
+        Command::new(bin)
+            .args(["--data-dir"])
+            .arg(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(limits),
+    );
     let pid = gw.0.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let admin = loop {
-        if let Ok(Some(client)) = AdminClient::from_data_dir(&dir) {
-            break client;
-        }
-        assert!(Instant::now() < deadline, "the gateway never wrote admin.json");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("admin.json")).unwrap()).unwrap();
+    let (admin, doc) = await_admin(&dir);
     let ws_url = doc["wsUrl"].as_str().unwrap().to_owned();
     let addr: SocketAddr = ws_url.trim_start_matches("wss://").trim_end_matches("/ws").parse().unwrap();
     let tls =
