@@ -1,6 +1,7 @@
 //! Cluster mode pieces against a real `redis-server` (the whole cluster, with the agent, three
 //! nodes and haproxy, is `tests/e2e_cluster.rs` at the workspace root): the API keys in Redis,
-//! one node id per live node, and a clear error when Redis cannot be reached.
+//! one node id per live node, a decommission forwarded to the node holding the agent, and a
+//! clear error when Redis cannot be reached.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,5 +146,37 @@ fn with_redis_gone_an_agent_is_told_to_retry_not_that_its_key_is_bad() {
             assert!(e.code.retryable());
         }
         other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_decommission_on_one_node_reaches_the_agent_on_another() {
+    let _w = crate::common::watchdog("cluster-decommission");
+    let Some(redis) = redis() else { return };
+    let node = |id: &str| {
+        crate::common::start_with(|c| {
+            c.redis_url = Some(redis.1.clone());
+            c.node_id = Some(id.into());
+            c.shutdown_grace = Duration::from_millis(300);
+        })
+    };
+    let (a, b) = (node("a"), node("b"));
+    let key = a.key("Depot");
+    let mut agent = crate::common::FakeAgent::connect(&a, &key, "Depot");
+    b.decommission("Depot").unwrap();
+    match agent.recv() {
+        protocol::Inbound::Shutdown(s) => {
+            assert_eq!(s.mode, protocol::ShutdownMode::Decommission);
+            assert_eq!(s.grace_period, 300, "the grace of the node that asked");
+        }
+        other => panic!("expected shutdown, got {other:?}"),
+    }
+    // The holder closes the session after the grace; then nobody holds it, on either node.
+    agent.expect_closed();
+    a.wait_disconnected("Depot");
+    let deadline = Instant::now() + crate::common::WAIT;
+    while !matches!(b.decommission("Depot"), Err(GatewayError::ConnectorOffline(_))) {
+        assert!(Instant::now() < deadline, "node b still sees a holder of Depot");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
